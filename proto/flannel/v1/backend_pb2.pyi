@@ -1,0 +1,49 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from proto.flannel.v1 import lease_pb2 as _lease_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class GetStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Peer(_message.Message):
+    __slots__ = ("lease", "mode")
+    LEASE_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    lease: _lease_pb2.Lease
+    mode: str
+    def __init__(self, lease: _Optional[_Union[_lease_pb2.Lease, _Mapping]] = ..., mode: _Optional[str] = ...) -> None: ...
+
+class GetStatusResponse(_message.Message):
+    __slots__ = ("backend_type", "device", "mtu", "own_lease", "peers", "rejected", "last_reconcile", "last_reconcile_outcome", "applied_cursor", "synced", "ip_masq")
+    BACKEND_TYPE_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    MTU_FIELD_NUMBER: _ClassVar[int]
+    OWN_LEASE_FIELD_NUMBER: _ClassVar[int]
+    PEERS_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_FIELD_NUMBER: _ClassVar[int]
+    LAST_RECONCILE_FIELD_NUMBER: _ClassVar[int]
+    LAST_RECONCILE_OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_CURSOR_FIELD_NUMBER: _ClassVar[int]
+    SYNCED_FIELD_NUMBER: _ClassVar[int]
+    IP_MASQ_FIELD_NUMBER: _ClassVar[int]
+    backend_type: str
+    device: str
+    mtu: int
+    own_lease: _lease_pb2.Lease
+    peers: _containers.RepeatedCompositeFieldContainer[Peer]
+    rejected: _containers.RepeatedCompositeFieldContainer[_lease_pb2.RejectedLease]
+    last_reconcile: _timestamp_pb2.Timestamp
+    last_reconcile_outcome: str
+    applied_cursor: str
+    synced: bool
+    ip_masq: bool
+    def __init__(self, backend_type: _Optional[str] = ..., device: _Optional[str] = ..., mtu: _Optional[int] = ..., own_lease: _Optional[_Union[_lease_pb2.Lease, _Mapping]] = ..., peers: _Optional[_Iterable[_Union[Peer, _Mapping]]] = ..., rejected: _Optional[_Iterable[_Union[_lease_pb2.RejectedLease, _Mapping]]] = ..., last_reconcile: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_reconcile_outcome: _Optional[str] = ..., applied_cursor: _Optional[str] = ..., synced: _Optional[bool] = ..., ip_masq: _Optional[bool] = ...) -> None: ...

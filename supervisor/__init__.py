@@ -1,0 +1,1 @@
+"""flanneld: starts the lease service and the backend with the right privileges and keeps them running."""

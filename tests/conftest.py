@@ -1,0 +1,40 @@
+"""Fixtures shared by every test: a real etcd per test session (per xdist worker) and a fresh one
+for tests that stop or kill it."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.etcd import EtcdServer
+
+
+@pytest.fixture(scope="session")
+def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdServer]:
+    """A real etcd shared by the tests of one worker; give each test its own prefix."""
+    server = EtcdServer(tmp_path_factory.mktemp("etcd-shared") / "data")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+@pytest.fixture
+def own_etcd(tmp_path: Path) -> Iterator[EtcdServer]:
+    """A real etcd for this test alone: it may be stopped, killed, compacted."""
+    server = EtcdServer(tmp_path / "etcd")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A unique etcd prefix, so tests sharing one etcd never see each other's keys."""
+    return f"/test-{uuid.uuid4().hex[:12]}/network"

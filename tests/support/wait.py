@@ -1,0 +1,36 @@
+"""Wait for a condition with a deadline instead of sleeping."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def wait_until(predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.02, what: str = "") -> T:
+    """Poll ``predicate`` until it returns a truthy value; return it, or fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last: T = predicate()
+    while not last:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}; last value {last!r}")
+        time.sleep(interval)
+        last = predicate()
+    return last
+
+
+async def async_wait_until(
+    predicate: Callable[[], Awaitable[T]], timeout: float = 10.0, interval: float = 0.02, what: str = ""
+) -> T:
+    """Async twin of :func:`wait_until` for coroutine predicates."""
+    deadline = time.monotonic() + timeout
+    last = await predicate()
+    while not last:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}; last value {last!r}")
+        await asyncio.sleep(interval)
+        last = await predicate()
+    return last
