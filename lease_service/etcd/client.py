@@ -1,0 +1,601 @@
+"""A thin asyncio etcd v3 client on grpc.aio and our own stubs (``lease_service/etcd/proto``).
+
+Unary calls get a per-attempt deadline and are retried on UNAVAILABLE / DEADLINE_EXCEEDED on the
+next endpoint with jittered exponential back-off until the settings' retry budget is spent
+(then :class:`EtcdUnavailable`). ``watch_prefix`` never gives up on a broken stream: it
+reconnects with back-off and resumes after the last revision it delivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Literal, TypeVar
+
+import grpc
+from grpc import aio
+
+from lease_service.etcd.errors import EtcdError, EtcdUnavailable, WatchCompacted
+from lease_service.etcd.proto import kv_pb2, rpc_pb2, rpc_pb2_grpc
+from lease_service.etcd.settings import Endpoint, EtcdSettings
+
+log = logging.getLogger(__name__)
+
+R = TypeVar("R")
+Metadata = tuple[tuple[str, str], ...]
+
+#: Keys per Range page in get_prefix (all pages are read at the first page's revision).
+PAGE_SIZE = 1000
+
+_RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+# etcd's answers to a missing, unknown or outdated auth token (they differ between versions).
+_TOKEN_ERRORS = ("invalid auth token", "auth store is old", "user name is empty", "invalid auth")
+
+
+@dataclass(frozen=True)
+class KeyValue:
+    """One etcd key: ``key`` decoded as UTF-8, ``lease`` 0 when none is attached."""
+
+    key: str
+    value: bytes
+    create_revision: int
+    mod_revision: int
+    version: int
+    lease: int
+
+
+@dataclass(frozen=True)
+class WatchEvent:
+    """A put or a delete; for a delete only ``kv.key`` and ``kv.mod_revision`` (the revision of
+    the deletion) are meaningful."""
+
+    type: Literal["put", "delete"]
+    kv: KeyValue
+
+
+@dataclass(frozen=True)
+class WatchBatch:
+    """What one watch response brought.
+
+    ``events`` hold all events of one or more whole revisions, in order. ``revision`` is the revision
+    the watcher is now up to: for an event batch the last event's ``mod_revision`` (never ahead of
+    what was delivered), for a progress notification (``progress=True``, no events) etcd's header
+    revision.
+    """
+
+    events: tuple[WatchEvent, ...]
+    revision: int
+    progress: bool
+
+
+class _Transient(Exception):
+    """A stream ended or failed in a way that is worth retrying (like UNAVAILABLE)."""
+
+
+class _Connection:
+    """The channel and stubs for one endpoint."""
+
+    def __init__(self, endpoint: Endpoint, channel: aio.Channel) -> None:
+        self.endpoint = endpoint
+        self.channel = channel
+        self.kv = rpc_pb2_grpc.KVStub(channel)
+        self.watch = rpc_pb2_grpc.WatchStub(channel)
+        self.lease = rpc_pb2_grpc.LeaseStub(channel)
+        self.auth = rpc_pb2_grpc.AuthStub(channel)
+
+
+def _key_bytes(key: str) -> bytes:
+    return key.encode("utf-8", "surrogateescape")
+
+
+def prefix_range_end(prefix: bytes) -> bytes:
+    """etcd's range_end for "every key starting with prefix" (clientv3.GetPrefixRangeEnd)."""
+    end = bytearray(prefix)
+    while end:
+        if end[-1] < 0xFF:
+            end[-1] += 1
+            return bytes(end)
+        end.pop()
+    return b"\x00"  # empty prefix (or all 0xff): every key
+
+
+def _kv(pb: kv_pb2.KeyValue) -> KeyValue:
+    return KeyValue(
+        key=pb.key.decode("utf-8", "surrogateescape"),
+        value=pb.value,
+        create_revision=pb.create_revision,
+        mod_revision=pb.mod_revision,
+        version=pb.version,
+        lease=pb.lease,
+    )
+
+
+def _event(pb: kv_pb2.Event) -> WatchEvent:
+    return WatchEvent(type="delete" if pb.type == kv_pb2.Event.DELETE else "put", kv=_kv(pb.kv))
+
+
+def _is_token_error(details: str) -> bool:
+    lowered = details.lower()
+    return any(marker in lowered for marker in _TOKEN_ERRORS)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, aio.AioRpcError):
+        return f"{exc.code().name}: {exc.details()}"
+    if isinstance(exc, TimeoutError):
+        return "no answer within the call timeout"
+    return str(exc) or type(exc).__name__
+
+
+class EtcdClient:
+    """An asyncio etcd v3 client for the lease service: KV, leases, prefix watches.
+
+    One gRPC channel per endpoint, opened lazily inside the running event loop. Calls go to the
+    endpoint that worked last and move to the next one when it fails. Use ``async with`` or call
+    :meth:`close`. Retry semantics of the writes: see :meth:`create` and :meth:`replace`.
+    """
+
+    def __init__(self, settings: EtcdSettings) -> None:
+        self._settings = settings
+        self._endpoints = settings.parsed_endpoints
+        self._connections: dict[int, _Connection] = {}
+        self._current = 0
+        self._closed = False
+        self._token: str | None = None
+        self._auth_lock = asyncio.Lock()
+        self._credentials: grpc.ChannelCredentials | None = None
+        if any(ep.secure for ep in self._endpoints):
+            self._credentials = grpc.ssl_channel_credentials(
+                root_certificates=self._read(settings.ca_file, "ca_file"),
+                private_key=self._read(settings.key_file, "key_file"),
+                certificate_chain=self._read(settings.cert_file, "cert_file"),
+            )
+
+    @staticmethod
+    def _read(path: object, what: str) -> bytes | None:
+        if path is None:
+            return None
+        try:
+            with open(str(path), "rb") as f:
+                return f.read()
+        except OSError as exc:
+            raise ValueError(f"etcd {what} {path}: {exc.strerror}") from exc
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Close every channel; running watches end with :class:`EtcdError`."""
+        self._closed = True
+        connections, self._connections = list(self._connections.values()), {}
+        for conn in connections:
+            await conn.channel.close()
+
+    async def __aenter__(self) -> EtcdClient:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    def _connection(self, index: int) -> _Connection:
+        if self._closed:
+            raise EtcdError("etcd client is closed")
+        conn = self._connections.get(index)
+        if conn is None:
+            endpoint = self._endpoints[index]
+            s = self._settings
+            options = [
+                ("grpc.initial_reconnect_backoff_ms", int(s.backoff_initial * 1000)),
+                ("grpc.min_reconnect_backoff_ms", int(s.backoff_initial * 1000)),
+                ("grpc.max_reconnect_backoff_ms", int(s.backoff_max * 1000)),
+                ("grpc.max_receive_message_length", -1),
+                ("grpc.max_send_message_length", -1),
+                # Notice a peer that vanished without a FIN under a long-lived watch; etcd allows
+                # pings every 5 s while a stream is open.
+                ("grpc.keepalive_time_ms", 10_000),
+                ("grpc.keepalive_timeout_ms", 5_000),
+                ("grpc.keepalive_permit_without_calls", 0),
+                ("grpc.http2.max_pings_without_data", 0),
+                ("grpc.enable_retries", 0),
+            ]
+            if endpoint.secure:
+                assert self._credentials is not None
+                channel = aio.secure_channel(endpoint.target, self._credentials, options=options)
+            else:
+                channel = aio.insecure_channel(endpoint.target, options=options)
+            conn = self._connections[index] = _Connection(endpoint, channel)
+        return conn
+
+    def _failed(self, index: int) -> None:
+        """Move on to the next endpoint if ``index`` is still the one in use."""
+        if self._current == index and len(self._endpoints) > 1:
+            self._current = (index + 1) % len(self._endpoints)
+            log.info("etcd endpoint %s failed, switching to %s", self._endpoints[index].url,
+                     self._endpoints[self._current].url)
+
+    def _backoff(self, delay: float) -> float:
+        """A jittered delay in [delay/2, delay]."""
+        return delay * random.uniform(0.5, 1.0)
+
+    # -- authentication --------------------------------------------------------------------
+
+    async def _metadata(self, deadline: float) -> Metadata:
+        s = self._settings
+        if s.username is None:
+            return ()
+        token = self._token
+        if token is None:
+            async with self._auth_lock:
+                if self._token is None:
+                    request = rpc_pb2.AuthenticateRequest(name=s.username, password=s.password or "")
+
+                    async def authenticate(conn: _Connection, timeout: float, metadata: Metadata) -> str:
+                        response = await conn.auth.Authenticate(request, timeout=timeout)
+                        return str(response.token)
+
+                    self._token = await self._retrying(
+                        "authenticate", s.username, authenticate, deadline=deadline, authenticated=False
+                    )
+                    log.info("etcd: authenticated as %s", s.username)
+                token = self._token
+        return (("token", token),)
+
+    def _drop_token(self, metadata: Metadata) -> None:
+        """Forget the token we sent (unless another call already replaced it)."""
+        if metadata and self._token == metadata[0][1]:
+            self._token = None
+
+    # -- the retry loop --------------------------------------------------------------------
+
+    async def _retrying(
+        self,
+        op: str,
+        subject: str,
+        attempt: Callable[[_Connection, float, Metadata], Awaitable[R]],
+        *,
+        deadline: float | None = None,
+        authenticated: bool = True,
+        attempts: list[BaseException] | None = None,
+    ) -> R:
+        """Run ``attempt`` until it succeeds, fails for good, or the budget is spent.
+
+        Failed attempts are appended to ``attempts`` so that callers can tell whether an earlier
+        attempt may have been applied although it reported an error.
+        """
+        loop = asyncio.get_running_loop()
+        s = self._settings
+        if deadline is None:
+            deadline = loop.time() + s.budget
+        delay = s.backoff_initial
+        failures = 0
+        token_retried = False
+        last: tuple[str, BaseException] | None = None
+        while True:
+            index = self._current
+            conn = self._connection(index)
+            url = conn.endpoint.url
+            metadata: Metadata = ()
+            try:
+                if authenticated:
+                    metadata = await self._metadata(deadline)
+                timeout = max(min(s.call_timeout, deadline - loop.time()), 0.01)
+                return await attempt(conn, timeout, metadata)
+            except aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.CANCELLED and self._closed:
+                    raise EtcdError(f"etcd {op} {subject!r}: client closed", endpoint=url) from exc
+                if authenticated and not token_retried and self._is_token_failure(exc):
+                    token_retried = True
+                    self._drop_token(metadata)
+                    log.info("etcd %s: token rejected by %s (%s); authenticating again", op, url, exc.details())
+                    continue
+                if exc.code() not in _RETRYABLE:
+                    raise EtcdError(
+                        f"etcd {op} {subject!r} on {url}: {_describe(exc)}", endpoint=url, code=exc.code().name
+                    ) from exc
+                last = (url, exc)
+            except (_Transient, asyncio.InvalidStateError) as exc:
+                last = (url, exc)
+            except EtcdUnavailable:
+                raise  # authentication already spent the budget
+            if attempts is not None:
+                attempts.append(last[1])
+            failures += 1
+            self._failed(index)
+            # Try each endpoint once before backing off; back off after each full round.
+            pause = self._backoff(delay) if failures % len(self._endpoints) == 0 else 0.0
+            if loop.time() + pause >= deadline:
+                urls = ", ".join(ep.url for ep in self._endpoints)
+                raise EtcdUnavailable(
+                    f"etcd {op} {subject!r}: no endpoint answered within {s.budget:g}s ({urls}); "
+                    f"{failures} attempts, last error from {last[0]}: {_describe(last[1])}",
+                    endpoint=last[0],
+                    code=last[1].code().name if isinstance(last[1], aio.AioRpcError) else None,
+                ) from last[1]
+            if pause:
+                await asyncio.sleep(pause)
+                delay = min(delay * 2, s.backoff_max)
+
+    def _is_token_failure(self, exc: aio.AioRpcError) -> bool:
+        if self._settings.username is None:
+            return False
+        return exc.code() == grpc.StatusCode.UNAUTHENTICATED or _is_token_error(exc.details() or "")
+
+    # -- KV --------------------------------------------------------------------------------
+
+    async def get(self, key: str) -> tuple[KeyValue | None, int]:
+        """The key (or None) and the store revision of the read."""
+        request = rpc_pb2.RangeRequest(key=_key_bytes(key))
+
+        async def attempt(conn: _Connection, timeout: float, md: Metadata) -> rpc_pb2.RangeResponse:
+            return await conn.kv.Range(request, timeout=timeout, metadata=md)
+
+        response = await self._retrying("get", key, attempt)
+        kv = _kv(response.kvs[0]) if response.kvs else None
+        return kv, response.header.revision
+
+    async def get_prefix(self, prefix: str) -> tuple[list[KeyValue], int]:
+        """Every key under ``prefix``, sorted by key, read in pages at one revision; and that revision."""
+        start = _key_bytes(prefix)
+        end = prefix_range_end(start)
+        for _ in range(5):
+            try:
+                return await self._list(prefix, start, end)
+            except EtcdError as exc:
+                # Our pinned revision was compacted between two pages: list again from now.
+                if exc.code != grpc.StatusCode.OUT_OF_RANGE.name:
+                    raise
+                log.info("etcd: listing %s raced a compaction (%s); listing again", prefix, exc)
+        raise EtcdError(f"etcd get_prefix {prefix!r}: compacted five times while paging")
+
+    async def _list(self, prefix: str, start: bytes, end: bytes) -> tuple[list[KeyValue], int]:
+        kvs: list[KeyValue] = []
+        revision = 0
+        while True:
+            request = rpc_pb2.RangeRequest(key=start, range_end=end, limit=PAGE_SIZE, revision=revision)
+
+            async def attempt(
+                conn: _Connection, timeout: float, md: Metadata, request: rpc_pb2.RangeRequest = request
+            ) -> rpc_pb2.RangeResponse:
+                return await conn.kv.Range(request, timeout=timeout, metadata=md)
+
+            response = await self._retrying("get_prefix", prefix, attempt)
+            if revision == 0:
+                revision = response.header.revision
+            kvs.extend(_kv(pb) for pb in response.kvs)
+            if not response.more or not response.kvs:
+                return kvs, revision
+            start = response.kvs[-1].key + b"\x00"
+
+    async def put(self, key: str, value: bytes, lease: int = 0) -> int:
+        """Write the key; return the revision of the write. Retried like every call: a put
+        that timed out may have been applied and is then applied once more."""
+        request = rpc_pb2.PutRequest(key=_key_bytes(key), value=value, lease=lease)
+
+        async def attempt(conn: _Connection, timeout: float, md: Metadata) -> rpc_pb2.PutResponse:
+            return await conn.kv.Put(request, timeout=timeout, metadata=md)
+
+        response = await self._retrying("put", key, attempt)
+        return int(response.header.revision)
+
+    async def delete(self, key: str) -> int:
+        """Delete the key (absent is fine); return the revision after the call."""
+        request = rpc_pb2.DeleteRangeRequest(key=_key_bytes(key))
+
+        async def attempt(conn: _Connection, timeout: float, md: Metadata) -> rpc_pb2.DeleteRangeResponse:
+            return await conn.kv.DeleteRange(request, timeout=timeout, metadata=md)
+
+        response = await self._retrying("delete", key, attempt)
+        return int(response.header.revision)
+
+    async def create(self, key: str, value: bytes, lease: int = 0) -> bool:
+        """Write the key only if it does not exist; True if this call created it.
+
+        When an attempt failed without an answer (timeout, connection lost) and a retry then finds
+        the key existing, the first attempt may have been ours: the key is read back and the call
+        reports True if it holds exactly ``value`` and ``lease``. Callers that need certainty with
+        ``lease=0`` and a value others might write too should re-read.
+        """
+        k = _key_bytes(key)
+        compare = rpc_pb2.Compare(
+            result=rpc_pb2.Compare.EQUAL, target=rpc_pb2.Compare.CREATE, key=k, create_revision=0
+        )
+        return await self._put_if("create", key, compare, value, lease)
+
+    async def replace(self, key: str, value: bytes, mod_revision: int, lease: int = 0) -> bool:
+        """Write the key only if its mod_revision is still ``mod_revision``; True if written.
+
+        Retries after an unanswered attempt are resolved like :meth:`create`'s: True if the key
+        now holds exactly ``value`` and ``lease``.
+        """
+        k = _key_bytes(key)
+        compare = rpc_pb2.Compare(
+            result=rpc_pb2.Compare.EQUAL, target=rpc_pb2.Compare.MOD, key=k, mod_revision=mod_revision
+        )
+        return await self._put_if("replace", key, compare, value, lease)
+
+    async def _put_if(self, op: str, key: str, compare: rpc_pb2.Compare, value: bytes, lease: int) -> bool:
+        put = rpc_pb2.PutRequest(key=_key_bytes(key), value=value, lease=lease)
+        request = rpc_pb2.TxnRequest(compare=[compare], success=[rpc_pb2.RequestOp(request_put=put)])
+
+        async def attempt(conn: _Connection, timeout: float, md: Metadata) -> rpc_pb2.TxnResponse:
+            return await conn.kv.Txn(request, timeout=timeout, metadata=md)
+
+        failed: list[BaseException] = []
+        response = await self._retrying(op, key, attempt, attempts=failed)
+        if response.succeeded:
+            return True
+        if not failed:
+            return False
+        current, _ = await self.get(key)
+        ours = current is not None and current.value == value and current.lease == lease
+        log.info("etcd %s %s: retried after %s; key %s our value", op, key, _describe(failed[-1]),
+                 "holds" if ours else "does not hold")
+        return ours
+
+    async def compact(self, revision: int) -> None:
+        """Compact the history up to ``revision`` (already compacted further is fine)."""
+        request = rpc_pb2.CompactionRequest(revision=revision)
+
+        async def attempt(conn: _Connection, timeout: float, md: Metadata) -> rpc_pb2.CompactionResponse:
+            return await conn.kv.Compact(request, timeout=timeout, metadata=md)
+
+        try:
+            await self._retrying("compact", str(revision), attempt)
+        except EtcdError as exc:
+            if exc.code == grpc.StatusCode.OUT_OF_RANGE.name and "compacted" in str(exc):
+                return
+            raise
+
+    # -- leases ----------------------------------------------------------------------------
+
+    async def grant(self, ttl: int) -> int:
+        """A new lease of ``ttl`` seconds (etcd raises short TTLs to its minimum); its id."""
+        request = rpc_pb2.LeaseGrantRequest(TTL=ttl)
+
+        async def attempt(conn: _Connection, timeout: float, md: Metadata) -> rpc_pb2.LeaseGrantResponse:
+            return await conn.lease.LeaseGrant(request, timeout=timeout, metadata=md)
+
+        response = await self._retrying("grant", f"ttl={ttl}", attempt)
+        if response.error:
+            raise EtcdError(f"etcd grant ttl={ttl}: {response.error}")
+        return int(response.ID)
+
+    async def revoke(self, lease_id: int) -> None:
+        """Revoke the lease and delete its keys; a lease that is already gone is fine."""
+        request = rpc_pb2.LeaseRevokeRequest(ID=lease_id)
+
+        async def attempt(conn: _Connection, timeout: float, md: Metadata) -> rpc_pb2.LeaseRevokeResponse:
+            return await conn.lease.LeaseRevoke(request, timeout=timeout, metadata=md)
+
+        try:
+            await self._retrying("revoke", f"lease {lease_id:x}", attempt)
+        except EtcdError as exc:
+            if exc.code == grpc.StatusCode.NOT_FOUND.name:
+                return
+            raise
+
+    async def keepalive_once(self, lease_id: int) -> int:
+        """Renew the lease once; its new TTL, or 0 (or less) if the lease is gone."""
+
+        async def attempt(conn: _Connection, timeout: float, md: Metadata) -> int:
+            call = conn.lease.LeaseKeepAlive(timeout=timeout, metadata=md)
+            try:
+                await call.write(rpc_pb2.LeaseKeepAliveRequest(ID=lease_id))
+                response = await call.read()
+            finally:
+                call.cancel()
+            if response is aio.EOF:
+                raise _Transient("keepalive stream closed without an answer")
+            assert isinstance(response, rpc_pb2.LeaseKeepAliveResponse)
+            return int(response.TTL)
+
+        return await self._retrying("keepalive", f"lease {lease_id:x}", attempt)
+
+    async def time_to_live(self, lease_id: int) -> int:
+        """Seconds the lease has left, -1 if it is gone."""
+        request = rpc_pb2.LeaseTimeToLiveRequest(ID=lease_id)
+
+        async def attempt(conn: _Connection, timeout: float, md: Metadata) -> rpc_pb2.LeaseTimeToLiveResponse:
+            return await conn.lease.LeaseTimeToLive(request, timeout=timeout, metadata=md)
+
+        response = await self._retrying("time_to_live", f"lease {lease_id:x}", attempt)
+        return int(response.TTL)
+
+    # -- watch -----------------------------------------------------------------------------
+
+    def watch_prefix(self, prefix: str, start_revision: int) -> AsyncIterator[WatchBatch]:
+        """Every change under ``prefix`` from ``start_revision`` on (0: from now), forever.
+
+        Survives broken streams: reconnects with back-off (any endpoint) and resumes after the last
+        delivered revision, so no event is delivered twice or skipped, and a revision's events
+        always arrive in one batch. Raises :class:`WatchCompacted` when etcd no longer has the
+        history to resume from. Close it with ``aclose()`` or by cancelling its consumer.
+        """
+        return self._watch(prefix, start_revision)
+
+    async def _watch(self, prefix: str, start_revision: int) -> AsyncIterator[WatchBatch]:
+        loop = asyncio.get_running_loop()
+        s = self._settings
+        key = _key_bytes(prefix)
+        range_end = prefix_range_end(key)
+        next_rev = start_revision  # 0 until the created response of a "from now" watch
+        delay = s.backoff_initial
+        failures = 0
+        denied = 0
+        while True:
+            index = self._current
+            conn = self._connection(index)
+            url = conn.endpoint.url
+            call: aio.StreamStreamCall | None = None  # type: ignore[type-arg]
+            metadata: Metadata = ()
+            try:
+                metadata = await self._metadata(loop.time() + s.budget)
+                call = conn.watch.Watch(metadata=metadata)
+                create = rpc_pb2.WatchCreateRequest(
+                    key=key, range_end=range_end, start_revision=next_rev, progress_notify=True
+                )
+                await call.write(rpc_pb2.WatchRequest(create_request=create))
+                created = await asyncio.wait_for(call.read(), s.call_timeout)
+                pending: list[kv_pb2.Event] = []
+                response = created
+                while True:
+                    if response is aio.EOF:
+                        raise _Transient("watch stream closed by the server")
+                    assert isinstance(response, rpc_pb2.WatchResponse)
+                    if response.compact_revision:
+                        raise WatchCompacted(
+                            f"etcd watch {prefix!r} on {url}: revision {next_rev} is compacted "
+                            f"(compacted up to {response.compact_revision}); list again",
+                            compact_revision=int(response.compact_revision),
+                            endpoint=url,
+                        )
+                    if response.canceled:
+                        reason = response.cancel_reason or "no reason given"
+                        if s.username is not None and denied == 0 and (
+                            "permission denied" in reason or _is_token_error(reason)
+                        ):
+                            denied += 1  # probably an expired or lost token: one more try with a new one
+                            self._drop_token(metadata)
+                            raise _Transient(f"watch refused ({reason}); authenticating again")
+                        raise EtcdError(f"etcd watch {prefix!r} on {url} canceled: {reason}", endpoint=url)
+                    if response.created:
+                        if next_rev == 0:
+                            next_rev = response.header.revision + 1
+                        if failures:
+                            log.info("etcd watch %s: resumed on %s from revision %d after %d failures",
+                                     prefix, url, next_rev, failures)
+                        failures, denied, delay = 0, 0, s.backoff_initial
+                    elif response.fragment:
+                        pending.extend(response.events)  # etcd split one big response: join it
+                    else:
+                        pending.extend(response.events)
+                        fresh = [e for e in pending if e.kv.mod_revision >= next_rev]
+                        pending = []
+                        if fresh:
+                            last = fresh[-1].kv.mod_revision
+                            next_rev = last + 1
+                            yield WatchBatch(events=tuple(_event(e) for e in fresh), revision=last, progress=False)
+                        elif not response.events and response.header.revision >= next_rev - 1:
+                            # A progress notification: nothing of ours up to the header revision.
+                            revision = response.header.revision
+                            next_rev = revision + 1
+                            yield WatchBatch(events=(), revision=revision, progress=True)
+                    response = await call.read()
+            except (aio.AioRpcError, asyncio.InvalidStateError, _Transient, TimeoutError, EtcdUnavailable) as exc:
+                if self._closed:
+                    raise EtcdError(f"etcd watch {prefix!r}: client closed", endpoint=url) from exc
+                failures += 1
+                self._failed(index)
+                pause = self._backoff(delay)
+                delay = min(delay * 2, s.backoff_max)
+                log.warning("etcd watch %s on %s broken (%s); resuming from revision %s in %.1fs",
+                            prefix, url, _describe(exc), next_rev or "now", pause)
+                await asyncio.sleep(pause)
+            finally:
+                if call is not None:
+                    call.cancel()
