@@ -1,0 +1,123 @@
+"""flannel-lease-service: wires the store, the lease stream, the keeper and the gRPC server."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from flannel_rpc import UnixServer
+from lease_service import cli
+from lease_service.etcd import EtcdClient
+from lease_service.keeper import KeeperSettings, LeaseKeeper
+from lease_service.netconfig import ConfigError, NetworkConfig
+from lease_service.publicip import PublicIPError, resolve
+from lease_service.server import LeaseServicer
+from lease_service.stream import LeaseHub
+from lease_service.subnet.base import StoreUnavailable
+from lease_service.subnet.etcd import EtcdSubnetManager
+from proto.flannel.v1 import lease_pb2, lease_pb2_grpc
+
+log = logging.getLogger("lease_service")
+SERVICE = lease_pb2.DESCRIPTOR.services_by_name["LeaseService"].full_name
+
+
+async def _load_config(manager: EtcdSubnetManager, servicer: LeaseServicer) -> NetworkConfig:
+    """Wait for a valid network config, NOT_SERVING meanwhile, saying why once per new reason."""
+    last = ""
+    delay = 0.2
+    while True:
+        try:
+            return await manager.get_network_config()
+        except (ConfigError, StoreUnavailable) as exc:
+            reason = str(exc)
+            if reason != last:
+                log.error("waiting for a usable network config: %s", reason)
+                servicer.waiting_for = f"a usable network config ({reason})"
+                last = reason
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 5.0)
+
+
+async def serve(settings: cli.Settings) -> int:
+    if settings.kube_subnet_mgr:
+        log.error("--kube-subnet-mgr is not implemented yet; use etcd (--etcd-endpoints)")
+        return 2
+    client = EtcdClient(settings.etcd)
+    manager = EtcdSubnetManager(client, settings.etcd_prefix, lease_ttl=settings.lease_ttl)
+    servicer = LeaseServicer("etcd")
+    server = UnixServer(settings.socket_path, [SERVICE],
+                        lambda grpc_server: lease_pb2_grpc.add_LeaseServiceServicer_to_server(servicer, grpc_server), socket_group=settings.socket_group,
+                        tcp_listen=settings.grpc_listen)
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        config_task = asyncio.ensure_future(_load_config(manager, servicer))
+        stopper = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({config_task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if stop.is_set():
+            config_task.cancel()
+            return 0
+        config = config_task.result()
+        log.info("network config: %s, backend %s", config.network or config.ipv6_network, config.backend_type)
+        try:
+            addresses = resolve(settings.public_ip, settings.public_ipv6, settings.ifaces, settings.iface_regexes,
+                                want_ipv4=config.enable_ipv4, want_ipv6=config.enable_ipv6)
+        except PublicIPError as exc:
+            log.error("cannot determine the public IP: %s", exc)
+            return 2
+        log.info("public IP %s%s", addresses.ipv4 or addresses.ipv6,
+                 f" (interface {addresses.iface})" if addresses.iface else "")
+
+        async def state_at(revision: int):  # type: ignore[no-untyped-def]
+            return await manager.state_at(config, revision)
+
+        hub = LeaseHub(manager.store_id, state_at=state_at)
+        keeper = LeaseKeeper(manager, config, hub, KeeperSettings(
+            renew_margin=settings.renew_margin, subnet_file=settings.subnet_file, ip_masq=settings.ip_masq))
+        servicer.waiting_for = "the first list of leases from the store"
+        servicer.attach(config, hub, keeper, addresses.ipv4, addresses.ipv6)
+        tasks.append(asyncio.ensure_future(manager.run_watch(config, hub)))
+        tasks.append(asyncio.ensure_future(keeper.run()))
+        ready = asyncio.ensure_future(hub.wait_ready())
+        done, _ = await asyncio.wait({ready, stopper, *tasks}, return_when=asyncio.FIRST_COMPLETED)
+        if ready in done:
+            await server.set_serving(True)
+            log.info("serving leases on %s", settings.socket_path)
+            done, _ = await asyncio.wait({stopper, *tasks}, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task is not stopper and task.exception() is not None:
+                log.error("internal task failed: %r", task.exception())
+                return 1
+        return 0
+    finally:
+        for task in tasks:
+            task.cancel()
+        await server.set_serving(False)
+        await server.stop(grace=0.5)
+        await manager.close()
+        log.info("stopped; the lease stays in the store until it expires")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        settings = cli.parse(sys.argv[1:] if argv is None else argv)
+    except cli.UsageError as exc:
+        print(f"flannel-lease-service: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=logging.DEBUG if settings.verbosity > 1 else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    return asyncio.run(serve(settings))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,171 @@
+"""The lease value and flannel's etcd encoding of it.
+
+Keys: ``<prefix>/subnets/<ip>-<len>``, or ``<ip>-<len>&<ip6>-<len6>`` for a dual-stack lease.
+Values: JSON ``{"PublicIP": ..., "PublicIPv6": ..., "BackendType": ..., "BackendData": ...,
+"BackendV6Data": ...}`` (flannel's LeaseAttrs).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, replace
+from datetime import datetime
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lease_service.netconfig import NetworkConfig
+
+_KEY = re.compile(r"^(\d+\.\d+\.\d+\.\d+)-(\d+)(?:&([0-9a-fA-F:]+)-(\d+))?$")
+
+
+class CorruptLease(ValueError):
+    """A lease in the store that cannot be used; the message names the key and what is wrong."""
+
+
+@dataclass(frozen=True)
+class LeaseAttrs:
+    """What a node publishes about itself."""
+
+    public_ip: IPv4Address | None
+    public_ipv6: IPv6Address | None = None
+    backend_type: str = ""
+    backend_data: str = ""       # JSON text, "" for none
+    backend_v6_data: str = ""    # JSON text, "" for none
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A node's lease on its pod subnet(s)."""
+
+    key: str
+    subnet: IPv4Network | None
+    ipv6_subnet: IPv6Network | None
+    attrs: LeaseAttrs
+    expiration: datetime | None = None   # None: never expires (a reservation) or unknown
+    node_name: str = ""
+    store_lease_id: int = 0              # the etcd lease the key is bound to (0: none)
+    mod_revision: int = 0
+
+    def with_attrs(self, attrs: LeaseAttrs) -> "Lease":
+        return replace(self, attrs=attrs)
+
+
+def make_subnet_key(subnet: IPv4Network | None, ipv6_subnet: IPv6Network | None) -> str:
+    """flannel's key for a subnet pair: ``10.244.3.0-24`` or ``10.244.3.0-24&fc00:0:0:3::-64``."""
+    v4 = f"{subnet.network_address}-{subnet.prefixlen}" if subnet is not None else "0.0.0.0-0"
+    if ipv6_subnet is None:
+        return v4
+    return f"{v4}&{ipv6_subnet.network_address}-{ipv6_subnet.prefixlen}"
+
+
+def parse_subnet_key(key: str) -> tuple[IPv4Network | None, IPv6Network | None]:
+    """Inverse of :func:`make_subnet_key`; raises :class:`CorruptLease` naming the key."""
+    match = _KEY.match(key)
+    if not match:
+        raise CorruptLease(f"key {key!r} is not a subnet key like 10.244.3.0-24")
+    try:
+        v4_len = int(match.group(2))
+        subnet: IPv4Network | None = IPv4Network(f"{match.group(1)}/{v4_len}")
+        if v4_len == 0:
+            subnet = None
+        ipv6 = None
+        if match.group(3):
+            ipv6 = IPv6Network(f"{match.group(3)}/{int(match.group(4))}")
+    except ValueError as exc:
+        raise CorruptLease(f"key {key!r} is not a valid subnet: {exc}") from exc
+    return subnet, ipv6
+
+
+def encode_attrs(attrs: LeaseAttrs) -> bytes:
+    """The JSON value flannel stores (field names and omission rules as flannel's)."""
+    doc: dict[str, Any] = {"PublicIP": str(attrs.public_ip) if attrs.public_ip else "0.0.0.0"}
+    if attrs.public_ipv6 is not None:
+        doc["PublicIPv6"] = str(attrs.public_ipv6)
+    if attrs.backend_type:
+        doc["BackendType"] = attrs.backend_type
+    if attrs.backend_data:
+        doc["BackendData"] = json.loads(attrs.backend_data)
+    if attrs.backend_v6_data:
+        doc["BackendV6Data"] = json.loads(attrs.backend_v6_data)
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def decode_attrs(key: str, value: bytes) -> LeaseAttrs:
+    """Parse a stored lease value; raises :class:`CorruptLease` naming the key and the problem."""
+    try:
+        doc = json.loads(value)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CorruptLease(f"lease {key}: value is not JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise CorruptLease(f"lease {key}: value must be a JSON object, got {type(doc).__name__}")
+    public_ip = _address(key, doc, "PublicIP", IPv4Address)
+    public_ipv6 = _address(key, doc, "PublicIPv6", IPv6Address)
+    backend_type = doc.get("BackendType", "")
+    if not isinstance(backend_type, str):
+        raise CorruptLease(f"lease {key}: BackendType must be a string, got {backend_type!r}")
+    return LeaseAttrs(
+        public_ip=public_ip,  # type: ignore[arg-type]
+        public_ipv6=public_ipv6,  # type: ignore[arg-type]
+        backend_type=backend_type,
+        backend_data=_backend_data(key, doc, "BackendData"),
+        backend_v6_data=_backend_data(key, doc, "BackendV6Data"),
+    )
+
+
+def decode_lease(key: str, value: bytes, *, store_lease_id: int = 0, mod_revision: int = 0) -> Lease:
+    """A whole lease from its subnet key (without the prefix) and stored value."""
+    subnet, ipv6 = parse_subnet_key(key)
+    attrs = decode_attrs(key, value)
+    if subnet is not None and attrs.public_ip is None:
+        raise CorruptLease(f"lease {key}: PublicIP is missing")
+    return Lease(key=key, subnet=subnet, ipv6_subnet=ipv6, attrs=attrs,
+                 store_lease_id=store_lease_id, mod_revision=mod_revision)
+
+
+def _address(key: str, doc: dict[str, Any], field: str, cls: type[IPv4Address] | type[IPv6Address]) -> IPv4Address | IPv6Address | None:
+    raw = doc.get(field)
+    if raw in (None, ""):
+        return None
+    if not isinstance(raw, str):
+        raise CorruptLease(f"lease {key}: {field} must be an address string, got {raw!r}")
+    try:
+        address = cls(raw)
+    except ValueError as exc:
+        family = 4 if cls is IPv4Address else 6
+        raise CorruptLease(f"lease {key}: {field} {raw!r} is not an IPv{family} address") from exc
+    if cls is IPv4Address and address == IPv4Address("0.0.0.0"):
+        return None
+    return address
+
+
+def _backend_data(key: str, doc: dict[str, Any], field: str) -> str:
+    raw = doc.get(field)
+    if raw is None:
+        return ""
+    if not isinstance(raw, dict):
+        raise CorruptLease(f"lease {key}: {field} must be a JSON object, got {raw!r}")
+    return json.dumps(raw, separators=(",", ":"), sort_keys=True)
+
+
+def check_against_config(lease: Lease, config: "NetworkConfig") -> None:
+    """Raise :class:`CorruptLease` when the lease's subnets do not fit the network config."""
+    if config.enable_ipv4:
+        if lease.subnet is None:
+            raise CorruptLease(f"lease {lease.key}: no IPv4 subnet, but the network config enables IPv4")
+        if config.network is None or not lease.subnet.subnet_of(config.network):
+            raise CorruptLease(f"lease {lease.key}: subnet {lease.subnet} is outside the network {config.network}")
+        if lease.subnet.prefixlen != config.subnet_len:
+            raise CorruptLease(
+                f"lease {lease.key}: subnet {lease.subnet} is not a /{config.subnet_len} as SubnetLen says"
+            )
+    if config.enable_ipv6 and lease.ipv6_subnet is not None:
+        if config.ipv6_network is None or not lease.ipv6_subnet.subnet_of(config.ipv6_network):
+            raise CorruptLease(
+                f"lease {lease.key}: IPv6 subnet {lease.ipv6_subnet} is outside the network {config.ipv6_network}"
+            )
+        if lease.ipv6_subnet.prefixlen != config.ipv6_subnet_len:
+            raise CorruptLease(
+                f"lease {lease.key}: IPv6 subnet {lease.ipv6_subnet} is not a /{config.ipv6_subnet_len}"
+            )

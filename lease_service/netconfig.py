@@ -1,0 +1,212 @@
+"""flannel's network config (``<prefix>/config`` in etcd, ``net-conf.json`` for Kubernetes),
+parsed once into a frozen value with flannel's defaults filled in.
+
+Every error names the field, the value and what was expected.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+from typing import Any
+
+#: Backends this project implements; flannel's default (no Backend) is udp, which we do not.
+SUPPORTED_BACKENDS = ("vxlan", "host-gw")
+
+
+class ConfigError(ValueError):
+    """The network config is unusable; the message says which field, which value, and why."""
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """A validated flannel network config."""
+
+    enable_ipv4: bool
+    enable_ipv6: bool
+    network: IPv4Network | None
+    subnet_len: int
+    subnet_min: IPv4Address | None
+    subnet_max: IPv4Address | None
+    ipv6_network: IPv6Network | None
+    ipv6_subnet_len: int
+    ipv6_subnet_min: IPv6Address | None
+    ipv6_subnet_max: IPv6Address | None
+    backend_type: str
+    backend: dict[str, Any]
+    raw: str
+
+    def __hash__(self) -> int:  # ``backend`` is a dict; the raw text identifies the config
+        return hash(self.raw)
+
+    def subnet_count(self) -> int:
+        """How many IPv4 subnets lie between SubnetMin and SubnetMax (inclusive)."""
+        if self.subnet_min is None or self.subnet_max is None:
+            return 0
+        return (int(self.subnet_max) - int(self.subnet_min)) // (1 << (32 - self.subnet_len)) + 1
+
+
+def parse_network_config(text: str | bytes, source: str = "network config") -> NetworkConfig:
+    """Parse and validate flannel's network config JSON, raising :class:`ConfigError`."""
+    if isinstance(text, bytes):
+        try:
+            text = text.decode()
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{source}: not UTF-8 text: {exc}") from exc
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{source}: not valid JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{source}: expected a JSON object, got {type(doc).__name__}")
+
+    enable_ipv4 = _bool(doc, "EnableIPv4", True, source)
+    enable_ipv6 = _bool(doc, "EnableIPv6", False, source)
+    if not enable_ipv4 and not enable_ipv6:
+        raise ConfigError(f"{source}: EnableIPv4 and EnableIPv6 are both false: nothing to allocate")
+
+    backend_type, backend = _backend(doc, source)
+
+    network = subnet_min = subnet_max = None
+    subnet_len = 0
+    if enable_ipv4:
+        network, subnet_len, subnet_min, subnet_max = _family(
+            doc, source, IPv4Network, IPv4Address, "Network", "SubnetLen", "SubnetMin", "SubnetMax",
+            max_len=30, default_len=24, widest_for_default=22,
+        )
+    ipv6_network = ipv6_min = ipv6_max = None
+    ipv6_len = 0
+    if enable_ipv6:
+        ipv6_network, ipv6_len, ipv6_min, ipv6_max = _family(
+            doc, source, IPv6Network, IPv6Address, "IPv6Network", "IPv6SubnetLen", "IPv6SubnetMin",
+            "IPv6SubnetMax", max_len=126, default_len=64, widest_for_default=62,
+        )
+    return NetworkConfig(
+        enable_ipv4=enable_ipv4,
+        enable_ipv6=enable_ipv6,
+        network=network,  # type: ignore[arg-type]
+        subnet_len=subnet_len,
+        subnet_min=subnet_min,  # type: ignore[arg-type]
+        subnet_max=subnet_max,  # type: ignore[arg-type]
+        ipv6_network=ipv6_network,  # type: ignore[arg-type]
+        ipv6_subnet_len=ipv6_len,
+        ipv6_subnet_min=ipv6_min,  # type: ignore[arg-type]
+        ipv6_subnet_max=ipv6_max,  # type: ignore[arg-type]
+        backend_type=backend_type,
+        backend=backend,
+        raw=text,
+    )
+
+
+def _bool(doc: dict[str, Any], field: str, default: bool, source: str) -> bool:
+    value = doc.get(field, default)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{source}: {field} must be true or false, got {value!r}")
+    return value
+
+
+def _backend(doc: dict[str, Any], source: str) -> tuple[str, dict[str, Any]]:
+    backend = doc.get("Backend")
+    supported = ", ".join(SUPPORTED_BACKENDS)
+    if backend is None:
+        raise ConfigError(
+            f"{source}: Backend is missing, which flannel reads as Backend.Type \"udp\"; "
+            f"flannel-py does not implement udp: set Backend.Type to one of {supported}"
+        )
+    if not isinstance(backend, dict):
+        raise ConfigError(f"{source}: Backend must be a JSON object like {{\"Type\": \"vxlan\"}}, got {backend!r}")
+    backend_type = backend.get("Type", "udp")
+    if not isinstance(backend_type, str):
+        raise ConfigError(f"{source}: Backend.Type must be a string, got {backend_type!r}")
+    if backend_type not in SUPPORTED_BACKENDS:
+        note = " (flannel's default when Backend.Type is absent)" if "Type" not in backend else ""
+        raise ConfigError(
+            f"{source}: Backend.Type {backend_type!r}{note} is not supported by flannel-py; "
+            f"supported types: {supported}"
+        )
+    return backend_type, backend
+
+
+def _family(
+    doc: dict[str, Any],
+    source: str,
+    net_cls: type[IPv4Network] | type[IPv6Network],
+    addr_cls: type[IPv4Address] | type[IPv6Address],
+    net_field: str,
+    len_field: str,
+    min_field: str,
+    max_field: str,
+    *,
+    max_len: int,
+    default_len: int,
+    widest_for_default: int,
+) -> tuple[IPv4Network | IPv6Network, int, IPv4Address | IPv6Address, IPv4Address | IPv6Address]:
+    bits = 32 if net_cls is IPv4Network else 128
+    raw_net = doc.get(net_field)
+    if raw_net in (None, ""):
+        raise ConfigError(f"{source}: {net_field} is required when {'EnableIPv4' if bits == 32 else 'EnableIPv6'} is true")
+    if not isinstance(raw_net, str):
+        raise ConfigError(f"{source}: {net_field} must be a CIDR string, got {raw_net!r}")
+    try:
+        network = net_cls(raw_net, strict=False)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {net_field} {raw_net!r} is not an IPv{4 if bits == 32 else 6} CIDR: {exc}") from exc
+
+    raw_len = doc.get(len_field, 0)
+    if not isinstance(raw_len, int) or isinstance(raw_len, bool) or raw_len < 0:
+        raise ConfigError(f"{source}: {len_field} must be a non-negative integer, got {raw_len!r}")
+    if raw_len:
+        if raw_len > max_len:
+            raise ConfigError(f"{source}: {len_field} {raw_len} is too long: at most /{max_len}")
+        if raw_len < network.prefixlen + 2:
+            raise ConfigError(
+                f"{source}: {len_field} {raw_len} must be at least {network.prefixlen + 2} "
+                f"({net_field} {network} must hold at least four subnets)"
+            )
+        subnet_len = raw_len
+    else:
+        if network.prefixlen > max_len - 2:
+            raise ConfigError(f"{source}: {net_field} {network} is too small: the narrowest usable network is /{max_len - 2}")
+        subnet_len = default_len if network.prefixlen <= widest_for_default else network.prefixlen + 2
+
+    size = 1 << (bits - subnet_len)
+    first = addr_cls(int(network.network_address) + size)
+    last = addr_cls(int(network.broadcast_address) + 1 - size)
+    subnet_min = _bound(doc, source, addr_cls, min_field, network, subnet_len, first)
+    subnet_max = _bound(doc, source, addr_cls, max_field, network, subnet_len, last)
+    if int(subnet_min) > int(subnet_max):
+        raise ConfigError(f"{source}: {min_field} {subnet_min} is above {max_field} {subnet_max}")
+    return network, subnet_len, subnet_min, subnet_max
+
+
+def _bound(
+    doc: dict[str, Any],
+    source: str,
+    addr_cls: type[IPv4Address] | type[IPv6Address],
+    field: str,
+    network: IPv4Network | IPv6Network,
+    subnet_len: int,
+    default: IPv4Address | IPv6Address,
+) -> IPv4Address | IPv6Address:
+    raw = doc.get(field)
+    if raw in (None, ""):
+        return default
+    try:
+        value = addr_cls(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {field} {raw!r} is not an address: {exc}") from exc
+    if value not in network:
+        raise ConfigError(f"{source}: {field} {value} is outside the network {network}")
+    bits = value.max_prefixlen
+    if int(value) & ((1 << (bits - subnet_len)) - 1):
+        raise ConfigError(f"{source}: {field} {value} is not on a /{subnet_len} subnet boundary")
+    return value
+
+
+def subnet_at(base: IPv4Address | IPv6Address, index: int, prefix_len: int) -> IPv4Network | IPv6Network:
+    """The ``index``-th subnet of length ``prefix_len`` counting from ``base``."""
+    bits = base.max_prefixlen
+    address = ipaddress.ip_address(int(base) + (index << (bits - prefix_len)))
+    return ipaddress.ip_network(f"{address}/{prefix_len}")

@@ -1,0 +1,140 @@
+"""The flannel.v1.LeaseService servicer: thin, it parses requests and delegates."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address
+
+import grpc
+
+from lease_service.keeper import LeaseKeeper
+from lease_service.netconfig import NetworkConfig
+from lease_service.stream import LeaseHub
+from lease_service.subnet.base import AcquireError, StoreUnavailable
+from lease_service.lease import LeaseAttrs
+from lease_service.wire import config_to_proto, lease_to_proto
+from proto.flannel.v1 import lease_pb2, lease_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+VERSION = "0.1.0"
+MTU_MIN, MTU_MAX = 576, 65535
+MAX_BATCH_LIMIT = 10_000
+
+
+class LeaseServicer(lease_pb2_grpc.LeaseServiceServicer):
+    """Serves one node's lease and the cluster's lease stream."""
+
+    def __init__(self, store_kind: str) -> None:
+        self.store_kind = store_kind
+        self.waiting_for = "the network config"  #: why the service is not ready, for UNAVAILABLE errors
+        self.backend_report: lease_pb2.ReportBackendStatusRequest | None = None
+        self._ready: _Ready | None = None
+
+    def attach(
+        self,
+        config: NetworkConfig,
+        hub: LeaseHub,
+        keeper: LeaseKeeper,
+        public_ip: IPv4Address | None,
+        public_ipv6: IPv6Address | None,
+    ) -> None:
+        """Start answering: until then every call is UNAVAILABLE, naming what is awaited."""
+        self._ready = _Ready(config, hub, keeper, public_ip, public_ipv6)
+
+    async def _state(self, context: grpc.aio.ServicerContext) -> "_Ready":
+        if self._ready is None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"lease service not ready: waiting for {self.waiting_for}")
+        assert self._ready is not None
+        return self._ready
+
+    async def Describe(self, request: lease_pb2.DescribeRequest, context: grpc.aio.ServicerContext) -> lease_pb2.DescribeResponse:
+        capabilities = [f"subnet-manager:{self.store_kind}", "batched-events", "resume-cursor"]
+        if self._ready is not None and self._ready.config.enable_ipv6:
+            capabilities.append("ipv6")
+        return lease_pb2.DescribeResponse(
+            name="flannel-py lease service", version=VERSION, api_versions=["flannel.v1"], capabilities=capabilities
+        )
+
+    async def GetNetworkConfig(
+        self, request: lease_pb2.GetNetworkConfigRequest, context: grpc.aio.ServicerContext
+    ) -> lease_pb2.GetNetworkConfigResponse:
+        state = await self._state(context)
+        return lease_pb2.GetNetworkConfigResponse(config=config_to_proto(state.config))
+
+    async def AcquireLease(
+        self, request: lease_pb2.AcquireLeaseRequest, context: grpc.aio.ServicerContext
+    ) -> lease_pb2.AcquireLeaseResponse:
+        state = await self._state(context)
+        if request.backend_type != state.config.backend_type:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"backend_type {request.backend_type!r} does not match the network config's Backend.Type "
+                f"{state.config.backend_type!r}",
+            )
+        for field in ("backend_data", "backend_v6_data"):
+            text = getattr(request, field)
+            if text:
+                try:
+                    parsed = json.loads(text)
+                except json.JSONDecodeError as exc:
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{field} is not JSON: {exc}")
+                if not isinstance(parsed, dict):
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{field} must be a JSON object, got {text!r}")
+        if not MTU_MIN <= request.mtu <= MTU_MAX:
+            await context.abort(grpc.StatusCode.OUT_OF_RANGE, f"mtu {request.mtu} is outside {MTU_MIN}..{MTU_MAX}")
+        attrs = LeaseAttrs(
+            public_ip=state.public_ip,
+            public_ipv6=state.public_ipv6,
+            backend_type=request.backend_type,
+            backend_data=_canonical(request.backend_data),
+            backend_v6_data=_canonical(request.backend_v6_data),
+        )
+        try:
+            lease = await state.keeper.acquire(attrs, request.mtu)
+        except StoreUnavailable as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"store unavailable: {exc}")
+        except AcquireError as exc:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        return lease_pb2.AcquireLeaseResponse(lease=lease_to_proto(lease))
+
+    async def WatchLeases(
+        self, request: lease_pb2.WatchLeasesRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[lease_pb2.WatchLeasesResponse]:
+        state = await self._state(context)
+        if request.max_batch > MAX_BATCH_LIMIT:
+            await context.abort(grpc.StatusCode.OUT_OF_RANGE,
+                                f"max_batch {request.max_batch} is above the limit {MAX_BATCH_LIMIT}")
+        async for msg in state.hub.watch(request.cursor, request.max_batch):
+            yield msg
+
+    async def WatchLease(
+        self, request: lease_pb2.WatchLeaseRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[lease_pb2.WatchLeaseResponse]:
+        state = await self._state(context)
+        async for event in state.keeper.watch():
+            yield event
+
+    async def ReportBackendStatus(
+        self, request: lease_pb2.ReportBackendStatusRequest, context: grpc.aio.ServicerContext
+    ) -> lease_pb2.ReportBackendStatusResponse:
+        self.backend_report = request
+        for rejected in request.rejected:
+            log.info("backend rejected lease %s: %s (%s)", rejected.lease.key, rejected.reason, rejected.message)
+        return lease_pb2.ReportBackendStatusResponse()
+
+
+@dataclass(frozen=True)
+class _Ready:
+    config: NetworkConfig
+    hub: LeaseHub
+    keeper: LeaseKeeper
+    public_ip: IPv4Address | None
+    public_ipv6: IPv6Address | None
+
+
+def _canonical(text: str) -> str:
+    return json.dumps(json.loads(text), separators=(",", ":"), sort_keys=True) if text else ""

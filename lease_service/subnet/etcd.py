@@ -1,0 +1,248 @@
+"""Subnet manager on etcd v3 with flannel's key layout, so flannel nodes and ours share one etcd.
+
+``<prefix>/config`` holds the network config; ``<prefix>/subnets/<key>`` hold leases bound to an
+etcd lease (TTL 24 h by default). A key without an etcd lease is a reservation: never taken by
+another node, kept as it is by the node whose public IP it names.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from datetime import datetime, timedelta, timezone
+from ipaddress import IPv4Network, IPv6Network
+
+from lease_service.etcd import EtcdClient, EtcdError, EtcdUnavailable, KeyValue, WatchCompacted
+from lease_service.netconfig import ConfigError, NetworkConfig, parse_network_config, subnet_at
+from lease_service.stream import Change, LeaseHub, StateUnavailable
+from lease_service.subnet.base import AcquireError, StoreUnavailable
+from lease_service.lease import (
+    CorruptLease,
+    Lease,
+    LeaseAttrs,
+    check_against_config,
+    decode_lease,
+    encode_attrs,
+    make_subnet_key,
+    parse_subnet_key,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PREFIX = "/coreos.com/network"
+DEFAULT_LEASE_TTL = 24 * 3600
+ACQUIRE_ATTEMPTS = 20
+
+
+class EtcdSubnetManager:
+    """flannel's etcd subnet manager, on our asyncio etcd client."""
+
+    def __init__(self, client: EtcdClient, prefix: str = DEFAULT_PREFIX, lease_ttl: int = DEFAULT_LEASE_TTL) -> None:
+        self.client = client
+        self.prefix = prefix.rstrip("/")
+        self.subnets_prefix = f"{self.prefix}/subnets/"
+        self.lease_ttl = lease_ttl
+        self.store_id = f"etcd:{self.prefix}"
+        self.corrupt_leases = 0
+        self._reported: set[tuple[str, int]] = set()
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    # ---- config -----------------------------------------------------------------------------
+
+    async def get_network_config(self) -> NetworkConfig:
+        key = f"{self.prefix}/config"
+        kv, _ = await self._store(self.client.get(key))
+        if kv is None:
+            raise ConfigError(f"no network config in etcd at {key}: put flannel's config JSON there")
+        return parse_network_config(kv.value, source=f"etcd key {key}")
+
+    # ---- reading leases ---------------------------------------------------------------------
+
+    def _decode(self, config: NetworkConfig, kv: KeyValue) -> Lease | None:
+        key = kv.key[len(self.subnets_prefix):]
+        try:
+            lease = decode_lease(key, kv.value, store_lease_id=kv.lease, mod_revision=kv.mod_revision)
+            check_against_config(lease, config)
+        except CorruptLease as exc:
+            if (kv.key, kv.mod_revision) not in self._reported:
+                self._reported.add((kv.key, kv.mod_revision))
+                self.corrupt_leases += 1
+                log.warning("skipping corrupt lease at %s: %s", kv.key, exc)
+            return None
+        return lease
+
+    async def _list(self, config: NetworkConfig, revision: int = 0) -> tuple[list[KeyValue], dict[str, Lease], int]:
+        if revision:
+            kvs, rev = await self._store(self.client.get_prefix_at(self.subnets_prefix, revision))
+        else:
+            kvs, rev = await self._store(self.client.get_prefix(self.subnets_prefix))
+        leases = {}
+        for kv in kvs:
+            lease = self._decode(config, kv)
+            if lease is not None:
+                leases[lease.key] = lease
+        return kvs, leases, rev
+
+    async def state_at(self, config: NetworkConfig, revision: int) -> dict[str, Lease]:
+        """Every valid lease as it was at ``revision``; raises StateUnavailable when compacted."""
+        try:
+            _, leases, _ = await self._list(config, revision)
+        except StoreUnavailable as exc:
+            raise StateUnavailable(str(exc)) from exc
+        return leases
+
+    # ---- the node's own lease ---------------------------------------------------------------
+
+    async def acquire_lease(
+        self, config: NetworkConfig, attrs: LeaseAttrs, previous: tuple[IPv4Network | None, IPv6Network | None]
+    ) -> Lease:
+        value = encode_attrs(attrs)
+        for _ in range(ACQUIRE_ATTEMPTS):
+            kvs, leases, _ = await self._list(config)
+            mine = [lease for lease in leases.values() if self._is_mine(lease, attrs)]
+            if mine:
+                lease = await self._refresh(mine[0], attrs, value)
+                if lease is not None:
+                    return lease
+                continue
+            taken = [kv.key[len(self.subnets_prefix):] for kv in kvs]
+            subnet, ipv6 = self._choose(config, taken, previous)
+            key = make_subnet_key(subnet, ipv6)
+            lease_id = await self._store(self.client.grant(self.lease_ttl))
+            if await self._store(self.client.create(self.subnets_prefix + key, value, lease=lease_id)):
+                log.info("acquired lease %s for %s", key, attrs.public_ip or attrs.public_ipv6)
+                return Lease(key=key, subnet=subnet, ipv6_subnet=ipv6, attrs=attrs, store_lease_id=lease_id,
+                             expiration=self._expiry(self.lease_ttl))
+            await self._revoke_quietly(lease_id)
+            log.info("subnet %s was taken by another node meanwhile; choosing again", key)
+        raise AcquireError(f"could not acquire a lease under {self.subnets_prefix} after {ACQUIRE_ATTEMPTS} attempts")
+
+    @staticmethod
+    def _is_mine(lease: Lease, attrs: LeaseAttrs) -> bool:
+        if attrs.public_ip is not None:
+            return lease.attrs.public_ip == attrs.public_ip
+        return attrs.public_ipv6 is not None and lease.attrs.public_ipv6 == attrs.public_ipv6
+
+    async def _refresh(self, lease: Lease, attrs: LeaseAttrs, value: bytes) -> Lease | None:
+        """Take over our existing lease with new attributes; None when it changed under us."""
+        key = self.subnets_prefix + lease.key
+        if lease.store_lease_id == 0:  # a reservation stays a reservation
+            if not await self._store(self.client.replace(key, value, lease.mod_revision)):
+                return None
+            log.info("using reserved subnet %s", lease.key)
+            return Lease(key=lease.key, subnet=lease.subnet, ipv6_subnet=lease.ipv6_subnet, attrs=attrs)
+        lease_id = await self._store(self.client.grant(self.lease_ttl))
+        if not await self._store(self.client.replace(key, value, lease.mod_revision, lease=lease_id)):
+            await self._revoke_quietly(lease_id)
+            return None
+        await self._revoke_quietly(lease.store_lease_id)  # nothing is attached to it any more
+        log.info("reusing our previous lease %s", lease.key)
+        return Lease(key=lease.key, subnet=lease.subnet, ipv6_subnet=lease.ipv6_subnet, attrs=attrs,
+                     store_lease_id=lease_id, expiration=self._expiry(self.lease_ttl))
+
+    def _choose(
+        self, config: NetworkConfig, taken_keys: list[str], previous: tuple[IPv4Network | None, IPv6Network | None]
+    ) -> tuple[IPv4Network | None, IPv6Network | None]:
+        taken4: set[IPv4Network] = set()
+        taken6: set[IPv6Network] = set()
+        for key in taken_keys:
+            try:
+                sn4, sn6 = parse_subnet_key(key)
+            except CorruptLease:
+                continue
+            if sn4 is not None:
+                taken4.add(sn4)
+            if sn6 is not None:
+                taken6.add(sn6)
+        subnet = ipv6 = None
+        prev4, prev6 = previous
+        if config.enable_ipv4:
+            subnet = self._pick(config.subnet_min, config.subnet_max, config.subnet_len, taken4, prev4, "IPv4")  # type: ignore[assignment]
+        if config.enable_ipv6:
+            ipv6 = self._pick(config.ipv6_subnet_min, config.ipv6_subnet_max, config.ipv6_subnet_len, taken6, prev6, "IPv6")  # type: ignore[assignment]
+        return subnet, ipv6
+
+    @staticmethod
+    def _pick(low, high, prefix_len, taken, previous, family):  # type: ignore[no-untyped-def]
+        size = 1 << (low.max_prefixlen - prefix_len)
+        count = (int(high) - int(low)) // size + 1
+        if previous is not None and previous.prefixlen == prefix_len and int(low) <= int(previous.network_address) <= int(high) and previous not in taken:
+            return previous
+        free = count - sum(1 for sn in taken if sn.prefixlen == prefix_len and int(low) <= int(sn.network_address) <= int(high))
+        if free <= 0:
+            raise AcquireError(
+                f"no free {family} subnet: all {count} /{prefix_len} subnets between {low} and {high} are taken"
+            )
+        if count <= 1 << 20:
+            candidates = [i for i in range(count) if subnet_at(low, i, prefix_len) not in taken]
+            return subnet_at(low, random.choice(candidates), prefix_len)
+        while True:  # a huge range with few taken: random probes find a free one at once
+            candidate = subnet_at(low, random.randrange(count), prefix_len)
+            if candidate not in taken:
+                return candidate
+
+    async def renew_lease(self, config: NetworkConfig, lease: Lease) -> Lease | None:
+        if lease.store_lease_id == 0:
+            return lease
+        ttl = await self._store(self.client.keepalive_once(lease.store_lease_id))
+        if ttl <= 0:
+            return None
+        kv, _ = await self._store(self.client.get(self.subnets_prefix + lease.key))
+        if kv is None or kv.lease != lease.store_lease_id:
+            return None
+        return Lease(key=lease.key, subnet=lease.subnet, ipv6_subnet=lease.ipv6_subnet, attrs=lease.attrs,
+                     store_lease_id=lease.store_lease_id, expiration=self._expiry(ttl), mod_revision=kv.mod_revision)
+
+    # ---- watching ---------------------------------------------------------------------------
+
+    async def run_watch(self, config: NetworkConfig, hub: LeaseHub) -> None:
+        delay = 0.2
+        while True:
+            try:
+                _, leases, revision = await self._list(config)
+                hub.reset(leases, revision)
+                delay = 0.2
+                async for batch in self.client.watch_prefix(self.subnets_prefix, revision + 1):
+                    if batch.progress:
+                        hub.progress(batch.revision)
+                        continue
+                    changes: list[Change] = []
+                    for event in batch.events:
+                        key = event.kv.key[len(self.subnets_prefix):]
+                        if event.type == "delete":
+                            changes.append((key, None))
+                        else:  # a valid lease overwritten with garbage is gone for the watchers
+                            changes.append((key, self._decode(config, event.kv)))
+                    hub.apply(changes, batch.revision)
+            except WatchCompacted as exc:
+                log.warning("lease watch fell behind etcd compaction (revision %d); relisting", exc.compact_revision)
+            except StoreUnavailable as exc:
+                log.warning("cannot list leases: %s; retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    # ---- helpers ----------------------------------------------------------------------------
+
+    async def _store(self, call):  # type: ignore[no-untyped-def]
+        try:
+            return await call
+        except EtcdUnavailable as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        except EtcdError as exc:
+            raise StoreUnavailable(f"etcd error: {exc}") from exc
+
+    async def _revoke_quietly(self, lease_id: int) -> None:
+        try:
+            await self.client.revoke(lease_id)
+        except EtcdError as exc:
+            log.info("could not revoke etcd lease %x (it will expire): %s", lease_id, exc)
+
+    @staticmethod
+    def _expiry(ttl: int) -> datetime:
+        return datetime.now(timezone.utc) + timedelta(seconds=ttl)
+
+
+__all__ = ["EtcdSubnetManager", "DEFAULT_PREFIX", "DEFAULT_LEASE_TTL"]

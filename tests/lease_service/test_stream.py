@@ -1,0 +1,153 @@
+"""The lease stream's contract, on the hub alone: snapshot then SYNCED, deltas, resume by cursor,
+typed resyncs, no duplicate removals, slow watchers cut loose."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from ipaddress import IPv4Address, IPv4Network
+
+import pytest
+
+from lease_service.stream import HubSettings, LeaseHub, StateUnavailable
+from lease_service.lease import Lease, LeaseAttrs
+from proto.flannel.v1 import lease_pb2
+
+Msg = lease_pb2.WatchLeasesResponse
+UPSERT, REMOVE = lease_pb2.LeaseEvent.UPSERT, lease_pb2.LeaseEvent.REMOVE
+
+
+def lease(n: int, ip: str = "") -> Lease:
+    key = f"10.244.{n}.0-24"
+    return Lease(key=key, subnet=IPv4Network(f"10.244.{n}.0/24"), ipv6_subnet=None,
+                 attrs=LeaseAttrs(IPv4Address(ip or f"192.168.0.{n}"), backend_type="vxlan"))
+
+
+async def take(stream: AsyncIterator[Msg], count: int) -> list[Msg]:
+    return [await asyncio.wait_for(anext(stream), 5) for _ in range(count)]
+
+
+def keys(msg: Msg) -> list[tuple[int, str]]:
+    return [(e.type, e.lease.key) for e in msg.events]
+
+
+async def test_a_new_watcher_gets_a_snapshot_in_batches_then_synced() -> None:
+    hub = LeaseHub("test")
+    hub.reset({lease(n).key: lease(n) for n in range(1, 6)}, revision=10)
+    msgs = await take(hub.watch(max_batch=2), 4)
+    assert [m.kind for m in msgs] == [Msg.SNAPSHOT, Msg.SNAPSHOT, Msg.SNAPSHOT, Msg.SYNCED]
+    assert [m.reset for m in msgs[:3]] == [True, False, False]
+    assert msgs[0].reason == Msg.INITIAL
+    assert sum(len(m.events) for m in msgs[:3]) == 5
+    assert hub.parse_cursor(msgs[-1].cursor) == 10
+
+
+async def test_an_empty_store_still_sends_a_reset_and_synced() -> None:
+    hub = LeaseHub("test")
+    hub.reset({}, revision=3)
+    msgs = await take(hub.watch(), 2)
+    assert (msgs[0].kind, msgs[0].reset, len(msgs[0].events), msgs[1].kind) == (Msg.SNAPSHOT, True, 0, Msg.SYNCED)
+
+
+async def test_changes_arrive_as_deltas_and_a_removal_is_sent_once() -> None:
+    hub = LeaseHub("test")
+    hub.reset({lease(1).key: lease(1)}, revision=1)
+    stream = hub.watch()
+    await take(stream, 2)
+    hub.apply([(lease(2).key, lease(2))], revision=2)
+    hub.apply([(lease(1).key, None), (lease(9).key, None)], revision=3)  # 9 was never there
+    hub.apply([(lease(1).key, None)], revision=4)                        # already gone
+    hub.apply([(lease(3).key, lease(3))], revision=5)
+    msgs = await take(stream, 3)
+    assert [keys(m) for m in msgs] == [[(UPSERT, "10.244.2.0-24")], [(REMOVE, "10.244.1.0-24")], [(UPSERT, "10.244.3.0-24")]]
+    assert [hub.parse_cursor(m.cursor) for m in msgs] == [2, 3, 5]
+    assert msgs[1].events[0].lease.subnet == "10.244.1.0/24"  # a removal says what is removed
+
+
+async def test_a_cursor_resumes_from_memory_without_a_snapshot() -> None:
+    hub = LeaseHub("test")
+    hub.reset({}, revision=1)
+    hub.apply([(lease(1).key, lease(1))], revision=2)
+    cursor = hub.cursor(2)
+    hub.apply([(lease(2).key, lease(2))], revision=3)
+    hub.apply([(lease(1).key, None)], revision=4)
+    msgs = await take(hub.watch(cursor), 3)
+    assert [m.kind for m in msgs] == [Msg.DELTA, Msg.DELTA, Msg.PROGRESS]
+    assert keys(msgs[0]) == [(UPSERT, "10.244.2.0-24")] and keys(msgs[1]) == [(REMOVE, "10.244.1.0-24")]
+    assert hub.parse_cursor(msgs[2].cursor) == 4
+
+
+@pytest.mark.parametrize("cursor", ["garbage!", LeaseHub("other-store").cursor(1), LeaseHub("test").cursor(99)])
+async def test_a_foreign_malformed_or_future_cursor_gets_a_typed_snapshot(cursor: str) -> None:
+    hub = LeaseHub("test")
+    hub.reset({lease(1).key: lease(1)}, revision=5)
+    first = (await take(hub.watch(cursor), 1))[0]
+    assert (first.kind, first.reset, first.reason) == (Msg.SNAPSHOT, True, Msg.CURSOR_INVALID)
+
+
+async def test_a_cursor_older_than_memory_is_resumed_by_diffing_the_stores_old_state() -> None:
+    old_state = {lease(1).key: lease(1), lease(2).key: lease(2)}
+
+    async def state_at(revision: int) -> dict[str, Lease]:
+        assert revision == 3
+        return old_state
+
+    hub = LeaseHub("test", state_at=state_at)
+    hub.reset({lease(2).key: lease(2), lease(4).key: lease(4)}, revision=7)
+    msg = (await take(hub.watch(hub.cursor(3)), 1))[0]
+    assert msg.kind == Msg.DELTA
+    assert sorted(keys(msg)) == [(UPSERT, "10.244.4.0-24"), (REMOVE, "10.244.1.0-24")]
+
+
+async def test_a_compacted_cursor_gets_a_snapshot_marked_compacted() -> None:
+    async def state_at(revision: int) -> dict[str, Lease]:
+        raise StateUnavailable("compacted")
+
+    hub = LeaseHub("test", state_at=state_at)
+    hub.reset({lease(1).key: lease(1)}, revision=7)
+    first = (await take(hub.watch(hub.cursor(3)), 1))[0]
+    assert (first.kind, first.reason) == (Msg.SNAPSHOT, Msg.CURSOR_COMPACTED)
+
+
+async def test_a_relist_publishes_only_the_difference() -> None:
+    hub = LeaseHub("test")
+    hub.reset({lease(1).key: lease(1), lease(2).key: lease(2)}, revision=1)
+    stream = hub.watch()
+    await take(stream, 2)
+    hub.reset({lease(2).key: lease(2), lease(3).key: lease(3)}, revision=9)
+    msg = (await take(stream, 1))[0]
+    assert sorted(keys(msg)) == [(UPSERT, "10.244.3.0-24"), (REMOVE, "10.244.1.0-24")]
+
+
+async def test_a_slow_watcher_gets_a_fresh_snapshot_and_never_stalls_the_others() -> None:
+    hub = LeaseHub("test", HubSettings(buffer_events=3))
+    hub.reset({}, revision=1)
+    slow, fast = hub.watch(), hub.watch()
+    await take(slow, 2)
+    await take(fast, 2)
+    for n in range(1, 6):
+        hub.apply([(lease(n).key, lease(n))], revision=n + 1)
+        assert len(keys((await take(fast, 1))[0])) == 1
+    msgs = await take(slow, 2)
+    assert (msgs[0].kind, msgs[0].reset, msgs[0].reason) == (Msg.SNAPSHOT, True, Msg.FELL_BEHIND)
+    assert len(msgs[0].events) == 5 and msgs[1].kind == Msg.SYNCED
+
+
+async def test_an_idle_stream_sends_progress_with_a_fresh_cursor() -> None:
+    hub = LeaseHub("test", HubSettings(progress_interval=0.05))
+    hub.reset({}, revision=1)
+    stream = hub.watch()
+    await take(stream, 2)
+    hub.progress(42)
+    msg = (await take(stream, 1))[0]
+    assert msg.kind == Msg.PROGRESS and hub.parse_cursor(msg.cursor) == 42
+
+
+async def test_an_unchanged_lease_rewritten_is_not_streamed_again() -> None:
+    hub = LeaseHub("test", HubSettings(progress_interval=0.05))
+    hub.reset({lease(1).key: lease(1)}, revision=1)
+    stream = hub.watch()
+    await take(stream, 2)
+    hub.apply([(lease(1).key, lease(1))], revision=2)
+    msg = (await take(stream, 1))[0]
+    assert msg.kind == Msg.PROGRESS
