@@ -1,0 +1,55 @@
+"""``flanneld``: wires flags, privileges, children, healthz and the supervision loop together."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+
+from supervisor import cli, logs, privileges
+from supervisor.child import Child
+from supervisor.healthz import HealthzServer
+from supervisor.supervise import Supervisor, child_environment
+
+
+async def _amain(config: cli.Config, sink: logs.LogSink) -> int:
+    env = child_environment(os.environ)
+    lease = Child(privileges.lease_launch(config), sink, config.probe, config.stop_grace, env)
+    backend = Child(privileges.backend_launch(config), sink, config.probe, config.stop_grace, env)
+    supervisor = Supervisor(config, lease, backend)
+    supervisor.install_signal_handlers()
+    healthz = None
+    if config.healthz_port:
+        healthz = HealthzServer(str(config.healthz_ip), config.healthz_port, supervisor.statuses)
+        try:
+            await healthz.start()
+        except OSError as exc:
+            print(f"flanneld: --healthz-port {config.healthz_port}: cannot listen: {exc}", file=sys.stderr)
+            return 1
+    try:
+        return await supervisor.run()
+    finally:
+        if healthz is not None:
+            await healthz.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        config = cli.parse(argv, os.environ)
+    except cli.ConfigError as exc:
+        print(f"flanneld: {exc}", file=sys.stderr)
+        return 2
+    sink = logs.LogSink(config.log_format)
+    logs.install(sink)
+    try:
+        privileges.check_supervisor(config)
+        privileges.prepare_run_dir(config)
+    except (privileges.PrivilegeError, OSError) as exc:
+        print(f"flanneld: {exc}", file=sys.stderr)
+        return 1
+    return asyncio.run(_amain(config, sink))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,226 @@
+"""One child process: spawn it, forward its output, probe its health over grpc.health.v1, stop it.
+
+:meth:`Child.run_once` is one incarnation, from spawn to exit; whoever calls it (the supervisor) decides
+whether and when to run it again. A child whose health probes go unanswered is stopped by
+:meth:`run_once` itself and reported as such.
+
+Health states, as /healthz shows them: ``STOPPED``, ``WAITING`` (for what it depends on), ``BACKOFF``,
+``STARTING`` (no answer yet), ``SERVING``/``NOT_SERVING``/``UNKNOWN``/``SERVICE_UNKNOWN`` (what the child
+answered), ``NO_ANSWER`` (it answered before and now does not).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from flannel_rpc import unix_target
+from supervisor.cli import ProbeSettings
+from supervisor.logs import LogSink
+from supervisor.privileges import Launch
+
+log = logging.getLogger(__name__)
+
+SERVING = "SERVING"
+_NO_ANSWER_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+def describe_exit(returncode: int | None) -> str:
+    """``exit code 3`` or ``killed by SIGKILL``."""
+    if returncode is None:
+        return "still running"
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exit code {returncode}"
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """How one incarnation of a child ended."""
+
+    returncode: int | None
+    uptime: float
+    reason: str
+    """``exited`` or why flanneld stopped it (unanswered health probes)."""
+
+    @property
+    def exit_status(self) -> str:
+        return describe_exit(self.returncode)
+
+
+class HealthProbe:
+    """grpc.health.v1 ``Check`` of the overall service ``""`` over a unix socket, one channel per probe owner."""
+
+    def __init__(self, socket: os.PathLike[str] | str, settings: ProbeSettings) -> None:
+        backoff_ms = max(100, int(settings.interval * 1000))
+        self._channel = grpc.aio.insecure_channel(
+            unix_target(socket),
+            options=[
+                ("grpc.initial_reconnect_backoff_ms", 100),
+                ("grpc.min_reconnect_backoff_ms", 100),
+                ("grpc.max_reconnect_backoff_ms", backoff_ms),
+            ],
+        )
+        self._stub = health_pb2_grpc.HealthStub(self._channel)
+        self._timeout = settings.timeout
+
+    async def check(self) -> str | None:
+        """The status name the child answered, or None when it did not answer."""
+        try:
+            response = await self._stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=self._timeout)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in _NO_ANSWER_CODES:
+                return None
+            return "SERVICE_UNKNOWN" if exc.code() == grpc.StatusCode.NOT_FOUND else "UNKNOWN"
+        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+
+class Child:
+    """A supervised child: its launch line, its current process and its last known health."""
+
+    def __init__(
+        self,
+        launch: Launch,
+        sink: LogSink,
+        probe: ProbeSettings,
+        stop_grace: float,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.launch = launch
+        self.name = launch.name
+        self._sink = sink
+        self._probe_settings = probe
+        self._stop_grace = stop_grace
+        self._env = dict(env) if env is not None else None
+        self.process: asyncio.subprocess.Process | None = None
+        self._pump: asyncio.Task[None] | None = None
+        self.status = "STOPPED"
+        self.serving = asyncio.Event()
+        self.starts = 0
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None and self.process.returncode is None else None
+
+    def set_status(self, status: str) -> None:
+        if status != self.status:
+            log.info("%s health: %s -> %s", self.name, self.status, status)
+        self.status = status
+        if status == SERVING:
+            self.serving.set()
+        else:
+            self.serving.clear()
+
+    async def spawn(self) -> asyncio.subprocess.Process:
+        """Start a new process (its own session, so a terminal's ^C reaches only flanneld)."""
+        self.set_status("STARTING")
+        process = await asyncio.create_subprocess_exec(
+            *self.launch.argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+            env=self._env,
+            limit=1 << 20,
+        )
+        self.process = process
+        self.starts += 1
+        assert process.stdout is not None
+        self._pump = asyncio.create_task(self._sink.forward(self.name, process.stdout), name=f"{self.name}-logs")
+        log.info("%s started (pid %d): %s", self.name, process.pid, self.launch.display())
+        return process
+
+    async def run_once(self) -> RunResult:
+        """Spawn, watch health, and return when the process has exited (or was stopped for being unhealthy).
+
+        Cancelling this leaves the process running; :meth:`stop` ends it.
+        """
+        process = await self.spawn()
+        started = time.monotonic()
+        exited = asyncio.create_task(process.wait(), name=f"{self.name}-wait")
+        monitor = asyncio.create_task(self._monitor(), name=f"{self.name}-health")
+        reason = "exited"
+        try:
+            done, _ = await asyncio.wait({exited, monitor}, return_when=asyncio.FIRST_COMPLETED)
+            if monitor in done and not exited.done():
+                reason = monitor.result()
+                log.warning("%s (pid %d) is unhealthy: %s; stopping it", self.name, process.pid, reason)
+                await self.stop()
+        finally:
+            monitor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await monitor
+            if not exited.done():
+                exited.cancel()
+        await self._drain_output()
+        self.set_status("STOPPED")
+        return RunResult(process.returncode, time.monotonic() - started, reason)
+
+    async def _monitor(self) -> str:
+        """Probe until the child must be considered dead; return why."""
+        settings = self._probe_settings
+        probe = HealthProbe(self.launch.socket, settings)
+        started = time.monotonic()
+        answered = False
+        failures = 0
+        try:
+            while True:
+                status = await probe.check()
+                if status is not None:
+                    answered = True
+                    failures = 0
+                    self.set_status(status)
+                elif answered:
+                    failures += 1
+                    self.set_status("NO_ANSWER")
+                    if failures >= settings.failures:
+                        return f"{failures} consecutive health probes unanswered"
+                elif time.monotonic() - started > settings.startup_timeout:
+                    return f"no health answer on {self.launch.socket} within {settings.startup_timeout:g}s"
+                await asyncio.sleep(settings.interval)
+        finally:
+            await probe.close()
+
+    async def _drain_output(self) -> None:
+        # A grandchild may hold the pipe open after the child exits: do not wait for it forever.
+        if self._pump is not None:
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(self._pump, timeout=1.0)
+            self._pump = None
+
+    async def stop(self, grace: float | None = None) -> int | None:
+        """SIGTERM, then SIGKILL to its process group after ``grace`` seconds; returns the exit code."""
+        process = self.process
+        if process is None:
+            return None
+        grace = self._stop_grace if grace is None else grace
+        if process.returncode is None:
+            log.info("stopping %s (pid %d): SIGTERM, SIGKILL after %gs", self.name, process.pid, grace)
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), timeout=grace)
+            except asyncio.TimeoutError:
+                log.warning("%s (pid %d) still running after %gs: SIGKILL", self.name, process.pid, grace)
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                await process.wait()
+            log.info("%s (pid %d) stopped: %s", self.name, process.pid, describe_exit(process.returncode))
+        await self._drain_output()
+        self.set_status("STOPPED")
+        return process.returncode

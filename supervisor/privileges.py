@@ -1,0 +1,175 @@
+"""Privilege separation: the launcher command lines that drop capabilities per child, and the run dir.
+
+Children are started through util-linux ``setpriv``, which changes ids and capability sets and then
+``exec``s the child, so nothing runs between ``fork`` and ``exec`` in this (threaded) process:
+
+* lease service: every capability set empty (effective, permitted, inheritable, ambient, bounding),
+  ``no_new_privs``, as ``--lease-user``/``--lease-group`` when given; as uid 0 the "root is special"
+  securebits are set and locked as well, so that uid 0 alone grants nothing.
+* backend: uid 0 with exactly ``CAP_NET_ADMIN`` and ``CAP_NET_RAW`` in every set (ambient included, so
+  they survive ``exec`` of helpers such as ``iptables-restore``), ``no_new_privs``, and the lease group as
+  a supplementary group so that it can connect to the lease socket.
+
+Both get ``--pdeathsig SIGTERM``: if flanneld itself dies, its children are told to stop.
+
+flanneld itself stays root with its capabilities: whatever restarts the backend must be able to give it
+its capabilities again.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from supervisor.cli import Config, Identity
+
+SETPRIV = "/usr/bin/setpriv"
+
+CAP_NET_ADMIN = 12
+CAP_NET_RAW = 13
+CAP_SETUID = 7
+CAP_SETGID = 6
+CAP_SETPCAP = 8
+CAP_CHOWN = 0
+
+BACKEND_CAPS = ("net_admin", "net_raw")
+BACKEND_CAP_MASK = (1 << CAP_NET_ADMIN) | (1 << CAP_NET_RAW)
+
+_ROOT_IS_NOT_SPECIAL = "+noroot,+noroot_locked,+no_setuid_fixup,+no_setuid_fixup_locked,+keep_caps_locked"
+
+SECRET_FLAGS = frozenset({"--etcd-password"})
+
+LEASE_SOCKET = "lease.sock"
+BACKEND_SOCKET = "backend.sock"
+
+
+class PrivilegeError(RuntimeError):
+    """flanneld lacks what it needs to start its children with the right privileges."""
+
+
+@dataclass(frozen=True)
+class Launch:
+    """A child's full command line (launcher prefix + program + flags) and its health socket."""
+
+    name: str
+    argv: tuple[str, ...]
+    socket: Path
+
+    def display(self) -> str:
+        """The command line for logs, with secrets masked."""
+        words = list(self.argv)
+        for i, word in enumerate(words):
+            if word in SECRET_FLAGS and i + 1 < len(words):
+                words[i + 1] = "***"
+        return " ".join(words)
+
+
+def _setpriv() -> str:
+    return os.environ.get("FLANNELD_SETPRIV", SETPRIV)
+
+
+def lease_launcher(identity: Identity | None) -> list[str]:
+    """``setpriv`` prefix for the lease service: no capabilities at all, optionally another uid/gid."""
+    argv = [_setpriv(), "--no-new-privs", "--pdeathsig", "SIGTERM"]
+    uid = identity.uid if identity else 0
+    if identity is not None:
+        argv += ["--regid", str(identity.gid), "--clear-groups"]
+        if identity.uid != 0:
+            argv += ["--reuid", str(identity.uid)]
+    if uid == 0:
+        argv += ["--securebits", _ROOT_IS_NOT_SPECIAL]
+    argv += ["--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-all", "--"]
+    return argv
+
+
+def backend_launcher(lease_gid: int | None) -> list[str]:
+    """``setpriv`` prefix for the backend: uid 0 with CAP_NET_ADMIN and CAP_NET_RAW only."""
+    caps = "-all," + ",".join(f"+{c}" for c in BACKEND_CAPS)
+    argv = [_setpriv(), "--no-new-privs", "--pdeathsig", "SIGTERM"]
+    argv += ["--groups", str(lease_gid)] if lease_gid else ["--clear-groups"]
+    argv += [f"--inh-caps={caps}", f"--ambient-caps={caps}", f"--bounding-set={caps}", "--"]
+    return argv
+
+
+def _default_cmd(module: str) -> list[str]:
+    return [sys.executable, "-m", module]
+
+
+def lease_launch(config: Config) -> Launch:
+    """The lease service's command line: launcher, program, ``--run-dir``, socket group, its flags."""
+    program = list(config.lease_cmd) or _default_cmd("lease_service")
+    args = ["--run-dir", str(config.run_dir)]
+    if config.socket_group:
+        args += ["--socket-group", config.socket_group]
+    argv = lease_launcher(config.lease_identity) + program + args + list(config.lease_args)
+    return Launch("lease-service", tuple(argv), config.run_dir / LEASE_SOCKET)
+
+
+def backend_launch(config: Config) -> Launch:
+    """The backend's command line (flannel-backend or ``--backend-cmd``) with ``--run-dir`` and its flags."""
+    program = list(config.backend_cmd) or _default_cmd("backend_service")
+    gid = socket_gid(config)
+    argv = backend_launcher(gid) + program + ["--run-dir", str(config.run_dir)] + list(config.backend_args)
+    return Launch("backend", tuple(argv), config.run_dir / BACKEND_SOCKET)
+
+
+def socket_gid(config: Config) -> int | None:
+    """The group that owns the run dir and lease socket, if not root's."""
+    if config.socket_group is not None:
+        import grp
+
+        group = config.socket_group
+        gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+        return gid or None
+    if config.lease_identity is not None and config.lease_identity.gid != 0:
+        return config.lease_identity.gid
+    return None
+
+
+def prepare_run_dir(config: Config) -> None:
+    """Create the run dir so that only the two children can reach the sockets.
+
+    Owner root, group the lease group. Mode 0750 when the lease service runs as uid 0 (it creates its
+    socket as the owner); 01770 when it runs as another uid, which must create ``lease.sock`` and the
+    subnet file there: group-writable, and sticky so that neither child can unlink the other's socket.
+    Nobody else can enter it.
+    """
+    run_dir = config.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    gid = socket_gid(config) or 0
+    lease_uid = config.lease_identity.uid if config.lease_identity else 0
+    mode = 0o750 if lease_uid == 0 else 0o1770
+    os.chown(run_dir, 0, gid)
+    os.chmod(run_dir, mode)
+
+
+def effective_caps(pid: int | str = "self") -> int:
+    """The effective capability mask of a process, from ``/proc/<pid>/status``."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("CapEff:"):
+            return int(line.split()[1], 16)
+    raise PrivilegeError(f"no CapEff in /proc/{pid}/status")
+
+
+def check_supervisor(config: Config, setpriv: str | None = None) -> None:
+    """Fail early, with what is missing, when flanneld cannot launch its children as intended."""
+    launcher = setpriv or _setpriv()
+    if not os.access(launcher, os.X_OK):
+        raise PrivilegeError(f"{launcher} not found or not executable (util-linux setpriv is needed)")
+    if os.geteuid() != 0:
+        raise PrivilegeError(f"flanneld must run as root to set its children's privileges (euid {os.geteuid()})")
+    needed: Sequence[tuple[int, str]] = [
+        (CAP_SETPCAP, "CAP_SETPCAP"),
+        (CAP_NET_ADMIN, "CAP_NET_ADMIN"),
+        (CAP_NET_RAW, "CAP_NET_RAW"),
+        (CAP_CHOWN, "CAP_CHOWN"),
+    ]
+    if config.lease_identity is not None:
+        needed = [*needed, (CAP_SETUID, "CAP_SETUID"), (CAP_SETGID, "CAP_SETGID")]
+    eff = effective_caps()
+    missing = [name for bit, name in needed if not eff & (1 << bit)]
+    if missing:
+        raise PrivilegeError(f"flanneld lacks {', '.join(missing)} (CapEff {eff:016x})")

@@ -1,0 +1,151 @@
+"""The supervision tree: lease service first, backend once the lease service serves, one-for-one restarts.
+
+* Each child has its own loop (:meth:`Supervisor._keep_running`): run it, and when it ends, restart it
+  after a back-off delay, unless it exceeded the restart intensity, in which case flanneld gives up.
+  A restart of one child never touches the other: the lease stream's resync carries the dependency.
+* The backend (first start and every restart) waits until the lease service answers SERVING.
+* Stopping (SIGTERM/SIGINT, or giving up) stops the backend first, then the lease service, each with
+  SIGTERM and SIGKILL after the grace period. Nothing here touches the dataplane.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import signal
+import sys
+import time
+from collections.abc import Callable, Mapping
+
+from supervisor.child import Child, RunResult
+from supervisor.cli import Config
+from supervisor.policy import Backoff, BackoffSequence, RestartIntensity
+
+log = logging.getLogger(__name__)
+
+
+class GiveUp(Exception):
+    """A child restarted more often than the restart intensity allows."""
+
+    def __init__(self, child: str, restarts: int, window: float, last: RunResult) -> None:
+        self.child = child
+        self.last = last
+        super().__init__(
+            f"giving up: {child} needed more than {restarts} restarts within {window:g}s "
+            f"(--max-restarts/--restart-window); last exit status of {child}: {last.exit_status}"
+            + ("" if last.reason == "exited" else f" (stopped by flanneld: {last.reason})")
+        )
+
+
+def child_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The children's environment: flanneld's own, less its ``FLANNELD_*`` settings (flags carry those)."""
+    return {k: v for k, v in environ.items() if not k.startswith("FLANNELD_")}
+
+
+class Supervisor:
+    """Runs the lease service and the backend until told to stop or a child crash-loops."""
+
+    def __init__(
+        self,
+        config: Config,
+        lease: Child,
+        backend: Child,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self.lease = lease
+        self.backend = backend
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._stop = asyncio.Event()
+        self.stopping = False
+
+    @property
+    def children(self) -> tuple[Child, Child]:
+        return (self.lease, self.backend)
+
+    def statuses(self) -> dict[str, str]:
+        """Each child's health, for /healthz."""
+        return {child.name: child.status for child in self.children}
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        if not self._stop.is_set():
+            log.info("received %s: stopping backend, then lease service", sig.name)
+        self._stop.set()
+
+    async def run(self) -> int:
+        """Supervise until stopped (exit status 0) or until a child crash-loops (exit status 1)."""
+        loops = [
+            asyncio.create_task(self._keep_running(self.lease, gate=None), name="lease-loop"),
+            asyncio.create_task(self._keep_running(self.backend, gate=self.lease), name="backend-loop"),
+        ]
+        stop = asyncio.create_task(self._stop.wait(), name="stop-signal")
+        code = 0
+        try:
+            done, _ = await asyncio.wait([*loops, stop], return_when=asyncio.FIRST_COMPLETED)
+            for task in loops:
+                if task in done:
+                    exc = task.exception()
+                    if isinstance(exc, GiveUp):
+                        log.error("%s", exc)
+                        print(f"flanneld: {exc}", file=sys.stderr, flush=True)
+                    else:
+                        log.error("supervision of %s failed: %r", task.get_name(), exc)
+                        print(f"flanneld: internal error in {task.get_name()}: {exc!r}", file=sys.stderr)
+                    code = 1
+        finally:
+            await self.shutdown(loops)
+            stop.cancel()
+        return code
+
+    async def shutdown(self, loops: list[asyncio.Task[None]]) -> None:
+        """Stop restarting anything, then stop the backend, then the lease service."""
+        self.stopping = True
+        for task in loops:
+            task.cancel()
+        for task in loops:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for child in (self.backend, self.lease):
+            await child.stop()
+        log.info("flanneld stopped (dataplane left as it is)")
+
+    async def _keep_running(self, child: Child, gate: Child | None) -> None:
+        restart = self.config.restart
+        backoff = Backoff(BackoffSequence(restart.backoff_initial, restart.backoff_max), rng=self._rng)
+        intensity = RestartIntensity(restart.max_restarts, restart.window)
+        while True:
+            if gate is not None and not gate.serving.is_set():
+                child.set_status("WAITING")
+                log.info("%s waits for %s to be SERVING", child.name, gate.name)
+                await gate.serving.wait()
+            result = await child.run_once()
+            if result.uptime >= restart.window:
+                backoff.reset()
+            if intensity.record(self._clock()):
+                raise GiveUp(child.name, restart.max_restarts, restart.window, result)
+            delay = backoff.next_delay()
+            log.warning(
+                "%s (%s) %s after %.1fs; restarting in %.2fs (%d of at most %d restarts within %gs)",
+                child.name, result.exit_status, result.reason, result.uptime, delay,
+                intensity.count(self._clock()), restart.max_restarts, restart.window,
+            )
+            child.set_status("BACKOFF")
+            await asyncio.sleep(delay)
+
+
+def environment() -> dict[str, str]:
+    return child_environment(os.environ)

@@ -1,0 +1,91 @@
+"""A stand-in for flannel-lease-service / flannel-backend: serves grpc.health.v1 on <run-dir>/<socket>.
+
+Switches (given before the flags flanneld appends, which are recorded and otherwise ignored):
+  --name NAME             name used in the events file and log lines
+  --socket FILE           socket file name inside --run-dir (lease.sock, backend.sock)
+  --events FILE           append "<name> <event> <pid> [detail]" lines: start, serving, term, exit, link
+  --serve-after S         report SERVING only after S seconds
+  --crash-at-start CODE   exit with CODE at once
+  --crash-after S         exit 3 S seconds after SERVING
+  --hang-after S          S seconds after SERVING, block the event loop (health stops answering)
+  --ignore-term           ignore SIGTERM (flanneld must SIGKILL)
+  --try-link-add IFNAME   run `ip link add IFNAME type dummy` at start and log ok/denied in the events
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from flannel_rpc import UnixServer
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--socket", required=True)
+    parser.add_argument("--events")
+    parser.add_argument("--serve-after", type=float, default=0.0)
+    parser.add_argument("--crash-at-start", type=int)
+    parser.add_argument("--crash-after", type=float)
+    parser.add_argument("--hang-after", type=float)
+    parser.add_argument("--ignore-term", action="store_true")
+    parser.add_argument("--try-link-add")
+    parser.add_argument("--run-dir", required=True)
+    args, rest = parser.parse_known_args()
+
+    def event(what: str, detail: str = "") -> None:
+        if args.events:
+            with open(args.events, "a") as f:
+                f.write(f"{args.name} {what} {os.getpid()} {detail}".rstrip() + "\n")
+
+    def on_term(signum: int, frame: object) -> None:
+        event("term")
+        print(f"{args.name}: got SIGTERM", flush=True)
+        if not args.ignore_term:
+            event("exit")
+            os._exit(0)
+
+    signal.signal(signal.SIGTERM, on_term)
+    event("start", " ".join(sys.argv[1:]))
+    print(f"{args.name}: started pid {os.getpid()} argv {' '.join(sys.argv[1:])}", flush=True)
+    print(f"{args.name}: a line on stderr", file=sys.stderr, flush=True)
+    if args.try_link_add:
+        proc = subprocess.run(["ip", "link", "add", args.try_link_add, "type", "dummy"], capture_output=True,
+                              text=True)
+        event("link", "ok" if proc.returncode == 0 else "denied:" + proc.stderr.strip().replace(" ", "_"))
+    if args.crash_at_start is not None:
+        print(f"{args.name}: crashing at start", flush=True)
+        event("exit")
+        sys.exit(args.crash_at_start)
+    asyncio.run(serve(args, event))
+
+
+async def serve(args: argparse.Namespace, event) -> None:  # type: ignore[no-untyped-def]
+    server = UnixServer(Path(args.run_dir) / args.socket, [], lambda s: None)
+    await server.start()
+    await asyncio.sleep(args.serve_after)
+    await server.set_serving(True)
+    event("serving")
+    print(f"{args.name}: SERVING", flush=True)
+    if args.crash_after is not None:
+        await asyncio.sleep(args.crash_after)
+        print(f"{args.name}: crashing", flush=True)
+        event("exit")
+        os._exit(3)
+    if args.hang_after is not None:
+        await asyncio.sleep(args.hang_after)
+        print(f"{args.name}: hanging", flush=True)
+        event("hang")
+        time.sleep(3600)  # blocks the loop: health goes unanswered
+    await asyncio.Event().wait()
+
+
+if __name__ == "__main__":
+    main()
