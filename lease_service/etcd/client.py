@@ -352,9 +352,22 @@ class EtcdClient:
                 log.info("etcd: listing %s raced a compaction (%s); listing again", prefix, exc)
         raise EtcdError(f"etcd get_prefix {prefix!r}: compacted five times while paging")
 
-    async def _list(self, prefix: str, start: bytes, end: bytes) -> tuple[list[KeyValue], int]:
+    async def get_prefix_at(self, prefix: str, revision: int) -> tuple[list[KeyValue], int]:
+        """Every key under ``prefix`` as it was at ``revision`` (a read of the past).
+
+        Raises :class:`WatchCompacted` when etcd has compacted that revision away.
+        """
+        start = _key_bytes(prefix)
+        try:
+            return await self._list(prefix, start, prefix_range_end(start), revision)
+        except EtcdError as exc:
+            if exc.code != grpc.StatusCode.OUT_OF_RANGE.name:
+                raise
+            raise WatchCompacted(f"etcd get_prefix {prefix!r} at revision {revision}: compacted ({exc})",
+                                 compact_revision=revision) from exc
+
+    async def _list(self, prefix: str, start: bytes, end: bytes, revision: int = 0) -> tuple[list[KeyValue], int]:
         kvs: list[KeyValue] = []
-        revision = 0
         while True:
             request = rpc_pb2.RangeRequest(key=start, range_end=end, limit=PAGE_SIZE, revision=revision)
 

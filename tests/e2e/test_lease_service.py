@@ -1,0 +1,387 @@
+"""flannel-lease-service as a real process against a real etcd, driven over its unix socket by a
+gRPC client and by the real grpcurl binary."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from lease_service.etcd import EtcdClient, EtcdSettings
+from proto.flannel.v1 import lease_pb2, lease_pb2_grpc
+from tests.support.etcd import EtcdServer
+from tests.support.grpcurl import grpcurl
+from tests.support.processes import Daemon, health_status
+from tests.support.wait import wait_until
+
+Msg = lease_pb2.WatchLeasesResponse
+UPSERT, REMOVE = lease_pb2.LeaseEvent.UPSERT, lease_pb2.LeaseEvent.REMOVE
+CONFIG = {"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan"}}
+VXLAN_DATA = '{"VNI":1,"VtepMAC":"0a:58:0a:f4:01:01"}'
+
+
+def put(etcd: EtcdServer, key: str, value: bytes | str, ttl: int = 0) -> None:
+    async def go() -> None:
+        async with EtcdClient(EtcdSettings(endpoints=(etcd.endpoint,))) as client:
+            lease = await client.grant(ttl) if ttl else 0
+            await client.put(key, value.encode() if isinstance(value, str) else value, lease=lease)
+    asyncio.run(go())
+
+
+def delete(etcd: EtcdServer, key: str) -> None:
+    async def go() -> None:
+        async with EtcdClient(EtcdSettings(endpoints=(etcd.endpoint,))) as client:
+            await client.delete(key)
+    asyncio.run(go())
+
+
+class LeaseNode:
+    """One lease service process and what a test needs to talk to it."""
+
+    def __init__(self, etcd: EtcdServer, prefix: str, run_dir: Path, public_ip: str, *extra: str) -> None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.run_dir = run_dir
+        self.socket = run_dir / "lease.sock"
+        self.daemon = Daemon("lease_service", [
+            "--run-dir", str(run_dir), "--etcd-endpoints", etcd.endpoint, "--etcd-prefix", prefix,
+            "--public-ip", public_ip, "--etcd-call-timeout", "1", *extra,
+        ], run_dir.parent / f"{run_dir.name}.log")
+
+    def start(self, wait: bool = True) -> "LeaseNode":
+        self.daemon.start()
+        if wait:
+            self.wait_serving()
+        return self
+
+    def wait_serving(self) -> None:
+        wait_until(lambda: health_status(self.socket) == "SERVING" or not self.daemon.alive(), timeout=20,
+                   what="lease service SERVING")
+        assert self.daemon.alive(), self.daemon.log()
+
+    def channel(self) -> grpc.Channel:
+        return grpc.insecure_channel(f"unix:{self.socket}")
+
+    def acquire(self, mtu: int = 1450, data: str = VXLAN_DATA, backend: str = "vxlan") -> lease_pb2.Lease:
+        with self.channel() as ch:
+            stub = lease_pb2_grpc.LeaseServiceStub(ch)
+            return stub.AcquireLease(lease_pb2.AcquireLeaseRequest(backend_type=backend, backend_data=data, mtu=mtu),
+                                     timeout=15).lease
+
+
+class Stream:
+    """A WatchLeases stream read in a background thread into a list."""
+
+    def __init__(self, node: LeaseNode, cursor: str = "") -> None:
+        import threading
+
+        self.channel = node.channel()
+        stub = lease_pb2_grpc.LeaseServiceStub(self.channel)
+        self.call = stub.WatchLeases(lease_pb2.WatchLeasesRequest(cursor=cursor))
+        self.msgs: list[Msg] = []
+        self.error: grpc.RpcError | None = None
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        try:
+            for msg in self.call:
+                self.msgs.append(msg)
+        except grpc.RpcError as exc:
+            self.error = exc
+
+    def events(self) -> list[tuple[int, str]]:
+        return [(e.type, e.lease.key) for m in self.msgs if m.kind == Msg.DELTA for e in m.events]
+
+    def snapshot_keys(self) -> set[str]:
+        return {e.lease.key for m in self.msgs if m.kind == Msg.SNAPSHOT for e in m.events}
+
+    def last_cursor(self) -> str:
+        return next(m.cursor for m in reversed(self.msgs) if m.cursor)
+
+    def close(self) -> None:
+        self.call.cancel()
+        self.thread.join(5)
+        self.channel.close()
+
+
+@pytest.fixture
+def nodes(tmp_path: Path) -> Iterator[list[LeaseNode]]:
+    made: list[LeaseNode] = []
+    yield made
+    for node in made:
+        node.daemon.kill()
+
+
+@pytest.fixture
+def streams() -> Iterator[list[Stream]]:
+    made: list[Stream] = []
+    yield made
+    for stream in made:
+        stream.close()
+
+
+@pytest.fixture
+def configured(etcd: EtcdServer, prefix: str) -> str:
+    put(etcd, f"{prefix}/config", json.dumps(CONFIG))
+    return prefix
+
+
+def test_acquire_writes_subnet_env_and_a_restart_gets_the_same_subnet(
+    etcd: EtcdServer, configured: str, tmp_path: Path, nodes: list[LeaseNode]
+) -> None:
+    node = LeaseNode(etcd, configured, tmp_path / "n1", "192.168.50.1", "--ip-masq")
+    nodes.append(node.start())
+    lease = node.acquire(mtu=1450)
+    assert re.fullmatch(r"10\.244\.\d+\.0/24", lease.subnet) and lease.public_ip == "192.168.50.1"
+    env = dict(line.split("=", 1) for line in (node.run_dir / "subnet.env").read_text().splitlines())
+    first_ip = lease.subnet.replace(".0/24", ".1/24")
+    assert env == {"FLANNEL_NETWORK": "10.244.0.0/16", "FLANNEL_SUBNET": first_ip, "FLANNEL_MTU": "1450",
+                   "FLANNEL_IPMASQ": "true"}
+    node.daemon.kill()
+    node.start()
+    assert node.acquire().subnet == lease.subnet
+
+
+def test_the_lease_is_stored_as_flannel_stores_it(etcd: EtcdServer, configured: str, tmp_path: Path,
+                                                  nodes: list[LeaseNode]) -> None:
+    node = LeaseNode(etcd, configured, tmp_path / "n1", "192.168.50.7")
+    nodes.append(node.start())
+    lease = node.acquire()
+
+    async def read() -> tuple[bytes, int, int]:
+        async with EtcdClient(EtcdSettings(endpoints=(etcd.endpoint,))) as client:
+            kv, _ = await client.get(f"{configured}/subnets/{lease.key}")
+            assert kv is not None
+            return kv.value, kv.lease, await client.time_to_live(kv.lease)
+
+    value, etcd_lease, ttl = asyncio.run(read())
+    assert json.loads(value) == {"PublicIP": "192.168.50.7", "BackendType": "vxlan",
+                                 "BackendData": {"VNI": 1, "VtepMAC": "0a:58:0a:f4:01:01"}}
+    assert etcd_lease != 0 and 23 * 3600 < ttl <= 24 * 3600
+    assert lease.key == lease.subnet.replace("/", "-")
+
+
+def test_reservations_are_never_taken_by_another_node(etcd: EtcdServer, prefix: str, tmp_path: Path,
+                                                      nodes: list[LeaseNode]) -> None:
+    # Only two subnets can be leased: 10.5.1.0/24 (reserved for .99) and 10.5.2.0/24.
+    put(etcd, f"{prefix}/config", json.dumps({**CONFIG, "Network": "10.5.0.0/16", "SubnetMin": "10.5.1.0",
+                                              "SubnetMax": "10.5.2.0"}))
+    put(etcd, f"{prefix}/subnets/10.5.1.0-24", '{"PublicIP":"192.168.50.99"}')
+    other = LeaseNode(etcd, prefix, tmp_path / "n1", "192.168.50.1")
+    nodes.append(other.start())
+    assert other.acquire().subnet == "10.5.2.0/24"
+    owner = LeaseNode(etcd, prefix, tmp_path / "n2", "192.168.50.99")
+    nodes.append(owner.start())
+    lease = owner.acquire()
+    assert lease.subnet == "10.5.1.0/24" and not lease.HasField("expiration")
+
+
+def test_bad_acquire_requests_are_refused_with_the_field_named(etcd: EtcdServer, configured: str, tmp_path: Path,
+                                                               nodes: list[LeaseNode]) -> None:
+    node = LeaseNode(etcd, configured, tmp_path / "n1", "192.168.50.1")
+    nodes.append(node.start())
+    cases = [
+        ({"backend": "host-gw"}, grpc.StatusCode.INVALID_ARGUMENT, "backend_type"),
+        ({"mtu": 0}, grpc.StatusCode.OUT_OF_RANGE, "mtu"),
+        ({"data": "{nope"}, grpc.StatusCode.INVALID_ARGUMENT, "backend_data"),
+        ({"data": "[1]"}, grpc.StatusCode.INVALID_ARGUMENT, "backend_data"),
+    ]
+    for kwargs, code, word in cases:
+        with pytest.raises(grpc.RpcError) as err:
+            node.acquire(**kwargs)  # type: ignore[arg-type]
+        assert err.value.code() == code and word in err.value.details()  # type: ignore[attr-defined]
+    with node.channel() as ch, pytest.raises(grpc.RpcError) as err:
+        next(iter(lease_pb2_grpc.LeaseServiceStub(ch).WatchLeases(lease_pb2.WatchLeasesRequest(max_batch=10**9))))
+    assert err.value.code() == grpc.StatusCode.OUT_OF_RANGE  # type: ignore[attr-defined]
+    assert node.daemon.alive()
+
+
+def test_stream_snapshot_then_deltas_including_expiry_and_corrupt_values_skipped(
+    etcd: EtcdServer, configured: str, tmp_path: Path, nodes: list[LeaseNode], streams: list[Stream]
+) -> None:
+    subnets = f"{configured}/subnets"
+    put(etcd, f"{subnets}/10.244.7.0-24", '{"PublicIP":"192.168.50.7","BackendType":"vxlan"}')
+    node = LeaseNode(etcd, configured, tmp_path / "n1", "192.168.50.1")
+    nodes.append(node.start())
+    stream = Stream(node)
+    streams.append(stream)
+    wait_until(lambda: any(m.kind == Msg.SYNCED for m in stream.msgs), what="SYNCED")
+    assert stream.snapshot_keys() == {"10.244.7.0-24"}
+    corrupt = {
+        "10.244.20.0-24": "not json",
+        "10.244.21.0-24": '{"PublicIP": 12}',
+        "banana": '{"PublicIP":"192.168.50.9"}',
+        "10.99.0.0-24": '{"PublicIP":"192.168.50.9"}',
+        "10.244.22.0-26": '{"PublicIP":"192.168.50.9"}',
+    }
+    for key, value in corrupt.items():
+        put(etcd, f"{subnets}/{key}", value)
+    put(etcd, f"{subnets}/10.244.8.0-24", '{"PublicIP":"192.168.50.8","BackendType":"vxlan"}', ttl=2)
+    wait_until(lambda: (REMOVE, "10.244.8.0-24") in stream.events(), timeout=15, what="expiry removal")
+    assert stream.events() == [(UPSERT, "10.244.8.0-24"), (REMOVE, "10.244.8.0-24")]
+    log = node.daemon.log()
+    for key in corrupt:
+        assert f"{subnets}/{key}" in log
+    assert node.daemon.alive() and stream.error is None
+
+
+def test_own_lease_deleted_is_reacquired_and_watchers_are_told(
+    etcd: EtcdServer, configured: str, tmp_path: Path, nodes: list[LeaseNode]
+) -> None:
+    node = LeaseNode(etcd, configured, tmp_path / "n1", "192.168.50.1")
+    nodes.append(node.start())
+    lease = node.acquire()
+    kinds: list[int] = []
+    import threading
+
+    with node.channel() as ch:
+        call = lease_pb2_grpc.LeaseServiceStub(ch).WatchLease(lease_pb2.WatchLeaseRequest())
+
+        def read() -> None:
+            try:
+                for event in call:
+                    kinds.append(event.kind)
+            except grpc.RpcError:
+                pass
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        wait_until(lambda: kinds == [lease_pb2.WatchLeaseResponse.CURRENT], what="CURRENT")
+        delete(etcd, f"{configured}/subnets/{lease.key}")
+        wait_until(lambda: lease_pb2.WatchLeaseResponse.REACQUIRED in kinds, what="REACQUIRED")
+        call.cancel()
+        reader.join(5)
+    assert kinds[:3] == [lease_pb2.WatchLeaseResponse.CURRENT, lease_pb2.WatchLeaseResponse.LOST,
+                         lease_pb2.WatchLeaseResponse.REACQUIRED]
+    assert node.acquire().subnet == lease.subnet  # the same subnet came back: it was free
+
+
+def test_a_cursor_resumes_across_a_lease_service_restart_and_compaction_forces_a_snapshot(
+    own_etcd: EtcdServer, tmp_path: Path, nodes: list[LeaseNode], streams: list[Stream]
+) -> None:
+    prefix = "/coreos.com/network"
+    put(own_etcd, f"{prefix}/config", json.dumps(CONFIG))
+    put(own_etcd, f"{prefix}/subnets/10.244.7.0-24", '{"PublicIP":"192.168.50.7","BackendType":"vxlan"}')
+    node = LeaseNode(own_etcd, prefix, tmp_path / "n1", "192.168.50.1")
+    nodes.append(node.start())
+    first = Stream(node)
+    streams.append(first)
+    wait_until(lambda: any(m.kind == Msg.SYNCED for m in first.msgs), what="SYNCED")
+    cursor = first.last_cursor()
+    node.daemon.kill()
+    put(own_etcd, f"{prefix}/subnets/10.244.9.0-24", '{"PublicIP":"192.168.50.9","BackendType":"vxlan"}')
+    delete(own_etcd, f"{prefix}/subnets/10.244.7.0-24")
+    node.start()
+    resumed = Stream(node, cursor)
+    streams.append(resumed)
+    wait_until(lambda: resumed.msgs, what="a resumed message")
+    assert resumed.msgs[0].kind == Msg.DELTA
+    assert sorted(resumed.events()) == [(UPSERT, "10.244.9.0-24"), (REMOVE, "10.244.7.0-24")]
+
+    async def compact() -> None:
+        async with EtcdClient(EtcdSettings(endpoints=(own_etcd.endpoint,))) as client:
+            await client.put("/unrelated", b"x")
+            _, revision = await client.get("/unrelated")
+            await client.compact(revision)
+    node.daemon.kill()
+    asyncio.run(compact())
+    node.start()
+    fresh = Stream(node, cursor)
+    streams.append(fresh)
+    wait_until(lambda: any(m.kind == Msg.SYNCED for m in fresh.msgs), what="SYNCED after compaction")
+    assert (fresh.msgs[0].kind, fresh.msgs[0].reset, fresh.msgs[0].reason) == (Msg.SNAPSHOT, True, Msg.CURSOR_COMPACTED)
+    assert fresh.snapshot_keys() == {"10.244.9.0-24"}
+
+
+def test_etcd_killed_and_restarted_mid_stream_loses_nothing_and_removes_nothing(
+    own_etcd: EtcdServer, tmp_path: Path, nodes: list[LeaseNode], streams: list[Stream]
+) -> None:
+    prefix = "/coreos.com/network"
+    put(own_etcd, f"{prefix}/config", json.dumps(CONFIG))
+    put(own_etcd, f"{prefix}/subnets/10.244.7.0-24", '{"PublicIP":"192.168.50.7","BackendType":"vxlan"}')
+    node = LeaseNode(own_etcd, prefix, tmp_path / "n1", "192.168.50.1")
+    nodes.append(node.start())
+    stream = Stream(node)
+    streams.append(stream)
+    wait_until(lambda: any(m.kind == Msg.SYNCED for m in stream.msgs), what="SYNCED")
+    own_etcd.kill()
+    own_etcd.start()
+    for n in range(10, 15):
+        put(own_etcd, f"{prefix}/subnets/10.244.{n}.0-24", f'{{"PublicIP":"192.168.50.{n}","BackendType":"vxlan"}}')
+    want = [(UPSERT, f"10.244.{n}.0-24") for n in range(10, 15)]
+    wait_until(lambda: stream.events() == want, timeout=30, what="every post-restart lease exactly once")
+    assert not any(m.kind == Msg.SNAPSHOT and m.reset for m in stream.msgs[1:] if m is not stream.msgs[0])
+    assert stream.error is None and node.daemon.alive()
+
+
+def test_etcd_down_or_config_missing_at_start_means_not_serving_with_the_reason(
+    tmp_path: Path, nodes: list[LeaseNode]
+) -> None:
+    etcd = EtcdServer(tmp_path / "etcd")
+    node = LeaseNode(etcd, "/coreos.com/network", tmp_path / "n1", "192.168.50.1")
+    nodes.append(node)
+    node.start(wait=False)
+    try:
+        wait_until(lambda: health_status(node.socket) == "NOT_SERVING", what="NOT_SERVING while etcd is down")
+        wait_until(lambda: "waiting for a usable network config" in node.daemon.log(), what="the reason logged")
+        etcd.start()
+        wait_until(lambda: "no network config in etcd at /coreos.com/network/config" in node.daemon.log(), timeout=20,
+                   what="the missing config named")
+        assert health_status(node.socket) == "NOT_SERVING"
+        put(etcd, "/coreos.com/network/config", '{"Network": "10.244.0.0/16"}')
+        wait_until(lambda: "udp" in node.daemon.log(), timeout=20, what="the udp refusal logged")
+        put(etcd, "/coreos.com/network/config", json.dumps(CONFIG))
+        node.wait_serving()
+    finally:
+        etcd.kill()
+
+
+def test_grpcurl_lists_describes_checks_health_and_streams_leases(
+    etcd: EtcdServer, configured: str, tmp_path: Path, nodes: list[LeaseNode]
+) -> None:
+    put(etcd, f"{configured}/subnets/10.244.7.0-24", '{"PublicIP":"192.168.50.7","BackendType":"vxlan"}')
+    node = LeaseNode(etcd, configured, tmp_path / "n1", "192.168.50.1")
+    nodes.append(node.start())
+    listed = grpcurl(node.socket, "list").stdout.split()
+    assert {"flannel.v1.LeaseService", "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"} <= set(listed)
+    described = grpcurl(node.socket, "describe", "flannel.v1.LeaseService").stdout
+    assert "rpc WatchLeases ( .flannel.v1.WatchLeasesRequest ) returns ( stream .flannel.v1.WatchLeasesResponse )" in described
+    health = grpcurl(node.socket, "grpc.health.v1.Health/Check", data='{"service": "flannel.v1.LeaseService"}')
+    assert json.loads(health.stdout) == {"status": "SERVING"}
+    streamed = grpcurl(node.socket, "flannel.v1.LeaseService/WatchLeases", data="{}", flags=("-max-time", "2"),
+                       check=False)
+    docs = [json.loads(doc) for doc in re.split(r"(?<=})\n(?={)", streamed.stdout.strip())]
+    assert docs[0]["kind"] == "SNAPSHOT" and docs[0]["reset"] is True
+    assert docs[0]["events"][0]["lease"]["subnet"] == "10.244.7.0/24"
+    assert docs[1]["kind"] == "SYNCED" and docs[1]["cursor"]
+
+
+def test_ten_racing_acquirers_get_ten_distinct_subnets(etcd: EtcdServer, prefix: str) -> None:
+    from lease_service.lease import LeaseAttrs
+    from lease_service.netconfig import parse_network_config
+    from lease_service.subnet.etcd import EtcdSubnetManager
+    from ipaddress import IPv4Address
+
+    # 12 subnets for 10 nodes: collisions are likely, and must be resolved by the Txn.
+    config_text = json.dumps({**CONFIG, "Network": "10.9.0.0/16", "SubnetMin": "10.9.1.0", "SubnetMax": "10.9.12.0"})
+    config = parse_network_config(config_text)
+
+    async def race() -> list[str]:
+        clients = [EtcdClient(EtcdSettings(endpoints=(etcd.endpoint,))) for _ in range(10)]
+        try:
+            managers = [EtcdSubnetManager(c, prefix) for c in clients]
+            leases = await asyncio.gather(*(
+                m.acquire_lease(config, LeaseAttrs(IPv4Address(f"192.168.60.{i}"), backend_type="vxlan"), (None, None))
+                for i, m in enumerate(managers, start=1)))
+            return [str(lease.subnet) for lease in leases]
+        finally:
+            for c in clients:
+                await c.close()
+
+    subnets = asyncio.run(race())
+    assert len(set(subnets)) == 10

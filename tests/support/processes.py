@@ -1,0 +1,87 @@
+"""Run the project's daemons as real processes for tests, always cleaned up."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+
+def health_status(socket_path: Path, service: str = "", timeout: float = 1.0) -> str:
+    """The grpc.health.v1 status name of a server on a unix socket, or the error code name."""
+    try:
+        with grpc.insecure_channel(f"unix:{socket_path}") as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
+            return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+    except grpc.RpcError as exc:
+        return str(exc.code().name)  # type: ignore[attr-defined]
+
+
+class Daemon:
+    """One daemon process (``python -m <module> ...``) with its log in a file."""
+
+    def __init__(self, module: str, args: Sequence[str], log_path: Path, prefix: Sequence[str] = ()) -> None:
+        self.module = module
+        self.args = list(args)
+        self.log_path = log_path
+        self.prefix = list(prefix)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> "Daemon":
+        log = open(self.log_path, "ab")
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen([*self.prefix, sys.executable, "-m", self.module, *self.args],
+                                     stdout=log, stderr=log, env=env, start_new_session=True)
+        log.close()
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        code = self.proc.returncode
+        self.proc = None
+        return code
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def wait_exit(self, timeout: float = 10.0) -> int:
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.module} did not exit; log:\n{self.log()[-3000:]}")
+            time.sleep(0.02)
+        return self.proc.returncode
