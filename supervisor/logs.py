@@ -50,12 +50,14 @@ class LogSink:
         """Copy a child's output, line by line, until it closes."""
         while True:
             try:
-                raw = await reader.readline()
-            except ValueError:  # a line longer than the reader's limit: pass it on in pieces
-                raw = await reader.read(reader._limit)  # noqa: SLF001 - asyncio exposes no getter
-            except (ConnectionError, asyncio.IncompleteReadError):
-                return
-            if not raw:
+                raw = await reader.readuntil(b"\n")
+            except asyncio.IncompleteReadError as exc:  # end of output, maybe with an unterminated line
+                raw = exc.partial
+                if not raw:
+                    return
+            except asyncio.LimitOverrunError as exc:  # a line longer than the limit: pass it on in pieces
+                raw = await reader.read(max(exc.consumed, 1))
+            except ConnectionError:
                 return
             self.emit(child, raw.decode("utf-8", errors="replace").rstrip("\r\n"))
 

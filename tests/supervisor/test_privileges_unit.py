@@ -1,0 +1,79 @@
+"""The launcher command lines and the run dir, without starting anything."""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+from pathlib import Path
+
+from supervisor import cli, privileges
+
+
+def test_the_lease_service_gets_no_capabilities_and_root_is_not_special() -> None:
+    argv = privileges.lease_launcher(None)
+    assert argv[0] == "/usr/bin/setpriv" and argv[-1] == "--"
+    assert {"--no-new-privs", "--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-all"} <= set(argv)
+    assert "+noroot,+noroot_locked" in argv[argv.index("--securebits") + 1]
+
+
+def test_the_lease_service_can_run_as_another_user() -> None:
+    argv = privileges.lease_launcher(cli.Identity(uid=65534, gid=65534))
+    assert argv[argv.index("--reuid") + 1] == "65534" and argv[argv.index("--regid") + 1] == "65534"
+    assert "--clear-groups" in argv and "--securebits" not in argv
+
+
+def test_the_backend_gets_exactly_net_admin_and_net_raw_and_the_lease_group() -> None:
+    argv = privileges.backend_launcher(65534)
+    caps = "-all,+net_admin,+net_raw"
+    assert {f"--inh-caps={caps}", f"--ambient-caps={caps}", f"--bounding-set={caps}", "--no-new-privs"} <= set(argv)
+    assert argv[argv.index("--groups") + 1] == "65534"
+    assert "--reuid" not in argv
+
+
+def test_default_children_are_the_project_modules_with_run_dir_and_their_flags(tmp_path: Path) -> None:
+    config = cli.parse(["--run-dir", str(tmp_path), "--iface", "eth0", "--etcd-prefix", "/p",
+                        "--lease-group", "nogroup", "--etcd-password", "s3cret"], {})
+    lease = privileges.lease_launch(config)
+    program = lease.argv[lease.argv.index("--") + 1:]
+    assert program[:3] == (sys.executable, "-m", "lease_service")
+    assert program[3:] == ("--run-dir", str(tmp_path), "--socket-group", "nogroup", "--etcd-prefix", "/p",
+                           "--etcd-password", "s3cret", "--iface", "eth0")
+    assert lease.socket == tmp_path / "lease.sock"
+    assert "s3cret" not in lease.display()
+    backend = privileges.backend_launch(config)
+    program = backend.argv[backend.argv.index("--") + 1:]
+    assert program == (sys.executable, "-m", "backend_service", "--run-dir", str(tmp_path), "--iface", "eth0")
+
+
+def test_a_third_party_backend_gets_the_same_flags(tmp_path: Path) -> None:
+    config = cli.parse(["--run-dir", str(tmp_path), "--backend-cmd", "/opt/wg-backend --fast", "--ip-masq"], {})
+    backend = privileges.backend_launch(config)
+    assert backend.argv[backend.argv.index("--") + 1:] == (
+        "/opt/wg-backend", "--fast", "--run-dir", str(tmp_path), "--ip-masq")
+
+
+def test_the_run_dir_is_private_to_root_and_the_lease_group(tmp_path: Path) -> None:
+    root_only = tmp_path / "a"
+    privileges.prepare_run_dir(cli.parse(["--run-dir", str(root_only)], {}))
+    st = root_only.stat()
+    assert stat.S_IMODE(st.st_mode) == 0o750 and (st.st_uid, st.st_gid) == (0, 0)
+
+    shared = tmp_path / "b"
+    privileges.prepare_run_dir(cli.parse(["--run-dir", str(shared), "--lease-user", "nobody",
+                                          "--lease-group", "nogroup"], {}))
+    st = shared.stat()
+    # the lease user must create its socket there: group-writable, sticky, nothing for others
+    assert stat.S_IMODE(st.st_mode) == 0o1770 and (st.st_uid, st.st_gid) == (0, 65534)
+
+
+def test_the_supervisor_checks_it_can_grant_what_it_must() -> None:
+    config = cli.parse([], {})
+    if os.geteuid() == 0:
+        privileges.check_supervisor(config)
+    try:
+        privileges.check_supervisor(config, setpriv="/nonexistent/setpriv")
+    except privileges.PrivilegeError as exc:
+        assert "setpriv" in str(exc)
+    else:
+        raise AssertionError("a missing setpriv must be reported")
