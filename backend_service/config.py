@@ -1,0 +1,198 @@
+"""The network config, typed: the ``NetworkConfig`` proto message and its Backend JSON, parsed once.
+
+Everything here is a frozen dataclass with ``ipaddress`` types; bad input becomes a
+:class:`ConfigError` that names the field, the value and what was expected.
+
+Backend options follow flannel's (Go's ``encoding/json`` matches keys case-insensitively and
+ignores unknown keys, so we do too):
+
+- ``vxlan``: ``VNI`` (default 1), ``Port`` (default 8472; 0 means the default), ``GBP`` (false),
+  ``DirectRouting`` (false), ``Learning`` (false), ``MTU`` (0: the underlay MTU minus 50 for IPv4,
+  minus 70 for IPv6), ``MacPrefix`` (accepted and ignored: our VTEP MAC is derived, see ``vxlan.py``).
+- ``host-gw``: no options.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from dataclasses import dataclass
+from ipaddress import IPv4Network, IPv6Network
+from typing import Any
+
+from proto.flannel.v1 import lease_pb2
+
+VXLAN = "vxlan"
+HOST_GW = "host-gw"
+SUPPORTED_BACKENDS: tuple[str, ...] = (VXLAN, HOST_GW)
+
+DEFAULT_VNI = 1
+DEFAULT_VXLAN_PORT = 8472
+MAX_VNI = (1 << 24) - 1
+# Bytes VXLAN adds in front of an inner frame: outer IP + UDP (8) + VXLAN (8) + inner Ethernet (14).
+VXLAN_OVERHEAD_IPV4 = 20 + 8 + 8 + 14
+VXLAN_OVERHEAD_IPV6 = 40 + 8 + 8 + 14
+
+
+class ConfigError(ValueError):
+    """The network config or its Backend JSON is not usable; ``field`` names the offending key."""
+
+    def __init__(self, field: str, value: object, expected: str) -> None:
+        self.field = field
+        self.value = value
+        self.expected = expected
+        super().__init__(f"network config: {field}={value!r}: expected {expected}")
+
+
+@dataclass(frozen=True)
+class VxlanOptions:
+    """flannel's vxlan backend options."""
+
+    vni: int = DEFAULT_VNI
+    """VXLAN network identifier; also names the device ``flannel.<VNI>``."""
+    port: int = DEFAULT_VXLAN_PORT
+    """UDP destination port of the tunnel."""
+    gbp: bool = False
+    """VXLAN Group Based Policy extension."""
+    direct_routing: bool = False
+    """Route to peers on the same L2 network directly, without encapsulation."""
+    learning: bool = False
+    """Let the kernel learn FDB entries (flannel programs them, so off by default)."""
+    mtu: int = 0
+    """Device MTU; 0 means the underlay MTU minus the encapsulation overhead."""
+
+    def device_mtu(self, underlay_mtu: int, *, ipv6: bool = False) -> int:
+        """The MTU of the VXLAN device over an underlay with ``underlay_mtu``."""
+        if self.mtu:
+            return self.mtu
+        return underlay_mtu - (VXLAN_OVERHEAD_IPV6 if ipv6 else VXLAN_OVERHEAD_IPV4)
+
+
+@dataclass(frozen=True)
+class HostGwOptions:
+    """host-gw has no options."""
+
+
+BackendOptions = VxlanOptions | HostGwOptions
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """The cluster's network config, as the backend needs it."""
+
+    enable_ipv4: bool
+    enable_ipv6: bool
+    network: IPv4Network | None
+    subnet_len: int
+    ipv6_network: IPv6Network | None
+    ipv6_subnet_len: int
+    backend_type: str
+    backend: BackendOptions
+
+
+def _lookup(obj: dict[str, Any], key: str) -> tuple[bool, Any]:
+    """Case-insensitive key lookup, like Go's encoding/json."""
+    for k, v in obj.items():
+        if k.lower() == key.lower():
+            return True, v
+    return False, None
+
+
+def _get_int(obj: dict[str, Any], key: str, default: int, lo: int, hi: int) -> int:
+    found, value = _lookup(obj, key)
+    if not found or value is None:
+        return default
+    # JSON numbers only; bool is an int in Python but not in JSON.
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+        raise ConfigError(f"Backend.{key}", value, f"an integer in [{lo}, {hi}]")
+    if not lo <= int(value) <= hi:
+        raise ConfigError(f"Backend.{key}", value, f"an integer in [{lo}, {hi}]")
+    return int(value)
+
+
+def _get_bool(obj: dict[str, Any], key: str, default: bool) -> bool:
+    found, value = _lookup(obj, key)
+    if not found or value is None:
+        return default
+    if not isinstance(value, bool):
+        raise ConfigError(f"Backend.{key}", value, "true or false")
+    return value
+
+
+def parse_backend(backend_json: str, backend_type: str = "") -> tuple[str, BackendOptions]:
+    """Parse the Backend JSON object (``{"Type": "vxlan", "VNI": 1, ...}``) into its type and options.
+
+    ``backend_type`` (the proto's ``backend_type``) is used when the JSON has no ``Type``; flannel's
+    default type is ``udp``, which we do not support, so a config naming no type at all is refused.
+    """
+    obj: dict[str, Any] = {}
+    if backend_json.strip():
+        try:
+            loaded = json.loads(backend_json)
+        except json.JSONDecodeError as e:
+            raise ConfigError("Backend", backend_json, f"a JSON object ({e})") from e
+        if not isinstance(loaded, dict):
+            raise ConfigError("Backend", loaded, "a JSON object")
+        obj = loaded
+    found, json_type = _lookup(obj, "Type")
+    kind = json_type if found else backend_type
+    if not isinstance(kind, str):
+        raise ConfigError("Backend.Type", kind, "a string")
+    if backend_type and kind != backend_type:
+        raise ConfigError("Backend.Type", kind, f"the same type as backend_type {backend_type!r}")
+    if kind == VXLAN:
+        port = _get_int(obj, "Port", DEFAULT_VXLAN_PORT, 0, 65535)
+        return kind, VxlanOptions(
+            vni=_get_int(obj, "VNI", DEFAULT_VNI, 0, MAX_VNI),
+            port=port or DEFAULT_VXLAN_PORT,
+            gbp=_get_bool(obj, "GBP", False),
+            direct_routing=_get_bool(obj, "DirectRouting", False),
+            learning=_get_bool(obj, "Learning", False),
+            mtu=_get_int(obj, "MTU", 0, 0, 65535),
+        )
+    if kind == HOST_GW:
+        return kind, HostGwOptions()
+    raise ConfigError("Backend.Type", kind, "one of " + ", ".join(repr(t) for t in SUPPORTED_BACKENDS))
+
+
+def _network(field: str, text: str, version: int) -> IPv4Network | IPv6Network:
+    try:
+        net = ipaddress.ip_network(text, strict=True)
+    except ValueError as e:
+        raise ConfigError(field, text, f"an IPv{version} network in CIDR notation ({e})") from e
+    if net.version != version:
+        raise ConfigError(field, text, f"an IPv{version} network in CIDR notation")
+    return net
+
+
+def parse_network_config(msg: lease_pb2.NetworkConfig) -> NetworkConfig:
+    """Turn the lease service's ``NetworkConfig`` message into a :class:`NetworkConfig`."""
+    if not msg.enable_ipv4 and not msg.enable_ipv6:
+        raise ConfigError("EnableIPv4/EnableIPv6", False, "at least one address family enabled")
+    network4: IPv4Network | None = None
+    network6: IPv6Network | None = None
+    if msg.enable_ipv4:
+        net4 = _network("Network", msg.network, 4)
+        assert isinstance(net4, IPv4Network)
+        network4 = net4
+        if not network4.prefixlen < msg.subnet_len <= 32:
+            raise ConfigError("SubnetLen", msg.subnet_len, f"an integer in ({network4.prefixlen}, 32]")
+    if msg.enable_ipv6:
+        net6 = _network("IPv6Network", msg.ipv6_network, 6)
+        assert isinstance(net6, IPv6Network)
+        network6 = net6
+        if not network6.prefixlen < msg.ipv6_subnet_len <= 128:
+            raise ConfigError(
+                "IPv6SubnetLen", msg.ipv6_subnet_len, f"an integer in ({network6.prefixlen}, 128]"
+            )
+    kind, options = parse_backend(msg.backend, msg.backend_type)
+    return NetworkConfig(
+        enable_ipv4=msg.enable_ipv4,
+        enable_ipv6=msg.enable_ipv6,
+        network=network4,
+        subnet_len=msg.subnet_len if msg.enable_ipv4 else 0,
+        ipv6_network=network6,
+        ipv6_subnet_len=msg.ipv6_subnet_len if msg.enable_ipv6 else 0,
+        backend_type=kind,
+        backend=options,
+    )

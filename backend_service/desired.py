@@ -1,0 +1,123 @@
+"""Desired dataplane state: the routes, neighbours and FDB entries the peers need.
+
+Pure values, computed by a backend (:mod:`backend_service.vxlan`, :mod:`backend_service.hostgw`)
+from the accepted peer leases; :mod:`backend_service.diff` compares them with the kernel.
+
+Ownership: every route we create carries the route protocol :data:`RTPROT_FLANNEL`; routes,
+permanent neighbours and permanent FDB entries on our VXLAN devices are ours as well.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+
+from .leases import PeerLease
+
+RTPROT_FLANNEL = 70
+"""Route protocol of every route flannel-py creates (0x46, ASCII "F").
+
+Not in iproute2's ``rt_protos`` (kernel 2, boot 3, static 4, ..., babel 42, openr 99, bgp 186 ...)
+nor used by Calico (80) or BIRD (12); ``ip route show proto 70`` lists exactly our routes.
+Go flannel uses ``boot`` (3); routes on ``flannel.<VNI>`` are ours whatever their protocol, so a
+takeover from Go flannel rewrites them in place.
+"""
+
+IPNetwork = IPv4Network | IPv6Network
+IPAddress = IPv4Address | IPv6Address
+
+MODE_VXLAN = "vxlan"
+MODE_DIRECT = "direct"
+MODE_HOST_GW = "host-gw"
+
+
+@dataclass(frozen=True)
+class Route:
+    """``<dst> via <gateway> dev <ifname> [onlink] proto RTPROT_FLANNEL`` in the main table."""
+
+    dst: IPNetwork
+    gateway: IPAddress | None
+    """None only for routes read from the kernel that have no single gateway (ours never)."""
+    ifname: str
+    onlink: bool = False
+
+    def __str__(self) -> str:
+        via = f" via {self.gateway}" if self.gateway is not None else ""
+        return f"route {self.dst}{via} dev {self.ifname}{' onlink' if self.onlink else ''}"
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    """A permanent neighbour: ``<dst> lladdr <lladdr> dev <ifname> nud permanent``."""
+
+    ifname: str
+    dst: IPAddress
+    lladdr: str
+
+    def __str__(self) -> str:
+        return f"neigh {self.dst} lladdr {self.lladdr} dev {self.ifname}"
+
+
+@dataclass(frozen=True)
+class FdbEntry:
+    """A VXLAN FDB entry: ``<lladdr> dev <ifname> dst <dst> self permanent``."""
+
+    ifname: str
+    lladdr: str
+    dst: IPAddress
+
+    def __str__(self) -> str:
+        return f"fdb {self.lladdr} dev {self.ifname} dst {self.dst}"
+
+
+@dataclass(frozen=True)
+class PeerPlan:
+    """How a peer is reached: ``vxlan`` (encapsulated), ``direct`` (DirectRouting) or ``host-gw``."""
+
+    peer: PeerLease
+    mode: str
+
+
+@dataclass(frozen=True)
+class DesiredState:
+    """Everything the kernel should hold for the peers, and how each peer is reached."""
+
+    routes: frozenset[Route] = frozenset()
+    neighbours: frozenset[Neighbour] = frozenset()
+    fdb: frozenset[FdbEntry] = frozenset()
+    peers: tuple[PeerPlan, ...] = ()
+
+    @property
+    def object_count(self) -> int:
+        """Routes + neighbours + FDB entries."""
+        return len(self.routes) + len(self.neighbours) + len(self.fdb)
+
+
+class DesiredBuilder:
+    """Collects objects peer by peer; :meth:`build` freezes them."""
+
+    def __init__(self) -> None:
+        self.routes: list[Route] = []
+        self.neighbours: list[Neighbour] = []
+        self.fdb: list[FdbEntry] = []
+        self.peers: list[PeerPlan] = []
+
+    def add(
+        self,
+        plan: PeerPlan,
+        routes: Iterable[Route] = (),
+        neighbours: Iterable[Neighbour] = (),
+        fdb: Iterable[FdbEntry] = (),
+    ) -> None:
+        """Add one peer's objects."""
+        self.peers.append(plan)
+        self.routes.extend(routes)
+        self.neighbours.extend(neighbours)
+        self.fdb.extend(fdb)
+
+    def build(self) -> DesiredState:
+        """The frozen state."""
+        return DesiredState(
+            frozenset(self.routes), frozenset(self.neighbours), frozenset(self.fdb), tuple(self.peers)
+        )

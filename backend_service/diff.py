@@ -1,0 +1,136 @@
+"""Diff desired state against the kernel state we own: the smallest list of changes.
+
+Pure logic. Objects that are already right produce no operation; changed ones are *replaced*
+(never deleted and re-added, so traffic to a still-wanted peer never sees a gap); objects we own
+that nobody wants any more are deleted, unless the caller forbids deletes (before the lease
+stream is SYNCED we only know part of the cluster, so we add and replace but delete nothing).
+
+Operations come out in a safe order: FDB and neighbour entries before the routes that use
+them; route deletes before the neighbour and FDB entries they used.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from .desired import RTPROT_FLANNEL, DesiredState, FdbEntry, Neighbour, Route
+
+ADD = "add"
+REPLACE = "replace"
+DELETE = "delete"
+
+KernelObject = Route | Neighbour | FdbEntry
+
+
+@dataclass(frozen=True)
+class KernelRoute:
+    """A route we own as read from the kernel: the route plus what makes it differ from ours."""
+
+    route: Route
+    proto: int = RTPROT_FLANNEL
+    priority: int = 0
+
+    @property
+    def is_exactly(self) -> Route | None:
+        """The route, if the kernel holds it exactly as we would have created it."""
+        return self.route if self.proto == RTPROT_FLANNEL and self.priority == 0 else None
+
+
+@dataclass(frozen=True)
+class KernelState:
+    """Routes, permanent neighbours and permanent FDB entries that we own, as the kernel has them."""
+
+    routes: tuple[KernelRoute, ...] = ()
+    neighbours: frozenset[Neighbour] = frozenset()
+    fdb: frozenset[FdbEntry] = frozenset()
+
+
+@dataclass(frozen=True)
+class Op:
+    """One kernel change. ``priority`` is the metric of a route being deleted."""
+
+    action: str
+    obj: KernelObject
+    priority: int = 0
+
+    def __str__(self) -> str:
+        metric = f" metric {self.priority}" if self.priority else ""
+        return f"{self.action} {self.obj}{metric}"
+
+
+def _diff_routes(
+    desired: Iterable[Route], current: Iterable[KernelRoute], delete: bool
+) -> tuple[list[Op], list[Op]]:
+    by_dst: dict[object, list[KernelRoute]] = defaultdict(list)
+    for kr in current:
+        by_dst[kr.route.dst].append(kr)
+    changes: list[Op] = []
+    deletes: list[Op] = []
+    wanted_dsts = set()
+    for route in sorted(desired, key=lambda r: (r.dst.version, str(r.dst), str(r))):
+        wanted_dsts.add(route.dst)
+        have = by_dst.get(route.dst, [])
+        if any(kr.is_exactly == route for kr in have):
+            extra = [kr for kr in have if kr.is_exactly != route]
+        else:
+            # replace rewrites the metric-0 route of this dst, if any; others are duplicates.
+            changes.append(Op(REPLACE if any(kr.priority == 0 for kr in have) else ADD, route))
+            extra = [kr for kr in have if kr.priority != 0]
+        if delete:
+            deletes.extend(Op(DELETE, kr.route, kr.priority) for kr in extra)
+    if delete:
+        for dst, krs in by_dst.items():
+            if dst not in wanted_dsts:
+                deletes.extend(Op(DELETE, kr.route, kr.priority) for kr in krs)
+    return changes, deletes
+
+
+def _diff_neighbours(
+    desired: Iterable[Neighbour], current: frozenset[Neighbour], delete: bool
+) -> tuple[list[Op], list[Op]]:
+    have = {(n.ifname, n.dst): n for n in current}
+    changes: list[Op] = []
+    wanted = set()
+    for n in sorted(desired, key=lambda n: (n.ifname, n.dst.version, n.dst)):
+        wanted.add((n.ifname, n.dst))
+        old = have.get((n.ifname, n.dst))
+        if old != n:
+            changes.append(Op(ADD if old is None else REPLACE, n))
+    deletes = [
+        Op(DELETE, n) for key, n in sorted(have.items(), key=lambda kv: str(kv[0])) if key not in wanted
+    ]
+    return changes, deletes if delete else []
+
+
+def _diff_fdb(
+    desired: Iterable[FdbEntry], current: frozenset[FdbEntry], delete: bool
+) -> tuple[list[Op], list[Op]]:
+    keys_held = {(e.ifname, e.lladdr) for e in current}
+    changes: list[Op] = []
+    wanted_keys = set()
+    for e in sorted(desired, key=lambda e: (e.ifname, e.lladdr)):
+        wanted_keys.add((e.ifname, e.lladdr))
+        if e not in current:
+            changes.append(Op(REPLACE if (e.ifname, e.lladdr) in keys_held else ADD, e))
+    deletes: list[Op] = []
+    if delete:
+        changed_keys = {(op.obj.ifname, op.obj.lladdr) for op in changes if op.action == REPLACE}  # type: ignore[union-attr]
+        for e in sorted(current - set(desired), key=lambda e: (e.ifname, e.lladdr, str(e.dst))):
+            # A replace rewrites the entry's destination in place; deleting the old one would race it.
+            # (An extra appended destination for a replaced MAC goes on the next reconcile.)
+            if (e.ifname, e.lladdr) not in changed_keys:
+                deletes.append(Op(DELETE, e))
+    return changes, deletes
+
+
+def diff(desired: DesiredState, current: KernelState, *, delete: bool = True) -> list[Op]:
+    """The operations that turn ``current`` into ``desired``; none when they are equal.
+
+    ``delete=False`` (before SYNCED) adds and replaces only.
+    """
+    fdb_changes, fdb_deletes = _diff_fdb(desired.fdb, current.fdb, delete)
+    neigh_changes, neigh_deletes = _diff_neighbours(desired.neighbours, current.neighbours, delete)
+    route_changes, route_deletes = _diff_routes(desired.routes, current.routes, delete)
+    return fdb_changes + neigh_changes + route_changes + route_deletes + neigh_deletes + fdb_deletes

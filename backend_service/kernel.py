@@ -1,0 +1,305 @@
+"""The kernel side: read the state we own, and apply operations, with pyroute2's ``AsyncIPRoute``.
+
+Reading: :func:`read_kernel` dumps links, main-table routes, and the neighbour and FDB tables
+of our devices once, and returns what we own (see :mod:`backend_service.desired` for the
+ownership rule) plus the directly connected networks (link-scope routes without a gateway,
+which host-gw and DirectRouting need).
+
+Applying: :class:`Applier` is a one-method interface (``apply(ops)``); :class:`PyrouteApplier`
+is the default. A failing operation is recorded and the others still run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import ipaddress
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from socket import AF_INET, AF_INET6
+from typing import Any, Protocol
+
+from pyroute2 import AsyncIPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from .desired import RTPROT_FLANNEL, FdbEntry, Neighbour, Route
+from .diff import DELETE, KernelRoute, KernelState, Op
+from .node import ConnectedNetwork, PublicInterface
+
+log = logging.getLogger(__name__)
+
+RT_TABLE_MAIN = 254
+RTN_UNICAST = 1
+RTPROT_KERNEL = 2
+RT_SCOPE_LINK = 253
+RTNH_F_ONLINK = 4
+NUD_NOARP = 0x40
+NUD_PERMANENT = 0x80
+NTF_SELF = 0x02
+AF_BRIDGE = 7
+
+
+class KernelError(RuntimeError):
+    """A kernel operation or lookup failed; the message says which object and why."""
+
+
+def _attr(msg: Any, name: str) -> Any:
+    return msg.get_attr(name)
+
+
+async def link_names(ipr: AsyncIPRoute) -> dict[int, str]:
+    """ifindex → ifname for every link."""
+    return {link["index"]: _attr(link, "IFLA_IFNAME") async for link in await ipr.link("dump")}
+
+
+async def link_index(ipr: AsyncIPRoute, ifname: str) -> int | None:
+    """The index of ``ifname``, or None."""
+    found = await ipr.link_lookup(ifname=ifname)
+    return found[0] if found else None
+
+
+@dataclass(frozen=True)
+class KernelSnapshot:
+    """One read of the kernel: what we own, the connected networks, and the link names."""
+
+    state: KernelState
+    connected: tuple[ConnectedNetwork, ...]
+    links: dict[int, str] = field(compare=False)
+
+
+def _route_from_msg(msg: Any, links: dict[int, str]) -> Route | None:
+    dst_text = _attr(msg, "RTA_DST")
+    if dst_text is None or msg["dst_len"] == 0:
+        return None
+    dst = ipaddress.ip_network(f"{dst_text}/{msg['dst_len']}", strict=False)
+    gw_text = _attr(msg, "RTA_GATEWAY")
+    gateway = ipaddress.ip_address(gw_text) if gw_text else None
+    oif = _attr(msg, "RTA_OIF")
+    ifname = links.get(oif, f"if{oif}") if oif is not None else ""
+    return Route(dst=dst, gateway=gateway, ifname=ifname, onlink=bool(msg["flags"] & RTNH_F_ONLINK))
+
+
+async def read_kernel(ipr: AsyncIPRoute, devices: Iterable[str] = ()) -> KernelSnapshot:
+    """Read the routes, neighbours and FDB entries we own, and the directly connected networks.
+
+    Ours: main-table routes with protocol RTPROT_FLANNEL, and non-kernel routes, permanent
+    neighbours and permanent FDB entries on ``devices`` (our VXLAN devices).
+    """
+    links = await link_names(ipr)
+    device_index = {idx for idx, name in links.items() if name in set(devices)}
+    routes: list[KernelRoute] = []
+    connected: list[ConnectedNetwork] = []
+    for family in (AF_INET, AF_INET6):
+        async for msg in await ipr.route("dump", family=family):
+            table = _attr(msg, "RTA_TABLE") or msg["table"]
+            if table != RT_TABLE_MAIN or msg["type"] != RTN_UNICAST:
+                continue
+            oif = _attr(msg, "RTA_OIF")
+            proto = msg["proto"]
+            owned = proto == RTPROT_FLANNEL or (oif in device_index and proto != RTPROT_KERNEL)
+            route = _route_from_msg(msg, links)
+            if route is None:
+                continue
+            if owned:
+                routes.append(KernelRoute(route, proto=proto, priority=_attr(msg, "RTA_PRIORITY") or 0))
+            elif (
+                route.gateway is None
+                and oif is not None
+                and oif not in device_index
+                and msg["scope"] == RT_SCOPE_LINK
+                and _attr(msg, "RTA_MULTIPATH") is None
+                and links.get(oif) not in (None, "lo")
+            ):
+                connected.append(ConnectedNetwork(route.dst, route.ifname))
+    neighbours: set[Neighbour] = set()
+    fdb: set[FdbEntry] = set()
+    for idx in sorted(device_index):
+        ifname = links[idx]
+        async for msg in await ipr.neigh("dump", ifindex=idx):
+            if msg["ifindex"] != idx or not msg["state"] & NUD_PERMANENT:
+                continue
+            dst, lladdr = _attr(msg, "NDA_DST"), _attr(msg, "NDA_LLADDR")
+            if msg["family"] in (AF_INET, AF_INET6) and dst and lladdr:
+                neighbours.add(Neighbour(ifname, ipaddress.ip_address(dst), lladdr.lower()))
+        async for msg in await ipr.fdb("dump", ifindex=idx):
+            if msg["ifindex"] != idx or not msg["state"] & NUD_PERMANENT:
+                continue
+            dst, lladdr = _attr(msg, "NDA_DST"), _attr(msg, "NDA_LLADDR")
+            if dst and lladdr:
+                fdb.add(FdbEntry(ifname, lladdr.lower(), ipaddress.ip_address(dst)))
+    state = KernelState(tuple(routes), frozenset(neighbours), frozenset(fdb))
+    return KernelSnapshot(state, tuple(connected), links)
+
+
+async def read_public_interface(
+    ipr: AsyncIPRoute, ifname: str | None = None, *, ipv4: bool = True, ipv6: bool = False
+) -> PublicInterface:
+    """The underlay interface: ``ifname`` if given, else the interface of the default route.
+
+    Its first global address of each wanted family becomes the node's public IP (flannel's
+    ``--iface`` / default-route detection, without ``--public-ip`` overrides: pass those to
+    :class:`PublicInterface` directly).
+    """
+    links = await link_names(ipr)
+    if ifname is None:
+        for family in ((AF_INET,) if ipv4 else ()) + ((AF_INET6,) if ipv6 else ()):
+            async for msg in await ipr.route("dump", family=family):
+                table = _attr(msg, "RTA_TABLE") or msg["table"]
+                if table == RT_TABLE_MAIN and msg["dst_len"] == 0 and _attr(msg, "RTA_OIF"):
+                    ifname = links.get(_attr(msg, "RTA_OIF"))
+                    break
+            if ifname:
+                break
+        if ifname is None:
+            raise KernelError("no --iface given and no default route to find the public interface by")
+    index = await link_index(ipr, ifname)
+    if index is None:
+        raise KernelError(f"public interface {ifname!r} does not exist")
+    mtu = 0
+    async for link in await ipr.link("dump"):
+        if link["index"] == index:
+            mtu = _attr(link, "IFLA_MTU")
+    addr4 = addr6 = None
+    async for msg in await ipr.addr("dump"):
+        if msg["index"] != index or msg["scope"] != 0:
+            continue
+        text = _attr(msg, "IFA_ADDRESS")
+        if msg["family"] == AF_INET and addr4 is None:
+            addr4 = ipaddress.IPv4Address(_attr(msg, "IFA_LOCAL") or text)
+        elif msg["family"] == AF_INET6 and addr6 is None:
+            addr6 = ipaddress.IPv6Address(text)
+    if ipv4 and addr4 is None:
+        raise KernelError(f"public interface {ifname!r} has no global IPv4 address")
+    if ipv6 and addr6 is None:
+        raise KernelError(f"public interface {ifname!r} has no global IPv6 address")
+    return PublicInterface(ifname=ifname, ifindex=index, mtu=mtu, ipv4=addr4, ipv6=addr6)
+
+
+# --- applying -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OpFailure:
+    """An operation the kernel refused."""
+
+    op: Op
+    error: str
+
+    def __str__(self) -> str:
+        return f"{self.op}: {self.error}"
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    """How many operations were applied and which failed."""
+
+    applied: int = 0
+    failures: tuple[OpFailure, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+class Applier(Protocol):
+    """Carries out kernel operations; must try every op even when some fail."""
+
+    async def apply(self, ops: Sequence[Op]) -> ApplyResult: ...
+
+
+def _phases(ops: Sequence[Op]) -> list[list[Op]]:
+    """Consecutive runs of the same (action kind, object type): within a run order does not matter."""
+    phases: list[list[Op]] = []
+    last: tuple[bool, type] | None = None
+    for op in ops:
+        key = (op.action == DELETE, type(op.obj))
+        if key != last:
+            phases.append([])
+            last = key
+        phases[-1].append(op)
+    return phases
+
+
+class PyrouteApplier:
+    """Applies ops with ``AsyncIPRoute``, ``concurrency`` requests in flight within each phase.
+
+    Adds and changes use netlink *replace* (idempotent, never a delete + add); deleting
+    something already gone counts as done.
+    """
+
+    def __init__(self, ipr: AsyncIPRoute, *, concurrency: int = 64) -> None:
+        self._ipr = ipr
+        self._concurrency = concurrency
+        self._index: dict[str, int] = {}
+
+    async def _ifindex(self, ifname: str) -> int:
+        idx = self._index.get(ifname)
+        if idx is None:
+            found = await link_index(self._ipr, ifname)
+            if found is None:
+                raise KernelError(f"device {ifname!r} does not exist")
+            idx = self._index[ifname] = found
+        return idx
+
+    async def _one(self, op: Op) -> None:
+        obj = op.obj
+        ipr = self._ipr
+        if isinstance(obj, Route):
+            kw: dict[str, Any] = {"dst": str(obj.dst), "table": RT_TABLE_MAIN}
+            if obj.ifname:
+                kw["oif"] = await self._ifindex(obj.ifname)
+            if obj.gateway is not None:
+                kw["gateway"] = str(obj.gateway)
+            if op.action == DELETE:
+                if op.priority:
+                    kw["priority"] = op.priority
+                await ipr.route("del", **kw)
+            else:
+                await ipr.route(
+                    "replace", proto=RTPROT_FLANNEL, flags=RTNH_F_ONLINK if obj.onlink else 0, **kw
+                )
+        elif isinstance(obj, Neighbour):
+            idx = await self._ifindex(obj.ifname)
+            if op.action == DELETE:
+                await ipr.neigh("del", ifindex=idx, dst=str(obj.dst))
+            else:
+                await ipr.neigh(
+                    "replace", ifindex=idx, dst=str(obj.dst), lladdr=obj.lladdr, state=NUD_PERMANENT
+                )
+        else:
+            idx = await self._ifindex(obj.ifname)
+            if op.action == DELETE:
+                await ipr.fdb("del", ifindex=idx, lladdr=obj.lladdr, dst=str(obj.dst))
+            else:
+                await ipr.fdb(
+                    "replace",
+                    ifindex=idx,
+                    lladdr=obj.lladdr,
+                    dst=str(obj.dst),
+                    state=NUD_PERMANENT | NUD_NOARP,
+                    flags=NTF_SELF,
+                )
+
+    async def _guarded(self, op: Op, sem: asyncio.Semaphore) -> OpFailure | None:
+        async with sem:
+            try:
+                await self._one(op)
+            except NetlinkError as e:
+                if op.action == DELETE and e.code in (errno.ENOENT, errno.ESRCH):
+                    return None
+                return OpFailure(op, f"netlink error {e.code} ({errno.errorcode.get(e.code, '?')}): {e}")
+            except (KernelError, OSError, ValueError) as e:
+                return OpFailure(op, f"{type(e).__name__}: {e}")
+            return None
+
+    async def apply(self, ops: Sequence[Op]) -> ApplyResult:
+        self._index.clear()
+        sem = asyncio.Semaphore(self._concurrency)
+        failures: list[OpFailure] = []
+        for phase in _phases(ops):
+            results = await asyncio.gather(*(self._guarded(op, sem) for op in phase))
+            failures.extend(f for f in results if f is not None)
+        for f in failures:
+            log.warning("kernel refused %s", f)
+        return ApplyResult(applied=len(ops) - len(failures), failures=tuple(failures))

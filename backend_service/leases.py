@@ -1,0 +1,140 @@
+"""Peer leases, typed: a proto ``Lease`` parsed once into a :class:`PeerLease`.
+
+Addresses become ``ipaddress`` values; backend data JSON becomes a typed value for the backends
+we know (vxlan: ``{"VNI": 1, "VtepMAC": "aa:bb:cc:dd:ee:ff"}``, the same shape in
+``backend_v6_data``). Anything malformed raises :class:`LeaseError` with a machine-readable
+reason code; :mod:`backend_service.validate` turns that into a rejection.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+from typing import Any
+
+from proto.flannel.v1 import lease_pb2
+
+from .config import MAX_VNI, VXLAN
+
+# Reason codes raised while parsing (validate.py adds the semantic ones).
+MALFORMED_LEASE = "MALFORMED_LEASE"
+BACKEND_DATA_MALFORMED = "BACKEND_DATA_MALFORMED"
+
+_MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+
+
+class LeaseError(ValueError):
+    """A lease that cannot be used; ``reason`` is a machine-readable code, the message is for humans."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        self.reason = reason
+        self.message = message
+        super().__init__(f"{reason}: {message}")
+
+
+@dataclass(frozen=True)
+class VxlanData:
+    """The backend data a vxlan node publishes: its VNI and its VTEP's MAC (lower case)."""
+
+    vni: int
+    vtep_mac: str
+
+    def to_json(self) -> str:
+        """flannel's JSON form, as published in the lease."""
+        return json.dumps({"VNI": self.vni, "VtepMAC": self.vtep_mac}, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class PeerLease:
+    """One node's lease, parsed. ``None`` means "not present" for every optional field."""
+
+    key: str
+    node_name: str
+    subnet: IPv4Network | None
+    ipv6_subnet: IPv6Network | None
+    public_ip: IPv4Address | None
+    public_ipv6: IPv6Address | None
+    backend_type: str
+    vxlan: VxlanData | None = None
+    """Parsed ``backend_data`` when ``backend_type`` is vxlan and data is present."""
+    vxlan_v6: VxlanData | None = None
+    """Parsed ``backend_v6_data`` when ``backend_type`` is vxlan and data is present."""
+    source: lease_pb2.Lease | None = field(default=None, compare=False, hash=False, repr=False)
+    """The message it was parsed from, for status reports."""
+
+    @property
+    def name(self) -> str:
+        """What an operator calls this lease in logs: node name, else store key, else subnet."""
+        return self.node_name or self.key or str(self.subnet or self.ipv6_subnet)
+
+
+def _opt_network(fieldname: str, text: str, version: int) -> Any:
+    if not text:
+        return None
+    try:
+        net = ipaddress.ip_network(text, strict=True)
+    except ValueError as e:
+        raise LeaseError(MALFORMED_LEASE, f"{fieldname}={text!r} is not an IPv{version} CIDR ({e})") from e
+    if net.version != version:
+        raise LeaseError(MALFORMED_LEASE, f"{fieldname}={text!r} is not an IPv{version} CIDR")
+    return net
+
+
+def _opt_address(fieldname: str, text: str, version: int) -> Any:
+    if not text:
+        return None
+    try:
+        addr = ipaddress.ip_address(text)
+    except ValueError as e:
+        raise LeaseError(MALFORMED_LEASE, f"{fieldname}={text!r} is not an IPv{version} address") from e
+    if addr.version != version:
+        raise LeaseError(MALFORMED_LEASE, f"{fieldname}={text!r} is not an IPv{version} address")
+    return addr
+
+
+def parse_vxlan_data(fieldname: str, text: str) -> VxlanData:
+    """Parse vxlan backend data ``{"VNI": <int>, "VtepMAC": "<mac>"}`` (keys case-insensitive)."""
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise LeaseError(BACKEND_DATA_MALFORMED, f"{fieldname}={text!r} is not JSON ({e})") from e
+    if not isinstance(obj, dict):
+        raise LeaseError(BACKEND_DATA_MALFORMED, f"{fieldname}={text!r} is not a JSON object")
+    lowered = {str(k).lower(): v for k, v in obj.items()}
+    vni = lowered.get("vni")
+    if isinstance(vni, bool) or not isinstance(vni, int) or not 0 <= vni <= MAX_VNI:
+        raise LeaseError(
+            BACKEND_DATA_MALFORMED, f"{fieldname}: VNI={vni!r} is not an integer in [0, {MAX_VNI}]"
+        )
+    mac = lowered.get("vtepmac")
+    if not isinstance(mac, str) or not _MAC_RE.match(mac.lower()):
+        raise LeaseError(BACKEND_DATA_MALFORMED, f"{fieldname}: VtepMAC={mac!r} is not a MAC address")
+    mac = mac.lower()
+    if int(mac[:2], 16) & 1 or mac == "00:00:00:00:00:00":
+        raise LeaseError(BACKEND_DATA_MALFORMED, f"{fieldname}: VtepMAC={mac!r} is not a unicast MAC address")
+    return VxlanData(vni=vni, vtep_mac=mac)
+
+
+def parse_lease(msg: lease_pb2.Lease) -> PeerLease:
+    """Parse a proto ``Lease``; raises :class:`LeaseError` for malformed addresses or backend data."""
+    vxlan4 = vxlan6 = None
+    if msg.backend_type == VXLAN:
+        if msg.backend_data:
+            vxlan4 = parse_vxlan_data("backend_data", msg.backend_data)
+        if msg.backend_v6_data:
+            vxlan6 = parse_vxlan_data("backend_v6_data", msg.backend_v6_data)
+    return PeerLease(
+        key=msg.key,
+        node_name=msg.node_name,
+        subnet=_opt_network("subnet", msg.subnet, 4),
+        ipv6_subnet=_opt_network("ipv6_subnet", msg.ipv6_subnet, 6),
+        public_ip=_opt_address("public_ip", msg.public_ip, 4),
+        public_ipv6=_opt_address("public_ipv6", msg.public_ipv6, 6),
+        backend_type=msg.backend_type,
+        vxlan=vxlan4,
+        vxlan_v6=vxlan6,
+        source=msg,
+    )

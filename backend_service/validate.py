@@ -1,0 +1,250 @@
+"""Validation of peer leases before they reach the kernel (defence in depth).
+
+The lease service already validates what it stores, but the backend is the process that turns
+a lease into routes, so it checks again: a bad lease is rejected with a machine-readable reason
+code and a message, and never stops the other leases from being programmed. Nothing here
+raises: :func:`validate_leases` returns what it accepted and what it rejected.
+
+Reason codes (``Rejection.reason``):
+
+- ``MALFORMED_LEASE``: an address field is not an address / CIDR of the right family.
+- ``BACKEND_DATA_MALFORMED``: the backend data is not the JSON the backend publishes.
+- ``BACKEND_MISMATCH``: the lease's backend type is not ours.
+- ``MISSING_SUBNET``: no subnet for any address family we run.
+- ``SUBNET_OUTSIDE_NETWORK``: the subnet is not inside the configured network.
+- ``WRONG_PREFIX_LENGTH``: the subnet's prefix length is not SubnetLen / IPv6SubnetLen.
+- ``OWN_SUBNET``: the lease is for this node's own subnet.
+- ``MISSING_PUBLIC_IP``: no public address for a family the lease has a subnet in.
+- ``PUBLIC_IP_IN_OVERLAY``: the public address is inside the overlay network (a routing loop).
+- ``OWN_PUBLIC_IP``: the public address is this node's (a stale lease of ours, or a clash).
+- ``MISSING_BACKEND_DATA``: vxlan without VNI/VtepMAC for a family the lease has a subnet in.
+- ``VNI_MISMATCH``: the peer's VNI is not ours.
+- ``NOT_DIRECTLY_CONNECTED``: host-gw, and the public address is not on a directly connected network.
+- ``OVERLAPS_LEASE``: the subnet overlaps a lease accepted before it (ordered by key).
+- ``INTERNAL_ERROR``: a bug while validating; the lease is rejected rather than trusted.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+
+from proto.flannel.v1 import lease_pb2
+
+from .config import HOST_GW, VXLAN, NetworkConfig, VxlanOptions
+from .leases import BACKEND_DATA_MALFORMED, MALFORMED_LEASE, LeaseError, PeerLease, parse_lease
+from .node import LocalNode
+
+log = logging.getLogger(__name__)
+
+BACKEND_MISMATCH = "BACKEND_MISMATCH"
+MISSING_SUBNET = "MISSING_SUBNET"
+SUBNET_OUTSIDE_NETWORK = "SUBNET_OUTSIDE_NETWORK"
+WRONG_PREFIX_LENGTH = "WRONG_PREFIX_LENGTH"
+OWN_SUBNET = "OWN_SUBNET"
+MISSING_PUBLIC_IP = "MISSING_PUBLIC_IP"
+PUBLIC_IP_IN_OVERLAY = "PUBLIC_IP_IN_OVERLAY"
+OWN_PUBLIC_IP = "OWN_PUBLIC_IP"
+MISSING_BACKEND_DATA = "MISSING_BACKEND_DATA"
+VNI_MISMATCH = "VNI_MISMATCH"
+NOT_DIRECTLY_CONNECTED = "NOT_DIRECTLY_CONNECTED"
+OVERLAPS_LEASE = "OVERLAPS_LEASE"
+INTERNAL_ERROR = "INTERNAL_ERROR"
+
+REASONS: tuple[str, ...] = (
+    MALFORMED_LEASE,
+    BACKEND_DATA_MALFORMED,
+    BACKEND_MISMATCH,
+    MISSING_SUBNET,
+    SUBNET_OUTSIDE_NETWORK,
+    WRONG_PREFIX_LENGTH,
+    OWN_SUBNET,
+    MISSING_PUBLIC_IP,
+    PUBLIC_IP_IN_OVERLAY,
+    OWN_PUBLIC_IP,
+    MISSING_BACKEND_DATA,
+    VNI_MISMATCH,
+    NOT_DIRECTLY_CONNECTED,
+    OVERLAPS_LEASE,
+    INTERNAL_ERROR,
+)
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A lease we refused, with the reason code and a message naming the offending value."""
+
+    lease: lease_pb2.Lease
+    reason: str
+    message: str
+
+    def to_proto(self) -> lease_pb2.RejectedLease:
+        """As reported to the lease service and in ``GetStatus``."""
+        return lease_pb2.RejectedLease(lease=self.lease, reason=self.reason, message=self.message)
+
+
+@dataclass(frozen=True)
+class ValidationResult:
+    """The leases that may be programmed (sorted by key) and the rejected ones."""
+
+    accepted: tuple[PeerLease, ...]
+    rejected: tuple[Rejection, ...]
+
+
+def _lease_name(msg: lease_pb2.Lease) -> str:
+    return msg.node_name or msg.key or msg.subnet or msg.ipv6_subnet or "<unnamed lease>"
+
+
+def _check_family(
+    peer: PeerLease,
+    *,
+    family: str,
+    subnet: IPv4Network | IPv6Network,
+    public: IPv4Address | IPv6Address | None,
+    network: IPv4Network | IPv6Network | None,
+    subnet_len: int,
+    own_subnet: IPv4Network | IPv6Network | None,
+    own_public: IPv4Address | IPv6Address | None,
+    config: NetworkConfig,
+    node: LocalNode,
+) -> None:
+    """Checks for one address family; raises LeaseError on the first failure."""
+    assert network is not None
+    if subnet.version != network.version or not subnet.subnet_of(network):  # type: ignore[arg-type]
+        raise LeaseError(
+            SUBNET_OUTSIDE_NETWORK, f"{family} subnet {subnet} is not inside the network {network}"
+        )
+    if subnet.prefixlen != subnet_len:
+        raise LeaseError(
+            WRONG_PREFIX_LENGTH,
+            f"{family} subnet {subnet} has prefix length {subnet.prefixlen}, expected {subnet_len}",
+        )
+    if own_subnet is not None and subnet.overlaps(own_subnet):  # type: ignore[arg-type]
+        raise LeaseError(OWN_SUBNET, f"{family} subnet {subnet} is this node's own subnet {own_subnet}")
+    if public is None:
+        raise LeaseError(
+            MISSING_PUBLIC_IP, f"lease has {family} subnet {subnet} but no {family} public address"
+        )
+    if public in network:
+        raise LeaseError(
+            PUBLIC_IP_IN_OVERLAY, f"{family} public address {public} is inside the overlay network {network}"
+        )
+    if own_public is not None and public == own_public:
+        raise LeaseError(OWN_PUBLIC_IP, f"{family} public address {public} is this node's own public address")
+    if config.backend_type == VXLAN:
+        assert isinstance(config.backend, VxlanOptions)
+        data = peer.vxlan if subnet.version == 4 else peer.vxlan_v6
+        data_field = "backend_data" if subnet.version == 4 else "backend_v6_data"
+        if data is None:
+            raise LeaseError(
+                MISSING_BACKEND_DATA, f"vxlan lease with {family} subnet {subnet} has no {data_field}"
+            )
+        if data.vni != config.backend.vni:
+            raise LeaseError(
+                VNI_MISMATCH, f"{data_field} has VNI {data.vni}, this network uses VNI {config.backend.vni}"
+            )
+    elif config.backend_type == HOST_GW and node.connected_network(public) is None:
+        raise LeaseError(
+            NOT_DIRECTLY_CONNECTED,
+            f"host-gw needs peers on a directly connected network; {family} public address {public} is not",
+        )
+
+
+def check_lease(msg: lease_pb2.Lease, config: NetworkConfig, node: LocalNode) -> PeerLease:
+    """Parse and check one lease on its own (no overlap check); raises :class:`LeaseError`."""
+    if msg.backend_type != config.backend_type:
+        raise LeaseError(
+            BACKEND_MISMATCH,
+            f"backend_type {msg.backend_type!r} is not this network's {config.backend_type!r}",
+        )
+    peer = parse_lease(msg)
+    v4 = config.enable_ipv4 and peer.subnet is not None
+    v6 = config.enable_ipv6 and peer.ipv6_subnet is not None
+    if not v4 and not v6:
+        wanted = " or ".join(
+            f for f, on in (("subnet", config.enable_ipv4), ("ipv6_subnet", config.enable_ipv6)) if on
+        )
+        raise LeaseError(MISSING_SUBNET, f"lease has no {wanted}")
+    if v4:
+        assert peer.subnet is not None
+        _check_family(
+            peer,
+            family="IPv4",
+            subnet=peer.subnet,
+            public=peer.public_ip,
+            network=config.network,
+            subnet_len=config.subnet_len,
+            own_subnet=node.subnet,
+            own_public=node.public_ip,
+            config=config,
+            node=node,
+        )
+    if v6:
+        assert peer.ipv6_subnet is not None
+        _check_family(
+            peer,
+            family="IPv6",
+            subnet=peer.ipv6_subnet,
+            public=peer.public_ipv6,
+            network=config.ipv6_network,
+            subnet_len=config.ipv6_subnet_len,
+            own_subnet=node.ipv6_subnet,
+            own_public=node.public_ipv6,
+            config=config,
+            node=node,
+        )
+    # Families we do not run are dropped, so that nothing below programs them.
+    if not config.enable_ipv4 and (peer.subnet is not None or peer.vxlan is not None):
+        peer = PeerLease(**{**peer.__dict__, "subnet": None, "public_ip": None, "vxlan": None})
+    if not config.enable_ipv6 and (peer.ipv6_subnet is not None or peer.vxlan_v6 is not None):
+        peer = PeerLease(**{**peer.__dict__, "ipv6_subnet": None, "public_ipv6": None, "vxlan_v6": None})
+    return peer
+
+
+def validate_leases(
+    leases: Iterable[lease_pb2.Lease], config: NetworkConfig, node: LocalNode
+) -> ValidationResult:
+    """Validate every lease; never raises. Overlaps are resolved by key order: the first key wins."""
+    accepted: list[PeerLease] = []
+    rejected: list[Rejection] = []
+    candidates: list[PeerLease] = []
+    for msg in leases:
+        try:
+            candidates.append(check_lease(msg, config, node))
+        except LeaseError as e:
+            rejected.append(Rejection(msg, e.reason, f"lease {_lease_name(msg)}: {e.message}"))
+        except Exception as e:  # a bug must cost one lease, not the dataplane
+            log.exception("validating lease %s failed", _lease_name(msg))
+            rejected.append(
+                Rejection(msg, INTERNAL_ERROR, f"lease {_lease_name(msg)}: {type(e).__name__}: {e}")
+            )
+    candidates.sort(key=lambda p: (p.key, p.node_name, str(p.subnet), str(p.ipv6_subnet)))
+    taken: dict[IPv4Network | IPv6Network, PeerLease] = {}
+    for peer in candidates:
+        clash = None
+        for net in (peer.subnet, peer.ipv6_subnet):
+            if net is None:
+                continue
+            # The prefix length check made every subnet of a family the same size: overlap is equality.
+            other = taken.get(net)
+            if other is not None:
+                clash = (net, other)
+                break
+        if clash is not None:
+            assert peer.source is not None
+            net, other = clash
+            rejected.append(
+                Rejection(
+                    peer.source,
+                    OVERLAPS_LEASE,
+                    f"lease {peer.name}: subnet {net} overlaps the subnet of lease {other.name}",
+                )
+            )
+            continue
+        for net in (peer.subnet, peer.ipv6_subnet):
+            if net is not None:
+                taken[net] = peer
+        accepted.append(peer)
+    return ValidationResult(tuple(accepted), tuple(rejected))

@@ -1,0 +1,74 @@
+"""Builders for leases, configs and nodes used across the backend tests."""
+
+from __future__ import annotations
+
+import json
+from ipaddress import ip_address, ip_network
+
+from backend_service.config import NetworkConfig, parse_network_config
+from backend_service.node import ConnectedNetwork, LocalNode
+from backend_service.vxlan import vtep_mac
+from proto.flannel.v1 import lease_pb2
+
+
+def config(
+    backend: str = "vxlan", *, ipv6: bool = False, ipv4: bool = True, **options: object
+) -> NetworkConfig:
+    """A parsed network config: 10.244.0.0/16 in /24s (and fd00:10::/56 in /64s with ipv6)."""
+    msg = lease_pb2.NetworkConfig(
+        enable_ipv4=ipv4,
+        network="10.244.0.0/16" if ipv4 else "",
+        subnet_len=24 if ipv4 else 0,
+        enable_ipv6=ipv6,
+        ipv6_network="fd00:10::/56" if ipv6 else "",
+        ipv6_subnet_len=64 if ipv6 else 0,
+        backend_type=backend,
+        backend=json.dumps({"Type": backend, **options}),
+    )
+    return parse_network_config(msg)
+
+
+def lease(
+    n: int,
+    *,
+    backend: str = "vxlan",
+    vni: int = 1,
+    public_ip: str | None = None,
+    ipv6: bool = False,
+    **overrides: str,
+) -> lease_pb2.Lease:
+    """Node ``n``'s lease: subnet 10.244.<n>.0/24, public IP 192.168.77.<n> (IPv6: fd00:10:0:<n>::/64, fd77::<n>)."""
+    public = public_ip if public_ip is not None else f"192.168.77.{n}"
+    fields: dict[str, str] = {
+        "key": f"10.244.{n}.0-24",
+        "node_name": f"node-{n}",
+        "subnet": f"10.244.{n}.0/24",
+        "public_ip": public,
+        "backend_type": backend,
+    }
+    if backend == "vxlan":
+        fields["backend_data"] = json.dumps(
+            {"VNI": vni, "VtepMAC": vtep_mac(vni, ip_address(f"192.168.77.{n}"))}
+        )
+    if ipv6:
+        fields["ipv6_subnet"] = f"fd00:10:0:{n:x}::/64"
+        fields["public_ipv6"] = f"fd77::{n:x}"
+        if backend == "vxlan":
+            fields["backend_v6_data"] = json.dumps(
+                {"VNI": vni, "VtepMAC": vtep_mac(vni, ip_address(f"fd77::{n:x}"))}
+            )
+    fields.update(overrides)
+    return lease_pb2.Lease(**fields)
+
+
+def node(
+    n: int = 1, *, ipv6: bool = False, connected: tuple[tuple[str, str], ...] = (("192.168.77.0/24", "eth0"),)
+) -> LocalNode:
+    """This node as node ``n`` of :func:`lease`, with ``connected`` (network, ifname) pairs."""
+    return LocalNode(
+        subnet=ip_network(f"10.244.{n}.0/24"),
+        ipv6_subnet=ip_network(f"fd00:10:0:{n:x}::/64") if ipv6 else None,  # type: ignore[arg-type]
+        public_ip=ip_address(f"192.168.77.{n}"),  # type: ignore[arg-type]
+        public_ipv6=ip_address(f"fd77::{n:x}") if ipv6 else None,  # type: ignore[arg-type]
+        connected=tuple(ConnectedNetwork(ip_network(net), ifname) for net, ifname in connected),
+    )

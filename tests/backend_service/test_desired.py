@@ -1,0 +1,102 @@
+"""Accepted peers become routes, neighbours and FDB entries, per backend (pure)."""
+
+from __future__ import annotations
+
+from ipaddress import ip_address, ip_network
+
+from backend_service.config import VxlanOptions
+from backend_service.desired import MODE_DIRECT, MODE_HOST_GW, MODE_VXLAN, FdbEntry, Neighbour, Route
+from backend_service.hostgw import hostgw_desired
+from backend_service.validate import validate_leases
+from backend_service.vxlan import device_name, vtep_mac, vxlan_desired
+
+from .factory import config, lease, node
+
+
+def peers(*leases, cfg=None, me=None):  # type: ignore[no-untyped-def]
+    result = validate_leases(list(leases), cfg or config("vxlan"), me or node(1))
+    assert result.rejected == ()
+    return result.accepted
+
+
+def test_vxlan_peer_gets_route_neighbour_and_fdb_entry() -> None:
+    state = vxlan_desired(peers(lease(2)), VxlanOptions(), node(1), "eth0", "flannel.1", None)
+    mac = vtep_mac(1, ip_address("192.168.77.2"))
+    assert state.routes == {
+        Route(ip_network("10.244.2.0/24"), ip_address("10.244.2.0"), "flannel.1", onlink=True)
+    }
+    assert state.neighbours == {Neighbour("flannel.1", ip_address("10.244.2.0"), mac)}
+    assert state.fdb == {FdbEntry("flannel.1", mac, ip_address("192.168.77.2"))}
+    assert [(p.peer.node_name, p.mode) for p in state.peers] == [("node-2", MODE_VXLAN)]
+    assert state.object_count == 3
+
+
+def test_many_peers_three_objects_each() -> None:
+    leases = [
+        lease(n, public_ip=f"192.168.{n // 250}.{n % 250 + 1}", key=f"k{n:05d}", subnet=f"10.244.{n}.0/24")
+        for n in range(2, 250)
+    ]
+    state = vxlan_desired(peers(*leases), VxlanOptions(), node(1), "eth0", "flannel.1", None)
+    assert len(state.routes) == len(state.neighbours) == len(state.fdb) == 248
+
+
+def test_direct_routing_uses_plain_route_for_peers_on_our_l2_network() -> None:
+    cfg = config("vxlan", DirectRouting=True)
+    near, far = lease(2), lease(3, public_ip="172.16.0.3")
+    me = node(1, connected=(("192.168.77.0/24", "eth0"), ("172.16.0.0/24", "eth1")))
+    state = vxlan_desired(
+        peers(near, far, cfg=cfg, me=me), VxlanOptions(direct_routing=True), me, "eth0", "flannel.1", None
+    )
+    assert Route(ip_network("10.244.2.0/24"), ip_address("192.168.77.2"), "eth0") in state.routes
+    # far is connected, but not on the public interface: encapsulated.
+    assert (
+        Route(ip_network("10.244.3.0/24"), ip_address("10.244.3.0"), "flannel.1", onlink=True) in state.routes
+    )
+    assert [n.dst for n in state.neighbours] == [ip_address("10.244.3.0")]
+    assert {p.peer.node_name: p.mode for p in state.peers} == {"node-2": MODE_DIRECT, "node-3": MODE_VXLAN}
+
+
+def test_without_direct_routing_same_l2_peers_are_encapsulated() -> None:
+    state = vxlan_desired(peers(lease(2)), VxlanOptions(), node(1), "eth0", "flannel.1", None)
+    assert {r.ifname for r in state.routes} == {"flannel.1"}
+
+
+def test_vxlan_dual_stack_uses_the_v6_device() -> None:
+    cfg = config("vxlan", ipv6=True)
+    me = node(1, ipv6=True)
+    state = vxlan_desired(
+        peers(lease(2, ipv6=True), cfg=cfg, me=me),
+        VxlanOptions(),
+        me,
+        "eth0",
+        device_name(1, 4),
+        device_name(1, 6),
+    )
+    assert (
+        Route(ip_network("fd00:10:0:2::/64"), ip_address("fd00:10:0:2::"), "flannel-v6.1", onlink=True)
+        in state.routes
+    )
+    assert FdbEntry("flannel-v6.1", vtep_mac(1, ip_address("fd77::2")), ip_address("fd77::2")) in state.fdb
+    assert len(state.routes) == 2 and len(state.neighbours) == 2 and len(state.fdb) == 2
+
+
+def test_host_gw_routes_via_public_ip_on_the_interface_that_reaches_it() -> None:
+    cfg = config("host-gw")
+    me = node(1, connected=(("192.168.77.0/24", "eth0"), ("192.168.77.0/28", "eth1")))
+    state = hostgw_desired(
+        peers(lease(2, backend="host-gw"), lease(30, backend="host-gw"), cfg=cfg, me=me), me
+    )
+    assert state.routes == {
+        Route(ip_network("10.244.2.0/24"), ip_address("192.168.77.2"), "eth1"),  # most specific wins
+        Route(ip_network("10.244.30.0/24"), ip_address("192.168.77.30"), "eth0"),
+    }
+    assert state.neighbours == frozenset() and state.fdb == frozenset()
+    assert {p.mode for p in state.peers} == {MODE_HOST_GW}
+
+
+def test_vtep_mac_is_stable_unicast_and_locally_administered() -> None:
+    mac = vtep_mac(1, ip_address("192.168.77.1"))
+    assert mac == vtep_mac(1, ip_address("192.168.77.1"))
+    assert mac != vtep_mac(2, ip_address("192.168.77.1")) != vtep_mac(1, ip_address("192.168.77.2"))
+    first = int(mac[:2], 16)
+    assert first & 0x02 and not first & 0x01
