@@ -9,7 +9,7 @@ Switches (given before the flags flanneld appends, which are recorded and otherw
   --crash-after S         exit 3 S seconds after SERVING
   --hang-after S          S seconds after SERVING, block the event loop (health stops answering)
   --ignore-term           ignore SIGTERM (flanneld must SIGKILL)
-  --try-link-add IFNAME   run `ip link add IFNAME type dummy` at start and log ok/denied in the events
+  --try-link-add IFNAME   run `ip link add IFNAME type veth peer ...` at start and log ok/denied in the events
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ def main() -> None:
     parser.add_argument("--ignore-term", action="store_true")
     parser.add_argument("--try-link-add")
     parser.add_argument("--run-dir", required=True)
+    parser.add_argument("--socket-group")
     args, rest = parser.parse_known_args()
 
     def event(what: str, detail: str = "") -> None:
@@ -57,7 +58,7 @@ def main() -> None:
     print(f"{args.name}: started pid {os.getpid()} argv {' '.join(sys.argv[1:])}", flush=True)
     print(f"{args.name}: a line on stderr", file=sys.stderr, flush=True)
     if args.try_link_add:
-        proc = subprocess.run(["ip", "link", "add", args.try_link_add, "type", "dummy"], capture_output=True,
+        proc = subprocess.run(["ip", "link", "add", args.try_link_add, "type", "veth", "peer", "name", args.try_link_add + "p"], capture_output=True,
                               text=True)
         event("link", "ok" if proc.returncode == 0 else "denied:" + proc.stderr.strip().replace(" ", "_"))
     if args.crash_at_start is not None:
@@ -68,7 +69,7 @@ def main() -> None:
 
 
 async def serve(args: argparse.Namespace, event) -> None:  # type: ignore[no-untyped-def]
-    server = UnixServer(Path(args.run_dir) / args.socket, [], lambda s: None)
+    server = UnixServer(Path(args.run_dir) / args.socket, [], lambda s: None, socket_group=args.socket_group)
     await server.start()
     await asyncio.sleep(args.serve_after)
     await server.set_serving(True)
