@@ -7,7 +7,9 @@ import shutil
 import signal
 import socket
 import subprocess
+import ssl
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -25,12 +27,25 @@ def etcd_binary() -> str:
     raise RuntimeError("etcd not found: apt-get install etcd-server")
 
 
-class EtcdServer:
-    """One etcd member. ``stop()``/``start()`` keep the data dir, so a restart keeps the data."""
+@dataclass(frozen=True)
+class EtcdTls:
+    """Serve clients over TLS with this certificate; with ``client_ca``, require client certificates
+    signed by it (etcd's ``--client-cert-auth``)."""
 
-    def __init__(self, data_dir: Path, host: str = "127.0.0.1") -> None:
+    cert_file: Path
+    key_file: Path
+    client_ca: Path | None = None
+
+
+class EtcdServer:
+    """One etcd member. ``stop()``/``start()`` keep the data dir, so a restart keeps the data.
+
+    With ``tls`` it serves clients on https (peers stay on plain http)."""
+
+    def __init__(self, data_dir: Path, host: str = "127.0.0.1", tls: EtcdTls | None = None) -> None:
         self.data_dir = data_dir
         self.host = host
+        self.tls = tls
         self.client_port = free_port()
         self.peer_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
@@ -38,7 +53,8 @@ class EtcdServer:
 
     @property
     def endpoint(self) -> str:
-        return f"http://{self.host}:{self.client_port}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://{self.host}:{self.client_port}"
 
     def start(self, timeout: float = 20.0) -> None:
         args = [
@@ -52,6 +68,10 @@ class EtcdServer:
             "--initial-cluster", f"test=http://{self.host}:{self.peer_port}",
             "--log-level", "error",
         ]
+        if self.tls is not None:
+            args += ["--cert-file", str(self.tls.cert_file), "--key-file", str(self.tls.key_file)]
+            if self.tls.client_ca is not None:
+                args += ["--client-cert-auth", "--trusted-ca-file", str(self.tls.client_ca)]
         env = {**os.environ, "ETCD_UNSUPPORTED_ARCH": os.environ.get("ETCD_UNSUPPORTED_ARCH", "")}
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(args, stdout=log, stderr=log, env=env, start_new_session=True)
@@ -74,8 +94,16 @@ class EtcdServer:
     def _healthy(self) -> bool:
         import urllib.request
 
+        context = None
+        if self.tls is not None:
+            # Readiness only: the test's own client verifies the server certificate.
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            if self.tls.client_ca is not None:
+                context.load_cert_chain(self.tls.cert_file, self.tls.key_file)
         try:
-            with urllib.request.urlopen(f"{self.endpoint}/health", timeout=1) as resp:
+            with urllib.request.urlopen(f"{self.endpoint}/health", timeout=1, context=context) as resp:
                 return b"true" in resp.read()
         except OSError:
             return False
