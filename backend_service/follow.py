@@ -1,0 +1,53 @@
+"""The client side of WatchLeases: applies stream messages to a local view of every lease.
+
+Snapshots are staged and replace the view only at SYNCED, so the kernel never sees a half
+snapshot; the cursor advances only with messages that carry one.
+"""
+
+from __future__ import annotations
+
+from proto.flannel.v1 import lease_pb2
+
+Msg = lease_pb2.WatchLeasesResponse
+
+
+class LeaseView:
+    """Every lease the lease service told us about, keyed by ``Lease.key``."""
+
+    def __init__(self) -> None:
+        self.leases: dict[str, lease_pb2.Lease] = {}
+        self.synced = False     #: a whole snapshot has been applied at least once
+        self.cursor = ""        #: resume from here after a reconnect
+        self._staging: dict[str, lease_pb2.Lease] | None = None
+
+    def apply(self, msg: lease_pb2.WatchLeasesResponse) -> bool:
+        """Apply one message; True when the view changed (the kernel may need work)."""
+        if msg.kind == Msg.SNAPSHOT:
+            if msg.reset or self._staging is None:
+                self._staging = {}
+            for event in msg.events:
+                self._staging[event.lease.key] = event.lease
+            return False
+        if msg.kind == Msg.SYNCED:
+            if self._staging is not None:
+                self.leases = self._staging
+                self._staging = None
+            self.synced = True
+            self.cursor = msg.cursor
+            return True
+        if msg.kind == Msg.DELTA:
+            for event in msg.events:
+                if event.type == lease_pb2.LeaseEvent.REMOVE:
+                    self.leases.pop(event.lease.key, None)
+                elif event.type == lease_pb2.LeaseEvent.UPSERT:
+                    self.leases[event.lease.key] = event.lease
+            if msg.cursor:
+                self.cursor = msg.cursor
+            return bool(msg.events)
+        if msg.kind == Msg.PROGRESS and msg.cursor:
+            self.cursor = msg.cursor
+        return False
+
+    def interrupted(self) -> None:
+        """The stream broke: a half-received snapshot is dropped; resume from :attr:`cursor`."""
+        self._staging = None

@@ -1,0 +1,53 @@
+"""flannel.v1.BackendService: what the dataplane was told, for grpcurl and for operators."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from proto.flannel.v1 import backend_pb2, backend_pb2_grpc, lease_pb2
+
+VERSION = "0.1.0"
+
+
+@dataclass
+class Status:
+    """Mutable status, updated by the service loop, read by GetStatus."""
+
+    backend_type: str = ""
+    device: str = ""
+    mtu: int = 0
+    ip_masq: bool = False
+    own_lease: lease_pb2.Lease | None = None
+    peers: list[backend_pb2.Peer] = field(default_factory=list)
+    rejected: list[lease_pb2.RejectedLease] = field(default_factory=list)
+    last_reconcile: datetime | None = None
+    last_outcome: str = ""
+    applied_cursor: str = ""
+    synced: bool = False
+
+
+class BackendServicer(backend_pb2_grpc.BackendServiceServicer):
+    def __init__(self, status: Status) -> None:
+        self.status = status
+
+    async def Describe(self, request: lease_pb2.DescribeRequest, context: grpc.aio.ServicerContext) -> lease_pb2.DescribeResponse:
+        return lease_pb2.DescribeResponse(name="flannel-py backend", version=VERSION, api_versions=["flannel.v1"],
+                                          capabilities=["vxlan", "host-gw", "ipv6", "ip-masq"])
+
+    async def GetStatus(self, request: backend_pb2.GetStatusRequest, context: grpc.aio.ServicerContext) -> backend_pb2.GetStatusResponse:
+        s = self.status
+        reply = backend_pb2.GetStatusResponse(
+            backend_type=s.backend_type, device=s.device, mtu=s.mtu, peers=s.peers, rejected=s.rejected,
+            last_reconcile_outcome=s.last_outcome, applied_cursor=s.applied_cursor, synced=s.synced, ip_masq=s.ip_masq,
+        )
+        if s.own_lease is not None:
+            reply.own_lease.CopyFrom(s.own_lease)
+        if s.last_reconcile is not None:
+            stamp = Timestamp()
+            stamp.FromDatetime(s.last_reconcile)
+            reply.last_reconcile.CopyFrom(stamp)
+        return reply
