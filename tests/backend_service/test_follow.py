@@ -1,0 +1,50 @@
+"""The backend's view of the lease stream: snapshots replace the view only when SYNCED."""
+
+from __future__ import annotations
+
+from backend_service.follow import LeaseView
+from proto.flannel.v1 import lease_pb2
+
+Msg = lease_pb2.WatchLeasesResponse
+Event = lease_pb2.LeaseEvent
+
+
+def upsert(key: str) -> Event:
+    return Event(type=Event.UPSERT, lease=lease_pb2.Lease(key=key))
+
+
+def test_a_snapshot_counts_only_once_synced() -> None:
+    view = LeaseView()
+    assert not view.apply(Msg(kind=Msg.SNAPSHOT, reset=True, events=[upsert("a")]))
+    assert not view.apply(Msg(kind=Msg.SNAPSHOT, events=[upsert("b")]))
+    assert view.leases == {} and not view.synced
+    assert view.apply(Msg(kind=Msg.SYNCED, cursor="c1"))
+    assert set(view.leases) == {"a", "b"} and view.synced and view.cursor == "c1"
+
+
+def test_deltas_upsert_and_remove_and_move_the_cursor() -> None:
+    view = LeaseView()
+    view.apply(Msg(kind=Msg.SNAPSHOT, reset=True, events=[upsert("a")]))
+    view.apply(Msg(kind=Msg.SYNCED, cursor="c1"))
+    assert view.apply(
+        Msg(
+            kind=Msg.DELTA,
+            cursor="c2",
+            events=[upsert("b"), Event(type=Event.REMOVE, lease=lease_pb2.Lease(key="a"))],
+        )
+    )
+    assert set(view.leases) == {"b"} and view.cursor == "c2"
+    assert not view.apply(Msg(kind=Msg.PROGRESS, cursor="c3"))
+    assert view.cursor == "c3"
+
+
+def test_a_resync_snapshot_keeps_the_old_view_until_synced_and_a_broken_one_is_dropped() -> None:
+    view = LeaseView()
+    view.apply(Msg(kind=Msg.SNAPSHOT, reset=True, events=[upsert("a")]))
+    view.apply(Msg(kind=Msg.SYNCED, cursor="c1"))
+    view.apply(Msg(kind=Msg.SNAPSHOT, reset=True, events=[upsert("z")]))
+    assert set(view.leases) == {"a"}
+    view.interrupted()
+    view.apply(Msg(kind=Msg.SNAPSHOT, reset=True, events=[upsert("y")]))
+    view.apply(Msg(kind=Msg.SYNCED, cursor="c9"))
+    assert set(view.leases) == {"y"}
