@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--iface", action="append", default=None, help="interface (name or address) to take the public IP from; repeatable")
     add("--iface-regex", action="append", default=None, help="regex matching the interface name or address; repeatable")
     add("--ip-masq", action="store_true", help="the backend sets up masquerading (written to subnet.env as FLANNEL_IPMASQ)")
-    add("--subnet-lease-renew-margin", type=int, default=60, help="renew the lease this many minutes before it expires (default %(default)s)")
+    add("--subnet-lease-renew-margin", type=float, default=60, help="renew the lease this many minutes before it expires (default %(default)s; fractions allowed)")
     add("--subnet-lease-ttl", type=int, default=24 * 3600, help=argparse.SUPPRESS)
     add("--etcd-call-timeout", type=float, default=5.0, help="seconds per etcd call (default %(default)s)")
     add("--socket-group", default=None, help="group owning lease.sock (mode 0660)")

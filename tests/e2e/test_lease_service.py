@@ -385,3 +385,45 @@ def test_ten_racing_acquirers_get_ten_distinct_subnets(etcd: EtcdServer, prefix:
 
     subnets = asyncio.run(race())
     assert len(set(subnets)) == 10
+
+
+def test_a_dual_stack_lease_is_stored_under_flannels_combined_key(etcd: EtcdServer, prefix: str, tmp_path: Path,
+                                                                  nodes: list[LeaseNode]) -> None:
+    put(etcd, f"{prefix}/config", json.dumps({**CONFIG, "EnableIPv6": True, "IPv6Network": "fd10::/48"}))
+    node = LeaseNode(etcd, prefix, tmp_path / "n1", "192.168.50.1", "--public-ipv6", "fd99::1")
+    nodes.append(node.start())
+    lease = node.acquire()
+    assert re.fullmatch(r"fd10:0:0:[0-9a-f]+::/64", lease.ipv6_subnet), lease.ipv6_subnet
+    v6_network = lease.ipv6_subnet.split("/")[0]
+    assert lease.key == f"{lease.subnet.replace('/', '-')}&{v6_network}-64"
+    assert lease.public_ipv6 == "fd99::1"
+    env = (node.run_dir / "subnet.env").read_text()
+    assert "FLANNEL_IPV6_NETWORK=fd10::/48\n" in env and f"FLANNEL_IPV6_SUBNET={v6_network}1/64\n" in env
+
+
+def test_the_lease_is_renewed_before_it_expires(etcd: EtcdServer, configured: str, tmp_path: Path,
+                                                nodes: list[LeaseNode]) -> None:
+    # A 6 s lease renewed 4 s before expiry: without renewal it would vanish after 6 s.
+    node = LeaseNode(etcd, configured, tmp_path / "n1", "192.168.50.1", "--subnet-lease-ttl", "6",
+                     "--subnet-lease-renew-margin", str(4 / 60))
+    nodes.append(node.start())
+    lease = node.acquire()
+    wait_until(lambda: node.daemon.log().count(f"renewed lease {lease.key}") >= 4, timeout=20, what="four renewals")
+
+    async def alive() -> bool:
+        async with EtcdClient(EtcdSettings(endpoints=(etcd.endpoint,))) as client:
+            kv, _ = await client.get(f"{configured}/subnets/{lease.key}")
+            return kv is not None
+    assert asyncio.run(alive())
+
+
+def test_the_socket_is_group_accessible_only(etcd: EtcdServer, configured: str, tmp_path: Path,
+                                             nodes: list[LeaseNode]) -> None:
+    import grp
+    import stat
+
+    group = grp.getgrgid(0).gr_name
+    node = LeaseNode(etcd, configured, tmp_path / "n1", "192.168.50.1", "--socket-group", group)
+    nodes.append(node.start())
+    mode = node.socket.stat().st_mode
+    assert stat.S_IMODE(mode) == 0o660 and node.socket.stat().st_gid == 0
