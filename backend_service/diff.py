@@ -24,6 +24,11 @@ DELETE = "delete"
 KernelObject = Route | Neighbour | FdbEntry
 
 
+def default_metric(route: Route) -> int:
+    """The metric the kernel gives a route added without one: 0 for IPv4, 1024 for IPv6."""
+    return 0 if route.dst.version == 4 else 1024
+
+
 @dataclass(frozen=True)
 class KernelRoute:
     """A route we own as read from the kernel: the route plus what makes it differ from ours."""
@@ -35,7 +40,8 @@ class KernelRoute:
     @property
     def is_exactly(self) -> Route | None:
         """The route, if the kernel holds it exactly as we would have created it."""
-        return self.route if self.proto == RTPROT_FLANNEL and self.priority == 0 else None
+        exact = self.proto == RTPROT_FLANNEL and self.priority == default_metric(self.route)
+        return self.route if exact else None
 
 
 @dataclass(frozen=True)
@@ -75,9 +81,10 @@ def _diff_routes(
         if any(kr.is_exactly == route for kr in have):
             extra = [kr for kr in have if kr.is_exactly != route]
         else:
-            # replace rewrites the metric-0 route of this dst, if any; others are duplicates.
-            changes.append(Op(REPLACE if any(kr.priority == 0 for kr in have) else ADD, route))
-            extra = [kr for kr in have if kr.priority != 0]
+            # replace rewrites the default-metric route of this dst, if any; others are duplicates.
+            metric = default_metric(route)
+            changes.append(Op(REPLACE if any(kr.priority == metric for kr in have) else ADD, route))
+            extra = [kr for kr in have if kr.priority != metric]
         if delete:
             deletes.extend(Op(DELETE, kr.route, kr.priority) for kr in extra)
     if delete:

@@ -27,9 +27,9 @@ Reason codes (``Rejection.reason``):
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 
 from proto.flannel.v1 import lease_pb2
 
@@ -203,14 +203,35 @@ def check_lease(msg: lease_pb2.Lease, config: NetworkConfig, node: LocalNode) ->
     return peer
 
 
+def _same(a: str, b: object, parse: Callable[[str], object]) -> bool:
+    try:
+        return b is not None and bool(a) and parse(a) == b
+    except ValueError:
+        return False
+
+
+def _is_own_lease(msg: lease_pb2.Lease, node: LocalNode) -> bool:
+    """This node's own lease (same subnet and public address): skipped silently, it needs no route."""
+    v4 = _same(msg.subnet, node.subnet, ip_network) and _same(msg.public_ip, node.public_ip, ip_address)
+    v6 = _same(msg.ipv6_subnet, node.ipv6_subnet, ip_network) and _same(
+        msg.public_ipv6, node.public_ipv6, ip_address
+    )
+    return v4 or v6
+
+
 def validate_leases(
     leases: Iterable[lease_pb2.Lease], config: NetworkConfig, node: LocalNode
 ) -> ValidationResult:
-    """Validate every lease; never raises. Overlaps are resolved by key order: the first key wins."""
+    """Validate every lease; never raises. Overlaps are resolved by key order: the first key wins.
+
+    ``leases`` may include this node's own lease, which is skipped (neither accepted nor rejected).
+    """
     accepted: list[PeerLease] = []
     rejected: list[Rejection] = []
     candidates: list[PeerLease] = []
     for msg in leases:
+        if _is_own_lease(msg, node):
+            continue
         try:
             candidates.append(check_lease(msg, config, node))
         except LeaseError as e:

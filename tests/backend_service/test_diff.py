@@ -109,3 +109,11 @@ def test_ipv4_and_ipv6_routes_diff_together() -> None:
     want = DesiredState(frozenset({route(2), v6}))
     ops = diff(want, KernelState())
     assert {op.obj for op in ops} == {route(2), v6}
+
+
+def test_ipv6_routes_carry_the_kernels_default_metric_1024() -> None:
+    v6 = Route(ip_network("fd00:10:0:2::/64"), ip_address("fd00:10:0:2::"), "flannel-v6.1", onlink=True)
+    assert diff(DesiredState(frozenset({v6})), KernelState((KernelRoute(v6, priority=1024),))) == []
+    assert diff(DesiredState(), KernelState((KernelRoute(v6, priority=1024),))) == [
+        Op(DELETE, v6, priority=1024)
+    ]

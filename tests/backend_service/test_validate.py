@@ -124,3 +124,13 @@ def test_families_we_do_not_run_are_dropped() -> None:
 
 def test_every_reason_code_is_listed() -> None:
     assert len(set(v.REASONS)) == len(v.REASONS) == 15
+
+
+def test_our_own_lease_is_skipped_silently() -> None:
+    result = validate_leases([lease(1), lease(2)], VXLAN, node(1))
+    assert [p.node_name for p in result.accepted] == ["node-2"]
+    assert result.rejected == ()
+
+
+def test_our_subnet_with_another_public_ip_is_a_clash() -> None:
+    assert reasons([lease(1, public_ip="192.168.77.5")]) == [v.OWN_SUBNET]

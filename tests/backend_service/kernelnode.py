@@ -1,0 +1,97 @@
+"""Drive the backend library against a namespace, as the glue will: setup, configure, reconcile."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from ipaddress import ip_address, ip_network
+
+from pyroute2 import AsyncIPRoute
+
+from backend_service.backend import Backend, BackendSetup
+from backend_service.config import NetworkConfig
+from backend_service.dataplane import Dataplane, ReconcileReport, make_backend
+from backend_service.kernel import read_public_interface
+from backend_service.node import LocalNode
+from proto.flannel.v1 import lease_pb2
+
+
+class KernelNode:
+    """One node namespace with the backend library running against it (in this process)."""
+
+    def __init__(self, netns: str, n: int, config: NetworkConfig) -> None:
+        self.netns = netns
+        self.n = n
+        self.config = config
+        self.ipr: AsyncIPRoute | None = None
+        self.backend: Backend | None = None
+        self.dataplane: Dataplane | None = None
+        self.setup_result: BackendSetup | None = None
+
+    async def start(self) -> BackendSetup:
+        self.ipr = AsyncIPRoute(netns=self.netns)
+        await self.ipr.__aenter__()
+        public = await read_public_interface(
+            self.ipr, "eth0", ipv4=self.config.enable_ipv4, ipv6=self.config.enable_ipv6
+        )
+        self.backend = make_backend(self.ipr, self.config, public)
+        self.dataplane = Dataplane(self.ipr, self.config, self.backend)
+        self.setup_result = await self.backend.setup()
+        return self.setup_result
+
+    async def close(self) -> None:
+        if self.ipr is not None:
+            await self.ipr.__aexit__(None, None, None)
+            self.ipr = None
+
+    def lease(self) -> lease_pb2.Lease:
+        """This node's lease, carrying the backend data its setup produced."""
+        assert self.setup_result is not None
+        n = self.n
+        return lease_pb2.Lease(
+            key=f"10.244.{n}.0-24",
+            node_name=f"node-{n}",
+            subnet=f"10.244.{n}.0/24" if self.config.enable_ipv4 else "",
+            public_ip=f"192.168.77.{n}" if self.config.enable_ipv4 else "",
+            ipv6_subnet=f"fd00:10:0:{n}::/64" if self.config.enable_ipv6 else "",
+            public_ipv6=f"fd77::{n}" if self.config.enable_ipv6 else "",
+            backend_type=self.config.backend_type,
+            backend_data=self.setup_result.backend_data,
+            backend_v6_data=self.setup_result.backend_v6_data,
+        )
+
+    def local(self) -> LocalNode:
+        n = self.n
+        return LocalNode(
+            subnet=ip_network(f"10.244.{n}.0/24") if self.config.enable_ipv4 else None,  # type: ignore[arg-type]
+            ipv6_subnet=ip_network(f"fd00:10:0:{n}::/64") if self.config.enable_ipv6 else None,  # type: ignore[arg-type]
+            public_ip=ip_address(f"192.168.77.{n}") if self.config.enable_ipv4 else None,  # type: ignore[arg-type]
+            public_ipv6=ip_address(f"fd77::{n}") if self.config.enable_ipv6 else None,  # type: ignore[arg-type]
+        )
+
+    async def reconcile(self, leases: Sequence[lease_pb2.Lease], *, synced: bool = True) -> ReconcileReport:
+        assert self.backend is not None and self.dataplane is not None
+        local = self.local()
+        await self.backend.configure(local)
+        return await self.dataplane.reconcile(leases, dataclasses.replace(local), synced=synced)
+
+
+@asynccontextmanager
+async def node_pair(
+    a_ns: str, b_ns: str, config: NetworkConfig
+) -> AsyncIterator[tuple[KernelNode, KernelNode]]:
+    """Both nodes set up and each programmed with the other as its peer; closed afterwards."""
+    a, b = KernelNode(a_ns, 1, config), KernelNode(b_ns, 2, config)
+    try:
+        await a.start()
+        await b.start()
+        leases = [a.lease(), b.lease()]
+        for node in (a, b):
+            report = await node.reconcile(leases)
+            assert report.ok, report.result.failures
+            assert report.rejected == (), report.rejected
+        yield a, b
+    finally:
+        await a.close()
+        await b.close()
