@@ -303,3 +303,99 @@ class PyrouteApplier:
         for f in failures:
             log.warning("kernel refused %s", f)
         return ApplyResult(applied=len(ops) - len(failures), failures=tuple(failures))
+
+
+# Errors from `ip`/`bridge` that mean "already gone" when deleting.
+_GONE = ("No such process", "No such file or directory", "does not exist", "Cannot find device")
+
+
+def _batch_line(op: Op) -> tuple[str, str]:
+    """(tool, batch line) for one op, in iproute2's syntax."""
+    obj = op.obj
+    if isinstance(obj, Route):
+        via = f" via {obj.gateway}" if obj.gateway is not None else ""
+        dev = f" dev {obj.ifname}" if obj.ifname else ""
+        if op.action == DELETE:
+            metric = f" metric {op.priority}" if op.priority else ""
+            return "ip", f"route del {obj.dst}{via}{dev}{metric} table main"
+        onlink = " onlink" if obj.onlink else ""
+        return "ip", f"route replace {obj.dst}{via}{dev}{onlink} proto {RTPROT_FLANNEL} table main"
+    if isinstance(obj, Neighbour):
+        if op.action == DELETE:
+            return "ip", f"neigh del {obj.dst} dev {obj.ifname}"
+        return "ip", f"neigh replace {obj.dst} lladdr {obj.lladdr} dev {obj.ifname} nud permanent"
+    if op.action == DELETE:
+        return "bridge", f"fdb del {obj.lladdr} dev {obj.ifname} dst {obj.dst} self"
+    return "bridge", f"fdb replace {obj.lladdr} dev {obj.ifname} dst {obj.dst} self permanent"
+
+
+class IpBatchApplier:
+    """Applies ops through ``ip -force -batch -`` and ``bridge -force -batch -``, one process per phase.
+
+    About 7x faster than pyroute2 for bulk changes (pyroute2 is CPU-bound encoding requests):
+    useful for the first reconcile of a large cluster. Failures are mapped back to their ops
+    from iproute2's ``Command failed -:<line>`` messages; when the tool stops without naming the
+    line, the batch is re-run op by op through ``fallback`` (e.g. a :class:`PyrouteApplier`).
+    ``command_prefix`` runs the tools through e.g. ``ip netns exec <ns>``.
+    """
+
+    def __init__(self, command_prefix: Sequence[str] = (), *, fallback: Applier | None = None) -> None:
+        self.prefix = list(command_prefix)
+        self.fallback = fallback
+
+    async def _batch(self, tool: str, ops: list[Op], lines: list[str]) -> list[OpFailure]:
+        proc = await asyncio.create_subprocess_exec(
+            *self.prefix,
+            tool,
+            "-force",
+            "-batch",
+            "-",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, err = await proc.communicate(("\n".join(lines) + "\n").encode())
+        if proc.returncode == 0:
+            return []
+        failures: list[OpFailure] = []
+        pending: list[str] = []
+        mapped = False
+        for line in err.decode(errors="replace").splitlines():
+            if line.startswith("Command failed -:"):
+                try:
+                    n = int(line.rsplit(":", 1)[1]) - 1
+                except ValueError:
+                    continue
+                message = "; ".join(pending) or "failed"
+                pending = []
+                if 0 <= n < len(ops):
+                    mapped = True
+                    op = ops[n]
+                    if not (op.action == DELETE and any(g in message for g in _GONE)):
+                        failures.append(OpFailure(op, f"{tool}: {message}"))
+            else:
+                pending.append(line.strip())
+        if not mapped:
+            # The tool stopped without naming the line (`ip neigh` exits on its first error even
+            # with -force): every op is idempotent, so run the batch again one op at a time.
+            if self.fallback is not None:
+                return list((await self.fallback.apply(ops)).failures)
+            return [
+                OpFailure(op, f"{tool} -batch exited {proc.returncode}: {err.decode().strip()}") for op in ops
+            ]
+        return failures
+
+    async def apply(self, ops: Sequence[Op]) -> ApplyResult:
+        failures: list[OpFailure] = []
+        for phase in _phases(ops):
+            by_tool: dict[str, tuple[list[Op], list[str]]] = {}
+            for op in phase:
+                tool, line = _batch_line(op)
+                bucket = by_tool.setdefault(tool, ([], []))
+                bucket[0].append(op)
+                bucket[1].append(line)
+            for tool, (tool_ops, lines) in by_tool.items():
+                failures += await self._batch(tool, tool_ops, lines)
+        for f in failures:
+            log.warning("kernel refused %s", f)
+        return ApplyResult(applied=len(ops) - len(failures), failures=tuple(failures))
