@@ -1,0 +1,705 @@
+"""A multi-node flannel cluster on one machine, made of network namespaces, for end-to-end tests
+and for ``tools/demo``. Plain classes and functions (no pytest), always cleaned up.
+
+Layout (``<id>`` is a short random suffix, so that parallel test workers never collide)::
+
+    fpt<id>-ul     the underlay: a Linux bridge ``br0``, one veth port per node and one for etcd
+    fpt<id>-etcd   a real etcd on <underlay>.250, ``eth0`` on the bridge
+    fpt<id>-n<i>   node i: ``eth0`` = <underlay>.<i>/24 on the bridge, ip_forward on, running the REAL
+                   lease service (no capabilities) and backend (CAP_NET_ADMIN + CAP_NET_RAW only) as
+                   separate processes; a bridge ``cni0`` holding the first address of the node's subnet
+    fpt<id>-p<i>   node i's "pod": ``eth0`` (a veth whose other end is a port of cni0) = subnet .2,
+                   default route via .1, MTU from subnet.env
+
+Nothing touches the host's own network: every device is created inside one of these namespaces.
+The host reaches the daemons through their unix sockets (pathname sockets ignore network
+namespaces) and etcd from a thread that entered the etcd namespace with ``setns(2)``.
+"""
+
+from __future__ import annotations
+
+import base64
+import ctypes
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from tests.support.etcd import EtcdServer
+from tests.support.processes import Daemon, health_status
+from tests.support.wait import wait_until
+
+T = TypeVar("T")
+
+DEFAULT_CONFIG: dict[str, Any] = {"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan"}}
+DEFAULT_PREFIX = "/coreos.com/network"
+RTPROT_FLANNEL = 70  # the route protocol the backend marks its routes with
+
+NO_CAPS = ["setpriv", "--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-all", "--no-new-privs"]
+NET_CAPS = ["setpriv", "--inh-caps=-all,+net_admin,+net_raw", "--ambient-caps=-all,+net_admin,+net_raw",
+            "--bounding-set=-all,+net_admin,+net_raw", "--no-new-privs"]
+
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+# --------------------------------------------------------------------------- namespaces
+
+
+def ns_exec(ns: str, argv: Sequence[str], *, check: bool = True, timeout: float = 30,
+            input: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` inside namespace ``ns``; raise with its output when it fails and ``check``."""
+    proc = subprocess.run(["ip", "netns", "exec", ns, *argv], capture_output=True, text=True,
+                          timeout=timeout, check=False, input=input)
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"in netns {ns}: {' '.join(argv)} exited {proc.returncode}\n"
+                           f"stdout: {proc.stdout}\nstderr: {proc.stderr}")
+    return proc
+
+
+def ip(ns: str, *args: str, check: bool = True) -> str:
+    """``ip <args>`` inside ``ns``; its stdout."""
+    return ns_exec(ns, ["ip", *args], check=check).stdout
+
+
+def ip_json(ns: str, *args: str, tool: str = "ip") -> list[dict[str, Any]]:
+    """``ip -j <args>`` (or ``bridge -j <args>``) inside ``ns``, parsed (an empty list when there is nothing)."""
+    out = ns_exec(ns, [tool, "-j", *args], check=False)
+    text = out.stdout.strip()
+    if out.returncode != 0 or not text:
+        return []
+    return list(json.loads(text))
+
+
+def in_netns(ns: str, fn: Callable[[], T]) -> T:
+    """Call ``fn`` in a fresh thread that entered network namespace ``ns``; sockets it opens and
+    processes it starts live there. The calling thread's namespace is left alone."""
+    result: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            fd = os.open(f"/var/run/netns/{ns}", os.O_RDONLY)
+            try:
+                if _libc.setns(fd, CLONE_NEWNET) != 0:
+                    err = ctypes.get_errno()
+                    raise OSError(err, f"setns({ns}): {os.strerror(err)}")
+            finally:
+                os.close(fd)
+            result["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            result["error"] = exc
+
+    thread = threading.Thread(target=target, name=f"netns-{ns}", daemon=True)
+    thread.start()
+    thread.join()
+    if "error" in result:
+        raise result["error"]
+    return result["value"]  # type: ignore[no-any-return]
+
+
+def list_namespaces(prefix: str = "fpt") -> list[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False).stdout
+    return [line.split()[0] for line in out.splitlines() if line.strip().startswith(prefix)]
+
+
+def kill_namespace_processes(ns: str) -> None:
+    """SIGKILL every process living in ``ns`` (only ever namespaces this harness created)."""
+    out = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True, check=False).stdout
+    for pid in out.split():
+        try:
+            os.kill(int(pid), signal.SIGKILL)
+        except (ProcessLookupError, ValueError):
+            pass
+
+
+def delete_namespaces(names: Sequence[str]) -> None:
+    """Kill what runs inside, then delete the namespaces (and every device in them)."""
+    for ns in names:
+        kill_namespace_processes(ns)
+    deadline = time.monotonic() + 5
+    for ns in names:
+        while subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True,
+                             check=False).stdout.strip() and time.monotonic() < deadline:
+            kill_namespace_processes(ns)
+            time.sleep(0.02)
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
+
+
+# --------------------------------------------------------------------------- observations
+
+
+@dataclass(frozen=True)
+class PingResult:
+    sent: int
+    received: int
+    output: str = ""
+
+    @property
+    def lost(self) -> int:
+        return self.sent - self.received
+
+
+def parse_ping(output: str) -> PingResult:
+    match = re.search(r"(\d+) packets transmitted, (\d+) (?:packets )?received", output)
+    if not match:
+        return PingResult(0, 0, output)
+    return PingResult(int(match.group(1)), int(match.group(2)), output)
+
+
+def ping(ns: str, to_ip: str, count: int = 5, interval: float = 0.01, timeout: float = 1) -> PingResult:
+    """``ping -c count -i interval -W timeout to_ip`` from namespace ``ns``."""
+    out = ns_exec(ns, ["ping", "-n", "-q", "-c", str(count), "-i", str(interval), "-W", str(timeout), to_ip],
+                  check=False, timeout=count * interval + timeout + 30)
+    return parse_ping(out.stdout + out.stderr)
+
+
+class BackgroundPing:
+    """A ping running while something else happens; ``result()`` waits for it to finish."""
+
+    def __init__(self, ns: str, to_ip: str, count: int, interval: float = 0.01, timeout: float = 1) -> None:
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", ns, "ping", "-n", "-q", "-c", str(count), "-i", str(interval), "-W",
+             str(timeout), to_ip], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
+    def result(self, timeout: float = 60) -> PingResult:
+        out, _ = self.proc.communicate(timeout=timeout)
+        return parse_ping(out)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate()
+
+
+_ECHO_SERVER = r"""
+import socket, sys
+srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind((sys.argv[1], int(sys.argv[2])))
+srv.listen(16)
+print("ready", flush=True)
+while True:
+    conn, peer = srv.accept()
+    print("peer", peer[0], flush=True)
+    with conn:
+        conn.settimeout(5)
+        try:
+            while True:
+                data = conn.recv(65536)
+                if not data:
+                    break
+                conn.sendall(data)
+        except OSError:
+            pass
+"""
+
+_ECHO_CLIENT = r"""
+import socket, sys
+payload = sys.stdin.buffer.read()
+with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5) as s:
+    s.sendall(payload)
+    s.shutdown(socket.SHUT_WR)
+    got = b""
+    while True:
+        data = s.recv(65536)
+        if not data:
+            break
+        got += data
+sys.stdout.buffer.write(got)
+"""
+
+
+class EchoServer:
+    """A TCP echo server inside a namespace that records each client's address (as it sees it)."""
+
+    def __init__(self, ns: str, host: str, port: int = 7007) -> None:
+        self.ns, self.host, self.port = ns, host, port
+        self.peers: list[str] = []
+        self.proc = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-u", "-c", _ECHO_SERVER, host,
+                                      str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert self.proc.stdout is not None
+        first = self.proc.stdout.readline().strip()
+        if first != "ready":
+            self.stop()
+            raise RuntimeError(f"echo server in {ns} did not start: {first}")
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if line.startswith("peer "):
+                self.peers.append(line.split()[1])
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+    def __enter__(self) -> "EchoServer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def tcp_echo(from_ns: str, host: str, port: int = 7007, payload: bytes = b"hello flannel\n") -> bytes:
+    """Send ``payload`` to an echo server from namespace ``from_ns``; what came back."""
+    proc = subprocess.run(["ip", "netns", "exec", from_ns, sys.executable, "-c", _ECHO_CLIENT, host, str(port)],
+                          input=payload, capture_output=True, timeout=30, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"tcp client in {from_ns} -> {host}:{port} failed: {proc.stderr.decode(errors='replace')}")
+    return proc.stdout
+
+
+CAP_FIELDS = ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs")
+
+
+def caps(pid: int) -> dict[str, str]:
+    """The capability sets (hex strings) and NoNewPrivs of a process, from /proc/<pid>/status."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    found = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+    return {name: found[name].strip() for name in CAP_FIELDS}
+
+
+# --------------------------------------------------------------------------- etcd over its JSON gateway
+
+
+class EtcdHttp:
+    """put/get/delete through etcd's v3 JSON gateway, from inside the etcd namespace."""
+
+    def __init__(self, ns: str, endpoint: str) -> None:
+        self.ns, self.endpoint = ns, endpoint
+
+    def _call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        import urllib.request
+
+        def go() -> dict[str, Any]:
+            req = urllib.request.Request(f"{self.endpoint}{path}", data=json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return json.loads(resp.read() or b"{}")  # type: ignore[no-any-return]
+
+        return in_netns(self.ns, go)
+
+    @staticmethod
+    def _b64(text: str | bytes) -> str:
+        return base64.b64encode(text.encode() if isinstance(text, str) else text).decode()
+
+    def put(self, key: str, value: str | bytes, ttl: int = 0) -> None:
+        body: dict[str, Any] = {"key": self._b64(key), "value": self._b64(value)}
+        if ttl:
+            body["lease"] = self._call("/v3/lease/grant", {"TTL": ttl})["ID"]
+        self._call("/v3/kv/put", body)
+
+    def get_prefix(self, prefix: str) -> dict[str, str]:
+        end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        reply = self._call("/v3/kv/range", {"key": self._b64(prefix), "range_end": self._b64(end)})
+        return {base64.b64decode(kv["key"]).decode(): base64.b64decode(kv.get("value", "")).decode()
+                for kv in reply.get("kvs", [])}
+
+    def get(self, key: str) -> str | None:
+        reply = self._call("/v3/kv/range", {"key": self._b64(key)})
+        kvs = reply.get("kvs", [])
+        return base64.b64decode(kvs[0].get("value", "")).decode() if kvs else None
+
+    def delete(self, key: str) -> int:
+        return int(self._call("/v3/kv/deleterange", {"key": self._b64(key)}).get("deleted", 0))
+
+
+# --------------------------------------------------------------------------- the cluster
+
+
+@dataclass
+class Node:
+    """One node namespace, its daemons and its pod."""
+
+    index: int
+    ns: str
+    pod_ns: str
+    public_ip: str
+    run_dir: Path
+    lease: Daemon
+    backend: Daemon
+    subnet_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return f"n{self.index}"
+
+    @property
+    def lease_socket(self) -> Path:
+        return self.run_dir / "lease.sock"
+
+    @property
+    def backend_socket(self) -> Path:
+        return self.run_dir / "backend.sock"
+
+    @property
+    def subnet(self) -> str:
+        """The node's subnet, e.g. ``10.244.3.0/24``."""
+        return _network_of(self.subnet_env["FLANNEL_SUBNET"])
+
+    @property
+    def lease_key(self) -> str:
+        return self.subnet.replace("/", "-")
+
+    @property
+    def gateway_ip(self) -> str:
+        return self.subnet_env["FLANNEL_SUBNET"].split("/")[0]
+
+    @property
+    def pod_ip(self) -> str:
+        return _nth_host(self.subnet, 2)
+
+    @property
+    def mtu(self) -> int:
+        return int(self.subnet_env["FLANNEL_MTU"])
+
+
+def _network_of(cidr: str) -> str:
+    import ipaddress
+
+    return str(ipaddress.ip_interface(cidr).network)
+
+
+def _nth_host(subnet: str, n: int) -> str:
+    import ipaddress
+
+    return str(ipaddress.ip_network(subnet)[n])
+
+
+def read_subnet_env(path: Path) -> dict[str, str]:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return {}
+    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+
+
+class Cluster:
+    """etcd + N nodes + one pod per node, in namespaces; a context manager that always cleans up.
+
+    ``with Cluster(tmp_path, nodes=3) as c: c.ping(c.nodes[0], c.nodes[1].pod_ip)``
+    """
+
+    def __init__(
+        self,
+        base_dir: Path,
+        nodes: int = 3,
+        config: dict[str, Any] | None = None,
+        *,
+        ip_masq: bool = False,
+        underlay: str = "192.168.77",
+        prefix: str = DEFAULT_PREFIX,
+        cluster_id: str | None = None,
+        python: str = sys.executable,
+        backend_args: Sequence[str] = (),
+        lease_args: Sequence[str] = (),
+        keep: bool = False,
+    ) -> None:
+        self.id = cluster_id or uuid.uuid4().hex[:6]
+        self.base_dir = Path(base_dir)
+        self.count = nodes
+        self.config = config if config is not None else DEFAULT_CONFIG
+        self.ip_masq = ip_masq
+        self.underlay = underlay
+        self.prefix = prefix
+        self.python = python
+        self.backend_args = list(backend_args)
+        self.lease_args = list(lease_args)
+        self.keep = keep
+        self.ul_ns = f"fpt{self.id}-ul"
+        self.etcd_ns = f"fpt{self.id}-etcd"
+        self.etcd_ip = f"{underlay}.250"
+        self.etcd: EtcdServer | None = None
+        self.etcd_http: EtcdHttp | None = None
+        self.nodes: list[Node] = []
+        self.namespaces: list[str] = []
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def __enter__(self) -> "Cluster":
+        try:
+            self.up()
+        except BaseException:
+            self.down()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self.keep:
+            self.down()
+
+    def up(self) -> "Cluster":
+        """Underlay, etcd with the network config, the nodes' daemons, then one pod per node."""
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        self._underlay()
+        self._etcd()
+        for i in range(1, self.count + 1):
+            self._node(i)
+        for node in self.nodes:
+            self.start_lease_service(node, wait=False)
+        for node in self.nodes:
+            self.wait_lease_service(node)
+        for node in self.nodes:
+            self.start_backend(node, wait=False)
+        for node in self.nodes:
+            self.wait_backend(node)
+        for node in self.nodes:
+            self._pod(node)
+        self.wait_converged()
+        return self
+
+    def down(self) -> None:
+        """Stop every process, delete every namespace; safe to call twice and after a failed ``up``."""
+        for node in self.nodes:
+            for daemon in (node.backend, node.lease):
+                try:
+                    daemon.kill()
+                except Exception:  # noqa: BLE001 - keep cleaning up
+                    pass
+        if self.etcd is not None:
+            try:
+                self.etcd.kill()
+            except Exception:  # noqa: BLE001
+                pass
+        names = [ns for ns in self.namespaces]
+        delete_namespaces(list(reversed(names)))
+        self.namespaces.clear()
+
+    @staticmethod
+    def down_by_id(cluster_id: str) -> list[str]:
+        """Remove a cluster left running (``keep=True``) by its id: kill and delete its namespaces."""
+        names = list_namespaces(f"fpt{cluster_id}-")
+        delete_namespaces(names)
+        return names
+
+    def _add_ns(self, name: str) -> str:
+        subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True)
+        self.namespaces.append(name)
+        ip(name, "link", "set", "lo", "up")
+        return name
+
+    def _underlay(self) -> None:
+        self._add_ns(self.ul_ns)
+        ip(self.ul_ns, "link", "add", "br0", "type", "bridge")
+        ip(self.ul_ns, "link", "set", "br0", "up")
+
+    def _attach(self, ns: str, port: str, addr: str) -> None:
+        """A veth from the underlay bridge (port ``port``) to ``eth0`` in ``ns`` holding ``addr``."""
+        ip(self.ul_ns, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns)
+        ip(self.ul_ns, "link", "set", port, "master", "br0")
+        ip(self.ul_ns, "link", "set", port, "up")
+        ip(ns, "addr", "add", addr, "dev", "eth0")
+        ip(ns, "link", "set", "eth0", "up")
+
+    def _etcd(self) -> None:
+        self._add_ns(self.etcd_ns)
+        self._attach(self.etcd_ns, "etcd", f"{self.etcd_ip}/24")
+        data = self.base_dir / "etcd"
+        self.etcd = EtcdServer(data / "data", host=self.etcd_ip)
+        data.mkdir(parents=True, exist_ok=True)
+        etcd = self.etcd
+        in_netns(self.etcd_ns, lambda: etcd.start())
+        self.etcd_http = EtcdHttp(self.etcd_ns, etcd.endpoint)
+        self.put_config(self.config)
+
+    def put_config(self, config: dict[str, Any]) -> None:
+        self.etcd_put(f"{self.prefix}/config", json.dumps(config))
+
+    def _node(self, i: int) -> Node:
+        ns = self._add_ns(f"fpt{self.id}-n{i}")
+        public_ip = f"{self.underlay}.{i}"
+        self._attach(ns, f"n{i}", f"{public_ip}/24")
+        ns_exec(ns, ["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"])
+        run_dir = self.base_dir / f"n{i}"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        assert self.etcd is not None
+        lease_argv = ["--run-dir", str(run_dir), "--etcd-endpoints", self.etcd.endpoint,
+                      "--etcd-prefix", self.prefix, "--iface", "eth0", *(["--ip-masq"] if self.ip_masq else []),
+                      *self.lease_args]
+        backend_argv = ["--run-dir", str(run_dir), "--iface", "eth0", *(["--ip-masq"] if self.ip_masq else []),
+                        *self.backend_args]
+        node = Node(
+            index=i, ns=ns, pod_ns=f"fpt{self.id}-p{i}", public_ip=public_ip, run_dir=run_dir,
+            lease=Daemon("lease_service", lease_argv, self.base_dir / f"n{i}-lease.log",
+                         prefix=["ip", "netns", "exec", ns, *NO_CAPS]),
+            backend=Daemon("backend_service", backend_argv, self.base_dir / f"n{i}-backend.log",
+                           prefix=["ip", "netns", "exec", ns, *NET_CAPS]),
+        )
+        self.nodes.append(node)
+        return node
+
+    def _pod(self, node: Node) -> None:
+        node.subnet_env = read_subnet_env(node.run_dir / "subnet.env")
+        self._add_ns(node.pod_ns)
+        mtu = str(node.mtu)
+        gw = node.subnet_env["FLANNEL_SUBNET"]
+        plen = gw.split("/")[1]
+        if not ip(node.ns, "link", "show", "cni0", check=False).strip():
+            ip(node.ns, "link", "add", "cni0", "mtu", mtu, "type", "bridge")
+        ip(node.ns, "addr", "replace", gw, "dev", "cni0")
+        ip(node.ns, "link", "set", "cni0", "up")
+        ip(node.ns, "link", "add", "vpod", "mtu", mtu, "type", "veth", "peer", "name", "eth0", "mtu", mtu,
+           "netns", node.pod_ns)
+        ip(node.ns, "link", "set", "vpod", "master", "cni0")
+        ip(node.ns, "link", "set", "vpod", "up")
+        ip(node.pod_ns, "addr", "add", f"{node.pod_ip}/{plen}", "dev", "eth0")
+        ip(node.pod_ns, "link", "set", "eth0", "up")
+        ip(node.pod_ns, "route", "add", "default", "via", node.gateway_ip)
+
+    # ------------------------------------------------------------------ daemons
+
+    def start_lease_service(self, node: Node, wait: bool = True) -> None:
+        node.lease.start()
+        if wait:
+            self.wait_lease_service(node)
+
+    def wait_lease_service(self, node: Node, timeout: float = 30) -> None:
+        wait_until(lambda: health_status(node.lease_socket) == "SERVING" or not node.lease.alive(),
+                   timeout=timeout, what=f"{node.name} lease service SERVING")
+        if not node.lease.alive():
+            raise RuntimeError(f"{node.name} lease service exited:\n{node.lease.log()[-3000:]}")
+
+    def start_backend(self, node: Node, wait: bool = True) -> None:
+        node.backend.start()
+        if wait:
+            self.wait_backend(node)
+
+    def wait_backend(self, node: Node, timeout: float = 30) -> None:
+        try:
+            wait_until(lambda: health_status(node.backend_socket) == "SERVING" or not node.backend.alive(),
+                       timeout=timeout, what=f"{node.name} backend SERVING")
+        except AssertionError as exc:
+            raise RuntimeError(f"{exc}\n{node.name} backend log:\n{node.backend.log()[-3000:]}") from None
+        if not node.backend.alive():
+            raise RuntimeError(f"{node.name} backend exited:\n{node.backend.log()[-3000:]}")
+        if not node.subnet_env:
+            node.subnet_env = read_subnet_env(node.run_dir / "subnet.env")
+
+    def restart_backend(self, node: Node, sig: int = signal.SIGKILL, wait: bool = True) -> None:
+        node.backend.stop(sig)
+        self.start_backend(node, wait=wait)
+
+    def restart_lease_service(self, node: Node, sig: int = signal.SIGKILL, wait: bool = True) -> None:
+        node.lease.stop(sig)
+        self.start_lease_service(node, wait=wait)
+
+    # ------------------------------------------------------------------ observations and actions
+
+    def node(self, i: int) -> Node:
+        """Node ``i`` (1-based, as in the namespace names)."""
+        return self.nodes[i - 1]
+
+    def ping(self, src: Node, to_ip: str, count: int = 5, interval: float = 0.01) -> PingResult:
+        return ping(src.pod_ns, to_ip, count, interval)
+
+    def kernel_objects(self, node: Node) -> dict[str, Any]:
+        return kernel_objects(node.ns)
+
+    def backend_status(self, node: Node) -> Any:
+        """``flannel.v1.BackendService/GetStatus`` on the node's backend socket."""
+        import grpc
+
+        from proto.flannel.v1 import backend_pb2, backend_pb2_grpc
+
+        with grpc.insecure_channel(f"unix:{node.backend_socket}") as channel:
+            stub = backend_pb2_grpc.BackendServiceStub(channel)
+            return stub.GetStatus(backend_pb2.GetStatusRequest(), timeout=5)
+
+    def etcd_put(self, key: str, value: str | bytes, ttl: int = 0) -> None:
+        assert self.etcd_http is not None
+        self.etcd_http.put(key, value, ttl)
+
+    def etcd_delete(self, key: str) -> int:
+        assert self.etcd_http is not None
+        return self.etcd_http.delete(key)
+
+    def etcd_get_prefix(self, prefix: str) -> dict[str, str]:
+        assert self.etcd_http is not None
+        return self.etcd_http.get_prefix(prefix)
+
+    def leases(self) -> dict[str, dict[str, Any]]:
+        """The leases in etcd: key (``10.244.3.0-24``) to the stored JSON."""
+        base = f"{self.prefix}/subnets/"
+        return {k[len(base):]: json.loads(v) for k, v in self.etcd_get_prefix(base).items()}
+
+    def full_mesh_pings(self, count: int = 5) -> dict[tuple[int, int], PingResult]:
+        """Every pod pings every other pod: ``{(from, to): result}``."""
+        return {(a.index, b.index): self.ping(a, b.pod_ip, count)
+                for a in self.nodes for b in self.nodes if a is not b}
+
+    def mesh_ok(self, count: int = 3) -> bool:
+        return all(r.received == r.sent == count for r in self.full_mesh_pings(count).values())
+
+    def expected_peers(self, node: Node) -> set[str]:
+        return {other.subnet for other in self.nodes if other is not node}
+
+    def peer_subnets_routed(self, node: Node) -> set[str]:
+        """The destinations of the node's flannel routes."""
+        return {r["dst"] for r in kernel_objects(node.ns)["routes"]}
+
+    def wait_converged(self, timeout: float = 30) -> None:
+        """Every node routes to every other node's subnet."""
+        for node in self.nodes:
+            want = self.expected_peers(node)
+            wait_until(lambda: want <= self.peer_subnets_routed(node), timeout=timeout,
+                       what=f"{node.name} routes to {sorted(want)}")
+
+
+def kernel_objects(ns: str) -> dict[str, Any]:
+    """The flannel-owned kernel objects of a node, normalised for comparison: the VXLAN devices
+    (name, MAC, MTU, VNI, local address, addresses), routes with the backend's protocol or on a
+    flannel device, permanent neighbours and FDB entries on the flannel devices."""
+    devices = [link for link in ip_json(ns, "-d", "link", "show", "type", "vxlan")
+               if str(link.get("ifname", "")).startswith("flannel")]
+    names = sorted(str(d["ifname"]) for d in devices)
+    links = []
+    for d in devices:
+        info = d.get("linkinfo", {}).get("info_data", {})
+        addrs = [f"{a['local']}/{a['prefixlen']}" for entry in ip_json(ns, "addr", "show", "dev", d["ifname"])
+                 for a in entry.get("addr_info", [])]
+        links.append({"name": d["ifname"], "mac": d.get("address"), "mtu": d.get("mtu"), "vni": info.get("id"),
+                      "local": info.get("local"), "port": info.get("port"), "addrs": sorted(addrs)})
+    routes: dict[str, dict[str, Any]] = {}
+    candidates = ip_json(ns, "route", "show", "proto", str(RTPROT_FLANNEL))
+    for name in names:
+        candidates += [{**r, "dev": name} for r in ip_json(ns, "route", "show", "dev", name)]
+    for r in candidates:
+        if r.get("protocol") == "kernel":
+            continue
+        entry = {"dst": r["dst"], "gateway": r.get("gateway"), "dev": r.get("dev"),
+                 "flags": sorted(r.get("flags", [])), "protocol": str(r.get("protocol"))}
+        routes[r["dst"]] = entry
+    neighbours, fdb = [], []
+    for name in names:
+        for n in ip_json(ns, "neigh", "show", "dev", name, "nud", "permanent"):
+            neighbours.append({"dev": name, "dst": n.get("dst"), "lladdr": n.get("lladdr")})
+        for f in ip_json(ns, "fdb", "show", "dev", name, tool="bridge"):
+            if "permanent" in f.get("state", "") or f.get("dst"):
+                fdb.append({"dev": name, "mac": f.get("mac"), "dst": f.get("dst"), "state": f.get("state", "")})
+    key = lambda d: json.dumps(d, sort_keys=True)  # noqa: E731
+    return {"links": sorted(links, key=key), "routes": sorted(routes.values(), key=key),
+            "neighbours": sorted(neighbours, key=key), "fdb": sorted(fdb, key=key)}
+
+
+@contextmanager
+def cluster(base_dir: Path, nodes: int = 3, config: dict[str, Any] | None = None, **kwargs: Any) -> Iterator[Cluster]:
+    """``with cluster(tmp, 3) as c: ...``: a running cluster, always torn down."""
+    c = Cluster(base_dir, nodes, config, **kwargs)
+    with c:
+        yield c
