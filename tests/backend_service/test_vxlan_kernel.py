@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from ipaddress import ip_address
+from ipaddress import ip_address, ip_network
 
 import pytest
 
@@ -244,8 +245,8 @@ async def test_a_failing_operation_does_not_stop_the_others(two_nodes: TwoNodes)
     try:
         await node.start()
         assert node.ipr is not None
-        bad = Op(ADD, Route(ip_address_net("10.244.5.0/24"), ip_address("192.168.77.5"), "nosuch0"))
-        good = Op(ADD, Route(ip_address_net("10.244.6.0/24"), ip_address("192.168.77.6"), "eth0"))
+        bad = Op(ADD, Route(ip_network("10.244.5.0/24"), ip_address("192.168.77.5"), "nosuch0"))
+        good = Op(ADD, Route(ip_network("10.244.6.0/24"), ip_address("192.168.77.6"), "eth0"))
         result = await PyrouteApplier(node.ipr).apply([bad, good])
         assert result.applied == 1
         assert [f.op for f in result.failures] == [bad]
@@ -255,7 +256,17 @@ async def test_a_failing_operation_does_not_stop_the_others(two_nodes: TwoNodes)
         await node.close()
 
 
-def ip_address_net(text: str):  # type: ignore[no-untyped-def]
-    from ipaddress import ip_network
-
-    return ip_network(text)
+async def test_a_new_own_subnet_replaces_the_device_address(two_nodes: TwoNodes) -> None:
+    ns = two_nodes.a
+    node = KernelNode(ns.name, 1, config("vxlan"))
+    try:
+        await node.start()
+        assert node.backend is not None
+        await node.backend.configure(node.local())
+        assert "inet 10.244.1.0/32" in ns.ip("addr", "show", "dev", "flannel.1")
+        moved = dataclasses.replace(node.local(), subnet=ip_network("10.244.42.0/24"))
+        await node.backend.configure(moved)
+        addrs = ns.ip("addr", "show", "dev", "flannel.1")
+        assert "inet 10.244.42.0/32" in addrs and "10.244.1.0" not in addrs
+    finally:
+        await node.close()
