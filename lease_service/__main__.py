@@ -18,13 +18,28 @@ from lease_service.server import LeaseServicer
 from lease_service.stream import LeaseHub
 from lease_service.subnet.base import StoreUnavailable
 from lease_service.subnet.etcd import EtcdSubnetManager
+from lease_service.subnet.kube import KubeSubnetManager
 from proto.flannel.v1 import lease_pb2, lease_pb2_grpc
 
 log = logging.getLogger("lease_service")
 SERVICE = lease_pb2.DESCRIPTOR.services_by_name["LeaseService"].full_name
 
 
-async def _load_config(manager: EtcdSubnetManager, servicer: LeaseServicer) -> NetworkConfig:
+async def _until_answered(call, what: str):  # type: ignore[no-untyped-def]
+    """Retry a store call while the store is unavailable, logging each new reason once."""
+    last, delay = "", 0.2
+    while True:
+        try:
+            return await call()
+        except StoreUnavailable as exc:
+            if str(exc) != last:
+                log.warning("%s: %s; retrying", what, exc)
+                last = str(exc)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 5.0)
+
+
+async def _load_config(manager: "EtcdSubnetManager | KubeSubnetManager", servicer: LeaseServicer) -> NetworkConfig:
     """Wait for a valid network config, NOT_SERVING meanwhile, saying why once per new reason."""
     last = ""
     delay = 0.2
@@ -41,13 +56,51 @@ async def _load_config(manager: EtcdSubnetManager, servicer: LeaseServicer) -> N
         delay = min(delay * 2, 5.0)
 
 
+async def _kube_manager(settings: cli.Settings) -> KubeSubnetManager:
+    """The Kubernetes API client as flannel builds it: --kube-api-url and/or --kubeconfig-file, else
+    in-cluster; the node name from --node-name / $NODE_NAME, else the node running $POD_NAME."""
+    from kubernetes.aio import client as kclient
+    from kubernetes.aio import config as kconfig
+
+    kube = settings.kube
+    configuration = kclient.Configuration()
+    if kube.kubeconfig is not None:
+        await kconfig.load_kube_config(config_file=str(kube.kubeconfig), client_configuration=configuration)
+    elif kube.api_url is None:
+        try:
+            kconfig.load_incluster_config(client_configuration=configuration)
+        except kconfig.ConfigException as exc:
+            raise cli.UsageError(f"--kube-subnet-mgr: no --kube-api-url or --kubeconfig-file, and not in a cluster: {exc}") from exc
+    if kube.api_url is not None:
+        configuration.host = kube.api_url
+    api_client = kclient.ApiClient(configuration)
+    node_name = kube.node_name
+    if node_name is None:
+        if not (kube.pod_name and kube.pod_namespace):
+            await api_client.close()
+            raise cli.UsageError("--kube-subnet-mgr needs the node name: set NODE_NAME (or --node-name, or POD_NAME and POD_NAMESPACE)")
+        pod = await kclient.CoreV1Api(api_client).read_namespaced_pod(kube.pod_name, kube.pod_namespace)
+        node_name = pod.spec.node_name if pod.spec is not None else None
+        if not node_name:
+            await api_client.close()
+            raise cli.UsageError(f"pod {kube.pod_namespace}/{kube.pod_name} is not scheduled on a node yet")
+    return KubeSubnetManager(api_client, node_name, kube.net_config_path, kube.annotation_prefix,
+                             kube.set_network_unavailable)
+
+
 async def serve(settings: cli.Settings) -> int:
+    manager: EtcdSubnetManager | KubeSubnetManager
     if settings.kube_subnet_mgr:
-        log.error("--kube-subnet-mgr is not implemented yet; use etcd (--etcd-endpoints)")
-        return 2
-    client = EtcdClient(settings.etcd)
-    manager = EtcdSubnetManager(client, settings.etcd_prefix, lease_ttl=settings.lease_ttl)
-    servicer = LeaseServicer("etcd")
+        try:
+            manager = await _kube_manager(settings)
+        except (cli.UsageError, ConfigError) as exc:
+            log.error("%s", exc)
+            return 2
+        store_kind = "kube"
+    else:
+        manager = EtcdSubnetManager(EtcdClient(settings.etcd), settings.etcd_prefix, lease_ttl=settings.lease_ttl)
+        store_kind = "etcd"
+    servicer = LeaseServicer(store_kind)
     server = UnixServer(settings.socket_path, [SERVICE],
                         lambda grpc_server: lease_pb2_grpc.add_LeaseServiceServicer_to_server(servicer, grpc_server), socket_group=settings.socket_group,
                         tcp_listen=settings.grpc_listen)
@@ -66,8 +119,12 @@ async def serve(settings: cli.Settings) -> int:
             return 0
         config = config_task.result()
         log.info("network config: %s, backend %s", config.network or config.ipv6_network, config.backend_type)
+        public_ip, public_ipv6 = settings.public_ip, settings.public_ipv6
+        if isinstance(manager, KubeSubnetManager) and not (public_ip or public_ipv6):
+            stored = await _until_answered(lambda: manager.stored_public_ips(), "reading this node's annotations")
+            public_ip, public_ipv6 = stored
         try:
-            addresses = resolve(settings.public_ip, settings.public_ipv6, settings.ifaces, settings.iface_regexes,
+            addresses = resolve(public_ip, public_ipv6, settings.ifaces, settings.iface_regexes,
                                 want_ipv4=config.enable_ipv4, want_ipv6=config.enable_ipv6)
         except PublicIPError as exc:
             log.error("cannot determine the public IP: %s", exc)

@@ -19,6 +19,20 @@ class UsageError(ValueError):
 
 
 @dataclass(frozen=True)
+class KubeSettings:
+    """How to reach the Kubernetes API and who we are there."""
+
+    api_url: str | None
+    kubeconfig: Path | None
+    annotation_prefix: str
+    net_config_path: Path
+    set_network_unavailable: bool
+    node_name: str | None
+    pod_name: str | None
+    pod_namespace: str | None
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the lease service was told, parsed."""
 
@@ -27,6 +41,7 @@ class Settings:
     etcd: EtcdSettings
     etcd_prefix: str
     kube_subnet_mgr: bool
+    kube: "KubeSettings"
     public_ip: IPv4Address | None
     public_ipv6: IPv6Address | None
     ifaces: tuple[str, ...]
@@ -63,7 +78,14 @@ def build_parser() -> argparse.ArgumentParser:
     add("--etcd-keyfile", default=None, help="client key for etcd")
     add("--etcd-username", default=None, help="etcd username")
     add("--etcd-password", default=None, help="etcd password")
-    add("--kube-subnet-mgr", action="store_true", help="use the Kubernetes API instead of etcd (not implemented yet)")
+    add("--kube-subnet-mgr", action="store_true", help="use the Kubernetes API (Node objects) instead of etcd")
+    add("--kube-api-url", default=None, help="Kubernetes API server URL (default: from --kubeconfig-file or in-cluster)")
+    add("--kubeconfig-file", default=None, help="kubeconfig to use (default: in-cluster config)")
+    add("--kube-annotation-prefix", default="flannel.alpha.coreos.com", help="node annotation prefix (default %(default)s)")
+    add("--net-config-path", default="/etc/kube-flannel/net-conf.json", help="network config file in kube mode (default %(default)s)")
+    add("--set-node-network-unavailable", type=_boolean, nargs="?", const=True, default=True,
+        help="set the node's NetworkUnavailable condition to False once the lease is held (default true)")
+    add("--node-name", default=None, help="this node's name in kube mode (default: $NODE_NAME, else the node of $POD_NAMESPACE/$POD_NAME)")
     add("--public-ip", default=None, help="IPv4 address other nodes use to reach this one")
     add("--public-ipv6", default=None, help="IPv6 address other nodes use to reach this one")
     add("--iface", action="append", default=None, help="interface (name or address) to take the public IP from; repeatable")
@@ -79,6 +101,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 _BOOLEAN_FLAGS = {"kube_subnet_mgr", "ip_masq"}
+
+
+def _boolean(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes"):
+        return True
+    if text.lower() in ("0", "false", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 _LIST_FLAGS = {"iface", "iface_regex"}
 
 
@@ -136,6 +166,10 @@ def parse(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Sett
         raise UsageError(f"--subnet-lease-renew-margin {args.subnet_lease_renew_margin} must be >= 0 and below the lease TTL")
     if not args.etcd_prefix.startswith("/"):
         raise UsageError(f"--etcd-prefix {args.etcd_prefix!r} must start with /")
+    if args.kubeconfig_file and not Path(args.kubeconfig_file).is_file():
+        raise UsageError(f"--kubeconfig-file {args.kubeconfig_file!r}: no such file")
+    if args.kube_api_url and not args.kube_api_url.startswith(("http://", "https://")):
+        raise UsageError(f"--kube-api-url {args.kube_api_url!r} must start with http:// or https://")
     if args.grpc_listen and ":" not in args.grpc_listen:
         raise UsageError(f"--grpc-listen {args.grpc_listen!r} must be HOST:PORT")
     return Settings(
@@ -152,6 +186,16 @@ def parse(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Sett
         ),
         etcd_prefix=args.etcd_prefix.rstrip("/"),
         kube_subnet_mgr=args.kube_subnet_mgr,
+        kube=KubeSettings(
+            api_url=args.kube_api_url,
+            kubeconfig=Path(args.kubeconfig_file) if args.kubeconfig_file else None,
+            annotation_prefix=args.kube_annotation_prefix,
+            net_config_path=Path(args.net_config_path),
+            set_network_unavailable=args.set_node_network_unavailable,
+            node_name=args.node_name or environ.get("NODE_NAME") or None,
+            pod_name=environ.get("POD_NAME") or None,
+            pod_namespace=environ.get("POD_NAMESPACE") or None,
+        ),
         public_ip=address("--public-ip", args.public_ip, IPv4Address),  # type: ignore[arg-type]
         public_ipv6=address("--public-ipv6", args.public_ipv6, IPv6Address),  # type: ignore[arg-type]
         ifaces=tuple(args.iface or ()),

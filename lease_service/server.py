@@ -13,7 +13,7 @@ import grpc
 from lease_service.keeper import LeaseKeeper
 from lease_service.netconfig import NetworkConfig
 from lease_service.stream import LeaseHub
-from lease_service.subnet.base import AcquireError, StoreUnavailable
+from lease_service.subnet.base import AccessDenied, AcquireError, StoreUnavailable
 from lease_service.lease import LeaseAttrs
 from lease_service.wire import config_to_proto, lease_to_proto
 from proto.flannel.v1 import lease_pb2, lease_pb2_grpc
@@ -97,8 +97,10 @@ class LeaseServicer(lease_pb2_grpc.LeaseServiceServicer):
             lease = await state.keeper.acquire(attrs, request.mtu)
         except StoreUnavailable as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"store unavailable: {exc}")
+        except AccessDenied as exc:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
         except AcquireError as exc:
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         return lease_pb2.AcquireLeaseResponse(lease=lease_to_proto(lease))
 
     async def WatchLeases(

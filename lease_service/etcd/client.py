@@ -14,7 +14,7 @@ import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import grpc
 from grpc import aio
@@ -82,10 +82,11 @@ class _Connection:
     def __init__(self, endpoint: Endpoint, channel: aio.Channel) -> None:
         self.endpoint = endpoint
         self.channel = channel
-        self.kv = rpc_pb2_grpc.KVStub(channel)
-        self.watch = rpc_pb2_grpc.WatchStub(channel)
-        self.lease = rpc_pb2_grpc.LeaseStub(channel)
-        self.auth = rpc_pb2_grpc.AuthStub(channel)
+        # The generated grpc stubs are untyped; each call site names its response type.
+        self.kv: Any = rpc_pb2_grpc.KVStub(channel)  # type: ignore[no-untyped-call]
+        self.watch: Any = rpc_pb2_grpc.WatchStub(channel)  # type: ignore[no-untyped-call]
+        self.lease: Any = rpc_pb2_grpc.LeaseStub(channel)  # type: ignore[no-untyped-call]
+        self.auth: Any = rpc_pb2_grpc.AuthStub(channel)  # type: ignore[no-untyped-call]
 
 
 def _key_bytes(key: str) -> bytes:
@@ -121,6 +122,13 @@ def _event(pb: kv_pb2.Event) -> WatchEvent:
 def _is_token_error(details: str) -> bool:
     lowered = details.lower()
     return any(marker in lowered for marker in _TOKEN_ERRORS)
+
+
+def _may_have_been_applied(exc: BaseException) -> bool:
+    """False only when the failed attempt certainly never reached etcd (no connection)."""
+    if isinstance(exc, aio.AioRpcError) and exc.code() == grpc.StatusCode.UNAVAILABLE:
+        return "failed to connect" not in (exc.details() or "")
+    return True
 
 
 def _describe(exc: BaseException) -> str:
@@ -300,6 +308,9 @@ class EtcdClient:
                 last = (url, exc)
             except (_Transient, asyncio.InvalidStateError) as exc:
                 last = (url, exc)
+            except asyncio.CancelledError:
+                self._raise_if_closed(op, subject, url)
+                raise
             except EtcdUnavailable:
                 raise  # authentication already spent the budget
             if attempts is not None:
@@ -320,6 +331,13 @@ class EtcdClient:
                 await asyncio.sleep(pause)
                 delay = min(delay * 2, s.backoff_max)
 
+    def _raise_if_closed(self, op: str, subject: str, url: str) -> None:
+        """grpc cancels the calls of a closed channel; report that as the client being closed,
+        unless our own task is the one being cancelled."""
+        task = asyncio.current_task()
+        if self._closed and (task is None or not task.cancelling()):
+            raise EtcdError(f"etcd {op} {subject!r}: client closed", endpoint=url) from None
+
     def _is_token_failure(self, exc: aio.AioRpcError) -> bool:
         if self._settings.username is None:
             return False
@@ -332,7 +350,8 @@ class EtcdClient:
         request = rpc_pb2.RangeRequest(key=_key_bytes(key))
 
         async def attempt(conn: _Connection, timeout: float, md: Metadata) -> rpc_pb2.RangeResponse:
-            return await conn.kv.Range(request, timeout=timeout, metadata=md)
+            response: rpc_pb2.RangeResponse = await conn.kv.Range(request, timeout=timeout, metadata=md)
+            return response
 
         response = await self._retrying("get", key, attempt)
         kv = _kv(response.kvs[0]) if response.kvs else None
@@ -374,7 +393,8 @@ class EtcdClient:
             async def attempt(
                 conn: _Connection, timeout: float, md: Metadata, request: rpc_pb2.RangeRequest = request
             ) -> rpc_pb2.RangeResponse:
-                return await conn.kv.Range(request, timeout=timeout, metadata=md)
+                response: rpc_pb2.RangeResponse = await conn.kv.Range(request, timeout=timeout, metadata=md)
+                return response
 
             response = await self._retrying("get_prefix", prefix, attempt)
             if revision == 0:
@@ -390,7 +410,8 @@ class EtcdClient:
         request = rpc_pb2.PutRequest(key=_key_bytes(key), value=value, lease=lease)
 
         async def attempt(conn: _Connection, timeout: float, md: Metadata) -> rpc_pb2.PutResponse:
-            return await conn.kv.Put(request, timeout=timeout, metadata=md)
+            response: rpc_pb2.PutResponse = await conn.kv.Put(request, timeout=timeout, metadata=md)
+            return response
 
         response = await self._retrying("put", key, attempt)
         return int(response.header.revision)
@@ -400,7 +421,8 @@ class EtcdClient:
         request = rpc_pb2.DeleteRangeRequest(key=_key_bytes(key))
 
         async def attempt(conn: _Connection, timeout: float, md: Metadata) -> rpc_pb2.DeleteRangeResponse:
-            return await conn.kv.DeleteRange(request, timeout=timeout, metadata=md)
+            response: rpc_pb2.DeleteRangeResponse = await conn.kv.DeleteRange(request, timeout=timeout, metadata=md)
+            return response
 
         response = await self._retrying("delete", key, attempt)
         return int(response.header.revision)
@@ -436,13 +458,14 @@ class EtcdClient:
         request = rpc_pb2.TxnRequest(compare=[compare], success=[rpc_pb2.RequestOp(request_put=put)])
 
         async def attempt(conn: _Connection, timeout: float, md: Metadata) -> rpc_pb2.TxnResponse:
-            return await conn.kv.Txn(request, timeout=timeout, metadata=md)
+            response: rpc_pb2.TxnResponse = await conn.kv.Txn(request, timeout=timeout, metadata=md)
+            return response
 
         failed: list[BaseException] = []
         response = await self._retrying(op, key, attempt, attempts=failed)
         if response.succeeded:
             return True
-        if not failed:
+        if not any(_may_have_been_applied(exc) for exc in failed):
             return False
         current, _ = await self.get(key)
         ours = current is not None and current.value == value and current.lease == lease
@@ -455,7 +478,8 @@ class EtcdClient:
         request = rpc_pb2.CompactionRequest(revision=revision)
 
         async def attempt(conn: _Connection, timeout: float, md: Metadata) -> rpc_pb2.CompactionResponse:
-            return await conn.kv.Compact(request, timeout=timeout, metadata=md)
+            response: rpc_pb2.CompactionResponse = await conn.kv.Compact(request, timeout=timeout, metadata=md)
+            return response
 
         try:
             await self._retrying("compact", str(revision), attempt)
@@ -471,7 +495,8 @@ class EtcdClient:
         request = rpc_pb2.LeaseGrantRequest(TTL=ttl)
 
         async def attempt(conn: _Connection, timeout: float, md: Metadata) -> rpc_pb2.LeaseGrantResponse:
-            return await conn.lease.LeaseGrant(request, timeout=timeout, metadata=md)
+            response: rpc_pb2.LeaseGrantResponse = await conn.lease.LeaseGrant(request, timeout=timeout, metadata=md)
+            return response
 
         response = await self._retrying("grant", f"ttl={ttl}", attempt)
         if response.error:
@@ -483,7 +508,8 @@ class EtcdClient:
         request = rpc_pb2.LeaseRevokeRequest(ID=lease_id)
 
         async def attempt(conn: _Connection, timeout: float, md: Metadata) -> rpc_pb2.LeaseRevokeResponse:
-            return await conn.lease.LeaseRevoke(request, timeout=timeout, metadata=md)
+            response: rpc_pb2.LeaseRevokeResponse = await conn.lease.LeaseRevoke(request, timeout=timeout, metadata=md)
+            return response
 
         try:
             await self._retrying("revoke", f"lease {lease_id:x}", attempt)
@@ -514,7 +540,8 @@ class EtcdClient:
         request = rpc_pb2.LeaseTimeToLiveRequest(ID=lease_id)
 
         async def attempt(conn: _Connection, timeout: float, md: Metadata) -> rpc_pb2.LeaseTimeToLiveResponse:
-            return await conn.lease.LeaseTimeToLive(request, timeout=timeout, metadata=md)
+            response: rpc_pb2.LeaseTimeToLiveResponse = await conn.lease.LeaseTimeToLive(request, timeout=timeout, metadata=md)
+            return response
 
         response = await self._retrying("time_to_live", f"lease {lease_id:x}", attempt)
         return int(response.TTL)
@@ -544,7 +571,7 @@ class EtcdClient:
             index = self._current
             conn = self._connection(index)
             url = conn.endpoint.url
-            call: aio.StreamStreamCall | None = None  # type: ignore[type-arg]
+            call: aio.StreamStreamCall | None = None
             metadata: Metadata = ()
             try:
                 metadata = await self._metadata(loop.time() + s.budget)
@@ -599,6 +626,9 @@ class EtcdClient:
                             next_rev = revision + 1
                             yield WatchBatch(events=(), revision=revision, progress=True)
                     response = await call.read()
+            except asyncio.CancelledError:
+                self._raise_if_closed("watch", prefix, url)
+                raise
             except (aio.AioRpcError, asyncio.InvalidStateError, _Transient, TimeoutError, EtcdUnavailable) as exc:
                 if self._closed:
                     raise EtcdError(f"etcd watch {prefix!r}: client closed", endpoint=url) from exc

@@ -1,5 +1,5 @@
 """Subnet managers: where leases live (etcd v3, Kubernetes Node objects), behind one protocol."""
 
-from lease_service.subnet.base import AcquireError, SubnetManager, StoreUnavailable
+from lease_service.subnet.base import AccessDenied, AcquireError, StoreUnavailable, SubnetManager
 
-__all__ = ["AcquireError", "SubnetManager", "StoreUnavailable"]
+__all__ = ["AccessDenied", "AcquireError", "StoreUnavailable", "SubnetManager"]

@@ -18,6 +18,10 @@ class AcquireError(Exception):
     """No lease can be had (network full, config changed under us, ...); the message says why."""
 
 
+class AccessDenied(AcquireError):
+    """The store refused us a permission; the message names it."""
+
+
 class SubnetManager(Protocol):
     """Where leases live. Every method may raise :class:`StoreUnavailable`."""
 
