@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import subprocess
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,3 +27,14 @@ def flanneld(tmp_path: Path) -> Iterator[Callable[..., Flanneld]]:
     finally:
         for instance in started:
             instance.cleanup()
+
+
+@pytest.fixture
+def open_dir() -> Iterator[Path]:
+    """A directory other users can traverse (pytest's tmp_path is private to root)."""
+    base = Path(tempfile.mkdtemp(prefix="fpt-"))
+    base.chmod(0o755)
+    try:
+        yield base
+    finally:
+        subprocess.run(["rm", "-rf", str(base)], check=False)

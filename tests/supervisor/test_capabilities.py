@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
-import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -74,17 +73,6 @@ def test_only_the_backend_may_change_the_network(flanneld: Callable[..., Flannel
     assert result["backend"] == "ok"
     shown = subprocess.run(["ip", "-n", netns, "-o", "link", "show"], capture_output=True, text=True).stdout
     assert "fpb0" in shown and "fpl0" not in shown
-
-
-@pytest.fixture
-def open_dir() -> Iterator[Path]:
-    """A directory other users can traverse (pytest's tmp_path is private to root)."""
-    base = Path(tempfile.mkdtemp(prefix="fpt-"))
-    base.chmod(0o755)
-    try:
-        yield base
-    finally:
-        subprocess.run(["rm", "-rf", str(base)], check=False)
 
 
 _PY = "/usr/bin/python3"  # readable by every user, unlike a venv under /root
