@@ -7,7 +7,7 @@ import asyncio
 import grpc
 import pytest
 
-from lease_service.etcd import EtcdClient, WatchCompacted
+from lease_service.etcd import EtcdClient, EtcdError, WatchCompacted
 from lease_service.etcd.proto import rpc_pb2, rpc_pb2_grpc
 from tests.lease_service.etcd.conftest import collect, events_of, fast_settings, reached
 from tests.support.etcd import EtcdServer
@@ -94,3 +94,14 @@ async def test_a_compacted_start_revision_raises_watch_compacted(own_etcd: EtcdS
         batches = await collect(client.watch_prefix(f"{prefix}/", revision + 1), reached(r4))
         assert [(e.kv.key, e.kv.mod_revision) for e in events_of(batches)] == [(f"{prefix}/d", r4)]
         assert r3 <= revision
+
+
+async def test_closing_the_client_ends_a_running_watch_with_an_error(etcd: EtcdServer, prefix: str) -> None:
+    client = EtcdClient(fast_settings(etcd.endpoint))
+    revision = await client.put(f"{prefix}/k", b"v")
+    watch = client.watch_prefix(f"{prefix}/", revision)
+    assert (await watch.__anext__()).revision == revision
+    pending = asyncio.ensure_future(watch.__anext__())
+    await client.close()
+    with pytest.raises(EtcdError, match="closed"):
+        await asyncio.wait_for(pending, 10)
