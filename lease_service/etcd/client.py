@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Self, TypeVar
 
 import grpc
 from grpc import aio
@@ -182,7 +182,7 @@ class EtcdClient:
         for conn in connections:
             await conn.channel.close()
 
-    async def __aenter__(self) -> EtcdClient:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(
@@ -223,8 +223,11 @@ class EtcdClient:
         """Move on to the next endpoint if ``index`` is still the one in use."""
         if self._current == index and len(self._endpoints) > 1:
             self._current = (index + 1) % len(self._endpoints)
-            log.info("etcd endpoint %s failed, switching to %s", self._endpoints[index].url,
-                     self._endpoints[self._current].url)
+            log.info(
+                "etcd endpoint %s failed, switching to %s",
+                self._endpoints[index].url,
+                self._endpoints[self._current].url,
+            )
 
     def _backoff(self, delay: float) -> float:
         """A jittered delay in [delay/2, delay]."""
@@ -299,11 +302,15 @@ class EtcdClient:
                 if authenticated and not token_retried and self._is_token_failure(exc):
                     token_retried = True
                     self._drop_token(metadata)
-                    log.info("etcd %s: token rejected by %s (%s); authenticating again", op, url, exc.details())
+                    log.info(
+                        "etcd %s: token rejected by %s (%s); authenticating again", op, url, exc.details()
+                    )
                     continue
                 if exc.code() not in _RETRYABLE:
                     raise EtcdError(
-                        f"etcd {op} {subject!r} on {url}: {_describe(exc)}", endpoint=url, code=exc.code().name
+                        f"etcd {op} {subject!r} on {url}: {_describe(exc)}",
+                        endpoint=url,
+                        code=exc.code().name,
                     ) from exc
                 last = (url, exc)
             except (_Transient, asyncio.InvalidStateError) as exc:
@@ -382,10 +389,14 @@ class EtcdClient:
         except EtcdError as exc:
             if exc.code != grpc.StatusCode.OUT_OF_RANGE.name:
                 raise
-            raise WatchCompacted(f"etcd get_prefix {prefix!r} at revision {revision}: compacted ({exc})",
-                                 compact_revision=revision) from exc
+            raise WatchCompacted(
+                f"etcd get_prefix {prefix!r} at revision {revision}: compacted ({exc})",
+                compact_revision=revision,
+            ) from exc
 
-    async def _list(self, prefix: str, start: bytes, end: bytes, revision: int = 0) -> tuple[list[KeyValue], int]:
+    async def _list(
+        self, prefix: str, start: bytes, end: bytes, revision: int = 0
+    ) -> tuple[list[KeyValue], int]:
         kvs: list[KeyValue] = []
         while True:
             request = rpc_pb2.RangeRequest(key=start, range_end=end, limit=PAGE_SIZE, revision=revision)
@@ -421,7 +432,9 @@ class EtcdClient:
         request = rpc_pb2.DeleteRangeRequest(key=_key_bytes(key))
 
         async def attempt(conn: _Connection, timeout: float, md: Metadata) -> rpc_pb2.DeleteRangeResponse:
-            response: rpc_pb2.DeleteRangeResponse = await conn.kv.DeleteRange(request, timeout=timeout, metadata=md)
+            response: rpc_pb2.DeleteRangeResponse = await conn.kv.DeleteRange(
+                request, timeout=timeout, metadata=md
+            )
             return response
 
         response = await self._retrying("delete", key, attempt)
@@ -469,8 +482,13 @@ class EtcdClient:
             return False
         current, _ = await self.get(key)
         ours = current is not None and current.value == value and current.lease == lease
-        log.info("etcd %s %s: retried after %s; key %s our value", op, key, _describe(failed[-1]),
-                 "holds" if ours else "does not hold")
+        log.info(
+            "etcd %s %s: retried after %s; key %s our value",
+            op,
+            key,
+            _describe(failed[-1]),
+            "holds" if ours else "does not hold",
+        )
         return ours
 
     async def compact(self, revision: int) -> None:
@@ -478,7 +496,9 @@ class EtcdClient:
         request = rpc_pb2.CompactionRequest(revision=revision)
 
         async def attempt(conn: _Connection, timeout: float, md: Metadata) -> rpc_pb2.CompactionResponse:
-            response: rpc_pb2.CompactionResponse = await conn.kv.Compact(request, timeout=timeout, metadata=md)
+            response: rpc_pb2.CompactionResponse = await conn.kv.Compact(
+                request, timeout=timeout, metadata=md
+            )
             return response
 
         try:
@@ -495,7 +515,9 @@ class EtcdClient:
         request = rpc_pb2.LeaseGrantRequest(TTL=ttl)
 
         async def attempt(conn: _Connection, timeout: float, md: Metadata) -> rpc_pb2.LeaseGrantResponse:
-            response: rpc_pb2.LeaseGrantResponse = await conn.lease.LeaseGrant(request, timeout=timeout, metadata=md)
+            response: rpc_pb2.LeaseGrantResponse = await conn.lease.LeaseGrant(
+                request, timeout=timeout, metadata=md
+            )
             return response
 
         response = await self._retrying("grant", f"ttl={ttl}", attempt)
@@ -508,7 +530,9 @@ class EtcdClient:
         request = rpc_pb2.LeaseRevokeRequest(ID=lease_id)
 
         async def attempt(conn: _Connection, timeout: float, md: Metadata) -> rpc_pb2.LeaseRevokeResponse:
-            response: rpc_pb2.LeaseRevokeResponse = await conn.lease.LeaseRevoke(request, timeout=timeout, metadata=md)
+            response: rpc_pb2.LeaseRevokeResponse = await conn.lease.LeaseRevoke(
+                request, timeout=timeout, metadata=md
+            )
             return response
 
         try:
@@ -540,7 +564,9 @@ class EtcdClient:
         request = rpc_pb2.LeaseTimeToLiveRequest(ID=lease_id)
 
         async def attempt(conn: _Connection, timeout: float, md: Metadata) -> rpc_pb2.LeaseTimeToLiveResponse:
-            response: rpc_pb2.LeaseTimeToLiveResponse = await conn.lease.LeaseTimeToLive(request, timeout=timeout, metadata=md)
+            response: rpc_pb2.LeaseTimeToLiveResponse = await conn.lease.LeaseTimeToLive(
+                request, timeout=timeout, metadata=md
+            )
             return response
 
         response = await self._retrying("time_to_live", f"lease {lease_id:x}", attempt)
@@ -596,8 +622,10 @@ class EtcdClient:
                         )
                     if response.canceled:
                         reason = response.cancel_reason or "no reason given"
-                        if s.username is not None and denied == 0 and (
-                            "permission denied" in reason or _is_token_error(reason)
+                        if (
+                            s.username is not None
+                            and denied == 0
+                            and ("permission denied" in reason or _is_token_error(reason))
                         ):
                             denied += 1  # probably an expired or lost token: one more try with a new one
                             self._drop_token(metadata)
@@ -607,8 +635,13 @@ class EtcdClient:
                         if next_rev == 0:
                             next_rev = response.header.revision + 1
                         if failures:
-                            log.info("etcd watch %s: resumed on %s from revision %d after %d failures",
-                                     prefix, url, next_rev, failures)
+                            log.info(
+                                "etcd watch %s: resumed on %s from revision %d after %d failures",
+                                prefix,
+                                url,
+                                next_rev,
+                                failures,
+                            )
                         failures, denied, delay = 0, 0, s.backoff_initial
                     elif response.fragment:
                         pending.extend(response.events)  # etcd split one big response: join it
@@ -619,7 +652,9 @@ class EtcdClient:
                         if fresh:
                             last = fresh[-1].kv.mod_revision
                             next_rev = last + 1
-                            yield WatchBatch(events=tuple(_event(e) for e in fresh), revision=last, progress=False)
+                            yield WatchBatch(
+                                events=tuple(_event(e) for e in fresh), revision=last, progress=False
+                            )
                         elif not response.events and response.header.revision >= next_rev - 1:
                             # A progress notification: nothing of ours up to the header revision.
                             revision = response.header.revision
@@ -629,15 +664,27 @@ class EtcdClient:
             except asyncio.CancelledError:
                 self._raise_if_closed("watch", prefix, url)
                 raise
-            except (aio.AioRpcError, asyncio.InvalidStateError, _Transient, TimeoutError, EtcdUnavailable) as exc:
+            except (
+                aio.AioRpcError,
+                asyncio.InvalidStateError,
+                _Transient,
+                TimeoutError,
+                EtcdUnavailable,
+            ) as exc:
                 if self._closed:
                     raise EtcdError(f"etcd watch {prefix!r}: client closed", endpoint=url) from exc
                 failures += 1
                 self._failed(index)
                 pause = self._backoff(delay)
                 delay = min(delay * 2, s.backoff_max)
-                log.warning("etcd watch %s on %s broken (%s); resuming from revision %s in %.1fs",
-                            prefix, url, _describe(exc), next_rev or "now", pause)
+                log.warning(
+                    "etcd watch %s on %s broken (%s); resuming from revision %s in %.1fs",
+                    prefix,
+                    url,
+                    _describe(exc),
+                    next_rev or "now",
+                    pause,
+                )
                 await asyncio.sleep(pause)
             finally:
                 if call is not None:

@@ -59,7 +59,7 @@ class EtcdSettings:
 
     def __post_init__(self) -> None:
         if isinstance(self.endpoints, str):
-            raise ValueError(f"etcd endpoints {self.endpoints!r}: expected a tuple of URLs, got a string")
+            raise TypeError(f"etcd endpoints {self.endpoints!r}: expected a tuple of URLs, got a string")
         if not self.endpoints:
             raise ValueError("etcd endpoints: expected at least one URL")
         for url in self.endpoints:

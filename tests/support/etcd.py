@@ -6,8 +6,8 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
 import ssl
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path

@@ -48,11 +48,15 @@ async def test_a_watch_survives_sigkill_and_restart_with_every_revision_exactly_
             await asyncio.to_thread(own_etcd.kill)
             await asyncio.to_thread(own_etcd.start)
             before = len(written)
-            await async_wait_until(polled(lambda: len(written) >= before + 30), timeout=20, what="writes after restart")
+            await async_wait_until(
+                polled(lambda: len(written) >= before + 30), timeout=20, what="writes after restart"
+            )
             stop.set()
             await write_task
             _, last = await writer_client.get(prefix)
-            await async_wait_until(polled(lambda: reached(last)(seen)), timeout=20, what=f"the watch to reach {last}")
+            await async_wait_until(
+                polled(lambda: reached(last)(seen)), timeout=20, what=f"the watch to reach {last}"
+            )
         finally:
             stop.set()
             watch_task.cancel()
@@ -60,7 +64,9 @@ async def test_a_watch_survives_sigkill_and_restart_with_every_revision_exactly_
             await asyncio.gather(watch_task, write_task, return_exceptions=True)
 
         # etcd's own history, replayed by a fresh watch that never saw a restart.
-        history = events_of(await collect(watcher_client.watch_prefix(f"{prefix}/", start + 1), reached(last)))
+        history = events_of(
+            await collect(watcher_client.watch_prefix(f"{prefix}/", start + 1), reached(last))
+        )
         got = [(e.kv.mod_revision, e.kv.key) for e in events_of(seen)]
         assert got == [(e.kv.mod_revision, e.kv.key) for e in history]
         assert len(got) == len(set(got))

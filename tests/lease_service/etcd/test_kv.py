@@ -19,14 +19,22 @@ async def test_a_put_key_reads_back_with_its_revisions(client: EtcdClient, prefi
     kv, read_revision = await client.get(f"{prefix}/a")
     assert kv is not None
     assert (kv.key, kv.value, kv.create_revision, kv.mod_revision, kv.version, kv.lease) == (
-        f"{prefix}/a", b"one", revision, revision, 1, 0
+        f"{prefix}/a",
+        b"one",
+        revision,
+        revision,
+        1,
+        0,
     )
     assert read_revision >= revision
 
     second = await client.put(f"{prefix}/a", b"two")
     kv, _ = await client.get(f"{prefix}/a")
     assert kv is not None and (kv.value, kv.create_revision, kv.mod_revision, kv.version) == (
-        b"two", revision, second, 2
+        b"two",
+        revision,
+        second,
+        2,
     )
 
 
@@ -58,7 +66,9 @@ async def test_get_prefix_returns_more_than_ten_thousand_keys_at_one_revision(
         kv = rpc_pb2_grpc.KVStub(channel)
         for start in range(0, count, 128):  # etcd allows 128 operations per transaction
             ops = [
-                rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(key=f"{prefix}/k/{i:06d}".encode(), value=b"v"))
+                rpc_pb2.RequestOp(
+                    request_put=rpc_pb2.PutRequest(key=f"{prefix}/k/{i:06d}".encode(), value=b"v")
+                )
                 for i in range(start, min(start + 128, count))
             ]
             await kv.Txn(rpc_pb2.TxnRequest(success=ops))

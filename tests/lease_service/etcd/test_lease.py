@@ -37,7 +37,9 @@ async def test_an_expired_lease_deletes_its_key_and_the_watch_sees_the_delete(
     assert (await client.get(f"{prefix}/subnets/10.5.7.0-24"))[0] is None
 
 
-async def test_keepalive_keeps_a_lease_past_its_ttl_and_revoke_ends_it(client: EtcdClient, prefix: str) -> None:
+async def test_keepalive_keeps_a_lease_past_its_ttl_and_revoke_ends_it(
+    client: EtcdClient, prefix: str
+) -> None:
     lease = await client.grant(2)
     await client.put(f"{prefix}/kept", b"x", lease=lease)
     loop = asyncio.get_running_loop()

@@ -13,7 +13,10 @@ from lease_service.etcd.client import prefix_range_end
 
 def test_the_public_surface_is_exactly_all() -> None:
     public = {name for name in vars(etcd_package) if not name.startswith("_")} - {
-        "client", "errors", "settings", "proto"
+        "client",
+        "errors",
+        "settings",
+        "proto",
     }
     assert public == set(etcd_package.__all__)
 
@@ -27,7 +30,6 @@ def test_errors_form_one_tree() -> None:
     ("kwargs", "message"),
     [
         ({"endpoints": ()}, "at least one"),
-        ({"endpoints": "http://127.0.0.1:2379"}, "tuple"),
         ({"endpoints": ("127.0.0.1:2379",)}, "http://host:port"),
         ({"endpoints": ("unix:///run/etcd.sock",)}, "http://host:port"),
         ({"cert_file": Path("/c.pem")}, "both or neither"),
@@ -41,10 +43,19 @@ def test_bad_settings_are_refused_with_the_offending_value(kwargs: dict[str, obj
         EtcdSettings(**kwargs)  # type: ignore[arg-type]
 
 
+def test_a_single_endpoint_string_is_a_type_error() -> None:
+    with pytest.raises(TypeError, match="tuple"):
+        EtcdSettings(endpoints="http://127.0.0.1:2379")  # type: ignore[arg-type]
+
+
 def test_endpoints_parse_to_grpc_targets() -> None:
-    settings = EtcdSettings(endpoints=("http://10.0.0.1:2379", "https://etcd.example:4001", "http://[::1]:2379"))
+    settings = EtcdSettings(
+        endpoints=("http://10.0.0.1:2379", "https://etcd.example:4001", "http://[::1]:2379")
+    )
     assert [(e.target, e.secure) for e in settings.parsed_endpoints] == [
-        ("10.0.0.1:2379", False), ("etcd.example:4001", True), ("[::1]:2379", False)
+        ("10.0.0.1:2379", False),
+        ("etcd.example:4001", True),
+        ("[::1]:2379", False),
     ]
     assert settings.budget == 3 * settings.call_timeout
 

@@ -20,7 +20,8 @@ pytestmark = pytest.mark.etcd
 @pytest.fixture
 def tls_etcd(tmp_path: Path, pki: Pki) -> Iterator[EtcdServer]:
     server = EtcdServer(
-        tmp_path / "etcd-tls", tls=EtcdTls(cert_file=pki.server_cert, key_file=pki.server_key, client_ca=pki.ca)
+        tmp_path / "etcd-tls",
+        tls=EtcdTls(cert_file=pki.server_cert, key_file=pki.server_key, client_ca=pki.ca),
     )
     server.start()
     try:
@@ -33,7 +34,9 @@ async def test_tls_with_a_client_certificate_reads_writes_and_watches(
     tls_etcd: EtcdServer, pki: Pki, prefix: str
 ) -> None:
     assert tls_etcd.endpoint.startswith("https://")
-    settings = fast_settings(tls_etcd.endpoint, ca_file=pki.ca, cert_file=pki.client_cert, key_file=pki.client_key)
+    settings = fast_settings(
+        tls_etcd.endpoint, ca_file=pki.ca, cert_file=pki.client_cert, key_file=pki.client_key
+    )
     async with EtcdClient(settings) as client:
         revision = await client.put(f"{prefix}/k", b"secret")
         kv, _ = await client.get(f"{prefix}/k")
@@ -42,7 +45,9 @@ async def test_tls_with_a_client_certificate_reads_writes_and_watches(
         assert [e.kv.key for e in events_of(batches)] == [f"{prefix}/k"]
 
 
-async def test_tls_without_a_client_certificate_is_refused(tls_etcd: EtcdServer, pki: Pki, prefix: str) -> None:
+async def test_tls_without_a_client_certificate_is_refused(
+    tls_etcd: EtcdServer, pki: Pki, prefix: str
+) -> None:
     settings = fast_settings(tls_etcd.endpoint, ca_file=pki.ca, retry_budget=1.0)
     async with EtcdClient(settings) as client:
         with pytest.raises(EtcdUnavailable) as raised:
@@ -51,7 +56,9 @@ async def test_tls_without_a_client_certificate_is_refused(tls_etcd: EtcdServer,
 
 
 def etcdctl(server: EtcdServer, *args: str) -> None:
-    subprocess.run(["etcdctl", "--endpoints", server.endpoint, *args], check=True, capture_output=True, timeout=20)
+    subprocess.run(
+        ["etcdctl", "--endpoints", server.endpoint, *args], check=True, capture_output=True, timeout=20
+    )
 
 
 @pytest.fixture

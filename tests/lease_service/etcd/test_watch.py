@@ -18,7 +18,10 @@ pytestmark = pytest.mark.etcd
 async def put_many_in_one_revision(etcd: EtcdServer, items: dict[str, bytes]) -> int:
     """Several puts in one transaction: several events with one revision."""
     async with grpc.aio.insecure_channel(etcd.endpoint.removeprefix("http://")) as channel:
-        ops = [rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(key=k.encode(), value=v)) for k, v in items.items()]
+        ops = [
+            rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(key=k.encode(), value=v))
+            for k, v in items.items()
+        ]
         response = await rpc_pb2_grpc.KVStub(channel).Txn(rpc_pb2.TxnRequest(success=ops))
         return int(response.header.revision)
 
