@@ -135,3 +135,9 @@ def test_the_console_script_reports_a_bad_env_value_and_exits_2(capsys: pytest.C
     finally:
         del os.environ["FLANNELD_MAX_RESTARTS"]
     assert "FLANNELD_MAX_RESTARTS" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["-v=2"], ["-v2"], ["--v=2"], ["-v", "2"]])
+def test_verbosity_is_accepted_the_ways_flannel_users_write_it(argv: list[str]) -> None:
+    config = cli.parse(argv, {})
+    assert config.backend_args == ("-v", "2") and config.lease_args == ("-v", "2")

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from tests.supervisor.harness import Flanneld, alive
+from tests.support.wait import wait_until
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
@@ -32,3 +33,14 @@ def test_stop_while_the_backend_waits_for_the_lease_service(flanneld: Callable[.
     f.signal(signal.SIGTERM)
     assert f.wait() == 0
     assert f.pids("backend") == [] and not alive(lease)
+
+
+def test_children_are_told_to_stop_when_flanneld_dies(flanneld: Callable[..., Flanneld]) -> None:
+    f = flanneld()
+    [lease] = f.wait_pids("lease", 1)
+    [backend] = f.wait_pids("backend", 1)
+    f.signal(signal.SIGKILL)
+    f.wait()
+    # setpriv --pdeathsig SIGTERM: no orphaned children keep running unsupervised
+    wait_until(lambda: not alive(lease) and not alive(backend), what="both children gone")
+    assert {(e.child, e.what) for e in f.events()} >= {("lease", "term"), ("backend", "term")}
