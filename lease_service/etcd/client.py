@@ -593,6 +593,7 @@ class EtcdClient:
         delay = s.backoff_initial
         failures = 0
         denied = 0
+        established: float | None = None  # when the current stream was created
         while True:
             index = self._current
             conn = self._connection(index)
@@ -642,7 +643,7 @@ class EtcdClient:
                                 next_rev,
                                 failures,
                             )
-                        failures, denied, delay = 0, 0, s.backoff_initial
+                        failures, denied, established = 0, 0, loop.time()
                     elif response.fragment:
                         pending.extend(response.events)  # etcd split one big response: join it
                     else:
@@ -675,6 +676,11 @@ class EtcdClient:
                     raise EtcdError(f"etcd watch {prefix!r}: client closed", endpoint=url) from exc
                 failures += 1
                 self._failed(index)
+                # Start the back-off afresh only after a stream that lived a while, so a server
+                # that accepts watches and drops them at once is not hammered.
+                if established is not None and loop.time() - established > s.backoff_max:
+                    delay = s.backoff_initial
+                established = None
                 pause = self._backoff(delay)
                 delay = min(delay * 2, s.backoff_max)
                 log.warning(
