@@ -202,7 +202,9 @@ class _Opt:
     parse: Callable[[str], Any]
     help: str
     target: Target
-    kind: Literal["value", "bool", "list"] = "value"
+    kind: Literal["value", "bool", "list", "level", "explicit-bool"] = "value"
+    """``bool``: passed as a bare flag when true; ``explicit-bool``: passed as ``--flag=true|false``;
+    ``level``: an integer passed as that many ``-v``; ``list``: repeatable."""
     default: Any = None
     metavar: str | None = None
     env_split: bool = False
@@ -240,11 +242,13 @@ _OPTIONS: tuple[_Opt, ...] = (
          metavar="NAME"),
     _Opt("--net-config-path", _nonempty, "path to net-conf.json (with --kube-subnet-mgr)", "lease",
          metavar="FILE"),
-    _Opt("--public-ipv6", _ipv6, "IPv6 address accessible by other nodes for inter-host communication",
-         "lease", metavar="IPV6"),
+    _Opt("--kube-annotation-prefix", _nonempty, "node annotation prefix (lease service default: "
+         "flannel.alpha.coreos.com)", "lease", metavar="PREFIX"),
+    _Opt("--set-node-network-unavailable", _bool, "set the node's NetworkUnavailable condition to False once "
+         "the lease is held (lease service default: true)", "lease", kind="explicit-bool"),
     _Opt("--subnet-file", _nonempty, "file the lease service writes the subnet env to "
          "(lease service default: /run/flannel/subnet.env)", "lease", metavar="FILE"),
-    _Opt("--subnet-lease-renew-margin", _int_in(1, 1440),
+    _Opt("--subnet-lease-renew-margin", _int_in(0, 1439),
          "minutes before its expiry at which the lease is renewed (lease service default: 60)", "lease",
          metavar="MINUTES"),
     _Opt("--socket-group", _nonempty, "group owning the lease socket (default: the --lease-group)", "self",
@@ -256,11 +260,14 @@ _OPTIONS: tuple[_Opt, ...] = (
          metavar="IP"),
     _Opt("--iface", _nonempty, "interface to use (IP or name) for inter-host communication; repeatable "
          "(env: comma-separated)", "both", kind="list", metavar="IFACE", env_split=True),
-    _Opt("--iface-regex", _regex, "regex matching the first interface to use; repeatable", "both", kind="list",
-         metavar="REGEX"),
+    _Opt("--iface-regex", _regex, "regex matching the first interface to use; repeatable", "lease",
+         kind="list", metavar="REGEX"),
+    _Opt("--public-ipv6", _ipv6, "IPv6 address accessible by other nodes for inter-host communication",
+         "both", metavar="IPV6"),
     _Opt("--ip-masq", _bool, "set up IP masquerade for traffic leaving the flannel network", "both",
          kind="bool"),
-    _Opt("-v", _int_in(0, 10), "log verbosity level of the children", "both", metavar="LEVEL"),
+    _Opt("-v", _int_in(0, 10), "log verbosity level of the children (passed as that many -v)", "both",
+         kind="level", metavar="LEVEL"),
     # flanneld itself
     _Opt("--run-dir", _nonempty, "directory of the children's sockets (default: /run/flannel)", "self",
          metavar="DIR"),
@@ -295,7 +302,10 @@ _OPTIONS: tuple[_Opt, ...] = (
          "(default: 60)", "self", metavar="SECONDS"),
 )
 
-_LEASE_FLAGS = "etcd-* kube-* node-name net-config-path public-ip public-ipv6 subnet-* iface* ip-masq"
+_LEASE_FLAGS = (
+    "--etcd-*, --kube-*, --set-node-network-unavailable, --node-name, --net-config-path, --public-ip, "
+    "--public-ipv6, --subnet-*, --iface, --iface-regex, --ip-masq, --grpc-listen"
+)
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -310,7 +320,8 @@ def _build_parser() -> argparse.ArgumentParser:
         epilog=(
             "Boolean flags take an optional value (--ip-masq, --ip-masq=false). Durations are seconds, "
             "or a number with ms/s/m/h. Only the flags given are passed on: the lease service gets "
-            f"{_LEASE_FLAGS} and -v; the backend gets --iface, --iface-regex, --public-ip, --ip-masq and -v."
+            f"{_LEASE_FLAGS} and -v; the backend gets --public-ip, --public-ipv6, --ip-masq, -v and the first "
+            "--iface."
         ),
     )
     groups = {
@@ -325,7 +336,7 @@ def _build_parser() -> argparse.ArgumentParser:
         flags = [opt.flag]
         if opt.flag == "-v":
             flags.append("--v")
-        if opt.kind == "bool":
+        if opt.kind in ("bool", "explicit-bool"):
             group.add_argument(*flags, dest=opt.dest, nargs="?", const="true", default=None, metavar="BOOL",
                                type=opt.parse, help=help_text)
         elif opt.kind == "list":
@@ -375,6 +386,10 @@ def _flag_args(flag: str, kind: str, value: Any) -> list[str]:
         return []
     if kind == "bool":
         return [flag] if value else []
+    if kind == "explicit-bool":
+        return [f"{flag}={'true' if value else 'false'}"]
+    if kind == "level":
+        return [flag] * int(value)
     if kind == "list":
         return [a for v in value for a in (flag, str(v))]
     return [flag, str(value)]
@@ -403,6 +418,8 @@ def parse(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None =
         if opt.target in ("lease", "both"):
             lease_args += args
         if opt.target in ("backend", "both"):
+            if opt.flag == "--iface" and args:
+                args = args[:2]  # flannel-backend takes one interface: the first, as flannel uses it
             backend_args += args
 
     identity: Identity | None = None

@@ -20,19 +20,23 @@ def test_defaults_pass_nothing_to_the_children_but_the_run_dir() -> None:
     assert config.stop_grace == 10 and config.log_format == "text"
 
 
-def test_each_child_gets_only_its_flags() -> None:
+def test_each_child_gets_only_its_flags_in_the_shape_it_takes() -> None:
     config = cli.parse(
         ["--etcd-endpoints", "http://a:2379", "--iface", "eth0", "--iface", "10.0.0.1", "--ip-masq",
-         "--public-ip", "10.0.0.1", "--kube-subnet-mgr", "--subnet-lease-renew-margin", "30", "-v", "2",
-         "--healthz-port", "8471"],
+         "--iface-regex", "^en", "--public-ip", "10.0.0.1", "--public-ipv6", "fd00::1", "--kube-subnet-mgr",
+         "--subnet-lease-renew-margin", "30", "-v", "2", "--healthz-port", "8471",
+         "--set-node-network-unavailable=false", "--kube-annotation-prefix", "example.com"],
         {},
     )
     assert config.lease_args == (
-        "--etcd-endpoints", "http://a:2379", "--kube-subnet-mgr", "--subnet-lease-renew-margin", "30",
-        "--public-ip", "10.0.0.1", "--iface", "eth0", "--iface", "10.0.0.1", "--ip-masq", "-v", "2",
+        "--etcd-endpoints", "http://a:2379", "--kube-subnet-mgr", "--kube-annotation-prefix", "example.com",
+        "--set-node-network-unavailable=false", "--subnet-lease-renew-margin", "30",
+        "--public-ip", "10.0.0.1", "--iface", "eth0", "--iface", "10.0.0.1", "--iface-regex", "^en",
+        "--public-ipv6", "fd00::1", "--ip-masq", "-v", "-v",
     )
+    # flannel-backend takes one --iface (flannel uses the first), no regex, and -v as a count
     assert config.backend_args == (
-        "--public-ip", "10.0.0.1", "--iface", "eth0", "--iface", "10.0.0.1", "--ip-masq", "-v", "2",
+        "--public-ip", "10.0.0.1", "--iface", "eth0", "--public-ipv6", "fd00::1", "--ip-masq", "-v", "-v",
     )
     assert config.healthz_port == 8471
 
@@ -140,4 +144,4 @@ def test_the_console_script_reports_a_bad_env_value_and_exits_2(capsys: pytest.C
 @pytest.mark.parametrize("argv", [["-v=2"], ["-v2"], ["--v=2"], ["-v", "2"]])
 def test_verbosity_is_accepted_the_ways_flannel_users_write_it(argv: list[str]) -> None:
     config = cli.parse(argv, {})
-    assert config.backend_args == ("-v", "2") and config.lease_args == ("-v", "2")
+    assert config.backend_args == ("-v", "-v") and config.lease_args == ("-v", "-v")
