@@ -144,8 +144,7 @@ def _backend_data(key: str, doc: dict[str, Any], field: str) -> str:
     raw = doc.get(field)
     if raw is None:
         return ""
-    if not isinstance(raw, dict):
-        raise CorruptLease(f"lease {key}: {field} must be a JSON object, got {raw!r}")
+    # Any JSON value: vxlan publishes an object, flannel's extension backend a string.
     return json.dumps(raw, separators=(",", ":"), sort_keys=True)
 
 

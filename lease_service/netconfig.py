@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Any
 
-#: Backends this project implements; flannel's default (no Backend) is udp, which we do not.
+#: Backends flannel-backend implements. Any other type is left to a third-party backend
+#: (flanneld --backend-cmd), except flannel's default, udp, which nobody here implements.
 SUPPORTED_BACKENDS = ("vxlan", "host-gw")
+UNSUPPORTED_BACKENDS = ("udp",)
 
 
 class ConfigError(ValueError):
@@ -120,11 +122,11 @@ def _backend(doc: dict[str, Any], source: str) -> tuple[str, dict[str, Any]]:
     backend_type = backend.get("Type", "udp")
     if not isinstance(backend_type, str):
         raise ConfigError(f"{source}: Backend.Type must be a string, got {backend_type!r}")
-    if backend_type not in SUPPORTED_BACKENDS:
+    if not backend_type or backend_type in UNSUPPORTED_BACKENDS:
         note = " (flannel's default when Backend.Type is absent)" if "Type" not in backend else ""
         raise ConfigError(
             f"{source}: Backend.Type {backend_type!r}{note} is not supported by flannel-py; "
-            f"supported types: {supported}"
+            f"built-in types: {supported} (or any type a third-party backend serves, see docs/backends.md)"
         )
     return backend_type, backend
 

@@ -79,11 +79,9 @@ class LeaseServicer(lease_pb2_grpc.LeaseServiceServicer):
             text = getattr(request, field)
             if text:
                 try:
-                    parsed = json.loads(text)
+                    json.loads(text)
                 except json.JSONDecodeError as exc:
                     await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{field} is not JSON: {exc}")
-                if not isinstance(parsed, dict):
-                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{field} must be a JSON object, got {text!r}")
         if not MTU_MIN <= request.mtu <= MTU_MAX:
             await context.abort(grpc.StatusCode.OUT_OF_RANGE, f"mtu {request.mtu} is outside {MTU_MIN}..{MTU_MAX}")
         attrs = LeaseAttrs(

@@ -349,8 +349,6 @@ def _json_object(node: str, notes: dict[str, str], key: str) -> str:
         value = json.loads(raw)  # type: ignore[arg-type]
     except json.JSONDecodeError as exc:
         raise CorruptLease(f"node {node}: annotation {key} is not JSON: {exc}") from exc
-    if not isinstance(value, dict):
-        raise CorruptLease(f"node {node}: annotation {key} must be a JSON object, got {raw!r}")
     return json.dumps(value, separators=(",", ":"), sort_keys=True)
 
 

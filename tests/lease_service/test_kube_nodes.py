@@ -47,7 +47,6 @@ def test_a_node_not_managed_by_a_kube_subnet_manager_is_no_lease(manager: KubeSu
     ("bad", "words"),
     [
         (node(backend_data="{nope"), ["n1", "backend-data", "not JSON"]),
-        (node(backend_data="[1]"), ["n1", "backend-data", "JSON object"]),
         (node(public_ip="300.1.1.1"), ["n1", "public-ip", "300.1.1.1"]),
         (node(pod_cidr=None), ["n1", "pod CIDR"]),
         (node(pod_cidr="10.99.3.0/24"), ["n1", "outside"]),

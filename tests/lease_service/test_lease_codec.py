@@ -42,7 +42,6 @@ def test_values_round_trip_with_flannels_field_names() -> None:
         ("10.244.3.0-24", b'{"PublicIP": 7}', ["PublicIP", "7"]),
         ("10.244.3.0-24", b'{"PublicIP": "1.2.3"}', ["PublicIP", "1.2.3"]),
         ("10.244.3.0-24", b'{"BackendType": "vxlan"}', ["PublicIP", "missing"]),
-        ("10.244.3.0-24", b'{"PublicIP": "1.2.3.4", "BackendData": "x"}', ["BackendData"]),
         ("10.244.3.0-24", b'{"PublicIP": "1.2.3.4", "BackendType": 5}', ["BackendType"]),
         ("banana", b'{"PublicIP": "1.2.3.4"}', ["banana", "subnet key"]),
         ("10.244.3.7-24", b'{"PublicIP": "1.2.3.4"}', ["10.244.3.7-24"]),

@@ -54,7 +54,7 @@ def test_ipv6_defaults_to_slash_64() -> None:
         ({"EnableIPv4": "yes"}, ["EnableIPv4", "'yes'"]),
         ({"Backend": None}, ["Backend", "udp", "vxlan, host-gw"]),
         ({"Backend": {}}, ["Backend.Type", "udp", "vxlan, host-gw"]),
-        ({"Backend": {"Type": "wireguard"}}, ["Backend.Type", "wireguard", "vxlan, host-gw"]),
+        ({"Backend": {"Type": "udp"}}, ["Backend.Type", "udp", "vxlan, host-gw"]),
         ({"Backend": "vxlan"}, ["Backend", "object"]),
     ],
 )
@@ -69,3 +69,7 @@ def test_bad_configs_are_refused_naming_the_field_and_value(fields: dict[str, ob
 def test_text_that_is_not_a_json_object_is_refused(text: str | bytes) -> None:
     with pytest.raises(ConfigError):
         parse_network_config(text)
+
+
+def test_a_type_we_do_not_build_in_is_left_to_a_third_party_backend() -> None:
+    assert parse_network_config(config(Backend={"Type": "extension", "SubnetAddCommand": "true"})).backend_type == "extension"
