@@ -147,8 +147,9 @@ def test_a_daemon_killed_and_restarted_under_a_10ms_ping_loses_no_reply_and_chan
             c.restart_lease_service(n1)
             # the backend reconnects and resumes its stream; it keeps serving meanwhile
             assert health_status(n1.backend_socket) == "SERVING" and n1.backend.alive()
-        still_running = pinger.running()
         mid = all_kernel_objects(c)
+        assert_follows_the_store(c, n1)  # the restarted side is connected again and applies deltas
+        still_running = pinger.running()
         result = pinger.result()
     finally:
         pinger.kill()
@@ -215,6 +216,20 @@ def test_a_deleted_lease_takes_its_routes_neighbours_and_fdb_entries_off_the_oth
             other.subnet for other in (c.node(1), c.node(2)) if other is not node}
     assert c.ping(c.node(1), c.node(2).pod_ip, 3).received == 3
     assert c.ping(c.node(1), n3.pod_ip, 2, interval=0.2).received == 0
+
+
+def assert_follows_the_store(c: Cluster, node: Any) -> None:
+    """A peer lease written into etcd reaches ``node``'s kernel, and its deletion takes it away."""
+    key = "10.244.199.0-24"
+    assert key not in c.leases(), "pick another probe subnet"
+    value = {"PublicIP": f"{c.underlay}.97", "BackendType": "vxlan",
+             "BackendData": {"VNI": 1, "VtepMAC": "0a:58:0a:f4:c7:01"}}
+    c.etcd_put(f"{c.prefix}/subnets/{key}", json.dumps(value))
+    try:
+        wait_until(lambda: "10.244.199.0/24" in ip_routes(node.ns), timeout=15, what="the probe lease routed")
+    finally:
+        c.etcd_delete(f"{c.prefix}/subnets/{key}")
+    wait_until(lambda: "10.244.199.0/24" not in ip_routes(node.ns), timeout=15, what="the probe lease removed")
 
 
 def ip_routes(ns: str) -> dict[str, tuple[str | None, str | None]]:
