@@ -5,16 +5,20 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from tests.support.wait import wait_until
+
+T = TypeVar("T")
 
 FAKE_CHILD = Path(__file__).with_name("fake_child.py")
 REPO = Path(__file__).resolve().parents[2]
@@ -66,10 +70,13 @@ class Flanneld:
         args: Sequence[str] = (),
         *,
         lease_cmd: str | None = None,
+        real_children: bool = False,
         healthz: bool = True,
         env: dict[str, str] | None = None,
         prefix: Sequence[str] = (),
+        netns: str | None = None,
     ) -> None:
+        self.netns = netns
         self.tmp = tmp_path
         self.run_dir = tmp_path / "run"
         self.events_file = tmp_path / "events"
@@ -77,8 +84,10 @@ class Flanneld:
         self.argv = [
             *prefix, sys.executable, "-m", "supervisor",
             "--run-dir", str(self.run_dir),
-            "--lease-cmd", lease_cmd or fake_cmd("lease", "lease.sock", self.events_file, *lease),
-            "--backend-cmd", fake_cmd("backend", "backend.sock", self.events_file, *backend),
+            *([] if real_children else [
+                "--lease-cmd", lease_cmd or fake_cmd("lease", "lease.sock", self.events_file, *lease),
+                "--backend-cmd", fake_cmd("backend", "backend.sock", self.events_file, *backend),
+            ]),
             "--probe-interval", "0.1", "--probe-timeout", "0.5", "--probe-failures", "3",
             "--restart-backoff-initial", "0.1", "--restart-backoff-max", "0.5", "--stop-grace", "3",
             "--startup-timeout", "20",
@@ -121,19 +130,43 @@ class Flanneld:
         return [e.pid for e in self.events() if e.child == child and e.what == what]
 
     def wait_pids(self, child: str, count: int, what: str = "start", timeout: float = 15) -> list[int]:
-        return wait_until(lambda: (p := self.pids(child, what)) and len(p) >= count and p, timeout=timeout,
-                          what=f"{count} {what} events of {child}; lines: {self.tail()}")
+        return self._wait(lambda: (p := self.pids(child, what)) and len(p) >= count and p, timeout,
+                          f"{count} {what} events of {child}")
+
+    def started(self, child: str) -> list[int]:
+        """Pids of ``child`` (``lease-service``, ``backend``) from flanneld's own "started (pid N)" lines."""
+        found = (re.search(rf"\[flanneld\] {child} started \(pid (\d+)\)", line) for line in list(self.lines))
+        return [int(m.group(1)) for m in found if m]
+
+    def wait_started(self, child: str, count: int, timeout: float = 30) -> list[int]:
+        return self._wait(lambda: (p := self.started(child)) and len(p) >= count and p, timeout,
+                          f"{count} starts of {child}")
 
     def wait_line(self, text: str, timeout: float = 15) -> str:
         def find() -> str | None:
             return next((line for line in list(self.lines) if text in line), None)
 
-        return wait_until(find, timeout=timeout, what=f"a line with {text!r}; lines: {self.tail()}")
+        return self._wait(find, timeout, f"a line with {text!r}")
+
+    def _wait(self, predicate: Callable[[], T], timeout: float, what: str) -> T:
+        """wait_until, with flanneld's latest output in the failure message."""
+        try:
+            return wait_until(predicate, timeout=timeout, what=what)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\nflanneld output (last lines):\n{self.tail(40)}") from None
 
     def tail(self, n: int = 15) -> str:
         return "\n".join(self.lines[-n:] + self.errors[-5:])
 
     def http(self, path: str) -> tuple[int, str]:
+        if self.netns is not None:  # the healthz port lives in flanneld's network namespace
+            from tests.support.cluster import in_netns
+
+            netns, self.netns = self.netns, None
+            try:
+                return in_netns(netns, lambda: self.http(path))
+            finally:
+                self.netns = netns
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=3)
         try:
             conn.request("GET", path)
@@ -150,7 +183,7 @@ class Flanneld:
                 return None
             return body or "." if got == code else None
 
-        return wait_until(check, timeout=timeout, what=f"{path} answering {code}; lines: {self.tail()}")
+        return self._wait(check, timeout, f"{path} answering {code}")
 
     def json_lines(self) -> list[dict[str, str]]:
         return [json.loads(line) for line in list(self.lines)]
@@ -170,12 +203,13 @@ class Flanneld:
             with _suppress():
                 os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=10)
-        for event in self.events():
-            if alive(event.pid):
+        pids = {e.pid for e in self.events()} | set(self.started("lease-service")) | set(self.started("backend"))
+        for pid in pids:
+            if alive(pid):
                 with _suppress():
-                    os.killpg(event.pid, signal.SIGKILL)
+                    os.killpg(pid, signal.SIGKILL)
                 with _suppress():
-                    os.kill(event.pid, signal.SIGKILL)
+                    os.kill(pid, signal.SIGKILL)
 
 
 class _suppress:
