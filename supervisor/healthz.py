@@ -30,7 +30,7 @@ class HealthzServer:
         self.host = host
         self.port = port
         self._statuses = statuses
-        self._server: asyncio.AbstractServer | None = None
+        self._server: asyncio.Server | None = None
         self._heartbeat_period = heartbeat_period
         self._last_beat = time.monotonic()
         self._beat_task: asyncio.Task[None] | None = None
