@@ -11,6 +11,9 @@ Layout (``<id>`` is a short random suffix, so that parallel test workers never c
     fpt<id>-p<i>   node i's "pod": ``eth0`` (a veth whose other end is a port of cni0) = subnet .2,
                    default route via .1, MTU from subnet.env
 
+With ``Cluster(flanneld=True)`` each node runs the supervisor (``python -m supervisor``), which starts
+both daemons itself; ``keep=True`` leaves everything running on exit (``Cluster.down_by_id`` removes it).
+
 Nothing touches the host's own network: every device is created inside one of these namespaces.
 The host reaches the daemons through their unix sockets (pathname sockets ignore network
 namespaces) and etcd from a thread that entered the etcd namespace with ``setns(2)``.
@@ -335,6 +338,12 @@ class Node:
     lease: Daemon
     backend: Daemon
     subnet_env: dict[str, str] = field(default_factory=dict)
+    flanneld: Daemon | None = None
+    """With ``Cluster(flanneld=True)``: the supervisor that runs ``lease`` and ``backend`` itself."""
+
+    def runs(self, daemon: Daemon) -> bool:
+        """Whether ``daemon`` (or the supervisor that owns it) is running."""
+        return self.flanneld.alive() if self.flanneld is not None else daemon.alive()
 
     @property
     def name(self) -> str:
@@ -406,7 +415,7 @@ class Cluster:
         underlay: str = "192.168.77",
         prefix: str = DEFAULT_PREFIX,
         cluster_id: str | None = None,
-        python: str = sys.executable,
+        flanneld: bool = False,
         backend_args: Sequence[str] = (),
         lease_args: Sequence[str] = (),
         keep: bool = False,
@@ -418,7 +427,7 @@ class Cluster:
         self.ip_masq = ip_masq
         self.underlay = underlay
         self.prefix = prefix
-        self.python = python
+        self.flanneld = flanneld
         self.backend_args = list(backend_args)
         self.lease_args = list(lease_args)
         self.keep = keep
@@ -451,12 +460,18 @@ class Cluster:
         self._etcd()
         for i in range(1, self.count + 1):
             self._node(i)
-        for node in self.nodes:
-            self.start_lease_service(node, wait=False)
+        if self.flanneld:
+            for node in self.nodes:
+                assert node.flanneld is not None
+                node.flanneld.start()
+        else:
+            for node in self.nodes:
+                self.start_lease_service(node, wait=False)
         for node in self.nodes:
             self.wait_lease_service(node)
-        for node in self.nodes:
-            self.start_backend(node, wait=False)
+        if not self.flanneld:
+            for node in self.nodes:
+                self.start_backend(node, wait=False)
         for node in self.nodes:
             self.wait_backend(node)
         for node in self.nodes:
@@ -467,7 +482,9 @@ class Cluster:
     def down(self) -> None:
         """Stop every process, delete every namespace; safe to call twice and after a failed ``up``."""
         for node in self.nodes:
-            for daemon in (node.backend, node.lease):
+            for daemon in (node.flanneld, node.backend, node.lease):
+                if daemon is None:
+                    continue
                 try:
                     daemon.kill()
                 except Exception:  # noqa: BLE001 - keep cleaning up
@@ -541,6 +558,11 @@ class Cluster:
             backend=Daemon("backend_service", backend_argv, self.base_dir / f"n{i}-backend.log",
                            prefix=["ip", "netns", "exec", ns, *NET_CAPS]),
         )
+        if self.flanneld:
+            node.flanneld = Daemon("supervisor", [
+                "--run-dir", str(run_dir), "--etcd-endpoints", self.etcd.endpoint, "--etcd-prefix", self.prefix,
+                "--iface", "eth0", *(["--ip-masq"] if self.ip_masq else []),
+            ], self.base_dir / f"n{i}-flanneld.log", prefix=["ip", "netns", "exec", ns])
         self.nodes.append(node)
         return node
 
@@ -570,10 +592,11 @@ class Cluster:
             self.wait_lease_service(node)
 
     def wait_lease_service(self, node: Node, timeout: float = 30) -> None:
-        wait_until(lambda: health_status(node.lease_socket) == "SERVING" or not node.lease.alive(),
+        log = node.flanneld or node.lease
+        wait_until(lambda: health_status(node.lease_socket) == "SERVING" or not node.runs(node.lease),
                    timeout=timeout, what=f"{node.name} lease service SERVING")
-        if not node.lease.alive():
-            raise RuntimeError(f"{node.name} lease service exited:\n{node.lease.log()[-3000:]}")
+        if not node.runs(node.lease):
+            raise RuntimeError(f"{node.name} lease service exited:\n{log.log()[-3000:]}")
 
     def start_backend(self, node: Node, wait: bool = True) -> None:
         node.backend.start()
@@ -581,13 +604,14 @@ class Cluster:
             self.wait_backend(node)
 
     def wait_backend(self, node: Node, timeout: float = 30) -> None:
+        log = node.flanneld or node.backend
         try:
-            wait_until(lambda: health_status(node.backend_socket) == "SERVING" or not node.backend.alive(),
+            wait_until(lambda: health_status(node.backend_socket) == "SERVING" or not node.runs(node.backend),
                        timeout=timeout, what=f"{node.name} backend SERVING")
         except AssertionError as exc:
-            raise RuntimeError(f"{exc}\n{node.name} backend log:\n{node.backend.log()[-3000:]}") from None
-        if not node.backend.alive():
-            raise RuntimeError(f"{node.name} backend exited:\n{node.backend.log()[-3000:]}")
+            raise RuntimeError(f"{exc}\n{node.name} backend log:\n{log.log()[-3000:]}") from None
+        if not node.runs(node.backend):
+            raise RuntimeError(f"{node.name} backend exited:\n{log.log()[-3000:]}")
         if not node.subnet_env:
             node.subnet_env = read_subnet_env(node.run_dir / "subnet.env")
 
