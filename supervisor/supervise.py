@@ -13,12 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import random
 import signal
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from supervisor.child import Child, RunResult
 from supervisor.cli import Config
@@ -56,12 +55,14 @@ class Supervisor:
         *,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.config = config
         self.lease = lease
         self.backend = backend
         self._clock = clock
         self._rng = rng or random.Random()
+        self._sleep = sleep
         self._stop = asyncio.Event()
         self.stopping = False
 
@@ -144,8 +145,4 @@ class Supervisor:
                 intensity.count(self._clock()), restart.max_restarts, restart.window,
             )
             child.set_status("BACKOFF")
-            await asyncio.sleep(delay)
-
-
-def environment() -> dict[str, str]:
-    return child_environment(os.environ)
+            await self._sleep(delay)
