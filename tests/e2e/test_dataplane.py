@@ -8,6 +8,7 @@ import json
 import subprocess
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import pytest
@@ -92,9 +93,7 @@ def test_leases_the_backend_refuses_are_reported_as_rejected_and_healthy_pods_ke
             c.etcd_put(f"{c.prefix}/subnets/{key}", json.dumps(value))
         want = {key: reason for key, (_, reason) in bad.items()}
         for node in c.nodes:
-            def rejected() -> dict[str, str]:
-                return {r.lease.key: r.reason for r in c.backend_status(node).rejected}
-            wait_until(lambda: rejected() == want, timeout=15, what=f"{node.name} rejecting {want}")
+            wait_until(partial(rejects, c, node, want), timeout=15, what=f"{node.name} rejecting {want}")
             for r in c.backend_status(node).rejected:
                 assert r.message, f"no message for {r.lease.key}"
         shown = json.loads(grpcurl(c.node(1).backend_socket, "flannel.v1.BackendService/GetStatus").stdout)
@@ -105,7 +104,7 @@ def test_leases_the_backend_refuses_are_reported_as_rejected_and_healthy_pods_ke
         for key in bad:
             c.etcd_delete(f"{c.prefix}/subnets/{key}")
     for node in c.nodes:
-        wait_until(lambda: not c.backend_status(node).rejected, timeout=15, what=f"{node.name} rejections cleared")
+        wait_until(partial(rejects, c, node, {}), timeout=15, what=f"{node.name} rejections cleared")
 
 
 def test_stale_flannel_objects_left_in_the_kernel_are_removed_when_the_backend_starts(
@@ -211,7 +210,7 @@ def test_a_deleted_lease_takes_its_routes_neighbours_and_fdb_entries_off_the_oth
                 and gone_mac not in {f["mac"] for f in objects["fdb"]})
 
     for node in (c.node(1), c.node(2)):
-        wait_until(lambda: n3_gone(node.ns), timeout=15, what=f"{n3.subnet} gone from {node.name}")
+        wait_until(partial(n3_gone, node.ns), timeout=15, what=f"{n3.subnet} gone from {node.name}")
         assert {r["dst"] for r in kernel_objects(node.ns)["routes"]} == {
             other.subnet for other in (c.node(1), c.node(2)) if other is not node}
     assert c.ping(c.node(1), c.node(2).pod_ip, 3).received == 3
@@ -230,6 +229,15 @@ def assert_follows_the_store(c: Cluster, node: Any) -> None:
     finally:
         c.etcd_delete(f"{c.prefix}/subnets/{key}")
     wait_until(lambda: "10.244.199.0/24" not in ip_routes(node.ns), timeout=15, what="the probe lease removed")
+
+
+def rejected(c: Cluster, node: Any) -> dict[str, str]:
+    """The leases ``node``'s backend refused, by key, with the reason code (GetStatus)."""
+    return {r.lease.key: r.reason for r in c.backend_status(node).rejected}
+
+
+def rejects(c: Cluster, node: Any, want: dict[str, str]) -> bool:
+    return rejected(c, node) == want
 
 
 def ip_routes(ns: str) -> dict[str, tuple[str | None, str | None]]:

@@ -33,10 +33,10 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 from tests.support.etcd import EtcdServer
 from tests.support.processes import Daemon, health_status
@@ -252,7 +252,7 @@ class EchoServer:
             self.proc.kill()
         self.proc.wait()
 
-    def __enter__(self) -> "EchoServer":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -441,7 +441,7 @@ class Cluster:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def __enter__(self) -> "Cluster":
+    def __enter__(self) -> Self:
         try:
             self.up()
         except BaseException:
@@ -453,7 +453,7 @@ class Cluster:
         if not self.keep:
             self.down()
 
-    def up(self) -> "Cluster":
+    def up(self) -> Self:
         """Underlay, etcd with the network config, the nodes' daemons, then one pod per node."""
         self.base_dir.mkdir(parents=True, exist_ok=True)
         self._underlay()
@@ -485,17 +485,12 @@ class Cluster:
             for daemon in (node.flanneld, node.backend, node.lease):
                 if daemon is None:
                     continue
-                try:
+                with suppress(Exception):  # keep cleaning up
                     daemon.kill()
-                except Exception:  # noqa: BLE001 - keep cleaning up
-                    pass
         if self.etcd is not None:
-            try:
+            with suppress(Exception):
                 self.etcd.kill()
-            except Exception:  # noqa: BLE001
-                pass
-        names = [ns for ns in self.namespaces]
-        delete_namespaces(list(reversed(names)))
+        delete_namespaces(list(reversed(self.namespaces)))
         self.namespaces.clear()
 
     @staticmethod
@@ -680,9 +675,11 @@ class Cluster:
     def wait_converged(self, timeout: float = 30) -> None:
         """Every node routes to every other node's subnet."""
         for node in self.nodes:
-            want = self.expected_peers(node)
-            wait_until(lambda: want <= self.peer_subnets_routed(node), timeout=timeout,
-                       what=f"{node.name} routes to {sorted(want)}")
+            self._wait_routes(node, self.expected_peers(node), timeout)
+
+    def _wait_routes(self, node: Node, want: set[str], timeout: float) -> None:
+        wait_until(lambda: want <= self.peer_subnets_routed(node), timeout=timeout,
+                   what=f"{node.name} routes to {sorted(want)}")
 
 
 def kernel_objects(ns: str) -> dict[str, Any]:
@@ -716,7 +713,9 @@ def kernel_objects(ns: str) -> dict[str, Any]:
         for f in ip_json(ns, "fdb", "show", "dev", name, tool="bridge"):
             if "permanent" in f.get("state", "") or f.get("dst"):
                 fdb.append({"dev": name, "mac": f.get("mac"), "dst": f.get("dst"), "state": f.get("state", "")})
-    key = lambda d: json.dumps(d, sort_keys=True)  # noqa: E731
+    def key(d: dict[str, Any]) -> str:
+        return json.dumps(d, sort_keys=True)
+
     return {"links": sorted(links, key=key), "routes": sorted(routes.values(), key=key),
             "neighbours": sorted(neighbours, key=key), "fdb": sorted(fdb, key=key)}
 
