@@ -79,7 +79,9 @@ class HealthProbe:
     async def check(self) -> str | None:
         """The status name the child answered, or None when it did not answer."""
         try:
-            response = await self._stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=self._timeout)
+            response = await self._stub.Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=self._timeout
+            )
         except grpc.aio.AioRpcError as exc:
             if exc.code() in _NO_ANSWER_CODES:
                 return None
@@ -141,7 +143,9 @@ class Child:
         self.process = process
         self.starts += 1
         assert process.stdout is not None
-        self._pump = asyncio.create_task(self._sink.forward(self.name, process.stdout), name=f"{self.name}-logs")
+        self._pump = asyncio.create_task(
+            self._sink.forward(self.name, process.stdout), name=f"{self.name}-logs"
+        )
         log.info("%s started (pid %d): %s", self.name, process.pid, self.launch.display())
         return process
 
@@ -199,7 +203,7 @@ class Child:
     async def _drain_output(self) -> None:
         # A grandchild may hold the pipe open after the child exits: do not wait for it forever.
         if self._pump is not None:
-            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(self._pump, timeout=1.0)
             self._pump = None
 
@@ -215,7 +219,7 @@ class Child:
                 process.send_signal(signal.SIGTERM)
             try:
                 await asyncio.wait_for(process.wait(), timeout=grace)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 log.warning("%s (pid %d) still running after %gs: SIGKILL", self.name, process.pid, grace)
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(process.pid, signal.SIGKILL)

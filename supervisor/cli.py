@@ -25,6 +25,7 @@ from typing import Any, Literal
 ENV_PREFIX = "FLANNELD_"
 
 DEFAULT_RUN_DIR = Path("/run/flannel")
+DEFAULT_HEALTHZ_IP = ipaddress.IPv4Address("0.0.0.0")
 
 
 class ConfigError(ValueError):
@@ -79,7 +80,7 @@ class Config:
     backend_cmd: tuple[str, ...] = ()
     """Command line of the backend (without flags); empty means ``python -m backend_service``."""
     lease_identity: Identity | None = None
-    healthz_ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.IPv4Address("0.0.0.0")
+    healthz_ip: ipaddress.IPv4Address | ipaddress.IPv6Address = DEFAULT_HEALTHZ_IP
     healthz_port: int = 0
     log_format: Literal["text", "json"] = "text"
     stop_grace: float = 10.0
@@ -115,7 +116,9 @@ def _seconds(text: str) -> float:
     """Seconds as a number, or Go-style ``500ms``/``10s``/``2m``."""
     match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|h)?\s*", text)
     if not match:
-        raise argparse.ArgumentTypeError(f"expected a duration in seconds (e.g. 10, 0.5, 500ms, 2m), got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected a duration in seconds (e.g. 10, 0.5, 500ms, 2m), got {text!r}"
+        )
     scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}[match.group(2)]
     return float(match.group(1)) * scale
 
@@ -221,85 +224,271 @@ class _Opt:
 
 _OPTIONS: tuple[_Opt, ...] = (
     # lease service (the store)
-    _Opt("--etcd-endpoints", _nonempty, "comma-separated etcd endpoints (lease service default: "
-         "http://127.0.0.1:4001,http://127.0.0.1:2379)", "lease", metavar="URLS"),
-    _Opt("--etcd-prefix", _nonempty, "etcd prefix (lease service default: /coreos.com/network)", "lease",
-         metavar="PREFIX"),
-    _Opt("--etcd-cafile", _nonempty, "SSL certificate authority file used to secure etcd communication",
-         "lease", metavar="FILE"),
-    _Opt("--etcd-certfile", _nonempty, "SSL certificate file used to secure etcd communication", "lease",
-         metavar="FILE"),
-    _Opt("--etcd-keyfile", _nonempty, "SSL key file used to secure etcd communication", "lease", metavar="FILE"),
+    _Opt(
+        "--etcd-endpoints",
+        _nonempty,
+        "comma-separated etcd endpoints (lease service default: http://127.0.0.1:4001,http://127.0.0.1:2379)",
+        "lease",
+        metavar="URLS",
+    ),
+    _Opt(
+        "--etcd-prefix",
+        _nonempty,
+        "etcd prefix (lease service default: /coreos.com/network)",
+        "lease",
+        metavar="PREFIX",
+    ),
+    _Opt(
+        "--etcd-cafile",
+        _nonempty,
+        "SSL certificate authority file used to secure etcd communication",
+        "lease",
+        metavar="FILE",
+    ),
+    _Opt(
+        "--etcd-certfile",
+        _nonempty,
+        "SSL certificate file used to secure etcd communication",
+        "lease",
+        metavar="FILE",
+    ),
+    _Opt(
+        "--etcd-keyfile", _nonempty, "SSL key file used to secure etcd communication", "lease", metavar="FILE"
+    ),
     _Opt("--etcd-username", _nonempty, "username for BasicAuth to etcd", "lease", metavar="USER"),
     _Opt("--etcd-password", _nonempty, "password for BasicAuth to etcd", "lease", metavar="PASSWORD"),
-    _Opt("--kube-subnet-mgr", _bool, "use the Kubernetes API (Node objects) instead of etcd", "lease",
-         kind="bool"),
-    _Opt("--kubeconfig-file", _nonempty, "kubeconfig file (default: in-cluster config)", "lease",
-         metavar="FILE"),
-    _Opt("--kube-api-url", _nonempty, "Kubernetes API server URL (default: in-cluster config)", "lease",
-         metavar="URL"),
-    _Opt("--node-name", _nonempty, "this node's name (default: $NODE_NAME, then the pod's node)", "lease",
-         metavar="NAME"),
-    _Opt("--net-config-path", _nonempty, "path to net-conf.json (with --kube-subnet-mgr)", "lease",
-         metavar="FILE"),
-    _Opt("--kube-annotation-prefix", _nonempty, "node annotation prefix (lease service default: "
-         "flannel.alpha.coreos.com)", "lease", metavar="PREFIX"),
-    _Opt("--set-node-network-unavailable", _bool, "set the node's NetworkUnavailable condition to False once "
-         "the lease is held (lease service default: true)", "lease", kind="explicit-bool"),
-    _Opt("--subnet-file", _nonempty, "file the lease service writes the subnet env to "
-         "(lease service default: /run/flannel/subnet.env)", "lease", metavar="FILE"),
-    _Opt("--subnet-lease-renew-margin", _int_in(0, 1439),
-         "minutes before its expiry at which the lease is renewed (lease service default: 60)", "lease",
-         metavar="MINUTES"),
-    _Opt("--socket-group", _nonempty, "group owning the lease socket (default: the --lease-group)", "self",
-         metavar="GROUP"),
-    _Opt("--grpc-listen", _nonempty, "also serve the lease service's gRPC on this TCP address", "lease",
-         metavar="HOST:PORT"),
+    _Opt(
+        "--kube-subnet-mgr",
+        _bool,
+        "use the Kubernetes API (Node objects) instead of etcd",
+        "lease",
+        kind="bool",
+    ),
+    _Opt(
+        "--kubeconfig-file",
+        _nonempty,
+        "kubeconfig file (default: in-cluster config)",
+        "lease",
+        metavar="FILE",
+    ),
+    _Opt(
+        "--kube-api-url",
+        _nonempty,
+        "Kubernetes API server URL (default: in-cluster config)",
+        "lease",
+        metavar="URL",
+    ),
+    _Opt(
+        "--node-name",
+        _nonempty,
+        "this node's name (default: $NODE_NAME, then the pod's node)",
+        "lease",
+        metavar="NAME",
+    ),
+    _Opt(
+        "--net-config-path",
+        _nonempty,
+        "path to net-conf.json (with --kube-subnet-mgr)",
+        "lease",
+        metavar="FILE",
+    ),
+    _Opt(
+        "--kube-annotation-prefix",
+        _nonempty,
+        "node annotation prefix (lease service default: flannel.alpha.coreos.com)",
+        "lease",
+        metavar="PREFIX",
+    ),
+    _Opt(
+        "--set-node-network-unavailable",
+        _bool,
+        "set the node's NetworkUnavailable condition to False once "
+        "the lease is held (lease service default: true)",
+        "lease",
+        kind="explicit-bool",
+    ),
+    _Opt(
+        "--subnet-file",
+        _nonempty,
+        "file the lease service writes the subnet env to (lease service default: /run/flannel/subnet.env)",
+        "lease",
+        metavar="FILE",
+    ),
+    _Opt(
+        "--subnet-lease-renew-margin",
+        _int_in(0, 1439),
+        "minutes before its expiry at which the lease is renewed (lease service default: 60)",
+        "lease",
+        metavar="MINUTES",
+    ),
+    _Opt(
+        "--socket-group",
+        _nonempty,
+        "group owning the lease socket (default: the --lease-group)",
+        "self",
+        metavar="GROUP",
+    ),
+    _Opt(
+        "--grpc-listen",
+        _nonempty,
+        "also serve the lease service's gRPC on this TCP address",
+        "lease",
+        metavar="HOST:PORT",
+    ),
     # both children
-    _Opt("--public-ip", _ipv4, "IP address accessible by other nodes for inter-host communication", "both",
-         metavar="IP"),
-    _Opt("--iface", _nonempty, "interface to use (IP or name) for inter-host communication; repeatable "
-         "(env: comma-separated)", "both", kind="list", metavar="IFACE", env_split=True),
-    _Opt("--iface-regex", _regex, "regex matching the first interface to use; repeatable", "lease",
-         kind="list", metavar="REGEX"),
-    _Opt("--public-ipv6", _ipv6, "IPv6 address accessible by other nodes for inter-host communication",
-         "both", metavar="IPV6"),
-    _Opt("--ip-masq", _bool, "set up IP masquerade for traffic leaving the flannel network", "both",
-         kind="bool"),
-    _Opt("-v", _int_in(0, 10), "log verbosity level of the children (passed as that many -v)", "both",
-         kind="level", metavar="LEVEL"),
+    _Opt(
+        "--public-ip",
+        _ipv4,
+        "IP address accessible by other nodes for inter-host communication",
+        "both",
+        metavar="IP",
+    ),
+    _Opt(
+        "--iface",
+        _nonempty,
+        "interface to use (IP or name) for inter-host communication; repeatable (env: comma-separated)",
+        "both",
+        kind="list",
+        metavar="IFACE",
+        env_split=True,
+    ),
+    _Opt(
+        "--iface-regex",
+        _regex,
+        "regex matching the first interface to use; repeatable",
+        "lease",
+        kind="list",
+        metavar="REGEX",
+    ),
+    _Opt(
+        "--public-ipv6",
+        _ipv6,
+        "IPv6 address accessible by other nodes for inter-host communication",
+        "both",
+        metavar="IPV6",
+    ),
+    _Opt(
+        "--ip-masq",
+        _bool,
+        "set up IP masquerade for traffic leaving the flannel network",
+        "both",
+        kind="bool",
+    ),
+    _Opt(
+        "-v",
+        _int_in(0, 10),
+        "log verbosity level of the children (passed as that many -v)",
+        "both",
+        kind="level",
+        metavar="LEVEL",
+    ),
     # flanneld itself
-    _Opt("--run-dir", _nonempty, "directory of the children's sockets (default: /run/flannel)", "self",
-         metavar="DIR"),
-    _Opt("--healthz-ip", _ip, "address the healthz server listens on (default: 0.0.0.0)", "self", metavar="IP"),
-    _Opt("--healthz-port", _int_in(0, 65535), "port of the healthz server; 0 disables it (default: 0)", "self",
-         metavar="PORT"),
-    _Opt("--backend-cmd", _command, "command line of a third-party backend replacing flannel-backend "
-         "(it gets --run-dir and the backend flags appended)", "self", metavar="CMD"),
-    _Opt("--lease-cmd", _command, "command line of the lease service (default: python -m lease_service)",
-         "self", metavar="CMD"),
-    _Opt("--lease-user", _nonempty, "run the lease service as this user (name or uid)", "self", metavar="USER"),
-    _Opt("--lease-group", _nonempty, "run the lease service as this group (name or gid); it owns the sockets",
-         "self", metavar="GROUP"),
+    _Opt(
+        "--run-dir",
+        _nonempty,
+        "directory of the children's sockets (default: /run/flannel)",
+        "self",
+        metavar="DIR",
+    ),
+    _Opt(
+        "--healthz-ip", _ip, "address the healthz server listens on (default: 0.0.0.0)", "self", metavar="IP"
+    ),
+    _Opt(
+        "--healthz-port",
+        _int_in(0, 65535),
+        "port of the healthz server; 0 disables it (default: 0)",
+        "self",
+        metavar="PORT",
+    ),
+    _Opt(
+        "--backend-cmd",
+        _command,
+        "command line of a third-party backend replacing flannel-backend "
+        "(it gets --run-dir and the backend flags appended)",
+        "self",
+        metavar="CMD",
+    ),
+    _Opt(
+        "--lease-cmd",
+        _command,
+        "command line of the lease service (default: python -m lease_service)",
+        "self",
+        metavar="CMD",
+    ),
+    _Opt(
+        "--lease-user", _nonempty, "run the lease service as this user (name or uid)", "self", metavar="USER"
+    ),
+    _Opt(
+        "--lease-group",
+        _nonempty,
+        "run the lease service as this group (name or gid); it owns the sockets",
+        "self",
+        metavar="GROUP",
+    ),
     _Opt("--log-format", _log_format, "text or json (default: text)", "self", metavar="FORMAT"),
-    _Opt("--max-restarts", _int_in(0), "restarts of one child allowed within --restart-window before "
-         "flanneld gives up (default: 5)", "self", metavar="N"),
-    _Opt("--restart-window", _positive_seconds, "seconds over which restarts are counted (default: 60)",
-         "self", metavar="SECONDS"),
-    _Opt("--restart-backoff-initial", _positive_seconds, "first delay before a restart (default: 0.5)", "self",
-         metavar="SECONDS"),
-    _Opt("--restart-backoff-max", _positive_seconds, "longest delay before a restart (default: 30)", "self",
-         metavar="SECONDS"),
-    _Opt("--stop-grace", _seconds, "seconds between SIGTERM and SIGKILL when stopping a child (default: 10)",
-         "self", metavar="SECONDS"),
-    _Opt("--probe-interval", _positive_seconds, "seconds between health probes (default: 1)", "self",
-         metavar="SECONDS"),
-    _Opt("--probe-timeout", _positive_seconds, "seconds one health probe may take (default: 1)", "self",
-         metavar="SECONDS"),
-    _Opt("--probe-failures", _int_in(1), "consecutive unanswered probes that restart a child (default: 3)",
-         "self", metavar="N"),
-    _Opt("--startup-timeout", _positive_seconds, "seconds a child has to answer its first health probe "
-         "(default: 60)", "self", metavar="SECONDS"),
+    _Opt(
+        "--max-restarts",
+        _int_in(0),
+        "restarts of one child allowed within --restart-window before flanneld gives up (default: 5)",
+        "self",
+        metavar="N",
+    ),
+    _Opt(
+        "--restart-window",
+        _positive_seconds,
+        "seconds over which restarts are counted (default: 60)",
+        "self",
+        metavar="SECONDS",
+    ),
+    _Opt(
+        "--restart-backoff-initial",
+        _positive_seconds,
+        "first delay before a restart (default: 0.5)",
+        "self",
+        metavar="SECONDS",
+    ),
+    _Opt(
+        "--restart-backoff-max",
+        _positive_seconds,
+        "longest delay before a restart (default: 30)",
+        "self",
+        metavar="SECONDS",
+    ),
+    _Opt(
+        "--stop-grace",
+        _seconds,
+        "seconds between SIGTERM and SIGKILL when stopping a child (default: 10)",
+        "self",
+        metavar="SECONDS",
+    ),
+    _Opt(
+        "--probe-interval",
+        _positive_seconds,
+        "seconds between health probes (default: 1)",
+        "self",
+        metavar="SECONDS",
+    ),
+    _Opt(
+        "--probe-timeout",
+        _positive_seconds,
+        "seconds one health probe may take (default: 1)",
+        "self",
+        metavar="SECONDS",
+    ),
+    _Opt(
+        "--probe-failures",
+        _int_in(1),
+        "consecutive unanswered probes that restart a child (default: 3)",
+        "self",
+        metavar="N",
+    ),
+    _Opt(
+        "--startup-timeout",
+        _positive_seconds,
+        "seconds a child has to answer its first health probe (default: 60)",
+        "self",
+        metavar="SECONDS",
+    ),
 )
 
 _LEASE_FLAGS = (
@@ -337,14 +526,30 @@ def _build_parser() -> argparse.ArgumentParser:
         if opt.flag == "-v":
             flags.append("--v")
         if opt.kind in ("bool", "explicit-bool"):
-            group.add_argument(*flags, dest=opt.dest, nargs="?", const="true", default=None, metavar="BOOL",
-                               type=opt.parse, help=help_text)
+            group.add_argument(
+                *flags,
+                dest=opt.dest,
+                nargs="?",
+                const="true",
+                default=None,
+                metavar="BOOL",
+                type=opt.parse,
+                help=help_text,
+            )
         elif opt.kind == "list":
-            group.add_argument(*flags, dest=opt.dest, action="append", default=None, metavar=opt.metavar,
-                               type=opt.parse, help=help_text)
+            group.add_argument(
+                *flags,
+                dest=opt.dest,
+                action="append",
+                default=None,
+                metavar=opt.metavar,
+                type=opt.parse,
+                help=help_text,
+            )
         else:
-            group.add_argument(*flags, dest=opt.dest, default=None, metavar=opt.metavar, type=opt.parse,
-                               help=help_text)
+            group.add_argument(
+                *flags, dest=opt.dest, default=None, metavar=opt.metavar, type=opt.parse, help=help_text
+            )
     return parser
 
 

@@ -20,7 +20,13 @@ log = logging.getLogger(__name__)
 Statuses = Callable[[], Mapping[str, str]]
 """Returns each child's current health as text; ``"SERVING"`` counts as healthy."""
 
-_REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 400: "Bad Request", 503: "Service Unavailable"}
+_REASONS = {
+    200: "OK",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    400: "Bad Request",
+    503: "Service Unavailable",
+}
 
 
 class HealthzServer:
@@ -97,7 +103,7 @@ class HealthzServer:
             )
             writer.write(head.encode() + (payload if parts[:1] != ["HEAD"] else b""))
             await writer.drain()
-        except (asyncio.TimeoutError, ConnectionError, UnicodeDecodeError):
+        except (TimeoutError, ConnectionError, UnicodeDecodeError):
             pass
         finally:
             writer.close()

@@ -19,6 +19,7 @@ its capabilities again.
 from __future__ import annotations
 
 import os
+import stat
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -144,6 +145,27 @@ def prepare_run_dir(config: Config) -> None:
     mode = 0o750 if lease_uid == 0 else 0o1770
     os.chown(run_dir, 0, gid)
     os.chmod(run_dir, mode)
+    _hand_over_leftovers(run_dir, lease_uid, gid)
+
+
+def _hand_over_leftovers(run_dir: Path, lease_uid: int, gid: int) -> None:
+    """Files an earlier run left under another owner, which the lease service could not replace in a
+    sticky directory: a stale ``lease.sock`` is removed, ``subnet.env`` is given to the lease user."""
+    stale = run_dir / LEASE_SOCKET
+    try:
+        st = stale.lstat()
+    except FileNotFoundError:
+        pass
+    else:
+        if st.st_uid != lease_uid and stat.S_ISSOCK(st.st_mode):
+            stale.unlink()
+    subnet_env = run_dir / "subnet.env"
+    try:
+        st = subnet_env.lstat()
+    except FileNotFoundError:
+        return
+    if stat.S_ISREG(st.st_mode) and st.st_uid != lease_uid:
+        os.chown(subnet_env, lease_uid, gid)
 
 
 def effective_caps(pid: int | str = "self") -> int:
@@ -160,7 +182,9 @@ def check_supervisor(config: Config, setpriv: str | None = None) -> None:
     if not os.access(launcher, os.X_OK):
         raise PrivilegeError(f"{launcher} not found or not executable (util-linux setpriv is needed)")
     if os.geteuid() != 0:
-        raise PrivilegeError(f"flanneld must run as root to set its children's privileges (euid {os.geteuid()})")
+        raise PrivilegeError(
+            f"flanneld must run as root to set its children's privileges (euid {os.geteuid()})"
+        )
     needed: Sequence[tuple[int, str]] = [
         (CAP_SETPCAP, "CAP_SETPCAP"),
         (CAP_NET_ADMIN, "CAP_NET_ADMIN"),

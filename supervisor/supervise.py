@@ -141,8 +141,14 @@ class Supervisor:
             delay = backoff.next_delay()
             log.warning(
                 "%s (%s) %s after %.1fs; restarting in %.2fs (%d of at most %d restarts within %gs)",
-                child.name, result.exit_status, result.reason, result.uptime, delay,
-                intensity.count(self._clock()), restart.max_restarts, restart.window,
+                child.name,
+                result.exit_status,
+                result.reason,
+                result.uptime,
+                delay,
+                intensity.count(self._clock()),
+                restart.max_restarts,
+                restart.window,
             )
             child.set_status("BACKOFF")
             await self._sleep(delay)

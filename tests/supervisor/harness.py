@@ -31,7 +31,17 @@ def free_port() -> int:
 
 
 def fake_cmd(name: str, sock: str, events: Path, *switches: str) -> str:
-    words = [sys.executable, str(FAKE_CHILD), "--name", name, "--socket", sock, "--events", str(events), *switches]
+    words = [
+        sys.executable,
+        str(FAKE_CHILD),
+        "--name",
+        name,
+        "--socket",
+        sock,
+        "--events",
+        str(events),
+        *switches,
+    ]
     return " ".join(words)
 
 
@@ -82,15 +92,36 @@ class Flanneld:
         self.events_file = tmp_path / "events"
         self.port = free_port() if healthz else 0
         self.argv = [
-            *prefix, sys.executable, "-m", "supervisor",
-            "--run-dir", str(self.run_dir),
-            *([] if real_children else [
-                "--lease-cmd", lease_cmd or fake_cmd("lease", "lease.sock", self.events_file, *lease),
-                "--backend-cmd", fake_cmd("backend", "backend.sock", self.events_file, *backend),
-            ]),
-            "--probe-interval", "0.1", "--probe-timeout", "0.5", "--probe-failures", "3",
-            "--restart-backoff-initial", "0.1", "--restart-backoff-max", "0.5", "--stop-grace", "3",
-            "--startup-timeout", "20",
+            *prefix,
+            sys.executable,
+            "-m",
+            "supervisor",
+            "--run-dir",
+            str(self.run_dir),
+            *(
+                []
+                if real_children
+                else [
+                    "--lease-cmd",
+                    lease_cmd or fake_cmd("lease", "lease.sock", self.events_file, *lease),
+                    "--backend-cmd",
+                    fake_cmd("backend", "backend.sock", self.events_file, *backend),
+                ]
+            ),
+            "--probe-interval",
+            "0.1",
+            "--probe-timeout",
+            "0.5",
+            "--probe-failures",
+            "3",
+            "--restart-backoff-initial",
+            "0.1",
+            "--restart-backoff-max",
+            "0.5",
+            "--stop-grace",
+            "3",
+            "--startup-timeout",
+            "20",
             *(["--healthz-ip", "127.0.0.1", "--healthz-port", str(self.port)] if healthz else []),
             *args,
         ]
@@ -101,8 +132,13 @@ class Flanneld:
 
     def start(self) -> Flanneld:
         self.proc = subprocess.Popen(
-            self.argv, cwd=REPO, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            stdin=subprocess.DEVNULL, start_new_session=True,
+            self.argv,
+            cwd=REPO,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
         for stream, sink in ((self.proc.stdout, self.lines), (self.proc.stderr, self.errors)):
             threading.Thread(target=self._read, args=(stream, sink), daemon=True).start()
@@ -130,8 +166,11 @@ class Flanneld:
         return [e.pid for e in self.events() if e.child == child and e.what == what]
 
     def wait_pids(self, child: str, count: int, what: str = "start", timeout: float = 15) -> list[int]:
-        return self._wait(lambda: (p := self.pids(child, what)) and len(p) >= count and p, timeout,
-                          f"{count} {what} events of {child}")
+        return self._wait(
+            lambda: (p := self.pids(child, what)) and len(p) >= count and p,
+            timeout,
+            f"{count} {what} events of {child}",
+        )
 
     def started(self, child: str) -> list[int]:
         """Pids of ``child`` (``lease-service``, ``backend``) from flanneld's own "started (pid N)" lines."""
@@ -139,8 +178,11 @@ class Flanneld:
         return [int(m.group(1)) for m in found if m]
 
     def wait_started(self, child: str, count: int, timeout: float = 30) -> list[int]:
-        return self._wait(lambda: (p := self.started(child)) and len(p) >= count and p, timeout,
-                          f"{count} starts of {child}")
+        return self._wait(
+            lambda: (p := self.started(child)) and len(p) >= count and p,
+            timeout,
+            f"{count} starts of {child}",
+        )
 
     def wait_line(self, text: str, timeout: float = 15) -> str:
         def find() -> str | None:
@@ -203,7 +245,9 @@ class Flanneld:
             with _suppress():
                 os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=10)
-        pids = {e.pid for e in self.events()} | set(self.started("lease-service")) | set(self.started("backend"))
+        pids = (
+            {e.pid for e in self.events()} | set(self.started("lease-service")) | set(self.started("backend"))
+        )
         for pid in pids:
             if alive(pid):
                 with _suppress():

@@ -71,7 +71,9 @@ def test_only_the_backend_may_change_the_network(flanneld: Callable[..., Flannel
     result = {e.child: e.detail for e in links}
     assert result["lease"].startswith("denied:") and "Operation_not_permitted" in result["lease"]
     assert result["backend"] == "ok"
-    shown = subprocess.run(["ip", "-n", netns, "-o", "link", "show"], capture_output=True, text=True).stdout
+    shown = subprocess.run(
+        ["ip", "-n", netns, "-o", "link", "show"], capture_output=True, text=True, check=False
+    ).stdout
     assert "fpb0" in shown and "fpl0" not in shown
 
 
@@ -96,17 +98,24 @@ except OSError as e:
 
 
 def _as(launcher: list[str], code: str, *args: str) -> str:
-    out = subprocess.run([*launcher, _PY, "-c", code, *args], capture_output=True, text=True, timeout=20)
+    out = subprocess.run(
+        [*launcher, _PY, "-c", code, *args], capture_output=True, text=True, timeout=20, check=False
+    )
     return (out.stdout + out.stderr).strip()
 
 
 @pytest.mark.skipif(not os.access(_PY, os.X_OK), reason="needs a system python3")
 def test_only_the_two_children_can_reach_the_lease_socket_of_a_non_root_lease_user(open_dir: Path) -> None:
-    config = cli.parse(["--run-dir", str(open_dir / "run"), "--lease-user", "nobody", "--lease-group", "nogroup"], {})
+    config = cli.parse(
+        ["--run-dir", str(open_dir / "run"), "--lease-user", "nobody", "--lease-group", "nogroup"], {}
+    )
     privileges.prepare_run_dir(config)
     lease_sock = config.run_dir / "lease.sock"
-    lease = subprocess.Popen([*privileges.lease_launcher(config.lease_identity), _PY, "-c", _LISTEN,
-                              str(lease_sock)], stdout=subprocess.PIPE, text=True)
+    lease = subprocess.Popen(
+        [*privileges.lease_launcher(config.lease_identity), _PY, "-c", _LISTEN, str(lease_sock)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert lease.stdout is not None and lease.stdout.readline().strip() == "listening"
         assert (lease_sock.stat().st_uid, lease_sock.stat().st_gid) == (65534, 65534)
@@ -121,7 +130,10 @@ def test_only_the_two_children_can_reach_the_lease_socket_of_a_non_root_lease_us
         bind = "import socket,sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1]); print('ok')"
         assert _as(backend, bind, str(backend_sock)) == "ok"
         unlink = "import os,sys\ntry:\n os.unlink(sys.argv[1]); print('ok')\nexcept OSError as e: print(type(e).__name__)"
-        assert _as(privileges.lease_launcher(config.lease_identity), unlink, str(backend_sock)) == "PermissionError"
+        assert (
+            _as(privileges.lease_launcher(config.lease_identity), unlink, str(backend_sock))
+            == "PermissionError"
+        )
     finally:
         lease.kill()
         lease.wait()
@@ -129,8 +141,10 @@ def test_only_the_two_children_can_reach_the_lease_socket_of_a_non_root_lease_us
 
 def test_the_lease_service_runs_as_the_lease_user(flanneld: Callable[..., Flanneld], open_dir: Path) -> None:
     script = "echo id=$(id -u):$(id -g) groups=$(id -G); exec sleep 60"
-    f = flanneld(lease_cmd=f"/bin/sh -c '{script}' lease", args=["--lease-user", "nobody", "--run-dir",
-                                                                    str(open_dir / "run")])
+    f = flanneld(
+        lease_cmd=f"/bin/sh -c '{script}' lease",
+        args=["--lease-user", "nobody", "--run-dir", str(open_dir / "run")],
+    )
     line = f.wait_line("[lease-service] id=")
     assert line.endswith("id=65534:65534 groups=65534")
     pid = int(f.wait_line("lease-service started (pid").split("(pid ")[1].split(")")[0])

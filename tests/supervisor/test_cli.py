@@ -16,27 +16,75 @@ def test_defaults_pass_nothing_to_the_children_but_the_run_dir() -> None:
     assert config.run_dir == Path("/run/flannel")
     assert config.lease_args == () and config.backend_args == ()
     assert config.healthz_ip == ipaddress.IPv4Address("0.0.0.0") and config.healthz_port == 0
-    assert config.restart == cli.RestartSettings(max_restarts=5, window=60, backoff_initial=0.5, backoff_max=30)
+    assert config.restart == cli.RestartSettings(
+        max_restarts=5, window=60, backoff_initial=0.5, backoff_max=30
+    )
     assert config.stop_grace == 10 and config.log_format == "text"
 
 
 def test_each_child_gets_only_its_flags_in_the_shape_it_takes() -> None:
     config = cli.parse(
-        ["--etcd-endpoints", "http://a:2379", "--iface", "eth0", "--iface", "10.0.0.1", "--ip-masq",
-         "--iface-regex", "^en", "--public-ip", "10.0.0.1", "--public-ipv6", "fd00::1", "--kube-subnet-mgr",
-         "--subnet-lease-renew-margin", "30", "-v", "2", "--healthz-port", "8471",
-         "--set-node-network-unavailable=false", "--kube-annotation-prefix", "example.com"],
+        [
+            "--etcd-endpoints",
+            "http://a:2379",
+            "--iface",
+            "eth0",
+            "--iface",
+            "10.0.0.1",
+            "--ip-masq",
+            "--iface-regex",
+            "^en",
+            "--public-ip",
+            "10.0.0.1",
+            "--public-ipv6",
+            "fd00::1",
+            "--kube-subnet-mgr",
+            "--subnet-lease-renew-margin",
+            "30",
+            "-v",
+            "2",
+            "--healthz-port",
+            "8471",
+            "--set-node-network-unavailable=false",
+            "--kube-annotation-prefix",
+            "example.com",
+        ],
         {},
     )
     assert config.lease_args == (
-        "--etcd-endpoints", "http://a:2379", "--kube-subnet-mgr", "--kube-annotation-prefix", "example.com",
-        "--set-node-network-unavailable=false", "--subnet-lease-renew-margin", "30",
-        "--public-ip", "10.0.0.1", "--iface", "eth0", "--iface", "10.0.0.1", "--iface-regex", "^en",
-        "--public-ipv6", "fd00::1", "--ip-masq", "-v", "-v",
+        "--etcd-endpoints",
+        "http://a:2379",
+        "--kube-subnet-mgr",
+        "--kube-annotation-prefix",
+        "example.com",
+        "--set-node-network-unavailable=false",
+        "--subnet-lease-renew-margin",
+        "30",
+        "--public-ip",
+        "10.0.0.1",
+        "--iface",
+        "eth0",
+        "--iface",
+        "10.0.0.1",
+        "--iface-regex",
+        "^en",
+        "--public-ipv6",
+        "fd00::1",
+        "--ip-masq",
+        "-v",
+        "-v",
     )
     # flannel-backend takes one --iface (flannel uses the first), no regex, and -v as a count
     assert config.backend_args == (
-        "--public-ip", "10.0.0.1", "--iface", "eth0", "--public-ipv6", "fd00::1", "--ip-masq", "-v", "-v",
+        "--public-ip",
+        "10.0.0.1",
+        "--iface",
+        "eth0",
+        "--public-ipv6",
+        "fd00::1",
+        "--ip-masq",
+        "-v",
+        "-v",
     )
     assert config.healthz_port == 8471
 
@@ -53,8 +101,15 @@ def test_environment_is_read_with_the_flannel_prefix() -> None:
     }
     config = cli.parse([], env)
     assert config.lease_args == (
-        "--etcd-endpoints", "http://e:2379", "--etcd-prefix", "/my/net",
-        "--iface", "eth0", "--iface", "eth1", "--ip-masq",
+        "--etcd-endpoints",
+        "http://e:2379",
+        "--etcd-prefix",
+        "/my/net",
+        "--iface",
+        "eth0",
+        "--iface",
+        "eth1",
+        "--ip-masq",
     )
     assert config.healthz_port == 9000
     assert config.restart.max_restarts == 2 and config.restart.window == 120
@@ -125,8 +180,17 @@ def test_help_lists_flags_and_their_environment_variables(capsys: pytest.Capture
         cli.parse(["--help"], {})
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    for text in ("--etcd-endpoints", "FLANNELD_ETCD_ENDPOINTS", "--backend-cmd", "--lease-user", "--healthz-port",
-                 "--max-restarts", "--stop-grace", "lease service", "CAP_NET_ADMIN"):
+    for text in (
+        "--etcd-endpoints",
+        "FLANNELD_ETCD_ENDPOINTS",
+        "--backend-cmd",
+        "--lease-user",
+        "--healthz-port",
+        "--max-restarts",
+        "--stop-grace",
+        "lease service",
+        "CAP_NET_ADMIN",
+    ):
         assert text in out
 
 

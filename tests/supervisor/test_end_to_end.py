@@ -35,8 +35,18 @@ def test_a_node_run_by_flanneld_joins_the_overlay_and_survives_restarts(
             real_children=True,
             prefix=["ip", "netns", "exec", ns],
             netns=ns,
-            args=["--etcd-endpoints", cluster.etcd.endpoint, "--etcd-prefix", cluster.prefix, "--iface", "eth0",
-                  "--probe-interval", "0.2", "--startup-timeout", "30"],
+            args=[
+                "--etcd-endpoints",
+                cluster.etcd.endpoint,
+                "--etcd-prefix",
+                cluster.prefix,
+                "--iface",
+                "eth0",
+                "--probe-interval",
+                "0.2",
+                "--startup-timeout",
+                "30",
+            ],
         )
         f.wait_http("/healthz", 200, timeout=60)
         [lease] = f.started("lease-service")
@@ -45,8 +55,11 @@ def test_a_node_run_by_flanneld_joins_the_overlay_and_survives_restarts(
         vtep = env["FLANNEL_SUBNET"].split("/")[0].rsplit(".", 1)[0] + ".0"  # flannel.1 holds <subnet>.0/32
 
         # the peer's pod reaches this node's VXLAN address across the underlay
-        wait_until(lambda: ping(peer.pod_ns, vtep, count=1, timeout=1).received == 1, timeout=30,
-                   what=f"ping {vtep} from {peer.name}'s pod; {f.tail()}")
+        wait_until(
+            lambda: ping(peer.pod_ns, vtep, count=1, timeout=1).received == 1,
+            timeout=30,
+            what=f"ping {vtep} from {peer.name}'s pod; {f.tail()}",
+        )
 
         # a killed backend comes back alone; the overlay works again
         os.kill(backend, signal.SIGKILL)
@@ -60,6 +73,9 @@ def test_a_node_run_by_flanneld_joins_the_overlay_and_survives_restarts(
         f.signal(signal.SIGTERM)
         assert f.wait(timeout=40) == 0
         stopped = [line for line in f.lines if "stopped: " in line and "[flanneld]" in line]
-        assert [("backend" in line, "lease-service" in line) for line in stopped[-2:]] == [(True, False), (False, True)]
+        assert [("backend" in line, "lease-service" in line) for line in stopped[-2:]] == [
+            (True, False),
+            (False, True),
+        ]
         assert "flannel.1" in ip(ns, "-o", "link", "show")
         assert ping(peer.pod_ns, vtep, count=1, timeout=1).received == 1

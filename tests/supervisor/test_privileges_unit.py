@@ -26,31 +26,66 @@ def test_the_lease_service_can_run_as_another_user() -> None:
 def test_the_backend_gets_exactly_net_admin_and_net_raw_and_the_lease_group() -> None:
     argv = privileges.backend_launcher(65534)
     caps = "-all,+net_admin,+net_raw"
-    assert {f"--inh-caps={caps}", f"--ambient-caps={caps}", f"--bounding-set={caps}", "--no-new-privs"} <= set(argv)
+    assert {
+        f"--inh-caps={caps}",
+        f"--ambient-caps={caps}",
+        f"--bounding-set={caps}",
+        "--no-new-privs",
+    } <= set(argv)
     assert argv[argv.index("--groups") + 1] == "65534"
     assert "--reuid" not in argv
 
 
 def test_default_children_are_the_project_modules_with_run_dir_and_their_flags(tmp_path: Path) -> None:
-    config = cli.parse(["--run-dir", str(tmp_path), "--iface", "eth0", "--etcd-prefix", "/p",
-                        "--lease-group", "nogroup", "--etcd-password", "s3cret"], {})
+    config = cli.parse(
+        [
+            "--run-dir",
+            str(tmp_path),
+            "--iface",
+            "eth0",
+            "--etcd-prefix",
+            "/p",
+            "--lease-group",
+            "nogroup",
+            "--etcd-password",
+            "s3cret",
+        ],
+        {},
+    )
     lease = privileges.lease_launch(config)
-    program = lease.argv[lease.argv.index("--") + 1:]
+    program = lease.argv[lease.argv.index("--") + 1 :]
     assert program[:3] == (sys.executable, "-m", "lease_service")
-    assert program[3:] == ("--run-dir", str(tmp_path), "--socket-group", "nogroup", "--etcd-prefix", "/p",
-                           "--etcd-password", "s3cret", "--iface", "eth0")
+    assert program[3:] == (
+        "--run-dir",
+        str(tmp_path),
+        "--socket-group",
+        "nogroup",
+        "--etcd-prefix",
+        "/p",
+        "--etcd-password",
+        "s3cret",
+        "--iface",
+        "eth0",
+    )
     assert lease.socket == tmp_path / "lease.sock"
     assert "s3cret" not in lease.display()
     backend = privileges.backend_launch(config)
-    program = backend.argv[backend.argv.index("--") + 1:]
+    program = backend.argv[backend.argv.index("--") + 1 :]
     assert program == (sys.executable, "-m", "backend_service", "--run-dir", str(tmp_path), "--iface", "eth0")
 
 
 def test_a_third_party_backend_gets_the_same_flags(tmp_path: Path) -> None:
-    config = cli.parse(["--run-dir", str(tmp_path), "--backend-cmd", "/opt/wg-backend --fast", "--ip-masq"], {})
+    config = cli.parse(
+        ["--run-dir", str(tmp_path), "--backend-cmd", "/opt/wg-backend --fast", "--ip-masq"], {}
+    )
     backend = privileges.backend_launch(config)
-    assert backend.argv[backend.argv.index("--") + 1:] == (
-        "/opt/wg-backend", "--fast", "--run-dir", str(tmp_path), "--ip-masq")
+    assert backend.argv[backend.argv.index("--") + 1 :] == (
+        "/opt/wg-backend",
+        "--fast",
+        "--run-dir",
+        str(tmp_path),
+        "--ip-masq",
+    )
 
 
 def test_the_run_dir_is_private_to_root_and_the_lease_group(tmp_path: Path) -> None:
@@ -60,8 +95,9 @@ def test_the_run_dir_is_private_to_root_and_the_lease_group(tmp_path: Path) -> N
     assert stat.S_IMODE(st.st_mode) == 0o750 and (st.st_uid, st.st_gid) == (0, 0)
 
     shared = tmp_path / "b"
-    privileges.prepare_run_dir(cli.parse(["--run-dir", str(shared), "--lease-user", "nobody",
-                                          "--lease-group", "nogroup"], {}))
+    privileges.prepare_run_dir(
+        cli.parse(["--run-dir", str(shared), "--lease-user", "nobody", "--lease-group", "nogroup"], {})
+    )
     st = shared.stat()
     # the lease user must create its socket there: group-writable, sticky, nothing for others
     assert stat.S_IMODE(st.st_mode) == 0o1770 and (st.st_uid, st.st_gid) == (0, 65534)
@@ -77,3 +113,19 @@ def test_the_supervisor_checks_it_can_grant_what_it_must() -> None:
         assert "setpriv" in str(exc)
     else:
         raise AssertionError("a missing setpriv must be reported")
+
+
+def test_leftovers_of_a_root_run_are_handed_to_a_new_lease_user(tmp_path: Path) -> None:
+    import socket
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(str(run_dir / "lease.sock"))
+    stale.close()
+    (run_dir / "subnet.env").write_text("FLANNEL_NETWORK=10.244.0.0/16\n")
+    (run_dir / "backend.sock").write_text("")  # the backend (root) replaces its own
+    privileges.prepare_run_dir(cli.parse(["--run-dir", str(run_dir), "--lease-user", "nobody"], {}))
+    assert not (run_dir / "lease.sock").exists()
+    assert (run_dir / "subnet.env").stat().st_uid == 65534
+    assert (run_dir / "backend.sock").exists()

@@ -10,7 +10,9 @@ from tests.supervisor.harness import Flanneld, alive
 from tests.support.wait import wait_until
 
 
-def test_a_killed_backend_comes_back_and_the_lease_service_is_untouched(flanneld: Callable[..., Flanneld]) -> None:
+def test_a_killed_backend_comes_back_and_the_lease_service_is_untouched(
+    flanneld: Callable[..., Flanneld],
+) -> None:
     f = flanneld()
     [lease] = f.wait_pids("lease", 1)
     [backend] = f.wait_pids("backend", 1)
@@ -25,7 +27,9 @@ def test_a_killed_backend_comes_back_and_the_lease_service_is_untouched(flanneld
     assert f.pids("lease") == [lease] and alive(lease)
 
 
-def test_a_killed_lease_service_comes_back_and_the_backend_is_untouched(flanneld: Callable[..., Flanneld]) -> None:
+def test_a_killed_lease_service_comes_back_and_the_backend_is_untouched(
+    flanneld: Callable[..., Flanneld],
+) -> None:
     f = flanneld()
     [lease] = f.wait_pids("lease", 1)
     [backend] = f.wait_pids("backend", 1)
@@ -49,7 +53,9 @@ def test_a_child_that_stops_answering_health_is_restarted(flanneld: Callable[...
     assert f.pids("lease") == [lease]
 
 
-def test_a_child_that_ignores_sigterm_is_killed_after_the_grace_period(flanneld: Callable[..., Flanneld]) -> None:
+def test_a_child_that_ignores_sigterm_is_killed_after_the_grace_period(
+    flanneld: Callable[..., Flanneld],
+) -> None:
     f = flanneld(backend=["--hang-after", "0.2", "--ignore-term"], args=["--stop-grace", "0.5"])
     [hung] = f.wait_pids("backend", 1)
     f.wait_line("still running after 0.5s: SIGKILL")
@@ -63,7 +69,9 @@ def test_a_crash_looping_child_makes_flanneld_give_up(flanneld: Callable[..., Fl
     assert code == 1
     assert len(f.pids("backend")) == 3  # first start + 2 restarts, then give up
     message = "giving up: backend needed more than 2 restarts within 60s"
-    assert any(message in line and "last exit status of backend: exit code 7" in line for line in f.errors), f.errors
+    assert any(message in line and "last exit status of backend: exit code 7" in line for line in f.errors), (
+        f.errors
+    )
     assert any(message in line for line in f.lines)
     # the lease service was stopped on the way out, never restarted
     [lease] = f.pids("lease")

@@ -57,8 +57,9 @@ def clock() -> list[float]:
     return [1000.0]
 
 
-def _supervisor(config: cli.Config, clock: list[float], delays: list[float]) -> tuple[Supervisor, ScriptedChild,
-                                                                                       ScriptedChild]:
+def _supervisor(
+    config: cli.Config, clock: list[float], delays: list[float]
+) -> tuple[Supervisor, ScriptedChild, ScriptedChild]:
     lease, backend = ScriptedChild("lease-service"), ScriptedChild("backend")
 
     async def sleep(delay: float) -> None:
@@ -96,12 +97,14 @@ async def test_a_crashing_child_is_restarted_with_growing_delays_and_the_other_i
     clock: list[float],
 ) -> None:
     delays: list[float] = []
-    sup, lease, backend = _supervisor(_config(max_restarts=10, backoff_initial=0.5, backoff_max=4), clock, delays)
+    sup, lease, backend = _supervisor(
+        _config(max_restarts=10, backoff_initial=0.5, backoff_max=4), clock, delays
+    )
     run = asyncio.create_task(sup.run())
     await _until(lambda: backend.runs == 1)
     for n in range(2, 7):
         backend.ends.put_nowait(RunResult(3, 0.1, "exited"))
-        await _until(lambda: backend.runs == n)
+        await _until(lambda n=n: backend.runs == n)
     assert lease.runs == 1
     bases = [0.5, 1, 2, 4, 4]
     assert all(b * 0.8 <= d <= min(b * 1.2, 4) for b, d in zip(bases, delays)), delays
@@ -111,14 +114,15 @@ async def test_a_crashing_child_is_restarted_with_growing_delays_and_the_other_i
 
 async def test_back_off_starts_over_after_a_run_as_long_as_the_window(clock: list[float]) -> None:
     delays: list[float] = []
-    sup, lease, backend = _supervisor(_config(max_restarts=10, window=60, backoff_initial=1, backoff_max=30), clock,
-                                      delays)
+    sup, _lease, backend = _supervisor(
+        _config(max_restarts=10, window=60, backoff_initial=1, backoff_max=30), clock, delays
+    )
     run = asyncio.create_task(sup.run())
     await _until(lambda: backend.runs == 1)
     for n, uptime in enumerate([1, 1, 1, 120], start=2):
         clock[0] += uptime
         backend.ends.put_nowait(RunResult(1, uptime, "exited"))
-        await _until(lambda: backend.runs == n)
+        await _until(lambda n=n: backend.runs == n)
     assert [round(d) for d in delays] == [1, 2, 4, 1]
     sup.request_stop()
     await run
@@ -133,7 +137,7 @@ async def test_more_restarts_than_allowed_within_the_window_gives_up(
     await _until(lambda: backend.runs == 1)
     for n in (2, 3):
         backend.ends.put_nowait(RunResult(7, 0.1, "exited"))
-        await _until(lambda: backend.runs == n)
+        await _until(lambda n=n: backend.runs == n)
     backend.ends.put_nowait(RunResult(-9, 0.1, "3 consecutive health probes unanswered"))
     assert await run == 1
     err = capsys.readouterr().err
@@ -144,13 +148,13 @@ async def test_more_restarts_than_allowed_within_the_window_gives_up(
 
 async def test_restarts_spread_over_more_than_the_window_never_give_up(clock: list[float]) -> None:
     delays: list[float] = []
-    sup, lease, backend = _supervisor(_config(max_restarts=2, window=10), clock, delays)
+    sup, _lease, backend = _supervisor(_config(max_restarts=2, window=10), clock, delays)
     run = asyncio.create_task(sup.run())
     await _until(lambda: backend.runs == 1)
     for n in range(2, 8):
         clock[0] += 6  # one crash every ~6 s: never 3 within 10 s
         backend.ends.put_nowait(RunResult(1, 6, "exited"))
-        await _until(lambda: backend.runs == n)
+        await _until(lambda n=n: backend.runs == n)
     assert not run.done()
     sup.request_stop()
     assert await run == 0
@@ -158,5 +162,7 @@ async def test_restarts_spread_over_more_than_the_window_never_give_up(clock: li
 
 def test_give_up_names_the_child_and_its_last_exit_status() -> None:
     exc = GiveUp("lease-service", 5, 60, RunResult(2, 0.3, "exited"))
-    assert str(exc) == ("giving up: lease-service needed more than 5 restarts within 60s "
-                        "(--max-restarts/--restart-window); last exit status of lease-service: exit code 2")
+    assert str(exc) == (
+        "giving up: lease-service needed more than 5 restarts within 60s "
+        "(--max-restarts/--restart-window); last exit status of lease-service: exit code 2"
+    )
