@@ -1,0 +1,141 @@
+"""Initial sync: N peer leases already in etcd; time from starting the lease service and the backend
+until the kernel holds all N peers (vxlan: a route, a neighbour and an FDB entry each).
+
+Baseline, in the same run: the same 3N objects loaded into a fresh namespace with the same
+``flannel.1`` device by ``bridge -batch`` (FDB) and ``ip -batch`` (neighbours, routes) from
+prepared files: the practical limit.
+
+    sudo .venv/bin/python bench/initial_sync.py --peers 1000 5000 10000 --json initial_sync.json
+
+JSON: one object per N (a list when several N are given) with ``peers``, ``seconds``,
+``baseline_seconds``, ``ratio``, ``rss_mb`` and ``cpu_seconds`` per process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import (  # noqa: E402
+    DEVICE,
+    NODE_ADDR,
+    KernelCounter,
+    Namespaces,
+    bench_node,
+    git_commit,
+    peer_mac,
+    peer_public_ip,
+    peer_subnet,
+    run,
+    table,
+    wait_for,
+    write_config,
+    write_json,
+    write_peers,
+)
+
+
+def batch_files(n: int) -> tuple[bytes, bytes]:
+    """(ip batch: neighbours then routes, bridge batch: FDB) for peers 0..n-1, as the backend programs them."""
+    neigh, routes, fdb = [], [], []
+    for i in range(n):
+        subnet = peer_subnet(i)
+        gw = subnet.split("/")[0]
+        neigh.append(f"neigh replace {gw} lladdr {peer_mac(i)} dev {DEVICE} nud permanent")
+        routes.append(f"route replace {subnet} via {gw} dev {DEVICE} onlink proto 70")
+        fdb.append(f"fdb replace {peer_mac(i)} dev {DEVICE} dst {peer_public_ip(i)} self permanent")
+    return ("\n".join(neigh + routes) + "\n").encode(), ("\n".join(fdb) + "\n").encode()
+
+
+def baseline(nss: Namespaces, n: int) -> float:
+    """Seconds for ``bridge -batch`` + ``ip -batch`` to load the 3n objects into a fresh namespace."""
+    ns = nss.add("b")
+    try:
+        run(["ip", "-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p"])
+        run(["ip", "-n", ns, "addr", "add", f"{NODE_ADDR}/24", "dev", "eth0"])
+        run(["ip", "-n", ns, "link", "set", "eth0", "up"])
+        run(["ip", "-n", ns, "link", "add", DEVICE, "type", "vxlan", "id", "1", "local", NODE_ADDR, "dev", "eth0",
+             "dstport", "8472", "nolearning"])
+        run(["ip", "-n", ns, "addr", "add", "10.0.0.0/32", "dev", DEVICE])
+        run(["ip", "-n", ns, "link", "set", DEVICE, "up"])
+        ip_batch, bridge_batch = batch_files(n)
+        t0 = time.monotonic()
+        run(["bridge", "-n", ns, "-batch", "-"], stdin=bridge_batch)
+        run(["ip", "-n", ns, "-batch", "-"], stdin=ip_batch)
+        seconds = time.monotonic() - t0
+        routes = run(["ip", "-n", ns, "route", "show", "proto", "70"]).stdout.count(b"\n")
+        if routes != n:
+            raise RuntimeError(f"baseline: {routes} routes instead of {n}")
+        return seconds
+    finally:
+        run(["ip", "netns", "del", ns], check=False)
+        nss.made.remove(ns)
+
+
+def measure(n: int, timeout: float) -> dict[str, object]:
+    with bench_node() as node:
+        write_config(node)
+        t = time.monotonic()
+        write_peers(node, range(n))
+        print(f"  N={n}: wrote {n} leases to etcd in {time.monotonic() - t:.1f}s", flush=True)
+        base = baseline(node.nss, n)
+        print(f"  N={n}: baseline ip/bridge -batch {base:.3f}s", flush=True)
+        counter = KernelCounter()
+        stages: dict[str, float] = {}
+        t0 = time.monotonic()
+        lease = node.start_lease_service()
+        backend = node.start_backend()
+
+        def synced() -> bool:
+            for proc in (lease, backend):
+                if not proc.alive():
+                    raise RuntimeError(f"{proc.name} exited {proc.popen.returncode}:\n{proc.tail()}")
+            routes, neigh, fdb = counter.counts()
+            if "first" not in stages and (routes or neigh or fdb):
+                stages["first"] = time.monotonic() - t0
+            return routes >= n and neigh >= n and fdb >= n
+
+        t1 = wait_for(synced, timeout, f"{n} peers in the kernel", interval=0.05)
+        seconds = t1 - t0
+        time.sleep(1.0)  # let the backend finish its post-reconcile work before reading the peaks
+        usage = {p.name: p.usage() for p in node.procs}
+        counts = counter.counts()
+        counter.close()
+    return {
+        "peers": n,
+        "seconds": round(seconds, 3),
+        "first_object_seconds": round(stages.get("first", seconds), 3),
+        "baseline_seconds": round(base, 3),
+        "ratio": round(seconds / base, 2),
+        "kernel_objects": list(counts),
+        "rss_mb": {name: round(u[0], 1) for name, u in usage.items()},
+        "cpu_seconds": {name: round(u[1], 2) for name, u in usage.items()},
+        "commit": git_commit(),
+    }
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--peers", type=int, nargs="+", default=[1000], help="peer counts to measure (default 1000)")
+    p.add_argument("--json", help="write the results here")
+    p.add_argument("--timeout", type=float, default=600, help="seconds to wait for the kernel (default 600)")
+    args = p.parse_args()
+    results = []
+    for n in args.peers:
+        results.append(measure(n, args.timeout))
+        print(f"  N={n}: {results[-1]}", flush=True)
+    rows = [(r["peers"], r["seconds"], r["baseline_seconds"], r["ratio"], r["rss_mb"].get("lease_service"),
+             r["rss_mb"].get("backend_service"), r["rss_mb"].get("etcd"), r["cpu_seconds"].get("lease_service"),
+             r["cpu_seconds"].get("backend_service")) for r in results]  # type: ignore[union-attr]
+    print(table(["N", "seconds", "ip -batch s", "ratio", "lease RSS MB", "backend RSS MB", "etcd RSS MB",
+                 "lease CPU s", "backend CPU s"], rows))
+    write_json(args.json, results[0] if len(results) == 1 else results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
