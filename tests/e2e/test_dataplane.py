@@ -47,6 +47,7 @@ def test_every_pod_pings_every_other_pod_and_tcp_echoes_across_nodes_over_vxlan(
         assert {r["dst"] for r in objects["routes"]} == {p.subnet for p in peers}
         assert {f["dst"] for f in objects["fdb"]} == {p.public_ip for p in peers}
         assert len(objects["neighbours"]) == 2
+        assert any("MASQUERADE" in rule for rule in objects["rules"]), objects["rules"]
 
 
 def test_the_backend_holds_only_net_admin_and_net_raw_and_the_lease_service_holds_nothing(
@@ -160,10 +161,16 @@ def test_a_daemon_killed_and_restarted_under_a_10ms_ping_loses_no_reply_and_chan
     assert health_status(n1.backend_socket) == "SERVING"
 
 
-def test_host_gw_routes_each_subnet_via_the_peer_public_ip(make_cluster: MakeCluster) -> None:
-    c = make_cluster(3, {"Network": "10.244.0.0/16", "Backend": {"Type": "host-gw"}})
+def test_host_gw_routes_each_subnet_via_the_peer_public_ip_and_removes_stale_routes_at_first_start(
+    make_cluster: MakeCluster,
+) -> None:
+    def stale_route(c: Cluster, node: Any) -> None:  # left by an earlier run, before the backend ever started
+        ip(node.ns, "route", "add", "10.244.252.0/24", "via", f"{c.underlay}.99", "dev", "eth0", "proto", "70")
+
+    c = make_cluster(3, {"Network": "10.244.0.0/16", "Backend": {"Type": "host-gw"}}, before_backend=stale_route)
     for node in c.nodes:
         routes = ip_routes(node.ns)
+        assert "10.244.252.0/24" not in routes
         for peer in c.nodes:
             if peer is not node:
                 assert routes[peer.subnet] == (peer.public_ip, "eth0")

@@ -419,6 +419,7 @@ class Cluster:
         backend_args: Sequence[str] = (),
         lease_args: Sequence[str] = (),
         keep: bool = False,
+        before_backend: Callable[[Cluster, Node], None] | None = None,
     ) -> None:
         self.id = cluster_id or uuid.uuid4().hex[:6]
         self.base_dir = Path(base_dir)
@@ -431,6 +432,7 @@ class Cluster:
         self.backend_args = list(backend_args)
         self.lease_args = list(lease_args)
         self.keep = keep
+        self.before_backend = before_backend
         self.ul_ns = f"fpt{self.id}-ul"
         self.etcd_ns = f"fpt{self.id}-etcd"
         self.etcd_ip = f"{underlay}.250"
@@ -471,6 +473,8 @@ class Cluster:
             self.wait_lease_service(node)
         if not self.flanneld:
             for node in self.nodes:
+                if self.before_backend is not None:
+                    self.before_backend(self, node)
                 self.start_backend(node, wait=False)
         for node in self.nodes:
             self.wait_backend(node)
@@ -682,10 +686,25 @@ class Cluster:
                    what=f"{node.name} routes to {sorted(want)}")
 
 
+_COUNTERS = re.compile(r" \[\d+:\d+\]$")
+
+
+def flannel_rules(ns: str) -> list[str]:
+    """The node's iptables rules and chains that mention FLANNEL (masquerade), counters stripped, in order."""
+    out = ns_exec(ns, ["iptables-save"], check=False).stdout
+    table, rules = "", []
+    for line in out.splitlines():
+        if line.startswith("*"):
+            table = line[1:]
+        elif "FLANNEL" in line:
+            rules.append(f"{table} {_COUNTERS.sub('', line)}")
+    return rules
+
+
 def kernel_objects(ns: str) -> dict[str, Any]:
     """The flannel-owned kernel objects of a node, normalised for comparison: the VXLAN devices
     (name, MAC, MTU, VNI, local address, addresses), routes with the backend's protocol or on a
-    flannel device, permanent neighbours and FDB entries on the flannel devices."""
+    flannel device, permanent neighbours and FDB entries on the flannel devices, masquerade rules."""
     devices = [link for link in ip_json(ns, "-d", "link", "show", "type", "vxlan")
                if str(link.get("ifname", "")).startswith("flannel")]
     names = sorted(str(d["ifname"]) for d in devices)
@@ -716,7 +735,7 @@ def kernel_objects(ns: str) -> dict[str, Any]:
     def key(d: dict[str, Any]) -> str:
         return json.dumps(d, sort_keys=True)
 
-    return {"links": sorted(links, key=key), "routes": sorted(routes.values(), key=key),
+    return {"links": sorted(links, key=key), "routes": sorted(routes.values(), key=key), "rules": flannel_rules(ns),
             "neighbours": sorted(neighbours, key=key), "fdb": sorted(fdb, key=key)}
 
 
