@@ -20,7 +20,7 @@ from backend_service.backend import Backend, BackendSetup
 from backend_service.config import ConfigError, NetworkConfig, parse_network_config
 from backend_service.dataplane import Dataplane, make_backend
 from backend_service.follow import LeaseView
-from backend_service.kernel import KernelError, read_public_interface
+from backend_service.kernel import KernelError, TemplateApplier, read_public_interface
 from backend_service.masq import IptablesMasq, Masquerade, MasqError, MasqNetwork, NftablesMasq
 from backend_service.node import LocalNode, PublicInterface
 from backend_service.server import BackendServicer, Status
@@ -92,7 +92,7 @@ class BackendDaemon:
 
     async def run(self) -> None:
         config, public, backend, setup = await self.prepare()
-        dataplane = Dataplane(self.ipr, config, backend)
+        dataplane = Dataplane(self.ipr, config, backend, applier=TemplateApplier(self.ipr))
         reconciler = asyncio.ensure_future(self._reconcile_loop(dataplane, config))
         try:
             delay = 0.1

@@ -1,0 +1,137 @@
+"""The template applier and the raw-dump reader see and program exactly what the pyroute2 paths do."""
+
+from __future__ import annotations
+
+from ipaddress import ip_address, ip_network
+
+import pytest
+from pyroute2 import AsyncIPRoute
+
+from backend_service.dataplane import Dataplane
+from backend_service.desired import FdbEntry, Neighbour, Route
+from backend_service.diff import ADD, DELETE, REPLACE, Op
+from backend_service.kernel import PyrouteApplier, TemplateApplier, read_kernel, read_kernel_pyroute2
+from tests.support.wait import wait_until
+
+from .conftest import TwoNodes
+from .factory import config
+from .kernelnode import node_pair
+
+pytestmark = pytest.mark.netns
+
+DEV = "flannel.1"
+
+
+def peer_ops(count: int, *, ipv6: bool = False) -> list[Op]:
+    """What the diff asks for ``count`` new vxlan peers: FDB entries, neighbours, then routes."""
+    fdb, neigh, routes = [], [], []
+    for i in range(count):
+        mac = f"0a:58:00:00:{i >> 8:02x}:{i & 0xFF:02x}"
+        if ipv6:
+            subnet, public = ip_network(f"fd00:20:0:{i:x}::/64"), ip_address(f"fd77::1:{i:x}")
+            dev = "flannel-v6.1"
+        else:
+            subnet, public = ip_network(f"10.100.{i >> 8}.{i & 0xFF}/32"), ip_address(f"172.16.{i >> 8}.{i & 0xFF}")
+            subnet = ip_network(f"10.{100 + (i >> 8)}.{i & 0xFF}.0/24")
+            dev = DEV
+        gw = subnet.network_address
+        fdb.append(Op(ADD, FdbEntry(dev, mac, public)))
+        neigh.append(Op(ADD, Neighbour(dev, gw, mac)))
+        routes.append(Op(ADD, Route(subnet, gw, dev, onlink=True)))
+    return fdb + neigh + routes
+
+
+def as_deletes(ops: list[Op]) -> list[Op]:
+    """The reverse: routes, then neighbours, then FDB entries, deleted."""
+    return [Op(DELETE, op.obj) for op in reversed(ops)]
+
+
+async def test_raw_reader_reads_what_pyroute2_reads(two_nodes: TwoNodes) -> None:
+    ns = two_nodes.a
+    async with node_pair(ns.name, two_nodes.b.name, config("vxlan", ipv6=True)) as (a, _):
+        assert a.ipr is not None
+        ns.ip("route", "add", "10.99.0.0/24", "via", "192.168.77.9", "dev", "eth0", "metric", "7", "proto", "70")
+        ns.ip("route", "add", "10.98.0.0/24", "dev", DEV, "proto", "static")  # on our device: ours
+        ns.ip("route", "add", "10.97.0.0/24", "via", "192.168.77.9", "dev", "eth0")  # not ours, not connected
+        await TemplateApplier(a.ipr).apply(peer_ops(300))
+        fast = await read_kernel(a.ipr, (DEV, "flannel-v6.1"))
+        slow = await read_kernel_pyroute2(a.ipr, (DEV, "flannel-v6.1"))
+        assert fast == slow
+        assert sorted(map(str, fast.state.routes)) == sorted(map(str, slow.state.routes))
+        assert len(fast.state.routes) == 300 + 2 + 2  # the peers, node 2 (v4, v6), 10.99 and 10.98
+        assert {c.network for c in fast.connected} >= {ip_network("192.168.77.0/24"), ip_network("10.244.1.0/24")}
+
+
+async def test_template_applier_programs_what_pyroute2_programs_and_is_idempotent(two_nodes: TwoNodes) -> None:
+    cfg = config("vxlan", ipv6=True)
+    devices = (DEV, "flannel-v6.1")
+    async with node_pair(two_nodes.a.name, two_nodes.b.name, cfg) as (a, b):
+        assert a.ipr is not None and b.ipr is not None
+        ops = peer_ops(400) + peer_ops(50, ipv6=True)
+        fast = await TemplateApplier(a.ipr).apply(ops)
+        slow = await PyrouteApplier(b.ipr).apply(ops)
+        assert fast.ok and slow.ok and fast.applied == len(ops)
+        fast_state = (await read_kernel(a.ipr, devices)).state
+        slow_state = (await read_kernel(b.ipr, devices)).state
+        # Apart from each node's peer (the other node), both kernels hold the same objects.
+        def peers_only(state):  # type: ignore[no-untyped-def]
+            node_nets = (ip_network("10.244.0.0/16"), ip_network("fd00:10::/56"))
+            node_publics = (ip_network("192.168.77.0/24"), ip_network("fd77::/64"))
+            outside = lambda addr, nets: not any(addr in net for net in nets if addr.version == net.version)  # noqa: E731
+            return ({str(kr.route) for kr in state.routes if outside(kr.route.dst.network_address, node_nets)},
+                    {str(n) for n in state.neighbours if outside(n.dst, node_nets)},
+                    {str(e) for e in state.fdb if outside(e.dst, node_publics)})
+        fast_objs, slow_objs = peers_only(fast_state), peers_only(slow_state)
+        assert fast_objs == slow_objs and [len(x) for x in fast_objs] == [450, 450, 400]  # v6 publics are in fd77::/64
+        assert {kr.proto for kr in fast_state.routes} == {kr.proto for kr in slow_state.routes} == {70}
+        # Again: replace changes nothing and fails nothing.
+        again = await TemplateApplier(a.ipr).apply(ops)
+        assert again.ok and (await read_kernel(a.ipr, devices)).state == fast_state
+        # A replace with a new MAC and public IP rewrites in place.
+        moved = [Op(REPLACE, FdbEntry(DEV, "0a:58:00:00:00:00", ip_address("172.31.0.1"))),
+                 Op(REPLACE, Neighbour(DEV, ip_address("10.100.0.0"), "0a:58:00:00:00:00"))]
+        assert (await TemplateApplier(a.ipr).apply(moved)).ok
+        assert "172.31.0.1" in two_nodes.a.run(["bridge", "fdb", "show", "dev", DEV]).stdout
+        # Deleting everything, twice (the second time all are already gone: still ok).
+        for _ in range(2):
+            gone = await TemplateApplier(a.ipr).apply(as_deletes(ops) + [Op(DELETE, m.obj) for m in moved])
+            assert gone.ok, gone.failures[:3]
+        assert two_nodes.a.ip("route", "show", "proto", "70").count("\n") == 1  # node 2 only
+        # The dataplane with the template applier puts node 2 back, and packets flow.
+        dp = Dataplane(a.ipr, cfg, a.backend, applier=TemplateApplier(a.ipr))  # type: ignore[arg-type]
+        gone = await dp.reconcile([a.lease()], a.local(), synced=True)
+        assert gone.ok and len(gone.ops) == 6
+        back = await dp.reconcile([a.lease(), b.lease()], a.local(), synced=True)
+        assert back.ok and len(back.ops) == 6
+        assert wait_until(lambda: two_nodes.a.ping("10.244.2.1", src="10.244.1.1"), timeout=5)
+        assert (await a.reconcile([a.lease(), b.lease()])).ops == ()
+
+
+async def test_template_applier_reports_the_failing_op_and_applies_the_rest(two_nodes: TwoNodes) -> None:
+    ns = two_nodes.a
+    bad = Op(ADD, Route(ip_network("10.244.5.0/24"), ip_address("192.168.77.5"), "nosuch0"))
+    unreachable = Op(ADD, Route(ip_network("10.244.8.0/24"), ip_address("10.9.9.9"), "eth0"))  # gw not on link
+    good = Op(ADD, Route(ip_network("10.244.6.0/24"), ip_address("192.168.77.6"), "eth0"))
+    gone = Op(DELETE, Route(ip_network("10.244.7.0/24"), ip_address("192.168.77.7"), "eth0"))
+    gone_metric = Op(DELETE, Route(ip_network("10.244.7.0/24"), ip_address("192.168.77.7"), "eth0"), priority=5)
+    gone_neigh = Op(DELETE, Neighbour("eth0", ip_address("192.168.77.99"), "02:00:00:00:00:99"))
+    bad_neigh = Op(ADD, Neighbour("nosuch0", ip_address("192.168.77.98"), "02:00:00:00:00:98"))
+    good_neigh = Op(ADD, Neighbour("eth0", ip_address("192.168.77.97"), "02:00:00:00:00:97"))
+    async with AsyncIPRoute(netns=ns.name) as ipr:
+        result = await TemplateApplier(ipr).apply(
+            [bad_neigh, good_neigh, bad, unreachable, good, gone, gone_metric, gone_neigh])
+    assert [f.op for f in result.failures] == [bad_neigh, bad, unreachable]
+    assert "nosuch0" in result.failures[0].error and "ENETUNREACH" in result.failures[2].error
+    assert result.applied == 5
+    assert "10.244.6.0/24 via 192.168.77.6 dev eth0 proto 70" in ns.ip("route")
+    assert "192.168.77.97 lladdr 02:00:00:00:00:97 PERMANENT" in ns.ip("neigh", "show", "dev", "eth0")
+
+
+async def test_route_delete_with_a_metric_removes_only_that_route(two_nodes: TwoNodes) -> None:
+    ns = two_nodes.a
+    ns.ip("route", "add", "10.50.0.0/24", "via", "192.168.77.2", "dev", "eth0", "metric", "9", "proto", "70")
+    ns.ip("route", "add", "10.50.0.0/24", "via", "192.168.77.2", "dev", "eth0", "proto", "70")
+    async with AsyncIPRoute(netns=ns.name) as ipr:
+        route = Route(ip_network("10.50.0.0/24"), ip_address("192.168.77.2"), "eth0")
+        assert (await TemplateApplier(ipr).apply([Op(DELETE, route, priority=9)])).ok
+    assert ns.ip("route", "show", "10.50.0.0/24").strip() == "10.50.0.0/24 via 192.168.77.2 dev eth0 proto 70"
