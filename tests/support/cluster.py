@@ -322,6 +322,13 @@ class EtcdHttp:
     def delete(self, key: str) -> int:
         return int(self._call("/v3/kv/deleterange", {"key": self._b64(key)}).get("deleted", 0))
 
+    def compact(self) -> int:
+        """Compact etcd's history up to now; the revision compacted at."""
+        self.put("/compaction-marker", "x")
+        revision = int(self._call("/v3/kv/range", {"key": self._b64("/compaction-marker")})["header"]["revision"])
+        self._call("/v3/kv/compaction", {"revision": revision, "physical": True})
+        return revision
+
 
 # --------------------------------------------------------------------------- the cluster
 
@@ -418,6 +425,8 @@ class Cluster:
         flanneld: bool = False,
         backend_args: Sequence[str] = (),
         lease_args: Sequence[str] = (),
+        backend_module: str = "backend_service",
+        backend_cmd: Sequence[str] | None = None,
         keep: bool = False,
         before_backend: Callable[[Cluster, Node], None] | None = None,
     ) -> None:
@@ -430,6 +439,8 @@ class Cluster:
         self.prefix = prefix
         self.flanneld = flanneld
         self.backend_args = list(backend_args)
+        self.backend_module = backend_module
+        self.backend_cmd = list(backend_cmd) if backend_cmd else None
         self.lease_args = list(lease_args)
         self.keep = keep
         self.before_backend = before_backend
@@ -550,12 +561,14 @@ class Cluster:
                       *self.lease_args]
         backend_argv = ["--run-dir", str(run_dir), "--iface", "eth0", *(["--ip-masq"] if self.ip_masq else []),
                         *self.backend_args]
+        if self.backend_cmd:  # a third-party backend: its own command line, {run_dir} filled in
+            backend_argv = [part.replace("{run_dir}", str(run_dir)) for part in self.backend_cmd]
         node = Node(
             index=i, ns=ns, pod_ns=f"fpt{self.id}-p{i}", public_ip=public_ip, run_dir=run_dir,
             lease=Daemon("lease_service", lease_argv, self.base_dir / f"n{i}-lease.log",
                          prefix=["ip", "netns", "exec", ns, *NO_CAPS]),
-            backend=Daemon("backend_service", backend_argv, self.base_dir / f"n{i}-backend.log",
-                           prefix=["ip", "netns", "exec", ns, *NET_CAPS]),
+            backend=Daemon(self.backend_module if not self.backend_cmd else "", backend_argv,
+                           self.base_dir / f"n{i}-backend.log", prefix=["ip", "netns", "exec", ns, *NET_CAPS]),
         )
         if self.flanneld:
             node.flanneld = Daemon("supervisor", [
@@ -673,8 +686,8 @@ class Cluster:
         return {other.subnet for other in self.nodes if other is not node}
 
     def peer_subnets_routed(self, node: Node) -> set[str]:
-        """The destinations of the node's flannel routes."""
-        return {r["dst"] for r in kernel_objects(node.ns)["routes"]}
+        """The destinations of the node's routes, whoever made them (third-party backends too)."""
+        return {r["dst"] for r in ip_json(node.ns, "route", "show")}
 
     def wait_converged(self, timeout: float = 30) -> None:
         """Every node routes to every other node's subnet."""

@@ -26,7 +26,8 @@ def health_status(socket_path: Path, service: str = "", timeout: float = 1.0) ->
 
 
 class Daemon:
-    """One daemon process (``python -m <module> ...``) with its log in a file."""
+    """One daemon process (``python -m <module> ...``, or ``args`` as a whole command line when
+    ``module`` is empty) with its log in a file."""
 
     def __init__(self, module: str, args: Sequence[str], log_path: Path, prefix: Sequence[str] = ()) -> None:
         self.module = module
@@ -38,7 +39,8 @@ class Daemon:
     def start(self) -> "Daemon":
         log = open(self.log_path, "ab")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen([*self.prefix, sys.executable, "-m", self.module, *self.args],
+        command = [sys.executable, "-m", self.module, *self.args] if self.module else self.args
+        self.proc = subprocess.Popen([*self.prefix, *command],
                                      stdout=log, stderr=log, env=env, start_new_session=True)
         log.close()
         return self
