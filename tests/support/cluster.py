@@ -423,6 +423,7 @@ class Cluster:
         prefix: str = DEFAULT_PREFIX,
         cluster_id: str | None = None,
         flanneld: bool = False,
+        flanneld_args: Sequence[str] = (),
         backend_args: Sequence[str] = (),
         lease_args: Sequence[str] = (),
         backend_module: str = "backend_service",
@@ -438,6 +439,7 @@ class Cluster:
         self.underlay = underlay
         self.prefix = prefix
         self.flanneld = flanneld
+        self.flanneld_args = list(flanneld_args)
         self.backend_args = list(backend_args)
         self.backend_module = backend_module
         self.backend_cmd = list(backend_cmd) if backend_cmd else None
@@ -573,7 +575,7 @@ class Cluster:
         if self.flanneld:
             node.flanneld = Daemon("supervisor", [
                 "--run-dir", str(run_dir), "--etcd-endpoints", self.etcd.endpoint, "--etcd-prefix", self.prefix,
-                "--iface", "eth0", *(["--ip-masq"] if self.ip_masq else []),
+                "--iface", "eth0", *(["--ip-masq"] if self.ip_masq else []), *self.flanneld_args,
             ], self.base_dir / f"n{i}-flanneld.log", prefix=["ip", "netns", "exec", ns])
         self.nodes.append(node)
         return node
