@@ -84,8 +84,7 @@ class Dataplane:
         snapshot = await read_kernel(self.ipr, self.backend.devices)
         node = dataclasses.replace(node, connected=snapshot.connected)
         validation = validate_leases(leases, self.config, node)
-        for r in validation.rejected:
-            log.warning("rejected lease: %s %s", r.reason, r.message)
+        # Rejections are reported, not logged here: the caller logs each one once, not every reconcile.
         desired = self.backend.desired(validation.accepted, node)
         ops = diff(desired, snapshot.state, delete=synced)
         result = await self.applier.apply(ops)
