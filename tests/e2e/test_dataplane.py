@@ -101,6 +101,9 @@ def test_leases_the_backend_refuses_are_reported_as_rejected_and_healthy_pods_ke
         assert {r["lease"]["key"]: r["reason"] for r in shown["rejected"]} == want
         assert all_kernel_objects(c) == before
         assert_full_mesh(c, count=3)
+        log = c.node(1).backend.log()  # three puts, three reconciles at least: still one line each
+        for key, (_, reason) in bad.items():
+            assert log.count(f"rejected lease {reason}: lease {key}") == 1, log[-2000:]
     finally:
         for key in bad:
             c.etcd_delete(f"{c.prefix}/subnets/{key}")
