@@ -128,6 +128,11 @@ class Child:
         else:
             self.serving.clear()
 
+    def _environment(self) -> dict[str, str] | None:
+        if not self.launch.secrets:
+            return self._env
+        return {**(self._env if self._env is not None else os.environ), **dict(self.launch.secrets)}
+
     async def spawn(self) -> asyncio.subprocess.Process:
         """Start a new process (its own session, so a terminal's ^C reaches only flanneld)."""
         self.set_status("STARTING")
@@ -137,7 +142,7 @@ class Child:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,
-            env=self._env,
+            env=self._environment(),
             limit=1 << 20,
         )
         self.process = process

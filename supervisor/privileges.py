@@ -58,6 +58,8 @@ class Launch:
     name: str
     argv: tuple[str, ...]
     socket: Path
+    secrets: tuple[tuple[str, str], ...] = ()
+    """Environment variables for the child only (secrets that must not show in its command line)."""
 
     def display(self) -> str:
         """The command line for logs, with secrets masked."""
@@ -105,8 +107,30 @@ def lease_launch(config: Config) -> Launch:
     args = ["--run-dir", str(config.run_dir)]
     if config.socket_group:
         args += ["--socket-group", config.socket_group]
-    argv = lease_launcher(config.lease_identity) + program + args + list(config.lease_args)
-    return Launch("lease-service", tuple(argv), config.run_dir / LEASE_SOCKET)
+    flags, secrets = _secrets_to_environment(list(config.lease_args))
+    argv = lease_launcher(config.lease_identity) + program + args + flags
+    return Launch("lease-service", tuple(argv), config.run_dir / LEASE_SOCKET, secrets)
+
+
+def _secrets_to_environment(flags: list[str]) -> tuple[list[str], tuple[tuple[str, str], ...]]:
+    """Move secret flags (``--etcd-password X``) into ``FLANNELD_*`` variables, which the child reads
+    as well as flags: a command line is readable by every user in /proc/<pid>/cmdline, an environment
+    only by the process's owner."""
+    kept: list[str] = []
+    secrets: list[tuple[str, str]] = []
+    i = 0
+    while i < len(flags):
+        word = flags[i]
+        name, eq, value = word.partition("=")
+        if name in SECRET_FLAGS and (eq or i + 1 < len(flags)):
+            if not eq:
+                value = flags[i + 1]
+                i += 1
+            secrets.append(("FLANNELD_" + name[2:].upper().replace("-", "_"), value))
+        else:
+            kept.append(word)
+        i += 1
+    return kept, tuple(secrets)
 
 
 def backend_launch(config: Config) -> Launch:

@@ -62,11 +62,10 @@ def test_default_children_are_the_project_modules_with_run_dir_and_their_flags(t
         "nogroup",
         "--etcd-prefix",
         "/p",
-        "--etcd-password",
-        "s3cret",
         "--iface",
         "eth0",
     )
+    assert lease.secrets == (("FLANNELD_ETCD_PASSWORD", "s3cret"),)
     assert lease.socket == tmp_path / "lease.sock"
     assert "s3cret" not in lease.display()
     backend = privileges.backend_launch(config)
@@ -129,3 +128,18 @@ def test_leftovers_of_a_root_run_are_handed_to_a_new_lease_user(tmp_path: Path) 
     assert not (run_dir / "lease.sock").exists()
     assert (run_dir / "subnet.env").stat().st_uid == 65534
     assert (run_dir / "backend.sock").exists()
+
+
+def test_the_etcd_password_reaches_the_lease_service_by_environment_not_by_command_line(tmp_path: Path) -> None:
+    config = cli.parse(["--run-dir", str(tmp_path), "--etcd-password", "s3cret", "--etcd-username", "flannel"], {})
+    launch = privileges.lease_launch(config)
+    assert not any("s3cret" in word for word in launch.argv)
+    assert dict(launch.secrets) == {"FLANNELD_ETCD_PASSWORD": "s3cret"}
+    assert "--etcd-username" in launch.argv
+
+
+def test_the_lease_service_reads_the_password_from_that_variable() -> None:
+    from lease_service import cli as lease_cli
+
+    settings = lease_cli.parse(["--etcd-username", "flannel"], {"FLANNELD_ETCD_PASSWORD": "s3cret"})
+    assert settings.etcd.password == "s3cret"
