@@ -59,10 +59,19 @@ def resolve(
                 break
         if chosen:
             break
+    def usable(link: dict) -> bool:  # type: ignore[type-arg]
+        found = _addresses(link)
+        return any(isinstance(a, IPv4Address) for a in found) if want_ipv4 else any(isinstance(a, IPv6Address) for a in found)
+
     if chosen is None and iface_regexes:
         for pattern in iface_regexes:
-            regex = re.compile(pattern)
+            try:
+                regex = re.compile(pattern)
+            except re.error as exc:
+                raise PublicIPError(f"--iface-regex {pattern!r} is not a regular expression: {exc}") from exc
             for link in links:
+                if not usable(link):  # as flannel: the first matching interface with an address
+                    continue
                 if regex.search(link.get("ifname", "")) or any(regex.search(str(a)) for a in _addresses(link)):
                     chosen = link
                     break
