@@ -15,7 +15,7 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 import grpc
 from pyroute2 import AsyncIPRoute
 
-from backend_service import cli
+from backend_service import cli, metrics
 from backend_service.backend import Backend, BackendSetup
 from backend_service.config import ConfigError, NetworkConfig, parse_network_config
 from backend_service.dataplane import Dataplane, make_backend
@@ -100,6 +100,7 @@ class BackendDaemon:
                 try:
                     await self._session(config, public, backend, setup)
                 except grpc.aio.AioRpcError as exc:
+                    metrics.LEASE_SERVICE_RECONNECTS.inc()
                     log.warning("lost the lease service (%s: %s); reconnecting, resuming from cursor",
                                 exc.code().name, exc.details())
                 self.view.interrupted()
@@ -190,7 +191,10 @@ class BackendDaemon:
         peers = [lease for key, lease in self.view.leases.items() if key != self.own_key]
         assert self.node is not None
         try:
-            report = await dataplane.reconcile(peers, self.node, synced=synced)
+            with metrics.RECONCILE_SECONDS.time():
+                report = await dataplane.reconcile(peers, self.node, synced=synced)
+            metrics.KERNEL_OPS.inc(report.result.applied)
+            metrics.KERNEL_OP_FAILURES.inc(len(report.result.failures))
             outcome = "ok" if report.ok else "; ".join(str(f) for f in report.result.failures)[:2000]
         except Exception as exc:  # the kernel said no in a way we did not foresee: report, retry later
             log.exception("reconcile failed")
@@ -200,6 +204,8 @@ class BackendDaemon:
         self.status.peers = [backend_pb2.Peer(lease=plan_lease(peers, plan.peer.key), mode=plan.mode)
                              for plan in report.peers]
         self.status.rejected = [r.to_proto() for r in report.rejected]
+        metrics.PEERS.set(len(self.status.peers))
+        metrics.REJECTED_LEASES.set(len(self.status.rejected))
         for rejection in report.rejected:
             seen = (rejection.lease.key, rejection.reason)
             if seen not in self._rejected_seen:
@@ -223,6 +229,14 @@ def plan_lease(peers: list[lease_pb2.Lease], key: str) -> lease_pb2.Lease:
 
 
 async def serve(settings: cli.Settings) -> int:
+    if settings.metrics_listen is not None:
+        host, port = settings.metrics_listen
+        try:
+            port = metrics.serve(host, port)
+        except OSError as exc:
+            log.error("cannot serve metrics on --metrics-listen %s:%d: %s", host, port, exc)
+            return 2
+        log.info("serving Prometheus metrics on http://%s:%d/metrics", host, port)
     status = Status()
     server = UnixServer(settings.backend_socket, [SERVICE],
                         lambda s: backend_pb2_grpc.add_BackendServiceServicer_to_server(BackendServicer(status), s))

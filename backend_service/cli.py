@@ -24,6 +24,7 @@ class Settings:
     nftables: bool
     resync_period: float
     verbosity: int
+    metrics_listen: tuple[str, int] | None = None  # (host, port) of /metrics; None: off
 
     @property
     def lease_socket(self) -> Path:
@@ -53,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--ip-masq", action="store_true", help="install flannel's masquerade and forward rules")
     add("--nftables", action="store_true", help="use nftables (nft -f) instead of iptables-restore for --ip-masq")
     add("--resync-period", type=float, default=30.0, help="seconds between full reconciles and rule checks (default %(default)s)")
+    add("--metrics-listen", default=None, help="serve Prometheus metrics on http://HOST:PORT/metrics (off by default)")
     add("-v", "--verbose", action="count", default=0, help="more logging")
     return p
 
@@ -98,4 +100,15 @@ def parse(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Sett
         nftables=bool(env("--nftables", args.nftables)),
         resync_period=args.resync_period,
         verbosity=args.verbose,
+        metrics_listen=_host_port("--metrics-listen", env("--metrics-listen", args.metrics_listen)),  # type: ignore[arg-type]
     )
+
+
+def _host_port(flag: str, value: str | None) -> tuple[str, int] | None:
+    """``HOST:PORT`` (``[::1]:PORT`` for IPv6) → (host, port); None when not given."""
+    if not value:
+        return None
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or int(port) > 65535:
+        raise UsageError(f"{flag} {value!r} must be HOST:PORT, e.g. 127.0.0.1:9102")
+    return host.strip("[]"), int(port)

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from flannel_rpc import UnixServer
-from lease_service import cli
+from lease_service import cli, metrics
 from lease_service.etcd import EtcdClient
 from lease_service.keeper import KeeperSettings, LeaseKeeper
 from lease_service.netconfig import ConfigError, NetworkConfig
@@ -89,6 +89,14 @@ async def _kube_manager(settings: cli.Settings) -> KubeSubnetManager:
 
 
 async def serve(settings: cli.Settings) -> int:
+    if settings.metrics_listen is not None:
+        host, port = settings.metrics_listen
+        try:
+            port = metrics.serve(host, port)
+        except OSError as exc:
+            log.error("cannot serve metrics on --metrics-listen %s:%d: %s", host, port, exc)
+            return 2
+        log.info("serving Prometheus metrics on http://%s:%d/metrics", host, port)
     manager: EtcdSubnetManager | KubeSubnetManager
     if settings.kube_subnet_mgr:
         try:

@@ -52,6 +52,7 @@ class Settings:
     socket_group: str | None
     grpc_listen: str | None
     verbosity: int
+    metrics_listen: tuple[str, int] | None = None  # (host, port) of /metrics; None: off
 
     @property
     def socket_path(self) -> Path:
@@ -96,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--etcd-call-timeout", type=float, default=5.0, help="seconds per etcd call (default %(default)s)")
     add("--socket-group", default=None, help="group owning lease.sock (mode 0660)")
     add("--grpc-listen", default=None, help="also serve on TCP HOST:PORT (off by default)")
+    add("--metrics-listen", default=None, help="serve Prometheus metrics on http://HOST:PORT/metrics (off by default)")
     add("-v", "--verbose", action="count", default=0, help="more logging")
     return p
 
@@ -206,4 +208,15 @@ def parse(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Sett
         socket_group=args.socket_group,
         grpc_listen=args.grpc_listen,
         verbosity=args.verbose,
+        metrics_listen=_host_port("--metrics-listen", args.metrics_listen),
     )
+
+
+def _host_port(flag: str, value: str | None) -> tuple[str, int] | None:
+    """``HOST:PORT`` (``[::1]:PORT`` for IPv6) → (host, port); None when not given."""
+    if not value:
+        return None
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or int(port) > 65535:
+        raise UsageError(f"{flag} {value!r} must be HOST:PORT, e.g. 127.0.0.1:9101")
+    return host.strip("[]"), int(port)

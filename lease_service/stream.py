@@ -21,6 +21,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
+from lease_service import metrics
 from lease_service.lease import Lease
 from lease_service.wire import lease_to_proto
 from proto.flannel.v1 import lease_pb2
@@ -96,8 +97,10 @@ class LeaseHub:
             self.revision = revision
             self._floor = revision
             self._ready.set()
+            metrics.LEASES.set(len(self.state))
             log.info("lease stream ready: %d leases at revision %d", len(leases), revision)
             return
+        metrics.STORE_RELISTS.inc()
         changes: list[Change] = [(key, None) for key in self.state if key not in leases]
         changes += [(key, lease) for key, lease in leases.items()]
         log.info("store relisted at revision %d; publishing the difference", revision)
@@ -122,6 +125,7 @@ class LeaseHub:
                 events.append(LeaseEvent(type=LeaseEvent.UPSERT, lease=lease_to_proto(lease)))
             effective.append((key, lease))
         self.revision = max(self.revision, revision)
+        metrics.LEASES.set(len(self.state))
         if not events:
             return
         msg = Msg(kind=Msg.DELTA, events=events, cursor=self.cursor(self.revision))
@@ -170,8 +174,10 @@ class LeaseHub:
         initial = await self._start(cursor, batch)
         watcher = _Watcher()
         self._watchers.add(watcher)  # no await between computing ``initial`` and this: no gap
+        metrics.WATCHERS.inc()
         try:
             for msg in initial:
+                metrics.EVENTS_STREAMED.inc(len(msg.events))
                 yield msg
             while True:
                 if watcher.fell_behind:
@@ -179,11 +185,13 @@ class LeaseHub:
                     log.warning("a lease watcher fell behind by more than %d events; sending a fresh snapshot",
                                 self.settings.buffer_events)
                     for msg in self._snapshot(Msg.FELL_BEHIND, batch):
+                        metrics.EVENTS_STREAMED.inc(len(msg.events))
                         yield msg
                     continue
                 if watcher.queue:
                     msg = watcher.queue.popleft()
                     watcher.pending_events -= len(msg.events)
+                    metrics.EVENTS_STREAMED.inc(len(msg.events))
                     yield msg
                     continue
                 watcher.wakeup.clear()
@@ -193,6 +201,7 @@ class LeaseHub:
                     yield Msg(kind=Msg.PROGRESS, cursor=self.cursor(self.revision))
         finally:
             self._watchers.discard(watcher)
+            metrics.WATCHERS.dec()
 
     async def _start(self, cursor: str, batch: int) -> list[Msg]:
         if not cursor:

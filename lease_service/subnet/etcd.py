@@ -13,6 +13,7 @@ import random
 from datetime import datetime, timedelta, timezone
 from ipaddress import IPv4Network, IPv6Network
 
+from lease_service import metrics
 from lease_service.etcd import EtcdClient, EtcdError, EtcdUnavailable, KeyValue, WatchCompacted
 from lease_service.netconfig import ConfigError, NetworkConfig, parse_network_config, subnet_at
 from lease_service.stream import Change, LeaseHub, StateUnavailable
@@ -70,6 +71,7 @@ class EtcdSubnetManager:
             if (kv.key, kv.mod_revision) not in self._reported:
                 self._reported.add((kv.key, kv.mod_revision))
                 self.corrupt_leases += 1
+                metrics.CORRUPT_LEASES.inc()
                 log.warning("skipping corrupt lease at %s: %s", kv.key, exc)
             return None
         return lease
@@ -220,6 +222,7 @@ class EtcdSubnetManager:
             except WatchCompacted as exc:
                 log.warning("lease watch fell behind etcd compaction (revision %d); relisting", exc.compact_revision)
             except StoreUnavailable as exc:
+                metrics.STORE_RECONNECTS.inc()
                 log.warning("cannot list leases: %s; retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)

@@ -26,6 +26,7 @@ from kubernetes.aio import client as kclient
 from kubernetes.aio import watch as kwatch
 from kubernetes.aio.client.exceptions import ApiException
 
+from lease_service import metrics
 from lease_service.lease import CorruptLease, Lease, LeaseAttrs, check_against_config
 from lease_service.netconfig import ConfigError, NetworkConfig, parse_network_config
 from lease_service.stream import Change, LeaseHub
@@ -185,6 +186,7 @@ class KubeSubnetManager:
             if seen not in self._reported:
                 self._reported.add(seen)
                 self.skipped_nodes += 1
+                metrics.CORRUPT_LEASES.inc()
                 log.warning("skipping node %s: %s", seen[0], exc)
             return None
 
@@ -273,6 +275,7 @@ class KubeSubnetManager:
             except _Expired as exc:
                 log.info("node watch expired (%s); relisting", exc)
             except StoreUnavailable as exc:
+                metrics.STORE_RECONNECTS.inc()
                 log.warning("node list/watch failed: %s; retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
@@ -300,10 +303,12 @@ class KubeSubnetManager:
             except ApiException as exc:
                 if exc.status == 410:
                     raise _Expired(str(exc.reason)) from exc
+                metrics.STORE_RECONNECTS.inc()
                 log.warning("node watch failed (%s %s); resuming from %d", exc.status, exc.reason, revision)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+                metrics.STORE_RECONNECTS.inc()
                 log.warning("node watch dropped (%s); resuming from %d", exc or type(exc).__name__, revision)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)

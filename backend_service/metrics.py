@@ -1,0 +1,26 @@
+"""Prometheus metrics of the backend, served only with ``--metrics-listen HOST:PORT``.
+
+Module-level metrics in prometheus_client's default registry (with its process and platform collectors).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+PEERS = Gauge("flannel_backend_peers", "Peers programmed into the kernel by the last successful reconcile.")
+REJECTED_LEASES = Gauge("flannel_backend_rejected_leases", "Leases the last reconcile rejected (see GetStatus "
+                        "for the reasons).")
+KERNEL_OPS = Counter("flannel_backend_kernel_ops_applied", "Kernel objects programmed: routes, neighbours, FDB "
+                     "entries added, replaced or deleted.")
+KERNEL_OP_FAILURES = Counter("flannel_backend_kernel_op_failures", "Kernel operations the kernel refused.")
+RECONCILE_SECONDS = Histogram("flannel_backend_reconcile_duration_seconds", "Time of one reconcile: read the "
+                              "kernel, diff, apply.", buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
+                                                             2.5, 5, 10, 30))
+LEASE_SERVICE_RECONNECTS = Counter("flannel_backend_lease_service_reconnects", "Times the connection to the lease "
+                                   "service was lost and resumed from the cursor.")
+
+
+def serve(host: str, port: int) -> int:
+    """Serve ``/metrics`` on ``host:port`` from a daemon thread; the port actually bound (for port 0)."""
+    server, _ = start_http_server(port, addr=host)
+    return int(server.server_address[1])

@@ -1,0 +1,89 @@
+"""``flannelctl watch``: the lease stream live, one line per event (and per SYNCED / PROGRESS marker)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+
+from flannelctl.connect import Connection, CtlError, lease_endpoint, rpc_error_text
+from flannelctl.output import JSON, dump, lease_dict, now
+from proto.flannel.v1 import lease_pb2
+
+Msg = lease_pb2.WatchLeasesResponse
+Event = lease_pb2.LeaseEvent
+
+
+def records(msg: lease_pb2.WatchLeasesResponse) -> Iterator[dict[str, Any]]:
+    """One record per lease event of ``msg``, or one for a marker (SYNCED, PROGRESS, an empty snapshot).
+
+    ``kind`` is SNAPSHOT for a snapshot's leases, UPSERT / REMOVE for deltas, SYNCED, PROGRESS."""
+    stamp = now()
+    kind = Msg.Kind.Name(msg.kind)
+    extra: dict[str, Any] = {}
+    if msg.kind == Msg.SNAPSHOT:
+        extra = {"reset": msg.reset, "reason": Msg.ResyncReason.Name(msg.reason)}
+    if msg.cursor:
+        extra["cursor"] = msg.cursor
+    for index, event in enumerate(msg.events):
+        lease = event.lease
+        if index == 1 and "reset" in extra:
+            extra = {**extra, "reset": False}  # the reset applies once, before the first lease
+        event_kind = "SNAPSHOT" if msg.kind == Msg.SNAPSHOT else Event.Type.Name(event.type)
+        yield {"time": stamp, "kind": event_kind, "key": lease.key, "subnet": lease.subnet,
+               "ipv6_subnet": lease.ipv6_subnet, "public_ip": lease.public_ip or lease.public_ipv6,
+               "lease": lease_dict(lease), **extra}
+    if not msg.events:
+        yield {"time": stamp, "kind": kind, **extra}
+
+
+def text_line(record: dict[str, Any]) -> str:
+    """``time kind key subnet public-ip`` for an event; ``time kind cursor=...`` for a marker."""
+    if "key" in record:
+        subnet = record["subnet"] or record["ipv6_subnet"] or "-"
+        line = f"{record['time']} {record['kind']:<8} {record['key']} {subnet} {record['public_ip'] or '-'}"
+        if record.get("reset"):
+            line += f" (new snapshot: {record['reason']})"
+        return line
+    if record["kind"] == "SNAPSHOT":
+        return f"{record['time']} SNAPSHOT (empty; {record['reason']})"
+    return f"{record['time']} {record['kind']:<8} cursor={record.get('cursor', '')}"
+
+
+def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]", common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("watch", parents=[common], help="follow the lease stream live",
+                       description="Follow WatchLeases: one line per lease event (time, kind, key, subnet, public "
+                                   "IP) and per SYNCED/PROGRESS marker with its cursor. With -o json, one JSON "
+                                   "object per line. Pass a cursor from an earlier run to resume after it.")
+    p.add_argument("--cursor", default="", help="resume after this cursor (default: a fresh snapshot first)")
+    p.add_argument("--count", type=int, default=0, help="stop after this many lease events (default: never)")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.count < 0:
+        raise CtlError(f"--count {args.count} must be >= 0")
+    seen = 0
+    with Connection(lease_endpoint(args.run_dir), args.timeout) as conn:
+        conn.health()
+        call = conn.lease_stub().WatchLeases(lease_pb2.WatchLeasesRequest(cursor=args.cursor))
+        try:
+            for msg in call:
+                for record in records(msg):
+                    if args.output == JSON:
+                        dump(record, lines=True)
+                    else:
+                        print(text_line(record), flush=True)
+                    if "key" in record:
+                        seen += 1
+                        if args.count and seen >= args.count:
+                            return 0
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.CANCELLED:  # type: ignore[attr-defined]
+                return 0
+            raise CtlError(f"WatchLeases on {conn.endpoint.socket} ended: {rpc_error_text(exc)}") from None
+        finally:
+            call.cancel()
+    raise CtlError(f"the lease service at {conn.endpoint.socket} closed the stream")

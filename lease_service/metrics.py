@@ -1,0 +1,27 @@
+"""Prometheus metrics of the lease service, served only with ``--metrics-listen HOST:PORT``.
+
+The metrics are module-level, in prometheus_client's default registry (with its process and
+platform collectors); updating them costs nothing worth measuring when nobody scrapes.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, start_http_server
+
+LEASES = Gauge("flannel_lease_service_leases", "Valid leases the lease service currently knows (what a fresh "
+               "WatchLeases snapshot holds).")
+EVENTS_STREAMED = Counter("flannel_lease_service_events_streamed", "Lease events sent to WatchLeases watchers, "
+                          "snapshots included, summed over watchers.")
+WATCHERS = Gauge("flannel_lease_service_watchers", "WatchLeases streams currently connected.")
+STORE_RELISTS = Counter("flannel_lease_service_store_relists", "Times the store was listed again after the first "
+                        "list (etcd compaction, Kubernetes 410, a lost store).")
+STORE_RECONNECTS = Counter("flannel_lease_service_store_reconnects", "Times the lease watch on the store failed and "
+                           "was started again.")
+CORRUPT_LEASES = Counter("flannel_lease_service_corrupt_leases", "Leases skipped because their value, key or "
+                         "node annotations were invalid (each version counted once).")
+
+
+def serve(host: str, port: int) -> int:
+    """Serve ``/metrics`` on ``host:port`` from a daemon thread; the port actually bound (for port 0)."""
+    server, _ = start_http_server(port, addr=host)
+    return int(server.server_address[1])
