@@ -482,3 +482,32 @@ def git_commit() -> str:
 
 def mean(values: Sequence[float]) -> float:
     return statistics.fmean(values) if values else float("nan")
+
+
+def start_and_sync(node: Node, n: int, timeout: float = 600) -> tuple[Proc, Proc, float]:
+    """Start the lease service and the backend; wait until the kernel holds ``n`` peers. (lease, backend, seconds)."""
+    counter = KernelCounter()
+    try:
+        t0 = time.monotonic()
+        lease = node.start_lease_service()
+        backend = node.start_backend()
+
+        def synced() -> bool:
+            for proc in (lease, backend):
+                if not proc.alive():
+                    raise RuntimeError(f"{proc.name} exited {proc.popen.returncode}:\n{proc.tail()}")
+            routes, neigh, fdb = counter.counts()
+            return routes >= n and neigh >= n and fdb >= n
+
+        t1 = wait_for(synced, timeout, f"{n} peers in the kernel", interval=0.05)
+        return lease, backend, t1 - t0
+    finally:
+        counter.close()
+
+
+def cpu_delta(procs: Sequence[Proc], before: dict[str, float]) -> dict[str, float]:
+    return {p.name: round(p.usage()[1] - before.get(p.name, 0.0), 2) for p in procs}
+
+
+def cpu_now(procs: Sequence[Proc]) -> dict[str, float]:
+    return {p.name: p.usage()[1] for p in procs}

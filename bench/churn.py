@@ -1,0 +1,150 @@
+"""Churn: with N peers in sync, leases are added and removed in etcd at a steady rate; latency from
+the etcd write to the kernel change, p50/p99/max, and whether the backend keeps up.
+
+    sudo .venv/bin/python bench/churn.py --peers 1000 --rate 100 1000 --seconds 10 --json churn.json
+
+Each tick alternates: add a new peer lease, remove the oldest peer lease present (first the
+initial ones, then the churn's own; the population stays near N and every removed lease is old
+enough to be in the kernel). The latency of an add is the time from issuing the etcd put to the
+kernel's RTM_NEWROUTE for the peer's subnet (the route is the last of the peer's three objects to
+be programmed); of a removal, to the RTM_DELROUTE (the first to go). "Keeps up": every change
+arrived, and the last one within 1 s of the last write.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import (  # noqa: E402
+    KernelMonitor,
+    Node,
+    bench_node,
+    cpu_delta,
+    cpu_now,
+    git_commit,
+    peer_key,
+    peer_subnet,
+    peer_value,
+    percentile,
+    start_and_sync,
+    table,
+    write_config,
+    write_json,
+    write_peers,
+)
+
+
+async def drive(node: Node, present: list[int], first: int, rate: float, seconds: float) -> tuple[dict[tuple[str, str], float], float]:
+    """Issue the writes; {(kind, dst): time issued}, and the time of the last write."""
+    from lease_service.etcd import EtcdClient, EtcdSettings
+
+    issued: dict[tuple[str, str], float] = {}
+    tasks: set[asyncio.Task[object]] = set()
+    async with EtcdClient(EtcdSettings(endpoints=(node.etcd_url,), call_timeout=30)) as client:
+        lease = await client.grant(24 * 3600)
+        total = int(rate * seconds)
+        t0 = time.monotonic()
+        for k in range(total):
+            delay = t0 + k / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if k % 2 == 0 or not present:
+                i = first + k
+                present.append(i)
+                issued[("route+", peer_subnet(i).split("/")[0])] = time.monotonic()
+                task = asyncio.ensure_future(client.put(peer_key(i), peer_value(i), lease=lease))
+            else:
+                i = present.pop(0)
+                issued[("route-", peer_subnet(i).split("/")[0])] = time.monotonic()
+                task = asyncio.ensure_future(client.delete(peer_key(i)))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        last = time.monotonic()
+        if tasks:
+            await asyncio.gather(*tasks)
+    return issued, last
+
+
+def measure(node: Node, procs: list, present: list[int], n: int, rate: float, seconds: float, first: int, settle: float) -> dict[str, object]:
+    monitor = KernelMonitor()
+    try:
+        before = cpu_now(procs)
+        issued, last_write = asyncio.run(drive(node, present, first, rate, seconds))
+        deadline = time.monotonic() + settle
+        seen: dict[tuple[str, str], float] = {}
+        while time.monotonic() < deadline:
+            for ev in list(monitor.events):
+                key = (ev.kind, ev.dst)
+                if key in issued and key not in seen and ev.t >= issued[key]:
+                    seen[key] = ev.t
+            if len(seen) == len(issued):
+                break
+            time.sleep(0.1)
+        cpu = cpu_delta(procs, before)
+    finally:
+        monitor.close()
+    latencies = [seen[k] - issued[k] for k in issued if k in seen]
+    ms = [x * 1000 for x in latencies]
+    last_change = max(seen.values()) if seen else float("nan")
+    quarter = max(1, len(ms) // 4)
+    ordered = [(seen[k] - issued[k]) * 1000 for k in sorted(issued, key=issued.get) if k in seen]  # type: ignore[arg-type]
+    return {
+        "peers": n,
+        "rate": rate,
+        "seconds": seconds,
+        "writes": len(issued),
+        "observed": len(seen),
+        "p50_ms": round(percentile(ms, 50), 1),
+        "p99_ms": round(percentile(ms, 99), 1),
+        "max_ms": round(max(ms), 1) if ms else None,
+        "first_quarter_p50_ms": round(percentile(ordered[:quarter], 50), 1),
+        "last_quarter_p50_ms": round(percentile(ordered[-quarter:], 50), 1),
+        "drain_after_last_write_s": round(last_change - last_write, 3),
+        "keeps_up": len(seen) == len(issued) and last_change - last_write < 1.0,
+        "monitor_overruns": monitor.overruns,
+        "cpu_seconds": cpu,
+        "rss_mb": {p.name: round(p.usage()[0], 1) for p in procs},
+    }
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--peers", type=int, default=1000, help="peers in sync before the churn (default 1000)")
+    p.add_argument("--rate", type=float, nargs="+", default=[100.0, 1000.0], help="changes per second (default 100 1000)")
+    p.add_argument("--seconds", type=float, default=10.0, help="churn duration per rate (default 10)")
+    p.add_argument("--settle", type=float, default=60.0, help="max seconds to wait for the kernel after the churn")
+    p.add_argument("--json", help="write the results here")
+    args = p.parse_args()
+    results = []
+    with bench_node() as node:
+        write_config(node)
+        write_peers(node, range(args.peers))
+        lease, backend, sync = start_and_sync(node, args.peers)
+        print(f"  N={args.peers}: in sync after {sync:.2f}s", flush=True)
+        first = args.peers
+        present = list(range(args.peers))
+        for rate in args.rate:
+            time.sleep(2)
+            r = measure(node, node.procs, present, args.peers, rate, args.seconds, first, args.settle)
+            first += int(rate * args.seconds) + 1
+            r["initial_sync_seconds"] = round(sync, 3)
+            r["commit"] = git_commit()
+            results.append(r)
+            print(f"  {r}", flush=True)
+    print(table(["N", "rate/s", "writes", "seen", "p50 ms", "p99 ms", "max ms", "drain s", "keeps up", "backend CPU s",
+                 "lease CPU s"],
+                [(r["peers"], r["rate"], r["writes"], r["observed"], r["p50_ms"], r["p99_ms"], r["max_ms"],
+                  r["drain_after_last_write_s"], r["keeps_up"], r["cpu_seconds"].get("backend_service"),  # type: ignore[union-attr]
+                  r["cpu_seconds"].get("lease_service")) for r in results]))  # type: ignore[union-attr]
+    write_json(args.json, results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
