@@ -30,7 +30,17 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from .desired import RTPROT_FLANNEL, FdbEntry, Neighbour, Route
 from .diff import DELETE, KernelRoute, KernelState, Op
-from .netlink_fast import CHUNK, MessageEncoder, dump_neighbours, dump_routes, ip_from, mac_from, open_netlink_socket, send_batch
+from .netlink_fast import (
+    CHUNK,
+    MessageEncoder,
+    RawRoute,
+    dump_neighbours,
+    dump_routes,
+    ip_from,
+    mac_from,
+    open_netlink_socket,
+    send_batch,
+)
 from .node import ConnectedNetwork, PublicInterface
 
 log = logging.getLogger(__name__)
@@ -103,11 +113,31 @@ async def read_kernel(ipr: AsyncIPRoute, devices: Iterable[str] = ()) -> KernelS
         sock.close()
 
 
+# Parsed objects by their raw fields: a reconcile re-reads thousands of unchanged objects, and
+# building ipaddress values costs far more than the dump itself. Bounded: emptied when it grows
+# well past what one read returns.
+_parsed: dict[tuple[object, ...], Any] = {}
+
+
+def _cached(key: tuple[object, ...], make: Any) -> Any:
+    obj = _parsed.get(key)
+    if obj is None:
+        obj = _parsed[key] = make()
+    return obj
+
+
 def _read_dumps(sock: socket.socket, links: dict[int, str], devices: set[str]) -> KernelSnapshot:
     device_index = {idx for idx, name in links.items() if name in devices}
     routes: list[KernelRoute] = []
     connected: list[ConnectedNetwork] = []
     networks = {4: ipaddress.IPv4Network, 6: ipaddress.IPv6Network}
+
+    def route_of(r: RawRoute, ifname: str) -> Route:
+        dst_ip = ip_from(r.dst)
+        return Route(dst=networks[dst_ip.version]((dst_ip, r.dst_len), strict=False),
+                     gateway=ip_from(r.gateway) if r.gateway else None, ifname=ifname,
+                     onlink=bool(r.flags & RTNH_F_ONLINK))
+
     for family in (AF_INET, AF_INET6):
         for r in dump_routes(sock, family, seq=family):
             if r.table != RT_TABLE_MAIN or r.type != RTN_UNICAST or not r.dst or r.dst_len == 0:
@@ -116,25 +146,28 @@ def _read_dumps(sock: socket.socket, links: dict[int, str], devices: set[str]) -
             owned = r.proto == RTPROT_FLANNEL or (oif in device_index and r.proto != RTPROT_KERNEL)
             if not owned and (r.gateway is not None or oif is None or oif in device_index):
                 continue
-            dst_ip = ip_from(r.dst)
-            dst = networks[dst_ip.version]((dst_ip, r.dst_len), strict=False)
-            gateway = ip_from(r.gateway) if r.gateway else None
             ifname = links.get(oif, f"if{oif}") if oif is not None else ""
-            route = Route(dst=dst, gateway=gateway, ifname=ifname, onlink=bool(r.flags & RTNH_F_ONLINK))
             if owned:
-                routes.append(KernelRoute(route, proto=r.proto, priority=r.priority))
+                key = ("r", r.dst, r.dst_len, r.gateway, ifname, r.flags & RTNH_F_ONLINK, r.proto, r.priority)
+                routes.append(_cached(key, lambda: KernelRoute(route_of(r, ifname), proto=r.proto, priority=r.priority)))
             elif r.scope == RT_SCOPE_LINK and not r.multipath and links.get(oif) not in (None, "lo"):  # type: ignore[arg-type]
-                connected.append(ConnectedNetwork(route.dst, route.ifname))
+                connected.append(ConnectedNetwork(route_of(r, ifname).dst, ifname))
     neighbours: set[Neighbour] = set()
     fdb: set[FdbEntry] = set()
     if device_index:
         for n in dump_neighbours(sock, 0, seq=100):  # AF_UNSPEC: the ARP and ND tables
             if (n.ifindex in device_index and n.state & NUD_PERMANENT and n.family in (AF_INET, AF_INET6)
                     and n.dst and n.lladdr):
-                neighbours.add(Neighbour(links[n.ifindex], ip_from(n.dst), mac_from(n.lladdr)))
+                ifname = links[n.ifindex]
+                neighbours.add(_cached(("n", ifname, n.dst, n.lladdr),
+                                       lambda: Neighbour(ifname, ip_from(n.dst), mac_from(n.lladdr))))  # type: ignore[arg-type]
         for n in dump_neighbours(sock, AF_BRIDGE, seq=101):
             if n.ifindex in device_index and n.state & NUD_PERMANENT and n.dst and n.lladdr:
-                fdb.add(FdbEntry(links[n.ifindex], mac_from(n.lladdr), ip_from(n.dst)))
+                ifname = links[n.ifindex]
+                fdb.add(_cached(("f", ifname, n.lladdr, n.dst),
+                                lambda: FdbEntry(ifname, mac_from(n.lladdr), ip_from(n.dst))))  # type: ignore[arg-type]
+    if len(_parsed) > 2 * (len(routes) + len(neighbours) + len(fdb)) + 1024:
+        _parsed.clear()
     state = KernelState(tuple(routes), frozenset(neighbours), frozenset(fdb))
     return KernelSnapshot(state, tuple(connected), links)
 
