@@ -484,13 +484,41 @@ def mean(values: Sequence[float]) -> float:
     return statistics.fmean(values) if values else float("nan")
 
 
+def lease_serving(node: Node, lease: Proc) -> bool:
+    """True once the lease service answers grpc.health.v1 with SERVING (what the supervisor waits for)."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    if not lease.alive():
+        raise RuntimeError(f"lease_service exited {lease.popen.returncode}:\n{lease.tail()}")
+    sock = node.tmp / "run" / "lease.sock"
+    if not sock.exists():
+        return False
+    try:
+        with grpc.insecure_channel(f"unix:{sock}") as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
+            return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+    except grpc.RpcError:
+        return False
+
+
+def start_both(node: Node, supervised: bool = True) -> tuple[Proc, Proc, float]:
+    """Start the lease service, then the backend: once the lease service is SERVING (as the supervisor
+    does) or at once. (lease, backend, seconds until the lease service served, or 0)."""
+    t0 = time.monotonic()
+    lease = node.start_lease_service()
+    serving = 0.0
+    if supervised:
+        serving = wait_for(lambda: lease_serving(node, lease), 600, "the lease service SERVING") - t0
+    return lease, node.start_backend(), serving
+
+
 def start_and_sync(node: Node, n: int, timeout: float = 600) -> tuple[Proc, Proc, float]:
     """Start the lease service and the backend; wait until the kernel holds ``n`` peers. (lease, backend, seconds)."""
     counter = KernelCounter()
     try:
         t0 = time.monotonic()
-        lease = node.start_lease_service()
-        backend = node.start_backend()
+        lease, backend, _ = start_both(node)
 
         def synced() -> bool:
             for proc in (lease, backend):
