@@ -6,6 +6,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -53,7 +54,7 @@ class Connection:
         self.timeout = timeout
         self._channel: grpc.Channel | None = None
 
-    def __enter__(self) -> "Connection":
+    def __enter__(self) -> Self:
         path = self.endpoint.socket
         try:
             mode = path.stat().st_mode
@@ -87,13 +88,13 @@ class Connection:
         try:
             reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=self.timeout)
         except grpc.RpcError as exc:
-            if exc.code() == grpc.StatusCode.NOT_FOUND:  # type: ignore[attr-defined]
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
                 return "NOT_FOUND"
             raise self.unreachable(exc) from None
         return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
 
     def lease_stub(self) -> lease_pb2_grpc.LeaseServiceStub:
-        return lease_pb2_grpc.LeaseServiceStub(self.channel)
+        return lease_pb2_grpc.LeaseServiceStub(self.channel)  # type: ignore[no-untyped-call]
 
     def backend_stub(self) -> backend_pb2_grpc.BackendServiceStub:
-        return backend_pb2_grpc.BackendServiceStub(self.channel)
+        return backend_pb2_grpc.BackendServiceStub(self.channel)  # type: ignore[no-untyped-call]

@@ -228,7 +228,7 @@ def _verdict(result: Diagnosis, status: backend_pb2.GetStatusResponse) -> Diagno
     return result
 
 
-def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]", common: argparse.ArgumentParser) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("doctor", parents=[common], help="why can this node not reach a peer?",
                        description="Check one peer (a subnet, lease key, node name or IP) from lease to kernel: "
                                    "its lease, whether the backend rejected it, whether it is programmed, and the "

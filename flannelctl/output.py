@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from google.protobuf import json_format
@@ -18,13 +18,14 @@ TEXT, JSON = "text", "json"
 
 def now() -> str:
     """The current time, UTC, RFC 3339 with milliseconds."""
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def message_dict(message: Message) -> dict[str, Any]:
     """A message as JSON-ready data with the proto field names and every scalar field present."""
-    return json_format.MessageToDict(message, always_print_fields_with_no_presence=True,
-                                     preserving_proto_field_name=True)
+    data: dict[str, Any] = json_format.MessageToDict(message, always_print_fields_with_no_presence=True,
+                                                     preserving_proto_field_name=True)
+    return data
 
 
 def lease_dict(lease: lease_pb2.Lease) -> dict[str, Any]:
@@ -45,8 +46,7 @@ LEASE_HEADER = ["KEY", "SUBNET", "IPV6 SUBNET", "PUBLIC IP", "BACKEND", "NODE"]
 def table(header: Sequence[str], rows: Sequence[Sequence[str]], out: TextIO = sys.stdout) -> None:
     """Columns aligned with two spaces between them, like kubectl's."""
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
-    for row in (header, *rows):
-        out.write("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() + "\n")
+    out.writelines("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() + "\n" for row in (header, *rows))
 
 
 def dump(data: Any, out: TextIO = sys.stdout, *, lines: bool = False) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import grpc
@@ -31,9 +31,10 @@ def own_lease(conn: Connection, wait: float) -> lease_pb2.Lease | None:
     call = conn.lease_stub().WatchLease(lease_pb2.WatchLeaseRequest(), timeout=wait)
     try:
         for event in call:
-            return event.lease
+            lease: lease_pb2.Lease = event.lease
+            return lease
     except grpc.RpcError as exc:
-        if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:  # type: ignore[attr-defined]
+        if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
             return None
         raise
     finally:
@@ -69,7 +70,7 @@ def status_dict(status: backend_pb2.GetStatusResponse) -> dict[str, Any]:
     """GetStatus with stable keys: peers and rejections flattened, times as RFC 3339 or null."""
     last = None
     if status.HasField("last_reconcile"):
-        last = status.last_reconcile.ToDatetime(tzinfo=timezone.utc).isoformat().replace("+00:00", "Z")
+        last = status.last_reconcile.ToDatetime(tzinfo=UTC).isoformat().replace("+00:00", "Z")
     return {
         "backend_type": status.backend_type, "device": status.device, "mtu": status.mtu, "ip_masq": status.ip_masq,
         "own_lease": lease_dict(status.own_lease) if status.HasField("own_lease") else None,
@@ -80,7 +81,7 @@ def status_dict(status: backend_pb2.GetStatusResponse) -> dict[str, Any]:
     }
 
 
-def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]", common: argparse.ArgumentParser) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("status", parents=[common], help="both services: health, own lease, config, dataplane",
                        description="The lease service (Describe, health, this node's lease, network config) and "
                                    "the backend (Describe, health, GetStatus: device, MTU, peers, rejected leases, "
@@ -113,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _describe_line(describe: dict[str, Any]) -> str:
     if "error" in describe:
-        return describe["error"]
+        return str(describe["error"])
     return (f"{describe.get('name', '?')} {describe.get('version', '?')} "
             f"({', '.join(describe.get('api_versions', []))}; {', '.join(describe.get('capabilities', []))})")
 
@@ -122,7 +123,7 @@ def _lease_line(lease: dict[str, Any] | None) -> str:
     if lease is None:
         return "none held yet"
     if "error" in lease:
-        return lease["error"]
+        return str(lease["error"])
     expires = lease.get("expiration") or "never"
     subnets = " ".join(s for s in (lease.get("subnet"), lease.get("ipv6_subnet")) if s)
     return f"{lease['key']}  subnet {subnets}  public IP {lease.get('public_ip') or lease.get('public_ipv6')}  expires {expires}"
@@ -130,7 +131,7 @@ def _lease_line(lease: dict[str, Any] | None) -> str:
 
 def _config_line(config: dict[str, Any]) -> str:
     if "error" in config:
-        return config["error"]
+        return str(config["error"])
     nets = []
     if config.get("enable_ipv4"):
         nets.append(f"{config['network']} (/{config['subnet_len']} from {config['subnet_min']} to {config['subnet_max']})")
@@ -142,8 +143,8 @@ def _config_line(config: dict[str, Any]) -> str:
 def _age(stamp: str | None) -> str:
     if not stamp:
         return "never"
-    when = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-    return f"{stamp} ({(datetime.now(timezone.utc) - when).total_seconds():.0f}s ago)"
+    when = datetime.fromisoformat(stamp)
+    return f"{stamp} ({(datetime.now(UTC) - when).total_seconds():.0f}s ago)"
 
 
 def print_text(lease: dict[str, Any], backend: dict[str, Any], out: Any = sys.stdout) -> None:

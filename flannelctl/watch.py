@@ -52,7 +52,7 @@ def text_line(record: dict[str, Any]) -> str:
     return f"{record['time']} {record['kind']:<8} cursor={record.get('cursor', '')}"
 
 
-def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]", common: argparse.ArgumentParser) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("watch", parents=[common], help="follow the lease stream live",
                        description="Follow WatchLeases: one line per lease event (time, kind, key, subnet, public "
                                    "IP) and per SYNCED/PROGRESS marker with its cursor. With -o json, one JSON "
@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
                         if args.count and seen >= args.count:
                             return 0
         except grpc.RpcError as exc:
-            if exc.code() == grpc.StatusCode.CANCELLED:  # type: ignore[attr-defined]
+            if exc.code() == grpc.StatusCode.CANCELLED:
                 return 0
             raise CtlError(f"WatchLeases on {conn.endpoint.socket} ended: {rpc_error_text(exc)}") from None
         finally:
