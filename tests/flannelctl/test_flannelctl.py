@@ -341,3 +341,87 @@ def test_status_of_a_running_node_shows_peers_rejections_and_the_last_reconcile(
     assert values["flannel_backend_kernel_ops_applied_total"] >= 3  # route, neighbour, FDB entry
     assert values["flannel_backend_reconcile_duration_seconds_count"] >= 1
     assert "flannel_backend_lease_service_reconnects_total" in values
+
+
+# --------------------------------------------------------------------------- the diagnosis on its own
+
+
+class FakeKernel:
+    """What ``ip -json`` / ``bridge -json`` would print, from plain data."""
+
+    def __init__(self, links: dict[str, list[str]], routes: list[dict[str, Any]],
+                 neighbours: dict[str, list[dict[str, Any]]], fdb: dict[str, list[dict[str, Any]]]) -> None:
+        self._links, self._routes, self._neighbours, self._fdb = links, routes, neighbours, fdb
+
+    def link(self, device: str) -> dict[str, Any] | None:
+        return {"ifname": device, "flags": self._links[device], "mtu": 1450} if device in self._links else None
+
+    def routes(self, subnet: str) -> list[dict[str, Any]]:
+        return [r for r in self._routes if r["dst"] == subnet]
+
+    def neighbours(self, device: str) -> list[dict[str, Any]]:
+        return self._neighbours.get(device, [])
+
+    def fdb(self, device: str) -> list[dict[str, Any]]:
+        return self._fdb.get(device, [])
+
+
+DUAL = lease_pb2.Lease(key="10.244.9.0-24&fd10::9:0-112", subnet="10.244.9.0/24", ipv6_subnet="fd10::9:0/112",
+                       public_ip="192.168.77.2", public_ipv6="fd00::2", backend_type="vxlan", node_name="node-9",
+                       backend_data='{"VNI":1,"VtepMAC":"0a:58:0a:f4:09:01"}',
+                       backend_v6_data='{"VNI":1,"VtepMAC":"0a:58:0a:f4:09:06"}')
+
+
+def _status(lease: lease_pb2.Lease, mode: str) -> backend_pb2.GetStatusResponse:
+    return backend_pb2.GetStatusResponse(backend_type="vxlan", device="flannel.1", synced=True,
+                                         last_reconcile_outcome="ok", peers=[backend_pb2.Peer(lease=lease, mode=mode)])
+
+
+def test_a_dual_stack_peer_is_checked_on_both_vxlan_devices() -> None:
+    from flannelctl.doctor import diagnose
+
+    kernel = FakeKernel(
+        links={"flannel.1": ["BROADCAST", "UP"], "flannel-v6.1": ["BROADCAST", "UP"]},
+        routes=[{"dst": "10.244.9.0/24", "gateway": "10.244.9.0", "dev": "flannel.1"},
+                {"dst": "fd10::9:0/112", "gateway": "fd10::9:0", "dev": "flannel-v6.1"}],
+        neighbours={"flannel.1": [{"dst": "10.244.9.0", "lladdr": "0a:58:0a:f4:09:01", "state": ["PERMANENT"]}],
+                    "flannel-v6.1": [{"dst": "fd10::9:0", "lladdr": "0a:58:0a:f4:09:06", "state": ["PERMANENT"]}]},
+        fdb={"flannel.1": [{"mac": "0a:58:0a:f4:09:01", "dst": "192.168.77.2"}],
+             "flannel-v6.1": [{"mac": "0a:58:0a:f4:09:06", "dst": "fd00::2"}]})
+    result = diagnose("node-9", [DUAL], _status(DUAL, "vxlan"), kernel)  # type: ignore[arg-type]
+    assert [c.name for c in result.checks] == ["lease", "accepted", "programmed", "device", "route", "neighbour",
+                                               "fdb", "device6", "route6", "neighbour6", "fdb6"]
+    assert result.ok, result.checks
+    only_v4 = diagnose("node-9", [DUAL], _status(DUAL, "vxlan"), kernel, families=(4,))  # type: ignore[arg-type]
+    assert [c.name for c in only_v4.checks][-1] == "fdb"
+
+    kernel._fdb["flannel-v6.1"] = [{"mac": "0a:58:0a:f4:09:06", "dst": "fd00::99"}]
+    result = diagnose("fd10::9:5", [DUAL], _status(DUAL, "vxlan"), kernel)  # type: ignore[arg-type]
+    assert result.verdict.startswith("problem: the FDB entry for 0a:58:0a:f4:09:06 on flannel-v6.1 points to "
+                                     "fd00::99, expected fd00::2")
+
+
+def test_a_host_gw_peer_needs_only_its_route_via_the_public_ip() -> None:
+    from flannelctl.doctor import diagnose
+
+    lease = lease_pb2.Lease(key="10.244.9.0-24", subnet="10.244.9.0/24", public_ip="192.168.77.2",
+                            backend_type="host-gw")
+    good = FakeKernel({}, [{"dst": "10.244.9.0/24", "gateway": "192.168.77.2", "dev": "eth0"}], {}, {})
+    result = diagnose("10.244.9.0/24", [lease], _status(lease, "host-gw"), good)  # type: ignore[arg-type]
+    assert result.ok and [c.name for c in result.checks][-1] == "route"
+    wrong = FakeKernel({}, [{"dst": "10.244.9.0/24", "gateway": "192.168.77.9", "dev": "eth0"}], {}, {})
+    result = diagnose("10.244.9.0/24", [lease], _status(lease, "host-gw"), wrong)  # type: ignore[arg-type]
+    assert result.verdict.startswith("problem: the route to 10.244.9.0/24 is wrong: 10.244.9.0/24 via 192.168.77.9 "
+                                     "dev eth0, expected 10.244.9.0/24 via 192.168.77.2")
+
+
+def test_a_peer_the_backend_has_not_programmed_yet_is_named_with_the_reason() -> None:
+    from flannelctl.doctor import diagnose
+
+    lease = lease_pb2.Lease(key="10.244.9.0-24", subnet="10.244.9.0/24", public_ip="192.168.77.2")
+    unsynced = backend_pb2.GetStatusResponse(device="flannel.1", synced=False)
+    assert diagnose("10.244.9.0-24", [lease], unsynced, FakeKernel({}, [], {}, {})).verdict == (  # type: ignore[arg-type]
+        "problem: the backend has not applied the lease stream's snapshot yet (synced: false)")
+    failing = backend_pb2.GetStatusResponse(device="flannel.1", synced=True, last_reconcile_outcome="error: boom")
+    assert diagnose("10.244.9.0-24", [lease], failing, FakeKernel({}, [], {}, {})).verdict == (  # type: ignore[arg-type]
+        "problem: the backend has not programmed 10.244.9.0-24; last reconcile: error: boom")
