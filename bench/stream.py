@@ -169,7 +169,7 @@ def resume(n: int, timeout: float) -> dict[str, object]:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--peers", type=int, default=1000, help="leases in the store for the throughput runs (default 1000)")
-    p.add_argument("--watchers", type=int, nargs="+", default=[1, 100], help="concurrent watchers (default 1 100)")
+    p.add_argument("--watchers", type=int, nargs="*", default=[1, 100], help="concurrent watchers (default 1 100; none: skip)")
     p.add_argument("--deltas", type=int, default=2000, help="leases written during the delta run (default 2000)")
     p.add_argument("--resume-peers", type=int, default=10000, help="peers for the resume run (0: skip; default 10000)")
     p.add_argument("--timeout", type=float, default=600)
