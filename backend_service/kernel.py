@@ -119,25 +119,21 @@ async def read_kernel(ipr: AsyncIPRoute, devices: Iterable[str] = ()) -> KernelS
 _parsed: dict[tuple[object, ...], Any] = {}
 
 
-def _cached(key: tuple[object, ...], make: Any) -> Any:
-    obj = _parsed.get(key)
-    if obj is None:
-        obj = _parsed[key] = make()
-    return obj
+def _route_of(r: RawRoute, ifname: str) -> Route:
+    dst_ip = ip_from(r.dst)
+    dst: ipaddress.IPv4Network | ipaddress.IPv6Network
+    if dst_ip.version == 4:
+        dst = ipaddress.IPv4Network((dst_ip, r.dst_len), strict=False)
+    else:
+        dst = ipaddress.IPv6Network((dst_ip, r.dst_len), strict=False)
+    return Route(dst=dst, gateway=ip_from(r.gateway) if r.gateway else None, ifname=ifname,
+                 onlink=bool(r.flags & RTNH_F_ONLINK))
 
 
 def _read_dumps(sock: socket.socket, links: dict[int, str], devices: set[str]) -> KernelSnapshot:
     device_index = {idx for idx, name in links.items() if name in devices}
     routes: list[KernelRoute] = []
     connected: list[ConnectedNetwork] = []
-    networks = {4: ipaddress.IPv4Network, 6: ipaddress.IPv6Network}
-
-    def route_of(r: RawRoute, ifname: str) -> Route:
-        dst_ip = ip_from(r.dst)
-        return Route(dst=networks[dst_ip.version]((dst_ip, r.dst_len), strict=False),
-                     gateway=ip_from(r.gateway) if r.gateway else None, ifname=ifname,
-                     onlink=bool(r.flags & RTNH_F_ONLINK))
-
     for family in (AF_INET, AF_INET6):
         for r in dump_routes(sock, family, seq=family):
             if r.table != RT_TABLE_MAIN or r.type != RTN_UNICAST or not r.dst or r.dst_len == 0:
@@ -148,10 +144,14 @@ def _read_dumps(sock: socket.socket, links: dict[int, str], devices: set[str]) -
                 continue
             ifname = links.get(oif, f"if{oif}") if oif is not None else ""
             if owned:
-                key = ("r", r.dst, r.dst_len, r.gateway, ifname, r.flags & RTNH_F_ONLINK, r.proto, r.priority)
-                routes.append(_cached(key, lambda: KernelRoute(route_of(r, ifname), proto=r.proto, priority=r.priority)))
+                key: tuple[object, ...] = ("r", r.dst, r.dst_len, r.gateway, ifname, r.flags & RTNH_F_ONLINK,
+                                           r.proto, r.priority)
+                kr = _parsed.get(key)
+                if kr is None:
+                    kr = _parsed[key] = KernelRoute(_route_of(r, ifname), proto=r.proto, priority=r.priority)
+                routes.append(kr)
             elif r.scope == RT_SCOPE_LINK and not r.multipath and links.get(oif) not in (None, "lo"):  # type: ignore[arg-type]
-                connected.append(ConnectedNetwork(route_of(r, ifname).dst, ifname))
+                connected.append(ConnectedNetwork(_route_of(r, ifname).dst, ifname))
     neighbours: set[Neighbour] = set()
     fdb: set[FdbEntry] = set()
     if device_index:
@@ -159,13 +159,19 @@ def _read_dumps(sock: socket.socket, links: dict[int, str], devices: set[str]) -
             if (n.ifindex in device_index and n.state & NUD_PERMANENT and n.family in (AF_INET, AF_INET6)
                     and n.dst and n.lladdr):
                 ifname = links[n.ifindex]
-                neighbours.add(_cached(("n", ifname, n.dst, n.lladdr),
-                                       lambda: Neighbour(ifname, ip_from(n.dst), mac_from(n.lladdr))))  # type: ignore[arg-type]
+                key = ("n", ifname, n.dst, n.lladdr)
+                neigh = _parsed.get(key)
+                if neigh is None:
+                    neigh = _parsed[key] = Neighbour(ifname, ip_from(n.dst), mac_from(n.lladdr))
+                neighbours.add(neigh)
         for n in dump_neighbours(sock, AF_BRIDGE, seq=101):
             if n.ifindex in device_index and n.state & NUD_PERMANENT and n.dst and n.lladdr:
                 ifname = links[n.ifindex]
-                fdb.add(_cached(("f", ifname, n.lladdr, n.dst),
-                                lambda: FdbEntry(ifname, mac_from(n.lladdr), ip_from(n.dst))))  # type: ignore[arg-type]
+                key = ("f", ifname, n.lladdr, n.dst)
+                entry = _parsed.get(key)
+                if entry is None:
+                    entry = _parsed[key] = FdbEntry(ifname, mac_from(n.lladdr), ip_from(n.dst))
+                fdb.add(entry)
     if len(_parsed) > 2 * (len(routes) + len(neighbours) + len(fdb)) + 1024:
         _parsed.clear()
     state = KernelState(tuple(routes), frozenset(neighbours), frozenset(fdb))

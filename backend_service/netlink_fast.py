@@ -93,7 +93,7 @@ def open_netlink_socket(ipr: AsyncIPRoute | None = None, *, rcvbuf: int = 8 << 2
         os.close(nsfd)  # the namespace we are in (the daemon's case): no thread needed
         nsfd = None
     made: list[socket.socket] = []
-    failed: list[BaseException] = []
+    failed: list[OSError] = []
 
     def create() -> None:
         try:
@@ -103,7 +103,7 @@ def open_netlink_socket(ipr: AsyncIPRoute | None = None, *, rcvbuf: int = 8 << 2
                     err = ctypes.get_errno()
                     raise OSError(err, f"setns: {os.strerror(err)}")
             made.append(socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE))
-        except BaseException as exc:  # reported to the caller's thread below
+        except OSError as exc:  # reported to the caller's thread below
             failed.append(exc)
 
     if nsfd is None:
@@ -245,7 +245,7 @@ class MessageEncoder:
             version = obj.dst.version
             has_gw, has_oif = obj.gateway is not None, ifindex > 0
             metric = delete and bool(op.priority)
-            key = ("route", delete, version, has_gw, has_oif, metric, obj.onlink and not delete)
+            key: tuple[object, ...] = ("route", delete, version, has_gw, has_oif, metric, obj.onlink and not delete)
             t = self._template(key, lambda: route_template(delete, version, has_gw, has_oif, metric, obj.onlink))
             buf = bytearray(t.data)
             dst = obj.dst.network_address.packed

@@ -77,7 +77,7 @@ async def test_template_applier_programs_what_pyroute2_programs_and_is_idempoten
         def peers_only(state):  # type: ignore[no-untyped-def]
             node_nets = (ip_network("10.244.0.0/16"), ip_network("fd00:10::/56"))
             node_publics = (ip_network("192.168.77.0/24"), ip_network("fd77::/64"))
-            outside = lambda addr, nets: not any(addr in net for net in nets if addr.version == net.version)  # noqa: E731
+            outside = lambda addr, nets: not any(addr in net for net in nets if addr.version == net.version)
             return ({str(kr.route) for kr in state.routes if outside(kr.route.dst.network_address, node_nets)},
                     {str(n) for n in state.neighbours if outside(n.dst, node_nets)},
                     {str(e) for e in state.fdb if outside(e.dst, node_publics)})
