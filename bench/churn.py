@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import (  # noqa: E402
+from bench.common import (
     KernelMonitor,
     Node,
     bench_node,
@@ -125,7 +125,7 @@ def main() -> int:
     with bench_node() as node:
         write_config(node)
         write_peers(node, range(args.peers))
-        lease, backend, sync = start_and_sync(node, args.peers)
+        _, _, sync = start_and_sync(node, args.peers)
         print(f"  N={args.peers}: in sync after {sync:.2f}s", flush=True)
         first = args.peers
         present = list(range(args.peers))

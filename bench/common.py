@@ -131,11 +131,10 @@ class Proc:
 
     def __init__(self, name: str, argv: Sequence[str], log_path: Path, env: dict[str, str] | None = None) -> None:
         self.name = name
-        log = open(log_path, "ab")
         self.log_path = log_path
-        self.popen = subprocess.Popen(list(argv), stdout=log, stderr=log, start_new_session=True, cwd=REPO,
-                                      env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
-        log.close()
+        with open(log_path, "ab") as log:
+            self.popen = subprocess.Popen(list(argv), stdout=log, stderr=log, start_new_session=True, cwd=REPO,
+                                          env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
         self.started = time.monotonic()
         self.final: tuple[float, float] | None = None
 
@@ -352,7 +351,7 @@ class KernelCounter:
             data = self.sock.recv(1 << 20)
             off = 0
             while off < len(data):
-                length, mtype, _, seq, _ = _HDR.unpack_from(data, off)
+                length, mtype, _, _, _ = _HDR.unpack_from(data, off)
                 if mtype == NLMSG_DONE:
                     return
                 if mtype == NLMSG_ERROR:
@@ -411,7 +410,7 @@ class KernelMonitor:
         while not self._stop:
             try:
                 data = recv(1 << 20)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:  # ENOBUFS: we fell behind
                 self.overruns += 1
@@ -476,7 +475,8 @@ def write_json(path: str | None, data: object) -> None:
 
 
 def git_commit() -> str:
-    proc = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    proc = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                          check=False)
     return proc.stdout.strip()
 
 

@@ -24,18 +24,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import (  # noqa: E402
+from bench.common import (
     DEVICE,
     NODE_ADDR,
     KernelCounter,
     Namespaces,
     bench_node,
     git_commit,
-    start_both,
     peer_mac,
     peer_public_ip,
     peer_subnet,
     run,
+    start_both,
     table,
     wait_for,
     write_config,

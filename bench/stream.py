@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import (  # noqa: E402
+from bench.common import (
     KernelCounter,
     KernelMonitor,
     Node,
@@ -128,7 +128,7 @@ def resume(n: int, timeout: float) -> dict[str, object]:
     with bench_node() as node:
         write_config(node)
         write_peers(node, range(n))
-        lease, backend, sync = start_and_sync(node, n, timeout)
+        lease, _, sync = start_and_sync(node, n, timeout)
         print(f"  resume: N={n} in sync after {sync:.2f}s", flush=True)
         time.sleep(3)  # let the backend finish reporting
         monitor = KernelMonitor()
