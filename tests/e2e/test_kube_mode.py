@@ -238,3 +238,18 @@ def test_a_malformed_net_conf_keeps_the_service_not_serving_and_says_why(
     assert health_status(service.socket) == "NOT_SERVING"
     service.conf.write_text(json.dumps(NET_CONF))
     wait_until(lambda: health_status(service.socket) == "SERVING", timeout=20, what="SERVING once fixed")
+
+
+@pytest.mark.netns
+def test_three_nodes_in_kube_mode_ping_across_nodes(tmp_path: Path) -> None:
+    from tests.support.cluster import Cluster
+
+    with Cluster(tmp_path / "cluster", nodes=3, kube=True) as cluster:
+        for node in cluster.nodes:
+            assert node.subnet == f"10.244.{node.index}.0/24"  # the node's spec.podCIDR
+            notes = cluster.apiserver.get_node(node.name)["metadata"]["annotations"]
+            assert notes[P + "public-ip"] == node.public_ip and notes[P + "kube-subnet-manager"] == "true"
+        for src in cluster.nodes:
+            for dst in cluster.nodes:
+                if src is not dst:
+                    assert cluster.ping(src, dst.pod_ip, count=3).received == 3, (src.name, dst.name)

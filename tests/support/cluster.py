@@ -22,6 +22,7 @@ namespaces) and etcd from a thread that entered the etcd namespace with ``setns(
 from __future__ import annotations
 
 import base64
+import ipaddress
 import ctypes
 import json
 import os
@@ -424,6 +425,7 @@ class Cluster:
         cluster_id: str | None = None,
         flanneld: bool = False,
         flanneld_args: Sequence[str] = (),
+        kube: bool = False,
         backend_args: Sequence[str] = (),
         lease_args: Sequence[str] = (),
         backend_module: str = "backend_service",
@@ -440,6 +442,8 @@ class Cluster:
         self.prefix = prefix
         self.flanneld = flanneld
         self.flanneld_args = list(flanneld_args)
+        self.kube = kube
+        self.apiserver: Any = None  # tests.support.fake_apiserver.ApiServerProcess in kube mode
         self.backend_args = list(backend_args)
         self.backend_module = backend_module
         self.backend_cmd = list(backend_cmd) if backend_cmd else None
@@ -504,6 +508,9 @@ class Cluster:
                     continue
                 with suppress(Exception):  # keep cleaning up
                     daemon.kill()
+        if self.apiserver is not None:
+            with suppress(Exception):
+                self.apiserver.stop()
         if self.etcd is not None:
             with suppress(Exception):
                 self.etcd.kill()
@@ -546,6 +553,30 @@ class Cluster:
         in_netns(self.etcd_ns, lambda: etcd.start())
         self.etcd_http = EtcdHttp(self.etcd_ns, etcd.endpoint)
         self.put_config(self.config)
+        if self.kube:
+            self._apiserver()
+
+    def _apiserver(self) -> None:
+        """Kube mode: a Kubernetes API for Node objects beside etcd, net-conf.json, one Node per node
+        (kubelet-registered, with its podCIDR as the node IPAM controller would give it)."""
+        from tests.support.fake_apiserver import ApiServerProcess, make_node
+
+        assert self.etcd is not None
+        self.apiserver = ApiServerProcess(self.etcd.endpoint, "/registry", host=self.etcd_ip, netns=self.etcd_ns,
+                                          log_path=self.base_dir / "apiserver.log").start()
+        (self.base_dir / "net-conf.json").write_text(json.dumps(self.config))
+        network = ipaddress.ip_network(self.config["Network"])
+        for i in range(1, self.count + 1):
+            subnet = list(network.subnets(new_prefix=24))[i]
+            self.apiserver.create_node(make_node(f"n{i}", str(subnet), address=f"{self.underlay}.{i}"))
+
+    def store_args(self, i: int) -> list[str]:
+        """How node ``i``'s lease service reaches the store: etcd, or the Kubernetes API."""
+        assert self.etcd is not None
+        if self.kube:
+            return ["--kube-subnet-mgr", "--kube-api-url", self.apiserver.url, "--node-name", f"n{i}",
+                    "--net-config-path", str(self.base_dir / "net-conf.json")]
+        return ["--etcd-endpoints", self.etcd.endpoint, "--etcd-prefix", self.prefix]
 
     def put_config(self, config: dict[str, Any]) -> None:
         self.etcd_put(f"{self.prefix}/config", json.dumps(config))
@@ -558,9 +589,8 @@ class Cluster:
         run_dir = self.base_dir / f"n{i}"
         run_dir.mkdir(parents=True, exist_ok=True)
         assert self.etcd is not None
-        lease_argv = ["--run-dir", str(run_dir), "--etcd-endpoints", self.etcd.endpoint,
-                      "--etcd-prefix", self.prefix, "--iface", "eth0", *(["--ip-masq"] if self.ip_masq else []),
-                      *self.lease_args]
+        lease_argv = ["--run-dir", str(run_dir), *self.store_args(i), "--iface", "eth0",
+                      *(["--ip-masq"] if self.ip_masq else []), *self.lease_args]
         backend_argv = ["--run-dir", str(run_dir), "--iface", "eth0", *(["--ip-masq"] if self.ip_masq else []),
                         *self.backend_args]
         if self.backend_cmd:  # a third-party backend: its own command line, {run_dir} filled in
@@ -574,7 +604,7 @@ class Cluster:
         )
         if self.flanneld:
             node.flanneld = Daemon("supervisor", [
-                "--run-dir", str(run_dir), "--etcd-endpoints", self.etcd.endpoint, "--etcd-prefix", self.prefix,
+                "--run-dir", str(run_dir), *self.store_args(i),
                 "--iface", "eth0", *(["--ip-masq"] if self.ip_masq else []), *self.flanneld_args,
             ], self.base_dir / f"n{i}-flanneld.log", prefix=["ip", "netns", "exec", ns])
         self.nodes.append(node)

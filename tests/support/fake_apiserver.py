@@ -450,11 +450,19 @@ class ApiServerProcess:
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(self.url + path, data=data, method=method,
                                      headers={"Content-Type": content_type})
-        try:
-            with urllib.request.urlopen(req, timeout=10) as resp:
-                return json.loads(resp.read() or b"null")
-        except urllib.error.HTTPError as exc:
-            return json.loads(exc.read() or b"null")
+
+        def go() -> Any:
+            try:
+                with urllib.request.urlopen(req, timeout=10) as resp:
+                    return json.loads(resp.read() or b"null")
+            except urllib.error.HTTPError as exc:
+                return json.loads(exc.read() or b"null")
+
+        if self.netns is None:
+            return go()
+        from tests.support.cluster import in_netns  # the server listens inside its namespace
+
+        return in_netns(self.netns, go)
 
     def create_node(self, node: dict[str, Any]) -> Any:
         return self.call("POST", "/api/v1/nodes", node)
