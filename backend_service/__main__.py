@@ -9,7 +9,7 @@ import random
 import signal
 import sys
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 import grpc
@@ -21,7 +21,7 @@ from backend_service.config import ConfigError, NetworkConfig, parse_network_con
 from backend_service.dataplane import Dataplane, make_backend
 from backend_service.follow import LeaseView
 from backend_service.kernel import KernelError, TemplateApplier, read_public_interface
-from backend_service.masq import IptablesMasq, Masquerade, MasqError, MasqNetwork, NftablesMasq
+from backend_service.masq import IptablesMasq, MasqError, MasqNetwork, Masquerade, NftablesMasq
 from backend_service.node import LocalNode, PublicInterface
 from backend_service.server import BackendServicer, Status
 from flannel_rpc import UnixServer, unix_target
@@ -199,7 +199,7 @@ class BackendDaemon:
         except Exception as exc:  # the kernel said no in a way we did not foresee: report, retry later
             log.exception("reconcile failed")
             self.status.last_outcome = f"error: {exc}"
-            self.status.last_reconcile = datetime.now(timezone.utc)
+            self.status.last_reconcile = datetime.now(UTC)
             return
         self.status.peers = [backend_pb2.Peer(lease=plan_lease(peers, plan.peer.key), mode=plan.mode)
                              for plan in report.peers]
@@ -211,7 +211,7 @@ class BackendDaemon:
             if seen not in self._rejected_seen:
                 self._rejected_seen.add(seen)
                 log.warning("rejected lease %s: %s", rejection.reason, rejection.message)
-        self.status.last_reconcile = datetime.now(timezone.utc)
+        self.status.last_reconcile = datetime.now(UTC)
         self.status.last_outcome = outcome
         self.status.applied_cursor = cursor
         self.status.synced = synced
@@ -252,11 +252,11 @@ async def serve(settings: cli.Settings) -> int:
             stopper = asyncio.ensure_future(stop.wait())
             done, _ = await asyncio.wait({work, stopper}, return_when=asyncio.FIRST_COMPLETED)
             if work in done:
-                exc = work.exception()
-                if isinstance(exc, (Fatal, KernelError, ConfigError)):
-                    log.error("cannot run: %s", exc)
+                failure = work.exception()
+                if isinstance(failure, (Fatal, KernelError, ConfigError)):
+                    log.error("cannot run: %s", failure)
                     return 2
-                log.error("backend stopped unexpectedly: %r", exc)
+                log.error("backend stopped unexpectedly: %r", failure)
                 return 1
             work.cancel()
             await daemon.channel.close()

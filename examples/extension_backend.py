@@ -26,7 +26,7 @@ import signal
 import subprocess
 import sys
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
@@ -49,7 +49,7 @@ class Commands:
     subnet_remove: str = ""
 
     @classmethod
-    def from_backend_json(cls, text: str) -> "Commands":
+    def from_backend_json(cls, text: str) -> Commands:
         doc = json.loads(text or "{}")
         return cls(doc.get("PreStartupCommand", ""), doc.get("PostStartupCommand", ""),
                    doc.get("SubnetAddCommand", ""), doc.get("SubnetRemoveCommand", ""))
@@ -193,7 +193,7 @@ class ExtensionBackend(backend_pb2_grpc.BackendServiceServicer):
             if key not in self.applied:
                 if await self._run(self.commands.subnet_add, lease, "SubnetAddCommand"):
                     self.applied[key] = lease
-        self.last_reconcile = datetime.now(timezone.utc)
+        self.last_reconcile = datetime.now(UTC)
 
     async def _run(self, command: str, lease: lease_pb2.Lease, name: str) -> bool:
         if not command:

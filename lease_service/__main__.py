@@ -39,7 +39,7 @@ async def _until_answered(call, what: str):  # type: ignore[no-untyped-def]
         delay = min(delay * 2, 5.0)
 
 
-async def _load_config(manager: "EtcdSubnetManager | KubeSubnetManager", servicer: LeaseServicer) -> NetworkConfig:
+async def _load_config(manager: EtcdSubnetManager | KubeSubnetManager, servicer: LeaseServicer) -> NetworkConfig:
     """Wait for a valid network config, NOT_SERVING meanwhile, saying why once per new reason."""
     last = ""
     delay = 0.2

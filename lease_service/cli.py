@@ -41,7 +41,7 @@ class Settings:
     etcd: EtcdSettings
     etcd_prefix: str
     kube_subnet_mgr: bool
-    kube: "KubeSettings"
+    kube: KubeSettings
     public_ip: IPv4Address | None
     public_ipv6: IPv6Address | None
     ifaces: tuple[str, ...]
@@ -146,7 +146,7 @@ def parse(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Sett
     args = parser.parse_args([*_apply_environment(parser, argv, environ), *argv])
     run_dir = Path(args.run_dir)
 
-    def address(flag: str, value: str | None, cls: type[IPv4Address] | type[IPv6Address]) -> IPv4Address | IPv6Address | None:
+    def address(flag: str, value: str | None, cls: type[IPv4Address | IPv6Address]) -> IPv4Address | IPv6Address | None:
         if value in (None, ""):
             return None
         try:

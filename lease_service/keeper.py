@@ -7,14 +7,14 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from lease_service import subnetfile
+from lease_service.lease import Lease, LeaseAttrs
 from lease_service.netconfig import NetworkConfig
 from lease_service.stream import Change, LeaseHub
 from lease_service.subnet.base import StoreUnavailable, SubnetManager
-from lease_service.lease import Lease, LeaseAttrs
 from lease_service.wire import lease_to_proto
 from proto.flannel.v1 import lease_pb2
 
@@ -118,7 +118,7 @@ class LeaseKeeper:
     def _seconds_until_renewal(self, lease: Lease) -> float | None:
         if lease.expiration is None:
             return None  # reservations never expire
-        remaining = (lease.expiration - datetime.now(timezone.utc)).total_seconds()
+        remaining = (lease.expiration - datetime.now(UTC)).total_seconds()
         return max(remaining - self.settings.renew_margin, 0.0)
 
     async def _renew(self, lease: Lease) -> None:

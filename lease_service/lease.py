@@ -48,7 +48,7 @@ class Lease:
     store_lease_id: int = 0              # the etcd lease the key is bound to (0: none)
     mod_revision: int = 0
 
-    def with_attrs(self, attrs: LeaseAttrs) -> "Lease":
+    def with_attrs(self, attrs: LeaseAttrs) -> Lease:
         return replace(self, attrs=attrs)
 
 
@@ -124,7 +124,7 @@ def decode_lease(key: str, value: bytes, *, store_lease_id: int = 0, mod_revisio
                  store_lease_id=store_lease_id, mod_revision=mod_revision)
 
 
-def _address(key: str, doc: dict[str, Any], field: str, cls: type[IPv4Address] | type[IPv6Address]) -> IPv4Address | IPv6Address | None:
+def _address(key: str, doc: dict[str, Any], field: str, cls: type[IPv4Address | IPv6Address]) -> IPv4Address | IPv6Address | None:
     raw = doc.get(field)
     if raw in (None, ""):
         return None
@@ -148,7 +148,7 @@ def _backend_data(key: str, doc: dict[str, Any], field: str) -> str:
     return json.dumps(raw, separators=(",", ":"), sort_keys=True)
 
 
-def check_against_config(lease: Lease, config: "NetworkConfig") -> None:
+def check_against_config(lease: Lease, config: NetworkConfig) -> None:
     """Raise :class:`CorruptLease` when the lease's subnets do not fit the network config."""
     if config.enable_ipv4:
         if lease.subnet is None:

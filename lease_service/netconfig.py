@@ -134,8 +134,8 @@ def _backend(doc: dict[str, Any], source: str) -> tuple[str, dict[str, Any]]:
 def _family(
     doc: dict[str, Any],
     source: str,
-    net_cls: type[IPv4Network] | type[IPv6Network],
-    addr_cls: type[IPv4Address] | type[IPv6Address],
+    net_cls: type[IPv4Network | IPv6Network],
+    addr_cls: type[IPv4Address | IPv6Address],
     net_field: str,
     len_field: str,
     min_field: str,
@@ -186,7 +186,7 @@ def _family(
 def _bound(
     doc: dict[str, Any],
     source: str,
-    addr_cls: type[IPv4Address] | type[IPv6Address],
+    addr_cls: type[IPv4Address | IPv6Address],
     field: str,
     network: IPv4Network | IPv6Network,
     subnet_len: int,

@@ -11,10 +11,10 @@ from ipaddress import IPv4Address, IPv6Address
 import grpc
 
 from lease_service.keeper import LeaseKeeper
+from lease_service.lease import LeaseAttrs
 from lease_service.netconfig import NetworkConfig
 from lease_service.stream import LeaseHub
 from lease_service.subnet.base import AccessDenied, AcquireError, StoreUnavailable
-from lease_service.lease import LeaseAttrs
 from lease_service.wire import config_to_proto, lease_to_proto
 from proto.flannel.v1 import lease_pb2, lease_pb2_grpc
 
@@ -45,7 +45,7 @@ class LeaseServicer(lease_pb2_grpc.LeaseServiceServicer):
         """Start answering: until then every call is UNAVAILABLE, naming what is awaited."""
         self._ready = _Ready(config, hub, keeper, public_ip, public_ipv6)
 
-    async def _state(self, context: grpc.aio.ServicerContext) -> "_Ready":
+    async def _state(self, context: grpc.aio.ServicerContext) -> _Ready:
         if self._ready is None:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"lease service not ready: waiting for {self.waiting_for}")
         assert self._ready is not None

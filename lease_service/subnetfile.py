@@ -8,8 +8,8 @@ import tempfile
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 
-from lease_service.netconfig import NetworkConfig
 from lease_service.lease import Lease
+from lease_service.netconfig import NetworkConfig
 
 
 def render(config: NetworkConfig, lease: Lease, mtu: int, ip_masq: bool) -> str:

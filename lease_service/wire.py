@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from lease_service.netconfig import NetworkConfig
 from lease_service.lease import Lease
+from lease_service.netconfig import NetworkConfig
 from proto.flannel.v1 import lease_pb2
 
 

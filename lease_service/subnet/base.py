@@ -5,9 +5,9 @@ from __future__ import annotations
 from ipaddress import IPv4Network, IPv6Network
 from typing import Protocol
 
+from lease_service.lease import Lease, LeaseAttrs
 from lease_service.netconfig import NetworkConfig
 from lease_service.stream import LeaseHub
-from lease_service.lease import Lease, LeaseAttrs
 
 
 class StoreUnavailable(Exception):

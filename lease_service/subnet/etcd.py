@@ -10,14 +10,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from ipaddress import IPv4Network, IPv6Network
 
 from lease_service import metrics
 from lease_service.etcd import EtcdClient, EtcdError, EtcdUnavailable, KeyValue, WatchCompacted
-from lease_service.netconfig import ConfigError, NetworkConfig, parse_network_config, subnet_at
-from lease_service.stream import Change, LeaseHub, StateUnavailable
-from lease_service.subnet.base import AcquireError, StoreUnavailable
 from lease_service.lease import (
     CorruptLease,
     Lease,
@@ -28,6 +25,9 @@ from lease_service.lease import (
     make_subnet_key,
     parse_subnet_key,
 )
+from lease_service.netconfig import ConfigError, NetworkConfig, parse_network_config, subnet_at
+from lease_service.stream import Change, LeaseHub, StateUnavailable
+from lease_service.subnet.base import AcquireError, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -245,7 +245,7 @@ class EtcdSubnetManager:
 
     @staticmethod
     def _expiry(ttl: int) -> datetime:
-        return datetime.now(timezone.utc) + timedelta(seconds=ttl)
+        return datetime.now(UTC) + timedelta(seconds=ttl)
 
 
-__all__ = ["EtcdSubnetManager", "DEFAULT_PREFIX", "DEFAULT_LEASE_TTL"]
+__all__ = ["DEFAULT_LEASE_TTL", "DEFAULT_PREFIX", "EtcdSubnetManager"]

@@ -16,7 +16,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_network
 from pathlib import Path
 from typing import Any, TypeVar
@@ -57,7 +57,7 @@ class Annotations:
     public_ipv6_overwrite: str
 
     @classmethod
-    def for_prefix(cls, prefix: str) -> "Annotations":
+    def for_prefix(cls, prefix: str) -> Annotations:
         """Validate ``prefix`` as flannel does (an FQDN, at most one slash) and name everything."""
         if prefix.count("/") > 1:
             raise ConfigError(f"--kube-annotation-prefix {prefix!r}: at most one slash is allowed")
@@ -134,7 +134,7 @@ class KubeSubnetManager:
             resp = await call()
             body = await resp.read()
             status = resp.status
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise StoreUnavailable(f"Kubernetes API unreachable ({what}): {exc}") from exc
         if status >= 400:
             raise _api_error(what, status, body)
@@ -226,7 +226,7 @@ class KubeSubnetManager:
             log.info("annotating node %s: %s", self.node_name, ", ".join(sorted(changed)))
             await self._patch_status({"metadata": {"annotations": changed}})
         if self.set_network_unavailable and not _network_available(node):
-            now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+            now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
             await self._patch_status({"status": {"conditions": [{
                 "type": "NetworkUnavailable", "status": "False", "reason": "FlannelIsUp",
                 "message": "Flannel is running on this node", "lastTransitionTime": now, "lastHeartbeatTime": now}]}})
@@ -307,7 +307,7 @@ class KubeSubnetManager:
                 log.warning("node watch failed (%s %s); resuming from %d", exc.status, exc.reason, revision)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 metrics.STORE_RECONNECTS.inc()
                 log.warning("node watch dropped (%s); resuming from %d", exc or type(exc).__name__, revision)
                 await asyncio.sleep(delay)
@@ -336,7 +336,7 @@ def _api_error(what: str, status: int, body: bytes) -> Exception:
     return AcquireError(f"Kubernetes API rejected {what} ({status}): {message}")
 
 
-def _address(node: str, notes: dict[str, str], key: str, cls: type[IPv4Address] | type[IPv6Address]) -> IPv4Address | IPv6Address | None:
+def _address(node: str, notes: dict[str, str], key: str, cls: type[IPv4Address | IPv6Address]) -> IPv4Address | IPv6Address | None:
     raw = notes.get(key)
     if not raw:
         return None

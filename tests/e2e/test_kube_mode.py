@@ -43,7 +43,7 @@ class KubeLeaseService:
             "--node-name", node, "--public-ip", "192.168.70.1", "--run-dir", str(self.run_dir)],
             tmp / "lease.log")
 
-    def start(self, wait: bool = True) -> "KubeLeaseService":
+    def start(self, wait: bool = True) -> KubeLeaseService:
         self.daemon.start()
         if wait:
             wait_until(lambda: health_status(self.socket) == "SERVING" or not self.daemon.alive(), timeout=20,

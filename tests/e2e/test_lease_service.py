@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -52,7 +52,7 @@ class LeaseNode:
             "--public-ip", public_ip, "--etcd-call-timeout", "1", *extra,
         ], run_dir.parent / f"{run_dir.name}.log")
 
-    def start(self, wait: bool = True) -> "LeaseNode":
+    def start(self, wait: bool = True) -> LeaseNode:
         self.daemon.start()
         if wait:
             self.wait_serving()
@@ -362,10 +362,11 @@ def test_grpcurl_lists_describes_checks_health_and_streams_leases(
 
 
 def test_ten_racing_acquirers_get_ten_distinct_subnets(etcd: EtcdServer, prefix: str) -> None:
+    from ipaddress import IPv4Address
+
     from lease_service.lease import LeaseAttrs
     from lease_service.netconfig import parse_network_config
     from lease_service.subnet.etcd import EtcdSubnetManager
-    from ipaddress import IPv4Address
 
     # 12 subnets for 10 nodes: collisions are likely, and must be resolved by the Txn.
     config_text = json.dumps({**CONFIG, "Network": "10.9.0.0/16", "SubnetMin": "10.9.1.0", "SubnetMax": "10.9.12.0"})

@@ -104,7 +104,12 @@ def acquire(run_dir: Path) -> lease_pb2.Lease:
 
 def test_leases_shows_every_lease_of_one_snapshot_as_a_table_and_as_json(lease_service: Path) -> None:
     own = acquire(lease_service)
-    listed = as_json(flannelctl(lease_service, "leases", "-o", "json"))
+
+    def listing() -> dict[str, Any] | None:  # our own lease reaches the stream once etcd's watch delivers it
+        found = as_json(flannelctl(lease_service, "leases", "-o", "json"))
+        return found if own.key in {lease["key"] for lease in found["leases"]} else None
+
+    listed = wait_until(listing, what="our own lease in the listing")
     by_key = {lease["key"]: lease for lease in listed["leases"]}
     assert set(by_key) == {"10.244.7.0-24", "10.244.8.0-24", own.key}
     assert by_key["10.244.7.0-24"] | {"backend_data": None} == {

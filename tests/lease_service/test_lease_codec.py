@@ -7,7 +7,6 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Network
 
 import pytest
 
-from lease_service.netconfig import parse_network_config
 from lease_service.lease import (
     CorruptLease,
     LeaseAttrs,
@@ -17,6 +16,7 @@ from lease_service.lease import (
     make_subnet_key,
     parse_subnet_key,
 )
+from lease_service.netconfig import parse_network_config
 
 
 def test_keys_are_flannels() -> None:

@@ -9,8 +9,8 @@ from ipaddress import IPv4Address, IPv4Network
 
 import pytest
 
-from lease_service.stream import HubSettings, LeaseHub, StateUnavailable
 from lease_service.lease import Lease, LeaseAttrs
+from lease_service.stream import HubSettings, LeaseHub, StateUnavailable
 from proto.flannel.v1 import lease_pb2
 
 Msg = lease_pb2.WatchLeasesResponse

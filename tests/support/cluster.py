@@ -22,8 +22,8 @@ namespaces) and etcd from a thread that entered the etcd namespace with ``setns(
 from __future__ import annotations
 
 import base64
-import ipaddress
 import ctypes
+import ipaddress
 import json
 import os
 import re

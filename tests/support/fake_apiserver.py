@@ -414,7 +414,7 @@ class ApiServerProcess:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def start(self, timeout: float = 20) -> "ApiServerProcess":
+    def start(self, timeout: float = 20) -> ApiServerProcess:
         import subprocess
 
         root = Path(__file__).resolve().parents[2]

@@ -36,7 +36,7 @@ class Daemon:
         self.prefix = list(prefix)
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> "Daemon":
+    def start(self) -> Daemon:
         log = open(self.log_path, "ab")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         command = [sys.executable, "-m", self.module, *self.args] if self.module else self.args
