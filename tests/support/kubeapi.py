@@ -68,11 +68,12 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from aiohttp import ClientSession, ClientTimeout, web
 
 from lease_service.etcd import EtcdClient, EtcdSettings, WatchCompacted
+from lease_service.etcd.errors import EtcdError
 
 JSON = dict[str, Any]
 
@@ -348,52 +349,58 @@ class BadRequest(Exception):
     pass
 
 
+def _requirement(labels: dict[str, str], key: str, op: str, values: frozenset[str]) -> bool:
+    if op in ("=", "==", "in"):
+        return labels.get(key) in values
+    if op in ("!=", "notin"):
+        return labels.get(key) not in values
+    return (key in labels) == (op == "exists")
+
+
 def _label_matcher(selector: str) -> Callable[[JSON], bool]:
     """Equality- and set-based label selectors (``a=b``, ``a!=b``, ``a``, ``!a``, ``a in (x,y)``)."""
-    requirements: list[Callable[[dict[str, str]], bool]] = []
+    requirements: list[tuple[str, str, frozenset[str]]] = []
     for term in re.findall(r"(?:[^,(]|\([^)]*\))+", selector):
         term = term.strip()
         if not term:
             continue
         m = re.fullmatch(r"(\S+)\s+(in|notin)\s+\(([^)]*)\)", term)
         if m:
-            key, op, values = m.group(1), m.group(2), {v.strip() for v in m.group(3).split(",")}
-            if op == "in":
-                requirements.append(lambda lb, k=key, vs=values: lb.get(k) in vs)
-            else:
-                requirements.append(lambda lb, k=key, vs=values: lb.get(k) not in vs)
+            requirements.append((m.group(1), m.group(2), frozenset(v.strip() for v in m.group(3).split(","))))
             continue
         m = re.fullmatch(r"([^=!\s]+)\s*(==|=|!=)\s*(\S*)", term)
         if m:
-            key, op, value = m.groups()
-            if op == "!=":
-                requirements.append(lambda lb, k=key, v=value: lb.get(k) != v)
-            else:
-                requirements.append(lambda lb, k=key, v=value: lb.get(k) == v)
+            requirements.append((m.group(1), m.group(2), frozenset([m.group(3)])))
             continue
         m = re.fullmatch(r"(!?)([^=!\s]+)", term)
         if m is None:
             raise BadRequest(f"unable to parse requirement: {term!r}")
-        negate, key = m.groups()
-        requirements.append(lambda lb, k=key, n=bool(negate): (k in lb) != n)
-    return lambda obj: all(r(obj.get("metadata", {}).get("labels") or {}) for r in requirements)
+        requirements.append((m.group(2), "absent" if m.group(1) else "exists", frozenset()))
+
+    def matches(obj: JSON) -> bool:
+        labels = obj.get("metadata", {}).get("labels") or {}
+        return all(_requirement(labels, key, op, values) for key, op, values in requirements)
+
+    return matches
 
 
 def _field_matcher(selector: str) -> Callable[[JSON], bool]:
     """Field selectors on ``metadata.name`` (the only Node field the server needs here)."""
-    requirements: list[Callable[[JSON], bool]] = []
+    requirements: list[tuple[bool, str]] = []
     for term in filter(None, (t.strip() for t in selector.split(","))):
         m = re.fullmatch(r"([^=!]+)(==|=|!=)(.*)", term)
         if m is None:
             raise BadRequest(f"invalid selector: '{selector}'; can't understand '{term}'")
         key, op, value = m.groups()
         if key != "metadata.name":
-            raise BadRequest(f'field label not supported: {key}')
-        if op == "!=":
-            requirements.append(lambda o, v=value: o.get("metadata", {}).get("name") != v)
-        else:
-            requirements.append(lambda o, v=value: o.get("metadata", {}).get("name") == v)
-    return lambda obj: all(r(obj) for r in requirements)
+            raise BadRequest(f"field label not supported: {key}")
+        requirements.append((op != "!=", value))
+
+    def matches(obj: JSON) -> bool:
+        name = obj.get("metadata", {}).get("name")
+        return all((name == value) == equal for equal, value in requirements)
+
+    return matches
 
 
 def _matcher(query: Any) -> Callable[[JSON], bool]:
@@ -478,14 +485,14 @@ class KubeApiServer:
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
-    async def start(self) -> "KubeApiServer":
+    async def start(self) -> Self:
         self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
         await site.start()
-        server = site._server
-        assert server is not None and server.sockets  # type: ignore[union-attr]
-        self.port = int(server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+        server: Any = site._server
+        assert server is not None and server.sockets
+        self.port = int(server.sockets[0].getsockname()[1])
         self._marker_task = asyncio.create_task(self._write_markers())
         return self
 
@@ -500,7 +507,7 @@ class KubeApiServer:
             self._runner = None
         await self.etcd.close()
 
-    async def __aenter__(self) -> "KubeApiServer":
+    async def __aenter__(self) -> Self:
         return await self.start()
 
     async def __aexit__(self, *exc: object) -> None:
@@ -554,6 +561,8 @@ class KubeApiServer:
             return exc.response()
         except BadRequest as exc:
             return ApiError(400, "BadRequest", str(exc)).response()
+        except EtcdError as exc:
+            return ApiError(500, "InternalError", f"Internal error occurred: {exc}").response()
         except web.HTTPException as exc:
             if exc.status in (404, 405):  # unknown path / method: a Status, as the real server answers
                 reason = "NotFound" if exc.status == 404 else "MethodNotAllowed"
@@ -603,8 +612,8 @@ class KubeApiServer:
         try:
             obj = json.loads(value)
             if not isinstance(obj, dict) or not isinstance(obj.get("metadata"), dict):
-                raise ValueError("not an object with metadata")
-        except ValueError as exc:
+                raise TypeError("not an object with metadata")
+        except (TypeError, ValueError) as exc:
             raise ApiError(500, "InternalError", f"unable to decode an object at revision {revision}: {exc}") from exc
         obj["metadata"]["resourceVersion"] = str(revision)
         return obj
@@ -622,11 +631,8 @@ class KubeApiServer:
         return self._decode(kv.value, kv.mod_revision), kv.mod_revision
 
     async def _value_at(self, key: str, revision: int) -> Any:
-        """The KeyValue of ``key`` as of ``revision`` (None if absent or compacted)."""
-        try:
-            kvs, _ = await self.etcd.get_prefix_at(key, revision)
-        except WatchCompacted:
-            return None
+        """The KeyValue of ``key`` as of ``revision``: None if absent; raises WatchCompacted."""
+        kvs, _ = await self.etcd.get_prefix_at(key, revision)
         return next((kv for kv in kvs if kv.key == key), None)
 
     async def _written_revision(self, key: str, value: bytes, after: int) -> int:
@@ -639,10 +645,11 @@ class KubeApiServer:
         found = high
         while low <= high:
             mid = (low + high) // 2
-            old = await self._value_at(key, mid)
-            if old is None:
-                return found
-            if old.mod_revision <= after:
+            try:
+                old = await self._value_at(key, mid)
+            except WatchCompacted:
+                return found  # history gone: the best guess
+            if old is None or old.mod_revision <= after:
                 low = mid + 1
             else:
                 found = int(old.mod_revision)
@@ -744,7 +751,10 @@ class KubeApiServer:
                             await send("DELETED", obj)
                     else:
                         if old is None:
-                            prev = await self._value_at(key, event.kv.mod_revision - 1)
+                            try:
+                                prev = await self._value_at(key, event.kv.mod_revision - 1)
+                            except WatchCompacted:
+                                prev = None
                             old = self._decode(prev.value, prev.mod_revision) if prev is not None else {
                                 "kind": "Node", "apiVersion": "v1", "metadata": {"name": key[len(self.node_prefix):]}}
                         known.pop(key, None)
@@ -842,7 +852,7 @@ class KubeApiServer:
             if obj.get(part) is not None and not isinstance(obj.get(part), dict):
                 raise ApiError(422, "Invalid", f'Node "{name}" is invalid: {part}: Invalid value', name)
 
-    async def _update(self, name: str, sub: bool, change: Callable[[JSON], JSON]) -> JSON:
+    async def _update(self, name: str, sub: bool, change: Callable[[JSON], JSON], dry_run: bool = False) -> JSON:
         """Read, change, write back if the mod_revision is unchanged; retry on a concurrent write."""
         key = self._key(name)
         for _ in range(100):
@@ -866,8 +876,8 @@ class KubeApiServer:
                     new["metadata"].pop(fixed, None)
             new["kind"], new["apiVersion"] = "Node", "v1"
             new["metadata"]["resourceVersion"] = str(revision)
-            if new == old:
-                return old  # a no-op update writes nothing and keeps the resourceVersion
+            if new == old or dry_run:
+                return new  # a no-op update writes nothing and keeps the resourceVersion
             value = self._encode(new)
             if await self.etcd.replace(key, value, revision):
                 new["metadata"]["resourceVersion"] = str(await self._written_revision(key, value, revision))
@@ -891,7 +901,7 @@ class KubeApiServer:
                 new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
             return new
 
-        return web.json_response(await self._update(name, sub, replace))
+        return web.json_response(await self._update(name, sub, replace, "dryRun" in request.query))
 
     async def patch(self, request: web.Request, sub: bool) -> web.Response:
         name = request.match_info["name"]
@@ -918,15 +928,14 @@ class KubeApiServer:
                 raise ApiError(422, "Invalid", f"the server rejected our request due to an error in our request: "
                                f"{exc}", name) from exc
 
-        return web.json_response(await self._update(name, sub, apply))
+        return web.json_response(await self._update(name, sub, apply, "dryRun" in request.query))
 
     async def delete(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
         self._authorize("delete", "nodes", name)
         options: Any = {}
-        if request.can_read_body:
-            raw = await request.read()
-            options = json.loads(raw) if raw.strip() else {}
+        if request.can_read_body and (await request.read()).strip():
+            options = await self._body(request)
         obj, _ = await self._read(name)
         preconditions = (options or {}).get("preconditions") or {}
         if preconditions.get("resourceVersion") and preconditions["resourceVersion"] != obj["metadata"][
@@ -1058,7 +1067,7 @@ class AsyncKubeApiControl:
         self.timeout = timeout
         self._session: ClientSession | None = None
 
-    async def __aenter__(self) -> "AsyncKubeApiControl":
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -1146,11 +1155,11 @@ class KubeApiProcess:
     def control(self) -> KubeApiControl:
         return KubeApiControl(self.url)
 
-    def start(self, timeout: float = 20.0) -> "KubeApiProcess":
+    def start(self, timeout: float = 20.0) -> Self:
         root = Path(__file__).resolve().parents[2]
         argv = [*self.wrap, sys.executable, "-m", "tests.support.kubeapi", "--etcd-endpoint", self.etcd_endpoint,
                 "--prefix", self.prefix, "--listen", self.listen, *self.extra_args]
-        stderr: Any = open(self.log_path, "ab") if self.log_path else None
+        stderr: Any = open(self.log_path, "ab") if self.log_path else None  # noqa: SIM115
         try:
             self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=stderr, cwd=root,
                                          start_new_session=True)
@@ -1194,7 +1203,7 @@ class KubeApiProcess:
         if proc.stdout is not None:
             proc.stdout.close()
 
-    def __enter__(self) -> "KubeApiProcess":
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
