@@ -435,8 +435,6 @@ class TemplateApplier:
             sock = open_netlink_socket(self._ipr)
             try:
                 errors = await asyncio.to_thread(send_batch, sock, messages, self._chunk)
-            except OSError as e:
-                errors = {seq: e.errno or errno.EIO for seq, _ in messages}
             finally:
                 sock.close()
             for seq, code in errors.items():

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import errno
 import fcntl
 import ipaddress
 import os
@@ -123,6 +124,7 @@ def open_netlink_socket(ipr: AsyncIPRoute | None = None, *, rcvbuf: int = 8 << 2
         sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, rcvbuf)
     except OSError:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.settimeout(30.0)  # never hang a reconcile on a lost answer
     sock.bind((0, 0))
     return sock
 
@@ -281,24 +283,33 @@ def send_batch(sock: socket.socket, messages: Sequence[tuple[int, bytes]], chunk
     """Send ``(seq, message)`` pairs, ``chunk`` to a ``sendmsg``; {seq: errno} of every refused one.
 
     Every message carries ``NLM_F_ACK``; the kernel handles a buffer's messages in order and
-    answers each, so after a chunk we read exactly that many ACKs before sending the next.
+    answers each, so after a chunk we read exactly that many ACKs before sending the next. If the
+    socket fails (ENOBUFS: ACKs were dropped; a timeout), every message without an answer yet is
+    reported with that error; they are all idempotent, so the next reconcile simply retries them.
     """
     errors: dict[int, int] = {}
-    for start in range(0, len(messages), chunk):
-        part = messages[start:start + chunk]
-        pending = {seq for seq, _ in part}
-        sock.sendall(b"".join(m for _, m in part))
-        while pending:
-            data = sock.recv(1 << 20)
-            off = 0
-            while off + 16 <= len(data):
-                length, mtype, _, seq, _ = _HDR.unpack_from(data, off)
-                if mtype == NLMSG_ERROR and seq in pending:
-                    pending.discard(seq)
-                    code = -_I32.unpack_from(data, off + 16)[0]
-                    if code:
-                        errors[seq] = code
-                off += (max(length, 16) + 3) & ~3
+    start = 0
+    pending: set[int] = set()
+    try:
+        for start in range(0, len(messages), chunk):
+            part = messages[start:start + chunk]
+            pending = {seq for seq, _ in part}
+            sock.sendall(b"".join(m for _, m in part))
+            while pending:
+                data = sock.recv(1 << 20)
+                off = 0
+                while off + 16 <= len(data):
+                    length, mtype, _, seq, _ = _HDR.unpack_from(data, off)
+                    if mtype == NLMSG_ERROR and seq in pending:
+                        pending.discard(seq)
+                        code = -_I32.unpack_from(data, off + 16)[0]
+                        if code:
+                            errors[seq] = code
+                    off += (max(length, 16) + 3) & ~3
+    except OSError as exc:
+        code = exc.errno or errno.EIO
+        errors.update((seq, code) for seq in pending)
+        errors.update((seq, code) for seq, _ in messages[start + chunk:])
     return errors
 
 

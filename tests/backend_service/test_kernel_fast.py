@@ -135,3 +135,33 @@ async def test_route_delete_with_a_metric_removes_only_that_route(two_nodes: Two
         route = Route(ip_network("10.50.0.0/24"), ip_address("192.168.77.2"), "eth0")
         assert (await TemplateApplier(ipr).apply([Op(DELETE, route, priority=9)])).ok
     assert ns.ip("route", "show", "10.50.0.0/24").strip() == "10.50.0.0/24 via 192.168.77.2 dev eth0 proto 70"
+
+
+class _DroppingSocket:
+    """Answers the first chunk's messages (the second one refused), then fails like a full buffer."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    def sendall(self, data: bytes) -> None:
+        self.sent.append(data)
+
+    def recv(self, size: int) -> bytes:
+        import struct
+
+        if len(self.sent) > 1:
+            raise OSError(105, "No buffer space available")  # ENOBUFS
+        acks = b""
+        for seq, code in ((1, 0), (2, -17), (3, 0)):  # EEXIST for seq 2
+            acks += struct.pack("=IHHII", 36, 2, 0, seq, 0) + struct.pack("=i", code) + bytes(16)
+        return acks
+
+
+def test_send_batch_maps_answers_and_reports_the_unanswered_when_the_socket_fails() -> None:
+    from backend_service.netlink_fast import send_batch
+
+    sock = _DroppingSocket()
+    messages = [(seq, b"x" * 20) for seq in range(1, 7)]
+    errors = send_batch(sock, messages, chunk=3)  # type: ignore[arg-type]
+    assert errors == {2: 17, 4: 105, 5: 105, 6: 105}
+    assert [len(d) for d in sock.sent] == [60, 60]
