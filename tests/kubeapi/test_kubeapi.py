@@ -138,13 +138,12 @@ async def test_deleted_carries_the_last_state_even_for_a_watch_started_after_it(
 
 
 async def _raw_watch(api: KubeApiProcess, rv: str, count: int) -> AsyncIterator[dict[str, Any]]:
-    async with aiohttp.ClientSession() as session:
-        async with session.get(f"{api.url}/api/v1/nodes", params={"watch": "1", "resourceVersion": rv,
-                                                                  "timeoutSeconds": "5"}) as resp:
-            assert resp.status == 200 and resp.headers["Content-Type"].startswith("application/json")
-            for _ in range(count):
-                line = await resp.content.readline()
-                yield json.loads(line)
+    params = {"watch": "1", "resourceVersion": rv, "timeoutSeconds": "5"}
+    async with aiohttp.ClientSession() as session, session.get(f"{api.url}/api/v1/nodes", params=params) as resp:
+        assert resp.status == 200 and resp.headers["Content-Type"].startswith("application/json")
+        for _ in range(count):
+            line = await resp.content.readline()
+            yield json.loads(line)
 
 
 async def test_a_watch_without_a_version_starts_with_the_current_nodes(api: KubeApiProcess,
@@ -273,10 +272,10 @@ async def test_a_compacted_version_is_410_expired(own_etcd: EtcdServer, prefix: 
             assert len(watches) == 2 and all(f"resourceVersion={old_rv}" in r["query"] for r in watches)
 
             # the raw stream: HTTP 200 and one ERROR event carrying the Status, then the end
-            async with aiohttp.ClientSession() as session:
-                async with session.get(f"{api.url}/api/v1/nodes?watch=true&resourceVersion={old_rv}") as resp:
-                    assert resp.status == 200
-                    lines = (await resp.read()).splitlines()
+            url = f"{api.url}/api/v1/nodes?watch=true&resourceVersion={old_rv}"
+            async with aiohttp.ClientSession() as session, session.get(url) as resp:
+                assert resp.status == 200
+                lines = (await resp.read()).splitlines()
             error = json.loads(lines[0])
             assert len(lines) == 1 and error["type"] == "ERROR"
             assert error["object"] | {"message": ""} == {"kind": "Status", "apiVersion": "v1", "metadata": {},
@@ -288,6 +287,25 @@ async def test_a_compacted_version_is_410_expired(own_etcd: EtcdServer, prefix: 
             control.patch_node("n1", {"metadata": {"annotations": {"a": "c"}}})
             assert [e[:2] for e in await watch_events(v1, fresh.metadata.resource_version, 1)] == [
                 ("MODIFIED", "n1")]
+
+            # an idle watch open across a compaction: its bookmarks move its version past the compaction,
+            # so after a dropped connection it resumes from the bookmark without a 410
+            listed = (await v1.list_node()).metadata.resource_version
+            w = kw.Watch()
+            stream = w.stream(v1.list_node, resource_version=listed, allow_watch_bookmarks=True, timeout_seconds=10)
+            compacted = 0
+            async for event in stream:
+                assert event["type"] == "BOOKMARK"
+                if not compacted:
+                    compacted = control.compact()
+                elif int(w.resource_version) > compacted:
+                    break
+            await w.close()
+            bookmark = w.resource_version
+            control.patch_node("n1", {"metadata": {"annotations": {"a": "after"}}})
+            assert [e[:2] for e in await watch_events(v1, bookmark, 1)] == [("MODIFIED", "n1")]
+            with pytest.raises(ApiException):
+                await watch_events(v1, listed, 1)
         finally:
             await client.close()
 
