@@ -241,6 +241,37 @@ async def test_a_watch_resumed_across_dropped_connections_loses_nothing(api: Kub
     assert errors and set(errors) <= {"ClientPayloadError", "ServerDisconnectedError"}, errors
 
 
+async def test_a_cleanly_ended_watch_is_resumed_by_the_client_itself(api: KubeApiProcess,
+                                                                     v1: kc.CoreV1Api) -> None:
+    """Without timeout_seconds, kubernetes.aio re-watches on its own from the last version it saw when
+    the server ends a stream cleanly (``drop-watches?clean=1``, like an expired server-side timeout)."""
+    control = AsyncKubeApiControl(api.url)
+    rv = (await v1.list_node()).metadata.resource_version
+    seen: list[tuple[str, str]] = []
+
+    async def follow() -> None:
+        async with kw.Watch() as w:
+            async for event in w.stream(v1.list_node, resource_version=rv):
+                seen.append((event["type"], event["raw_object"]["metadata"]["name"]))
+                if len(seen) == 3:
+                    return
+
+    follower = asyncio.create_task(follow())
+    async with control:
+        await control.create_node(node_body("a"))
+        await asyncio.sleep(0.3)
+        assert await control.drop_watches(clean=True) == 1
+        await control.create_node(node_body("b"))
+        await asyncio.sleep(0.3)
+        assert await control.drop_watches(clean=True) == 1
+        await control.delete_node("a")
+        await asyncio.wait_for(follower, 10)
+        watches = [r["query"] for r in await control.requests() if "watch=" in r["query"]]
+    assert seen == [("ADDED", "a"), ("ADDED", "b"), ("DELETED", "a")]
+    assert len(watches) == 3 and f"resourceVersion={rv}&" in watches[0]
+    assert watches[1] != watches[0]  # resumed from the last event's version, not the first one
+
+
 async def test_a_compacted_version_is_410_expired(own_etcd: EtcdServer, prefix: str) -> None:
     with running(own_etcd.endpoint, prefix) as api:
         control = api.control

@@ -32,7 +32,7 @@ It prints ``listening on HOST:PORT`` once it accepts connections and stops on SI
 Test controls (only on this fake; never recorded in the request log):
 
 - ``POST /_test/drop-watches``: abort every open watch connection (no clean end of the chunked body);
-  answers ``{"dropped": N}``;
+  answers ``{"dropped": N}``; ``?clean=1`` ends the streams cleanly instead, as ``timeoutSeconds`` does;
 - ``POST /_test/compact``: write the marker key twice and compact etcd there, so that every
   resourceVersion handed out before is too old; answers ``{"revision": R}``;
 - ``POST /_test/deny`` ``{"verb": "patch", "resource": "nodes/status"}`` (``"*"`` for any verb) and
@@ -445,7 +445,8 @@ def _truthy(value: str | None) -> bool:
     return (value or "").lower() in ("1", "true", "t", "yes")
 
 
-_DROP = object()
+_DROP = object()  # abort the connection
+_END = object()  # end the stream cleanly (as after timeoutSeconds)
 
 
 @dataclass(eq=False)
@@ -723,6 +724,8 @@ class KubeApiServer:
                     continue
                 if item is _DROP:
                     return response
+                if item is _END:
+                    break
                 if isinstance(item, WatchCompacted):
                     await send("ERROR", status_body(
                         410, "Expired", f"too old resource version: {start} ({item.compact_revision})"))
@@ -768,6 +771,13 @@ class KubeApiServer:
             await response.write_eof()
         except (_StreamDone, ConnectionError):
             pass
+        except (ApiError, EtcdError) as exc:  # the stream is open: report in-stream, as the real server does
+            message = exc.message if isinstance(exc, ApiError) else f"Internal error occurred: {exc}"
+            try:
+                await send("ERROR", status_body(500, "InternalError", message))
+                await response.write_eof()
+            except ConnectionError:
+                pass
         finally:
             self.watches.discard(watch)
             if pump is not None:
@@ -785,12 +795,15 @@ class KubeApiServer:
                 except Exception as exc:  # noqa: BLE001 - etcd down: no bookmarks until it is back
                     print(f"kubeapi: bookmark marker: {exc}", file=sys.stderr, flush=True)
 
-    def _drop_all(self) -> int:
+    def _drop_all(self, clean: bool = False) -> int:
         dropped = 0
         for watch in list(self.watches):
-            if watch.request.transport is not None:
-                watch.request.transport.abort()
-            watch.queue.put_nowait(_DROP)
+            if clean:
+                watch.queue.put_nowait(_END)
+            else:
+                if watch.request.transport is not None:
+                    watch.request.transport.abort()
+                watch.queue.put_nowait(_DROP)
             dropped += 1
         return dropped
 
@@ -950,7 +963,7 @@ class KubeApiServer:
     # -- test controls ------------------------------------------------------------------------------
 
     async def t_drop_watches(self, request: web.Request) -> web.Response:
-        return web.json_response({"dropped": self._drop_all()})
+        return web.json_response({"dropped": self._drop_all(clean=_truthy(request.query.get("clean")))})
 
     async def t_compact(self, request: web.Request) -> web.Response:
         # Two writes first, so that every resourceVersion handed out before is expired: a watch from
@@ -1040,8 +1053,8 @@ class KubeApiControl:
     def delete_node(self, name: str) -> JSON:
         return self.call("DELETE", _path(name, False))  # type: ignore[no-any-return]
 
-    def drop_watches(self) -> int:
-        return int(self.call("POST", "/_test/drop-watches")["dropped"])
+    def drop_watches(self, clean: bool = False) -> int:
+        return int(self.call("POST", "/_test/drop-watches" + ("?clean=1" if clean else ""))["dropped"])
 
     def compact(self) -> int:
         return int(self.call("POST", "/_test/compact")["revision"])
@@ -1112,8 +1125,8 @@ class AsyncKubeApiControl:
     async def delete_node(self, name: str) -> JSON:
         return await self.call("DELETE", _path(name, False))  # type: ignore[no-any-return]
 
-    async def drop_watches(self) -> int:
-        return int((await self.call("POST", "/_test/drop-watches"))["dropped"])
+    async def drop_watches(self, clean: bool = False) -> int:
+        return int((await self.call("POST", "/_test/drop-watches" + ("?clean=1" if clean else "")))["dropped"])
 
     async def compact(self) -> int:
         return int((await self.call("POST", "/_test/compact"))["revision"])
