@@ -201,7 +201,9 @@ class BackendDaemon:
             self.status.last_outcome = f"error: {exc}"
             self.status.last_reconcile = datetime.now(UTC)
             return
-        self.status.peers = [backend_pb2.Peer(lease=plan_lease(peers, plan.peer.key), mode=plan.mode)
+        by_key = {lease.key: lease for lease in peers}
+        self.status.peers = [backend_pb2.Peer(lease=by_key.get(plan.peer.key, lease_pb2.Lease(key=plan.peer.key)),
+                                              mode=plan.mode)
                              for plan in report.peers]
         self.status.rejected = [r.to_proto() for r in report.rejected]
         metrics.PEERS.set(len(self.status.peers))
@@ -222,10 +224,6 @@ class BackendDaemon:
                 applied_cursor=cursor, rejected=self.status.rejected), timeout=5)
         except grpc.aio.AioRpcError:
             pass  # the lease service is away; the next reconcile reports again
-
-
-def plan_lease(peers: list[lease_pb2.Lease], key: str) -> lease_pb2.Lease:
-    return next((lease for lease in peers if lease.key == key), lease_pb2.Lease(key=key))
 
 
 async def serve(settings: cli.Settings) -> int:

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 import sys
+from typing import TYPE_CHECKING
 from collections.abc import Sequence
 
 from flannel_rpc import UnixServer
@@ -18,7 +19,9 @@ from lease_service.server import LeaseServicer
 from lease_service.stream import LeaseHub
 from lease_service.subnet.base import StoreUnavailable
 from lease_service.subnet.etcd import EtcdSubnetManager
-from lease_service.subnet.kube import KubeSubnetManager
+
+if TYPE_CHECKING:  # the Kubernetes client costs ~0.3 s and ~30 MB: imported only in kube mode
+    from lease_service.subnet.kube import KubeSubnetManager
 from proto.flannel.v1 import lease_pb2, lease_pb2_grpc
 
 log = logging.getLogger("lease_service")
@@ -39,7 +42,7 @@ async def _until_answered(call, what: str):  # type: ignore[no-untyped-def]
         delay = min(delay * 2, 5.0)
 
 
-async def _load_config(manager: EtcdSubnetManager | KubeSubnetManager, servicer: LeaseServicer) -> NetworkConfig:
+async def _load_config(manager: EtcdSubnetManager | "KubeSubnetManager", servicer: LeaseServicer) -> NetworkConfig:
     """Wait for a valid network config, NOT_SERVING meanwhile, saying why once per new reason."""
     last = ""
     delay = 0.2
@@ -56,11 +59,13 @@ async def _load_config(manager: EtcdSubnetManager | KubeSubnetManager, servicer:
         delay = min(delay * 2, 5.0)
 
 
-async def _kube_manager(settings: cli.Settings) -> KubeSubnetManager:
+async def _kube_manager(settings: cli.Settings) -> "KubeSubnetManager":
     """The Kubernetes API client as flannel builds it: --kube-api-url and/or --kubeconfig-file, else
     in-cluster; the node name from --node-name / $NODE_NAME, else the node running $POD_NAME."""
     from kubernetes.aio import client as kclient
     from kubernetes.aio import config as kconfig
+
+    from lease_service.subnet.kube import KubeSubnetManager
 
     kube = settings.kube
     configuration = kclient.Configuration()
@@ -98,6 +103,7 @@ async def serve(settings: cli.Settings) -> int:
             return 2
         log.info("serving Prometheus metrics on http://%s:%d/metrics", host, port)
     manager: EtcdSubnetManager | KubeSubnetManager
+    kube_mode = settings.kube_subnet_mgr
     if settings.kube_subnet_mgr:
         try:
             manager = await _kube_manager(settings)
@@ -128,8 +134,8 @@ async def serve(settings: cli.Settings) -> int:
         config = config_task.result()
         log.info("network config: %s, backend %s", config.network or config.ipv6_network, config.backend_type)
         public_ip, public_ipv6 = settings.public_ip, settings.public_ipv6
-        if isinstance(manager, KubeSubnetManager) and not (public_ip or public_ipv6):
-            stored = await _until_answered(lambda: manager.stored_public_ips(), "reading this node's annotations")
+        if kube_mode and not (public_ip or public_ipv6):
+            stored = await _until_answered(manager.stored_public_ips, "reading this node's annotations")  # type: ignore[union-attr]
             public_ip, public_ipv6 = stored
         try:
             addresses = resolve(public_ip, public_ipv6, settings.ifaces, settings.iface_regexes,
