@@ -1,3 +1,5 @@
+# mypy: disable-error-code="union-attr, index, operator, arg-type, attr-defined"
+# (the client models make every field Optional)
 """The test Kubernetes API server (tests/support/kubeapi.py), driven with the official client
 (``kubernetes.aio``): list/watch semantics, patches, the status subresource and errors as the kube
 subnet manager will meet them."""
