@@ -115,7 +115,7 @@ async def test_watch_from_a_listed_version_sees_every_change_in_order_with_bookm
     async with kw.Watch() as w:
         bookmarks: list[int] = []
         async for event in w.stream(v1.list_node, resource_version=deleted_rv, allow_watch_bookmarks=True,
-                                    timeout_seconds=3):
+                                    timeout_seconds=4):
             assert event["type"] == "BOOKMARK", event
             assert event["raw_object"] == {"kind": "Node", "apiVersion": "v1",
                                            "metadata": {"resourceVersion": event["raw_object"]["metadata"][
