@@ -8,7 +8,7 @@ import logging
 import random
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
@@ -19,11 +19,14 @@ from backend_service import cli, metrics
 from backend_service.backend import Backend, BackendSetup
 from backend_service.config import ConfigError, NetworkConfig, parse_network_config
 from backend_service.dataplane import Dataplane, make_backend
+from backend_service.diff import Op
 from backend_service.follow import LeaseView
+from backend_service.incremental import PeerIndex
 from backend_service.kernel import KernelError, TemplateApplier, read_public_interface
 from backend_service.masq import IptablesMasq, MasqError, MasqNetwork, Masquerade, NftablesMasq
 from backend_service.node import LocalNode, PublicInterface
 from backend_service.server import BackendServicer, Status
+from backend_service.validate import Rejection
 from flannel_rpc import UnixServer, unix_target
 from proto.flannel.v1 import backend_pb2, backend_pb2_grpc, lease_pb2, lease_pb2_grpc
 
@@ -50,6 +53,7 @@ class BackendDaemon:
         self.own_key = ""
         self.masq: Masquerade | None = None
         self._rejected_seen: set[tuple[str, str]] = set()
+        self._full_needed = True
         channel = grpc.aio.insecure_channel(unix_target(settings.lease_socket))
         self.channel = channel
         self.stub = lease_pb2_grpc.LeaseServiceStub(channel)
@@ -151,6 +155,7 @@ class BackendDaemon:
             self.masq = NftablesMasq(networks) if self.settings.nftables else IptablesMasq(networks)
             self.status.ip_masq = True
             await self._ensure_masq()
+        self._full_needed = True  # a new own lease changes what every peer needs
         self.dirty.set()
 
     async def _follow_leases(self) -> None:
@@ -176,17 +181,53 @@ class BackendDaemon:
             log.error("cannot apply masquerade rules: %s", exc)
 
     async def _reconcile_loop(self, dataplane: Dataplane, config: NetworkConfig) -> None:
+        """Apply each batch of lease changes: by delta when the peer index can, else in full."""
+        index = PeerIndex(config, dataplane.backend)
         while True:
+            full = False
             try:
                 await asyncio.wait_for(self.dirty.wait(), self.settings.resync_period)
             except TimeoutError:
                 await self._ensure_masq()
+                full = True  # the periodic full reconcile repairs whatever drifted
             self.dirty.clear()
             if self.node is None:
                 continue
-            await self._reconcile_once(dataplane)
+            changes = self.view.take_changes()
+            if self._full_needed:
+                full, self._full_needed = True, False
+            if not full and changes is not None and self.view.synced:
+                changes.pop(self.own_key, None)
+                if not changes:
+                    continue
+                ops = index.plan(changes)
+                if ops is not None:
+                    await self._apply_delta(dataplane, index, changes, ops)
+                    continue
+            await self._reconcile_once(dataplane, index)
 
-    async def _reconcile_once(self, dataplane: Dataplane) -> None:
+    async def _apply_delta(
+        self, dataplane: Dataplane, index: PeerIndex, changes: dict[str, lease_pb2.Lease | None], ops: list[Op]
+    ) -> None:
+        with metrics.RECONCILE_SECONDS.time():
+            result = await dataplane.applier.apply(ops)
+        metrics.KERNEL_OPS.inc(result.applied)
+        metrics.KERNEL_OP_FAILURES.inc(len(result.failures))
+        if not result.ok:  # the kernel disagreed: trust nothing, reconcile in full
+            log.warning("%d of %d changes failed; reconciling in full", len(result.failures), len(ops))
+            index.invalidate()
+            self._full_needed = True
+            self.dirty.set()
+        for key, lease in changes.items():
+            mode = index.modes.get(key)
+            if lease is not None and mode is not None:
+                self.status.peers[key] = backend_pb2.Peer(lease=lease, mode=mode)
+            else:
+                self.status.peers.pop(key, None)
+        self._record(index.rejected.values(), "ok" if result.ok else "; ".join(map(str, result.failures))[:2000])
+        await self._report()
+
+    async def _reconcile_once(self, dataplane: Dataplane, index: PeerIndex) -> None:
         cursor, synced = self.view.cursor, self.view.synced
         peers = [lease for key, lease in self.view.leases.items() if key != self.own_key]
         assert self.node is not None
@@ -198,30 +239,43 @@ class BackendDaemon:
             outcome = "ok" if report.ok else "; ".join(str(f) for f in report.result.failures)[:2000]
         except Exception as exc:  # the kernel said no in a way we did not foresee: report, retry later
             log.exception("reconcile failed")
+            index.invalidate()
             self.status.last_outcome = f"error: {exc}"
             self.status.last_reconcile = datetime.now(UTC)
             return
+        if synced:
+            index.rebuild(report)
+        else:
+            index.invalidate()
         by_key = {lease.key: lease for lease in peers}
-        self.status.peers = [backend_pb2.Peer(lease=by_key.get(plan.peer.key, lease_pb2.Lease(key=plan.peer.key)),
-                                              mode=plan.mode)
-                             for plan in report.peers]
-        self.status.rejected = [r.to_proto() for r in report.rejected]
+        self.status.peers = {plan.peer.key: backend_pb2.Peer(lease=by_key.get(plan.peer.key, lease_pb2.Lease(key=plan.peer.key)),
+                                                             mode=plan.mode)
+                             for plan in report.peers}
+        self._record(report.rejected, outcome, cursor, synced)
+        if synced and report.ok:
+            await self.server.set_serving(True)
+        await self._report()
+
+    def _record(self, rejected: Iterable[Rejection], outcome: str, cursor: str | None = None,
+                synced: bool | None = None) -> None:
+        """Status, metrics and the once-per-rejection log line after a reconcile of either kind."""
+        self.status.rejected = {r.lease.key: r.to_proto() for r in rejected}
         metrics.PEERS.set(len(self.status.peers))
         metrics.REJECTED_LEASES.set(len(self.status.rejected))
-        for rejection in report.rejected:
-            seen = (rejection.lease.key, rejection.reason)
+        for key, rejection in self.status.rejected.items():
+            seen = (key, rejection.reason)
             if seen not in self._rejected_seen:
                 self._rejected_seen.add(seen)
                 log.warning("rejected lease %s: %s", rejection.reason, rejection.message)
         self.status.last_reconcile = datetime.now(UTC)
         self.status.last_outcome = outcome
-        self.status.applied_cursor = cursor
-        self.status.synced = synced
-        if synced and report.ok:
-            await self.server.set_serving(True)
+        self.status.applied_cursor = self.view.cursor if cursor is None else cursor
+        self.status.synced = self.view.synced if synced is None else synced
+
+    async def _report(self) -> None:
         try:
             await self.stub.ReportBackendStatus(lease_pb2.ReportBackendStatusRequest(
-                applied_cursor=cursor, rejected=self.status.rejected), timeout=5)
+                applied_cursor=self.status.applied_cursor, rejected=list(self.status.rejected.values())), timeout=5)
         except grpc.aio.AioRpcError:
             pass  # the lease service is away; the next reconcile reports again
 

@@ -47,6 +47,8 @@ class ReconcileReport:
     ops: tuple[Op, ...]
     result: ApplyResult
     deletes_allowed: bool
+    node: LocalNode | None = None
+    """The node as reconciled, its directly connected networks read from the kernel."""
 
     @property
     def peers(self) -> tuple[PeerPlan, ...]:
@@ -96,4 +98,4 @@ class Dataplane:
                 len(result.failures),
                 "" if synced else " (not synced yet: nothing deleted)",
             )
-        return ReconcileReport(validation, desired, tuple(ops), result, synced)
+        return ReconcileReport(validation, desired, tuple(ops), result, synced, node)

@@ -19,6 +19,8 @@ class LeaseView:
         self.synced = False     #: a whole snapshot has been applied at least once
         self.cursor = ""        #: resume from here after a reconnect
         self._staging: dict[str, lease_pb2.Lease] | None = None
+        self._changes: dict[str, lease_pb2.Lease | None] = {}
+        self._replaced = True  # the whole view changed (a snapshot): only a full reconcile will do
 
     def apply(self, msg: lease_pb2.WatchLeasesResponse) -> bool:
         """Apply one message; True when the view changed (the kernel may need work)."""
@@ -32,6 +34,8 @@ class LeaseView:
             if self._staging is not None:
                 self.leases = self._staging
                 self._staging = None
+                self._replaced = True
+                self._changes.clear()
             self.synced = True
             self.cursor = msg.cursor
             return True
@@ -39,14 +43,23 @@ class LeaseView:
             for event in msg.events:
                 if event.type == lease_pb2.LeaseEvent.REMOVE:
                     self.leases.pop(event.lease.key, None)
+                    self._changes[event.lease.key] = None
                 elif event.type == lease_pb2.LeaseEvent.UPSERT:
                     self.leases[event.lease.key] = event.lease
+                    self._changes[event.lease.key] = event.lease
             if msg.cursor:
                 self.cursor = msg.cursor
             return bool(msg.events)
         if msg.kind == Msg.PROGRESS and msg.cursor:
             self.cursor = msg.cursor
         return False
+
+    def take_changes(self) -> dict[str, lease_pb2.Lease | None] | None:
+        """The leases changed by deltas since the last call (key -> lease, None when removed), or
+        None when a snapshot replaced the view since (only a full reconcile will do)."""
+        replaced, changes = self._replaced, self._changes
+        self._replaced, self._changes = False, {}
+        return None if replaced else changes
 
     def interrupted(self) -> None:
         """The stream broke: a half-received snapshot is dropped; resume from :attr:`cursor`."""

@@ -22,8 +22,8 @@ class Status:
     mtu: int = 0
     ip_masq: bool = False
     own_lease: lease_pb2.Lease | None = None
-    peers: list[backend_pb2.Peer] = field(default_factory=list)
-    rejected: list[lease_pb2.RejectedLease] = field(default_factory=list)
+    peers: dict[str, backend_pb2.Peer] = field(default_factory=dict)            # by lease key
+    rejected: dict[str, lease_pb2.RejectedLease] = field(default_factory=dict)  # by lease key
     last_reconcile: datetime | None = None
     last_outcome: str = ""
     applied_cursor: str = ""
@@ -41,7 +41,7 @@ class BackendServicer(backend_pb2_grpc.BackendServiceServicer):
     async def GetStatus(self, request: backend_pb2.GetStatusRequest, context: grpc.aio.ServicerContext) -> backend_pb2.GetStatusResponse:
         s = self.status
         reply = backend_pb2.GetStatusResponse(
-            backend_type=s.backend_type, device=s.device, mtu=s.mtu, peers=s.peers, rejected=s.rejected,
+            backend_type=s.backend_type, device=s.device, mtu=s.mtu, peers=list(s.peers.values()), rejected=list(s.rejected.values()),
             last_reconcile_outcome=s.last_outcome, applied_cursor=s.applied_cursor, synced=s.synced, ip_masq=s.ip_masq,
         )
         if s.own_lease is not None:
