@@ -13,7 +13,7 @@ import pytest
 
 from proto.flannel.v1 import lease_pb2, lease_pb2_grpc
 from tests.support.etcd import EtcdServer
-from tests.support.fake_apiserver import ApiServerProcess, make_node, running
+from tests.support.kubeapi import KubeApiControl, make_node, running
 from tests.support.processes import Daemon, health_status
 from tests.support.wait import wait_until
 
@@ -32,7 +32,7 @@ def managed(name: str, cidr: str, ip: str, **extra: str) -> dict[str, object]:
 
 
 class KubeLeaseService:
-    def __init__(self, api: ApiServerProcess, tmp: Path, node: str = "n1", net_conf: object = NET_CONF) -> None:
+    def __init__(self, api: KubeApiControl, tmp: Path, node: str = "n1", net_conf: object = NET_CONF) -> None:
         self.run_dir = tmp / "run"
         self.run_dir.mkdir(exist_ok=True)
         self.conf = tmp / "net-conf.json"
@@ -86,9 +86,9 @@ class Stream:
 
 
 @pytest.fixture
-def api(etcd: EtcdServer, prefix: str, tmp_path: Path) -> Iterator[ApiServerProcess]:
+def api(etcd: EtcdServer, prefix: str, tmp_path: Path) -> Iterator[KubeApiControl]:
     with running(etcd.endpoint, prefix, log_path=tmp_path / "apiserver.log") as server:
-        yield server
+        yield server.control
 
 
 @pytest.fixture
@@ -107,12 +107,12 @@ def streams() -> Iterator[list[Stream]]:
         stream.close()
 
 
-def patches(api: ApiServerProcess) -> list[dict[str, str]]:
+def patches(api: KubeApiControl) -> list[dict[str, str]]:
     return [r for r in api.requests() if r["method"] == "PATCH"]
 
 
 def test_acquire_annotates_the_node_through_status_once_and_a_restart_patches_nothing(
-    api: ApiServerProcess, tmp_path: Path, services: list[KubeLeaseService]
+    api: KubeApiControl, tmp_path: Path, services: list[KubeLeaseService]
 ) -> None:
     api.create_node(make_node("n1", "10.244.7.0/24"))
     service = KubeLeaseService(api, tmp_path)
@@ -138,7 +138,7 @@ def test_acquire_annotates_the_node_through_status_once_and_a_restart_patches_no
 
 
 def test_acquire_waits_for_the_pod_cidr_and_says_so(
-    api: ApiServerProcess, tmp_path: Path, services: list[KubeLeaseService]
+    api: KubeApiControl, tmp_path: Path, services: list[KubeLeaseService]
 ) -> None:
     api.create_node(make_node("n1"))
     service = KubeLeaseService(api, tmp_path)
@@ -154,7 +154,7 @@ def test_acquire_waits_for_the_pod_cidr_and_says_so(
 
 
 def test_the_stream_follows_nodes_without_duplicates_across_drops_and_a_410_relist(
-    api: ApiServerProcess, tmp_path: Path, services: list[KubeLeaseService], streams: list[Stream]
+    api: KubeApiControl, tmp_path: Path, services: list[KubeLeaseService], streams: list[Stream]
 ) -> None:
     api.create_node(make_node("n1", "10.244.1.0/24"))
     service = KubeLeaseService(api, tmp_path)
@@ -194,7 +194,7 @@ def test_the_stream_follows_nodes_without_duplicates_across_drops_and_a_410_reli
 
 
 def test_bad_nodes_are_skipped_and_named(
-    api: ApiServerProcess, tmp_path: Path, services: list[KubeLeaseService], streams: list[Stream]
+    api: KubeApiControl, tmp_path: Path, services: list[KubeLeaseService], streams: list[Stream]
 ) -> None:
     api.create_node(make_node("n1", "10.244.1.0/24"))
     api.create_node(managed("bad-json", "10.244.5.0/24", "192.168.70.5", **{P + "backend-data": "{nope"}))
@@ -216,7 +216,7 @@ def test_bad_nodes_are_skipped_and_named(
 
 
 def test_a_forbidden_patch_names_the_missing_permission(
-    api: ApiServerProcess, tmp_path: Path, services: list[KubeLeaseService]
+    api: KubeApiControl, tmp_path: Path, services: list[KubeLeaseService]
 ) -> None:
     api.create_node(make_node("n1", "10.244.7.0/24"))
     api.deny("patch", "nodes/status")
@@ -230,7 +230,7 @@ def test_a_forbidden_patch_names_the_missing_permission(
 
 
 def test_a_malformed_net_conf_keeps_the_service_not_serving_and_says_why(
-    api: ApiServerProcess, tmp_path: Path, services: list[KubeLeaseService]
+    api: KubeApiControl, tmp_path: Path, services: list[KubeLeaseService]
 ) -> None:
     service = KubeLeaseService(api, tmp_path, net_conf='{"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan"')
     services.append(service.start(wait=False))
@@ -247,7 +247,7 @@ def test_three_nodes_in_kube_mode_ping_across_nodes(tmp_path: Path) -> None:
     with Cluster(tmp_path / "cluster", nodes=3, kube=True) as cluster:
         for node in cluster.nodes:
             assert node.subnet == f"10.244.{node.index}.0/24"  # the node's spec.podCIDR
-            notes = cluster.apiserver.get_node(node.name)["metadata"]["annotations"]
+            notes = cluster.kube_api(lambda api, name=node.name: api.get_node(name))["metadata"]["annotations"]
             assert notes[P + "public-ip"] == node.public_ip and notes[P + "kube-subnet-manager"] == "true"
         for src in cluster.nodes:
             for dst in cluster.nodes:

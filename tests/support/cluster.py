@@ -559,16 +559,22 @@ class Cluster:
     def _apiserver(self) -> None:
         """Kube mode: a Kubernetes API for Node objects beside etcd, net-conf.json, one Node per node
         (kubelet-registered, with its podCIDR as the node IPAM controller would give it)."""
-        from tests.support.fake_apiserver import ApiServerProcess, make_node
+        from tests.support.kubeapi import KubeApiProcess, make_node
 
         assert self.etcd is not None
-        self.apiserver = ApiServerProcess(self.etcd.endpoint, "/registry", host=self.etcd_ip, netns=self.etcd_ns,
-                                          log_path=self.base_dir / "apiserver.log").start()
+        self.apiserver = KubeApiProcess(self.etcd.endpoint, "/registry", listen=f"{self.etcd_ip}:0",
+                                        wrap=["ip", "netns", "exec", self.etcd_ns],
+                                        log_path=self.base_dir / "apiserver.log").start()
         (self.base_dir / "net-conf.json").write_text(json.dumps(self.config))
         network = ipaddress.ip_network(self.config["Network"])
         for i in range(1, self.count + 1):
-            subnet = list(network.subnets(new_prefix=24))[i]
-            self.apiserver.create_node(make_node(f"n{i}", str(subnet), address=f"{self.underlay}.{i}"))
+            node = make_node(f"n{i}", str(list(network.subnets(new_prefix=24))[i]), addresses=f"{self.underlay}.{i}")
+            self.kube_api(lambda api, node=node: api.create_node(node))
+
+    def kube_api(self, call: Callable[[Any], T]) -> T:
+        """Run ``call(control)`` against the Kubernetes API from inside the namespace it listens in."""
+        control = self.apiserver.control
+        return in_netns(self.etcd_ns, lambda: call(control))
 
     def store_args(self, i: int) -> list[str]:
         """How node ``i``'s lease service reaches the store: etcd, or the Kubernetes API."""
