@@ -443,7 +443,7 @@ class Cluster:
         self.flanneld = flanneld
         self.flanneld_args = list(flanneld_args)
         self.kube = kube
-        self.apiserver: Any = None  # tests.support.fake_apiserver.ApiServerProcess in kube mode
+        self.apiserver: Any = None  # tests.support.kubeapi.KubeApiProcess in kube mode
         self.backend_args = list(backend_args)
         self.backend_module = backend_module
         self.backend_cmd = list(backend_cmd) if backend_cmd else None
