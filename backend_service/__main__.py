@@ -27,7 +27,7 @@ from backend_service.masq import IptablesMasq, MasqError, MasqNetwork, Masquerad
 from backend_service.node import LocalNode, PublicInterface
 from backend_service.server import BackendServicer, Status
 from backend_service.validate import Rejection
-from flannel_rpc import UnixServer, unix_target
+from flannel_rpc import UnixServer, configure_logging, unix_target
 from proto.flannel.v1 import backend_pb2, backend_pb2_grpc, lease_pb2, lease_pb2_grpc
 
 log = logging.getLogger("backend_service")
@@ -324,8 +324,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except cli.UsageError as exc:
         print(f"flannel-backend: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.DEBUG if settings.verbosity > 1 else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    configure_logging(settings.verbosity)
     return asyncio.run(serve(settings))
 
 

@@ -6,10 +6,10 @@ import asyncio
 import logging
 import signal
 import sys
-from typing import TYPE_CHECKING
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from flannel_rpc import UnixServer
+from flannel_rpc import UnixServer, configure_logging
 from lease_service import cli, metrics
 from lease_service.etcd import EtcdClient
 from lease_service.keeper import KeeperSettings, LeaseKeeper
@@ -42,7 +42,7 @@ async def _until_answered(call, what: str):  # type: ignore[no-untyped-def]
         delay = min(delay * 2, 5.0)
 
 
-async def _load_config(manager: EtcdSubnetManager | "KubeSubnetManager", servicer: LeaseServicer) -> NetworkConfig:
+async def _load_config(manager: EtcdSubnetManager | KubeSubnetManager, servicer: LeaseServicer) -> NetworkConfig:
     """Wait for a valid network config, NOT_SERVING meanwhile, saying why once per new reason."""
     last = ""
     delay = 0.2
@@ -59,7 +59,7 @@ async def _load_config(manager: EtcdSubnetManager | "KubeSubnetManager", service
         delay = min(delay * 2, 5.0)
 
 
-async def _kube_manager(settings: cli.Settings) -> "KubeSubnetManager":
+async def _kube_manager(settings: cli.Settings) -> KubeSubnetManager:
     """The Kubernetes API client as flannel builds it: --kube-api-url and/or --kubeconfig-file, else
     in-cluster; the node name from --node-name / $NODE_NAME, else the node running $POD_NAME."""
     from kubernetes.aio import client as kclient
@@ -182,11 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except cli.UsageError as exc:
         print(f"flannel-lease-service: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=logging.DEBUG if settings.verbosity > 1 else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(settings.verbosity)
     return asyncio.run(serve(settings))
 
 
