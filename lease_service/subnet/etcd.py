@@ -169,22 +169,27 @@ class EtcdSubnetManager:
 
     @staticmethod
     def _pick(low, high, prefix_len, taken, previous, family):  # type: ignore[no-untyped-def]
+        """A random free subnet between ``low`` and ``high`` (``previous`` when it is free), in
+        integer arithmetic: a /8 in /24s is 65,535 candidates."""
         size = 1 << (low.max_prefixlen - prefix_len)
-        count = (int(high) - int(low)) // size + 1
-        if previous is not None and previous.prefixlen == prefix_len and int(low) <= int(previous.network_address) <= int(high) and previous not in taken:
+        base, top = int(low), int(high)
+        count = (top - base) // size + 1
+        used = {(int(sn.network_address) - base) // size for sn in taken
+                if sn.prefixlen == prefix_len and base <= int(sn.network_address) <= top}
+        if previous is not None and previous.prefixlen == prefix_len and base <= int(previous.network_address) <= top \
+                and previous not in taken:
             return previous
-        free = count - sum(1 for sn in taken if sn.prefixlen == prefix_len and int(low) <= int(sn.network_address) <= int(high))
+        free = count - len(used)
         if free <= 0:
             raise AcquireError(
                 f"no free {family} subnet: all {count} /{prefix_len} subnets between {low} and {high} are taken"
             )
-        if count <= 1 << 20:
-            candidates = [i for i in range(count) if subnet_at(low, i, prefix_len) not in taken]
-            return subnet_at(low, random.choice(candidates), prefix_len)
-        while True:  # a huge range with few taken: random probes find a free one at once
-            candidate = subnet_at(low, random.randrange(count), prefix_len)
-            if candidate not in taken:
-                return candidate
+        if free * 4 >= count:  # at least a quarter free: a few random probes find one
+            while True:
+                index = random.randrange(count)
+                if index not in used:
+                    return subnet_at(low, index, prefix_len)
+        return subnet_at(low, random.choice([i for i in range(count) if i not in used]), prefix_len)
 
     async def renew_lease(self, config: NetworkConfig, lease: Lease) -> Lease | None:
         if lease.store_lease_id == 0:
