@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -66,24 +68,33 @@ def run(args: argparse.Namespace) -> int:
     if args.count < 0:
         raise CtlError(f"--count {args.count} must be >= 0")
     seen = 0
+    cursor = args.cursor
     with Connection(lease_endpoint(args.run_dir), args.timeout) as conn:
         conn.health()
-        call = conn.lease_stub().WatchLeases(lease_pb2.WatchLeasesRequest(cursor=args.cursor))
-        try:
-            for msg in call:
-                for record in records(msg):
-                    if args.output == JSON:
-                        dump(record, lines=True)
-                    else:
-                        print(text_line(record), flush=True)
-                    if "key" in record:
-                        seen += 1
-                        if args.count and seen >= args.count:
-                            return 0
-        except grpc.RpcError as exc:
-            if exc.code() == grpc.StatusCode.CANCELLED:
-                return 0
-            raise CtlError(f"WatchLeases on {conn.endpoint.socket} ended: {rpc_error_text(exc)}") from None
-        finally:
-            call.cancel()
-    raise CtlError(f"the lease service at {conn.endpoint.socket} closed the stream")
+        while True:
+            call = conn.lease_stub().WatchLeases(lease_pb2.WatchLeasesRequest(cursor=cursor), wait_for_ready=True)
+            try:
+                for msg in call:
+                    cursor = msg.cursor or cursor
+                    for record in records(msg):
+                        if args.output == JSON:
+                            dump(record, lines=True)
+                        else:
+                            print(text_line(record), flush=True)
+                        if "key" in record:
+                            seen += 1
+                            if args.count and seen >= args.count:
+                                return 0
+                why = "the lease service closed the stream"
+            except grpc.RpcError as exc:
+                if exc.code() == grpc.StatusCode.CANCELLED:
+                    return 0
+                if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                    raise CtlError(f"WatchLeases on {conn.endpoint.socket} ended: {rpc_error_text(exc)}") from None
+                why = rpc_error_text(exc)
+            finally:
+                call.cancel()
+            # The lease service restarted (or is restarting): resume after the last cursor, as a backend does.
+            print(f"flannelctl: the lease stream on {conn.endpoint.socket} broke ({why}); resuming from "
+                  f"{'cursor ' + cursor if cursor else 'a fresh snapshot'}", file=sys.stderr, flush=True)
+            time.sleep(0.5)

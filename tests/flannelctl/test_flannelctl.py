@@ -175,6 +175,35 @@ def test_watch_prints_the_snapshot_then_live_events_and_resumes_from_a_cursor(le
                                              ["REMOVE", "10.244.8.0-24", "10.244.8.0/24", "192.168.50.8"]]
 
 
+def test_watch_resumes_by_cursor_when_the_lease_service_restarts(
+    etcd: EtcdServer, prefix: str, store: Etcd, tmp_path: Path
+) -> None:
+    store.put("config", json.dumps(CONFIG))
+    store.put("subnets/10.244.7.0-24", peer_value("192.168.50.7", "0a:58:0a:f4:07:01"))
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    daemon = Daemon("lease_service", ["--run-dir", str(run_dir), "--etcd-endpoints", etcd.endpoint, "--etcd-prefix",
+                                      prefix, "--public-ip", "192.168.50.1"], tmp_path / "lease.log")
+    watch: WatchProcess | None = None
+    try:
+        daemon.start()
+        wait_until(lambda: health_status(run_dir / "lease.sock") == "SERVING", timeout=20, what="SERVING")
+        watch = WatchProcess(run_dir)
+        wait_until(lambda: ("SYNCED", "") in watch.kinds(), what="SYNCED")  # type: ignore[union-attr]
+        daemon.kill()
+        store.put("subnets/10.244.5.0-24", peer_value("192.168.50.5", "0a:58:0a:f4:05:01"))
+        daemon.start()
+        wait_until(lambda: ("UPSERT", "10.244.5.0-24") in watch.kinds(), timeout=20,  # type: ignore[union-attr]
+                   what="the lease written while the lease service was down")
+        assert watch.proc.poll() is None
+        # the restarted lease service resumed the cursor (a DELTA), it did not send a second snapshot
+        assert [k for k in watch.kinds() if k[0] == "SNAPSHOT"] == [("SNAPSHOT", "10.244.7.0-24")]
+    finally:
+        if watch is not None:
+            watch.stop()
+        daemon.kill()
+
+
 def test_status_shows_the_lease_service_and_names_the_missing_backend_socket(lease_service: Path) -> None:
     own = acquire(lease_service)
     proc = flannelctl(lease_service, "status", "-o", "json")
