@@ -188,6 +188,13 @@ def _nonempty(text: str) -> str:
     return text
 
 
+def _host_port(text: str) -> str:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    return text
+
+
 def _log_format(text: str) -> str:
     if text not in ("text", "json"):
         raise argparse.ArgumentTypeError(f"expected 'text' or 'json', got {text!r}")
@@ -212,6 +219,8 @@ class _Opt:
     metavar: str | None = None
     env_split: bool = False
     """For a list flag: split its environment value on commas."""
+    child_flag: str | None = None
+    """The child's name for the flag, when it differs from flanneld's."""
 
     @property
     def dest(self) -> str:
@@ -373,6 +382,22 @@ _OPTIONS: tuple[_Opt, ...] = (
         "set up IP masquerade for traffic leaving the flannel network",
         "both",
         kind="bool",
+    ),
+    _Opt(
+        "--lease-metrics-listen",
+        _host_port,
+        "serve the lease service's Prometheus metrics on HOST:PORT (off by default)",
+        "lease",
+        metavar="HOST:PORT",
+        child_flag="--metrics-listen",
+    ),
+    _Opt(
+        "--backend-metrics-listen",
+        _host_port,
+        "serve the backend's Prometheus metrics on HOST:PORT (off by default)",
+        "backend",
+        metavar="HOST:PORT",
+        child_flag="--metrics-listen",
     ),
     _Opt(
         "-v",
@@ -619,7 +644,7 @@ def parse(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None =
     lease_args: list[str] = []
     backend_args: list[str] = []
     for opt in _OPTIONS:
-        args = _flag_args(opt.flag, opt.kind, values[opt.dest])
+        args = _flag_args(opt.child_flag or opt.flag, opt.kind, values[opt.dest])
         if opt.target in ("lease", "both"):
             lease_args += args
         if opt.target in ("backend", "both"):

@@ -9,6 +9,10 @@ import pytest
 from supervisor import cli, privileges
 
 EVERY_FLAG = [
+    "--lease-metrics-listen",
+    "127.0.0.1:9101",
+    "--backend-metrics-listen",
+    "127.0.0.1:9102",
     "--etcd-endpoints",
     "https://10.0.0.10:2379",
     "--etcd-prefix",
@@ -69,6 +73,7 @@ def test_the_lease_service_accepts_every_flag_flanneld_passes(tmp_path: Path) ->
     config = cli.parse(["--run-dir", str(tmp_path), *EVERY_FLAG], {})
     args = lease_cli.build_parser().parse_args(_program_args(privileges.lease_launch(config)))
     assert args.run_dir == str(tmp_path) and args.socket_group == "nogroup"
+    assert args.metrics_listen == "127.0.0.1:9101"
     assert args.iface == ["eth0", "eth1"] and args.iface_regex == ["^en"] and args.verbose == 3
     assert (
         args.kube_subnet_mgr is True and args.ip_masq is True and args.set_node_network_unavailable is False
@@ -80,4 +85,4 @@ def test_the_backend_accepts_every_flag_flanneld_passes(tmp_path: Path) -> None:
     config = cli.parse(["--run-dir", str(tmp_path), *EVERY_FLAG], {})
     args = backend_cli.build_parser().parse_args(_program_args(privileges.backend_launch(config)))
     assert args.run_dir == str(tmp_path) and args.iface == "eth0" and args.public_ip == "10.0.0.2"
-    assert args.ip_masq is True and args.verbose == 3
+    assert args.ip_masq is True and args.verbose == 3 and args.metrics_listen == "127.0.0.1:9102"
