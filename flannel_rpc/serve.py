@@ -7,7 +7,6 @@ on a unix socket).
 
 from __future__ import annotations
 
-import grp
 import logging
 import os
 from collections.abc import Callable, Iterable
@@ -42,14 +41,14 @@ class UnixServer:
         add_servicers: Callable[[grpc.aio.Server], None],
         *,
         socket_mode: int = 0o660,
-        socket_group: str | None = None,
+        socket_gid: int | None = None,
         tcp_listen: str | None = None,
     ) -> None:
         self.socket_path = socket_path
         self.services = list(services)
         self._add_servicers = add_servicers
         self._socket_mode = socket_mode
-        self._socket_group = socket_group
+        self._socket_gid = socket_gid
         self._tcp_listen = tcp_listen
         self.health = health.aio.HealthServicer()
         self.server: grpc.aio.Server | None = None
@@ -71,8 +70,8 @@ class UnixServer:
             self.tcp_port = server.add_insecure_port(self._tcp_listen)
         await server.start()
         os.chmod(self.socket_path, self._socket_mode)
-        if self._socket_group:
-            os.chown(self.socket_path, -1, grp.getgrnam(self._socket_group).gr_gid)
+        if self._socket_gid is not None:
+            os.chown(self.socket_path, -1, self._socket_gid)
         self.server = server
         await self.set_serving(False)
         log.info("serving %s on %s", ", ".join(self.services), self.socket_path)

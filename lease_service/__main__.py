@@ -116,7 +116,7 @@ async def serve(settings: cli.Settings) -> int:
         store_kind = "etcd"
     servicer = LeaseServicer(store_kind)
     server = UnixServer(settings.socket_path, [SERVICE],
-                        lambda grpc_server: lease_pb2_grpc.add_LeaseServiceServicer_to_server(servicer, grpc_server), socket_group=settings.socket_group,
+                        lambda grpc_server: lease_pb2_grpc.add_LeaseServiceServicer_to_server(servicer, grpc_server), socket_gid=settings.socket_gid,
                         tcp_listen=settings.grpc_listen)
     await server.start()
     stop = asyncio.Event()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import grp
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -49,7 +50,7 @@ class Settings:
     ip_masq: bool
     renew_margin: float        # seconds
     lease_ttl: int             # seconds
-    socket_group: str | None
+    socket_gid: int | None  # the group owning lease.sock (--socket-group, a name or a number)
     grpc_listen: str | None
     verbosity: int
     metrics_listen: tuple[str, int] | None = None  # (host, port) of /metrics; None: off
@@ -139,6 +140,17 @@ def _apply_environment(parser: argparse.ArgumentParser, argv: Sequence[str], env
     return extra
 
 
+def _group_id(group: str | None) -> int | None:
+    if not group:
+        return None
+    if group.isdigit():
+        return int(group)
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise UsageError(f"--socket-group {group!r}: no such group") from None
+
+
 def parse(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Settings:
     """Parse flags and environment into Settings; raises UsageError or exits on --help."""
     environ = os.environ if environ is None else environ
@@ -205,7 +217,7 @@ def parse(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Sett
         ip_masq=args.ip_masq,
         renew_margin=args.subnet_lease_renew_margin * 60.0,
         lease_ttl=args.subnet_lease_ttl,
-        socket_group=args.socket_group,
+        socket_gid=_group_id(args.socket_group),
         grpc_listen=args.grpc_listen,
         verbosity=args.verbose,
         metrics_listen=_host_port("--metrics-listen", args.metrics_listen),
