@@ -14,7 +14,7 @@ from lease_service import subnetfile
 from lease_service.lease import Lease, LeaseAttrs
 from lease_service.netconfig import NetworkConfig
 from lease_service.stream import Change, LeaseHub
-from lease_service.subnet.base import StoreUnavailable, SubnetManager
+from lease_service.subnet.base import AcquireError, StoreUnavailable, SubnetManager
 from lease_service.wire import lease_to_proto
 from proto.flannel.v1 import lease_pb2
 
@@ -149,7 +149,7 @@ class LeaseKeeper:
                 return
             except StoreUnavailable as exc:
                 log.warning("cannot re-acquire the lease: %s; retrying in %.1fs", exc, delay)
-            except Exception as exc:  # an AcquireError must not kill the keeper: keep trying
+            except AcquireError as exc:  # e.g. the network is full: keep trying, an operator may free a subnet
                 log.error("cannot re-acquire the lease: %s; retrying in %.1fs", exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.settings.retry_max)

@@ -57,7 +57,7 @@ def test_the_lease_service_runs_as_the_lease_user_and_the_node_works(world_reada
         pid = int(wait_until(lambda: re.search(r"lease-service started \(pid (\d+)\)", flanneld.log()),
                              what="the lease service's pid").group(1))
         status = Path(f"/proc/{pid}/status").read_text()
-        uids = re.search(r"^Uid:\s+(\d+)\s+(\d+)\s+(\d+)", status, re.M)
+        uids = re.search(r"^Uid:\s+(\d+)\s+(\d+)\s+(\d+)", status, re.MULTILINE)
         assert uids is not None and set(uids.groups()) == {"65534"}, status
         held = caps(pid)
         assert held["CapEff"] == held["CapPrm"] == held["CapBnd"] == "0000000000000000"
