@@ -170,7 +170,7 @@ def test_host_gw_routes_each_subnet_via_the_peer_public_ip_and_removes_stale_rou
     def stale_route(c: Cluster, node: Any) -> None:  # left by an earlier run, before the backend ever started
         ip(node.ns, "route", "add", "10.244.252.0/24", "via", f"{c.underlay}.99", "dev", "eth0", "proto", "70")
 
-    c = make_cluster(3, {"Network": "10.244.0.0/16", "Backend": {"Type": "host-gw"}}, before_backend=stale_route)
+    c = make_cluster(3, {"Network": "10.244.0.0/16", "SubnetMax": "10.244.199.0", "Backend": {"Type": "host-gw"}}, before_backend=stale_route)
     for node in c.nodes:
         routes = ip_routes(node.ns)
         assert "10.244.252.0/24" not in routes
@@ -185,7 +185,7 @@ def test_host_gw_routes_each_subnet_via_the_peer_public_ip_and_removes_stale_rou
 
 
 def test_direct_routing_on_one_l2_routes_via_the_peer_public_ip_instead_of_vxlan(make_cluster: MakeCluster) -> None:
-    c = make_cluster(3, {"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan", "DirectRouting": True}})
+    c = make_cluster(3, {"Network": "10.244.0.0/16", "SubnetMax": "10.244.199.0", "Backend": {"Type": "vxlan", "DirectRouting": True}})
     for node in c.nodes:
         routes = ip_routes(node.ns)
         for peer in c.nodes:
@@ -229,16 +229,16 @@ def test_a_deleted_lease_takes_its_routes_neighbours_and_fdb_entries_off_the_oth
 
 def assert_follows_the_store(c: Cluster, node: Any) -> None:
     """A peer lease written into etcd reaches ``node``'s kernel, and its deletion takes it away."""
-    key = "10.244.199.0-24"
+    key = "10.244.240.0-24"
     assert key not in c.leases(), "pick another probe subnet"
     value = {"PublicIP": f"{c.underlay}.97", "BackendType": "vxlan",
              "BackendData": {"VNI": 1, "VtepMAC": "0a:58:0a:f4:c7:01"}}
     c.etcd_put(f"{c.prefix}/subnets/{key}", json.dumps(value))
     try:
-        wait_until(lambda: "10.244.199.0/24" in ip_routes(node.ns), timeout=15, what="the probe lease routed")
+        wait_until(lambda: "10.244.240.0/24" in ip_routes(node.ns), timeout=15, what="the probe lease routed")
     finally:
         c.etcd_delete(f"{c.prefix}/subnets/{key}")
-    wait_until(lambda: "10.244.199.0/24" not in ip_routes(node.ns), timeout=15, what="the probe lease removed")
+    wait_until(lambda: "10.244.240.0/24" not in ip_routes(node.ns), timeout=15, what="the probe lease removed")
 
 
 def rejected(c: Cluster, node: Any) -> dict[str, str]:

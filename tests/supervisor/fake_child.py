@@ -15,6 +15,7 @@ Switches (given before the flags flanneld appends, which are recorded and otherw
 from __future__ import annotations
 
 import argparse
+import grp
 import asyncio
 import os
 import signal
@@ -73,7 +74,9 @@ def main() -> None:
 
 
 async def serve(args: argparse.Namespace, event) -> None:  # type: ignore[no-untyped-def]
-    server = UnixServer(Path(args.run_dir) / args.socket, [], lambda s: None, socket_group=args.socket_group)
+    group = args.socket_group
+    gid = None if not group else int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+    server = UnixServer(Path(args.run_dir) / args.socket, [], lambda s: None, socket_gid=gid)
     await server.start()
     await asyncio.sleep(args.serve_after)
     await server.set_serving(True)

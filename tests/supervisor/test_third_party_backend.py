@@ -18,7 +18,7 @@ pytestmark = pytest.mark.netns
 
 def test_flanneld_runs_the_extension_example_with_only_net_admin_and_net_raw(tmp_path: Path) -> None:
     command = shlex.join([sys.executable, "-m", "examples.extension_backend"])
-    config = {"Network": "10.244.0.0/16", "Backend": EXTENSION}
+    config = {"Network": "10.244.0.0/16", "SubnetMax": "10.244.199.0", "Backend": EXTENSION}
     with Cluster(tmp_path, nodes=2, config=config, flanneld=True, flanneld_args=["--backend-cmd", command]) as cluster:
         one, two = cluster.node(1), cluster.node(2)
         assert cluster.ping(one, two.pod_ip, count=5).received == 5

@@ -45,7 +45,8 @@ from tests.support.wait import wait_until
 
 T = TypeVar("T")
 
-DEFAULT_CONFIG: dict[str, Any] = {"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan"}}
+# Nodes lease from 10.244.1-199: tests write hand-made leases and stale routes at 10.244.200 and up.
+DEFAULT_CONFIG: dict[str, Any] = {"Network": "10.244.0.0/16", "SubnetMax": "10.244.199.0", "Backend": {"Type": "vxlan"}}
 DEFAULT_PREFIX = "/coreos.com/network"
 RTPROT_FLANNEL = 70  # the route protocol the backend marks its routes with
 
