@@ -15,8 +15,8 @@ Switches (given before the flags flanneld appends, which are recorded and otherw
 from __future__ import annotations
 
 import argparse
-import grp
 import asyncio
+import grp
 import os
 import signal
 import subprocess
