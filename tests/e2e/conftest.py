@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from tests.support.cluster import Cluster
+from tests.support.leasestream import Stream
 
 
 def _require_namespaces() -> None:
@@ -60,3 +61,12 @@ def make_cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
         for cluster in made:
             _print_logs(cluster)
             cluster.down()
+
+
+@pytest.fixture
+def streams() -> Iterator[list[Stream]]:
+    """WatchLeases streams a test opens; closed at teardown."""
+    made: list[Stream] = []
+    yield made
+    for stream in made:
+        stream.close()

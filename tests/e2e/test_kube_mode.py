@@ -14,6 +14,7 @@ import pytest
 from proto.flannel.v1 import lease_pb2, lease_pb2_grpc
 from tests.support.etcd import EtcdServer
 from tests.support.kubeapi import KubeApiControl, make_node, running
+from tests.support.leasestream import Stream
 from tests.support.processes import Daemon, health_status
 from tests.support.wait import wait_until
 
@@ -58,33 +59,6 @@ class KubeLeaseService:
                 timeout=timeout).lease
 
 
-class Stream:
-    def __init__(self, service: KubeLeaseService) -> None:
-        self.channel = grpc.insecure_channel(f"unix:{service.socket}")
-        self.call = lease_pb2_grpc.LeaseServiceStub(self.channel).WatchLeases(lease_pb2.WatchLeasesRequest())
-        self.msgs: list[Msg] = []
-        self.thread = threading.Thread(target=self._read, daemon=True)
-        self.thread.start()
-
-    def _read(self) -> None:
-        try:
-            for msg in self.call:
-                self.msgs.append(msg)
-        except grpc.RpcError:
-            pass
-
-    def events(self) -> list[tuple[int, str]]:
-        return [(e.type, e.lease.key) for m in list(self.msgs) if m.kind == Msg.DELTA for e in m.events]
-
-    def synced(self) -> bool:
-        return any(m.kind == Msg.SYNCED for m in list(self.msgs))
-
-    def close(self) -> None:
-        self.call.cancel()
-        self.thread.join(5)
-        self.channel.close()
-
-
 @pytest.fixture
 def api(etcd: EtcdServer, prefix: str, tmp_path: Path) -> Iterator[KubeApiControl]:
     with running(etcd.endpoint, prefix, log_path=tmp_path / "apiserver.log") as server:
@@ -97,14 +71,6 @@ def services() -> Iterator[list[KubeLeaseService]]:
     yield made
     for service in made:
         service.daemon.kill()
-
-
-@pytest.fixture
-def streams() -> Iterator[list[Stream]]:
-    made: list[Stream] = []
-    yield made
-    for stream in made:
-        stream.close()
 
 
 def patches(api: KubeApiControl) -> list[dict[str, str]]:
@@ -159,7 +125,7 @@ def test_the_stream_follows_nodes_without_duplicates_across_drops_and_a_410_reli
     api.create_node(make_node("n1", "10.244.1.0/24"))
     service = KubeLeaseService(api, tmp_path)
     services.append(service.start())
-    stream = Stream(service)
+    stream = Stream(service.socket)
     streams.append(stream)
     wait_until(stream.synced, what="SYNCED")
 
@@ -204,7 +170,7 @@ def test_bad_nodes_are_skipped_and_named(
     api.create_node(managed("good", "10.244.6.0/24", "192.168.70.8"))
     service = KubeLeaseService(api, tmp_path)
     services.append(service.start())
-    stream = Stream(service)
+    stream = Stream(service.socket)
     streams.append(stream)
     wait_until(stream.synced, what="SYNCED")
     snapshot = {e.lease.key for m in stream.msgs if m.kind == Msg.SNAPSHOT for e in m.events}

@@ -16,6 +16,7 @@ from lease_service.etcd import EtcdClient, EtcdSettings
 from proto.flannel.v1 import lease_pb2, lease_pb2_grpc
 from tests.support.etcd import EtcdServer
 from tests.support.grpcurl import grpcurl
+from tests.support.leasestream import Stream
 from tests.support.processes import Daemon, health_status
 from tests.support.wait import wait_until
 
@@ -73,56 +74,12 @@ class LeaseNode:
                                      timeout=15).lease
 
 
-class Stream:
-    """A WatchLeases stream read in a background thread into a list."""
-
-    def __init__(self, node: LeaseNode, cursor: str = "") -> None:
-        import threading
-
-        self.channel = node.channel()
-        stub = lease_pb2_grpc.LeaseServiceStub(self.channel)
-        self.call = stub.WatchLeases(lease_pb2.WatchLeasesRequest(cursor=cursor))
-        self.msgs: list[Msg] = []
-        self.error: grpc.RpcError | None = None
-        self.thread = threading.Thread(target=self._read, daemon=True)
-        self.thread.start()
-
-    def _read(self) -> None:
-        try:
-            for msg in self.call:
-                self.msgs.append(msg)
-        except grpc.RpcError as exc:
-            self.error = exc
-
-    def events(self) -> list[tuple[int, str]]:
-        return [(e.type, e.lease.key) for m in self.msgs if m.kind == Msg.DELTA for e in m.events]
-
-    def snapshot_keys(self) -> set[str]:
-        return {e.lease.key for m in self.msgs if m.kind == Msg.SNAPSHOT for e in m.events}
-
-    def last_cursor(self) -> str:
-        return next(m.cursor for m in reversed(self.msgs) if m.cursor)
-
-    def close(self) -> None:
-        self.call.cancel()
-        self.thread.join(5)
-        self.channel.close()
-
-
 @pytest.fixture
 def nodes(tmp_path: Path) -> Iterator[list[LeaseNode]]:
     made: list[LeaseNode] = []
     yield made
     for node in made:
         node.daemon.kill()
-
-
-@pytest.fixture
-def streams() -> Iterator[list[Stream]]:
-    made: list[Stream] = []
-    yield made
-    for stream in made:
-        stream.close()
 
 
 @pytest.fixture
@@ -208,7 +165,7 @@ def test_stream_snapshot_then_deltas_including_expiry_and_corrupt_values_skipped
     put(etcd, f"{subnets}/10.244.7.0-24", '{"PublicIP":"192.168.50.7","BackendType":"vxlan"}')
     node = LeaseNode(etcd, configured, tmp_path / "n1", "192.168.50.1")
     nodes.append(node.start())
-    stream = Stream(node)
+    stream = Stream(node.socket)
     streams.append(stream)
     wait_until(lambda: any(m.kind == Msg.SYNCED for m in stream.msgs), what="SYNCED")
     assert stream.snapshot_keys() == {"10.244.7.0-24"}
@@ -269,7 +226,7 @@ def test_a_cursor_resumes_across_a_lease_service_restart_and_compaction_forces_a
     put(own_etcd, f"{prefix}/subnets/10.244.7.0-24", '{"PublicIP":"192.168.50.7","BackendType":"vxlan"}')
     node = LeaseNode(own_etcd, prefix, tmp_path / "n1", "192.168.50.1")
     nodes.append(node.start())
-    first = Stream(node)
+    first = Stream(node.socket)
     streams.append(first)
     wait_until(lambda: any(m.kind == Msg.SYNCED for m in first.msgs), what="SYNCED")
     cursor = first.last_cursor()
@@ -277,7 +234,7 @@ def test_a_cursor_resumes_across_a_lease_service_restart_and_compaction_forces_a
     put(own_etcd, f"{prefix}/subnets/10.244.9.0-24", '{"PublicIP":"192.168.50.9","BackendType":"vxlan"}')
     delete(own_etcd, f"{prefix}/subnets/10.244.7.0-24")
     node.start()
-    resumed = Stream(node, cursor)
+    resumed = Stream(node.socket, cursor)
     streams.append(resumed)
     wait_until(lambda: resumed.msgs, what="a resumed message")
     assert resumed.msgs[0].kind == Msg.DELTA
@@ -291,7 +248,7 @@ def test_a_cursor_resumes_across_a_lease_service_restart_and_compaction_forces_a
     node.daemon.kill()
     asyncio.run(compact())
     node.start()
-    fresh = Stream(node, cursor)
+    fresh = Stream(node.socket, cursor)
     streams.append(fresh)
     wait_until(lambda: any(m.kind == Msg.SYNCED for m in fresh.msgs), what="SYNCED after compaction")
     assert (fresh.msgs[0].kind, fresh.msgs[0].reset, fresh.msgs[0].reason) == (Msg.SNAPSHOT, True, Msg.CURSOR_COMPACTED)
@@ -306,7 +263,7 @@ def test_etcd_killed_and_restarted_mid_stream_loses_nothing_and_removes_nothing(
     put(own_etcd, f"{prefix}/subnets/10.244.7.0-24", '{"PublicIP":"192.168.50.7","BackendType":"vxlan"}')
     node = LeaseNode(own_etcd, prefix, tmp_path / "n1", "192.168.50.1")
     nodes.append(node.start())
-    stream = Stream(node)
+    stream = Stream(node.socket)
     streams.append(stream)
     wait_until(lambda: any(m.kind == Msg.SYNCED for m in stream.msgs), what="SYNCED")
     own_etcd.kill()
