@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -385,3 +386,22 @@ def test_the_socket_is_group_accessible_only(etcd: EtcdServer, configured: str, 
     nodes.append(node.start())
     mode = node.socket.stat().st_mode
     assert stat.S_IMODE(mode) == 0o660 and node.socket.stat().st_gid == 0
+
+
+def test_tcp_is_served_only_when_grpc_listen_is_given(etcd: EtcdServer, configured: str, tmp_path: Path,
+                                                      nodes: list[LeaseNode]) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from tests.support.etcd import free_port
+
+    port = free_port()
+    node = LeaseNode(etcd, configured, tmp_path / "n1", "192.168.50.1", "--grpc-listen", f"127.0.0.1:{port}")
+    nodes.append(node.start())
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    assert f"pid={node.daemon.pid}," in subprocess.run(["ss", "-Htlnp"], capture_output=True, text=True).stdout
+    node.daemon.kill()
+    plain = LeaseNode(etcd, configured, tmp_path / "n2", "192.168.50.2")
+    nodes.append(plain.start())
+    assert f"pid={plain.daemon.pid}," not in subprocess.run(["ss", "-Htlnp"], capture_output=True, text=True).stdout
