@@ -54,6 +54,7 @@ class BackendDaemon:
         self.masq: Masquerade | None = None
         self._rejected_seen: set[tuple[str, str]] = set()
         self._full_needed = True
+        status.leases = lambda: self.view.leases
         channel = grpc.aio.insecure_channel(unix_target(settings.lease_socket))
         self.channel = channel
         self.stub = lease_pb2_grpc.LeaseServiceStub(channel)
@@ -221,7 +222,7 @@ class BackendDaemon:
         for key, lease in changes.items():
             mode = index.modes.get(key)
             if lease is not None and mode is not None:
-                self.status.peers[key] = backend_pb2.Peer(lease=lease, mode=mode)
+                self.status.peers[key] = mode
             else:
                 self.status.peers.pop(key, None)
         self._record(index.rejected.values(), "ok" if result.ok else "; ".join(map(str, result.failures))[:2000])
@@ -247,10 +248,7 @@ class BackendDaemon:
             index.rebuild(report)
         else:
             index.invalidate()
-        by_key = {lease.key: lease for lease in peers}
-        self.status.peers = {plan.peer.key: backend_pb2.Peer(lease=by_key.get(plan.peer.key, lease_pb2.Lease(key=plan.peer.key)),
-                                                             mode=plan.mode)
-                             for plan in report.peers}
+        self.status.peers = {plan.peer.key: plan.mode for plan in report.peers}
         self._record(report.rejected, outcome, cursor, synced)
         if synced and report.ok:
             await self.server.set_serving(True)

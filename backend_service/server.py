@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -22,7 +23,9 @@ class Status:
     mtu: int = 0
     ip_masq: bool = False
     own_lease: lease_pb2.Lease | None = None
-    peers: dict[str, backend_pb2.Peer] = field(default_factory=dict)            # by lease key
+    peers: dict[str, str] = field(default_factory=dict)  # lease key -> how it is reached (Peer.mode)
+    leases: Callable[[], Mapping[str, lease_pb2.Lease]] = dict
+    """The leases as the stream last said; peers are built from them when asked, not copied."""
     rejected: dict[str, lease_pb2.RejectedLease] = field(default_factory=dict)  # by lease key
     last_reconcile: datetime | None = None
     last_outcome: str = ""
@@ -38,10 +41,15 @@ class BackendServicer(backend_pb2_grpc.BackendServiceServicer):
         return lease_pb2.DescribeResponse(name="flannel-py backend", version=VERSION, api_versions=["flannel.v1"],
                                           capabilities=["vxlan", "host-gw", "ipv6", "ip-masq"])
 
+    def _peers(self) -> list[backend_pb2.Peer]:
+        leases = self.status.leases()
+        return [backend_pb2.Peer(lease=leases.get(key) or lease_pb2.Lease(key=key), mode=mode)
+                for key, mode in self.status.peers.items()]
+
     async def GetStatus(self, request: backend_pb2.GetStatusRequest, context: grpc.aio.ServicerContext) -> backend_pb2.GetStatusResponse:
         s = self.status
         reply = backend_pb2.GetStatusResponse(
-            backend_type=s.backend_type, device=s.device, mtu=s.mtu, peers=list(s.peers.values()), rejected=list(s.rejected.values()),
+            backend_type=s.backend_type, device=s.device, mtu=s.mtu, peers=self._peers(), rejected=list(s.rejected.values()),
             last_reconcile_outcome=s.last_outcome, applied_cursor=s.applied_cursor, synced=s.synced, ip_masq=s.ip_masq,
         )
         if s.own_lease is not None:
