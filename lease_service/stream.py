@@ -73,6 +73,8 @@ class LeaseHub:
         self._state_at = state_at
         self.state: dict[str, Lease] = {}
         self.revision = 0
+        self._generation = 0  # counts changes of ``state``: the snapshot cache's key
+        self._snapshot_cache: tuple[tuple[int, int], list[Msg]] | None = None
         self._ready = asyncio.Event()
         self._history: deque[tuple[int, Msg]] = deque()
         self._history_events = 0
@@ -128,6 +130,7 @@ class LeaseHub:
         metrics.LEASES.set(len(self.state))
         if not events:
             return
+        self._generation += 1
         msg = Msg(kind=Msg.DELTA, events=events, cursor=self.cursor(self.revision))
         self._remember(self.revision, msg)
         for watcher in self._watchers:
@@ -230,14 +233,21 @@ class LeaseHub:
         return Msg(kind=Msg.DELTA, events=events, cursor=self.cursor(self.revision))
 
     def _snapshot(self, reason: int, batch: int) -> list[Msg]:
-        leases = [lease_to_proto(lease) for lease in self.state.values()]
-        msgs = []
-        for start in range(0, max(len(leases), 1), batch):
-            chunk = leases[start:start + batch]
-            msgs.append(Msg(kind=Msg.SNAPSHOT, reset=start == 0, reason=reason,  # type: ignore[arg-type]
-                            events=[LeaseEvent(type=LeaseEvent.UPSERT, lease=lease) for lease in chunk]))
-        msgs.append(Msg(kind=Msg.SYNCED, cursor=self.cursor(self.revision)))
-        return msgs
+        """The snapshot messages. Watchers that connect while the state stays the same share one set
+        of messages (100 watchers of 10,000 leases would otherwise hold 100 copies); only the first
+        message, which carries ``reset`` and the reason, is each watcher's own."""
+        key = (self._generation, batch)
+        if self._snapshot_cache is None or self._snapshot_cache[0] != key:
+            leases = [lease_to_proto(lease) for lease in self.state.values()]
+            chunks = [Msg(kind=Msg.SNAPSHOT, events=[LeaseEvent(type=LeaseEvent.UPSERT, lease=lease)
+                                                     for lease in leases[start:start + batch]])
+                      for start in range(0, max(len(leases), 1), batch)]
+            self._snapshot_cache = (key, chunks)
+        chunks = self._snapshot_cache[1]
+        first = Msg()
+        first.CopyFrom(chunks[0])
+        first.reset, first.reason = True, reason  # type: ignore[assignment]
+        return [first, *chunks[1:], Msg(kind=Msg.SYNCED, cursor=self.cursor(self.revision))]
 
     def _deliver(self, watcher: _Watcher, msg: Msg) -> None:
         if watcher.fell_behind:

@@ -151,3 +151,17 @@ async def test_an_unchanged_lease_rewritten_is_not_streamed_again() -> None:
     hub.apply([(lease(1).key, lease(1))], revision=2)
     msg = (await take(stream, 1))[0]
     assert msg.kind == Msg.PROGRESS
+
+
+async def test_watchers_at_the_same_state_share_the_snapshot_and_a_change_refreshes_it() -> None:
+    hub = LeaseHub("test")
+    hub.reset({lease(n).key: lease(n) for n in range(1, 6)}, revision=1)
+    one = await take(hub.watch(max_batch=2), 4)
+    two = await take(hub.watch("garbage", max_batch=2), 4)
+    assert one[1] is two[1] and one[2] is two[2]          # shared
+    assert (one[0].reason, two[0].reason) == (Msg.INITIAL, Msg.CURSOR_INVALID) and one[0].reset and two[0].reset
+    assert not one[1].reset
+    hub.apply([(lease(9).key, lease(9))], revision=2)
+    three = await take(hub.watch(max_batch=2), 4)
+    assert three[1] is not one[1]
+    assert "10.244.9.0-24" in {e.lease.key for m in three[:3] for e in m.events}
