@@ -50,13 +50,22 @@ class LeaseKeeper:
     async def acquire(self, attrs: LeaseAttrs, mtu: int) -> Lease:
         """Acquire (or take back) the lease with the backend's attributes; writes subnet.env."""
         async with self._lock:
-            previous = (self.lease.subnet, self.lease.ipv6_subnet) if self.lease else (None, None)
-            if self.lease is None and self.settings.subnet_file is not None:
+            held = self.lease
+            if held is not None:
+                previous = (held.subnet, held.ipv6_subnet)
+            elif self.settings.subnet_file is not None:
                 previous = subnetfile.read_previous(self.settings.subnet_file)
+            else:
+                previous = (None, None)
             lease = await self.manager.acquire_lease(self.config, attrs, previous)
-            first = self.lease is None
             self._attrs, self.mtu = attrs, mtu
-            self._install(lease, Event.CURRENT if first else Event.REACQUIRED if lease.key != self.lease.key else Event.RENEWED)  # type: ignore[union-attr]
+            if held is None:
+                kind = Event.CURRENT
+            elif lease.key != held.key:
+                kind = Event.REACQUIRED
+            else:
+                kind = Event.RENEWED  # the backend asked again (it restarted): same lease, fresh attributes
+            self._install(lease, kind)
             return lease
 
     def _install(self, lease: Lease, kind: int) -> None:
