@@ -174,6 +174,9 @@ async def ensure_device(ipr: AsyncIPRoute, spec: VxlanDeviceSpec) -> VxlanDevice
     return VxlanDevice(spec.ifname, index, mac, spec.mtu, created)
 
 
+IFA_F_NODAD = 0x02
+
+
 async def ensure_address(ipr: AsyncIPRoute, ifindex: int, address: IPAddress) -> None:
     """Make ``address`` (as /32 or /128) the device's only global address of its family."""
     family = AF_INET if address.version == 4 else AF_INET6
@@ -189,7 +192,10 @@ async def ensure_address(ipr: AsyncIPRoute, ifindex: int, address: IPAddress) ->
             log.info("removing stale address %s/%d from ifindex %d", addr, msg["prefixlen"], ifindex)
             await ipr.addr("del", index=ifindex, address=str(addr), prefixlen=msg["prefixlen"])
     if not present:
-        await ipr.addr("add", index=ifindex, address=str(address), prefixlen=prefixlen)
+        # IPv6: no duplicate address detection, which would leave the address "tentative" (unusable
+        # as a source) for a second or more after every device creation; it is ours alone anyway.
+        extra = {"flags": IFA_F_NODAD} if address.version == 6 else {}
+        await ipr.addr("add", index=ifindex, address=str(address), prefixlen=prefixlen, **extra)
 
 
 def vxlan_desired(

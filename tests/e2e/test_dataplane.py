@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.cluster import BackgroundPing, Cluster, EchoServer, caps, ip, kernel_objects, tcp_echo
+from tests.support.cluster import BackgroundPing, Cluster, EchoServer, caps, ip, ip_json, kernel_objects, tcp_echo
 from tests.support.grpcurl import grpcurl
 from tests.support.processes import health_status
 from tests.support.wait import wait_until
@@ -253,3 +253,18 @@ def rejects(c: Cluster, node: Any, want: dict[str, str]) -> bool:
 def ip_routes(ns: str) -> dict[str, tuple[str | None, str | None]]:
     """The node's flannel routes: destination to (gateway, device)."""
     return {r["dst"]: (r["gateway"], r["dev"]) for r in kernel_objects(ns)["routes"]}
+
+
+def test_dual_stack_pods_reach_each_other_over_ipv4_and_ipv6(make_cluster: MakeCluster) -> None:
+    config = {"Network": "10.244.0.0/16", "SubnetMax": "10.244.199.0", "EnableIPv6": True,
+              "IPv6Network": "fd10::/48", "Backend": {"Type": "vxlan"}}
+    c = make_cluster(2, config)
+    one, two = c.node(1), c.node(2)
+    assert {"flannel.1", "flannel-v6.1"} <= {link["name"] for link in kernel_objects(one.ns)["links"]}
+    # the device's own /128 skips duplicate address detection: usable at once, never "tentative"
+    v6 = [a for e in ip_json(one.ns, "-6", "addr", "show", "dev", "flannel-v6.1") for a in e["addr_info"]
+          if a.get("scope") == "global"]
+    assert len(v6) == 1 and v6[0]["prefixlen"] == 128 and v6[0].get("nodad") and not v6[0].get("tentative"), v6
+    for src, dst in ((one, two), (two, one)):
+        assert c.ping(src, dst.pod_ip, 3).received == 3
+        assert c.ping(src, dst.pod_ipv6, 3).received == 3, (src.name, dst.pod_ipv6)

@@ -384,6 +384,12 @@ class Node:
         return _nth_host(self.subnet, 2)
 
     @property
+    def pod_ipv6(self) -> str:
+        """The pod's IPv6 address (dual stack): the second address of the node's IPv6 subnet."""
+        network = ipaddress.ip_network(self.subnet_env["FLANNEL_IPV6_SUBNET"], strict=False)
+        return str(network.network_address + 2)
+
+    @property
     def mtu(self) -> int:
         return int(self.subnet_env["FLANNEL_MTU"])
 
@@ -444,6 +450,7 @@ class Cluster:
         self.flanneld = flanneld
         self.flanneld_args = list(flanneld_args)
         self.kube = kube
+        self.ipv6 = bool(self.config.get("EnableIPv6"))
         self.apiserver: Any = None  # tests.support.kubeapi.KubeApiProcess in kube mode
         self.backend_args = list(backend_args)
         self.backend_module = backend_module
@@ -593,6 +600,10 @@ class Cluster:
         public_ip = f"{self.underlay}.{i}"
         self._attach(ns, f"n{i}", f"{public_ip}/24")
         ns_exec(ns, ["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"])
+        if self.ipv6:  # dual stack: an IPv6 underlay address too (no duplicate detection to wait for)
+            ip(ns, "-6", "addr", "add", f"fd77::{i:x}/64", "dev", "eth0", "nodad")
+            ns_exec(ns, ["sysctl", "-q", "-w", "net.ipv6.conf.all.forwarding=1"])
+
         run_dir = self.base_dir / f"n{i}"
         run_dir.mkdir(parents=True, exist_ok=True)
         assert self.etcd is not None
@@ -623,6 +634,8 @@ class Cluster:
         mtu = str(node.mtu)
         gw = node.subnet_env["FLANNEL_SUBNET"]
         plen = gw.split("/")[1]
+        if self.ipv6:  # the pod network's own links: no duplicate address detection to wait for
+            ns_exec(node.ns, ["sysctl", "-q", "-w", "net.ipv6.conf.default.accept_dad=0"])
         if not ip(node.ns, "link", "show", "cni0", check=False).strip():
             ip(node.ns, "link", "add", "cni0", "mtu", mtu, "type", "bridge")
         ip(node.ns, "addr", "replace", gw, "dev", "cni0")
@@ -634,6 +647,11 @@ class Cluster:
         ip(node.pod_ns, "addr", "add", f"{node.pod_ip}/{plen}", "dev", "eth0")
         ip(node.pod_ns, "link", "set", "eth0", "up")
         ip(node.pod_ns, "route", "add", "default", "via", node.gateway_ip)
+        if "FLANNEL_IPV6_SUBNET" in node.subnet_env:
+            gw6 = node.subnet_env["FLANNEL_IPV6_SUBNET"]
+            ip(node.ns, "-6", "addr", "replace", gw6, "dev", "cni0", "nodad")
+            ip(node.pod_ns, "-6", "addr", "add", f"{node.pod_ipv6}/{gw6.split('/')[1]}", "dev", "eth0", "nodad")
+            ip(node.pod_ns, "-6", "route", "add", "default", "via", gw6.split("/")[0])
 
     # ------------------------------------------------------------------ daemons
 
