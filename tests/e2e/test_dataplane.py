@@ -13,7 +13,16 @@ from typing import Any
 
 import pytest
 
-from tests.support.cluster import BackgroundPing, Cluster, EchoServer, caps, ip, ip_json, kernel_objects, tcp_echo
+from tests.support.cluster import (
+    BackgroundPing,
+    Cluster,
+    EchoServer,
+    caps,
+    ip,
+    ip_json,
+    kernel_objects,
+    tcp_echo,
+)
 from tests.support.grpcurl import grpcurl
 from tests.support.processes import health_status
 from tests.support.wait import wait_until
