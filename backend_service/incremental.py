@@ -16,9 +16,9 @@ from proto.flannel.v1 import lease_pb2
 from .backend import Backend
 from .config import NetworkConfig
 from .dataplane import ReconcileReport
-from .desired import DesiredState, FdbEntry, Neighbour, Route
+from .desired import DesiredState, Neighbour, Route
 from .diff import DELETE, REPLACE, KernelObject, Op, default_metric
-from .leases import LeaseError
+from .leases import LeaseError, PeerLease
 from .node import LocalNode
 from .validate import OVERLAPS_LEASE, Rejection, check_lease
 
@@ -89,10 +89,10 @@ class PeerIndex:
             self._remember(plan.peer.key, plan.peer, self.backend.desired([plan.peer], report.node))
         self.node = report.node
 
-    def _remember(self, key: str, peer: object, state: DesiredState) -> None:
+    def _remember(self, key: str, peer: PeerLease, state: DesiredState) -> None:
         self.objects[key] = _objects(state)
         self.modes[key] = state.peers[0].mode if state.peers else ""
-        nets = [net for net in (getattr(peer, "subnet", None), getattr(peer, "ipv6_subnet", None)) if net is not None]
+        nets: list[object] = [net for net in (peer.subnet, peer.ipv6_subnet) if net is not None]
         self._nets[key] = nets
         for net in nets:
             self._owner[net] = key

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from lease_service.lease import Lease
@@ -29,8 +31,6 @@ def lease_to_proto(lease: Lease) -> lease_pb2.Lease:
 
 
 def config_to_proto(config: NetworkConfig) -> lease_pb2.NetworkConfig:
-    import json
-
     def text(value: object) -> str:
         return "" if value is None else str(value)
 

@@ -29,7 +29,7 @@ from kubernetes.aio.client.exceptions import ApiException
 from lease_service import metrics
 from lease_service.lease import CorruptLease, Lease, LeaseAttrs, check_against_config
 from lease_service.netconfig import ConfigError, NetworkConfig, parse_network_config
-from lease_service.stream import Change, LeaseHub
+from lease_service.stream import Change, LeaseHub, StateUnavailable
 from lease_service.subnet.base import AccessDenied, AcquireError, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -251,8 +251,6 @@ class KubeSubnetManager:
         return lease  # Node objects do not expire
 
     async def state_at(self, config: NetworkConfig, revision: int) -> dict[str, Lease]:
-        from lease_service.stream import StateUnavailable
-
         raise StateUnavailable("the Kubernetes API cannot list at an old resourceVersion")
 
     # ---- the reflector ----------------------------------------------------------------------
