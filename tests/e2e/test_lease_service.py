@@ -404,8 +404,8 @@ def test_tcp_is_served_only_when_grpc_listen_is_given(etcd: EtcdServer, configur
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
-    assert f"pid={node.daemon.pid}," in subprocess.run(["ss", "-Htlnp"], capture_output=True, text=True).stdout
+    assert f"pid={node.daemon.pid}," in subprocess.run(["ss", "-Htlnp"], capture_output=True, text=True, check=True).stdout
     node.daemon.kill()
     plain = LeaseNode(etcd, configured, tmp_path / "n2", "192.168.50.2")
     nodes.append(plain.start())
-    assert f"pid={plain.daemon.pid}," not in subprocess.run(["ss", "-Htlnp"], capture_output=True, text=True).stdout
+    assert f"pid={plain.daemon.pid}," not in subprocess.run(["ss", "-Htlnp"], capture_output=True, text=True, check=True).stdout
