@@ -147,15 +147,7 @@ class Proc:
 
     def usage(self) -> tuple[float, float]:
         """(peak RSS in MB, CPU seconds) so far; the last values seen once it has exited."""
-        try:
-            with open(f"/proc/{self.pid}/status") as f:
-                hwm = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
-            with open(f"/proc/{self.pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            cpu = (int(fields[11]) + int(fields[12])) / CLK_TCK
-            self.final = (hwm / 1024, cpu)
-        except (OSError, StopIteration, IndexError):
-            pass
+        self.final = pid_usage(self.pid) or self.final
         return self.final or (0.0, 0.0)
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
@@ -176,6 +168,67 @@ class Proc:
             return self.log_path.read_text(errors="replace")[-n:]
         except OSError:
             return ""
+
+
+def pid_usage(pid: int) -> tuple[float, float] | None:
+    """(peak RSS in MB, CPU seconds) of one live process, or None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            hwm = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return hwm / 1024, (int(fields[11]) + int(fields[12])) / CLK_TCK
+    except (OSError, StopIteration, IndexError):
+        return None
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live descendant of ``pid`` (children first), read from /proc/<pid>/task/*/children."""
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        for task in Path(f"/proc/{parent}/task").glob("*"):
+            try:
+                kids = [int(k) for k in (task / "children").read_text().split()]
+            except OSError:
+                continue
+            found.extend(kids)
+            todo.extend(kids)
+    return found
+
+
+class Supervised:
+    """A daemon that ``flanneld`` started (found by its module name among flanneld's descendants): peak RSS
+    and CPU are read from /proc like a :class:`Proc`'s, the last values kept once it is gone."""
+
+    def __init__(self, name: str, module: str, parent: Proc) -> None:
+        self.name = name
+        self.module = module
+        self.parent = parent
+        self.final: tuple[float, float] | None = None
+
+    def _pid(self) -> int | None:
+        for pid in descendants(self.parent.pid):
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if self.module.encode() in argv:
+                return pid
+        return None
+
+    def alive(self) -> bool:
+        return self.parent.alive()
+
+    def usage(self) -> tuple[float, float]:
+        pid = self._pid()
+        if pid is not None:
+            self.final = pid_usage(pid) or self.final
+        return self.final or (0.0, 0.0)
+
+    def tail(self, n: int = 3000) -> str:
+        return self.parent.tail(n)
 
 
 @dataclass
@@ -219,6 +272,15 @@ class Node:
         run_dir.mkdir(exist_ok=True)
         return self.start("backend_service", [sys.executable, "-m", "backend_service", "--run-dir", str(run_dir),
                                               "--iface", "eth0"], env)
+
+    def start_flanneld(self, run_dir: Path | None = None) -> tuple[Proc, Supervised, Supervised]:
+        """``flanneld`` as an operator starts it (privileges, health gate and all); the two daemons it runs."""
+        run_dir = run_dir or self.tmp / "run"
+        run_dir.mkdir(exist_ok=True)
+        flanneld = self.start("flanneld", [sys.executable, "-m", "supervisor", "--run-dir", str(run_dir),
+                                           "--etcd-endpoints", self.etcd_url, "--iface", "eth0"])
+        return (flanneld, Supervised("lease_service", "lease_service", flanneld),
+                Supervised("backend_service", "backend_service", flanneld))
 
     def close(self) -> None:
         for proc in reversed(self.procs):

@@ -1,9 +1,10 @@
-"""Initial sync: N peer leases already in etcd; time from starting the lease service and the backend
-until the kernel holds all N peers (vxlan: a route, a neighbour and an FDB entry each).
+"""Initial sync: N peer leases already in etcd; time from starting the node until the kernel holds all
+N peers (vxlan: a route, a neighbour and an FDB entry each).
 
-The backend is started once the lease service answers its health check with SERVING, as the
-supervisor (``flanneld``) does; ``--together`` starts both at once (the backend then waits in
-gRPC's reconnect back-off). ``seconds`` counts from starting the lease service either way.
+Modes (``--modes``, each a row per N): ``flanneld`` (the default and the path users run: ``flanneld``
+starts both daemons with their privileges and its health gate), ``daemons`` (the bench starts the
+lease service, then the backend once the lease service answers SERVING), ``together`` (both at once).
+``seconds`` counts from the first process started.
 
 Baseline, in the same run: the same 3N objects loaded into a fresh namespace with the same
 ``flannel.1`` device by ``bridge -batch`` (FDB) and ``ip -batch`` (neighbours, routes) from
@@ -29,6 +30,8 @@ from bench.common import (
     NODE_ADDR,
     KernelCounter,
     Namespaces,
+    Proc,
+    Supervised,
     bench_node,
     git_commit,
     peer_mac,
@@ -42,6 +45,9 @@ from bench.common import (
     write_json,
     write_peers,
 )
+
+
+MODES = ("flanneld", "daemons", "together")
 
 
 def batch_files(n: int) -> tuple[bytes, bytes]:
@@ -81,7 +87,7 @@ def baseline(nss: Namespaces, n: int) -> float:
         nss.made.remove(ns)
 
 
-def measure(n: int, timeout: float, supervised: bool) -> dict[str, object]:
+def measure(n: int, timeout: float, mode: str) -> dict[str, object]:
     with bench_node() as node:
         write_config(node)
         t = time.monotonic()
@@ -92,12 +98,19 @@ def measure(n: int, timeout: float, supervised: bool) -> dict[str, object]:
         counter = KernelCounter()
         stages: dict[str, float] = {}
         t0 = time.monotonic()
-        lease, backend, serving = start_both(node, supervised)
+        serving = 0.0
+        procs: tuple[Proc | Supervised, ...]
+        if mode == "flanneld":
+            procs = node.start_flanneld()
+        else:
+            lease, backend, serving = start_both(node, mode == "daemons")
+            procs = (lease, backend)
 
         def synced() -> bool:
-            for proc in (lease, backend):
+            for proc in procs:
+                proc.usage()  # a daemon's peak is read while it runs
                 if not proc.alive():
-                    raise RuntimeError(f"{proc.name} exited {proc.popen.returncode}:\n{proc.tail()}")
+                    raise RuntimeError(f"{proc.name} exited:\n{proc.tail()}")
             routes, neigh, fdb = counter.counts()
             if "first" not in stages and (routes or neigh or fdb):
                 stages["first"] = time.monotonic() - t0
@@ -106,7 +119,7 @@ def measure(n: int, timeout: float, supervised: bool) -> dict[str, object]:
         t1 = wait_for(synced, timeout, f"{n} peers in the kernel", interval=0.05)
         seconds = t1 - t0
         time.sleep(1.0)  # let the backend finish its post-reconcile work before reading the peaks
-        usage = {p.name: p.usage() for p in node.procs}
+        usage = {p.name: p.usage() for p in (*node.procs, *procs)}
         counts = counter.counts()
         counter.close()
     return {
@@ -114,7 +127,7 @@ def measure(n: int, timeout: float, supervised: bool) -> dict[str, object]:
         "seconds": round(seconds, 3),
         "lease_serving_seconds": round(serving, 3),
         "first_object_seconds": round(stages.get("first", seconds), 3),
-        "backend_start": "after lease service SERVING" if supervised else "together",
+        "mode": mode,
         "baseline_seconds": round(base, 3),
         "ratio": round(seconds / base, 2),
         # From the first object in the kernel to the last: the backend's programming alone.
@@ -133,29 +146,30 @@ def main() -> int:
     p.add_argument("--json", help="write the results here")
     p.add_argument("--timeout", type=float, default=600, help="seconds to wait for the kernel (default 600)")
     p.add_argument("--repeat", type=int, default=1,
-                   help="runs per N; the run with the median time is reported, all times are kept (default 1)")
-    p.add_argument("--together", action="store_true",
-                   help="start the backend together with the lease service (default: once it is SERVING, like flanneld)")
+                   help="runs per N and mode; the run with the median time is reported, all times are kept (default 1)")
+    p.add_argument("--modes", nargs="+", choices=MODES, default=["flanneld", "daemons"],
+                   help="how the node is started, a row each (default: flanneld daemons)")
     args = p.parse_args()
     results = []
     for n in args.peers:
-        runs = []
-        for _ in range(args.repeat):
-            runs.append(measure(n, args.timeout, not args.together))
-            print(f"  N={n}: {runs[-1]}", flush=True)
-        runs.sort(key=lambda r: r["seconds"])  # type: ignore[arg-type, return-value]
-        median = dict(runs[len(runs) // 2])
-        median["all_seconds"] = [r["seconds"] for r in runs]
-        bases = sorted(r["baseline_seconds"] for r in runs)  # type: ignore[type-var]
-        median["all_baseline_seconds"] = bases
-        median["ratio_of_medians"] = round(median["seconds"] / bases[len(bases) // 2], 2)  # type: ignore[operator]
-        results.append(median)
-    rows = [(r["peers"], r["lease_serving_seconds"], r["first_object_seconds"], r["seconds"], r["baseline_seconds"],
-             r["ratio"], r["rss_mb"].get("lease_service"),
-             r["rss_mb"].get("backend_service"), r["rss_mb"].get("etcd"), r["cpu_seconds"].get("lease_service"),
-             r["cpu_seconds"].get("backend_service")) for r in results]  # type: ignore[union-attr]
-    print(table(["N", "lease SERVING s", "first object s", "seconds", "ip -batch s", "ratio", "lease RSS MB", "backend RSS MB", "etcd RSS MB",
-                 "lease CPU s", "backend CPU s"], rows))
+        for mode in args.modes:
+            runs = []
+            for _ in range(args.repeat):
+                runs.append(measure(n, args.timeout, mode))
+                print(f"  N={n} {mode}: {runs[-1]}", flush=True)
+            runs.sort(key=lambda r: r["seconds"])  # type: ignore[arg-type, return-value]
+            median = dict(runs[len(runs) // 2])
+            median["all_seconds"] = [r["seconds"] for r in runs]
+            bases = sorted(r["baseline_seconds"] for r in runs)  # type: ignore[type-var]
+            median["all_baseline_seconds"] = bases
+            median["ratio_of_medians"] = round(median["seconds"] / bases[len(bases) // 2], 2)  # type: ignore[operator]
+            results.append(median)
+    rows = [(r["peers"], r["mode"], r["first_object_seconds"], r["seconds"], r["baseline_seconds"], r["ratio"],
+             r["rss_mb"].get("lease_service"), r["rss_mb"].get("backend_service"), r["rss_mb"].get("flanneld", "-"),
+             r["cpu_seconds"].get("lease_service"), r["cpu_seconds"].get("backend_service"))
+            for r in results]  # type: ignore[union-attr]
+    print(table(["N", "mode", "first object s", "all peers s", "ip -batch s", "ratio", "lease RSS MB",
+                 "backend RSS MB", "flanneld RSS MB", "lease CPU s", "backend CPU s"], rows))
     write_json(args.json, results[0] if len(results) == 1 else results)
     return 0
 
