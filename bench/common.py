@@ -273,12 +273,15 @@ class Node:
         return self.start("backend_service", [sys.executable, "-m", "backend_service", "--run-dir", str(run_dir),
                                               "--iface", "eth0"], env)
 
-    def start_flanneld(self, run_dir: Path | None = None) -> tuple[Proc, Supervised, Supervised]:
-        """``flanneld`` as an operator starts it (privileges, health gate and all); the two daemons it runs."""
+    def start_flanneld(self, run_dir: Path | None = None,
+                       extra: Sequence[str] | None = None) -> tuple[Proc, Supervised, Supervised]:
+        """``flanneld`` as an operator starts it (privileges, health gate and all); the two daemons it runs.
+        ``extra``: the subnet manager's flags (default: this node's etcd)."""
         run_dir = run_dir or self.tmp / "run"
         run_dir.mkdir(exist_ok=True)
+        store = ["--etcd-endpoints", self.etcd_url] if extra is None else list(extra)
         flanneld = self.start("flanneld", [sys.executable, "-m", "supervisor", "--run-dir", str(run_dir),
-                                           "--etcd-endpoints", self.etcd_url, "--iface", "eth0"])
+                                           *store, "--iface", "eth0"])
         return (flanneld, Supervised("lease_service", "lease_service", flanneld),
                 Supervised("backend_service", "backend_service", flanneld))
 
