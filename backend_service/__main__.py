@@ -15,6 +15,7 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 import grpc
 from pyroute2 import AsyncIPRoute
 
+import flannel_flags
 from backend_service import cli, metrics
 from backend_service.backend import Backend, BackendSetup
 from backend_service.config import ConfigError, NetworkConfig, parse_network_config
@@ -319,10 +320,15 @@ async def serve(settings: cli.Settings) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = cli.parse(sys.argv[1:] if argv is None else argv)
+    except flannel_flags.Done as done:
+        print(done.text)
+        return 0
     except cli.UsageError as exc:
         print(f"flannel-backend: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.verbosity)
+    for notice in settings.notices:
+        log.warning("%s", notice)
     return asyncio.run(serve(settings))
 
 

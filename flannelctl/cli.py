@@ -7,36 +7,29 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from flannel_flags.argparse_bridge import OneLineParser, add_flags, add_version
 from flannelctl import doctor, leases, status, watch
 from flannelctl.connect import CtlError
-from flannelctl.output import JSON, TEXT
 
 DEFAULT_RUN_DIR = Path("/run/flannel")
 
 
 def _common(defaults: bool) -> argparse.ArgumentParser:
-    """The options every command takes, before or after its name (given after it, they win)."""
-    p = argparse.ArgumentParser(add_help=False)
-
-    def default(value: object) -> object:
-        return value if defaults else argparse.SUPPRESS
-
-    p.add_argument("--run-dir", type=Path, default=default(DEFAULT_RUN_DIR),
-                   help="where lease.sock and backend.sock are (default /run/flannel)")
-    p.add_argument("-o", "--output", choices=(TEXT, JSON), default=default(TEXT),
-                   help="text for people, json for machines (default text)")
-    p.add_argument("--timeout", type=float, default=default(5.0),
-                   help="seconds to wait for each call (default 5)")
+    """The options every command takes, before or after its name (given after it, they win); they are
+    flannelctl's rows of the shared flag table."""
+    p = OneLineParser(add_help=False)
+    add_flags(p, "ctl", defaults=defaults)
     return p
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="flannelctl", parents=[_common(True)],
         description="Look at this node's flannel-py lease service and backend through their unix sockets, and at "
                     "the kernel of the current network namespace. Exit status: 0 ok, 1 a problem found (doctor) "
                     "or a service unhealthy (status), 2 a usage or connection error.",
     )
+    add_version(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     common = _common(False)
     for command in (leases, watch, status, doctor):

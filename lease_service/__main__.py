@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+import flannel_flags
 from flannel_rpc import UnixServer, configure_logging
 from lease_service import cli, metrics
 from lease_service.etcd import EtcdClient
@@ -179,10 +180,15 @@ async def serve(settings: cli.Settings) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = cli.parse(sys.argv[1:] if argv is None else argv)
+    except flannel_flags.Done as done:
+        print(done.text)
+        return 0
     except cli.UsageError as exc:
         print(f"flannel-lease-service: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.verbosity)
+    for notice in settings.notices:
+        log.warning("%s", notice)
     return asyncio.run(serve(settings))
 
 

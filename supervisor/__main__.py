@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sys
 from collections.abc import Sequence
 
+import flannel_flags
 from supervisor import cli, logs, privileges
 from supervisor.child import Child
 from supervisor.healthz import HealthzServer
@@ -37,11 +39,16 @@ async def _amain(config: cli.Config, sink: logs.LogSink) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = cli.parse(argv, os.environ)
+    except flannel_flags.Done as done:
+        print(done.text)
+        return 0
     except cli.ConfigError as exc:
         print(f"flanneld: {exc}", file=sys.stderr)
         return 2
     sink = logs.LogSink(config.log_format)
     logs.install(sink)
+    for notice in config.notices:
+        logging.getLogger("flanneld").warning("%s", notice)
     try:
         privileges.check_supervisor(config)
         privileges.prepare_run_dir(config)

@@ -224,7 +224,9 @@ def test_the_lease_gauge_equals_the_leases_in_etcd_and_every_documented_metric_i
 def test_a_bad_metrics_address_is_refused_naming_the_flag(etcd: EtcdServer, tmp_path: Path) -> None:
     daemon = Daemon("lease_service", ["--run-dir", str(tmp_path), "--etcd-endpoints", etcd.endpoint,
                                       "--metrics-listen", "9101"], tmp_path / "lease.log").start()
-    assert daemon.wait_exit() == 2 and "--metrics-listen '9101' must be HOST:PORT" in daemon.log()
+    assert daemon.wait_exit() == 2
+    assert "--metrics-listen: expected HOST:PORT (e.g. 127.0.0.1:9101), got '9101'" in daemon.log()
     backend = Daemon("backend_service", ["--run-dir", str(tmp_path), "--metrics-listen", "localhost:x"],
                      tmp_path / "backend.log").start()
-    assert backend.wait_exit() == 2 and "--metrics-listen 'localhost:x' must be HOST:PORT" in backend.log()
+    assert backend.wait_exit() == 2
+    assert "--metrics-listen: expected HOST:PORT (e.g. 127.0.0.1:9101), got 'localhost:x'" in backend.log()

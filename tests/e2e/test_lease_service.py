@@ -368,7 +368,7 @@ def test_the_lease_is_renewed_before_it_expires(etcd: EtcdServer, configured: st
                                                 nodes: list[LeaseNode]) -> None:
     # A 6 s lease renewed 4 s before expiry: without renewal it would vanish after 6 s.
     node = LeaseNode(etcd, configured, tmp_path / "n1", "192.168.50.1", "--subnet-lease-ttl", "6",
-                     "--subnet-lease-renew-margin", str(4 / 60))
+                     "--subnet-lease-renew-margin-seconds", "4")
     nodes.append(node.start())
     lease = node.acquire()
     wait_until(lambda: node.daemon.log().count(f"renewed lease {lease.key}") >= 4, timeout=20, what="four renewals")

@@ -1,7 +1,9 @@
-"""What flanneld passes on is what the real children accept (their argparse parsers, not their logic)."""
+"""What flanneld passes on is what the real children accept (their own flag parsing, not their logic)."""
 
 from __future__ import annotations
 
+import grp
+import ipaddress
 from pathlib import Path
 
 import pytest
@@ -17,19 +19,11 @@ EVERY_FLAG = [
     "https://10.0.0.10:2379",
     "--etcd-prefix",
     "/coreos.com/network",
-    "--etcd-cafile",
-    "/ca.pem",
-    "--etcd-certfile",
-    "/cert.pem",
-    "--etcd-keyfile",
-    "/key.pem",
     "--etcd-username",
     "flannel",
     "--etcd-password",
     "secret",
     "--kube-subnet-mgr",
-    "--kubeconfig-file",
-    "/kubeconfig",
     "--kube-api-url",
     "https://10.0.0.1:6443",
     "--node-name",
@@ -49,6 +43,16 @@ EVERY_FLAG = [
     "eth1",
     "--iface-regex",
     "^en",
+    "--iface-can-reach",
+    "10.0.0.9",
+    "--iptables-resync",
+    "7",
+    "--iptables-forward-rules=false",
+    "-ip-masq-fully-random-disable",
+    "-ip-blackhole-route=true",
+    "--nftables",
+    "--resync-period",
+    "12",
     "--subnet-file",
     "/run/flannel/subnet.env",
     "--subnet-lease-renew-margin",
@@ -71,18 +75,24 @@ def _program_args(launch: privileges.Launch) -> list[str]:
 def test_the_lease_service_accepts_every_flag_flanneld_passes(tmp_path: Path) -> None:
     lease_cli = pytest.importorskip("lease_service.cli")
     config = cli.parse(["--run-dir", str(tmp_path), *EVERY_FLAG], {})
-    args = lease_cli.build_parser().parse_args(_program_args(privileges.lease_launch(config)))
-    assert args.run_dir == str(tmp_path) and args.socket_group == "nogroup"
-    assert args.metrics_listen == "127.0.0.1:9101"
-    assert args.iface == ["eth0", "eth1"] and args.iface_regex == ["^en"] and args.verbose == 3
-    assert (
-        args.kube_subnet_mgr is True and args.ip_masq is True and args.set_node_network_unavailable is False
-    )
+    launch = privileges.lease_launch(config)
+    settings = lease_cli.parse(_program_args(launch), dict(launch.secrets))
+    assert settings.run_dir == tmp_path and settings.socket_gid == grp.getgrnam("nogroup").gr_gid
+    assert settings.metrics_listen == ("127.0.0.1", 9101) and settings.etcd.password == "secret"
+    assert settings.ifaces == ("eth0", "eth1") and settings.iface_regexes == ("^en",)
+    assert settings.verbosity == 3
+    assert settings.iface_can_reach == ipaddress.ip_address("10.0.0.9")
+    assert settings.kube_subnet_mgr and settings.ip_masq and settings.kube.set_network_unavailable is False
+    assert settings.renew_margin == 30 * 60 and settings.etcd.endpoints == ("https://10.0.0.10:2379",)
 
 
 def test_the_backend_accepts_every_flag_flanneld_passes(tmp_path: Path) -> None:
     backend_cli = pytest.importorskip("backend_service.cli")
     config = cli.parse(["--run-dir", str(tmp_path), *EVERY_FLAG], {})
-    args = backend_cli.build_parser().parse_args(_program_args(privileges.backend_launch(config)))
-    assert args.run_dir == str(tmp_path) and args.iface == "eth0" and args.public_ip == "10.0.0.2"
-    assert args.ip_masq is True and args.verbose == 3 and args.metrics_listen == "127.0.0.1:9102"
+    settings = backend_cli.parse(_program_args(privileges.backend_launch(config)), {})
+    assert settings.run_dir == tmp_path and settings.iface == "eth0"
+    assert settings.public_ip == ipaddress.IPv4Address("10.0.0.2")
+    assert settings.ip_masq and settings.verbosity == 3 and settings.metrics_listen == ("127.0.0.1", 9102)
+    assert settings.iptables_resync == 7 and settings.iptables_forward_rules is False
+    assert settings.ip_masq_fully_random_disable and settings.ip_blackhole_route
+    assert settings.nftables and settings.resync_period == 12

@@ -439,6 +439,7 @@ class Cluster:
         backend_cmd: Sequence[str] | None = None,
         keep: bool = False,
         before_backend: Callable[[Cluster, Node], None] | None = None,
+        flanneld_command: Callable[[Cluster, Node], Daemon] | None = None,
     ) -> None:
         self.id = cluster_id or uuid.uuid4().hex[:6]
         self.base_dir = Path(base_dir)
@@ -458,6 +459,8 @@ class Cluster:
         self.lease_args = list(lease_args)
         self.keep = keep
         self.before_backend = before_backend
+        self.flanneld_command = flanneld_command
+        """With ``flanneld``: builds a node's flanneld from scratch (its own command line and environment)."""
         self.ul_ns = f"fpt{self.id}-ul"
         self.etcd_ns = f"fpt{self.id}-etcd"
         self.etcd_ip = f"{underlay}.250"
@@ -625,6 +628,8 @@ class Cluster:
                 "--run-dir", str(run_dir), *self.store_args(i),
                 "--iface", "eth0", *(["--ip-masq"] if self.ip_masq else []), *self.flanneld_args,
             ], self.base_dir / f"n{i}-flanneld.log", prefix=["ip", "netns", "exec", ns])
+            if self.flanneld_command is not None:
+                node.flanneld = self.flanneld_command(self, node)
         self.nodes.append(node)
         return node
 
