@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flannel_flags.table import BY_NAME, ENV_PREFIX, FLAGS, OTHER_VARIABLES, Child, Flag, Process, flags_of
-from flannel_flags.values import BadValue, go_bool
+from flannel_flags.values import BadValue, go_bool, shown as _shown
 
 PACKAGE = "flannel-py"
 
@@ -89,6 +89,8 @@ class Parsed:
 
 
 def _suggest(word: str, candidates: Sequence[str]) -> str:
+    if len(word) > 100:
+        return ""
     close = difflib.get_close_matches(word, candidates, n=1, cutoff=0.75)
     return f" (did you mean {close[0]}?)" if close else ""
 
@@ -120,10 +122,10 @@ def parse(process: Process, argv: Sequence[str], environ: Mapping[str, str], *, 
             break
         body = word[2:] if word.startswith("--") else word[1:]
         if not body or body[0] in "-=":
-            raise UsageError(f"bad flag syntax: {word}")
+            raise UsageError(f"bad flag syntax: {_shown(word)}")
         name, eq, text = body.partition("=")
         dashes = word[: len(word) - len(body)]
-        shown = dashes + name
+        shown = dashes + name if len(name) <= 100 else _shown(dashes + name)
         if name in ("h", "help") and name not in table:
             raise Done(help_text(process, prog, description))
         if name == "version" and name not in table:
@@ -163,7 +165,7 @@ def parse(process: Process, argv: Sequence[str], environ: Mapping[str, str], *, 
                 given[key] = text
 
     if rest and not positionals:
-        raise UsageError(f"unexpected argument {rest[0]!r}: {prog} takes only flags")
+        raise UsageError(f"unexpected argument {_shown(rest[0])}: {prog} takes only flags")
 
     for flag in flags_of(process):
         if flag.name in given:
@@ -204,9 +206,13 @@ def _unknown_variables(process: Process, environ: Mapping[str, str]) -> list[str
     if not unknown:
         return []
     stems = sorted(k.removeprefix(ENV_PREFIX) for k in known)
-    named = ", ".join(k + _suggest(k.removeprefix(ENV_PREFIX), stems).replace("mean ", "mean " + ENV_PREFIX)
-                      for k in unknown)
-    return [f"ignoring environment variables that are not flags of this program: {named}"]
+    named = ", ".join(_shown(k, quote=False) + _suggest(k.removeprefix(ENV_PREFIX), stems).replace(
+        "mean ", "mean " + ENV_PREFIX) for k in unknown[:_MAX_NAMED])
+    more = f" and {len(unknown) - _MAX_NAMED} more" if len(unknown) > _MAX_NAMED else ""
+    return [f"ignoring environment variables that are not flags of this program: {named}{more}"]
+
+
+_MAX_NAMED = 20
 
 
 def help_text(process: Process, prog: str, description: str) -> str:

@@ -25,9 +25,14 @@ class BadValue(ValueError):
     """A value a parser cannot take; the message says what was expected and shows what it got."""
 
 
-def _shown(text: str) -> str:
-    """The value for an error message: quoted, and shortened when it is long."""
-    return repr(text) if len(text) <= 80 else f"{text[:60]!r}... ({len(text)} characters)"
+def shown(text: str, *, quote: bool = True) -> str:
+    """A value for a message: quoted, and shortened (with its length) when it is long."""
+    if len(text) <= 80:
+        return repr(text) if quote else text
+    return f"{text[:60]!r}... ({len(text)} characters)" if quote else f"{text[:60]}... ({len(text)} characters)"
+
+
+_shown = shown
 
 
 def go_bool(text: str) -> bool:

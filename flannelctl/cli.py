@@ -5,14 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from flannel_flags.argparse_bridge import OneLineParser, add_flags, add_version
 from flannelctl import doctor, leases, status, watch
 from flannelctl.connect import CtlError
-
-DEFAULT_RUN_DIR = Path("/run/flannel")
-
 
 def _common(defaults: bool) -> argparse.ArgumentParser:
     """The options every command takes, before or after its name (given after it, they win); they are

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from flannel_flags.table import FLAGS
 from supervisor.cli import Config, Identity
 
 SETPRIV = "/usr/bin/setpriv"
@@ -41,7 +42,7 @@ BACKEND_CAP_MASK = (1 << CAP_NET_ADMIN) | (1 << CAP_NET_RAW)
 
 _ROOT_IS_NOT_SPECIAL = "+noroot,+noroot_locked,+no_setuid_fixup,+no_setuid_fixup_locked,+keep_caps_locked"
 
-SECRET_FLAGS = frozenset({"--etcd-password"})
+SECRET_FLAGS = frozenset("--" + flag.name for flag in FLAGS if flag.secret)
 
 LEASE_SOCKET = "lease.sock"
 BACKEND_SOCKET = "backend.sock"

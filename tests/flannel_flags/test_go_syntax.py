@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -86,7 +87,7 @@ def test_no_abbreviations_an_unknown_flag_is_named_with_a_hint(argv: list[str], 
 
 @pytest.mark.parametrize("word", ["---iface", "-=x", "--=x"])
 def test_bad_flag_syntax_is_named(word: str) -> None:
-    with pytest.raises(flannel_flags.UsageError, match=f"bad flag syntax: {word}"):
+    with pytest.raises(flannel_flags.UsageError, match=re.escape(f"bad flag syntax: {word!r}")):
         flanneld([word])
 
 
@@ -159,3 +160,13 @@ def test_the_supervisor_checks_a_childs_values_before_anything_starts() -> None:
 )
 def test_the_log_level_is_taken_as_flannel_writes_it_and_as_a_count(argv: list[str]) -> None:
     assert lease_cli.parse(argv, {}).verbosity == 2 == backend_cli.parse(argv, {}).verbosity
+
+
+def test_hostile_words_are_named_shortened() -> None:
+    for argv in (["--" + "x" * 5000], ["y" * 1_000_000], ["---" + "z" * 300]):
+        with pytest.raises(flannel_flags.UsageError) as error:
+            flanneld(argv)
+        assert len(str(error.value)) < 200 and "characters)" in str(error.value)
+    many = {f"FLANNELD_X{i}": "1" for i in range(1000)}
+    (notice,) = flanneld([], many).notices
+    assert len(notice) < 1000 and notice.endswith("and 980 more")
