@@ -73,10 +73,13 @@ class FdbEntry:
 
 @dataclass(frozen=True)
 class PeerPlan:
-    """How a peer is reached: ``vxlan`` (encapsulated), ``direct`` (DirectRouting) or ``host-gw``."""
+    """How a peer is reached: ``vxlan`` (encapsulated), ``direct`` (DirectRouting) or ``host-gw``,
+    and the kernel objects that reach it."""
 
     peer: PeerLease
     mode: str
+    objects: tuple[Route | Neighbour | FdbEntry, ...] = ()
+    """This peer's FDB entries, neighbours and routes (filled in by :class:`DesiredBuilder`)."""
 
 
 @dataclass(frozen=True)
@@ -111,7 +114,8 @@ class DesiredBuilder:
         fdb: Iterable[FdbEntry] = (),
     ) -> None:
         """Add one peer's objects."""
-        self.peers.append(plan)
+        routes, neighbours, fdb = tuple(routes), tuple(neighbours), tuple(fdb)
+        self.peers.append(PeerPlan(plan.peer, plan.mode, (*fdb, *neighbours, *routes)))
         self.routes.extend(routes)
         self.neighbours.extend(neighbours)
         self.fdb.extend(fdb)

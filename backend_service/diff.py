@@ -1,9 +1,10 @@
 """Diff desired state against the kernel state we own: the smallest list of changes.
 
-Pure logic. Objects that are already right produce no operation; changed ones are *replaced*
-(never deleted and re-added, so traffic to a still-wanted peer never sees a gap); objects we own
-that nobody wants any more are deleted, unless the caller forbids deletes (before the lease
-stream is SYNCED we only know part of the cluster, so we add and replace but delete nothing).
+Pure logic. Objects that are already right produce no operation; new and changed ones are
+*replaced* (netlink's create-or-replace: never deleted and re-added, so traffic to a still-wanted
+peer never sees a gap); objects we own that nobody wants any more are deleted, unless the caller
+forbids deletes (before the lease stream is SYNCED we only know part of the cluster, so we write
+but delete nothing). :func:`identity` is what the kernel keys each object by.
 
 Operations come out in a safe order: FDB and neighbour entries before the routes that use
 them; route deletes before the neighbour and FDB entries they used.
@@ -17,11 +18,19 @@ from dataclasses import dataclass
 
 from .desired import RTPROT_FLANNEL, DesiredState, FdbEntry, Neighbour, Route
 
-ADD = "add"
 REPLACE = "replace"
 DELETE = "delete"
 
 KernelObject = Route | Neighbour | FdbEntry
+
+
+def identity(obj: KernelObject) -> tuple[object, ...]:
+    """What the kernel keys ``obj`` by: a replace of the same identity rewrites it in place."""
+    if isinstance(obj, Route):
+        return ("route", obj.dst)
+    if isinstance(obj, Neighbour):
+        return ("neigh", obj.ifname, obj.dst)
+    return ("fdb", obj.ifname, obj.lladdr)
 
 
 def default_metric(route: Route) -> int:
@@ -51,6 +60,21 @@ class KernelState:
     routes: tuple[KernelRoute, ...] = ()
     neighbours: frozenset[Neighbour] = frozenset()
     fdb: frozenset[FdbEntry] = frozenset()
+
+    @classmethod
+    def holding(cls, objects: Iterable[KernelObject]) -> KernelState:
+        """The state of a kernel that holds exactly ``objects``, as we would have written them."""
+        routes: list[KernelRoute] = []
+        neighbours: set[Neighbour] = set()
+        fdb: set[FdbEntry] = set()
+        for obj in objects:
+            if isinstance(obj, Route):
+                routes.append(KernelRoute(obj, priority=default_metric(obj)))
+            elif isinstance(obj, Neighbour):
+                neighbours.add(obj)
+            else:
+                fdb.add(obj)
+        return cls(tuple(routes), frozenset(neighbours), frozenset(fdb))
 
 
 @dataclass(frozen=True)
@@ -85,7 +109,7 @@ def _diff_routes(
         else:
             # replace rewrites the default-metric route of this dst, if any; others are duplicates.
             metric = default_metric(route)
-            changes.append(Op(REPLACE if any(kr.priority == metric for kr in have) else ADD, route))
+            changes.append(Op(REPLACE, route))
             extra = [kr for kr in have if kr.priority != metric]
         if delete:
             deletes.extend(Op(DELETE, kr.route, kr.priority) for kr in extra)
@@ -104,9 +128,8 @@ def _diff_neighbours(
     wanted = set()
     for n in sorted(desired, key=lambda n: (n.ifname, n.dst.version, int(n.dst))):
         wanted.add((n.ifname, n.dst))
-        old = have.get((n.ifname, n.dst))
-        if old != n:
-            changes.append(Op(ADD if old is None else REPLACE, n))
+        if have.get((n.ifname, n.dst)) != n:
+            changes.append(Op(REPLACE, n))
     deletes = [
         Op(DELETE, n) for key, n in sorted(have.items(), key=lambda kv: str(kv[0])) if key not in wanted
     ]
@@ -117,19 +140,15 @@ def _diff_fdb(
     desired: Iterable[FdbEntry], current: frozenset[FdbEntry], delete: bool
 ) -> tuple[list[Op], list[Op]]:
     keys_held = {(e.ifname, e.lladdr) for e in current}
-    changes: list[Op] = []
-    wanted_keys = set()
-    for e in sorted(desired, key=lambda e: (e.ifname, e.lladdr)):
-        wanted_keys.add((e.ifname, e.lladdr))
-        if e not in current:
-            changes.append(Op(REPLACE if (e.ifname, e.lladdr) in keys_held else ADD, e))
+    written = [e for e in sorted(desired, key=lambda e: (e.ifname, e.lladdr)) if e not in current]
+    changes = [Op(REPLACE, e) for e in written]
     deletes: list[Op] = []
     if delete:
-        changed_keys = {(op.obj.ifname, op.obj.lladdr) for op in changes if op.action == REPLACE}  # type: ignore[union-attr]
+        rewritten = {(e.ifname, e.lladdr) for e in written} & keys_held
         for e in sorted(current - set(desired), key=lambda e: (e.ifname, e.lladdr, str(e.dst))):
             # A replace rewrites the entry's destination in place; deleting the old one would race it.
             # (An extra appended destination for a replaced MAC goes on the next reconcile.)
-            if (e.ifname, e.lladdr) not in changed_keys:
+            if (e.ifname, e.lladdr) not in rewritten:
                 deletes.append(Op(DELETE, e))
     return changes, deletes
 

@@ -1,12 +1,17 @@
-"""The client side of WatchLeases: applies stream messages to a local view of every lease.
+"""The follower: the client side of ``WatchLeases``, streamed into a local view of every lease.
 
 Snapshots are staged and replace the view only at SYNCED, so the kernel never sees a half
-snapshot; the cursor advances only with messages that carry one.
+snapshot; the cursor advances only with messages that carry one. :func:`follow` reads one
+stream into a :class:`LeaseView` and tells the reconciler when the view changed.
 """
 
 from __future__ import annotations
 
-from proto.flannel.v1 import lease_pb2
+from collections.abc import Callable
+
+import grpc
+
+from proto.flannel.v1 import lease_pb2, lease_pb2_grpc
 
 Msg = lease_pb2.WatchLeasesResponse
 
@@ -64,3 +69,19 @@ class LeaseView:
     def interrupted(self) -> None:
         """The stream broke: a half-received snapshot is dropped; resume from :attr:`cursor`."""
         self._staging = None
+
+
+async def follow(stub: lease_pb2_grpc.LeaseServiceStub, view: LeaseView, changed: Callable[[], None]) -> None:
+    """Stream ``WatchLeases`` from ``view.cursor`` into ``view``; ``changed()`` after each change.
+
+    Raises ``grpc.aio.AioRpcError`` when the stream breaks, and also when the lease service ends
+    it (UNAVAILABLE): either way the session reconnects and resumes from the cursor.
+    """
+    try:
+        async for msg in stub.WatchLeases(lease_pb2.WatchLeasesRequest(cursor=view.cursor)):
+            if view.apply(msg):
+                changed()
+    finally:
+        view.interrupted()
+    raise grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(),
+                               "the lease service closed the WatchLeases stream")

@@ -5,11 +5,12 @@ of our devices once, and returns what we own (see :mod:`backend_service.desired`
 ownership rule) plus the directly connected networks (link-scope routes without a gateway,
 which host-gw and DirectRouting need).
 
-Applying: :class:`Applier` is a one-method interface (``apply(ops)``); :class:`PyrouteApplier`
-encodes one request at a time through pyroute2; :class:`TemplateApplier` (the daemon's choice)
-sends pyroute2-encoded templates, many per ``sendmsg``, about 10x faster for bulk changes;
-:class:`IpBatchApplier` runs ``ip``/``bridge -batch``. A failing operation is recorded and the
-others still run.
+Applying: :class:`Applier` is a one-method interface (``apply(ops)``); :class:`TemplateApplier`
+sends pyroute2-encoded templates, many per ``sendmsg`` (about 10x faster than one pyroute2
+request per op). A failing operation is recorded and the others still run.
+
+:class:`Kernel` is what the reconciler needs of the kernel (read what we own, apply ops);
+:class:`NetlinkKernel` is the real one.
 """
 
 from __future__ import annotations
@@ -26,12 +27,16 @@ from socket import AF_INET, AF_INET6
 from typing import Any, Protocol
 
 from pyroute2 import AsyncIPRoute
-from pyroute2.netlink.exceptions import NetlinkError
 
 from .desired import RTPROT_FLANNEL, FdbEntry, Neighbour, Route
 from .diff import DELETE, KernelRoute, KernelState, Op
 from .netlink_fast import (
+    AF_BRIDGE,
     CHUNK,
+    NUD_PERMANENT,
+    RT_TABLE_MAIN,
+    RTN_UNICAST,
+    RTNH_F_ONLINK,
     MessageEncoder,
     RawRoute,
     dump_neighbours,
@@ -45,15 +50,8 @@ from .node import ConnectedNetwork, PublicInterface
 
 log = logging.getLogger(__name__)
 
-RT_TABLE_MAIN = 254
-RTN_UNICAST = 1
 RTPROT_KERNEL = 2
 RT_SCOPE_LINK = 253
-RTNH_F_ONLINK = 4
-NUD_NOARP = 0x40
-NUD_PERMANENT = 0x80
-NTF_SELF = 0x02
-AF_BRIDGE = 7
 
 
 class KernelError(RuntimeError):
@@ -82,18 +80,6 @@ class KernelSnapshot:
     state: KernelState
     connected: tuple[ConnectedNetwork, ...]
     links: dict[int, str] = field(compare=False)
-
-
-def _route_from_msg(msg: Any, links: dict[int, str]) -> Route | None:
-    dst_text = _attr(msg, "RTA_DST")
-    if dst_text is None or msg["dst_len"] == 0:
-        return None
-    dst = ipaddress.ip_network(f"{dst_text}/{msg['dst_len']}", strict=False)
-    gw_text = _attr(msg, "RTA_GATEWAY")
-    gateway = ipaddress.ip_address(gw_text) if gw_text else None
-    oif = _attr(msg, "RTA_OIF")
-    ifname = links.get(oif, f"if{oif}") if oif is not None else ""
-    return Route(dst=dst, gateway=gateway, ifname=ifname, onlink=bool(msg["flags"] & RTNH_F_ONLINK))
 
 
 async def read_kernel(ipr: AsyncIPRoute, devices: Iterable[str] = ()) -> KernelSnapshot:
@@ -163,58 +149,6 @@ def _read_dumps(sock: socket.socket, links: dict[int, str], devices: set[str]) -
                 fdb.add(FdbEntry(links[n.ifindex], mac_from(n.lladdr), ip_from(n.dst)))
     if len(_networks) > 2 * (len(routes) + len(connected)) + 1024:
         _networks.clear()
-    state = KernelState(tuple(routes), frozenset(neighbours), frozenset(fdb))
-    return KernelSnapshot(state, tuple(connected), links)
-
-
-async def read_kernel_pyroute2(ipr: AsyncIPRoute, devices: Iterable[str] = ()) -> KernelSnapshot:
-    """:func:`read_kernel` through pyroute2's parsers (about 10x slower at 5,000 peers; kept as a reference).
-
-    Ours: main-table routes with protocol RTPROT_FLANNEL, and non-kernel routes, permanent
-    neighbours and permanent FDB entries on ``devices`` (our VXLAN devices).
-    """
-    links = await link_names(ipr)
-    device_index = {idx for idx, name in links.items() if name in set(devices)}
-    routes: list[KernelRoute] = []
-    connected: list[ConnectedNetwork] = []
-    for family in (AF_INET, AF_INET6):
-        async for msg in await ipr.route("dump", family=family):
-            table = _attr(msg, "RTA_TABLE") or msg["table"]
-            if table != RT_TABLE_MAIN or msg["type"] != RTN_UNICAST:
-                continue
-            oif = _attr(msg, "RTA_OIF")
-            proto = msg["proto"]
-            owned = proto == RTPROT_FLANNEL or (oif in device_index and proto != RTPROT_KERNEL)
-            route = _route_from_msg(msg, links)
-            if route is None:
-                continue
-            if owned:
-                routes.append(KernelRoute(route, proto=proto, priority=_attr(msg, "RTA_PRIORITY") or 0))
-            elif (
-                route.gateway is None
-                and oif is not None
-                and oif not in device_index
-                and msg["scope"] == RT_SCOPE_LINK
-                and _attr(msg, "RTA_MULTIPATH") is None
-                and links.get(oif) not in (None, "lo")
-            ):
-                connected.append(ConnectedNetwork(route.dst, route.ifname))
-    neighbours: set[Neighbour] = set()
-    fdb: set[FdbEntry] = set()
-    for idx in sorted(device_index):
-        ifname = links[idx]
-        async for msg in await ipr.neigh("dump", ifindex=idx):
-            if msg["ifindex"] != idx or not msg["state"] & NUD_PERMANENT:
-                continue
-            dst, lladdr = _attr(msg, "NDA_DST"), _attr(msg, "NDA_LLADDR")
-            if msg["family"] in (AF_INET, AF_INET6) and dst and lladdr:
-                neighbours.add(Neighbour(ifname, ipaddress.ip_address(dst), lladdr.lower()))
-        async for msg in await ipr.fdb("dump", ifindex=idx):
-            if msg["ifindex"] != idx or not msg["state"] & NUD_PERMANENT:
-                continue
-            dst, lladdr = _attr(msg, "NDA_DST"), _attr(msg, "NDA_LLADDR")
-            if dst and lladdr:
-                fdb.add(FdbEntry(ifname, lladdr.lower(), ipaddress.ip_address(dst)))
     state = KernelState(tuple(routes), frozenset(neighbours), frozenset(fdb))
     return KernelSnapshot(state, tuple(connected), links)
 
@@ -295,109 +229,11 @@ class Applier(Protocol):
     async def apply(self, ops: Sequence[Op]) -> ApplyResult: ...
 
 
-def _phases(ops: Sequence[Op]) -> list[list[Op]]:
-    """Consecutive runs of the same (action kind, object type): within a run order does not matter."""
-    phases: list[list[Op]] = []
-    last: tuple[bool, type] | None = None
-    for op in ops:
-        key = (op.action == DELETE, type(op.obj))
-        if key != last:
-            phases.append([])
-            last = key
-        phases[-1].append(op)
-    return phases
-
-
-class PyrouteApplier:
-    """Applies ops with ``AsyncIPRoute``, ``concurrency`` requests in flight within each phase.
-
-    Adds and changes use netlink *replace* (idempotent, never a delete + add); deleting
-    something already gone counts as done.
-    """
-
-    def __init__(self, ipr: AsyncIPRoute, *, concurrency: int = 64) -> None:
-        self._ipr = ipr
-        self._concurrency = concurrency
-        self._index: dict[str, int] = {}
-
-    async def _ifindex(self, ifname: str) -> int:
-        idx = self._index.get(ifname)
-        if idx is None:
-            found = await link_index(self._ipr, ifname)
-            if found is None:
-                raise KernelError(f"device {ifname!r} does not exist")
-            idx = self._index[ifname] = found
-        return idx
-
-    async def _one(self, op: Op) -> None:
-        obj = op.obj
-        ipr = self._ipr
-        if isinstance(obj, Route):
-            kw: dict[str, Any] = {"dst": str(obj.dst), "table": RT_TABLE_MAIN}
-            if obj.ifname:
-                kw["oif"] = await self._ifindex(obj.ifname)
-            if obj.gateway is not None:
-                kw["gateway"] = str(obj.gateway)
-            if op.action == DELETE:
-                if op.priority:
-                    kw["priority"] = op.priority
-                await ipr.route("del", **kw)
-            else:
-                await ipr.route(
-                    "replace", proto=RTPROT_FLANNEL, flags=RTNH_F_ONLINK if obj.onlink else 0, **kw
-                )
-        elif isinstance(obj, Neighbour):
-            idx = await self._ifindex(obj.ifname)
-            if op.action == DELETE:
-                await ipr.neigh("del", ifindex=idx, dst=str(obj.dst))
-            else:
-                await ipr.neigh(
-                    "replace", ifindex=idx, dst=str(obj.dst), lladdr=obj.lladdr, state=NUD_PERMANENT
-                )
-        else:
-            idx = await self._ifindex(obj.ifname)
-            if op.action == DELETE:
-                await ipr.fdb("del", ifindex=idx, lladdr=obj.lladdr, dst=str(obj.dst))
-            else:
-                await ipr.fdb(
-                    "replace",
-                    ifindex=idx,
-                    lladdr=obj.lladdr,
-                    dst=str(obj.dst),
-                    state=NUD_PERMANENT | NUD_NOARP,
-                    flags=NTF_SELF,
-                )
-
-    async def _guarded(self, op: Op, sem: asyncio.Semaphore) -> OpFailure | None:
-        async with sem:
-            try:
-                await self._one(op)
-            except NetlinkError as e:
-                if op.action == DELETE and e.code in (errno.ENOENT, errno.ESRCH):
-                    return None
-                return OpFailure(op, f"netlink error {e.code} ({errno.errorcode.get(e.code, '?')}): {e}")
-            except (KernelError, OSError, ValueError) as e:
-                return OpFailure(op, f"{type(e).__name__}: {e}")
-            return None
-
-    async def apply(self, ops: Sequence[Op]) -> ApplyResult:
-        self._index.clear()
-        sem = asyncio.Semaphore(self._concurrency)
-        failures: list[OpFailure] = []
-        for phase in _phases(ops):
-            results = await asyncio.gather(*(self._guarded(op, sem) for op in phase))
-            failures.extend(f for f in results if f is not None)
-        for f in failures:
-            log.warning("kernel refused %s", f)
-        return ApplyResult(applied=len(ops) - len(failures), failures=tuple(failures))
-
-
 class TemplateApplier:
     """Applies ops as pyroute2-encoded message templates, ``chunk`` per ``sendmsg``, ACKs read after.
 
-    Same kernel effect as :class:`PyrouteApplier` (netlink *replace* for adds and changes; a
-    delete of something already gone counts as done), without pyroute2's per-request encoding
-    cost; see :mod:`backend_service.netlink_fast`. The kernel carries out one socket's messages
+    Netlink *replace* (create or replace) for every write; a delete of something already gone
+    counts as done. Without pyroute2's per-request encoding cost; see :mod:`backend_service.netlink_fast`. The kernel carries out one socket's messages
     in order, so the phase order of ``ops`` (FDB, neighbours, then routes) is kept without waiting
     between phases. The sending runs in a worker thread; the event loop stays free.
     """
@@ -452,96 +288,29 @@ class TemplateApplier:
 
 
 # Errors from `ip`/`bridge` that mean "already gone" when deleting.
-_GONE = ("No such process", "No such file or directory", "does not exist", "Cannot find device")
 
 
-def _batch_line(op: Op) -> tuple[str, str]:
-    """(tool, batch line) for one op, in iproute2's syntax."""
-    obj = op.obj
-    if isinstance(obj, Route):
-        via = f" via {obj.gateway}" if obj.gateway is not None else ""
-        dev = f" dev {obj.ifname}" if obj.ifname else ""
-        if op.action == DELETE:
-            metric = f" metric {op.priority}" if op.priority else ""
-            return "ip", f"route del {obj.dst}{via}{dev}{metric} table main"
-        onlink = " onlink" if obj.onlink else ""
-        return "ip", f"route replace {obj.dst}{via}{dev}{onlink} proto {RTPROT_FLANNEL} table main"
-    if isinstance(obj, Neighbour):
-        if op.action == DELETE:
-            return "ip", f"neigh del {obj.dst} dev {obj.ifname}"
-        return "ip", f"neigh replace {obj.dst} lladdr {obj.lladdr} dev {obj.ifname} nud permanent"
-    if op.action == DELETE:
-        return "bridge", f"fdb del {obj.lladdr} dev {obj.ifname} dst {obj.dst} self"
-    return "bridge", f"fdb replace {obj.lladdr} dev {obj.ifname} dst {obj.dst} self permanent"
+class Kernel(Protocol):
+    """The kernel as the reconciler sees it: read what we own, apply ops."""
 
-
-class IpBatchApplier:
-    """Applies ops through ``ip -force -batch -`` and ``bridge -force -batch -``, one process per phase.
-
-    About 7x faster than pyroute2 for bulk changes (pyroute2 is CPU-bound encoding requests):
-    useful for the first reconcile of a large cluster. Failures are mapped back to their ops
-    from iproute2's ``Command failed -:<line>`` messages; when the tool stops without naming the
-    line, the batch is re-run op by op through ``fallback`` (e.g. a :class:`PyrouteApplier`).
-    ``command_prefix`` runs the tools through e.g. ``ip netns exec <ns>``.
-    """
-
-    def __init__(self, command_prefix: Sequence[str] = (), *, fallback: Applier | None = None) -> None:
-        self.prefix = list(command_prefix)
-        self.fallback = fallback
-
-    async def _batch(self, tool: str, ops: list[Op], lines: list[str]) -> list[OpFailure]:
-        proc = await asyncio.create_subprocess_exec(
-            *self.prefix,
-            tool,
-            "-force",
-            "-batch",
-            "-",
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        _, err = await proc.communicate(("\n".join(lines) + "\n").encode())
-        if proc.returncode == 0:
-            return []
-        failures: list[OpFailure] = []
-        pending: list[str] = []
-        mapped = False
-        for line in err.decode(errors="replace").splitlines():
-            if line.startswith("Command failed -:"):
-                try:
-                    n = int(line.rsplit(":", 1)[1]) - 1
-                except ValueError:
-                    continue
-                message = "; ".join(pending) or "failed"
-                pending = []
-                if 0 <= n < len(ops):
-                    mapped = True
-                    op = ops[n]
-                    if not (op.action == DELETE and any(g in message for g in _GONE)):
-                        failures.append(OpFailure(op, f"{tool}: {message}"))
-            else:
-                pending.append(line.strip())
-        if not mapped:
-            # The tool stopped without naming the line (`ip neigh` exits on its first error even
-            # with -force): every op is idempotent, so run the batch again one op at a time.
-            if self.fallback is not None:
-                return list((await self.fallback.apply(ops)).failures)
-            return [
-                OpFailure(op, f"{tool} -batch exited {proc.returncode}: {err.decode().strip()}") for op in ops
-            ]
-        return failures
+    async def read(self, devices: Iterable[str]) -> KernelSnapshot:
+        """What we own on (and through) ``devices``, the connected networks, the link names."""
+        ...
 
     async def apply(self, ops: Sequence[Op]) -> ApplyResult:
-        failures: list[OpFailure] = []
-        for phase in _phases(ops):
-            by_tool: dict[str, tuple[list[Op], list[str]]] = {}
-            for op in phase:
-                tool, line = _batch_line(op)
-                bucket = by_tool.setdefault(tool, ([], []))
-                bucket[0].append(op)
-                bucket[1].append(line)
-            for tool, (tool_ops, lines) in by_tool.items():
-                failures += await self._batch(tool, tool_ops, lines)
-        for f in failures:
-            log.warning("kernel refused %s", f)
-        return ApplyResult(applied=len(ops) - len(failures), failures=tuple(failures))
+        """Carry out ``ops`` in order; every op is tried even when some fail."""
+        ...
+
+
+class NetlinkKernel:
+    """The kernel of ``ipr``'s network namespace: :func:`read_kernel` and a :class:`TemplateApplier`."""
+
+    def __init__(self, ipr: AsyncIPRoute) -> None:
+        self._ipr = ipr
+        self._applier = TemplateApplier(ipr)
+
+    async def read(self, devices: Iterable[str]) -> KernelSnapshot:
+        return await read_kernel(self._ipr, devices)
+
+    async def apply(self, ops: Sequence[Op]) -> ApplyResult:
+        return await self._applier.apply(ops)

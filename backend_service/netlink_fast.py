@@ -8,7 +8,7 @@ where the sentinels landed, and for every operation copies the template and writ
 fields that change (sequence number, addresses, prefix length, ifindex, metric). Messages are
 sent many to a ``sendmsg`` with ``NLM_F_ACK``; the ACKs are read after each chunk and mapped back
 to their operations by sequence number, so a refused operation is reported and the others still
-run, as with :class:`~backend_service.kernel.PyrouteApplier`.
+run.
 
 :func:`dump_routes` and :func:`dump_neighbours` read the route, neighbour and FDB tables on a
 raw socket and parse only the header fields and attributes the reconcile needs.
@@ -20,7 +20,6 @@ act on exactly the namespace pyroute2 does.
 
 from __future__ import annotations
 
-import asyncio
 import ctypes
 import errno
 import fcntl
@@ -408,25 +407,8 @@ def mac_from(packed: bytes) -> str:
     return packed.hex(":")
 
 
-class NetlinkChannel:
-    """A raw socket in ``ipr``'s namespace, used by one coroutine at a time (dumps run in a thread)."""
-
-    def __init__(self, ipr: AsyncIPRoute | None) -> None:
-        self.sock = open_netlink_socket(ipr)
-        self.lock = asyncio.Lock()
-        self.seq = 0
-
-    def next_seq(self) -> int:
-        self.seq = (self.seq % 0x7FFFFFFF) + 1
-        return self.seq
-
-    def close(self) -> None:
-        self.sock.close()
-
-
 __all__ = [
     "MessageEncoder",
-    "NetlinkChannel",
     "RawNeighbour",
     "RawRoute",
     "dump_neighbours",

@@ -1,8 +1,8 @@
 """Facts about this node that the backends need: its own lease and its underlay.
 
-Filled in by the glue from the node's lease (``AcquireLease``/``WatchLease``) and from the
-kernel (:func:`backend_service.kernel.read_public_interface`,
-:func:`backend_service.kernel.read_connected_networks`).
+Filled in by the session from the node's lease (``AcquireLease``/``WatchLease``) and from the
+kernel (:func:`backend_service.kernel.read_public_interface`; the connected networks come with
+every :func:`backend_service.kernel.read_kernel`).
 """
 
 from __future__ import annotations

@@ -2,35 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import datetime
-
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from proto.flannel.v1 import backend_pb2, backend_pb2_grpc, lease_pb2
 
+from .status import Status
+
 VERSION = "0.1.0"
-
-
-@dataclass
-class Status:
-    """Mutable status, updated by the service loop, read by GetStatus."""
-
-    backend_type: str = ""
-    device: str = ""
-    mtu: int = 0
-    ip_masq: bool = False
-    own_lease: lease_pb2.Lease | None = None
-    peers: dict[str, str] = field(default_factory=dict)  # lease key -> how it is reached (Peer.mode)
-    leases: Callable[[], Mapping[str, lease_pb2.Lease]] = dict
-    """The leases as the stream last said; peers are built from them when asked, not copied."""
-    rejected: dict[str, lease_pb2.RejectedLease] = field(default_factory=dict)  # by lease key
-    last_reconcile: datetime | None = None
-    last_outcome: str = ""
-    applied_cursor: str = ""
-    synced: bool = False
 
 
 class BackendServicer(backend_pb2_grpc.BackendServiceServicer):

@@ -225,6 +225,53 @@ def _is_own_lease(msg: lease_pb2.Lease, node: LocalNode) -> bool:
     return v4 or v6
 
 
+def check_one(msg: lease_pb2.Lease, config: NetworkConfig, node: LocalNode) -> PeerLease | Rejection | None:
+    """One lease on its own (overlaps are :func:`resolve_overlaps`' job); never raises.
+
+    None for this node's own lease (neither accepted nor rejected), a :class:`Rejection` with the
+    reason code, or the parsed peer.
+    """
+    if _is_own_lease(msg, node):
+        return None
+    try:
+        return check_lease(msg, config, node)
+    except LeaseError as e:
+        return Rejection(msg, e.reason, f"lease {_lease_name(msg)}: {e.message}")
+    except Exception as e:  # a bug must cost one lease, not the dataplane
+        log.exception("validating lease %s failed", _lease_name(msg))
+        return Rejection(msg, INTERNAL_ERROR, f"lease {_lease_name(msg)}: {type(e).__name__}: {e}")
+
+
+def subnets(peer: PeerLease) -> tuple[IPv4Network | IPv6Network, ...]:
+    """The subnets a peer claims (one per address family it has)."""
+    return tuple(net for net in (peer.subnet, peer.ipv6_subnet) if net is not None)
+
+
+def resolve_overlaps(candidates: Iterable[PeerLease]) -> tuple[list[PeerLease], list[Rejection]]:
+    """Accept candidates by key order; one whose subnet a smaller key already holds is rejected.
+
+    The decision for a lease depends only on the leases that share a subnet with it (directly or
+    through others), so it is the same over the whole cluster or over such a closed group.
+    """
+    accepted: list[PeerLease] = []
+    rejected: list[Rejection] = []
+    taken: dict[IPv4Network | IPv6Network, PeerLease] = {}
+    for peer in sorted(candidates, key=lambda p: (p.key, p.node_name, str(p.subnet), str(p.ipv6_subnet))):
+        # The prefix length check made every subnet of a family the same size: overlap is equality.
+        clash = next(((net, taken[net]) for net in subnets(peer) if net in taken), None)
+        if clash is not None:
+            assert peer.source is not None
+            net, other = clash
+            rejected.append(Rejection(
+                peer.source, OVERLAPS_LEASE, f"lease {peer.name}: subnet {net} overlaps the subnet of lease {other.name}"
+            ))
+            continue
+        for net in subnets(peer):
+            taken[net] = peer
+        accepted.append(peer)
+    return accepted, rejected
+
+
 def validate_leases(
     leases: Iterable[lease_pb2.Lease], config: NetworkConfig, node: LocalNode
 ) -> ValidationResult:
@@ -232,46 +279,13 @@ def validate_leases(
 
     ``leases`` may include this node's own lease, which is skipped (neither accepted nor rejected).
     """
-    accepted: list[PeerLease] = []
     rejected: list[Rejection] = []
     candidates: list[PeerLease] = []
     for msg in leases:
-        if _is_own_lease(msg, node):
-            continue
-        try:
-            candidates.append(check_lease(msg, config, node))
-        except LeaseError as e:
-            rejected.append(Rejection(msg, e.reason, f"lease {_lease_name(msg)}: {e.message}"))
-        except Exception as e:  # a bug must cost one lease, not the dataplane
-            log.exception("validating lease %s failed", _lease_name(msg))
-            rejected.append(
-                Rejection(msg, INTERNAL_ERROR, f"lease {_lease_name(msg)}: {type(e).__name__}: {e}")
-            )
-    candidates.sort(key=lambda p: (p.key, p.node_name, str(p.subnet), str(p.ipv6_subnet)))
-    taken: dict[IPv4Network | IPv6Network, PeerLease] = {}
-    for peer in candidates:
-        clash = None
-        for net in (peer.subnet, peer.ipv6_subnet):
-            if net is None:
-                continue
-            # The prefix length check made every subnet of a family the same size: overlap is equality.
-            other = taken.get(net)
-            if other is not None:
-                clash = (net, other)
-                break
-        if clash is not None:
-            assert peer.source is not None
-            net, other = clash
-            rejected.append(
-                Rejection(
-                    peer.source,
-                    OVERLAPS_LEASE,
-                    f"lease {peer.name}: subnet {net} overlaps the subnet of lease {other.name}",
-                )
-            )
-            continue
-        for net in (peer.subnet, peer.ipv6_subnet):
-            if net is not None:
-                taken[net] = peer
-        accepted.append(peer)
-    return ValidationResult(tuple(accepted), tuple(rejected))
+        verdict = check_one(msg, config, node)
+        if isinstance(verdict, Rejection):
+            rejected.append(verdict)
+        elif verdict is not None:
+            candidates.append(verdict)
+    accepted, overlaps = resolve_overlaps(candidates)
+    return ValidationResult(tuple(accepted), tuple(rejected + overlaps))

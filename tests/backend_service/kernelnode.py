@@ -2,19 +2,57 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from ipaddress import ip_address, ip_network
 
 from pyroute2 import AsyncIPRoute
 
 from backend_service.backend import Backend, BackendSetup
 from backend_service.config import NetworkConfig
-from backend_service.dataplane import Dataplane, ReconcileReport, make_backend
-from backend_service.kernel import read_public_interface
+from backend_service.desired import PeerPlan
+from backend_service.diff import Op
+from backend_service.kernel import ApplyResult, Kernel, NetlinkKernel, read_public_interface
 from backend_service.node import LocalNode
+from backend_service.planner import Plan, Planner
+from backend_service.session import make_backend
+from backend_service.validate import Rejection
 from proto.flannel.v1 import lease_pb2
+
+
+@dataclass(frozen=True)
+class Reconciled:
+    """One full reconcile as the reconciler runs it: the plan and what the kernel said."""
+
+    plan: Plan
+    result: ApplyResult
+
+    @property
+    def ops(self) -> tuple[Op, ...]:
+        return self.plan.ops
+
+    @property
+    def ok(self) -> bool:
+        return self.result.ok
+
+    @property
+    def rejected(self) -> tuple[Rejection, ...]:
+        return self.plan.rejected
+
+    @property
+    def peers(self) -> tuple[PeerPlan, ...]:
+        return self.plan.peers
+
+
+async def reconcile_full(kernel: Kernel, planner: Planner, leases: Sequence[lease_pb2.Lease], node: LocalNode,
+                         *, synced: bool = True) -> Reconciled:
+    """Read the kernel, plan every lease, apply, commit."""
+    snapshot = await kernel.read(planner.backend.devices)
+    plan = planner.plan_full(leases, node, snapshot, synced=synced)
+    result = await kernel.apply(plan.ops)
+    planner.commit(plan, result.ok)
+    return Reconciled(plan, result)
 
 
 class KernelNode:
@@ -26,7 +64,8 @@ class KernelNode:
         self.config = config
         self.ipr: AsyncIPRoute | None = None
         self.backend: Backend | None = None
-        self.dataplane: Dataplane | None = None
+        self.kernel: NetlinkKernel | None = None
+        self.planner: Planner | None = None
         self.setup_result: BackendSetup | None = None
 
     async def start(self) -> BackendSetup:
@@ -36,7 +75,8 @@ class KernelNode:
             self.ipr, "eth0", ipv4=self.config.enable_ipv4, ipv6=self.config.enable_ipv6
         )
         self.backend = make_backend(self.ipr, self.config, public)
-        self.dataplane = Dataplane(self.ipr, self.config, self.backend)
+        self.kernel = NetlinkKernel(self.ipr)
+        self.planner = Planner(self.config, self.backend)
         self.setup_result = await self.backend.setup()
         return self.setup_result
 
@@ -70,11 +110,11 @@ class KernelNode:
             public_ipv6=ip_address(f"fd77::{n}") if self.config.enable_ipv6 else None,  # type: ignore[arg-type]
         )
 
-    async def reconcile(self, leases: Sequence[lease_pb2.Lease], *, synced: bool = True) -> ReconcileReport:
-        assert self.backend is not None and self.dataplane is not None
+    async def reconcile(self, leases: Sequence[lease_pb2.Lease], *, synced: bool = True) -> Reconciled:
+        assert self.backend is not None and self.kernel is not None and self.planner is not None
         local = self.local()
         await self.backend.configure(local)
-        return await self.dataplane.reconcile(leases, dataclasses.replace(local), synced=synced)
+        return await reconcile_full(self.kernel, self.planner, leases, local, synced=synced)
 
 
 @asynccontextmanager

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ipaddress import ip_address, ip_network
 
 from backend_service.desired import DesiredState, FdbEntry, Neighbour, Route
-from backend_service.diff import ADD, DELETE, REPLACE, KernelRoute, KernelState, Op, diff
+from backend_service.diff import DELETE, REPLACE, KernelRoute, KernelState, Op, diff
 
 
 def route(n: int, via: str | None = None, dev: str = "flannel.1") -> Route:
@@ -39,9 +39,9 @@ def test_equal_state_needs_no_operation() -> None:
     assert diff(DesiredState(), KernelState()) == []
 
 
-def test_missing_objects_are_added_fdb_and_neighbour_before_route() -> None:
+def test_missing_objects_are_written_fdb_and_neighbour_before_route() -> None:
     ops = diff(desired(2), KernelState())
-    assert ops == [Op(ADD, fdb(2)), Op(ADD, neigh(2)), Op(ADD, route(2))]
+    assert ops == [Op(REPLACE, fdb(2)), Op(REPLACE, neigh(2)), Op(REPLACE, route(2))]
 
 
 def test_stale_objects_are_deleted_route_first() -> None:
@@ -51,10 +51,10 @@ def test_stale_objects_are_deleted_route_first() -> None:
 
 def test_additions_come_before_deletions() -> None:
     ops = diff(desired(2), kernel(3))
-    assert [op.action for op in ops] == [ADD, ADD, ADD, DELETE, DELETE, DELETE]
+    assert [op.action for op in ops] == [REPLACE, REPLACE, REPLACE, DELETE, DELETE, DELETE]
 
 
-def test_not_synced_adds_and_replaces_but_deletes_nothing() -> None:
+def test_not_synced_writes_but_deletes_nothing() -> None:
     changed = KernelState(
         (KernelRoute(route(2, via="192.168.77.9", dev="eth0")),), frozenset({neigh(2, "02:ff:ff:ff:ff:ff")})
     )
@@ -63,8 +63,8 @@ def test_not_synced_adds_and_replaces_but_deletes_nothing() -> None:
         KernelState(changed.routes + kernel(4).routes, changed.neighbours | kernel(4).neighbours),
         delete=False,
     )
-    assert {op.action for op in ops} == {ADD, REPLACE}
-    assert Op(REPLACE, route(2)) in ops and Op(REPLACE, neigh(2)) in ops and Op(ADD, fdb(2)) in ops
+    assert {op.action for op in ops} == {REPLACE}
+    assert Op(REPLACE, route(2)) in ops and Op(REPLACE, neigh(2)) in ops and Op(REPLACE, fdb(2)) in ops
 
 
 def test_changed_objects_are_replaced_never_deleted_and_re_added() -> None:
@@ -94,7 +94,7 @@ def test_duplicate_route_with_another_metric_is_removed() -> None:
 
 def test_only_a_metric_route_left_gets_ours_added_and_the_other_deleted() -> None:
     current = KernelState((KernelRoute(route(2), priority=100),), frozenset({neigh(2)}), frozenset({fdb(2)}))
-    assert diff(desired(2), current) == [Op(ADD, route(2)), Op(DELETE, route(2), priority=100)]
+    assert diff(desired(2), current) == [Op(REPLACE, route(2)), Op(DELETE, route(2), priority=100)]
 
 
 def test_a_second_fdb_destination_for_a_wanted_mac_is_deleted() -> None:

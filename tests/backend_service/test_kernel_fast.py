@@ -7,15 +7,16 @@ from ipaddress import ip_address, ip_network
 import pytest
 from pyroute2 import AsyncIPRoute
 
-from backend_service.dataplane import Dataplane
 from backend_service.desired import FdbEntry, Neighbour, Route
-from backend_service.diff import ADD, DELETE, REPLACE, Op
-from backend_service.kernel import PyrouteApplier, TemplateApplier, read_kernel, read_kernel_pyroute2
+from backend_service.diff import DELETE, REPLACE, Op
+from backend_service.kernel import NetlinkKernel, TemplateApplier, read_kernel
+from backend_service.planner import Planner
 from tests.support.wait import wait_until
 
 from .conftest import TwoNodes
 from .factory import config
-from .kernelnode import node_pair
+from .kernelnode import node_pair, reconcile_full
+from .oracles import PyrouteApplier, read_kernel_pyroute2
 
 pytestmark = pytest.mark.netns
 
@@ -35,9 +36,9 @@ def peer_ops(count: int, *, ipv6: bool = False) -> list[Op]:
             subnet = ip_network(f"10.{100 + (i >> 8)}.{i & 0xFF}.0/24")
             dev = DEV
         gw = subnet.network_address
-        fdb.append(Op(ADD, FdbEntry(dev, mac, public)))
-        neigh.append(Op(ADD, Neighbour(dev, gw, mac)))
-        routes.append(Op(ADD, Route(subnet, gw, dev, onlink=True)))
+        fdb.append(Op(REPLACE, FdbEntry(dev, mac, public)))
+        neigh.append(Op(REPLACE, Neighbour(dev, gw, mac)))
+        routes.append(Op(REPLACE, Route(subnet, gw, dev, onlink=True)))
     return fdb + neigh + routes
 
 
@@ -98,10 +99,10 @@ async def test_template_applier_programs_what_pyroute2_programs_and_is_idempoten
             assert gone.ok, gone.failures[:3]
         assert two_nodes.a.ip("route", "show", "proto", "70").count("\n") == 1  # node 2 only
         # The dataplane with the template applier puts node 2 back, and packets flow.
-        dp = Dataplane(a.ipr, cfg, a.backend, applier=TemplateApplier(a.ipr))  # type: ignore[arg-type]
-        gone = await dp.reconcile([a.lease()], a.local(), synced=True)
+        kernel, planner = NetlinkKernel(a.ipr), Planner(cfg, a.backend)  # type: ignore[arg-type]
+        gone = await reconcile_full(kernel, planner, [a.lease()], a.local())
         assert gone.ok and len(gone.ops) == 6
-        back = await dp.reconcile([a.lease(), b.lease()], a.local(), synced=True)
+        back = await reconcile_full(kernel, planner, [a.lease(), b.lease()], a.local())
         assert back.ok and len(back.ops) == 6
         assert wait_until(lambda: two_nodes.a.ping("10.244.2.1", src="10.244.1.1"), timeout=5)
         assert (await a.reconcile([a.lease(), b.lease()])).ops == ()
@@ -109,14 +110,14 @@ async def test_template_applier_programs_what_pyroute2_programs_and_is_idempoten
 
 async def test_template_applier_reports_the_failing_op_and_applies_the_rest(two_nodes: TwoNodes) -> None:
     ns = two_nodes.a
-    bad = Op(ADD, Route(ip_network("10.244.5.0/24"), ip_address("192.168.77.5"), "nosuch0"))
-    unreachable = Op(ADD, Route(ip_network("10.244.8.0/24"), ip_address("10.9.9.9"), "eth0"))  # gw not on link
-    good = Op(ADD, Route(ip_network("10.244.6.0/24"), ip_address("192.168.77.6"), "eth0"))
+    bad = Op(REPLACE, Route(ip_network("10.244.5.0/24"), ip_address("192.168.77.5"), "nosuch0"))
+    unreachable = Op(REPLACE, Route(ip_network("10.244.8.0/24"), ip_address("10.9.9.9"), "eth0"))  # gw not on link
+    good = Op(REPLACE, Route(ip_network("10.244.6.0/24"), ip_address("192.168.77.6"), "eth0"))
     gone = Op(DELETE, Route(ip_network("10.244.7.0/24"), ip_address("192.168.77.7"), "eth0"))
     gone_metric = Op(DELETE, Route(ip_network("10.244.7.0/24"), ip_address("192.168.77.7"), "eth0"), priority=5)
     gone_neigh = Op(DELETE, Neighbour("eth0", ip_address("192.168.77.99"), "02:00:00:00:00:99"))
-    bad_neigh = Op(ADD, Neighbour("nosuch0", ip_address("192.168.77.98"), "02:00:00:00:00:98"))
-    good_neigh = Op(ADD, Neighbour("eth0", ip_address("192.168.77.97"), "02:00:00:00:00:97"))
+    bad_neigh = Op(REPLACE, Neighbour("nosuch0", ip_address("192.168.77.98"), "02:00:00:00:00:98"))
+    good_neigh = Op(REPLACE, Neighbour("eth0", ip_address("192.168.77.97"), "02:00:00:00:00:97"))
     async with AsyncIPRoute(netns=ns.name) as ipr:
         result = await TemplateApplier(ipr).apply(
             [bad_neigh, good_neigh, bad, unreachable, good, gone, gone_metric, gone_neigh])

@@ -9,14 +9,15 @@ from ipaddress import ip_address, ip_network
 import pytest
 
 from backend_service.desired import Route
-from backend_service.diff import ADD, Op
-from backend_service.kernel import PyrouteApplier
+from backend_service.diff import REPLACE, Op
+from backend_service.kernel import NetlinkKernel
 from backend_service.vxlan import VxlanBackend, vtep_mac
 from tests.support.wait import wait_until
 
 from .conftest import TwoNodes
 from .factory import config
 from .kernelnode import KernelNode, node_pair
+
 
 pytestmark = pytest.mark.netns
 
@@ -245,9 +246,9 @@ async def test_a_failing_operation_does_not_stop_the_others(two_nodes: TwoNodes)
     try:
         await node.start()
         assert node.ipr is not None
-        bad = Op(ADD, Route(ip_network("10.244.5.0/24"), ip_address("192.168.77.5"), "nosuch0"))
-        good = Op(ADD, Route(ip_network("10.244.6.0/24"), ip_address("192.168.77.6"), "eth0"))
-        result = await PyrouteApplier(node.ipr).apply([bad, good])
+        bad = Op(REPLACE, Route(ip_network("10.244.5.0/24"), ip_address("192.168.77.5"), "nosuch0"))
+        good = Op(REPLACE, Route(ip_network("10.244.6.0/24"), ip_address("192.168.77.6"), "eth0"))
+        result = await NetlinkKernel(node.ipr).apply([bad, good])
         assert result.applied == 1
         assert [f.op for f in result.failures] == [bad]
         assert "nosuch0" in result.failures[0].error

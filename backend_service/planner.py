@@ -1,0 +1,199 @@
+"""The one planner: leases → validation → desired state → diff against what the kernel holds → ops.
+
+A *full* plan covers every lease and diffs against a fresh read of the kernel; it runs after
+every snapshot, on the resync clock, whenever the node changes and after any failure. A *delta*
+plan covers the leases a ``DELTA`` changed, plus every lease that shares a subnet with them
+(directly or through others, so overlap resolution decides exactly as it would over the whole
+cluster), and diffs against the objects the last plans wrote for those peers. Both run the same
+code: :func:`~backend_service.validate.check_one` and
+:func:`~backend_service.validate.resolve_overlaps` for validation, the backend's ``desired``, and
+:func:`~backend_service.diff.diff` for op order and object identities; a delta is a plan over a
+subset of the peers.
+
+The planner remembers, per peer, what the last committed plan wrote. A delta is planned only
+from a trusted memory: after a full plan that was synced (deletes allowed) and wholly applied,
+and deltas that were wholly applied since. Otherwise, and when a delta's objects would collide
+with a peer outside it (two peers with one VTEP MAC), :meth:`Planner.plan_delta` answers None
+and the caller plans in full.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from ipaddress import IPv4Network, IPv6Network
+
+from proto.flannel.v1 import lease_pb2
+
+from .backend import Backend
+from .config import NetworkConfig
+from .desired import PeerPlan
+from .diff import KernelObject, KernelState, Op, diff, identity
+from .kernel import KernelSnapshot
+from .leases import PeerLease
+from .node import LocalNode
+from .validate import Rejection, check_one, resolve_overlaps, subnets
+
+Verdict = PeerLease | Rejection | None
+"""What :func:`check_one` said about a lease: a candidate peer, a rejection, or None (our own)."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The ops for a set of peers, and what validation decided about them."""
+
+    ops: tuple[Op, ...]
+    peers: tuple[PeerPlan, ...]
+    """The accepted peers in scope, each with its mode and objects."""
+    rejected: tuple[Rejection, ...]
+    """The rejected leases in scope."""
+    scope: frozenset[str] | None
+    """The lease keys planned; None for a full plan (every lease)."""
+    deletes: bool
+    """False before the lease stream is synced: write, delete nothing."""
+    node: LocalNode
+    """The node planned for (a full plan fills in its connected networks from the kernel)."""
+
+    @property
+    def full(self) -> bool:
+        return self.scope is None
+
+
+class Planner:
+    """Plans full reconciles and deltas for one network config and backend (see the module docstring)."""
+
+    def __init__(self, config: NetworkConfig, backend: Backend) -> None:
+        self.config = config
+        self.backend = backend
+        self.modes: dict[str, str] = {}
+        """Lease key → how the peer is reached, for every peer the committed plans program."""
+        self.rejected: dict[str, Rejection] = {}
+        """Lease key → why it was refused, for every rejected lease."""
+        self._node: LocalNode | None = None  # set while the memory below is trusted
+        self._verdicts: dict[str, Verdict] = {}
+        self._claims: dict[IPv4Network | IPv6Network, set[str]] = {}
+        self._objects: dict[str, tuple[KernelObject, ...]] = {}
+        self._owner: dict[tuple[object, ...], str] = {}
+
+    @property
+    def trusted(self) -> bool:
+        """A delta can be planned: the memory of what is applied matches the kernel."""
+        return self._node is not None
+
+    def invalidate(self) -> None:
+        """Forget that the memory is right: the next plan must be a full one."""
+        self._node = None
+
+    # --- planning ------------------------------------------------------------------------------
+
+    def plan_full(
+        self, leases: Iterable[lease_pb2.Lease], node: LocalNode, kernel: KernelSnapshot, *, synced: bool
+    ) -> Plan:
+        """Every lease, against the kernel as read; ``synced=False``: delete nothing."""
+        node = dataclasses.replace(node, connected=kernel.connected)
+        self._verdicts = {msg.key: check_one(msg, self.config, node) for msg in leases}
+        self._claims = {}
+        for key, verdict in self._verdicts.items():
+            self._claim(key, verdict)
+        plan = self._plan(self._verdicts.keys(), node, kernel.state, deletes=synced, scope=None)
+        self._node = None  # trusted again only once committed
+        return plan
+
+    def plan_delta(self, changes: Mapping[str, lease_pb2.Lease | None]) -> Plan | None:
+        """The leases in ``changes`` (key → lease now, None when removed), or None when only a full
+        plan can tell (no trusted memory, or objects shared with a peer outside the delta)."""
+        node = self._node
+        if node is None:
+            return None
+        touched: set[IPv4Network | IPv6Network] = set()
+        for key, msg in changes.items():
+            old = self._verdicts.pop(key, None)
+            if isinstance(old, PeerLease):
+                touched.update(subnets(old))
+                for net in subnets(old):
+                    self._claims[net].discard(key)
+            if msg is not None:
+                verdict = self._verdicts[key] = check_one(msg, self.config, node)
+                self._claim(key, verdict)
+                if isinstance(verdict, PeerLease):
+                    touched.update(subnets(verdict))
+        scope = set(changes) | self._closure(touched)
+        believed = KernelState.holding(obj for key in scope for obj in self._objects.get(key, ()))
+        plan = self._plan(scope, node, believed, deletes=True, scope=frozenset(scope))
+        for peer in plan.peers:
+            for obj in peer.objects:
+                owner = self._owner.get(identity(obj))
+                if owner is not None and owner not in scope:
+                    self.invalidate()
+                    return None
+        self._node = None  # trusted again only once committed
+        return plan
+
+    def _claim(self, key: str, verdict: Verdict) -> None:
+        if isinstance(verdict, PeerLease):
+            for net in subnets(verdict):
+                self._claims.setdefault(net, set()).add(key)
+
+    def _closure(self, nets: set[IPv4Network | IPv6Network]) -> set[str]:
+        """Every lease that shares a subnet with ``nets``, directly or through other leases."""
+        keys: set[str] = set()
+        todo = list(nets)
+        seen = set(nets)
+        while todo:
+            for key in self._claims.get(todo.pop(), ()):
+                if key in keys:
+                    continue
+                keys.add(key)
+                verdict = self._verdicts.get(key)
+                if isinstance(verdict, PeerLease):
+                    fresh = [net for net in subnets(verdict) if net not in seen]
+                    seen.update(fresh)
+                    todo.extend(fresh)
+        return keys
+
+    def _plan(
+        self,
+        keys: Iterable[str],
+        node: LocalNode,
+        current: KernelState,
+        *,
+        deletes: bool,
+        scope: frozenset[str] | None,
+    ) -> Plan:
+        candidates: list[PeerLease] = []
+        rejected: list[Rejection] = []
+        for key in keys:
+            verdict = self._verdicts.get(key)
+            if isinstance(verdict, Rejection):
+                rejected.append(verdict)
+            elif verdict is not None:
+                candidates.append(verdict)
+        accepted, overlaps = resolve_overlaps(candidates)
+        desired = self.backend.desired(accepted, node)
+        ops = diff(desired, current, delete=deletes)
+        return Plan(tuple(ops), desired.peers, tuple(rejected + overlaps), scope, deletes, node)
+
+    # --- after applying ------------------------------------------------------------------------
+
+    def commit(self, plan: Plan, applied: bool) -> None:
+        """Remember what ``plan`` wrote; ``applied``: every op succeeded (else trust nothing)."""
+        if plan.scope is None:
+            self._objects.clear()
+            self._owner.clear()
+            self.modes.clear()
+            self.rejected.clear()
+        else:
+            for key in plan.scope:
+                for obj in self._objects.pop(key, ()):
+                    self._owner.pop(identity(obj), None)
+                self.modes.pop(key, None)
+                self.rejected.pop(key, None)
+        for peer in plan.peers:
+            key = peer.peer.key
+            self._objects[key] = peer.objects
+            self.modes[key] = peer.mode
+            for obj in peer.objects:
+                self._owner[identity(obj)] = key
+        self.rejected.update((r.lease.key, r) for r in plan.rejected)
+        self._node = plan.node if applied and plan.deletes else None

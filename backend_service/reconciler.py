@@ -1,0 +1,180 @@
+"""The reconciler: keeps the kernel equal to the leases, by delta when it can, in full by the clock.
+
+It wakes when the lease view changed or the node's own lease was adopted, and at the resync
+clock. A full reconcile (read the kernel, plan every lease, apply) runs every ``resync_period``
+seconds counted from the start of the previous one, whatever deltas arrive in between, and also
+after a snapshot, a new own lease, and any failure. Between them each batch of changed leases is
+planned as a delta by the same :class:`~backend_service.planner.Planner`.
+
+Expected trouble is reported, not raised: ops the kernel refuses (``ApplyResult.failures``), and
+a kernel that cannot be read or written at all (``OSError``, :class:`KernelError`; retried with
+back-off). Anything else is a bug and propagates, so that the controller ends the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import NoReturn
+
+from . import metrics
+from .follow import LeaseView
+from .kernel import ApplyResult, Kernel, KernelError
+from .node import LocalNode
+from .planner import Plan, Planner
+from .status import Health, Status
+
+log = logging.getLogger(__name__)
+
+RETRY_FIRST = 0.5
+"""Seconds before a failed full reconcile is retried; doubled after each failure, up to the period."""
+
+
+class Reconciler:
+    """Applies the planner's plans to the kernel (see the module docstring)."""
+
+    def __init__(
+        self,
+        planner: Planner,
+        kernel: Kernel,
+        view: LeaseView,
+        status: Status,
+        health: Health,
+        *,
+        resync_period: float,
+        report: Callable[[], Awaitable[None]],
+        on_resync: Callable[[], Awaitable[None]],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.planner = planner
+        self.kernel = kernel
+        self.view = view
+        self.status = status
+        self.health = health
+        self.resync_period = resync_period
+        self._report = report
+        self._on_resync = on_resync
+        self._clock = clock
+        self._wake = asyncio.Event()
+        self._node: LocalNode | None = None
+        self._full_needed = True
+        self._rejected_seen: set[tuple[str, str]] = set()
+        self._errors_seen: set[str] = set()
+
+    # --- told by the session and the follower ----------------------------------------------------
+
+    def wake(self) -> None:
+        """The lease view changed."""
+        self._wake.set()
+
+    def adopt(self, node: LocalNode) -> None:
+        """This node's lease was (re)adopted: every peer's plan may change; reconcile in full."""
+        self._node = node
+        self._full_needed = True
+        self._wake.set()
+
+    # --- the loop --------------------------------------------------------------------------------
+
+    async def run(self) -> NoReturn:
+        next_full = self._clock()  # the first full reconcile as soon as there is a node
+        retry = RETRY_FIRST
+        backing_off = False
+        while True:
+            if self._node is not None:
+                try:
+                    await asyncio.wait_for(self._wake.wait(), max(0.0, next_full - self._clock()))
+                except TimeoutError:
+                    pass
+            else:
+                await self._wake.wait()
+            self._wake.clear()
+            node = self._node
+            now = self._clock()
+            if node is None or (backing_off and now < next_full):
+                continue  # a failed full reconcile is retried at its time, not at every delta
+            changes = self.view.take_changes()
+            if not self._full_needed and now < next_full and changes is not None:
+                if not changes:
+                    continue
+                plan = self.planner.plan_delta(changes)
+                if plan is not None:
+                    if not await self._guarded(self._apply(plan)):
+                        self._full_needed = True  # the kernel disagreed: trust nothing, full at once
+                        self._wake.set()
+                    continue
+            clocked = now >= next_full
+            self._full_needed = False
+            if await self._guarded(self._full(node)):
+                next_full, retry, backing_off = now + self.resync_period, RETRY_FIRST, False
+            else:
+                next_full, retry, backing_off = now + retry, min(retry * 2, self.resync_period), True
+                self._full_needed = True
+            if clocked:
+                await self._on_resync()
+
+    async def _full(self, node: LocalNode) -> bool:
+        """Read the kernel, plan every lease, apply."""
+        devices = self.planner.backend.devices
+        snapshot = await self.kernel.read(devices)
+        cursor, synced = self.view.cursor, self.view.synced
+        plan = self.planner.plan_full(self.view.leases.values(), node, snapshot, synced=synced)
+        self.status.device_present = set(devices) <= set(snapshot.links.values())
+        return await self._apply(plan, cursor=cursor, synced=synced)
+
+    async def _guarded(self, work: Awaitable[bool]) -> bool:
+        """Run a reconcile; False when an op failed or the kernel could not be used at all."""
+        try:
+            return await work
+        except (OSError, KernelError) as exc:
+            self.planner.invalidate()
+            message = f"{type(exc).__name__}: {exc}"
+            if message not in self._errors_seen:  # once per distinct error, not every retry
+                self._errors_seen.add(message)
+                log.error("reconcile failed, retrying: %s", message)
+            self.status.last_ok = False
+            self.status.last_outcome = f"error: {message}"[:2000]
+            self.status.last_reconcile = datetime.now(UTC)
+            await self.health.update()
+            return False
+
+    async def _apply(self, plan: Plan, *, cursor: str | None = None, synced: bool | None = None) -> bool:
+        """Apply ``plan``, remember it, and publish status, metrics, health and the report; True
+        when every op was applied."""
+        with metrics.RECONCILE_SECONDS.time():
+            result = await self.kernel.apply(plan.ops) if plan.ops else ApplyResult()
+        metrics.KERNEL_OPS.inc(result.applied)
+        metrics.KERNEL_OP_FAILURES.inc(len(result.failures))
+        self.planner.commit(plan, result.ok)
+        if plan.full and plan.ops:
+            log.info(
+                "reconciled %d peers: %d changes applied, %d failed%s",
+                len(self.planner.modes),
+                result.applied,
+                len(result.failures),
+                "" if plan.deletes else " (not synced yet: nothing deleted)",
+            )
+        if not result.ok:
+            log.warning("%d of %d changes failed; reconciling in full", len(result.failures), len(plan.ops))
+        else:
+            self._errors_seen.clear()
+        status = self.status
+        status.peers = self.planner.modes  # the planner's live map: no copy per delta
+        status.rejected = {key: r.to_proto() for key, r in self.planner.rejected.items()}
+        metrics.PEERS.set(len(status.peers))
+        metrics.REJECTED_LEASES.set(len(status.rejected))
+        for key, rejection in status.rejected.items():
+            seen = (key, rejection.reason)
+            if seen not in self._rejected_seen:
+                self._rejected_seen.add(seen)
+                log.warning("rejected lease %s: %s", rejection.reason, rejection.message)
+        status.last_reconcile = datetime.now(UTC)
+        status.last_ok = result.ok
+        status.last_outcome = "ok" if result.ok else "; ".join(map(str, result.failures))[:2000]
+        status.applied_cursor = self.view.cursor if cursor is None else cursor
+        status.synced = self.view.synced if synced is None else synced
+        await self.health.update()
+        await self._report()
+        return result.ok

@@ -1,0 +1,261 @@
+"""The session with the lease service: connect, set the backend up, acquire and follow the node's lease.
+
+:meth:`Session.prepare` runs once: the network config, the public interface, the backend's
+devices. :meth:`Session.run` then holds one session per connection: ``AcquireLease`` (which
+publishes the backend data), the node's own lease adopted (device addresses, masquerade rules),
+and two streams followed until either breaks: ``WatchLeases`` into the lease view
+(:func:`backend_service.follow.follow`) and ``WatchLease`` for this node's lease. A broken
+connection is retried with back-off and resumed from the view's cursor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+from typing import NoReturn, TypeVar
+
+import grpc
+from pyroute2 import AsyncIPRoute
+
+from proto.flannel.v1 import lease_pb2, lease_pb2_grpc
+
+from . import cli, metrics
+from .backend import Backend, BackendSetup
+from .config import HOST_GW, VXLAN, ConfigError, NetworkConfig, parse_network_config
+from .controller import EXIT_PERMANENT, EXIT_USAGE, Fatal
+from .follow import LeaseView, follow
+from .hostgw import HostGwBackend
+from .kernel import KernelError, read_public_interface
+from .masq import IptablesMasq, MasqError, MasqNetwork, Masquerade, NftablesMasq
+from .node import LocalNode, PublicInterface
+from .status import Status
+from .vxlan import VxlanBackend
+
+log = logging.getLogger(__name__)
+WatchLease = lease_pb2.WatchLeaseResponse
+T = TypeVar("T")
+
+
+def make_backend(ipr: AsyncIPRoute, config: NetworkConfig, public: PublicInterface) -> Backend:
+    """The backend ``config.backend_type`` names."""
+    if config.backend_type == VXLAN:
+        return VxlanBackend(ipr, config, public)
+    if config.backend_type == HOST_GW:
+        return HostGwBackend(public)
+    raise ConfigError("Backend.Type", config.backend_type, f"one of {VXLAN!r}, {HOST_GW!r}")
+
+
+async def local_dataplane(
+    ipr: AsyncIPRoute, settings: cli.Settings, config: NetworkConfig
+) -> tuple[PublicInterface, Backend]:
+    """The public interface (``--iface``/``--public-ip`` or the default route's) and the backend on it."""
+    try:
+        public = await read_public_interface(
+            ipr, settings.iface, ipv4=config.enable_ipv4, ipv6=config.enable_ipv6
+        )
+    except KernelError as exc:
+        raise Fatal(str(exc), EXIT_PERMANENT) from exc
+    if settings.public_ip or settings.public_ipv6:
+        public = dataclasses.replace(
+            public, ipv4=settings.public_ip or public.ipv4, ipv6=settings.public_ipv6 or public.ipv6
+        )
+    return public, make_backend(ipr, config, public)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What :meth:`Session.prepare` set up: the config, the underlay and the backend with its devices."""
+
+    config: NetworkConfig
+    public: PublicInterface
+    backend: Backend
+    setup: BackendSetup
+
+
+DataplaneFactory = Callable[[NetworkConfig], Awaitable[tuple[PublicInterface, Backend]]]
+
+
+class Session:
+    """This node's side of the lease service (see the module docstring)."""
+
+    def __init__(
+        self,
+        settings: cli.Settings,
+        stub: lease_pb2_grpc.LeaseServiceStub,
+        status: Status,
+        view: LeaseView,
+        dataplane: DataplaneFactory,
+    ) -> None:
+        self.settings = settings
+        self.stub = stub
+        self.status = status
+        self.view = view
+        self._dataplane = dataplane
+        self.node: LocalNode | None = None
+        self.own_key = ""
+        self.masq: Masquerade | None = None
+
+    async def _retry(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        """Call until it answers; log each new failure once."""
+        delay, last = 0.1, ""
+        while True:
+            try:
+                return await call()
+            except grpc.aio.AioRpcError as exc:
+                reason = f"{exc.code().name}: {exc.details()}"
+                if reason != last:
+                    log.warning("%s: lease service answered %s; retrying", what, reason)
+                    last = reason
+            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+            delay = min(delay * 2, 3.0)
+
+    async def prepare(self) -> Prepared:
+        """The network config, the public interface, the backend's devices; :class:`Fatal` if unusable."""
+        reply = await self._retry(
+            "GetNetworkConfig",
+            lambda: self.stub.GetNetworkConfig(
+                lease_pb2.GetNetworkConfigRequest(), timeout=5, wait_for_ready=True
+            ),
+        )
+        try:
+            config = parse_network_config(reply.config)
+        except ConfigError as exc:
+            raise Fatal(f"unusable network config: {exc}", EXIT_USAGE) from exc
+        public, backend = await self._dataplane(config)
+        try:
+            setup = await backend.setup()
+        except KernelError as exc:
+            raise Fatal(str(exc), EXIT_PERMANENT) from exc
+        log.info(
+            "backend %s ready on %s (public %s), device %s, MTU %d",
+            setup.backend_type,
+            public.ifname,
+            public.ipv4 or public.ipv6,
+            setup.device or "-",
+            setup.mtu,
+        )
+        self.status.backend_type, self.status.device, self.status.mtu = (
+            setup.backend_type,
+            setup.device,
+            setup.mtu,
+        )
+        return Prepared(config, public, backend, setup)
+
+    async def run(
+        self, prepared: Prepared, adopted: Callable[[LocalNode], None], changed: Callable[[], None]
+    ) -> NoReturn:
+        """Sessions, one per connection, forever; ``adopted(node)`` after each own lease adopted,
+        ``changed()`` after each change of the lease view."""
+        delay = 0.1
+        while True:
+            try:
+                await self._session(prepared, adopted, changed)
+            except* grpc.aio.AioRpcError as group:
+                exc = group.exceptions[0]
+                assert isinstance(exc, grpc.aio.AioRpcError)
+                metrics.LEASE_SERVICE_RECONNECTS.inc()
+                log.warning(
+                    "lost the lease service (%s: %s); reconnecting, resuming from cursor",
+                    exc.code().name,
+                    exc.details(),
+                )
+            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+            delay = min(delay * 2, 3.0)
+
+    async def _session(
+        self, prepared: Prepared, adopted: Callable[[LocalNode], None], changed: Callable[[], None]
+    ) -> None:
+        setup = prepared.setup
+        request = lease_pb2.AcquireLeaseRequest(
+            backend_type=setup.backend_type,
+            backend_data=setup.backend_data,
+            backend_v6_data=setup.backend_v6_data,
+            mtu=setup.mtu,
+        )
+        reply = await self._retry(
+            "AcquireLease", lambda: self.stub.AcquireLease(request, timeout=30, wait_for_ready=True)
+        )
+        await self._adopt(reply.lease, prepared, adopted)
+        async with asyncio.TaskGroup() as streams:
+            streams.create_task(follow(self.stub, self.view, changed), name="follow-leases")
+            streams.create_task(self._follow_own_lease(prepared, adopted), name="follow-own-lease")
+
+    async def _adopt(
+        self, lease: lease_pb2.Lease, prepared: Prepared, adopted: Callable[[LocalNode], None]
+    ) -> None:
+        """Make ``lease`` this node's: device addresses, masquerade rules, status."""
+        public = prepared.public
+        node = LocalNode(
+            subnet=IPv4Network(lease.subnet) if lease.subnet else None,
+            ipv6_subnet=IPv6Network(lease.ipv6_subnet) if lease.ipv6_subnet else None,
+            public_ip=IPv4Address(lease.public_ip) if lease.public_ip else public.ipv4,
+            public_ipv6=IPv6Address(lease.public_ipv6) if lease.public_ipv6 else public.ipv6,
+        )
+        if public.ipv4 and node.public_ip != public.ipv4:
+            log.error(
+                "the lease service publishes %s but the VXLAN local address is %s: give both the same "
+                "--iface/--public-ip",
+                node.public_ip,
+                public.ipv4,
+            )
+        if node != self.node:
+            log.info(
+                "own lease %s (subnet %s%s)",
+                lease.key,
+                lease.subnet or "-",
+                f", {lease.ipv6_subnet}" if lease.ipv6_subnet else "",
+            )
+        await prepared.backend.configure(node)
+        self.node, self.own_key = node, lease.key
+        self.status.own_lease = lease
+        if self.settings.ip_masq:
+            config = prepared.config
+            networks = [
+                MasqNetwork(net, sub)
+                for net, sub in ((config.network, node.subnet), (config.ipv6_network, node.ipv6_subnet))
+                if net is not None and sub is not None
+            ]
+            self.masq = NftablesMasq(networks) if self.settings.nftables else IptablesMasq(networks)
+            self.status.ip_masq = True
+            await self.ensure_masq()
+        adopted(node)
+
+    async def _follow_own_lease(self, prepared: Prepared, adopted: Callable[[LocalNode], None]) -> None:
+        async for event in self.stub.WatchLease(lease_pb2.WatchLeaseRequest()):
+            if event.kind == WatchLease.LOST:
+                log.warning("own lease %s lost; the lease service is re-acquiring it", event.lease.key)
+            elif event.kind == WatchLease.REACQUIRED or event.lease.key != self.own_key:
+                await self._adopt(event.lease, prepared, adopted)
+        raise grpc.aio.AioRpcError(
+            grpc.StatusCode.UNAVAILABLE,
+            grpc.aio.Metadata(),
+            grpc.aio.Metadata(),
+            "the lease service closed the WatchLease stream",
+        )
+
+    async def ensure_masq(self) -> None:
+        """(Re)apply the masquerade rules when they drifted (with ``--ip-masq``)."""
+        if self.masq is None:
+            return
+        try:
+            if await self.masq.ensure():
+                log.info("masquerade rules (re)applied")
+        except MasqError as exc:
+            log.error("cannot apply masquerade rules: %s", exc)
+
+    async def report(self) -> None:
+        """Tell the lease service how far the kernel is applied and which leases were rejected."""
+        try:
+            await self.stub.ReportBackendStatus(
+                lease_pb2.ReportBackendStatusRequest(
+                    applied_cursor=self.status.applied_cursor, rejected=list(self.status.rejected.values())
+                ),
+                timeout=5,
+            )
+        except grpc.aio.AioRpcError:
+            pass  # the lease service is away; the next reconcile reports again

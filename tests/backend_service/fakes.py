@@ -1,0 +1,72 @@
+"""In-memory stand-ins for the backend's tests of logic: a kernel and a vxlan backend without devices."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from ipaddress import ip_address, ip_network
+
+from backend_service.backend import BackendSetup
+from backend_service.config import VxlanOptions
+from backend_service.desired import DesiredState
+from backend_service.diff import DELETE, KernelObject, KernelState, Op, identity
+from backend_service.kernel import ApplyResult, KernelSnapshot, OpFailure
+from backend_service.leases import PeerLease, VxlanData
+from backend_service.node import ConnectedNetwork, LocalNode
+from backend_service.vxlan import vtep_mac, vxlan_desired
+
+DEVICE = "flannel.1"
+
+
+class FakeKernel:
+    """Routes, neighbours and FDB entries in dicts keyed as the kernel keys them; links by name.
+
+    An op on a device that does not exist fails as the kernel would refuse it.
+    """
+
+    def __init__(self) -> None:
+        self.objects: dict[tuple[object, ...], KernelObject] = {}
+        self.links = {1: "lo", 2: "eth0", 3: DEVICE}
+        self.connected = (ConnectedNetwork(ip_network("192.168.77.0/24"), "eth0"),)
+        self.applied: list[tuple[Op, ...]] = []
+        self.reads = 0
+
+    async def read(self, devices: Iterable[str]) -> KernelSnapshot:
+        self.reads += 1
+        return KernelSnapshot(KernelState.holding(self.objects.values()), self.connected, dict(self.links))
+
+    async def apply(self, ops: Sequence[Op]) -> ApplyResult:
+        self.applied.append(tuple(ops))
+        failures = []
+        for op in ops:
+            if op.obj.ifname not in self.links.values():
+                failures.append(OpFailure(op, f"KernelError: device {op.obj.ifname!r} does not exist"))
+            elif op.action == DELETE:
+                self.objects.pop(identity(op.obj), None)
+            else:
+                self.objects[identity(op.obj)] = op.obj
+        return ApplyResult(len(ops) - len(failures), tuple(failures))
+
+    def remove(self, obj: KernelObject) -> None:
+        """Delete an object by hand, as an operator would."""
+        del self.objects[identity(obj)]
+
+
+class FakeVxlan:
+    """The vxlan backend's desired state over ``eth0``, with no device to create."""
+
+    backend_type = "vxlan"
+    devices = (DEVICE,)
+
+    def __init__(self, options: VxlanOptions = VxlanOptions()) -> None:
+        self.options = options
+        self.configured: list[LocalNode] = []
+
+    async def setup(self) -> BackendSetup:
+        data = VxlanData(self.options.vni, vtep_mac(self.options.vni, ip_address("192.168.77.1"))).to_json()
+        return BackendSetup("vxlan", data, "", 1450, DEVICE)
+
+    async def configure(self, node: LocalNode) -> None:
+        self.configured.append(node)
+
+    def desired(self, peers: Sequence[PeerLease], node: LocalNode) -> DesiredState:
+        return vxlan_desired(peers, self.options, node, "eth0", DEVICE, None)
