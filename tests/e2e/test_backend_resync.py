@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -77,17 +76,14 @@ def test_a_route_and_fdb_entry_deleted_by_hand_come_back_within_two_periods_unde
             timeout=10,
             what="the churned lease routed",
         )
+        # both commands fail unless the object was there: deleted by hand now
         ip(n1.ns, "route", "del", n2.subnet, "dev", "flannel.1")
         ns_exec(n1.ns, ["bridge", "fdb", "del", mac, "dev", "flannel.1", "dst", n2.public_ip, "self"])
-        deleted = time.monotonic()
-        assert not has_route() and not has_fdb()
         wait_until(
             lambda: has_route() and has_fdb(),
             timeout=2 * PERIOD,
             what="the route and FDB entry restored by a full reconcile",
         )
-        restored_after = time.monotonic() - deleted
         before = writes[0]
         wait_until(lambda: writes[0] >= before + 2, timeout=5, what="the churn still running")
-    assert restored_after <= 2 * PERIOD + 0.5
     assert c.ping(n1, n2.pod_ip, 3).received == 3
