@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from ipaddress import ip_address
 from pathlib import Path
@@ -93,6 +93,8 @@ class Node:
     health: list[bool] = field(default_factory=list)
     task: asyncio.Task[int] | None = None
     stop: asyncio.Event = field(default_factory=asyncio.Event)
+    server: grpc.aio.Server | None = None
+    serve_on: Callable[[FakeLeaseService], Awaitable[grpc.aio.Server]] | None = None
 
     @property
     def serving(self) -> bool:
@@ -124,6 +126,15 @@ async def start(socket_path: Path) -> AsyncIterator[Callable[..., asyncio.Future
     channels: list[grpc.aio.Channel] = []
     nodes: list[Node] = []
 
+    async def serve_on(service: FakeLeaseService) -> grpc.aio.Server:
+        """A lease service on the socket (replacing whatever was there)."""
+        server = grpc.aio.server()
+        lease_pb2_grpc.add_LeaseServiceServicer_to_server(service, server)
+        server.add_insecure_port(unix_target(socket_path))
+        await server.start()
+        servers.append(server)
+        return server
+
     async def make(
         leases: Sequence[lease_pb2.Lease] = (),
         *,
@@ -133,19 +144,14 @@ async def start(socket_path: Path) -> AsyncIterator[Callable[..., asyncio.Future
         serve: bool = True,
     ) -> Node:
         service = FakeLeaseService(leases, backend)
-        if serve:
-            server = grpc.aio.server()
-            lease_pb2_grpc.add_LeaseServiceServicer_to_server(service, server)
-            server.add_insecure_port(unix_target(socket_path))
-            await server.start()
-            servers.append(server)
+        server = await serve_on(service) if serve else None
         channel = grpc.aio.insecure_channel(unix_target(socket_path))
         channels.append(channel)
         settings = cli.parse(
             ["--run-dir", str(socket_path.parent), "--resync-period", str(resync_period)], {}
         )
         status = Status()
-        node = Node(service, kernel or FakeKernel(), status)
+        node = Node(service, kernel or FakeKernel(), status, server=server, serve_on=serve_on)
 
         async def set_serving(serving: bool) -> None:
             node.health.append(serving)
@@ -247,6 +253,19 @@ async def test_full_reconciles_run_by_the_clock_while_deltas_keep_coming(start: 
         )
         await asyncio.sleep(0.05)
     assert node.serving
+
+
+async def test_a_lost_lease_service_is_reconnected_and_the_new_stream_followed(start: Callable) -> None:
+    node: Node = await start([ME, lease(2)])
+    await node.wait(lambda: node.serving, "SERVING")
+    assert node.serve_on is not None and node.server is not None
+    await node.server.stop(0)
+    node.service = FakeLeaseService([ME, lease(3)])  # the store changed while the service was away
+    node.server = await node.serve_on(node.service)
+    await node.wait(
+        lambda: objects_for(node.kernel, 3) and not objects_for(node.kernel, 2), "the new snapshot applied"
+    )
+    assert node.task is not None and not node.task.done() and node.serving
 
 
 async def test_a_missing_device_is_not_serving_until_it_is_back(start: Callable) -> None:
