@@ -55,19 +55,36 @@ def nonempty(value: str) -> str:
     return value
 
 
+_GO_INT = re.compile(r"([+-]?)(0[xX][0-9a-fA-F_]{1,20}|0[bB][01_]{1,70}|0[oO]?[0-7_]{1,30}|[1-9][0-9_]{0,20}|0)")
+
+
+def go_int(value: str) -> int:
+    """An integer as Go's ``strconv.ParseInt(s, 0, 64)`` reads it (flannel's int flags): decimal,
+    ``0x`` hex, ``0b`` binary, ``0o`` or a leading ``0`` octal, underscores only after a prefix."""
+    match = _GO_INT.fullmatch(value)
+    if not match:
+        raise BadValue(f"expected an integer, got {_shown(value)}")
+    sign, digits = match.groups()
+    if "_" in digits and ("__" in digits or digits.endswith("_")):
+        raise BadValue(f"expected an integer, got {_shown(value)}")
+    digits = digits.replace("_", "")
+    if len(digits) > 1 and digits[0] == "0" and digits[1] in "0123456789":
+        digits = "0o" + digits[1:]
+    number = int(digits, 0)
+    return -number if sign == "-" else number
+
+
 def integer(lo: int | None = None, hi: int | None = None) -> Callable[[str], int]:
-    """A decimal integer, optionally bounded (inclusive)."""
+    """An integer in Go's syntax (see :func:`go_int`), optionally bounded (inclusive)."""
 
     def parse(value: str) -> int:
-        if not re.fullmatch(r"[+-]?[0-9]{1,18}", value.strip()):
-            raise BadValue(f"expected an integer, got {_shown(value)}")
-        number = int(value.strip(), 10)
+        number = go_int(value)
         if (lo is not None and number < lo) or (hi is not None and number > hi):
             bound = (
                 f"from {lo} to {hi}" if lo is not None and hi is not None
                 else f">= {lo}" if lo is not None else f"<= {hi}"
             )
-            raise BadValue(f"expected an integer {bound}, got {number}")
+            raise BadValue(f"expected an integer {bound}, got {_shown(value)}")
         return number
 
     return parse

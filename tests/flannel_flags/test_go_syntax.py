@@ -170,3 +170,18 @@ def test_hostile_words_are_named_shortened() -> None:
     many = {f"FLANNELD_X{i}": "1" for i in range(1000)}
     (notice,) = flanneld([], many).notices
     assert len(notice) < 1000 and notice.endswith("and 980 more")
+
+
+@pytest.mark.parametrize(
+    ("text", "number"),
+    [("8471", 8471), ("0x2117", 8471), ("020427", 8471), ("0o20427", 8471), ("0b10000100010111", 8471),
+     ("8_471", 8471), ("+8471", 8471)],
+)
+def test_integers_are_read_as_go_reads_them(text: str, number: int) -> None:
+    assert flanneld([f"--healthz-port={text}"])["healthz-port"] == number
+
+
+@pytest.mark.parametrize("text", ["", " 1", "1e3", "08", "0x", "1__0", "1_", "ten", "9" * 30, "1.5"])
+def test_what_go_does_not_read_as_an_integer_is_refused(text: str) -> None:
+    with pytest.raises(flannel_flags.UsageError, match="--healthz-port: expected an integer"):
+        flanneld([f"--healthz-port={text}"])
