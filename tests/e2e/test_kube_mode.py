@@ -47,9 +47,13 @@ class KubeLeaseService:
     def start(self, wait: bool = True) -> KubeLeaseService:
         self.daemon.start()
         if wait:
-            wait_until(lambda: health_status(self.socket) == "SERVING" or not self.daemon.alive(), timeout=20,
-                       what="SERVING")
-            assert self.daemon.alive(), self.daemon.log()
+            try:
+                wait_until(lambda: health_status(self.socket) == "SERVING" or not self.daemon.alive(), timeout=20,
+                           what="SERVING")
+                assert self.daemon.alive(), self.daemon.log()
+            except BaseException:
+                self.daemon.kill()  # the caller never got it to clean up: no lease service left running
+                raise
         return self
 
     def acquire(self, timeout: float = 20) -> lease_pb2.Lease:
