@@ -14,7 +14,6 @@ what was expected; ``-h``/``--help`` and ``--version`` raise :class:`Done` with 
 from __future__ import annotations
 
 import difflib
-import importlib.metadata
 import re
 import textwrap
 from collections.abc import Mapping, Sequence
@@ -41,6 +40,8 @@ class Done(Exception):
 
 def version() -> str:
     """The installed package's version."""
+    import importlib.metadata  # only for --version: it costs start-up time every daemon would pay
+
     try:
         return importlib.metadata.version(PACKAGE)
     except importlib.metadata.PackageNotFoundError:
