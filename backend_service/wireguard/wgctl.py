@@ -1,0 +1,163 @@
+"""Reading and configuring a WireGuard device with ``wg`` (wireguard-tools).
+
+``wg`` speaks to both implementations through one interface: the kernel's generic netlink family, or
+the UAPI socket ``/var/run/wireguard/<device>.sock`` of a userspace implementation (wireguard-go).
+So the backend configures kernel and userspace devices with the same code. Secrets never appear on a
+command line: the private key is read by ``wg`` from the key file, the pre-shared key from a memfd
+handed to ``wg`` as ``/dev/fd/N`` (each open of it starts at the beginning, so one file serves every peer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
+from pathlib import Path
+
+from .keys import Key, WireGuardKeyError
+
+WG_TIMEOUT = 10.0
+"""Seconds one ``wg`` call may take."""
+
+
+class WgError(RuntimeError):
+    """``wg`` failed (exit status and its message), timed out, or printed what we cannot read."""
+
+
+@dataclass(frozen=True)
+class PeerConfig:
+    """One peer as the device should hold it."""
+
+    public_key: str
+    endpoint: tuple[IPv4Address | IPv6Address, int] | None
+    allowed_ips: tuple[IPv4Network | IPv6Network, ...]
+    keepalive: int = 0
+    """Seconds between keepalives; 0 is off (flannel's default)."""
+    psk: str | None = None
+    """The pre-shared key's base64 text, or None."""
+
+    @property
+    def endpoint_text(self) -> str:
+        if self.endpoint is None:
+            return ""
+        addr, port = self.endpoint
+        return f"[{addr}]:{port}" if addr.version == 6 else f"{addr}:{port}"
+
+
+@dataclass(frozen=True)
+class PeerState:
+    """One peer as ``wg show <dev> dump`` reports it."""
+
+    config: PeerConfig
+    latest_handshake: int
+    """Unix seconds of the last handshake; 0 when there has been none."""
+    rx_bytes: int
+    tx_bytes: int
+
+
+@dataclass(frozen=True)
+class DeviceState:
+    """The device: its public key (None without a private key), listen port and peers by public key."""
+
+    public_key: str | None
+    listen_port: int
+    peers: dict[str, PeerState] = field(default_factory=dict)
+
+
+def _endpoint(text: str) -> tuple[IPv4Address | IPv6Address, int] | None:
+    if text == "(none)":
+        return None
+    host, _, port = text.rpartition(":")
+    return ip_address(host.strip("[]")), int(port)
+
+
+def parse_dump(text: str) -> DeviceState:
+    """``wg show <dev> dump``: the device line, then a line per peer, fields separated by tabs."""
+    lines = [line for line in text.splitlines() if line]
+    if not lines:
+        raise WgError("wg show dump printed nothing")
+    try:
+        head = lines[0].split("\t")
+        device = DeviceState(None if head[1] == "(none)" else head[1], int(head[2]))
+        for line in lines[1:]:
+            f = line.split("\t")
+            allowed = () if f[3] == "(none)" else tuple(ip_network(a) for a in f[3].split(","))
+            keepalive = 0 if f[7] == "off" else int(f[7])
+            config = PeerConfig(f[0], _endpoint(f[2]), allowed, keepalive, None if f[1] == "(none)" else f[1])
+            device.peers[f[0]] = PeerState(config, int(f[4]), int(f[5]), int(f[6]))
+    except (IndexError, ValueError) as exc:
+        raise WgError(f"cannot read wg show dump output: {exc}: {text[:200]!r}") from exc
+    return device
+
+
+async def _wg(args: Sequence[str], *, pass_fds: Sequence[int] = (), timeout: float = WG_TIMEOUT) -> str:
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            "wg", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, pass_fds=tuple(pass_fds),
+        )
+    except FileNotFoundError as exc:
+        raise WgError("the wg command (wireguard-tools) is not installed") from exc
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise WgError(f"wg {args[0]} {args[1] if len(args) > 1 else ''}: no answer within {timeout:.0f}s") from None
+    if proc.returncode != 0:
+        message = err.decode(errors="replace").strip().splitlines()
+        raise WgError(f"wg {' '.join(args[:2])}: exit status {proc.returncode}: {message[-1] if message else ''}")
+    return out.decode(errors="replace")
+
+
+async def show(device: str) -> DeviceState:
+    """The device's keys, port and peers."""
+    return parse_dump(await _wg(["show", device, "dump"]))
+
+
+async def set_device(device: str, private_key_file: Path, listen_port: int) -> None:
+    """Give ``device`` its private key (from the key file) and listen port."""
+    await _wg(["set", device, "listen-port", str(listen_port), "private-key", str(private_key_file)])
+
+
+def _secret_fd(secret: str) -> int:
+    fd = os.memfd_create("flannel-wg-psk", os.MFD_CLOEXEC)
+    os.write(fd, f"{secret}\n".encode())
+    return fd
+
+
+async def set_peers(device: str, upserts: Sequence[PeerConfig], removes: Sequence[str]) -> None:
+    """Add or change ``upserts`` (their allowed IPs replaced) and remove the peers in ``removes``, in one call."""
+    if not upserts and not removes:
+        return
+    args = ["set", device]
+    fds: dict[str, int] = {}
+    try:
+        for peer in upserts:
+            args += ["peer", peer.public_key,
+                     "allowed-ips", ",".join(str(n) for n in peer.allowed_ips),
+                     "persistent-keepalive", str(peer.keepalive) if peer.keepalive else "off"]
+            if peer.endpoint is not None:
+                args += ["endpoint", peer.endpoint_text]
+            if peer.psk is not None:
+                if peer.psk not in fds:
+                    fds[peer.psk] = _secret_fd(peer.psk)
+                args += ["preshared-key", f"/dev/fd/{fds[peer.psk]}"]
+            else:
+                args += ["preshared-key", "/dev/null"]
+        for key in removes:
+            args += ["peer", key, "remove"]
+        await _wg(args, pass_fds=tuple(fds.values()))
+    finally:
+        for fd in fds.values():
+            os.close(fd)
+
+
+def check_key(text: str) -> str:
+    """``text`` if it is a WireGuard public key; raises WireGuardKeyError otherwise."""
+    return str(Key.parse(text))
+
+
+__all__ = ["DeviceState", "PeerConfig", "PeerState", "WgError", "WireGuardKeyError", "check_key", "parse_dump",
+           "set_device", "set_peers", "show"]
