@@ -10,10 +10,17 @@ ignores unknown keys, so we do too):
   ``DirectRouting`` (false), ``Learning`` (false), ``MTU`` (0: the underlay MTU minus 50 for IPv4,
   minus 70 for IPv6), ``MacPrefix`` (accepted and ignored: our VTEP MAC is derived, see ``vxlan.py``).
 - ``host-gw``: no options.
+- ``wireguard``: ``PSK`` (none), ``ListenPort`` (51820), ``ListenPortV6`` (51821), ``MTU`` (0: the underlay
+  MTU; the devices and the pods get 80 bytes less), ``PersistentKeepaliveInterval`` (0: off; seconds),
+  ``Mode`` (``separate``: ``flannel-wg`` for IPv4 and ``flannel-wg-v6`` for IPv6; ``auto``, ``ipv4``,
+  ``ipv6``: one device ``flannel-wg`` for both families, peers reached over IPv4, IPv6 or the likelier one).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import dataclasses
 import ipaddress
 import json
 from dataclasses import dataclass
@@ -24,7 +31,8 @@ from proto.flannel.v1 import lease_pb2
 
 VXLAN = "vxlan"
 HOST_GW = "host-gw"
-SUPPORTED_BACKENDS: tuple[str, ...] = (VXLAN, HOST_GW)
+WIREGUARD = "wireguard"
+SUPPORTED_BACKENDS: tuple[str, ...] = (VXLAN, HOST_GW, WIREGUARD)
 
 DEFAULT_VNI = 1
 DEFAULT_VXLAN_PORT = 8472
@@ -73,7 +81,33 @@ class HostGwOptions:
     """host-gw has no options."""
 
 
-BackendOptions = VxlanOptions | HostGwOptions
+WG_MODES = ("separate", "auto", "ipv4", "ipv6")
+# Bytes WireGuard adds to an inner packet: outer IPv6 header (40; IPv4's 20 fits too) + UDP (8) + type (4)
+# + key index (4) + nonce (8) + authentication tag (16). flannel uses 80 for both families.
+WIREGUARD_OVERHEAD = 80
+
+
+@dataclass(frozen=True)
+class WireGuardOptions:
+    """flannel's wireguard backend options."""
+
+    psk: str | None = dataclasses.field(default=None, repr=False)
+    """Pre-shared key for every peer (WireGuard's base64 text), or None."""
+    listen_port: int = 51820
+    listen_port_v6: int = 51821
+    """The IPv6 device's port (``separate`` mode only)."""
+    mtu: int = 0
+    """Underlay MTU; 0 means the external interface's. Devices and pods get ``mtu - 80``."""
+    keepalive: int = 0
+    """``PersistentKeepaliveInterval`` in seconds; 0 is off."""
+    mode: str = "separate"
+
+    def device_mtu(self, underlay_mtu: int) -> int:
+        """The MTU of the WireGuard device(s), and of the pods, over an underlay with ``underlay_mtu``."""
+        return (self.mtu or underlay_mtu) - WIREGUARD_OVERHEAD
+
+
+BackendOptions = VxlanOptions | HostGwOptions | WireGuardOptions
 
 
 @dataclass(frozen=True)
@@ -152,7 +186,38 @@ def parse_backend(backend_json: str, backend_type: str = "") -> tuple[str, Backe
         )
     if kind == HOST_GW:
         return kind, HostGwOptions()
+    if kind == WIREGUARD:
+        return kind, _wireguard_options(obj)
     raise ConfigError("Backend.Type", kind, "one of " + ", ".join(repr(t) for t in SUPPORTED_BACKENDS))
+
+
+def _wireguard_options(obj: dict[str, Any]) -> WireGuardOptions:
+    found, psk = _lookup(obj, "PSK")
+    if found and psk not in (None, ""):
+        if not isinstance(psk, str) or not _is_wg_key(psk):
+            # Never echo a secret back into a log line.
+            raise ConfigError("Backend.PSK", "<hidden>", "a WireGuard key: 44 characters of base64 (wg genpsk)")
+    else:
+        psk = None
+    found, mode = _lookup(obj, "Mode")
+    mode = "separate" if not found or mode in (None, "") else mode
+    if mode not in WG_MODES:
+        raise ConfigError("Backend.Mode", mode, "one of " + ", ".join(WG_MODES))
+    return WireGuardOptions(
+        psk=psk,
+        listen_port=_get_int(obj, "ListenPort", 51820, 1, 65535),
+        listen_port_v6=_get_int(obj, "ListenPortV6", 51821, 1, 65535),
+        mtu=_get_int(obj, "MTU", 0, 0, 65535),
+        keepalive=_get_int(obj, "PersistentKeepaliveInterval", 0, 0, 65535),
+        mode=mode,
+    )
+
+
+def _is_wg_key(text: str) -> bool:
+    try:
+        return len(text) == 44 and len(base64.b64decode(text, validate=True)) == 32
+    except (binascii.Error, ValueError):
+        return False
 
 
 def _network(field: str, text: str, version: int) -> IPv4Network | IPv6Network:

@@ -10,7 +10,7 @@ permanent neighbours and permanent FDB entries on our VXLAN devices are ours as 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 from .leases import PeerLease
@@ -30,6 +30,7 @@ IPAddress = IPv4Address | IPv6Address
 MODE_VXLAN = "vxlan"
 MODE_DIRECT = "direct"
 MODE_HOST_GW = "host-gw"
+MODE_WIREGUARD = "wireguard"
 
 
 @dataclass(frozen=True)
@@ -72,14 +73,43 @@ class FdbEntry:
 
 
 @dataclass(frozen=True)
+class WgPeer:
+    """A WireGuard peer on one of our WireGuard devices: its key, endpoint, allowed IPs, keepalive, PSK."""
+
+    ifname: str
+    public_key: str
+    endpoint: tuple[IPAddress, int] | None
+    allowed_ips: tuple[IPNetwork, ...]
+    """Sorted (version, address, prefix length), so that equal sets compare equal."""
+    keepalive: int = 0
+    psk: str | None = field(default=None, repr=False)
+
+    @property
+    def endpoint_text(self) -> str:
+        if self.endpoint is None:
+            return ""
+        addr, port = self.endpoint
+        return f"[{addr}]:{port}" if addr.version == 6 else f"{addr}:{port}"
+
+    def __str__(self) -> str:
+        allowed = ",".join(str(n) for n in self.allowed_ips)
+        return f"wg peer {self.public_key} dev {self.ifname} endpoint {self.endpoint_text or '-'} allowed-ips {allowed}"
+
+
+def sorted_networks(networks: Iterable[IPNetwork]) -> tuple[IPNetwork, ...]:
+    """``networks`` in the order WgPeer keeps them."""
+    return tuple(sorted(set(networks), key=lambda n: (n.version, int(n.network_address), n.prefixlen)))
+
+
+@dataclass(frozen=True)
 class PeerPlan:
     """How a peer is reached: ``vxlan`` (encapsulated), ``direct`` (DirectRouting) or ``host-gw``,
     and the kernel objects that reach it."""
 
     peer: PeerLease
     mode: str
-    objects: tuple[Route | Neighbour | FdbEntry, ...] = ()
-    """This peer's FDB entries, neighbours and routes (filled in by :class:`DesiredBuilder`)."""
+    objects: tuple[Route | Neighbour | FdbEntry | WgPeer, ...] = ()
+    """This peer's WireGuard peers, FDB entries, neighbours and routes (filled in by :class:`DesiredBuilder`)."""
 
 
 @dataclass(frozen=True)
@@ -90,11 +120,12 @@ class DesiredState:
     neighbours: frozenset[Neighbour] = frozenset()
     fdb: frozenset[FdbEntry] = frozenset()
     peers: tuple[PeerPlan, ...] = ()
+    wg_peers: frozenset[WgPeer] = frozenset()
 
     @property
     def object_count(self) -> int:
-        """Routes + neighbours + FDB entries."""
-        return len(self.routes) + len(self.neighbours) + len(self.fdb)
+        """Routes + neighbours + FDB entries + WireGuard peers."""
+        return len(self.routes) + len(self.neighbours) + len(self.fdb) + len(self.wg_peers)
 
 
 class DesiredBuilder:
@@ -104,6 +135,7 @@ class DesiredBuilder:
         self.routes: list[Route] = []
         self.neighbours: list[Neighbour] = []
         self.fdb: list[FdbEntry] = []
+        self.wg_peers: list[WgPeer] = []
         self.peers: list[PeerPlan] = []
 
     def add(
@@ -112,16 +144,19 @@ class DesiredBuilder:
         routes: Iterable[Route] = (),
         neighbours: Iterable[Neighbour] = (),
         fdb: Iterable[FdbEntry] = (),
+        wg_peers: Iterable[WgPeer] = (),
     ) -> None:
         """Add one peer's objects."""
-        routes, neighbours, fdb = tuple(routes), tuple(neighbours), tuple(fdb)
-        self.peers.append(PeerPlan(plan.peer, plan.mode, (*fdb, *neighbours, *routes)))
+        routes, neighbours, fdb, wg = tuple(routes), tuple(neighbours), tuple(fdb), tuple(wg_peers)
+        self.peers.append(PeerPlan(plan.peer, plan.mode, (*wg, *fdb, *neighbours, *routes)))
         self.routes.extend(routes)
         self.neighbours.extend(neighbours)
         self.fdb.extend(fdb)
+        self.wg_peers.extend(wg)
 
     def build(self) -> DesiredState:
         """The frozen state."""
         return DesiredState(
-            frozenset(self.routes), frozenset(self.neighbours), frozenset(self.fdb), tuple(self.peers)
+            frozenset(self.routes), frozenset(self.neighbours), frozenset(self.fdb), tuple(self.peers),
+            frozenset(self.wg_peers),
         )

@@ -16,12 +16,12 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .desired import RTPROT_FLANNEL, DesiredState, FdbEntry, Neighbour, Route
+from .desired import RTPROT_FLANNEL, DesiredState, FdbEntry, Neighbour, Route, WgPeer
 
 REPLACE = "replace"
 DELETE = "delete"
 
-KernelObject = Route | Neighbour | FdbEntry
+KernelObject = Route | Neighbour | FdbEntry | WgPeer
 
 
 def identity(obj: KernelObject) -> tuple[object, ...]:
@@ -30,6 +30,8 @@ def identity(obj: KernelObject) -> tuple[object, ...]:
         return ("route", obj.dst)
     if isinstance(obj, Neighbour):
         return ("neigh", obj.ifname, obj.dst)
+    if isinstance(obj, WgPeer):
+        return ("wgpeer", obj.ifname, obj.public_key)
     return ("fdb", obj.ifname, obj.lladdr)
 
 
@@ -55,11 +57,13 @@ class KernelRoute:
 
 @dataclass(frozen=True)
 class KernelState:
-    """Routes, permanent neighbours and permanent FDB entries that we own, as the kernel has them."""
+    """Routes, permanent neighbours, permanent FDB entries and WireGuard peers that we own, as the
+    kernel (and the WireGuard devices) have them."""
 
     routes: tuple[KernelRoute, ...] = ()
     neighbours: frozenset[Neighbour] = frozenset()
     fdb: frozenset[FdbEntry] = frozenset()
+    wg_peers: frozenset[WgPeer] = frozenset()
 
     @classmethod
     def holding(cls, objects: Iterable[KernelObject]) -> KernelState:
@@ -67,14 +71,17 @@ class KernelState:
         routes: list[KernelRoute] = []
         neighbours: set[Neighbour] = set()
         fdb: set[FdbEntry] = set()
+        wg: set[WgPeer] = set()
         for obj in objects:
             if isinstance(obj, Route):
                 routes.append(KernelRoute(obj, priority=default_metric(obj)))
             elif isinstance(obj, Neighbour):
                 neighbours.add(obj)
+            elif isinstance(obj, WgPeer):
+                wg.add(obj)
             else:
                 fdb.add(obj)
-        return cls(tuple(routes), frozenset(neighbours), frozenset(fdb))
+        return cls(tuple(routes), frozenset(neighbours), frozenset(fdb), frozenset(wg))
 
 
 @dataclass(frozen=True)
@@ -153,6 +160,17 @@ def _diff_fdb(
     return changes, deletes
 
 
+def _diff_wg(
+    desired: Iterable[WgPeer], current: frozenset[WgPeer], delete: bool
+) -> tuple[list[Op], list[Op]]:
+    # A replace of a peer rewrites its endpoint, allowed IPs, keepalive and PSK in place.
+    changes = [Op(REPLACE, p) for p in sorted(desired, key=lambda p: (p.ifname, p.public_key)) if p not in current]
+    wanted = {(p.ifname, p.public_key) for p in desired}
+    deletes = [Op(DELETE, p) for p in sorted(current, key=lambda p: (p.ifname, p.public_key))
+               if (p.ifname, p.public_key) not in wanted]
+    return changes, deletes if delete else []
+
+
 def diff(desired: DesiredState, current: KernelState, *, delete: bool = True) -> list[Op]:
     """The operations that turn ``current`` into ``desired``; none when they are equal.
 
@@ -161,4 +179,6 @@ def diff(desired: DesiredState, current: KernelState, *, delete: bool = True) ->
     fdb_changes, fdb_deletes = _diff_fdb(desired.fdb, current.fdb, delete)
     neigh_changes, neigh_deletes = _diff_neighbours(desired.neighbours, current.neighbours, delete)
     route_changes, route_deletes = _diff_routes(desired.routes, current.routes, delete)
-    return fdb_changes + neigh_changes + route_changes + route_deletes + neigh_deletes + fdb_deletes
+    wg_changes, wg_deletes = _diff_wg(desired.wg_peers, current.wg_peers, delete)
+    return (wg_changes + fdb_changes + neigh_changes + route_changes
+            + route_deletes + neigh_deletes + fdb_deletes + wg_deletes)

@@ -16,6 +16,7 @@ request per op). A failing operation is recorded and the others still run.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import ipaddress
 import logging
@@ -28,7 +29,7 @@ from typing import Any, Protocol
 
 from pyroute2 import AsyncIPRoute
 
-from .desired import RTPROT_FLANNEL, FdbEntry, Neighbour, Route
+from .desired import RTPROT_FLANNEL, FdbEntry, Neighbour, Route, WgPeer
 from .diff import DELETE, KernelRoute, KernelState, Op
 from .netlink_fast import (
     AF_BRIDGE,
@@ -47,6 +48,7 @@ from .netlink_fast import (
     send_batch,
 )
 from .node import ConnectedNetwork, PublicInterface
+from .wireguard import wgctl
 
 log = logging.getLogger(__name__)
 
@@ -303,14 +305,55 @@ class Kernel(Protocol):
 
 
 class NetlinkKernel:
-    """The kernel of ``ipr``'s network namespace: :func:`read_kernel` and a :class:`TemplateApplier`."""
+    """The kernel of ``ipr``'s network namespace: :func:`read_kernel` and a :class:`TemplateApplier`, and
+    the peers of our WireGuard devices through ``wg`` (:mod:`backend_service.wireguard.wgctl`)."""
 
     def __init__(self, ipr: AsyncIPRoute) -> None:
         self._ipr = ipr
         self._applier = TemplateApplier(ipr)
 
     async def read(self, devices: Iterable[str]) -> KernelSnapshot:
-        return await read_kernel(self._ipr, devices)
+        devices = tuple(devices)
+        snapshot = await read_kernel(self._ipr, devices)
+        present = set(snapshot.links.values())
+        wg_devices = [d for d in devices if d in wgctl.DEVICES and d in present]
+        if not wg_devices:
+            return snapshot
+        peers: set[WgPeer] = set()
+        for device in wg_devices:
+            try:
+                state = await wgctl.show(device)
+            except wgctl.WgError as e:
+                raise KernelError(str(e)) from e
+            peers.update(p.peer for p in state.peers.values())
+        return dataclasses.replace(snapshot, state=dataclasses.replace(snapshot.state, wg_peers=frozenset(peers)))
 
     async def apply(self, ops: Sequence[Op]) -> ApplyResult:
-        return await self._applier.apply(ops)
+        """WireGuard peers first (one ``wg set`` per device), netlink ops, then WireGuard removals: the
+        order :func:`~backend_service.diff.diff` gives, with each kind applied in bulk."""
+        wg_first = [op for op in ops if isinstance(op.obj, WgPeer) and op.action != DELETE]
+        wg_last = [op for op in ops if isinstance(op.obj, WgPeer) and op.action == DELETE]
+        netlink = [op for op in ops if not isinstance(op.obj, WgPeer)]
+        failures: list[OpFailure] = []
+        failures += await _apply_wg(wg_first)
+        result = await self._applier.apply(netlink) if netlink else ApplyResult(0, ())
+        failures += result.failures
+        failures += await _apply_wg(wg_last)
+        return ApplyResult(applied=len(ops) - len(failures), failures=tuple(failures))
+
+
+async def _apply_wg(ops: Sequence[Op]) -> list[OpFailure]:
+    """One ``wg set`` per device for ``ops``; when it fails, every op in it failed."""
+    by_device: dict[str, list[Op]] = {}
+    for op in ops:
+        by_device.setdefault(op.obj.ifname, []).append(op)
+    failures: list[OpFailure] = []
+    for device, device_ops in by_device.items():
+        upserts = [op.obj for op in device_ops if op.action != DELETE and isinstance(op.obj, WgPeer)]
+        removes = [op.obj.public_key for op in device_ops if op.action == DELETE and isinstance(op.obj, WgPeer)]
+        try:
+            await wgctl.set_peers(device, upserts, removes)
+        except wgctl.WgError as e:
+            failures += [OpFailure(op, str(e)) for op in device_ops]
+            log.warning("WireGuard device %s refused %d peer changes: %s", device, len(device_ops), e)
+    return failures

@@ -17,7 +17,7 @@ from typing import Any
 
 from proto.flannel.v1 import lease_pb2
 
-from .config import MAX_VNI, VXLAN
+from .config import MAX_VNI, VXLAN, WIREGUARD
 
 # Reason codes raised while parsing (validate.py adds the semantic ones).
 MALFORMED_LEASE = "MALFORMED_LEASE"
@@ -48,6 +48,17 @@ class VxlanData:
 
 
 @dataclass(frozen=True)
+class WireGuardData:
+    """The backend data a wireguard node publishes: its public key (``{"PublicKey": "<base64>"}``)."""
+
+    public_key: str
+
+    def to_json(self) -> str:
+        """flannel's JSON form, as published in the lease."""
+        return json.dumps({"PublicKey": self.public_key}, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
 class PeerLease:
     """One node's lease, parsed. ``None`` means "not present" for every optional field."""
 
@@ -62,6 +73,10 @@ class PeerLease:
     """Parsed ``backend_data`` when ``backend_type`` is vxlan and data is present."""
     vxlan_v6: VxlanData | None = None
     """Parsed ``backend_v6_data`` when ``backend_type`` is vxlan and data is present."""
+    wireguard: WireGuardData | None = None
+    """Parsed ``backend_data`` when ``backend_type`` is wireguard and data is present."""
+    wireguard_v6: WireGuardData | None = None
+    """Parsed ``backend_v6_data`` when ``backend_type`` is wireguard and data is present."""
     source: lease_pb2.Lease | None = field(default=None, compare=False, hash=False, repr=False)
     """The message it was parsed from, for status reports."""
 
@@ -118,14 +133,39 @@ def parse_vxlan_data(fieldname: str, text: str) -> VxlanData:
     return VxlanData(vni=vni, vtep_mac=mac)
 
 
+_WG_KEY_RE = re.compile(r"[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=", re.ASCII)
+
+
+def parse_wireguard_data(fieldname: str, text: str) -> WireGuardData:
+    """Parse wireguard backend data ``{"PublicKey": "<44 characters of base64>"}`` (key case-insensitive)."""
+    try:
+        obj = json.loads(text)
+    except (ValueError, RecursionError) as e:
+        raise LeaseError(BACKEND_DATA_MALFORMED, f"{fieldname} is not JSON ({e})") from e
+    if not isinstance(obj, dict):
+        raise LeaseError(BACKEND_DATA_MALFORMED, f"{fieldname} is not a JSON object")
+    key = {str(k).lower(): v for k, v in obj.items()}.get("publickey")
+    # A Curve25519 key is 32 bytes: 43 base64 digits (the last one holding 4 bits) and one "=".
+    if not isinstance(key, str) or not _WG_KEY_RE.fullmatch(key):
+        shown = key[:60] if isinstance(key, str) else key
+        raise LeaseError(BACKEND_DATA_MALFORMED, f"{fieldname}: PublicKey={shown!r} is not a WireGuard key")
+    return WireGuardData(key)
+
+
 def parse_lease(msg: lease_pb2.Lease) -> PeerLease:
     """Parse a proto ``Lease``; raises :class:`LeaseError` for malformed addresses or backend data."""
     vxlan4 = vxlan6 = None
+    wg4 = wg6 = None
     if msg.backend_type == VXLAN:
         if msg.backend_data:
             vxlan4 = parse_vxlan_data("backend_data", msg.backend_data)
         if msg.backend_v6_data:
             vxlan6 = parse_vxlan_data("backend_v6_data", msg.backend_v6_data)
+    elif msg.backend_type == WIREGUARD:
+        if msg.backend_data:
+            wg4 = parse_wireguard_data("backend_data", msg.backend_data)
+        if msg.backend_v6_data:
+            wg6 = parse_wireguard_data("backend_v6_data", msg.backend_v6_data)
     return PeerLease(
         key=msg.key,
         node_name=msg.node_name,
@@ -136,5 +176,7 @@ def parse_lease(msg: lease_pb2.Lease) -> PeerLease:
         backend_type=msg.backend_type,
         vxlan=vxlan4,
         vxlan_v6=vxlan6,
+        wireguard=wg4,
+        wireguard_v6=wg6,
         source=msg,
     )

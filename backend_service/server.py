@@ -18,7 +18,7 @@ class BackendServicer(backend_pb2_grpc.BackendServiceServicer):
 
     async def Describe(self, request: lease_pb2.DescribeRequest, context: grpc.aio.ServicerContext) -> lease_pb2.DescribeResponse:
         return lease_pb2.DescribeResponse(name="flannel-py backend", version=VERSION, api_versions=["flannel.v1"],
-                                          capabilities=["vxlan", "host-gw", "ipv6", "ip-masq"])
+                                          capabilities=["vxlan", "host-gw", "wireguard", "ipv6", "ip-masq"])
 
     def _peers(self) -> list[backend_pb2.Peer]:
         leases = self.status.leases()
@@ -33,6 +33,8 @@ class BackendServicer(backend_pb2_grpc.BackendServiceServicer):
         )
         if s.own_lease is not None:
             reply.own_lease.CopyFrom(s.own_lease)
+        if s.wireguard is not None:
+            reply.wireguard.CopyFrom(await s.wireguard())
         if s.last_reconcile is not None:
             stamp = Timestamp()
             stamp.FromDatetime(s.last_reconcile)

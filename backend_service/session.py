@@ -17,6 +17,7 @@ import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+from pathlib import Path
 from typing import NoReturn, TypeVar
 
 import grpc
@@ -26,28 +27,35 @@ from proto.flannel.v1 import lease_pb2, lease_pb2_grpc
 
 from . import cli, metrics
 from .backend import Backend, BackendSetup
-from .config import HOST_GW, VXLAN, ConfigError, NetworkConfig, parse_network_config
+from .config import HOST_GW, VXLAN, WIREGUARD, ConfigError, NetworkConfig, parse_network_config
 from .controller import EXIT_PERMANENT, EXIT_USAGE, Fatal
 from .follow import LeaseView, follow
 from .hostgw import HostGwBackend
 from .kernel import KernelError, read_public_interface
+from .leases import LeaseError, parse_wireguard_data
 from .masq import IptablesMasq, MasqError, MasqNetwork, Masquerade, NftablesMasq
 from .node import LocalNode, PublicInterface
 from .status import Status
 from .vxlan import VxlanBackend
+from .wireguard.backend import WireGuardBackend
+from .wireguard.keys import key_file
 
 log = logging.getLogger(__name__)
 WatchLease = lease_pb2.WatchLeaseResponse
 T = TypeVar("T")
 
 
-def make_backend(ipr: AsyncIPRoute, config: NetworkConfig, public: PublicInterface) -> Backend:
+def make_backend(
+    ipr: AsyncIPRoute, config: NetworkConfig, public: PublicInterface, run_dir: Path = Path("/run/flannel")
+) -> Backend:
     """The backend ``config.backend_type`` names."""
     if config.backend_type == VXLAN:
         return VxlanBackend(ipr, config, public)
     if config.backend_type == HOST_GW:
         return HostGwBackend(public)
-    raise ConfigError("Backend.Type", config.backend_type, f"one of {VXLAN!r}, {HOST_GW!r}")
+    if config.backend_type == WIREGUARD:
+        return WireGuardBackend(ipr, config, public, key_file(run_dir))
+    raise ConfigError("Backend.Type", config.backend_type, f"one of {VXLAN!r}, {HOST_GW!r}, {WIREGUARD!r}")
 
 
 async def local_dataplane(
@@ -64,7 +72,7 @@ async def local_dataplane(
         public = dataclasses.replace(
             public, ipv4=settings.public_ip or public.ipv4, ipv6=settings.public_ipv6 or public.ipv6
         )
-    return public, make_backend(ipr, config, public)
+    return public, make_backend(ipr, config, public, settings.run_dir)
 
 
 @dataclass(frozen=True)
@@ -144,7 +152,22 @@ class Session:
             setup.device,
             setup.mtu,
         )
+        if isinstance(backend, WireGuardBackend):
+            self.status.wireguard = lambda: backend.status(self._programmed_keys())
         return Prepared(config, public, backend, setup)
+
+    def _programmed_keys(self) -> dict[str, str]:
+        """Public key → lease key of every WireGuard peer programmed (for GetStatus)."""
+        leases = self.status.leases()
+        out: dict[str, str] = {}
+        for key in self.status.peers:
+            lease = leases.get(key)
+            for data in (lease.backend_data, lease.backend_v6_data) if lease is not None else ():
+                try:
+                    out[parse_wireguard_data("backend_data", data).public_key] = key
+                except LeaseError:
+                    continue
+        return out
 
     async def run(
         self, prepared: Prepared, adopted: Callable[[LocalNode], None], changed: Callable[[], None]

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from proto.flannel.v1 import lease_pb2
+from proto.flannel.v1 import backend_pb2, lease_pb2
 
 
 @dataclass
@@ -37,6 +37,8 @@ class Status:
     """Every device the backend owns existed at the last read of the kernel."""
     failed: str = ""
     """Why the controller stopped (an unexpected failure); health stays NOT_SERVING."""
+    wireguard: Callable[[], Awaitable[backend_pb2.WireGuardStatus]] | None = None
+    """The wireguard backend's devices and peers, read when GetStatus asks (None for other backends)."""
 
     @property
     def healthy(self) -> bool:

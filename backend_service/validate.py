@@ -17,7 +17,8 @@ Reason codes (``Rejection.reason``):
 - ``MISSING_PUBLIC_IP``: no public address for a family the lease has a subnet in.
 - ``PUBLIC_IP_IN_OVERLAY``: the public address is inside the overlay network (a routing loop).
 - ``OWN_PUBLIC_IP``: the public address is this node's (a stale lease of ours, or a clash).
-- ``MISSING_BACKEND_DATA``: vxlan without VNI/VtepMAC for a family the lease has a subnet in.
+- ``MISSING_BACKEND_DATA``: vxlan without VNI/VtepMAC, or wireguard without a PublicKey, for a family the
+  lease has a subnet in.
 - ``VNI_MISMATCH``: the peer's VNI is not ours.
 - ``NOT_DIRECTLY_CONNECTED``: host-gw, and the public address is not on a directly connected network.
 - ``OVERLAPS_LEASE``: the subnet overlaps a lease accepted before it (ordered by key).
@@ -33,7 +34,7 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_add
 
 from proto.flannel.v1 import lease_pb2
 
-from .config import HOST_GW, VXLAN, NetworkConfig, VxlanOptions
+from .config import HOST_GW, VXLAN, WIREGUARD, NetworkConfig, VxlanOptions, WireGuardOptions
 from .leases import BACKEND_DATA_MALFORMED, MALFORMED_LEASE, LeaseError, PeerLease, parse_lease
 from .node import LocalNode
 
@@ -144,6 +145,16 @@ def _check_family(
         if data.vni != config.backend.vni:
             raise LeaseError(
                 VNI_MISMATCH, f"{data_field} has VNI {data.vni}, this network uses VNI {config.backend.vni}"
+            )
+    elif config.backend_type == WIREGUARD:
+        data_field = "backend_data" if subnet.version == 4 else "backend_v6_data"
+        # In separate mode each family carries its own key; the single-device modes need one of them.
+        wg = peer.wireguard if subnet.version == 4 else peer.wireguard_v6
+        if wg is None and (isinstance(config.backend, WireGuardOptions) and config.backend.mode != "separate"):
+            wg = peer.wireguard or peer.wireguard_v6
+        if wg is None:
+            raise LeaseError(
+                MISSING_BACKEND_DATA, f"wireguard lease with {family} subnet {subnet} has no PublicKey in {data_field}"
             )
     elif config.backend_type == HOST_GW and node.connected_network(public) is None:
         raise LeaseError(

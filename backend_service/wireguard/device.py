@@ -45,6 +45,9 @@ class DeviceSpec:
     mtu: int
     listen_port: int
     key_file: Path
+    """Where ``wg`` reads the private key from."""
+    public_key: str
+    """The key file's public key: a device that reports another one gets the key again."""
 
 
 async def _link(ipr: AsyncIPRoute, name: str) -> tuple[int, str] | None:
@@ -82,6 +85,7 @@ def wireguard_go_argv(name: str) -> list[str]:
 async def _start_wireguard_go(ipr: AsyncIPRoute, name: str) -> None:
     proc = await asyncio.create_subprocess_exec(
         *wireguard_go_argv(name), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        start_new_session=True,  # its own session: stopping the backend (its process group) leaves it be
         env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
     try:
         out, _ = await asyncio.wait_for(proc.communicate(), START_TIMEOUT)
@@ -121,16 +125,11 @@ async def ensure(ipr: AsyncIPRoute, spec: DeviceSpec) -> str:
     if kind not in ("wireguard", "tun"):
         raise DeviceError(f"{spec.name} exists but is a {kind or 'plain'} device, not WireGuard; "
                           f"remove it (ip link del {spec.name}) or run flanneld cleanup")
-    state = await wgctl.show(spec.name)
-    wanted_public = str(_public_of(spec.key_file))
-    if state.public_key != wanted_public or state.listen_port != spec.listen_port:
-        await wgctl.set_device(spec.name, spec.key_file, spec.listen_port)
+    try:
+        state = await wgctl.show(spec.name)
+        if state.public_key != spec.public_key or state.listen_port != spec.listen_port:
+            await wgctl.set_device(spec.name, spec.key_file, spec.listen_port)
+    except wgctl.WgError as exc:
+        raise DeviceError(f"{spec.name}: {exc}") from exc
     await ipr.link("set", index=index, mtu=spec.mtu, state="up")
     return KERNEL if kind == "wireguard" else USERSPACE
-
-
-def _public_of(key_file: Path) -> object:
-    from .keys import load_or_create
-
-    key, _ = load_or_create(key_file)
-    return key.public()

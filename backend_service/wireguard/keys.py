@@ -1,6 +1,6 @@
 """WireGuard keys: Curve25519 key pairs in WireGuard's base64 text form, and the node's key file.
 
-The private key lives in a file (flannel's ``/run/flannel/wgkey``, or ``$WIREGUARD_KEY_FILE``), made
+The private key lives in a file (``<run dir>/wgkey``: flannel's ``/run/flannel/wgkey``; or ``$WIREGUARD_KEY_FILE``), made
 with mode 0600 the first time and reused on every start, so that a restart never changes the public
 key that peers know. The public key is derived here (X25519, RFC 7748) rather than by running
 ``wg pubkey``: one scalar multiplication at start, no subprocess and no new dependency.
@@ -13,10 +13,10 @@ import binascii
 import errno
 import os
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-DEFAULT_KEY_FILE = Path("/run/flannel/wgkey")
 KEY_FILE_ENV = "WIREGUARD_KEY_FILE"
 KEY_LEN = 32
 
@@ -105,10 +105,11 @@ class Key:
         return "Key(...)"
 
 
-def key_file(environ: dict[str, str] | None = None) -> Path:
-    """flannel's key file: ``$WIREGUARD_KEY_FILE`` or ``/run/flannel/wgkey``."""
+def key_file(run_dir: Path, environ: Mapping[str, str] | None = None) -> Path:
+    """The key file: ``$WIREGUARD_KEY_FILE``, else ``wgkey`` in the run dir (flannel's ``/run/flannel/wgkey``
+    with the default ``--run-dir``)."""
     env = os.environ if environ is None else environ
-    return Path(env[KEY_FILE_ENV]) if env.get(KEY_FILE_ENV) else DEFAULT_KEY_FILE
+    return Path(env[KEY_FILE_ENV]) if env.get(KEY_FILE_ENV) else run_dir / "wgkey"
 
 
 def load_or_create(path: Path) -> tuple[Key, bool]:

@@ -13,11 +13,13 @@ import asyncio
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
+from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
 from pathlib import Path
 
-from .keys import Key, WireGuardKeyError
+from ..desired import WgPeer, sorted_networks
 
+DEVICES = ("flannel-wg", "flannel-wg-v6")
+"""flannel's WireGuard devices: one for IPv4 (or both families in the auto/ipv4/ipv6 modes), one for IPv6."""
 WG_TIMEOUT = 10.0
 """Seconds one ``wg`` call may take."""
 
@@ -27,30 +29,10 @@ class WgError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class PeerConfig:
-    """One peer as the device should hold it."""
-
-    public_key: str
-    endpoint: tuple[IPv4Address | IPv6Address, int] | None
-    allowed_ips: tuple[IPv4Network | IPv6Network, ...]
-    keepalive: int = 0
-    """Seconds between keepalives; 0 is off (flannel's default)."""
-    psk: str | None = None
-    """The pre-shared key's base64 text, or None."""
-
-    @property
-    def endpoint_text(self) -> str:
-        if self.endpoint is None:
-            return ""
-        addr, port = self.endpoint
-        return f"[{addr}]:{port}" if addr.version == 6 else f"{addr}:{port}"
-
-
-@dataclass(frozen=True)
 class PeerState:
     """One peer as ``wg show <dev> dump`` reports it."""
 
-    config: PeerConfig
+    peer: WgPeer
     latest_handshake: int
     """Unix seconds of the last handshake; 0 when there has been none."""
     rx_bytes: int
@@ -73,7 +55,7 @@ def _endpoint(text: str) -> tuple[IPv4Address | IPv6Address, int] | None:
     return ip_address(host.strip("[]")), int(port)
 
 
-def parse_dump(text: str) -> DeviceState:
+def parse_dump(device_name: str, text: str) -> DeviceState:
     """``wg show <dev> dump``: the device line, then a line per peer, fields separated by tabs."""
     lines = [line for line in text.splitlines() if line]
     if not lines:
@@ -83,10 +65,10 @@ def parse_dump(text: str) -> DeviceState:
         device = DeviceState(None if head[1] == "(none)" else head[1], int(head[2]))
         for line in lines[1:]:
             f = line.split("\t")
-            allowed = () if f[3] == "(none)" else tuple(ip_network(a) for a in f[3].split(","))
+            allowed = () if f[3] == "(none)" else sorted_networks(ip_network(a) for a in f[3].split(","))
             keepalive = 0 if f[7] == "off" else int(f[7])
-            config = PeerConfig(f[0], _endpoint(f[2]), allowed, keepalive, None if f[1] == "(none)" else f[1])
-            device.peers[f[0]] = PeerState(config, int(f[4]), int(f[5]), int(f[6]))
+            peer = WgPeer(device_name, f[0], _endpoint(f[2]), allowed, keepalive, None if f[1] == "(none)" else f[1])
+            device.peers[f[0]] = PeerState(peer, int(f[4]), int(f[5]), int(f[6]))
     except (IndexError, ValueError) as exc:
         raise WgError(f"cannot read wg show dump output: {exc}: {text[:200]!r}") from exc
     return device
@@ -113,7 +95,7 @@ async def _wg(args: Sequence[str], *, pass_fds: Sequence[int] = (), timeout: flo
 
 async def show(device: str) -> DeviceState:
     """The device's keys, port and peers."""
-    return parse_dump(await _wg(["show", device, "dump"]))
+    return parse_dump(device, await _wg(["show", device, "dump"]))
 
 
 async def set_device(device: str, private_key_file: Path, listen_port: int) -> None:
@@ -127,7 +109,7 @@ def _secret_fd(secret: str) -> int:
     return fd
 
 
-async def set_peers(device: str, upserts: Sequence[PeerConfig], removes: Sequence[str]) -> None:
+async def set_peers(device: str, upserts: Sequence[WgPeer], removes: Sequence[str]) -> None:
     """Add or change ``upserts`` (their allowed IPs replaced) and remove the peers in ``removes``, in one call."""
     if not upserts and not removes:
         return
@@ -154,10 +136,4 @@ async def set_peers(device: str, upserts: Sequence[PeerConfig], removes: Sequenc
             os.close(fd)
 
 
-def check_key(text: str) -> str:
-    """``text`` if it is a WireGuard public key; raises WireGuardKeyError otherwise."""
-    return str(Key.parse(text))
-
-
-__all__ = ["DeviceState", "PeerConfig", "PeerState", "WgError", "WireGuardKeyError", "check_key", "parse_dump",
-           "set_device", "set_peers", "show"]
+__all__ = ["DeviceState", "PeerState", "WgError", "parse_dump", "set_device", "set_peers", "show"]

@@ -70,8 +70,8 @@ def test_a_corrupt_key_file_is_named_not_replaced(tmp_path: Path) -> None:
 
 
 def test_key_file_location_follows_flannel() -> None:
-    assert key_file({}) == Path("/run/flannel/wgkey")
-    assert key_file({"WIREGUARD_KEY_FILE": "/etc/flannel/key"}) == Path("/etc/flannel/key")
+    assert key_file(Path("/run/flannel"), {}) == Path("/run/flannel/wgkey")
+    assert key_file(Path("/run/flannel"), {"WIREGUARD_KEY_FILE": "/etc/flannel/key"}) == Path("/etc/flannel/key")
 
 
 def test_dump_is_parsed() -> None:
@@ -81,15 +81,15 @@ def test_dump_is_parsed() -> None:
         "UGVlcjJQZWVyMlBlZXIyUGVlcjJQZWVyMlBlZXIyUGU=\tcHNrcHNrcHNrcHNrcHNrcHNrcHNrcHNrcHNrcHNrcHM=\t[fd00::2]:51821"
         "\t10.244.4.0/24,fd10:0:0:4::/64\t0\t0\t0\t25\n"
     )
-    state = parse_dump(dump)
+    state = parse_dump("flannel-wg", dump)
     assert state.listen_port == 51820
     assert state.public_key == "WWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWE="
     one, two = state.peers.values()
-    assert one.config.endpoint_text == "192.168.1.2:51820" and one.config.psk is None and one.latest_handshake
-    assert two.config.endpoint_text == "[fd00::2]:51821" and two.config.keepalive == 25
-    assert [str(n) for n in two.config.allowed_ips] == ["10.244.4.0/24", "fd10:0:0:4::/64"]
+    assert one.peer.endpoint_text == "192.168.1.2:51820" and one.peer.psk is None and one.latest_handshake
+    assert two.peer.endpoint_text == "[fd00::2]:51821" and two.peer.keepalive == 25
+    assert [str(n) for n in two.peer.allowed_ips] == ["10.244.4.0/24", "fd10:0:0:4::/64"]
 
 
 def test_unreadable_dump_is_an_error() -> None:
     with pytest.raises(WgError, match="cannot read"):
-        parse_dump("key\tpub\tnot-a-port\toff\n")
+        parse_dump("flannel-wg", "key\tpub\tnot-a-port\toff\n")

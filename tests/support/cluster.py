@@ -440,6 +440,7 @@ class Cluster:
         keep: bool = False,
         before_backend: Callable[[Cluster, Node], None] | None = None,
         flanneld_command: Callable[[Cluster, Node], Daemon] | None = None,
+        private_wireguard: bool = False,
     ) -> None:
         self.id = cluster_id or uuid.uuid4().hex[:6]
         self.base_dir = Path(base_dir)
@@ -461,6 +462,7 @@ class Cluster:
         self.before_backend = before_backend
         self.flanneld_command = flanneld_command
         """With ``flanneld``: builds a node's flanneld from scratch (its own command line and environment)."""
+        self.private_wireguard = private_wireguard
         self.ul_ns = f"fpt{self.id}-ul"
         self.etcd_ns = f"fpt{self.id}-etcd"
         self.etcd_ip = f"{underlay}.250"
@@ -616,22 +618,43 @@ class Cluster:
                         *self.backend_args]
         if self.backend_cmd:  # a third-party backend: its own command line, {run_dir} filled in
             backend_argv = [part.replace("{run_dir}", str(run_dir)) for part in self.backend_cmd]
+        wrap = self.wireguard_wrap(run_dir)
         node = Node(
             index=i, ns=ns, pod_ns=f"fpt{self.id}-p{i}", public_ip=public_ip, run_dir=run_dir,
             lease=Daemon("lease_service", lease_argv, self.base_dir / f"n{i}-lease.log",
                          prefix=["ip", "netns", "exec", ns, *NO_CAPS]),
             backend=Daemon(self.backend_module if not self.backend_cmd else "", backend_argv,
-                           self.base_dir / f"n{i}-backend.log", prefix=["ip", "netns", "exec", ns, *NET_CAPS]),
+                           self.base_dir / f"n{i}-backend.log", prefix=["ip", "netns", "exec", ns, *wrap, *NET_CAPS]),
         )
         if self.flanneld:
             node.flanneld = Daemon("supervisor", [
                 "--run-dir", str(run_dir), *self.store_args(i),
                 "--iface", "eth0", *(["--ip-masq"] if self.ip_masq else []), *self.flanneld_args,
-            ], self.base_dir / f"n{i}-flanneld.log", prefix=["ip", "netns", "exec", ns])
+            ], self.base_dir / f"n{i}-flanneld.log", prefix=["ip", "netns", "exec", ns, *wrap])
             if self.flanneld_command is not None:
                 node.flanneld = self.flanneld_command(self, node)
         self.nodes.append(node)
         return node
+
+    def wireguard_wrap(self, run_dir: Path) -> list[str]:
+        """With ``private_wireguard``: a command prefix giving the node its own /run/wireguard (the UAPI
+        sockets of wireguard-go, which every namespace of one machine would otherwise share), as each
+        real host has its own. ``ip netns exec`` gives each command a private mount namespace; the bind
+        mount of the node's directory there is seen by that command alone, every time the same one."""
+        if not self.private_wireguard:
+            return []
+        uapi = run_dir / "wireguard-uapi"
+        uapi.mkdir(mode=0o700, exist_ok=True)
+        Path("/run/wireguard").mkdir(mode=0o755, exist_ok=True)  # an empty mount point on the host
+        return ["sh", "-c", 'mount --bind "$0" /run/wireguard && exec "$@"', str(uapi)]
+
+    def wg(self, node: Node, *args: str) -> str:
+        """``wg ARGS`` on ``node`` (its namespace and its /run/wireguard)."""
+        out = subprocess.run(["ip", "netns", "exec", node.ns, *self.wireguard_wrap(node.run_dir), "wg", *args],
+                             capture_output=True, text=True, check=False)
+        if out.returncode != 0:
+            raise RuntimeError(f"wg {' '.join(args)} on {node.name}: {out.stderr.strip()}")
+        return out.stdout
 
     def _pod(self, node: Node) -> None:
         node.subnet_env = read_subnet_env(node.run_dir / "subnet.env")
