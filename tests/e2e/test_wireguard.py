@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from backend_service.wireguard.keys import Key
 from tests.support.cluster import BackgroundPing, Cluster, EchoServer, ip_json, tcp_echo
 from tests.support.grpcurl import grpcurl
 from tests.support.wait import wait_until
@@ -155,3 +156,30 @@ def test_dual_stack_in_separate_mode_uses_one_device_per_family(make_cluster: Ma
     v6 = peers(c, one, "flannel-wg-v6")
     assert [p["endpoint"] for p in v6.values()] == [f"[fd77::2]:51821"]
     assert [p["allowed_ips"] for p in v6.values()] == [two.subnet_env["FLANNEL_IPV6_SUBNET"].replace("::1/", "::/")]
+
+
+def test_a_node_with_another_psk_gets_no_traffic_and_no_handshake(make_cluster: MakeCluster) -> None:
+    """Kube mode, where each node reads its own net-conf.json: node 2's says another PSK (a ConfigMap
+    rolled out to half the nodes). The handshake cannot complete; no packet passes; status says so."""
+    psk_a, psk_b = (str(Key.generate()) for _ in range(2))
+    config = {"Network": "10.244.0.0/16", "Backend": {"Type": "wireguard", "PSK": psk_a}}
+    c = wg_cluster(make_cluster, nodes=2, config=config, kube=True)
+    n1, n2 = c.node(1), c.node(2)
+    assert c.ping(n1, n2.pod_ip, count=3).received == 3  # same PSK: fine
+
+    other = c.base_dir / "net-conf-n2.json"
+    other.write_text(json.dumps({**config, "Backend": {**config["Backend"], "PSK": psk_b}}))
+    n2.backend.stop()
+    n2.lease.stop()
+    n2.lease.args = [str(other) if a == str(c.base_dir / "net-conf.json") else a for a in n2.lease.args]
+    c.start_lease_service(n2)
+    c.start_backend(n2)
+    # A new session must be negotiated: restart n1's side so no old session key can carry packets.
+    c.wg(n1, "set", "flannel-wg", "peer", public_key(c, n2), "remove")
+    c.restart_backend(n1)
+    assert c.ping(n1, n2.pod_ip, count=5).received == 0
+    wg = status(n1)["wireguard"]
+    peer = next(p for p in wg["peers"] if p["public_key"] == public_key(c, n2))
+    assert peer["lease_key"] == "n2"  # kube mode: the lease is the Node
+    assert "latest_handshake" not in peer
+    assert c.ping(n2, n1.pod_ip, count=3).received == 0
