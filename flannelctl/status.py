@@ -78,6 +78,23 @@ def status_dict(status: backend_pb2.GetStatusResponse) -> dict[str, Any]:
         "last_reconcile": last, "last_reconcile_outcome": status.last_reconcile_outcome,
         "peers": [{"mode": peer.mode, "lease": lease_dict(peer.lease)} for peer in status.peers],
         "rejected": [{"reason": r.reason, "message": r.message, "lease": lease_dict(r.lease)} for r in status.rejected],
+        "wireguard": wireguard_dict(status.wireguard) if status.HasField("wireguard") else None,
+    }
+
+
+def wireguard_dict(wg: backend_pb2.WireGuardStatus) -> dict[str, Any]:
+    """The WireGuard devices and peers, handshakes as RFC 3339 or null (never one)."""
+    def when(peer: backend_pb2.WireGuardPeer) -> str | None:
+        if not peer.HasField("latest_handshake"):
+            return None
+        return peer.latest_handshake.ToDatetime(tzinfo=UTC).isoformat().replace("+00:00", "Z")
+
+    return {
+        "implementation": wg.implementation, "public_key": wg.public_key, "devices": list(wg.devices),
+        "listen_port": wg.listen_port, "listen_port_v6": wg.listen_port_v6, "error": wg.error,
+        "peers": [{"device": p.device, "public_key": p.public_key, "endpoint": p.endpoint,
+                   "allowed_ips": list(p.allowed_ips), "latest_handshake": when(p), "rx_bytes": p.rx_bytes,
+                   "tx_bytes": p.tx_bytes, "lease_key": p.lease_key} for p in wg.peers],
     }
 
 
@@ -175,3 +192,13 @@ def print_text(lease: dict[str, Any], backend: dict[str, Any], out: Any = sys.st
     w(f"  rejected      {len(s['rejected'])}\n")
     for r in s["rejected"]:
         w(f"    {r['lease']['key']}  {r['reason']}: {r['message']}\n")
+    wg = s.get("wireguard")
+    if wg:
+        w(f"  wireguard     {wg['implementation'] or '-'}  {', '.join(wg['devices'])}  public key {wg['public_key']}  "
+          f"port {wg['listen_port']}\n")
+        if wg["error"]:
+            w(f"    error       {wg['error']}\n")
+        for p in wg["peers"]:
+            handshake = _age(p["latest_handshake"]) if p["latest_handshake"] else "no handshake yet"
+            w(f"    {p['lease_key'] or '(not ours)'}  {p['public_key']}  {p['endpoint'] or '-'}  "
+              f"{','.join(p['allowed_ips'])}  {p['device']}  handshake {handshake}\n")
