@@ -12,6 +12,7 @@ import ipaddress
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC
 from typing import Any
 
 import grpc
@@ -97,7 +98,7 @@ def _route_text(route: dict[str, Any]) -> str:
 
 
 def kernel_checks(kernel: Kernel, lease: lease_pb2.Lease, mode: str, device: str,
-                  families: tuple[int, ...]) -> list[Check]:
+                  families: tuple[int, ...], wg_devices: Sequence[str] = ()) -> list[Check]:
     """What the backend should have put in the kernel for ``lease`` in ``mode``, checked one object at a time."""
     checks: list[Check] = []
     vni = device.rsplit(".", 1)[-1] if device else ""
@@ -110,18 +111,25 @@ def kernel_checks(kernel: Kernel, lease: lease_pb2.Lease, mode: str, device: str
             dev = f"flannel.{vni}" if family == 4 else f"flannel-v6.{vni}"
             gateway = str(ipaddress.ip_network(subnet, strict=False).network_address)
             checks += _vxlan_checks(kernel, suffix, dev, subnet, gateway, public, _vtep_mac(data))
+        elif mode == "wireguard":
+            dev = "flannel-wg-v6" if family == 6 and "flannel-wg-v6" in wg_devices else "flannel-wg"
+            checks.append(_route_check(kernel, f"route{suffix}", subnet, "", dev))
         else:
             checks.append(_route_check(kernel, f"route{suffix}", subnet, public, None))
     return checks
 
 
 def _route_check(kernel: Kernel, name: str, subnet: str, gateway: str, dev: str | None) -> Check:
-    expected = f"{subnet} via {gateway}" + (f" dev {dev} onlink" if dev else "")
+    """The route to ``subnet`` via ``gateway`` (none when empty: a route on ``dev`` alone)."""
+    if gateway:
+        expected = f"{subnet} via {gateway}" + (f" dev {dev} onlink" if dev else "")
+    else:
+        expected = f"{subnet} dev {dev}"
     routes = [r for r in kernel.routes(subnet) if _same_net(r.get("dst", ""), subnet)]
     if not routes:
         return Check(name, FAIL, f"no route to {subnet} (expected {expected})",
                      f"the route to {subnet} is missing (expected {expected})")
-    good = [r for r in routes if r.get("gateway") == gateway and (dev is None or r.get("dev") == dev)]
+    good = [r for r in routes if r.get("gateway") == (gateway or None) and (dev is None or r.get("dev") == dev)]
     if not good:
         seen = "; ".join(_route_text(r) for r in routes)
         return Check(name, FAIL, f"{seen} (expected {expected})",
@@ -200,10 +208,36 @@ def diagnose(target: str, leases: Sequence[lease_pb2.Lease], status: backend_pb2
         return _verdict(result, status)
     result.checks.append(Check("programmed", OK, f"peer in mode {peer.mode} on {status.device or 'the underlay'}"))
     try:
-        result.checks += kernel_checks(kernel, lease, peer.mode, status.device, families)
+        result.checks += kernel_checks(kernel, lease, peer.mode, status.device, families, status.wireguard.devices)
     except KernelReadError as exc:
         result.checks.append(Check("kernel", FAIL, str(exc), f"cannot read the kernel: {exc}"))
+    if peer.mode == "wireguard":
+        result.checks += wireguard_checks(lease, status.wireguard)
     return _verdict(result, status)
+
+
+def wireguard_checks(lease: lease_pb2.Lease, wg: backend_pb2.WireGuardStatus) -> list[Check]:
+    """The peer on the WireGuard devices (as the backend read them for GetStatus): there, and shaken hands."""
+    if wg.error:
+        return [Check("wireguard", FAIL, wg.error, f"the WireGuard devices cannot be read: {wg.error}")]
+    held = [p for p in wg.peers if p.lease_key == lease.key]
+    if not held:
+        return [Check("wireguard", FAIL, f"no WireGuard peer for {lease.key} on {', '.join(wg.devices)}",
+                      f"the WireGuard peer of {lease.key} is missing")]
+    checks = []
+    for p in held:
+        where = f"{p.public_key} endpoint {p.endpoint or '-'} allowed-ips {','.join(p.allowed_ips)} on {p.device}"
+        checks.append(Check("wireguard", OK, where))
+        if not p.HasField("latest_handshake"):
+            port = p.endpoint.rsplit(":", 1)[-1] if p.endpoint else "?"
+            checks.append(Check("handshake", FAIL, f"no handshake with {p.endpoint or p.public_key} yet",
+                                f"no WireGuard handshake with {lease.key} at {p.endpoint or '-'}: the two nodes' "
+                                f"keys or PSK differ, or UDP to port {port} is blocked between them (a handshake "
+                                "happens at the first packet: ping a pod there first)"))
+        else:
+            stamp = p.latest_handshake.ToDatetime(tzinfo=UTC).isoformat().replace("+00:00", "Z")
+            checks.append(Check("handshake", OK, f"latest {stamp}, {p.rx_bytes} bytes in, {p.tx_bytes} out"))
+    return checks
 
 
 def _verdict(result: Diagnosis, status: backend_pb2.GetStatusResponse) -> Diagnosis:

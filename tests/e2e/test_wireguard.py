@@ -8,6 +8,7 @@ import json
 import shutil
 import signal
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,15 @@ def public_key(cluster: Cluster, node: Any, device: str = "flannel-wg") -> str:
 def status(node: Any) -> dict[str, Any]:
     out = grpcurl(node.backend_socket, "flannel.v1.BackendService/GetStatus")
     return json.loads(out.stdout)
+
+
+def doctor(node: Any, target: str) -> dict[str, Any]:
+    """``flannelctl doctor TARGET -o json`` in ``node``'s namespace."""
+    ctl = str(Path(sys.executable).parent / "flannelctl")
+    out = subprocess.run(["ip", "netns", "exec", node.ns, ctl, "--run-dir", str(node.run_dir), "doctor", target,
+                          "-o", "json"], capture_output=True, text=True, timeout=60, check=False)
+    assert out.stdout, out.stderr
+    return dict(json.loads(out.stdout))
 
 
 def capture(ns: str, port: str, traffic: Callable[[], None], path: Path) -> list[str]:
@@ -108,6 +118,9 @@ def test_pods_reach_each_other_over_wireguard_and_the_underlay_sees_only_encrypt
     by_lease = {p["lease_key"]: p for p in wg["peers"]}
     assert set(by_lease) == {n.lease_key for n in c.nodes[1:]}
     assert by_lease[c.node(2).lease_key]["latest_handshake"]  # node 2 was pinged: a handshake happened
+    verdict = doctor(c.node(1), c.node(2).pod_ip)
+    assert verdict["verdict"].startswith("ok"), verdict
+    assert {check["name"] for check in verdict["checks"]} >= {"route", "wireguard", "handshake"}
 
 
 def test_a_backend_restart_keeps_the_key_changes_nothing_and_loses_no_packet(make_cluster: MakeCluster) -> None:
@@ -182,4 +195,6 @@ def test_a_node_with_another_psk_gets_no_traffic_and_no_handshake(make_cluster: 
     peer = next(p for p in wg["peers"] if p["public_key"] == public_key(c, n2))
     assert peer["lease_key"] == "n2"  # kube mode: the lease is the Node
     assert "latest_handshake" not in peer
+    verdict = doctor(n1, "n2")
+    assert "no WireGuard handshake with n2" in verdict["verdict"] and "PSK" in verdict["verdict"], verdict
     assert c.ping(n2, n1.pod_ip, count=3).received == 0
