@@ -1,6 +1,6 @@
 """Kubernetes mode at scale: N Node objects shaped like kubelet's (labels, kubelet and flannel
 annotations, conditions, addresses, capacity, an image list: about 10 KB of JSON each) in the test
-Kubernetes API server (tests/support/kubeapi.py, backed by the bench's real etcd), and ``flanneld
+Kubernetes API server (flannel_testkit/kubeapi.py, backed by the bench's real etcd), and ``flanneld
 --kube-subnet-mgr`` started as users start it.
 
 1. Initial sync: from starting ``flanneld`` until the kernel holds all N peers, against ``ip -batch`` +
@@ -189,7 +189,7 @@ async def heartbeats(node: Node, n: int, rate: float, seconds: float, first_new:
 
 
 def measure(n: int, rates: list[float], seconds: float, timeout: float) -> dict[str, object]:
-    from tests.support.kubeapi import KubeApiProcess
+    from flannel_testkit.kubeapi import KubeApiProcess
 
     with bench_node() as node:
         t = time.monotonic()

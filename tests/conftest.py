@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.etcd import EtcdServer
+from flannel_testkit.etcd import EtcdServer
 
 
 @pytest.fixture(scope="session")
@@ -39,13 +39,3 @@ def prefix() -> str:
     """A unique etcd prefix, so tests sharing one etcd never see each other's keys."""
     return f"/test-{uuid.uuid4().hex[:12]}/network"
 
-
-def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("flannel-py conformance kit (tests/conformance)")
-    group.addoption("--backend-cmd", default=None,
-                    help="a third-party backend's command line, {run_dir} replaced by the node's run dir; "
-                         "runs the conformance kit against it instead of the built-in backends")
-    group.addoption("--backend-config", default=None,
-                    help='the Backend object of the network config for --backend-cmd, e.g. \'{"Type": "mine"}\'')
-    group.addoption("--peer-backend-data", default=None,
-                    help="JSON backend data for hand-made peer leases (default: by backend type)")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.support.netns import Netns, create_netns, delete_netns, local_veth, veth_pair
+from flannel_testkit.netns import Netns, create_netns, delete_netns, local_veth, veth_pair
 
 
 @dataclass

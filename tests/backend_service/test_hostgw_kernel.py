@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from backend_service import validate
-from tests.support.wait import wait_until
+from flannel_testkit.wait import wait_until
 
 from .conftest import TwoNodes
 from .factory import config

@@ -11,7 +11,7 @@ from backend_service.desired import FdbEntry, Neighbour, Route
 from backend_service.diff import DELETE, REPLACE, Op
 from backend_service.kernel import NetlinkKernel, TemplateApplier, read_kernel
 from backend_service.planner import Planner
-from tests.support.wait import wait_until
+from flannel_testkit.wait import wait_until
 
 from .conftest import TwoNodes
 from .factory import config

@@ -7,7 +7,7 @@ from ipaddress import ip_network
 import pytest
 
 from backend_service.masq import IptablesMasq, MasqNetwork, NftablesMasq, forward_rules, masq_rules
-from tests.support.netns import Netns
+from flannel_testkit.netns import Netns
 
 pytestmark = pytest.mark.netns
 

@@ -12,7 +12,7 @@ from backend_service.desired import Route
 from backend_service.diff import REPLACE, Op
 from backend_service.kernel import NetlinkKernel
 from backend_service.vxlan import VxlanBackend, vtep_mac
-from tests.support.wait import wait_until
+from flannel_testkit.wait import wait_until
 
 from .conftest import TwoNodes
 from .factory import config

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.cluster import Cluster
-from tests.support.leasestream import Stream
+from flannel_testkit.cluster import Cluster
+from flannel_testkit.leasestream import Stream
 
 
 def _require_namespaces() -> None:

@@ -9,8 +9,8 @@ from contextlib import contextmanager
 
 import pytest
 
-from tests.support.cluster import Cluster, ip, kernel_objects, ns_exec
-from tests.support.wait import wait_until
+from flannel_testkit.cluster import Cluster, ip, kernel_objects, ns_exec
+from flannel_testkit.wait import wait_until
 
 pytestmark = [pytest.mark.netns, pytest.mark.etcd]
 

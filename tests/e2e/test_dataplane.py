@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.cluster import (
+from flannel_testkit.cluster import (
     BackgroundPing,
     Cluster,
     EchoServer,
@@ -23,9 +23,9 @@ from tests.support.cluster import (
     kernel_objects,
     tcp_echo,
 )
-from tests.support.grpcurl import grpcurl
-from tests.support.processes import health_status
-from tests.support.wait import wait_until
+from flannel_testkit.grpcurl import grpcurl
+from flannel_testkit.processes import health_status
+from flannel_testkit.wait import wait_until
 
 pytestmark = [pytest.mark.netns, pytest.mark.etcd]
 

@@ -20,10 +20,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from flannelctl.cli import build_parser
 from proto.flannel.v1 import backend_pb2, lease_pb2, lease_pb2_grpc
 from tests.flannelctl.single_node import SingleNode, peer_value, require_namespaces
-from tests.support.etcd import EtcdServer, free_port
-from tests.support.grpcurl import grpcurl_binary
-from tests.support.processes import Daemon, health_status
-from tests.support.wait import wait_until
+from flannel_testkit.etcd import EtcdServer, free_port
+from flannel_testkit.grpcurl import grpcurl_binary
+from flannel_testkit.processes import Daemon, health_status
+from flannel_testkit.wait import wait_until
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 SECTION = "## Debugging with grpcurl and flannelctl"

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.cluster import Cluster, Node
-from tests.support.processes import Daemon
+from flannel_testkit.cluster import Cluster, Node
+from flannel_testkit.processes import Daemon
 
 pytestmark = pytest.mark.netns
 

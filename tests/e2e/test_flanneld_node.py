@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.cluster import BackgroundPing, Cluster, Node, caps, kernel_objects
-from tests.support.processes import health_status
-from tests.support.wait import wait_until
+from flannel_testkit.cluster import BackgroundPing, Cluster, Node, caps, kernel_objects
+from flannel_testkit.processes import health_status
+from flannel_testkit.wait import wait_until
 
 pytestmark = pytest.mark.netns
 

@@ -12,11 +12,11 @@ import grpc
 import pytest
 
 from proto.flannel.v1 import lease_pb2, lease_pb2_grpc
-from tests.support.etcd import EtcdServer
-from tests.support.kubeapi import KubeApiControl, make_node, running
-from tests.support.leasestream import Stream
-from tests.support.processes import Daemon, health_status
-from tests.support.wait import wait_until
+from flannel_testkit.etcd import EtcdServer
+from flannel_testkit.kubeapi import KubeApiControl, make_node, running
+from flannel_testkit.leasestream import Stream
+from flannel_testkit.processes import Daemon, health_status
+from flannel_testkit.wait import wait_until
 
 Msg = lease_pb2.WatchLeasesResponse
 UPSERT, REMOVE = lease_pb2.LeaseEvent.UPSERT, lease_pb2.LeaseEvent.REMOVE
@@ -212,7 +212,7 @@ def test_a_malformed_net_conf_keeps_the_service_not_serving_and_says_why(
 
 @pytest.mark.netns
 def test_three_nodes_in_kube_mode_ping_across_nodes(tmp_path: Path) -> None:
-    from tests.support.cluster import Cluster
+    from flannel_testkit.cluster import Cluster
 
     with Cluster(tmp_path / "cluster", nodes=3, kube=True) as cluster:
         for node in cluster.nodes:

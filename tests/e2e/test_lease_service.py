@@ -15,11 +15,11 @@ import pytest
 
 from lease_service.etcd import EtcdClient, EtcdSettings
 from proto.flannel.v1 import lease_pb2, lease_pb2_grpc
-from tests.support.etcd import EtcdServer
-from tests.support.grpcurl import grpcurl
-from tests.support.leasestream import Stream
-from tests.support.processes import Daemon, health_status
-from tests.support.wait import wait_until
+from flannel_testkit.etcd import EtcdServer
+from flannel_testkit.grpcurl import grpcurl
+from flannel_testkit.leasestream import Stream
+from flannel_testkit.processes import Daemon, health_status
+from flannel_testkit.wait import wait_until
 
 Msg = lease_pb2.WatchLeasesResponse
 UPSERT, REMOVE = lease_pb2.LeaseEvent.UPSERT, lease_pb2.LeaseEvent.REMOVE
@@ -396,7 +396,7 @@ def test_tcp_is_served_only_when_grpc_listen_is_given(etcd: EtcdServer, configur
                                                       nodes: list[LeaseNode]) -> None:
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    from tests.support.etcd import free_port
+    from flannel_testkit.etcd import free_port
 
     port = free_port()
     node = LeaseNode(etcd, configured, tmp_path / "n1", "192.168.50.1", "--grpc-listen", f"127.0.0.1:{port}")

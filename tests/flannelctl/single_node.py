@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 
-from tests.support.cluster import EtcdHttp, delete_namespaces, in_netns, ip
-from tests.support.etcd import EtcdServer
-from tests.support.processes import Daemon, health_status
-from tests.support.wait import wait_until
+from flannel_testkit.cluster import EtcdHttp, delete_namespaces, in_netns, ip
+from flannel_testkit.etcd import EtcdServer
+from flannel_testkit.processes import Daemon, health_status
+from flannel_testkit.wait import wait_until
 
 CONFIG: dict[str, Any] = {"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan"}}
 PREFIX = "/coreos.com/network"

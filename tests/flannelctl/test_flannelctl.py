@@ -18,9 +18,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from proto.flannel.v1 import backend_pb2, backend_pb2_grpc, lease_pb2
 from tests.flannelctl.single_node import SingleNode, peer_value, require_namespaces
-from tests.support.etcd import EtcdServer
-from tests.support.processes import Daemon, health_status
-from tests.support.wait import wait_until
+from flannel_testkit.etcd import EtcdServer
+from flannel_testkit.processes import Daemon, health_status
+from flannel_testkit.wait import wait_until
 
 CONFIG = {"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan"}}
 FLANNELCTL = str(Path(sys.executable).parent / "flannelctl")

@@ -1,6 +1,6 @@
 # mypy: disable-error-code="union-attr, index, operator, arg-type, attr-defined"
 # (the client models make every field Optional)
-"""The test Kubernetes API server (tests/support/kubeapi.py), driven with the official client
+"""The test Kubernetes API server (flannel_testkit/kubeapi.py), driven with the official client
 (``kubernetes.aio``): list/watch semantics, patches, the status subresource and errors as the kube
 subnet manager will meet them."""
 
@@ -18,8 +18,8 @@ from kubernetes.aio import client as kc
 from kubernetes.aio import watch as kw
 from kubernetes.aio.client.exceptions import ApiException
 
-from tests.support.etcd import EtcdServer
-from tests.support.kubeapi import (
+from flannel_testkit.etcd import EtcdServer
+from flannel_testkit.kubeapi import (
     JSON_PATCH,
     MERGE_PATCH,
     AsyncKubeApiControl,

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.netns import Netns, netns
+from flannel_testkit.netns import Netns, netns
 
 pytestmark = pytest.mark.netns
 

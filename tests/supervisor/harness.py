@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from tests.support.wait import wait_until
+from flannel_testkit.wait import wait_until
 
 T = TypeVar("T")
 
@@ -202,7 +202,7 @@ class Flanneld:
 
     def http(self, path: str) -> tuple[int, str]:
         if self.netns is not None:  # the healthz port lives in flanneld's network namespace
-            from tests.support.cluster import in_netns
+            from flannel_testkit.cluster import in_netns
 
             netns, self.netns = self.netns, None
             try:

@@ -13,7 +13,7 @@ import pytest
 
 from supervisor import cli, privileges
 from tests.supervisor.harness import Flanneld, proc_status
-from tests.support.wait import wait_until
+from flannel_testkit.wait import wait_until
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from tests.supervisor.harness import Flanneld, alive
-from tests.support.cluster import Cluster, ip, ns_exec, ping, read_subnet_env
-from tests.support.wait import wait_until
+from flannel_testkit.cluster import Cluster, ip, ns_exec, ping, read_subnet_env
+from flannel_testkit.wait import wait_until
 
 pytestmark = [
     pytest.mark.netns,

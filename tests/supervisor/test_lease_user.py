@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.cluster import Cluster, caps
-from tests.support.wait import wait_until
+from flannel_testkit.cluster import Cluster, caps
+from flannel_testkit.wait import wait_until
 
 pytestmark = pytest.mark.netns
 ROOT = Path(__file__).resolve().parents[2]

@@ -7,7 +7,7 @@ import signal
 from collections.abc import Callable
 
 from tests.supervisor.harness import Flanneld, alive
-from tests.support.wait import wait_until
+from flannel_testkit.wait import wait_until
 
 
 def test_a_killed_backend_comes_back_and_the_lease_service_is_untouched(

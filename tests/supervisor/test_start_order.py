@@ -6,7 +6,7 @@ import signal
 from collections.abc import Callable
 
 from tests.supervisor.harness import Flanneld
-from tests.support.wait import wait_until
+from flannel_testkit.wait import wait_until
 
 
 def test_backend_waits_for_the_lease_service_to_serve(flanneld: Callable[..., Flanneld]) -> None:

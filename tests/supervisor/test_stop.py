@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from tests.supervisor.harness import Flanneld, alive
-from tests.support.wait import wait_until
+from flannel_testkit.wait import wait_until
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from tests.conformance.test_conformance import EXTENSION
-from tests.support.cluster import Cluster, caps
-from tests.support.wait import wait_until
+from flannel_testkit.cluster import Cluster, caps
+from flannel_testkit.wait import wait_until
 
 pytestmark = pytest.mark.netns
 

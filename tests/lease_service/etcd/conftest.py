@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from lease_service.etcd import EtcdClient, EtcdSettings, WatchBatch, WatchEvent
-from tests.support.etcd import EtcdServer
+from flannel_testkit.etcd import EtcdServer
 
 
 def fast_settings(*endpoints: str, **overrides: object) -> EtcdSettings:
@@ -49,7 +49,7 @@ async def collect(
 
 
 def polled(predicate: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
-    """A plain predicate in the shape :func:`tests.support.wait.async_wait_until` polls."""
+    """A plain predicate in the shape :func:`flannel_testkit.wait.async_wait_until` polls."""
 
     async def check() -> bool:
         return predicate()

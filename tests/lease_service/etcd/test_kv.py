@@ -9,7 +9,7 @@ import pytest
 
 from lease_service.etcd import EtcdClient
 from lease_service.etcd.proto import rpc_pb2, rpc_pb2_grpc
-from tests.support.etcd import EtcdServer
+from flannel_testkit.etcd import EtcdServer
 
 pytestmark = pytest.mark.etcd
 

@@ -12,7 +12,7 @@ import pytest
 
 from lease_service.etcd import EtcdClient, EtcdError, EtcdUnavailable
 from tests.lease_service.etcd.conftest import Pki, collect, events_of, fast_settings, reached
-from tests.support.etcd import EtcdServer, EtcdTls
+from flannel_testkit.etcd import EtcdServer, EtcdTls
 
 pytestmark = pytest.mark.etcd
 

@@ -1,10 +1,12 @@
 """The backend conformance kit: any backend that speaks flannel.v1 must pass these.
 
-Run against the built-in backends (vxlan, host-gw) and the out-of-tree example
-(examples/extension_backend.py), or against your own::
+Run against your own backend (the plugin in ``flannel_conformance.plugin`` adds this module)::
 
-    tools/run-tests tests/conformance --backend-cmd "/usr/local/bin/my-backend --run-dir {run_dir}" \\
-        --backend-config '{"Type": "my-type"}' --peer-backend-data '{"Key": "value"}'
+    pytest --flannel-backend-cmd "/usr/local/bin/my-backend --run-dir {run_dir}" \\
+        --flannel-backend-config '{"Type": "my-type"}' --flannel-peer-backend-data '{"Key": "value"}'
+
+Collected without ``--flannel-backend-cmd`` (this repository's suite), it runs against the built-in
+backends, vxlan and host-gw.
 
 Two nodes in network namespaces on one underlay, a real etcd, the real lease service (no
 capabilities) and the backend under test (CAP_NET_ADMIN + CAP_NET_RAW only). A backend passes when it
@@ -16,9 +18,10 @@ lets a fresh snapshot replace its state.
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import shutil
 import signal
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -27,20 +30,12 @@ import grpc
 import pytest
 
 from proto.flannel.v1 import backend_pb2, backend_pb2_grpc
-from tests.support.cluster import Cluster, Node, caps
-from tests.support.grpcurl import grpcurl
-from tests.support.processes import health_status
-from tests.support.wait import wait_until
+from flannel_testkit.cluster import Cluster, Node, caps, ip
+from flannel_testkit.grpcurl import grpcurl
+from flannel_testkit.processes import health_status
+from flannel_testkit.wait import wait_until
 
 pytestmark = pytest.mark.netns
-
-EXTENSION = {
-    "Type": "extension",
-    "PreStartupCommand": "echo extension-data",
-    "SubnetAddCommand": "ip route replace $SUBNET via $PUBLIC_IP",
-    "SubnetRemoveCommand": "ip route del $SUBNET via $PUBLIC_IP",
-}
-
 
 @dataclass(frozen=True)
 class Subject:
@@ -52,17 +47,26 @@ class Subject:
     peer_data: Any  # BackendData of a hand-made peer lease
 
 
+def _json_option(config: pytest.Config, name: str, default: str) -> Any:
+    text = config.getoption(name) or default
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise pytest.UsageError(f"--{name.replace('_', '-')}: expected JSON, got {text!r}: {exc}") from None
+
+
 def subjects(config: pytest.Config) -> list[Subject]:
-    cmd = config.getoption("--backend-cmd")
+    cmd = config.getoption("flannel_backend_cmd")
     if cmd:
-        backend = json.loads(config.getoption("--backend-config") or "{}")
-        data = json.loads(config.getoption("--peer-backend-data") or "null")
-        return [Subject(backend.get("Type", "custom"), backend, tuple(shlex.split(cmd)), data)]
+        backend = _json_option(config, "flannel_backend_config", '{"Type": "custom"}')
+        if not isinstance(backend, dict) or not isinstance(backend.get("Type", "custom"), str):
+            raise pytest.UsageError(f'--flannel-backend-config: expected an object with a string "Type", got {backend!r}')
+        backend.setdefault("Type", "custom")
+        data = _json_option(config, "flannel_peer_backend_data", "null")
+        return [Subject(backend["Type"], backend, tuple(shlex.split(cmd)), data)]
     return [
         Subject("vxlan", {"Type": "vxlan"}, None, {"VNI": 1, "VtepMAC": "0a:58:c0:a8:4d:63"}),
         Subject("host-gw", {"Type": "host-gw"}, None, None),
-        Subject("extension", EXTENSION, (sys.executable, "-m", "examples.extension_backend", "--run-dir", "{run_dir}",
-                                         "--iface", "eth0"), "extension-data"),
     ]
 
 
@@ -74,6 +78,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.fixture(scope="module")
 def cluster(subject: Subject, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    if os.geteuid() != 0:
+        pytest.skip("the conformance kit needs root (network namespaces)")
+    for tool in ("ip", "setpriv", "ping", "etcd"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"the conformance kit needs {tool}")
     # Nodes lease from 10.244.1-99; hand-made peers use 10.244.200 and up, so they never collide.
     config = {"Network": "10.244.0.0/16", "SubnetMax": "10.244.99.0", "Backend": subject.backend}
     with Cluster(tmp_path_factory.mktemp(f"conf-{subject.name}"), nodes=2, config=config,
@@ -91,8 +100,6 @@ def peer_keys(node: Node) -> set[str]:
 
 
 def routes_to(cluster: Cluster, node: Node, subnet: str) -> str:
-    from tests.support.cluster import ip
-
     return ip(node.ns, "route", "show", subnet).strip()
 
 

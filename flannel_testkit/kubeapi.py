@@ -24,7 +24,7 @@ earlier event, into a BOOKMARK (a real cluster's revisions advance the same way 
 
 Run it as its own process::
 
-    python -m tests.support.kubeapi --etcd-endpoint http://127.0.0.1:2379 --prefix /registry-x \\
+    python -m flannel_testkit.kubeapi --etcd-endpoint http://127.0.0.1:2379 --prefix /registry-x \\
         --listen 127.0.0.1:0
 
 It prints ``listening on HOST:PORT`` once it accepts connections and stops on SIGTERM/SIGINT.
@@ -1145,7 +1145,7 @@ class AsyncKubeApiControl:
 
 
 class KubeApiProcess:
-    """``python -m tests.support.kubeapi`` as a child process.
+    """``python -m flannel_testkit.kubeapi`` as a child process.
 
     ``wrap`` prefixes the command line (e.g. ``["ip", "netns", "exec", "ns1"]`` to serve inside a
     network namespace). ``stop()`` ends the child's process group (it runs in its own session).
@@ -1169,8 +1169,8 @@ class KubeApiProcess:
         return KubeApiControl(self.url)
 
     def start(self, timeout: float = 20.0) -> Self:
-        root = Path(__file__).resolve().parents[2]
-        argv = [*self.wrap, sys.executable, "-m", "tests.support.kubeapi", "--etcd-endpoint", self.etcd_endpoint,
+        root = Path(__file__).resolve().parents[1]  # where the package is importable from
+        argv = [*self.wrap, sys.executable, "-m", "flannel_testkit.kubeapi", "--etcd-endpoint", self.etcd_endpoint,
                 "--prefix", self.prefix, "--listen", self.listen, *self.extra_args]
         stderr: Any = open(self.log_path, "ab") if self.log_path else None  # noqa: SIM115
         try:
@@ -1252,7 +1252,7 @@ async def serve(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m tests.support.kubeapi", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m flannel_testkit.kubeapi", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--etcd-endpoint", action="append", required=True,
                         help="etcd client URL (repeat for several members)")

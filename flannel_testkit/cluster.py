@@ -7,9 +7,11 @@ Layout (``<id>`` is a short random suffix, so that parallel test workers never c
     fpt<id>-etcd   a real etcd on <underlay>.250, ``eth0`` on the bridge
     fpt<id>-n<i>   node i: ``eth0`` = <underlay>.<i>/24 on the bridge, ip_forward on, running the REAL
                    lease service (no capabilities) and backend (CAP_NET_ADMIN + CAP_NET_RAW only) as
-                   separate processes; a bridge ``cni0`` holding the first address of the node's subnet
-    fpt<id>-p<i>   node i's "pod": ``eth0`` (a veth whose other end is a port of cni0) = subnet .2,
-                   default route via .1, MTU from subnet.env
+                   separate processes
+    fpt<id>-p<i>   node i's "pod", made through CNI as kubelet makes pods (``flannel_testkit.cni``):
+                   ``flannel-cni`` ADD in the node's namespace with the node's subnet.env, delegating to
+                   the real bridge (``cni0``, the subnet's .1) and host-local (the pod gets .2, default
+                   route via .1, MTU from subnet.env); DEL when the cluster goes down
 
 With ``Cluster(flanneld=True)`` each node runs the supervisor (``python -m supervisor``), which starts
 both daemons itself; ``keep=True`` leaves everything running on exit (``Cluster.down_by_id`` removes it).
@@ -39,9 +41,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self, TypeVar
 
-from tests.support.etcd import EtcdServer
-from tests.support.processes import Daemon, health_status
-from tests.support.wait import wait_until
+from flannel_testkit.cni import cni_call, node_cni_config, pod_address
+from flannel_testkit.etcd import EtcdServer
+from flannel_testkit.processes import Daemon, health_status
+from flannel_testkit.wait import wait_until
 
 T = TypeVar("T")
 
@@ -349,6 +352,9 @@ class Node:
     subnet_env: dict[str, str] = field(default_factory=dict)
     flanneld: Daemon | None = None
     """With ``Cluster(flanneld=True)``: the supervisor that runs ``lease`` and ``backend`` itself."""
+    cni_config: dict[str, Any] | None = None
+    """The CNI network config its pod was added with (``flannel-cni``, kube-flannel's delegate)."""
+    pod_added: bool = False
 
     def runs(self, daemon: Daemon) -> bool:
         """Whether ``daemon`` (or the supervisor that owns it) is running."""
@@ -453,7 +459,7 @@ class Cluster:
         self.flanneld_args = list(flanneld_args)
         self.kube = kube
         self.ipv6 = bool(self.config.get("EnableIPv6"))
-        self.apiserver: Any = None  # tests.support.kubeapi.KubeApiProcess in kube mode
+        self.apiserver: Any = None  # flannel_testkit.kubeapi.KubeApiProcess in kube mode
         self.backend_args = list(backend_args)
         self.backend_module = backend_module
         self.backend_cmd = list(backend_cmd) if backend_cmd else None
@@ -516,6 +522,9 @@ class Cluster:
     def down(self) -> None:
         """Stop every process, delete every namespace; safe to call twice and after a failed ``up``."""
         for node in self.nodes:
+            with suppress(Exception):  # keep cleaning up
+                self._del_pod(node)
+        for node in self.nodes:
             for daemon in (node.flanneld, node.backend, node.lease):
                 if daemon is None:
                     continue
@@ -572,7 +581,7 @@ class Cluster:
     def _apiserver(self) -> None:
         """Kube mode: a Kubernetes API for Node objects beside etcd, net-conf.json, one Node per node
         (kubelet-registered, with its podCIDR as the node IPAM controller would give it)."""
-        from tests.support.kubeapi import KubeApiProcess, make_node
+        from flannel_testkit.kubeapi import KubeApiProcess, make_node
 
         assert self.etcd is not None
         self.apiserver = KubeApiProcess(self.etcd.endpoint, "/registry", listen=f"{self.etcd_ip}:0",
@@ -657,29 +666,31 @@ class Cluster:
         return out.stdout
 
     def _pod(self, node: Node) -> None:
+        """Node ``node``'s pod, made through CNI as kubelet would: ``flannel-cni`` ADD inside the node's
+        namespace, reading the node's subnet.env and delegating to the real bridge and host-local."""
         node.subnet_env = read_subnet_env(node.run_dir / "subnet.env")
         self._add_ns(node.pod_ns)
-        mtu = str(node.mtu)
-        gw = node.subnet_env["FLANNEL_SUBNET"]
-        plen = gw.split("/")[1]
         if self.ipv6:  # the pod network's own links: no duplicate address detection to wait for
-            ns_exec(node.ns, ["sysctl", "-q", "-w", "net.ipv6.conf.default.accept_dad=0"])
-        if not ip(node.ns, "link", "show", "cni0", check=False).strip():
-            ip(node.ns, "link", "add", "cni0", "mtu", mtu, "type", "bridge")
-        ip(node.ns, "addr", "replace", gw, "dev", "cni0")
-        ip(node.ns, "link", "set", "cni0", "up")
-        ip(node.ns, "link", "add", "vpod", "mtu", mtu, "type", "veth", "peer", "name", "eth0", "mtu", mtu,
-           "netns", node.pod_ns)
-        ip(node.ns, "link", "set", "vpod", "master", "cni0")
-        ip(node.ns, "link", "set", "vpod", "up")
-        ip(node.pod_ns, "addr", "add", f"{node.pod_ip}/{plen}", "dev", "eth0")
-        ip(node.pod_ns, "link", "set", "eth0", "up")
-        ip(node.pod_ns, "route", "add", "default", "via", node.gateway_ip)
+            for ns in (node.ns, node.pod_ns):
+                ns_exec(ns, ["sysctl", "-q", "-w", "net.ipv6.conf.default.accept_dad=0"])
+        # Without --ip-masq flannel's CNI asks the bridge to masquerade (ipMasq = !FLANNEL_IPMASQ); these
+        # clusters test flannel's dataplane unmasqueraded, so their CNI config says ipMasq false.
+        node.cni_config = node_cni_config(node.run_dir, delegate=None if self.ip_masq else {"ipMasq": False})
+        result = cni_call("ADD", node.ns, node.cni_config, container_id=node.pod_ns,
+                          netns=f"/run/netns/{node.pod_ns}").ok()
+        node.pod_added = True
+        want = [f"{node.pod_ip}/{node.subnet.split('/')[1]}"]
         if "FLANNEL_IPV6_SUBNET" in node.subnet_env:
-            gw6 = node.subnet_env["FLANNEL_IPV6_SUBNET"]
-            ip(node.ns, "-6", "addr", "replace", gw6, "dev", "cni0", "nodad")
-            ip(node.pod_ns, "-6", "addr", "add", f"{node.pod_ipv6}/{gw6.split('/')[1]}", "dev", "eth0", "nodad")
-            ip(node.pod_ns, "-6", "route", "add", "default", "via", gw6.split("/")[0])
+            want.append(f"{node.pod_ipv6}/{node.subnet_env['FLANNEL_IPV6_SUBNET'].split('/')[1]}")
+        if [pod_address(result, 4), *([pod_address(result, 6)] if len(want) == 2 else [])] != want:
+            raise RuntimeError(f"{node.name}: CNI gave the pod {result.get('ips')}, expected {want}")
+
+    def _del_pod(self, node: Node) -> None:
+        """CNI DEL for the node's pod, as kubelet does when the pod goes."""
+        if node.pod_added and node.cni_config is not None:
+            cni_call("DEL", node.ns, node.cni_config, container_id=node.pod_ns, netns=f"/run/netns/{node.pod_ns}",
+                     timeout=20).ok()
+            node.pod_added = False
 
     # ------------------------------------------------------------------ daemons
 
