@@ -126,8 +126,8 @@ def cmd_check(args: CniArgs, conf: NetConf) -> None:
                        f"{json.dumps(was)}, {conf.subnet_file} now gives {json.dumps(now['ipam']['ranges'])}")
     ipam = saved.get("ipam")
     if isinstance(ipam, dict):
-        run_plugin("CHECK", {**ipam, "name": saved.get("name", ""), "cniVersion": saved.get("cniVersion", ""),
-                             "ipam": ipam, "prevResult": conf.prev_result}, args.env)
+        run_plugin("CHECK", {"cniVersion": saved.get("cniVersion", ""), "name": saved.get("name", ""),
+                             "type": ipam.get("type", ""), "ipam": ipam, "prevResult": conf.prev_result}, args.env)
     check_interface(args, conf.prev_result)
 
 
