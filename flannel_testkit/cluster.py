@@ -36,6 +36,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -514,16 +515,16 @@ class Cluster:
                 self.start_backend(node, wait=False)
         for node in self.nodes:
             self.wait_backend(node)
-        for node in self.nodes:
-            self._pod(node)
+        with ThreadPoolExecutor(max_workers=8) as pool:  # CNI ADDs of different pods may run at once
+            list(pool.map(self._pod, self.nodes))
         self.wait_converged()
         return self
 
     def down(self) -> None:
         """Stop every process, delete every namespace; safe to call twice and after a failed ``up``."""
-        for node in self.nodes:
-            with suppress(Exception):  # keep cleaning up
-                self._del_pod(node)
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            for node in self.nodes:
+                pool.submit(self._del_pod, node)  # its failure is dropped: keep cleaning up
         for node in self.nodes:
             for daemon in (node.flanneld, node.backend, node.lease):
                 if daemon is None:
