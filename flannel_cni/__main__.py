@@ -135,8 +135,11 @@ def check_interface(args: CniArgs, prev_result: dict[str, Any]) -> None:
     """The container's interface is there with the addresses ADD gave it. (The bridge plugin's own CHECK
     is not used: Debian's bridge 1.1.1 wants a gateway on every route and flannel's routes have none.)"""
     want = sorted(str(entry.get("address", "")) for entry in prev_result.get("ips", []) if isinstance(entry, dict))
-    proc = subprocess.run(["nsenter", f"--net={args.netns}", "ip", "-j", "addr", "show", "dev", args.ifname],
-                          capture_output=True, text=True, check=False)
+    try:
+        proc = subprocess.run(["nsenter", f"--net={args.netns}", "ip", "-j", "addr", "show", "dev", args.ifname],
+                              capture_output=True, text=True, check=False, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise CniError(INTERNAL, f"cannot look at {args.ifname} in {args.netns} (nsenter, ip): {exc}") from None
     try:
         links = json.loads(proc.stdout) if proc.returncode == 0 else []
     except ValueError:
@@ -211,6 +214,10 @@ def main(env: Mapping[str, str] | None = None, stdin: BinaryIO | None = None, st
         reply = run(env, data)
     except CniError as exc:
         print(exc.dumps(_reply_version(data)), file=out)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - a runtime must get an error object, never a traceback
+        error = CniError(INTERNAL, f"flannel-cni {env.get('CNI_COMMAND')}: unexpected {type(exc).__name__}: {exc}")
+        print(error.dumps(_reply_version(data)), file=out)
         return 1
     if reply is not None:
         print(json.dumps(reply), file=out)

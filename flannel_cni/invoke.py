@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from flannel_cni.errors import INTERNAL, INVALID_ENVIRONMENT, INVALID_NETWORK_CONFIG, CniError
+from flannel_cni.errors import INTERNAL, INVALID_ENVIRONMENT, INVALID_NETWORK_CONFIG, IO_FAILURE, CniError
 
 MAX_OUTPUT_BYTES = 1 << 20
 
@@ -33,8 +33,11 @@ def run_plugin(command: str, config: Mapping[str, Any], env: Mapping[str, str]) 
     plugin_type = str(config.get("type", ""))
     plugin = find_plugin(plugin_type, env.get("CNI_PATH", ""))
     child_env = {**env, "CNI_COMMAND": command}
-    proc = subprocess.run([str(plugin)], input=json.dumps(config, sort_keys=True).encode(), env=child_env,
-                          stdout=subprocess.PIPE, check=False)
+    try:
+        proc = subprocess.run([str(plugin)], input=json.dumps(config, sort_keys=True).encode(), env=child_env,
+                              stdout=subprocess.PIPE, check=False)
+    except OSError as exc:
+        raise CniError(IO_FAILURE, f"cannot run delegate {plugin}: {exc.strerror}") from None
     out = proc.stdout[:MAX_OUTPUT_BYTES].strip()
     try:
         reply = json.loads(out) if out else None
