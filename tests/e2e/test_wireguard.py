@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 from backend_service.wireguard.keys import Key
-from tests.support.cluster import BackgroundPing, Cluster, EchoServer, ip_json, tcp_echo
-from tests.support.grpcurl import grpcurl
-from tests.support.wait import wait_until
+from flannel_testkit.cluster import BackgroundPing, Cluster, EchoServer, ip_json, tcp_echo
+from flannel_testkit.grpcurl import grpcurl
+from flannel_testkit.wait import wait_until
 
 pytestmark = [
     pytest.mark.netns,
