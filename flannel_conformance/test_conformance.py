@@ -6,7 +6,7 @@ Run against your own backend (the plugin in ``flannel_conformance.plugin`` adds 
         --flannel-backend-config '{"Type": "my-type"}' --flannel-peer-backend-data '{"Key": "value"}'
 
 Collected without ``--flannel-backend-cmd`` (this repository's suite), it runs against the built-in
-backends, vxlan and host-gw.
+backends, vxlan, host-gw and wireguard.
 
 Two nodes in network namespaces on one underlay, a real etcd, the real lease service (no
 capabilities) and the backend under test (CAP_NET_ADMIN + CAP_NET_RAW only). A backend passes when it
@@ -67,6 +67,7 @@ def subjects(config: pytest.Config) -> list[Subject]:
     return [
         Subject("vxlan", {"Type": "vxlan"}, None, {"VNI": 1, "VtepMAC": "0a:58:c0:a8:4d:63"}),
         Subject("host-gw", {"Type": "host-gw"}, None, None),
+        Subject("wireguard", {"Type": "wireguard"}, None, {"PublicKey": "Jm6GSYlb6wvDvdcA9xb+vWnlZ1MvfLxLTmxHGA0vB1o="}),
     ]
 
 
@@ -85,8 +86,11 @@ def cluster(subject: Subject, tmp_path_factory: pytest.TempPathFactory) -> Itera
             pytest.skip(f"the conformance kit needs {tool}")
     # Nodes lease from 10.244.1-99; hand-made peers use 10.244.200 and up, so they never collide.
     config = {"Network": "10.244.0.0/16", "SubnetMax": "10.244.99.0", "Backend": subject.backend}
+    if subject.backend.get("Type") == "wireguard" and shutil.which("wireguard-go") is None:
+        pytest.skip("the wireguard backend needs wireguard-go (or kernel WireGuard) and wireguard-tools")
+    # WireGuard's userspace devices keep their sockets in /run/wireguard: each node gets its own.
     with Cluster(tmp_path_factory.mktemp(f"conf-{subject.name}"), nodes=2, config=config,
-                 backend_cmd=subject.cmd) as made:
+                 backend_cmd=subject.cmd, private_wireguard=subject.backend.get("Type") == "wireguard") as made:
         yield made
 
 
