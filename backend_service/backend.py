@@ -47,6 +47,11 @@ class Backend(Protocol):
         """Apply the node's own lease to the devices (addresses); after every (re)acquisition."""
         ...
 
+    async def repair(self, node: LocalNode | None) -> list[str]:
+        """Restore the backend's devices after someone deleted or changed them (the device watcher
+        calls it); what was repaired, empty when nothing was wrong."""
+        ...
+
     def desired(self, peers: Sequence[PeerLease], node: LocalNode) -> DesiredState:
         """The kernel objects that reach ``peers`` (already validated)."""
         ...

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 
 import flannel_flags
@@ -23,10 +22,6 @@ class Settings:
     """Everything the backend was told, parsed."""
 
     run_dir: Path
-    iface: str | None
-    """The first ``--iface`` (flannel uses the first that exists)."""
-    public_ip: IPv4Address | None
-    public_ipv6: IPv6Address | None
     ip_masq: bool
     nftables: bool
     resync_period: float
@@ -54,7 +49,8 @@ class Settings:
 
 DESCRIPTION = (
     "flannel-py backend: follows the lease service on RUN_DIR/lease.sock and keeps the kernel's VXLAN "
-    "device, routes, neighbours, FDB entries and masquerade/forward rules equal to the cluster's leases. "
+    "device, routes, neighbours, FDB entries and masquerade/forward rules equal to the cluster's leases, on "
+    "the external interface the lease service chose (GetNetworkConfig). "
     "Needs CAP_NET_ADMIN (and CAP_NET_RAW for iptables). Serves flannel.v1.BackendService/GetStatus on "
     "RUN_DIR/backend.sock."
 )
@@ -65,12 +61,8 @@ def parse(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Sett
     and --version."""
     environ = os.environ if environ is None else environ
     got = flannel_flags.parse("backend", argv, environ, prog="flannel-backend", description=DESCRIPTION)
-    ifaces: tuple[str, ...] = got["iface"]
     return Settings(
         run_dir=got["run-dir"],
-        iface=ifaces[0] if ifaces else None,
-        public_ip=got["public-ip"],
-        public_ipv6=got["public-ipv6"],
         ip_masq=got["ip-masq"],
         nftables=got["nftables"],
         resync_period=got["resync-period"],

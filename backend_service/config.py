@@ -7,8 +7,9 @@ Backend options follow flannel's (Go's ``encoding/json`` matches keys case-insen
 ignores unknown keys, so we do too):
 
 - ``vxlan``: ``VNI`` (default 1), ``Port`` (default 8472; 0 means the default), ``GBP`` (false),
-  ``DirectRouting`` (false), ``Learning`` (false), ``MTU`` (0: the underlay MTU minus 50 for IPv4,
-  minus 70 for IPv6), ``MacPrefix`` (accepted and ignored: our VTEP MAC is derived, see ``vxlan.py``).
+  ``DirectRouting`` (false), ``Learning`` (false), ``MTU`` (the UNDERLAY MTU, as in flannel; 0: the
+  external interface's; the IPv4 device gets it minus 50, the IPv6 device minus 70, and pods
+  (``FLANNEL_MTU``) get it minus 50, the value flannel writes), ``MacPrefix`` (accepted and ignored: our VTEP MAC is derived, see ``vxlan.py``).
 - ``host-gw``: no options.
 - ``wireguard``: ``PSK`` (none), ``ListenPort`` (51820), ``ListenPortV6`` (51821), ``MTU`` (0: the underlay
   MTU; the devices and the pods get 80 bytes less), ``PersistentKeepaliveInterval`` (0: off; seconds),
@@ -67,13 +68,23 @@ class VxlanOptions:
     learning: bool = False
     """Let the kernel learn FDB entries (flannel programs them, so off by default)."""
     mtu: int = 0
-    """Device MTU; 0 means the underlay MTU minus the encapsulation overhead."""
+    """The underlay MTU (flannel's meaning); 0 means the external interface's MTU."""
 
-    def device_mtu(self, underlay_mtu: int, *, ipv6: bool = False) -> int:
-        """The MTU of the VXLAN device over an underlay with ``underlay_mtu``."""
-        if self.mtu:
-            return self.mtu
-        return underlay_mtu - (VXLAN_OVERHEAD_IPV6 if ipv6 else VXLAN_OVERHEAD_IPV4)
+    def underlay_mtu(self, interface_mtu: int) -> int:
+        """flannel's ``cfg.MTU``: the option when set, else the external interface's MTU."""
+        return self.mtu or interface_mtu
+
+    def device_mtu(self, interface_mtu: int, *, ipv6: bool = False) -> int:
+        """The VXLAN device's MTU: the underlay MTU minus the outer headers of its family.
+
+        flannel subtracts 50 for the IPv6 device too, which leaves 20 bytes too many for an IPv6 outer
+        header (40 bytes instead of 20): full-size packets would be dropped on the wire. We subtract 70.
+        """
+        return self.underlay_mtu(interface_mtu) - (VXLAN_OVERHEAD_IPV6 if ipv6 else VXLAN_OVERHEAD_IPV4)
+
+    def pod_mtu(self, interface_mtu: int) -> int:
+        """``FLANNEL_MTU`` as flannel writes it (``network.MTU()``): the underlay MTU minus 50."""
+        return self.underlay_mtu(interface_mtu) - VXLAN_OVERHEAD_IPV4
 
 
 @dataclass(frozen=True)

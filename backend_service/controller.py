@@ -59,6 +59,8 @@ class SessionLike(Protocol):
 
     async def ensure_masq(self) -> None: ...
 
+    async def watch_devices(self, prepared: Any, repaired: Callable[[LocalNode], None]) -> NoReturn: ...
+
 
 class Controller:
     """Runs the session and the reconciler as owned tasks (see the module docstring)."""
@@ -97,6 +99,9 @@ class Controller:
         group.create_task(_forever("reconciler", reconciler.run()), name="reconciler")
         group.create_task(
             _forever("session", self.session.run(prepared, reconciler.adopt, reconciler.wake)), name="session"
+        )
+        group.create_task(
+            _forever("device watcher", self.session.watch_devices(prepared, reconciler.adopt)), name="device-watcher"
         )
 
     async def run(self, stop: asyncio.Event) -> int:

@@ -57,5 +57,8 @@ class HostGwBackend:
     async def configure(self, node: LocalNode) -> None:
         return None
 
+    async def repair(self, node: LocalNode | None) -> list[str]:
+        return []  # no device of its own
+
     def desired(self, peers: Sequence[PeerLease], node: LocalNode) -> DesiredState:
         return hostgw_desired(peers, node)

@@ -155,48 +155,33 @@ def _read_dumps(sock: socket.socket, links: dict[int, str], devices: set[str]) -
     return KernelSnapshot(state, tuple(connected), links)
 
 
-async def read_public_interface(
-    ipr: AsyncIPRoute, ifname: str | None = None, *, ipv4: bool = True, ipv6: bool = False
-) -> PublicInterface:
-    """The underlay interface: ``ifname`` if given, else the interface of the default route.
+def public_interface_from(msg: Any) -> PublicInterface:
+    """The lease service's ``ExternalInterface`` message as a :class:`PublicInterface` (parsed once, here).
 
-    Its first global address of each wanted family becomes the node's public IP (flannel's
-    ``--iface`` / default-route detection, without ``--public-ip`` overrides: pass those to
-    :class:`PublicInterface` directly).
+    The backend never chooses an interface itself: the lease service chose this one and published its
+    addresses, so the VXLAN device's ``dev``/``local`` and the lease's public IP are one decision.
     """
+    if not msg.name or msg.index <= 0:
+        raise KernelError("the lease service sent no external interface (GetNetworkConfigResponse."
+                          "external_interface is empty): it must speak flannel.v1 with ExternalInterface")
+    try:
+        ipv4 = ipaddress.IPv4Address(msg.iface_ipv4) if msg.iface_ipv4 else None
+        ipv6 = ipaddress.IPv6Address(msg.iface_ipv6) if msg.iface_ipv6 else None
+    except ValueError as exc:
+        raise KernelError(f"external interface {msg.name!r}: bad address: {exc}") from exc
+    return PublicInterface(ifname=msg.name, ifindex=msg.index, mtu=msg.mtu, ipv4=ipv4, ipv6=ipv6)
+
+
+async def check_public_interface(ipr: AsyncIPRoute, public: PublicInterface) -> None:
+    """Refuse an interface this process does not see as the lease service described it: the two daemons
+    would then be in different network namespaces, or the interface was replaced meanwhile."""
     links = await link_names(ipr)
-    if ifname is None:
-        for family in ((AF_INET,) if ipv4 else ()) + ((AF_INET6,) if ipv6 else ()):
-            async for msg in await ipr.route("dump", family=family):
-                table = _attr(msg, "RTA_TABLE") or msg["table"]
-                if table == RT_TABLE_MAIN and msg["dst_len"] == 0 and _attr(msg, "RTA_OIF"):
-                    ifname = links.get(_attr(msg, "RTA_OIF"))
-                    break
-            if ifname:
-                break
-        if ifname is None:
-            raise KernelError("no --iface given and no default route to find the public interface by")
-    index = await link_index(ipr, ifname)
-    if index is None:
-        raise KernelError(f"public interface {ifname!r} does not exist")
-    mtu = 0
-    async for link in await ipr.link("dump"):
-        if link["index"] == index:
-            mtu = _attr(link, "IFLA_MTU")
-    addr4 = addr6 = None
-    async for msg in await ipr.addr("dump"):
-        if msg["index"] != index or msg["scope"] != 0:
-            continue
-        text = _attr(msg, "IFA_ADDRESS")
-        if msg["family"] == AF_INET and addr4 is None:
-            addr4 = ipaddress.IPv4Address(_attr(msg, "IFA_LOCAL") or text)
-        elif msg["family"] == AF_INET6 and addr6 is None:
-            addr6 = ipaddress.IPv6Address(text)
-    if ipv4 and addr4 is None:
-        raise KernelError(f"public interface {ifname!r} has no global IPv4 address")
-    if ipv6 and addr6 is None:
-        raise KernelError(f"public interface {ifname!r} has no global IPv6 address")
-    return PublicInterface(ifname=ifname, ifindex=index, mtu=mtu, ipv4=addr4, ipv6=addr6)
+    seen = links.get(public.ifindex)
+    if seen != public.ifname:
+        where = f"is {seen!r}" if seen else "does not exist"
+        raise KernelError(f"the lease service chose interface {public.ifname!r} (index {public.ifindex}) but "
+                          f"index {public.ifindex} {where} here: the lease service and the backend must run in "
+                          "the same network namespace")
 
 
 # --- applying -------------------------------------------------------------------------------------

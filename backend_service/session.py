@@ -11,7 +11,6 @@ connection is retried with back-off and resumed from the view's cursor.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import random
 from collections.abc import Awaitable, Callable
@@ -31,10 +30,12 @@ from .config import HOST_GW, VXLAN, WIREGUARD, ConfigError, NetworkConfig, parse
 from .controller import EXIT_PERMANENT, EXIT_USAGE, Fatal
 from .follow import LeaseView, follow
 from .hostgw import HostGwBackend
-from .kernel import KernelError, read_public_interface
+from .devwatch import DeviceWatcher
+from .kernel import KernelError, check_public_interface, public_interface_from
 from .leases import LeaseError, parse_wireguard_data
 from .masq import IptablesMasq, MasqError, MasqNetwork, Masquerade, NftablesMasq
 from .node import LocalNode, PublicInterface
+from .nodecheck import warn_if_br_netfilter_missing
 from .status import Status
 from .vxlan import VxlanBackend
 from .wireguard.backend import WireGuardBackend
@@ -46,11 +47,16 @@ T = TypeVar("T")
 
 
 def make_backend(
-    ipr: AsyncIPRoute, config: NetworkConfig, public: PublicInterface, run_dir: Path = Path("/run/flannel")
+    ipr: AsyncIPRoute,
+    config: NetworkConfig,
+    public: PublicInterface,
+    run_dir: Path = Path("/run/flannel"),
+    *,
+    own_netns: bool = False,
 ) -> Backend:
-    """The backend ``config.backend_type`` names."""
+    """The backend ``config.backend_type`` names (``own_netns``: see :class:`VxlanBackend`)."""
     if config.backend_type == VXLAN:
-        return VxlanBackend(ipr, config, public)
+        return VxlanBackend(ipr, config, public, own_netns=own_netns)
     if config.backend_type == HOST_GW:
         return HostGwBackend(public)
     if config.backend_type == WIREGUARD:
@@ -59,20 +65,17 @@ def make_backend(
 
 
 async def local_dataplane(
-    ipr: AsyncIPRoute, settings: cli.Settings, config: NetworkConfig
+    ipr: AsyncIPRoute, settings: cli.Settings, config: NetworkConfig, external: lease_pb2.ExternalInterface
 ) -> tuple[PublicInterface, Backend]:
-    """The public interface (``--iface``/``--public-ip`` or the default route's) and the backend on it."""
+    """The backend on the external interface the lease service chose (``GetNetworkConfig``): this
+    process never chooses one, it only checks that it sees the same interface."""
     try:
-        public = await read_public_interface(
-            ipr, settings.iface, ipv4=config.enable_ipv4, ipv6=config.enable_ipv6
-        )
+        public = public_interface_from(external)
+        await check_public_interface(ipr, public)
     except KernelError as exc:
         raise Fatal(str(exc), EXIT_PERMANENT) from exc
-    if settings.public_ip or settings.public_ipv6:
-        public = dataclasses.replace(
-            public, ipv4=settings.public_ip or public.ipv4, ipv6=settings.public_ipv6 or public.ipv6
-        )
-    return public, make_backend(ipr, config, public, settings.run_dir)
+    warn_if_br_netfilter_missing(ipv4=config.enable_ipv4, ipv6=config.enable_ipv6)
+    return public, make_backend(ipr, config, public, settings.run_dir, own_netns=True)
 
 
 @dataclass(frozen=True)
@@ -85,7 +88,9 @@ class Prepared:
     setup: BackendSetup
 
 
-DataplaneFactory = Callable[[NetworkConfig], Awaitable[tuple[PublicInterface, Backend]]]
+DataplaneFactory = Callable[
+    [NetworkConfig, lease_pb2.ExternalInterface], Awaitable[tuple[PublicInterface, Backend]]
+]
 
 
 class Session:
@@ -107,6 +112,8 @@ class Session:
         self.node: LocalNode | None = None
         self.own_key = ""
         self.masq: Masquerade | None = None
+        self.device_lock = asyncio.Lock()
+        """Device repairs never run alongside ``configure()`` of a newly adopted own lease."""
 
     async def _retry(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
         """Call until it answers; log each new failure once."""
@@ -134,7 +141,7 @@ class Session:
             config = parse_network_config(reply.config)
         except ConfigError as exc:
             raise Fatal(f"unusable network config: {exc}", EXIT_USAGE) from exc
-        public, backend = await self._dataplane(config)
+        public, backend = await self._dataplane(config, reply.external_interface)
         try:
             setup = await backend.setup()
         except KernelError as exc:
@@ -219,13 +226,6 @@ class Session:
             public_ip=IPv4Address(lease.public_ip) if lease.public_ip else public.ipv4,
             public_ipv6=IPv6Address(lease.public_ipv6) if lease.public_ipv6 else public.ipv6,
         )
-        if public.ipv4 and node.public_ip != public.ipv4:
-            log.error(
-                "the lease service publishes %s but the VXLAN local address is %s: give both the same "
-                "--iface/--public-ip",
-                node.public_ip,
-                public.ipv4,
-            )
         if node != self.node:
             log.info(
                 "own lease %s (subnet %s%s)",
@@ -233,7 +233,8 @@ class Session:
                 lease.subnet or "-",
                 f", {lease.ipv6_subnet}" if lease.ipv6_subnet else "",
             )
-        await prepared.backend.configure(node)
+        async with self.device_lock:
+            await prepared.backend.configure(node)
         self.node, self.own_key = node, lease.key
         self.status.own_lease = lease
         if self.settings.ip_masq:
@@ -260,6 +261,29 @@ class Session:
             grpc.aio.Metadata(),
             "the lease service closed the WatchLease stream",
         )
+
+    async def watch_devices(self, prepared: Prepared, repaired: Callable[[LocalNode], None]) -> NoReturn:
+        """Restore our devices as soon as netlink says one was deleted or changed, then ``repaired(node)``
+        (every peer re-programmed); a failure is logged and the watch restarted."""
+        backend = prepared.backend
+        watcher = DeviceWatcher(lambda: backend.devices)
+
+        async def repair() -> None:
+            async with self.device_lock:
+                done = await backend.repair(self.node)
+            if done:
+                log.warning("device repaired (%s); re-programming every peer", "; ".join(done))
+                metrics.DEVICE_REPAIRS.inc()
+                if self.node is not None:
+                    repaired(self.node)
+
+        while True:
+            try:
+                await repair()  # whatever changed while nobody was watching
+                await watcher.run(repair)
+            except Exception:  # a refused repair or a netlink error: say so, try again shortly
+                log.exception("device watcher failed; restarting it")
+                await asyncio.sleep(1.0)
 
     async def ensure_masq(self) -> None:
         """(Re)apply the masquerade rules when they drifted (with ``--ip-masq``)."""

@@ -3,7 +3,8 @@ route, a permanent neighbour and an FDB entry.
 
 Device: ``flannel.<VNI>`` (IPv6: ``flannel-v6.<VNI>``), ``dstport`` = Port, ``nolearning``
 unless Learning, ``local`` = the node's public IP, ``dev`` = the public interface, ``gbp`` when
-GBP, MTU = MTU or the underlay's minus 50 (IPv6: 70). It holds the node subnet's network
+GBP, MTU = the underlay MTU (the ``MTU`` option, else the external interface's) minus 50 (IPv6: 70);
+pods get the underlay MTU minus 50 (``FLANNEL_MTU``, flannel's value). ``accept_ra`` is 0 on it. It holds the node subnet's network
 address as a /32 (IPv6: /128) and is up.
 
 VTEP MAC: an existing device that matches is reused as it is, MAC included, never deleted and
@@ -25,6 +26,7 @@ import ipaddress
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from socket import AF_INET, AF_INET6
 from typing import Any
 
@@ -51,6 +53,7 @@ from .node import LocalNode, PublicInterface
 log = logging.getLogger(__name__)
 
 IFNAMSIZ = 15
+IFF_UP = 0x1
 
 
 def device_name(vni: int, version: int = 4) -> str:
@@ -169,7 +172,8 @@ async def ensure_device(ipr: AsyncIPRoute, spec: VxlanDeviceSpec) -> VxlanDevice
     link = await _get_link(ipr, index)
     if link.get_attr("IFLA_MTU") != spec.mtu:
         await ipr.link("set", index=index, mtu=spec.mtu)
-    await ipr.link("set", index=index, state="up")
+    if not link["flags"] & IFF_UP:  # only when down: a no-op "set up" would still wake the device watcher
+        await ipr.link("set", index=index, state="up")
     mac = str(link.get_attr("IFLA_ADDRESS")).lower()
     return VxlanDevice(spec.ifname, index, mac, spec.mtu, created)
 
@@ -177,8 +181,21 @@ async def ensure_device(ipr: AsyncIPRoute, spec: VxlanDeviceSpec) -> VxlanDevice
 IFA_F_NODAD = 0x02
 
 
-async def ensure_address(ipr: AsyncIPRoute, ifindex: int, address: IPAddress) -> None:
-    """Make ``address`` (as /32 or /128) the device's only global address of its family."""
+def accept_ra_off(ifname: str) -> None:
+    """``net.ipv6.conf.<ifname>.accept_ra = 0``, as flannel sets it on its devices: a router advertisement
+    must never give the overlay device an address or a default route. Only meaningful in the caller's own
+    network namespace; quietly skipped where IPv6 is off (no such file)."""
+    path = Path("/proc/sys/net/ipv6/conf") / ifname / "accept_ra"
+    try:
+        if path.read_text().strip() != "0":
+            path.write_text("0")
+    except OSError as exc:
+        log.debug("cannot set %s to 0: %s", path, exc)
+
+
+async def ensure_address(ipr: AsyncIPRoute, ifindex: int, address: IPAddress) -> bool:
+    """Make ``address`` (as /32 or /128) the device's only global address of its family; True if changed."""
+    changed = False
     family = AF_INET if address.version == 4 else AF_INET6
     prefixlen = address.max_prefixlen
     present = False
@@ -191,11 +208,14 @@ async def ensure_address(ipr: AsyncIPRoute, ifindex: int, address: IPAddress) ->
         else:
             log.info("removing stale address %s/%d from ifindex %d", addr, msg["prefixlen"], ifindex)
             await ipr.addr("del", index=ifindex, address=str(addr), prefixlen=msg["prefixlen"])
+            changed = True
     if not present:
         # IPv6: no duplicate address detection, which would leave the address "tentative" (unusable
         # as a source) for a second or more after every device creation; it is ours alone anyway.
         extra = {"flags": IFA_F_NODAD} if address.version == 6 else {}
         await ipr.addr("add", index=ifindex, address=str(address), prefixlen=prefixlen, **extra)
+        changed = True
+    return changed
 
 
 def vxlan_desired(
@@ -243,13 +263,18 @@ class VxlanBackend:
 
     backend_type = VXLAN
 
-    def __init__(self, ipr: AsyncIPRoute, config: NetworkConfig, public: PublicInterface) -> None:
+    def __init__(
+        self, ipr: AsyncIPRoute, config: NetworkConfig, public: PublicInterface, *, own_netns: bool = False
+    ) -> None:
+        """``own_netns``: ``ipr`` is in this process's network namespace, so sysctls under /proc/sys/net
+        (``accept_ra``) are the devices' own; a test driving another namespace leaves it False."""
         if not isinstance(config.backend, VxlanOptions):
             raise TypeError(f"VxlanBackend needs vxlan options, got {config.backend!r}")
         self.ipr = ipr
         self.config = config
         self.options: VxlanOptions = config.backend
         self.public = public
+        self.own_netns = own_netns
         self.dev4: VxlanDevice | None = None
         self.dev6: VxlanDevice | None = None
 
@@ -288,6 +313,8 @@ class VxlanBackend:
         data4 = data6 = ""
         for spec in self.specs():
             dev = await ensure_device(self.ipr, spec)
+            if self.own_netns:
+                accept_ra_off(spec.ifname)
             data = VxlanData(self.options.vni, dev.mac).to_json()
             if spec.local.version == 4:
                 self.dev4, data4 = dev, data
@@ -295,7 +322,7 @@ class VxlanBackend:
                 self.dev6, data6 = dev, data
         main = self.dev4 or self.dev6
         assert main is not None
-        return BackendSetup(VXLAN, data4, data6, main.mtu, main.ifname)
+        return BackendSetup(VXLAN, data4, data6, self.options.pod_mtu(self.public.mtu), main.ifname)
 
     async def configure(self, node: LocalNode) -> None:
         if self.dev4 is None and self.dev6 is None:
@@ -304,6 +331,38 @@ class VxlanBackend:
             await ensure_address(self.ipr, self.dev4.ifindex, node.subnet.network_address)
         if self.dev6 is not None and node.ipv6_subnet is not None:
             await ensure_address(self.ipr, self.dev6.ifindex, node.ipv6_subnet.network_address)
+
+    async def repair(self, node: LocalNode | None) -> list[str]:
+        """Put the devices back as :meth:`setup` and :meth:`configure` left them: re-create a deleted or
+        incompatible device, restore the published MAC, the MTU, the up state and the address. Returns
+        what was repaired (empty when nothing was wrong); after a repair every peer's route, neighbour
+        and FDB entry must be re-programmed (a re-created device starts empty)."""
+        repaired: list[str] = []
+        for spec in self.specs():
+            published = self.dev4 if spec.local.version == 4 else self.dev6
+            dev = await ensure_device(self.ipr, spec)
+            if dev.created or (published is not None and dev.ifindex != published.ifindex):
+                repaired.append(f"{spec.ifname} re-created")
+                if self.own_netns:
+                    accept_ra_off(spec.ifname)
+            if published is not None and dev.mac != published.mac:
+                # the peers know the published MAC: the device must keep it
+                await self.ipr.link("set", index=dev.ifindex, address=published.mac)
+                repaired.append(f"{spec.ifname} MAC {dev.mac} -> {published.mac}")
+            mac = published.mac if published is not None else dev.mac
+            fixed = VxlanDevice(dev.ifname, dev.ifindex, mac, dev.mtu, dev.created)
+            if spec.local.version == 4:
+                self.dev4 = fixed
+            else:
+                self.dev6 = fixed
+        if node is not None:
+            if self.dev4 is not None and node.subnet is not None:
+                if await ensure_address(self.ipr, self.dev4.ifindex, node.subnet.network_address):
+                    repaired.append(f"{self.dev4.ifname} address {node.subnet.network_address}")
+            if self.dev6 is not None and node.ipv6_subnet is not None:
+                if await ensure_address(self.ipr, self.dev6.ifindex, node.ipv6_subnet.network_address):
+                    repaired.append(f"{self.dev6.ifname} address {node.ipv6_subnet.network_address}")
+        return repaired
 
     def desired(self, peers: Sequence[PeerLease], node: LocalNode) -> DesiredState:
         dev4 = device_name(self.options.vni, 4) if self.config.enable_ipv4 else None

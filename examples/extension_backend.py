@@ -64,18 +64,9 @@ async def sh(command: str, env: dict[str, str], stdin: str = "") -> tuple[int, s
     return proc.returncode or 0, out.decode(errors="replace").strip()
 
 
-def underlay_mtu(iface: str | None) -> int:
-    if iface is None:
-        routes = json.loads(subprocess.run(["ip", "-j", "route", "show", "default"], capture_output=True,
-                                           text=True).stdout or "[]")
-        iface = routes[0]["dev"] if routes else "lo"
-    return int(Path(f"/sys/class/net/{iface}/mtu").read_text())
-
-
 class ExtensionBackend(backend_pb2_grpc.BackendServiceServicer):
-    def __init__(self, run_dir: Path, iface: str | None) -> None:
+    def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir
-        self.iface = iface
         self.channel = grpc.aio.insecure_channel(f"unix:{run_dir / 'lease.sock'}")
         self.leases = lease_pb2_grpc.LeaseServiceStub(self.channel)
         self.health = health.aio.HealthServicer()
@@ -108,12 +99,13 @@ class ExtensionBackend(backend_pb2_grpc.BackendServiceServicer):
 
     # -- following the lease service -----------------------------------------------------------
     async def start(self) -> None:
-        config = (await self.leases.GetNetworkConfig(lease_pb2.GetNetworkConfigRequest(), wait_for_ready=True,
-                                                     timeout=30)).config
+        reply = await self.leases.GetNetworkConfig(lease_pb2.GetNetworkConfigRequest(), wait_for_ready=True,
+                                                   timeout=30)
+        config = reply.config
         if config.backend_type != TYPE:
             raise SystemExit(f"the network config's Backend.Type is {config.backend_type!r}, not {TYPE!r}")
         self.commands = Commands.from_backend_json(config.backend)
-        self.mtu = underlay_mtu(self.iface)
+        self.mtu = reply.external_interface.mtu  # the lease service chose the interface: no second opinion
         data = ""
         if self.commands.pre_startup:
             status, out = await sh(self.commands.pre_startup, {})
@@ -214,7 +206,7 @@ class ExtensionBackend(backend_pb2_grpc.BackendServiceServicer):
 
 
 async def main_async(args: argparse.Namespace) -> int:
-    backend = ExtensionBackend(Path(args.run_dir), args.iface)
+    backend = ExtensionBackend(Path(args.run_dir))
     server = grpc.aio.server()
     backend_pb2_grpc.add_BackendServiceServicer_to_server(backend, server)
     health_pb2_grpc.add_HealthServicer_to_server(backend.health, server)
@@ -243,7 +235,6 @@ async def main_async(args: argparse.Namespace) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run-dir", default="/run/flannel")
-    parser.add_argument("--iface", default=None, help="underlay interface (for the MTU); default: the default route's")
     args, _ = parser.parse_known_args()  # flanneld may pass flags meant for flannel-backend
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     return asyncio.run(main_async(args))

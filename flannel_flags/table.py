@@ -133,9 +133,10 @@ FLAGS: tuple[Flag, ...] = (
          "this node's name in Kubernetes mode "
          "(default: $NODE_NAME, else the node of $POD_NAMESPACE/$POD_NAME)",
          LEASE, metavar="NAME"),
-    # --- this node's address (flannel) ---------------------------------------------------------------
+    # --- this node's address (flannel): decided by the lease service alone, handed to the backend in
+    # GetNetworkConfigResponse.external_interface -------------------------------------------------
     Flag("iface", v.nonempty, (), "interface (name or address) for inter-host traffic; repeatable, "
-         "the first that exists wins (env: comma-separated)", BOTH, kind="list", metavar="IFACE",
+         "the first that exists wins (env: comma-separated)", LEASE, kind="list", metavar="IFACE",
          flannel=True, env_split=True),
     Flag("iface-regex", v.regex, (), "regular expression matching the interface (name or address); "
          "repeatable, tried after every --iface", LEASE, kind="list", metavar="REGEX", flannel=True),
@@ -143,9 +144,9 @@ FLAGS: tuple[Flag, ...] = (
          "use the interface the kernel would route this address through (as `ip route get ADDRESS`)",
          LEASE, metavar="ADDRESS", flannel=True),
     Flag("public-ip", v.ipv4, None, "IPv4 address other nodes reach this one at (default: the interface's)",
-         BOTH, metavar="IPV4", flannel=True),
+         LEASE, metavar="IPV4", flannel=True),
     Flag("public-ipv6", v.ipv6, None, "IPv6 address other nodes reach this one at (default: the interface's)",
-         BOTH, metavar="IPV6", flannel=True),
+         LEASE, metavar="IPV6", flannel=True),
     # --- the lease (flannel) -------------------------------------------------------------------------
     Flag("subnet-file", v.path, None, "where subnet.env is written", LEASE, metavar="FILE", flannel=True,
          default_text="RUN_DIR/subnet.env (/run/flannel/subnet.env)"),

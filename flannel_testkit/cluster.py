@@ -624,7 +624,7 @@ class Cluster:
         assert self.etcd is not None
         lease_argv = ["--run-dir", str(run_dir), *self.store_args(i), "--iface", "eth0",
                       *(["--ip-masq"] if self.ip_masq else []), *self.lease_args]
-        backend_argv = ["--run-dir", str(run_dir), "--iface", "eth0", *(["--ip-masq"] if self.ip_masq else []),
+        backend_argv = ["--run-dir", str(run_dir), *(["--ip-masq"] if self.ip_masq else []),
                         *self.backend_args]
         if self.backend_cmd:  # a third-party backend: its own command line, {run_dir} filled in
             backend_argv = [part.replace("{run_dir}", str(run_dir)) for part in self.backend_cmd]

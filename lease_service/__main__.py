@@ -15,7 +15,7 @@ from lease_service import cli, metrics
 from lease_service.etcd import EtcdClient
 from lease_service.keeper import KeeperSettings, LeaseKeeper
 from lease_service.netconfig import ConfigError, NetworkConfig
-from lease_service.publicip import PublicIPError, resolve
+from lease_service.extiface import InterfaceError, InterfaceFlags, describe, lookup
 from lease_service.server import LeaseServicer
 from lease_service.stream import LeaseHub
 from lease_service.subnet.base import StoreUnavailable
@@ -135,17 +135,17 @@ async def serve(settings: cli.Settings) -> int:
         config = config_task.result()
         log.info("network config: %s, backend %s", config.network or config.ipv6_network, config.backend_type)
         public_ip, public_ipv6 = settings.public_ip, settings.public_ipv6
-        if kube_mode and not (public_ip or public_ipv6):
+        if kube_mode:  # as flannel: the node's node-public-ip(v6) annotations replace the flags
             stored = await _until_answered(manager.stored_public_ips, "reading this node's annotations")  # type: ignore[union-attr]
-            public_ip, public_ipv6 = stored
+            public_ip, public_ipv6 = stored[0] or public_ip, stored[1] or public_ipv6
+        flags = InterfaceFlags(settings.ifaces, settings.iface_regexes, settings.iface_can_reach,
+                               public_ip, public_ipv6)
         try:
-            addresses = resolve(public_ip, public_ipv6, settings.ifaces, settings.iface_regexes,
-                                want_ipv4=config.enable_ipv4, want_ipv6=config.enable_ipv6)
-        except PublicIPError as exc:
-            log.error("cannot determine the public IP: %s", exc)
+            ext = await asyncio.to_thread(lookup, flags, ipv4=config.enable_ipv4, ipv6=config.enable_ipv6)
+        except InterfaceError as exc:
+            log.error("cannot determine the external interface: %s", exc)
             return 2
-        log.info("public IP %s%s", addresses.ipv4 or addresses.ipv6,
-                 f" (interface {addresses.iface})" if addresses.iface else "")
+        log.info("external interface %s", describe(ext))
 
         async def state_at(revision: int):  # type: ignore[no-untyped-def]
             return await manager.state_at(config, revision)
@@ -154,7 +154,7 @@ async def serve(settings: cli.Settings) -> int:
         keeper = LeaseKeeper(manager, config, hub, KeeperSettings(
             renew_margin=settings.renew_margin, subnet_file=settings.subnet_file, ip_masq=settings.ip_masq))
         servicer.waiting_for = "the first list of leases from the store"
-        servicer.attach(config, hub, keeper, addresses.ipv4, addresses.ipv6)
+        servicer.attach(config, hub, keeper, ext)
         tasks.append(asyncio.ensure_future(manager.run_watch(config, hub)))
         tasks.append(asyncio.ensure_future(keeper.run()))
         ready = asyncio.ensure_future(hub.wait_ready())

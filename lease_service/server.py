@@ -6,16 +6,16 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv6Address
 
 import grpc
 
+from lease_service.extiface import ExternalInterface
 from lease_service.keeper import LeaseKeeper
 from lease_service.lease import LeaseAttrs
 from lease_service.netconfig import NetworkConfig
 from lease_service.stream import LeaseHub
 from lease_service.subnet.base import AccessDenied, AcquireError, StoreUnavailable
-from lease_service.wire import config_to_proto, lease_to_proto
+from lease_service.wire import config_to_proto, external_interface_to_proto, lease_to_proto
 from proto.flannel.v1 import lease_pb2, lease_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -39,11 +39,10 @@ class LeaseServicer(lease_pb2_grpc.LeaseServiceServicer):
         config: NetworkConfig,
         hub: LeaseHub,
         keeper: LeaseKeeper,
-        public_ip: IPv4Address | None,
-        public_ipv6: IPv6Address | None,
+        external: ExternalInterface,
     ) -> None:
         """Start answering: until then every call is UNAVAILABLE, naming what is awaited."""
-        self._ready = _Ready(config, hub, keeper, public_ip, public_ipv6)
+        self._ready = _Ready(config, hub, keeper, external)
 
     async def _state(self, context: grpc.aio.ServicerContext) -> _Ready:
         if self._ready is None:
@@ -63,7 +62,8 @@ class LeaseServicer(lease_pb2_grpc.LeaseServiceServicer):
         self, request: lease_pb2.GetNetworkConfigRequest, context: grpc.aio.ServicerContext
     ) -> lease_pb2.GetNetworkConfigResponse:
         state = await self._state(context)
-        return lease_pb2.GetNetworkConfigResponse(config=config_to_proto(state.config))
+        return lease_pb2.GetNetworkConfigResponse(config=config_to_proto(state.config),
+                                                  external_interface=external_interface_to_proto(state.external))
 
     async def AcquireLease(
         self, request: lease_pb2.AcquireLeaseRequest, context: grpc.aio.ServicerContext
@@ -85,8 +85,8 @@ class LeaseServicer(lease_pb2_grpc.LeaseServiceServicer):
         if not MTU_MIN <= request.mtu <= MTU_MAX:
             await context.abort(grpc.StatusCode.OUT_OF_RANGE, f"mtu {request.mtu} is outside {MTU_MIN}..{MTU_MAX}")
         attrs = LeaseAttrs(
-            public_ip=state.public_ip,
-            public_ipv6=state.public_ipv6,
+            public_ip=state.external.public_ip,
+            public_ipv6=state.external.public_ipv6,
             backend_type=request.backend_type,
             backend_data=_canonical(request.backend_data),
             backend_v6_data=_canonical(request.backend_v6_data),
@@ -132,8 +132,7 @@ class _Ready:
     config: NetworkConfig
     hub: LeaseHub
     keeper: LeaseKeeper
-    public_ip: IPv4Address | None
-    public_ipv6: IPv6Address | None
+    external: ExternalInterface
 
 
 def _canonical(text: str) -> str:

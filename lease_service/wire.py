@@ -6,6 +6,7 @@ import json
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from lease_service.extiface import ExternalInterface
 from lease_service.lease import Lease
 from lease_service.netconfig import NetworkConfig
 from proto.flannel.v1 import lease_pb2
@@ -48,4 +49,15 @@ def config_to_proto(config: NetworkConfig) -> lease_pb2.NetworkConfig:
         backend_type=config.backend_type,
         backend=json.dumps(config.backend, separators=(",", ":"), sort_keys=True),
         raw=config.raw,
+    )
+
+
+def external_interface_to_proto(ext: ExternalInterface) -> lease_pb2.ExternalInterface:
+    def text(value: object) -> str:
+        return "" if value is None else str(value)
+
+    return lease_pb2.ExternalInterface(
+        name=ext.name, index=ext.index, mtu=ext.mtu,
+        iface_ipv4=text(ext.iface_ipv4), iface_ipv6=text(ext.iface_ipv6),
+        public_ip=text(ext.public_ip), public_ipv6=text(ext.public_ipv6),
     )

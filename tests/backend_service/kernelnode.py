@@ -13,8 +13,8 @@ from backend_service.backend import Backend, BackendSetup
 from backend_service.config import NetworkConfig
 from backend_service.desired import PeerPlan
 from backend_service.diff import Op
-from backend_service.kernel import ApplyResult, Kernel, NetlinkKernel, read_public_interface
-from backend_service.node import LocalNode
+from backend_service.kernel import ApplyResult, Kernel, NetlinkKernel, link_index
+from backend_service.node import LocalNode, PublicInterface
 from backend_service.planner import Plan, Planner
 from backend_service.session import make_backend
 from backend_service.validate import Rejection
@@ -71,8 +71,13 @@ class KernelNode:
     async def start(self) -> BackendSetup:
         self.ipr = AsyncIPRoute(netns=self.netns)
         await self.ipr.__aenter__()
-        public = await read_public_interface(
-            self.ipr, "eth0", ipv4=self.config.enable_ipv4, ipv6=self.config.enable_ipv6
+        index = await link_index(self.ipr, "eth0")
+        assert index is not None
+        # what the lease service would hand over for --iface eth0 (the harness's fixed addresses)
+        public = PublicInterface(
+            "eth0", index, 1500,
+            ipv4=ip_address(f"192.168.77.{self.n}") if self.config.enable_ipv4 else None,  # type: ignore[arg-type]
+            ipv6=ip_address(f"fd77::{self.n}") if self.config.enable_ipv6 else None,  # type: ignore[arg-type]
         )
         self.backend = make_backend(self.ipr, self.config, public)
         self.kernel = NetlinkKernel(self.ipr)

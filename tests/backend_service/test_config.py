@@ -67,7 +67,15 @@ def test_port_zero_means_the_default_port() -> None:
 def test_mtu_zero_is_underlay_minus_overhead() -> None:
     assert VxlanOptions().device_mtu(1500) == 1450
     assert VxlanOptions().device_mtu(1500, ipv6=True) == 1430
-    assert VxlanOptions(mtu=1300).device_mtu(1500) == 1300
+    assert VxlanOptions().pod_mtu(1500) == 1450
+
+
+def test_the_mtu_option_is_the_underlay_mtu_as_in_flannel() -> None:
+    # flannel: device MTU = MTU - 50 and FLANNEL_MTU = MTU - 50, whatever the interface's MTU
+    assert VxlanOptions(mtu=1400).device_mtu(9000) == 1350
+    assert VxlanOptions(mtu=1400).device_mtu(9000, ipv6=True) == 1330
+    assert VxlanOptions(mtu=1400).pod_mtu(9000) == 1350
+    assert VxlanOptions(mtu=9000).pod_mtu(1500) == 8950
 
 
 def test_host_gw_has_no_options() -> None:

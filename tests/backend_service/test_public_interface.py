@@ -1,4 +1,4 @@
-"""Finding the underlay: the named interface, or the default route's, and its public addresses."""
+"""The backend takes the external interface from the lease service and only checks that it sees the same."""
 
 from __future__ import annotations
 
@@ -7,28 +7,35 @@ from ipaddress import ip_address
 import pytest
 from pyroute2 import AsyncIPRoute
 
-from backend_service.kernel import KernelError, read_public_interface
+from backend_service.kernel import KernelError, check_public_interface, link_index, public_interface_from
+from backend_service.node import PublicInterface
+from proto.flannel.v1 import lease_pb2
 
 from .conftest import TwoNodes
 
 pytestmark = pytest.mark.netns
 
 
-async def test_public_interface_by_name_or_default_route(two_nodes: TwoNodes) -> None:
-    ns = two_nodes.a
-    async with AsyncIPRoute(netns=ns.name) as ipr:
-        named = await read_public_interface(ipr, "eth0", ipv6=True)
-        assert (named.ifname, named.ipv4, named.ipv6, named.mtu) == (
-            "eth0",
-            ip_address("192.168.77.1"),
-            ip_address("fd77::1"),
-            1500,
-        )
-        with pytest.raises(KernelError, match="no default route"):
-            await read_public_interface(ipr)
-        ns.ip("route", "add", "default", "via", "192.168.77.2", "dev", "eth0")
-        assert await read_public_interface(ipr, ipv6=True) == named
-        with pytest.raises(KernelError, match="'nosuch0' does not exist"):
-            await read_public_interface(ipr, "nosuch0")
-        with pytest.raises(KernelError, match="no global IPv4 address"):
-            await read_public_interface(ipr, "pod0p")
+def test_the_contract_message_is_parsed_once() -> None:
+    msg = lease_pb2.ExternalInterface(name="eth1", index=3, mtu=9000, iface_ipv4="192.168.9.2",
+                                      iface_ipv6="fd09::2", public_ip="203.0.113.9")
+    assert public_interface_from(msg) == PublicInterface("eth1", 3, 9000, ip_address("192.168.9.2"),
+                                                         ip_address("fd09::2"))
+
+
+def test_no_interface_from_the_lease_service_is_refused_by_name() -> None:
+    with pytest.raises(KernelError, match="sent no external interface"):
+        public_interface_from(lease_pb2.ExternalInterface())
+    with pytest.raises(KernelError, match="bad address"):
+        public_interface_from(lease_pb2.ExternalInterface(name="eth0", index=2, iface_ipv4="300.1.1.1"))
+
+
+async def test_an_interface_seen_differently_here_is_refused(two_nodes: TwoNodes) -> None:
+    async with AsyncIPRoute(netns=two_nodes.a.name) as ipr:
+        index = await link_index(ipr, "eth0")
+        assert index is not None
+        await check_public_interface(ipr, PublicInterface("eth0", index, 1500))
+        with pytest.raises(KernelError, match="same network namespace"):
+            await check_public_interface(ipr, PublicInterface("eth0", index + 100, 1500))
+        with pytest.raises(KernelError, match="is 'eth0'"):
+            await check_public_interface(ipr, PublicInterface("eth9", index, 1500))

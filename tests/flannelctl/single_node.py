@@ -87,7 +87,7 @@ class SingleNode:
                    timeout=30, what="lease service SERVING")
         assert self.lease.alive(), self.lease.log()
         self.backend = Daemon("backend_service", [
-            "--run-dir", str(self.run_dir), "--iface", "eth0", "--resync-period", "600", *self.backend_args],
+            "--run-dir", str(self.run_dir), "--resync-period", "600", *self.backend_args],
             self.base_dir / "backend.log", prefix=self.exec_prefix).start()
         wait_until(lambda: health_status(self.run_dir / "backend.sock") == "SERVING" or not self.backend.alive(),  # type: ignore[union-attr]
                    timeout=30, what="backend SERVING")

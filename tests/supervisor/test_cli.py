@@ -65,11 +65,8 @@ def test_each_child_gets_only_its_flags_in_the_shape_it_takes() -> None:
         "--ip-masq",
         "-v", "-v",
     )  # fmt: skip
-    # flannel-backend takes the interfaces (it uses the first), no regex, and -v as a count
+    # the interface is the lease service's decision alone: flannel-backend gets none of its flags
     assert config.backend_args == (
-        "--iface", "eth0", "--iface", "10.0.0.1",
-        "--public-ip", "10.0.0.1",
-        "--public-ipv6", "fd00::1",
         "--ip-masq",
         "-v", "-v",
     )  # fmt: skip

@@ -70,7 +70,7 @@ def test_default_children_are_the_project_modules_with_run_dir_and_their_flags(t
     assert "s3cret" not in lease.display()
     backend = privileges.backend_launch(config)
     program = backend.argv[backend.argv.index("--") + 1 :]
-    assert program == (sys.executable, "-m", "backend_service", "--run-dir", str(tmp_path), "--iface", "eth0")
+    assert program == (sys.executable, "-m", "backend_service", "--run-dir", str(tmp_path))
 
 
 def test_a_third_party_backend_gets_the_same_flags(tmp_path: Path) -> None:

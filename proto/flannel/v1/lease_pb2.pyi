@@ -84,11 +84,31 @@ class GetNetworkConfigRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class ExternalInterface(_message.Message):
+    __slots__ = ("name", "index", "mtu", "iface_ipv4", "iface_ipv6", "public_ip", "public_ipv6")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    MTU_FIELD_NUMBER: _ClassVar[int]
+    IFACE_IPV4_FIELD_NUMBER: _ClassVar[int]
+    IFACE_IPV6_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_IP_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_IPV6_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    index: int
+    mtu: int
+    iface_ipv4: str
+    iface_ipv6: str
+    public_ip: str
+    public_ipv6: str
+    def __init__(self, name: _Optional[str] = ..., index: _Optional[int] = ..., mtu: _Optional[int] = ..., iface_ipv4: _Optional[str] = ..., iface_ipv6: _Optional[str] = ..., public_ip: _Optional[str] = ..., public_ipv6: _Optional[str] = ...) -> None: ...
+
 class GetNetworkConfigResponse(_message.Message):
-    __slots__ = ("config",)
+    __slots__ = ("config", "external_interface")
     CONFIG_FIELD_NUMBER: _ClassVar[int]
+    EXTERNAL_INTERFACE_FIELD_NUMBER: _ClassVar[int]
     config: NetworkConfig
-    def __init__(self, config: _Optional[_Union[NetworkConfig, _Mapping]] = ...) -> None: ...
+    external_interface: ExternalInterface
+    def __init__(self, config: _Optional[_Union[NetworkConfig, _Mapping]] = ..., external_interface: _Optional[_Union[ExternalInterface, _Mapping]] = ...) -> None: ...
 
 class AcquireLeaseRequest(_message.Message):
     __slots__ = ("backend_type", "backend_data", "backend_v6_data", "mtu")

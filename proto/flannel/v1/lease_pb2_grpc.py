@@ -77,7 +77,8 @@ class LeaseServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetNetworkConfig(self, request, context):
-        """The cluster's network config (flannel's net-conf.json / <prefix>/config), validated, defaults filled in.
+        """The cluster's network config (flannel's net-conf.json / <prefix>/config), validated, defaults filled in,
+        and the node's external interface as the lease service chose it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
