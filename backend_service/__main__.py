@@ -74,8 +74,13 @@ async def serve(settings: cli.Settings) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["cleanup"]:  # flannel-backend cleanup [--dry-run]
+        from backend_service import cleanup
+
+        return cleanup.main(argv[1:])
     try:
-        settings = cli.parse(sys.argv[1:] if argv is None else argv)
+        settings = cli.parse(argv)
     except flannel_flags.Done as done:
         print(done.text)
         return 0

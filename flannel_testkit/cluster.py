@@ -46,6 +46,7 @@ from flannel_testkit.cni import cni_call, node_cni_config, pod_address
 from flannel_testkit.etcd import EtcdServer
 from flannel_testkit.processes import Daemon, health_status
 from flannel_testkit.wait import wait_until
+from flannel_testkit.profiles import PLAIN, HostProfile
 
 T = TypeVar("T")
 
@@ -448,7 +449,12 @@ class Cluster:
         before_backend: Callable[[Cluster, Node], None] | None = None,
         flanneld_command: Callable[[Cluster, Node], Daemon] | None = None,
         private_wireguard: bool = False,
+        profile: HostProfile = PLAIN,
+        iface_args: Sequence[str] | None = None,
     ) -> None:
+        """``profile``: how nodes' NICs are built (:mod:`flannel_testkit.profiles`); ``iface_args``: how the
+        lease service (or flanneld) is told the underlay (default ``--iface <underlay NIC>``, none with two
+        NICs: the test chooses)."""
         self.id = cluster_id or uuid.uuid4().hex[:6]
         self.base_dir = Path(base_dir)
         self.count = nodes
@@ -470,6 +476,10 @@ class Cluster:
         self.flanneld_command = flanneld_command
         """With ``flanneld``: builds a node's flanneld from scratch (its own command line and environment)."""
         self.private_wireguard = private_wireguard
+        self.profile = profile
+        if iface_args is None:
+            iface_args = () if profile.two_nics else ("--iface", profile.underlay_ifname)
+        self.iface_args = list(iface_args)
         self.ul_ns = f"fpt{self.id}-ul"
         self.etcd_ns = f"fpt{self.id}-etcd"
         self.etcd_ip = f"{underlay}.250"
@@ -556,15 +566,18 @@ class Cluster:
     def _underlay(self) -> None:
         self._add_ns(self.ul_ns)
         ip(self.ul_ns, "link", "add", "br0", "type", "bridge")
+        if self.profile.underlay_mtu:
+            ip(self.ul_ns, "link", "set", "br0", "mtu", str(self.profile.underlay_mtu))
         ip(self.ul_ns, "link", "set", "br0", "up")
 
-    def _attach(self, ns: str, port: str, addr: str) -> None:
-        """A veth from the underlay bridge (port ``port``) to ``eth0`` in ``ns`` holding ``addr``."""
-        ip(self.ul_ns, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns)
+    def _attach(self, ns: str, port: str, addr: str, ifname: str = "eth0") -> None:
+        """A veth from the underlay bridge (port ``port``) to ``ifname`` in ``ns`` holding ``addr``."""
+        mtu = ["mtu", str(self.profile.underlay_mtu)] if self.profile.underlay_mtu else []
+        ip(self.ul_ns, "link", "add", port, *mtu, "type", "veth", "peer", "name", ifname, *mtu, "netns", ns)
         ip(self.ul_ns, "link", "set", port, "master", "br0")
         ip(self.ul_ns, "link", "set", port, "up")
-        ip(ns, "addr", "add", addr, "dev", "eth0")
-        ip(ns, "link", "set", "eth0", "up")
+        ip(ns, "addr", "add", addr, "dev", ifname)
+        ip(ns, "link", "set", ifname, "up")
 
     def _etcd(self) -> None:
         self._add_ns(self.etcd_ns)
@@ -613,16 +626,26 @@ class Cluster:
     def _node(self, i: int) -> Node:
         ns = self._add_ns(f"fpt{self.id}-n{i}")
         public_ip = f"{self.underlay}.{i}"
-        self._attach(ns, f"n{i}", f"{public_ip}/24")
+        nic = self.profile.underlay_ifname
+        if self.profile.two_nics:  # eth0: a management network that leads nowhere, with the default route
+            ip(ns, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0peer")
+            ip(ns, "addr", "add", f"10.254.{i}.2/24", "dev", "eth0")
+            ip(ns, "link", "set", "eth0", "up")
+            ip(ns, "link", "set", "eth0peer", "up")
+            ip(ns, "route", "add", "default", "via", f"10.254.{i}.1", "dev", "eth0")
+            if self.ipv6:
+                ip(ns, "-6", "addr", "add", f"fd54::{i:x}:2/64", "dev", "eth0", "nodad")
+                ip(ns, "-6", "route", "add", "default", "via", f"fd54::{i:x}:1", "dev", "eth0")
+        self._attach(ns, f"n{i}", f"{public_ip}/24", nic)
         ns_exec(ns, ["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"])
         if self.ipv6:  # dual stack: an IPv6 underlay address too (no duplicate detection to wait for)
-            ip(ns, "-6", "addr", "add", f"fd77::{i:x}/64", "dev", "eth0", "nodad")
+            ip(ns, "-6", "addr", "add", f"fd77::{i:x}/64", "dev", nic, "nodad")
             ns_exec(ns, ["sysctl", "-q", "-w", "net.ipv6.conf.all.forwarding=1"])
 
         run_dir = self.base_dir / f"n{i}"
         run_dir.mkdir(parents=True, exist_ok=True)
         assert self.etcd is not None
-        lease_argv = ["--run-dir", str(run_dir), *self.store_args(i), "--iface", "eth0",
+        lease_argv = ["--run-dir", str(run_dir), *self.store_args(i), *self.iface_args,
                       *(["--ip-masq"] if self.ip_masq else []), *self.lease_args]
         backend_argv = ["--run-dir", str(run_dir), *(["--ip-masq"] if self.ip_masq else []),
                         *self.backend_args]
@@ -639,8 +662,8 @@ class Cluster:
         if self.flanneld:
             node.flanneld = Daemon("supervisor", [
                 "--run-dir", str(run_dir), *self.store_args(i),
-                "--iface", "eth0", *(["--ip-masq"] if self.ip_masq else []), *self.flanneld_args,
-            ], self.base_dir / f"n{i}-flanneld.log", prefix=["ip", "netns", "exec", ns, *wrap])
+                *self.iface_args, *(["--ip-masq"] if self.ip_masq else []), *self.flanneld_args,
+            ], self.base_dir / f"n{i}-flanneld.log", prefix=["ip", "netns", "exec", ns])
             if self.flanneld_command is not None:
                 node.flanneld = self.flanneld_command(self, node)
         self.nodes.append(node)

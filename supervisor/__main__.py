@@ -37,6 +37,11 @@ async def _amain(config: cli.Config, sink: logs.LogSink) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["cleanup"]:  # flanneld cleanup [--dry-run]: the backend's cleanup, its privileges
+        from supervisor import cleanup
+
+        return cleanup.main(argv[1:])
     try:
         config = cli.parse(argv, os.environ)
     except flannel_flags.Done as done:
