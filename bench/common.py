@@ -270,8 +270,8 @@ class Node:
     def start_backend(self, run_dir: Path | None = None, env: dict[str, str] | None = None) -> Proc:
         run_dir = run_dir or self.tmp / "run"
         run_dir.mkdir(exist_ok=True)
-        return self.start("backend_service", [sys.executable, "-m", "backend_service", "--run-dir", str(run_dir),
-                                              "--iface", "eth0"], env)
+        return self.start("backend_service", [sys.executable, "-m", "backend_service", "--run-dir", str(run_dir)],
+                          env)
 
     def start_flanneld(self, run_dir: Path | None = None,
                        extra: Sequence[str] | None = None) -> tuple[Proc, Supervised, Supervised]:
