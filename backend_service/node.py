@@ -1,8 +1,8 @@
 """Facts about this node that the backends need: its own lease and its underlay.
 
-Filled in by the session from the node's lease (``AcquireLease``/``WatchLease``) and from the
-kernel (:func:`backend_service.kernel.read_public_interface`; the connected networks come with
-every :func:`backend_service.kernel.read_kernel`).
+Filled in by the session from the node's lease (``AcquireLease``/``WatchLease``), from the lease
+service's external interface (:func:`backend_service.kernel.public_interface_from`) and from the
+kernel (the connected networks come with every :func:`backend_service.kernel.read_kernel`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ class ConnectedNetwork:
 
 @dataclass(frozen=True)
 class PublicInterface:
-    """The underlay interface and this node's public address(es) on it."""
+    """The external interface the lease service chose, and its own addresses (the VXLAN ``local``)."""
 
     ifname: str
     ifindex: int
