@@ -192,7 +192,10 @@ class KubeSubnetManager:
 
     async def stored_public_ips(self) -> tuple[IPv4Address | None, IPv6Address | None]:
         """flannel reads node-public-ip(v6) annotations at start as the public IP."""
-        node = await self.get_node(self.node_name)
+        try:
+            node = await self.get_node(self.node_name)
+        except NotFound:  # not registered yet: no annotations to read (flannel carries on as well)
+            return None, None
         notes = node.get("metadata", {}).get("annotations") or {}
         return (_address(self.node_name, notes, self.names.node_public_ip, IPv4Address),  # type: ignore[return-value]
                 _address(self.node_name, notes, self.names.node_public_ipv6, IPv6Address))
@@ -318,6 +321,10 @@ class _Expired(Exception):
     """The watch's resourceVersion is too old (410): relist."""
 
 
+class NotFound(StoreUnavailable):
+    """The object is not there (404): retried where it must appear, ignored where it may be absent."""
+
+
 def _api_error(what: str, status: int, body: bytes) -> Exception:
     try:
         message = json.loads(body).get("message", "")
@@ -328,7 +335,7 @@ def _api_error(what: str, status: int, body: bytes) -> Exception:
             f"Kubernetes API refused {what} (403 Forbidden): {message}. flannel's RBAC is needed: "
             "nodes get/list/watch and nodes/status patch (see deploy/kube-flannel-py.yml)")
     if status == 404:
-        return StoreUnavailable(f"{what}: not found (404): {message}")
+        return NotFound(f"{what}: not found (404): {message}")
     if status >= 500 or status == 429:
         return StoreUnavailable(f"Kubernetes API error on {what} ({status}): {message}")
     return AcquireError(f"Kubernetes API rejected {what} ({status}): {message}")

@@ -45,7 +45,8 @@ BAD = [
     ("flannel-lease-service", [], {"FLANNELD_IP_MASQ": "on"}, ["FLANNELD_IP_MASQ", "'on'"]),
     ("flannel-lease-service", ["--metrics-listen", "9101"], {}, ["--metrics-listen", "'9101'", "HOST:PORT"]),
     ("flannel-backend", ["--iptables-resync", "0"], {}, ["--iptables-resync", "from 1 to 86400", "0"]),
-    ("flannel-backend", ["--public-ipv6", "10.0.0.1"], {}, ["--public-ipv6", "'10.0.0.1'", "IPv6"]),
+    ("flannel-lease-service", ["--public-ipv6", "10.0.0.1"], {}, ["--public-ipv6", "'10.0.0.1'", "IPv6"]),
+    ("flannel-backend", ["--iface", "eth0"], {}, ["--iface"]),  # the lease service's decision, not ours
     ("flannel-backend", ["-iptables-forward-rules=maybe"], {}, ["-iptables-forward-rules", "'maybe'"]),
     ("flannel-backend", [], {"FLANNELD_IP_MASQ": "on"}, ["FLANNELD_IP_MASQ", "'on'"]),
     ("flannelctl", ["--timeout", "soon", "status"], {}, ["--timeout", "'soon'", "duration"]),

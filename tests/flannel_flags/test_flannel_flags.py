@@ -128,15 +128,16 @@ def test_every_flannel_flag_reaches_the_process_that_acts_on_it(files: dict[str,
     config = cli.parse(argv, {})
     lease, backend = " ".join(config.lease_args), " ".join(config.backend_args)
     for name in ("etcd-endpoints", "etcd-prefix", "etcd-keyfile", "etcd-certfile", "etcd-cafile",
-                 "etcd-username", "etcd-password", "iface-regex", "iface-can-reach", "subnet-file",
+                 "etcd-username", "etcd-password", "iface", "iface-regex", "iface-can-reach", "public-ip",
+                 "public-ipv6", "subnet-file",
                  "subnet-lease-renew-margin", "kube-subnet-mgr", "kube-api-url", "kube-annotation-prefix",
                  "kubeconfig-file", "net-config-path", "set-node-network-unavailable"):
         assert f"--{name}" in config.lease_args and f"--{name}" not in config.backend_args, name
     for name in ("iptables-resync", "iptables-forward-rules", "ip-masq-fully-random-disable",
                  "ip-blackhole-route"):
         assert f"--{name}" in config.backend_args and f"--{name}" not in config.lease_args, name
-    for name in ("ip-masq", "public-ip", "public-ipv6", "iface"):
-        assert f"--{name}" in config.lease_args and f"--{name}" in config.backend_args, name
+    # the interface is decided once, by the lease service, and handed to the backend through the contract
+    assert "--ip-masq" in config.lease_args and "--ip-masq" in config.backend_args
     for name in ("healthz-ip", "healthz-port", "vmodule", "log_backtrace_at"):
         assert name not in lease + backend
     assert config.healthz_ip == ipaddress.ip_address("127.0.0.1") and config.healthz_port == 8471
