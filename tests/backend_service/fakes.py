@@ -68,5 +68,8 @@ class FakeVxlan:
     async def configure(self, node: LocalNode) -> None:
         self.configured.append(node)
 
+    async def repair(self, node: LocalNode | None) -> list[str]:
+        return []  # no device of its own: nothing is ever broken
+
     def desired(self, peers: Sequence[PeerLease], node: LocalNode) -> DesiredState:
         return vxlan_desired(peers, self.options, node, "eth0", DEVICE, None)

@@ -156,7 +156,7 @@ async def start(socket_path: Path) -> AsyncIterator[Callable[..., asyncio.Future
         async def set_serving(serving: bool) -> None:
             node.health.append(serving)
 
-        async def dataplane(config: object) -> tuple[PublicInterface, FakeVxlan]:
+        async def dataplane(config: object, external: object) -> tuple[PublicInterface, FakeVxlan]:
             return PublicInterface("eth0", 2, 1500, ip_address("192.168.77.1")), FakeVxlan()  # type: ignore[arg-type]
 
         view = LeaseView()
