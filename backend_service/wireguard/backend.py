@@ -115,6 +115,17 @@ class WireGuardBackend:
                 raise KernelError(f"{self._device_for(version)} vanished")
             await ensure_address(self.ipr, index, subnet.network_address)
 
+    async def repair(self, node: LocalNode | None) -> list[str]:
+        """A WireGuard device deleted at runtime is made again (same key) with its address; the peers are
+        then re-programmed by the caller. Nothing to do when every device exists."""
+        missing = [name for name in self.devices if await link_index(self.ipr, name) is None]
+        if not missing:
+            return []
+        await self.setup()
+        if node is not None:
+            await self.configure(node)
+        return [f"{name} re-created" for name in missing]
+
     def _endpoint(self, peer: PeerLease, version: int) -> tuple[IPv4Address | IPv6Address, int] | None:
         """Where to send to ``peer``: per family in separate mode; by the mode otherwise."""
         if self.separate:

@@ -8,8 +8,8 @@ import asyncio
 import pytest
 
 from backend_service.devwatch import DeviceWatcher
-from tests.support.netns import netns
-from tests.support.wait import async_wait_until
+from flannel_testkit.netns import netns
+from flannel_testkit.wait import async_wait_until
 
 pytestmark = pytest.mark.netns
 

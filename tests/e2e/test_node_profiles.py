@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from tests.support.cluster import BackgroundPing, Cluster, Node, ip, ip_json, kernel_objects, ns_exec, ping
-from tests.support.profiles import MTU_1400, MTU_9000, TWO_NICS, HostProfile
-from tests.support.wait import wait_until
+from flannel_testkit.cluster import BackgroundPing, Cluster, Node, ip, ip_json, kernel_objects, ns_exec, ping
+from flannel_testkit.profiles import MTU_1400, MTU_9000, TWO_NICS, HostProfile
+from flannel_testkit.wait import wait_until
 
 pytestmark = [pytest.mark.netns, pytest.mark.etcd]
 

@@ -22,7 +22,7 @@ from lease_service.extiface import (
     Route,
     choose,
 )
-from tests.support.netns import Netns, netns
+from flannel_testkit.netns import Netns, netns
 
 A = ip_address
 
