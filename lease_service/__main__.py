@@ -21,7 +21,7 @@ from lease_service.stream import LeaseHub
 from lease_service.subnet.base import StoreUnavailable
 from lease_service.subnet.etcd import EtcdSubnetManager
 
-if TYPE_CHECKING:  # the Kubernetes client costs ~0.3 s and ~30 MB: imported only in kube mode
+if TYPE_CHECKING:  # imported only in kube mode
     from lease_service.subnet.kube import KubeSubnetManager
 from proto.flannel.v1 import lease_pb2, lease_pb2_grpc
 
@@ -61,37 +61,38 @@ async def _load_config(manager: EtcdSubnetManager | KubeSubnetManager, servicer:
 
 
 async def _kube_manager(settings: cli.Settings) -> KubeSubnetManager:
-    """The Kubernetes API client as flannel builds it: --kube-api-url and/or --kubeconfig-file, else
+    """The Kubernetes API connection as flannel builds it: --kube-api-url and/or --kubeconfig-file, else
     in-cluster; the node name from --node-name / $NODE_NAME, else the node running $POD_NAME."""
-    from kubernetes.aio import client as kclient
-    from kubernetes.aio import config as kconfig
-
+    from lease_service.subnet import kube_config
     from lease_service.subnet.kube import KubeSubnetManager
+    from lease_service.subnet.kube_api import KubeApi
 
     kube = settings.kube
-    configuration = kclient.Configuration()
     if kube.kubeconfig is not None:
-        await kconfig.load_kube_config(config_file=str(kube.kubeconfig), client_configuration=configuration)
+        conn = kube_config.from_kubeconfig(kube.kubeconfig)
     elif kube.api_url is None:
         try:
-            kconfig.load_incluster_config(client_configuration=configuration)
-        except kconfig.ConfigException as exc:
-            raise cli.UsageError(f"--kube-subnet-mgr: no --kube-api-url or --kubeconfig-file, and not in a cluster: {exc}") from exc
+            conn = kube_config.in_cluster()
+        except ConfigError as exc:
+            raise cli.UsageError(f"--kube-subnet-mgr: no --kube-api-url or --kubeconfig-file, and {exc}") from exc
+    else:
+        conn = kube_config.KubeConnection(kube.api_url)
     if kube.api_url is not None:
-        configuration.host = kube.api_url
-    api_client = kclient.ApiClient(configuration)
-    node_name = kube.node_name
-    if node_name is None:
+        conn = conn.with_server(kube.api_url)
+    api = KubeApi(conn)
+    manager = KubeSubnetManager(api, kube.node_name or "", kube.net_config_path, kube.annotation_prefix,
+                                kube.set_network_unavailable)
+    if kube.node_name is None:
         if not (kube.pod_name and kube.pod_namespace):
-            await api_client.close()
+            await api.close()
             raise cli.UsageError("--kube-subnet-mgr needs the node name: set NODE_NAME (or --node-name, or POD_NAME and POD_NAMESPACE)")
-        pod = await kclient.CoreV1Api(api_client).read_namespaced_pod(kube.pod_name, kube.pod_namespace)
-        node_name = pod.spec.node_name if pod.spec is not None else None
+        node_name = await _until_answered(lambda: manager.pod_node_name(kube.pod_namespace, kube.pod_name),
+                                          f"reading pod {kube.pod_namespace}/{kube.pod_name}")
         if not node_name:
-            await api_client.close()
+            await api.close()
             raise cli.UsageError(f"pod {kube.pod_namespace}/{kube.pod_name} is not scheduled on a node yet")
-    return KubeSubnetManager(api_client, node_name, kube.net_config_path, kube.annotation_prefix,
-                             kube.set_network_unavailable)
+        manager.node_name = node_name
+    return manager
 
 
 async def serve(settings: cli.Settings) -> int:
