@@ -7,17 +7,20 @@ a heartbeat (a status update) costs a parse, not a tree of dicts, and nothing of
 Lists are read in pages of :data:`PAGE_SIZE` (``limit``/``continue``, as client-go's reflector does),
 so the lease service never holds a whole NodeList of thousands of nodes.
 
-Errors: :class:`ApiStatus` for an HTTP error answer (status and the Status object's message); the
-transport's own (``aiohttp.ClientError``, ``TimeoutError``, ``OSError``) pass through;
+HTTP/1.1 is spoken here over asyncio streams (TLS through ``ssl``): an HTTP library cost ~8 MB of RSS
+for the handful of calls flannel makes. Errors: :class:`ApiStatus` for an HTTP error answer (status
+and the Status object's message); :class:`HttpError` (an ``OSError``) for a broken answer or
+connection, ``TimeoutError`` and ``OSError`` from the transport;
 ``msgspec.DecodeError``/``ValidationError`` for answers that are not the JSON they should be.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import quote, urlencode, urlsplit
 
-import aiohttp
 import msgspec
 
 from lease_service.subnet.kube_config import BearerToken, KubeConnection
@@ -25,6 +28,9 @@ from lease_service.subnet.kube_config import BearerToken, KubeConnection
 PAGE_SIZE = 500                     # Nodes per list page (client-go's default)
 MAX_FRAME = 16 * 1024 * 1024        # bytes of one watch event at most (a Node is limited to ~1.5 MB by etcd)
 USER_AGENT = "flannel-py"
+MAX_LINE = 64 * 1024                # bytes of a status, header or chunk-size line
+MAX_HEADERS = 100
+MAX_BODY = 1024 * 1024 * 1024       # bytes of one answer (a page of 500 Nodes is ~5 MB)
 
 
 class NodeMeta(msgspec.Struct, frozen=True, gc=False):
@@ -103,46 +109,162 @@ class ApiStatus(Exception):
         super().__init__(f"{status}: {self.message}")
 
 
+class HttpError(OSError):
+    """The server broke HTTP/1.1 (a bad status line, header, chunk) or closed the connection mid-answer."""
+
+
+class _Connection:
+    """One HTTP/1.1 connection (TLS or not)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    def close(self) -> None:
+        self.writer.close()
+
+    async def send(self, head: bytes, body: bytes | None) -> None:
+        self.writer.write(head + body if body else head)
+        await self.writer.drain()
+
+    async def line(self) -> bytes:
+        try:
+            return await self.reader.readuntil(b"\n")
+        except asyncio.IncompleteReadError as exc:
+            raise HttpError("the API server closed the connection") from exc
+        except asyncio.LimitOverrunError as exc:
+            raise HttpError(f"a header or chunk line longer than {MAX_LINE} bytes") from exc
+
+    async def exactly(self, n: int) -> bytes:
+        try:
+            return await self.reader.readexactly(n)
+        except asyncio.IncompleteReadError as exc:
+            raise HttpError("the API server closed the connection mid-answer") from exc
+
+    async def head(self) -> tuple[int, dict[str, str]]:
+        """The status and the headers (names in lower case) of the next answer."""
+        status_line = await self.line()
+        parts = status_line.split(None, 2)
+        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+            raise HttpError(f"not an HTTP/1.1 answer: {status_line[:80]!r}")
+        headers: dict[str, str] = {}
+        for _ in range(MAX_HEADERS):
+            raw = await self.line()
+            if raw in (b"\r\n", b"\n"):
+                return int(parts[1]), headers
+            name, sep, value = raw.decode("latin-1").partition(":")
+            if not sep:
+                raise HttpError(f"a header line without a colon: {raw[:80]!r}")
+            headers[name.strip().lower()] = value.strip()
+        raise HttpError(f"more than {MAX_HEADERS} headers")
+
+    async def body_parts(self, headers: dict[str, str]) -> AsyncIterator[bytes]:
+        """The body as it arrives: chunked, Content-Length or until the connection closes."""
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            while True:
+                size_line = (await self.line()).split(b";", 1)[0].strip()
+                try:
+                    size = int(size_line, 16)
+                except ValueError:
+                    raise HttpError(f"a bad chunk size {size_line[:20]!r}") from None
+                if size == 0:
+                    while (await self.line()).strip():  # trailers
+                        pass
+                    return
+                data = await self.exactly(size)
+                await self.exactly(2)
+                yield data
+        elif "content-length" in headers:
+            try:
+                left = int(headers["content-length"])
+            except ValueError:
+                raise HttpError(f"a bad Content-Length {headers['content-length'][:20]!r}") from None
+            while left > 0:
+                data = await self.reader.read(min(left, 1 << 20))
+                if not data:
+                    raise HttpError("the API server closed the connection mid-answer")
+                left -= len(data)
+                yield data
+        else:
+            while data := await self.reader.read(1 << 20):
+                yield data
+
+
 class KubeApi:
-    """A connection pool to one API server with our credentials; create and close inside the loop."""
+    """HTTP/1.1 to one API server with our credentials (one kept-alive connection for calls, one per
+    watch); create and close inside the loop."""
 
     def __init__(self, conn: KubeConnection) -> None:
         self.server = conn.server
+        url = urlsplit(conn.server)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ValueError(f"the Kubernetes API URL {conn.server!r} is not http(s)://host[:port]")
+        self._host = url.hostname
+        self._port = url.port or (443 if url.scheme == "https" else 80)
+        self._authority = url.netloc.rpartition("@")[2]
+        self._base = url.path.rstrip("/")
         self._token = BearerToken(conn)
         self._ssl = conn.ssl_context()
-        self._session: aiohttp.ClientSession | None = None
-
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            connector = aiohttp.TCPConnector(ssl=self._ssl if self._ssl is not None else False, limit=4)
-            self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False,
-                                                  headers={"User-Agent": USER_AGENT, "Accept": "application/json"})
-        return self._session
-
-    def _headers(self, content_type: str | None = None) -> dict[str, str]:
-        headers = {}
-        auth = self._token.header()
-        if auth is not None:
-            headers["Authorization"] = auth
-        if content_type is not None:
-            headers["Content-Type"] = content_type
-        return headers
+        self._idle: _Connection | None = None
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._idle is not None:
+            self._idle.close()
+            self._idle = None
+
+    async def _connect(self) -> _Connection:
+        reader, writer = await asyncio.open_connection(
+            self._host, self._port, ssl=self._ssl, server_hostname=self._host if self._ssl else None,
+            limit=MAX_LINE)
+        return _Connection(reader, writer)
+
+    def _head(self, method: str, path: str, query: dict[str, str] | None, body: bytes | None,
+              content_type: str | None) -> bytes:
+        target = self._base + path + ("?" + urlencode(query) if query else "")
+        lines = [f"{method} {target} HTTP/1.1", f"Host: {self._authority}", f"User-Agent: {USER_AGENT}",
+                 "Accept: application/json"]
+        auth = self._token.header()
+        if auth is not None:
+            lines.append(f"Authorization: {auth}")
+        if body is not None:
+            lines += [f"Content-Type: {content_type or 'application/json'}", f"Content-Length: {len(body)}"]
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
     async def request(self, method: str, path: str, *, query: dict[str, str] | None = None,
                       body: bytes | None = None, content_type: str | None = None, timeout: float = 30) -> bytes:
         """One call; the answer's body, or ApiStatus for a status >= 400."""
-        async with self._client().request(
-                method, self.server + path, params=query, data=body, headers=self._headers(content_type),
-                timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
-            data = await resp.read()
-            if resp.status >= 400:
-                raise ApiStatus(resp.status, data)
-            return data
+        head = self._head(method, path, query, body, content_type)
+        async with asyncio.timeout(timeout):
+            for attempt in (0, 1):
+                conn, reused = (self._idle, True) if self._idle is not None else (await self._connect(), False)
+                self._idle = None
+                try:
+                    await conn.send(head, body)
+                    try:
+                        status, headers = await conn.head()
+                    except (HttpError, ConnectionError):
+                        if reused and attempt == 0:  # the server closed the idle connection: a fresh one
+                            conn.close()
+                            continue
+                        raise
+                    data = bytearray()
+                    async for part in conn.body_parts(headers):
+                        data += part
+                        if len(data) > MAX_BODY:
+                            raise HttpError(f"an answer longer than {MAX_BODY} bytes")
+                except BaseException:
+                    conn.close()
+                    raise
+                if headers.get("connection", "").lower() == "close" or (
+                        "content-length" not in headers and "chunked" not in headers.get("transfer-encoding", "")):
+                    conn.close()
+                else:
+                    if self._idle is not None:
+                        self._idle.close()
+                    self._idle = conn
+                if status >= 400:
+                    raise ApiStatus(status, bytes(data))
+                return bytes(data)
+        raise HttpError("unreachable")  # pragma: no cover - the loop returns or raises
 
     async def get_json(self, path: str) -> dict[str, Any]:
         """One object as plain JSON."""
@@ -153,10 +275,10 @@ class KubeApi:
 
     async def get_node(self, name: str) -> dict[str, Any]:
         """One Node as plain JSON (our own node: acquire reads its status conditions too)."""
-        return await self.get_json(f"/api/v1/nodes/{name}")
+        return await self.get_json(f"/api/v1/nodes/{quote(name, safe='')}")
 
     async def patch_node_status(self, name: str, patch: dict[str, Any], content_type: str) -> None:
-        await self.request("PATCH", f"/api/v1/nodes/{name}/status", body=msgspec.json.encode(patch),
+        await self.request("PATCH", f"/api/v1/nodes/{quote(name, safe='')}/status", body=msgspec.json.encode(patch),
                            content_type=content_type)
 
     async def list_nodes(self, page_size: int = PAGE_SIZE, timeout: float = 60) -> AsyncIterator[NodeList]:
@@ -176,24 +298,33 @@ class KubeApi:
         """The raw JSON lines of one watch (bookmarks on, ends when the server's timeout closes it)."""
         query = {"watch": "1", "resourceVersion": str(resource_version), "allowWatchBookmarks": "true",
                  "timeoutSeconds": str(timeout_seconds)}
-        async with self._client().get(
-                self.server + "/api/v1/nodes", params=query, headers=self._headers(),
-                timeout=aiohttp.ClientTimeout(total=timeout_seconds + 30, sock_read=timeout_seconds + 30)) as resp:
-            if resp.status >= 400:
-                raise ApiStatus(resp.status, await resp.read())
-            pending = bytearray()
-            async for chunk in resp.content.iter_any():
-                pending += chunk
-                start = 0
-                while (end := pending.find(b"\n", start)) >= 0:
-                    if end > start:
-                        yield bytes(pending[start:end])
-                    start = end + 1
-                del pending[:start]
-                if len(pending) > MAX_FRAME:
-                    raise FrameTooLarge(f"a watch event longer than {MAX_FRAME} bytes")
-            if pending.strip():
-                yield bytes(pending)
+        async with asyncio.timeout(timeout_seconds + 30):
+            conn = await self._connect()
+            try:
+                await conn.send(self._head("GET", "/api/v1/nodes", query, None, None), None)
+                status, headers = await conn.head()
+                if status >= 400:
+                    data = bytearray()
+                    async for part in conn.body_parts(headers):
+                        data += part
+                        if len(data) > MAX_FRAME:
+                            break
+                    raise ApiStatus(status, bytes(data[:MAX_FRAME]))
+                pending = bytearray()
+                async for chunk in conn.body_parts(headers):
+                    pending += chunk
+                    start = 0
+                    while (end := pending.find(b"\n", start)) >= 0:
+                        if end > start:
+                            yield bytes(pending[start:end])
+                        start = end + 1
+                    del pending[:start]
+                    if len(pending) > MAX_FRAME:
+                        raise FrameTooLarge(f"a watch event longer than {MAX_FRAME} bytes")
+                if pending.strip():
+                    yield bytes(pending)
+            finally:
+                conn.close()
 
 
 class FrameTooLarge(ValueError):
