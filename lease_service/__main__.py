@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import flannel_flags
 from flannel_rpc import UnixServer, configure_logging
+from flannel_rpc.exitcodes import ExitCode
 from lease_service import cli, metrics
 from lease_service.etcd import EtcdClient
 from lease_service.keeper import KeeperSettings, LeaseKeeper
@@ -96,55 +98,67 @@ async def _kube_manager(settings: cli.Settings) -> KubeSubnetManager:
 
 
 async def serve(settings: cli.Settings) -> int:
+    """Run until SIGTERM/SIGINT (exit OK) or a failure (its exit code); a signal cancels whatever is
+    being waited for (the store, the Kubernetes API, a stream), so a stop is prompt in every phase."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    work = asyncio.create_task(_run(settings), name="lease-service")
+    stopper = asyncio.create_task(stop.wait(), name="stop-signal")
+    await asyncio.wait({work, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    stopper.cancel()
+    if not work.done():
+        work.cancel()
+    try:
+        return await work
+    except asyncio.CancelledError:
+        if not stop.is_set():
+            raise
+        return ExitCode.OK
+
+
+async def _run(settings: cli.Settings) -> int:
     if settings.metrics_listen is not None:
         host, port = settings.metrics_listen
         try:
             port = metrics.serve(host, port)
         except OSError as exc:
             log.error("cannot serve metrics on --metrics-listen %s:%d: %s", host, port, exc)
-            return 2
+            return ExitCode.USAGE
         log.info("serving Prometheus metrics on http://%s:%d/metrics", host, port)
-    manager: EtcdSubnetManager | KubeSubnetManager
     kube_mode = settings.kube_subnet_mgr
-    if settings.kube_subnet_mgr:
-        try:
-            manager = await _kube_manager(settings)
-        except (cli.UsageError, ConfigError) as exc:
-            log.error("%s", exc)
-            return 2
-        store_kind = "kube"
-    else:
-        manager = EtcdSubnetManager(EtcdClient(settings.etcd), settings.etcd_prefix, lease_ttl=settings.lease_ttl)
-        store_kind = "etcd"
-    servicer = LeaseServicer(store_kind)
+    servicer = LeaseServicer("kube" if kube_mode else "etcd")
     server = UnixServer(settings.socket_path, [SERVICE],
-                        lambda grpc_server: lease_pb2_grpc.add_LeaseServiceServicer_to_server(servicer, grpc_server), socket_gid=settings.socket_gid,
-                        tcp_listen=settings.grpc_listen)
-    await server.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+                        lambda grpc_server: lease_pb2_grpc.add_LeaseServiceServicer_to_server(servicer, grpc_server),
+                        socket_gid=settings.socket_gid, tcp_listen=settings.grpc_listen)
+    await server.start()  # health answers NOT_SERVING from here on, whatever is awaited next
+    manager: EtcdSubnetManager | KubeSubnetManager | None = None
     tasks: list[asyncio.Task[None]] = []
     try:
-        config_task = asyncio.ensure_future(_load_config(manager, servicer))
-        stopper = asyncio.ensure_future(stop.wait())
-        await asyncio.wait({config_task, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        if stop.is_set():
-            config_task.cancel()
-            return 0
-        config = config_task.result()
+        if kube_mode:
+            servicer.waiting_for = "the Kubernetes client"
+            try:
+                manager = await _kube_manager(settings)
+            except (cli.UsageError, ConfigError) as exc:
+                log.error("%s", exc)
+                return ExitCode.USAGE
+        else:
+            manager = EtcdSubnetManager(EtcdClient(settings.etcd), settings.etcd_prefix, lease_ttl=settings.lease_ttl)
+        config = await _load_config(manager, servicer)
         log.info("network config: %s, backend %s", config.network or config.ipv6_network, config.backend_type)
         public_ip, public_ipv6 = settings.public_ip, settings.public_ipv6
         if kube_mode and not (public_ip or public_ipv6):
             stored = await _until_answered(manager.stored_public_ips, "reading this node's annotations")  # type: ignore[union-attr]
             public_ip, public_ipv6 = stored
         try:
-            addresses = resolve(public_ip, public_ipv6, settings.ifaces, settings.iface_regexes,
-                                want_ipv4=config.enable_ipv4, want_ipv6=config.enable_ipv6)
+            # `ip -json` is a subprocess: run it off the event loop
+            addresses = await asyncio.to_thread(resolve, public_ip, public_ipv6, settings.ifaces,
+                                                settings.iface_regexes, want_ipv4=config.enable_ipv4,
+                                                want_ipv6=config.enable_ipv6)
         except PublicIPError as exc:
             log.error("cannot determine the public IP: %s", exc)
-            return 2
+            return ExitCode.USAGE
         log.info("public IP %s%s", addresses.ipv4 or addresses.ipv6,
                  f" (interface {addresses.iface})" if addresses.iface else "")
 
@@ -155,26 +169,31 @@ async def serve(settings: cli.Settings) -> int:
         keeper = LeaseKeeper(manager, config, hub, KeeperSettings(
             renew_margin=settings.renew_margin, subnet_file=settings.subnet_file, ip_masq=settings.ip_masq))
         servicer.waiting_for = "the first list of leases from the store"
-        servicer.attach(config, hub, keeper, addresses.ipv4, addresses.ipv6)
-        tasks.append(asyncio.ensure_future(manager.run_watch(config, hub)))
-        tasks.append(asyncio.ensure_future(keeper.run()))
-        ready = asyncio.ensure_future(hub.wait_ready())
-        done, _ = await asyncio.wait({ready, stopper, *tasks}, return_when=asyncio.FIRST_COMPLETED)
+        tasks.append(asyncio.create_task(manager.run_watch(config, hub), name="store-watch"))
+        tasks.append(asyncio.create_task(keeper.run(), name="lease-keeper"))
+        ready = asyncio.create_task(hub.wait_ready(), name="first-list")
+        done, _ = await asyncio.wait({ready, *tasks}, return_when=asyncio.FIRST_COMPLETED)
         if ready in done:
+            # the gate of the contract: nothing is answered (config, lease, stream) before this point
+            servicer.attach(config, hub, keeper, addresses.ipv4, addresses.ipv6)
             await server.set_serving(True)
             log.info("serving leases on %s", settings.socket_path)
-            done, _ = await asyncio.wait({stopper, *tasks}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        else:
+            ready.cancel()
         for task in done:
-            if task is not stopper and task.exception() is not None:
-                log.error("internal task failed: %r", task.exception())
-                return 1
-        return 0
+            if task is not ready and task.exception() is not None:
+                log.error("internal task %s failed: %r", task.get_name(), task.exception())
+                return ExitCode.FAILURE
+        return ExitCode.FAILURE
     finally:
         for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await server.set_serving(False)
         await server.stop(grace=0.5)
-        await manager.close()
+        if manager is not None:
+            await manager.close()
         log.info("stopped; the lease stays in the store until it expires")
 
 
@@ -186,11 +205,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except cli.UsageError as exc:
         print(f"flannel-lease-service: {exc}", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
     configure_logging(settings.verbosity)
     for notice in settings.notices:
         log.warning("%s", notice)
-    return asyncio.run(serve(settings))
+    code = asyncio.run(serve(settings))
+    # Leave without the interpreter's final garbage collection: with large modules loaded it took
+    # seconds on a busy node, past the supervisor's grace period. Everything that matters (sockets,
+    # store, logs) is closed or flushed by now.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":
