@@ -44,9 +44,9 @@ from typing import Any, Self, TypeVar
 
 from flannel_testkit.cni import cni_call, node_cni_config, pod_address
 from flannel_testkit.etcd import EtcdServer
+from flannel_testkit.hostprofiles import HostProfile
 from flannel_testkit.processes import Daemon, health_status
 from flannel_testkit.wait import wait_until
-from flannel_testkit.hostprofiles import HostProfile
 
 T = TypeVar("T")
 
