@@ -9,7 +9,6 @@ import signal
 import sys
 from collections.abc import Sequence
 
-import grpc
 from pyroute2 import AsyncIPRoute
 
 import flannel_flags
@@ -17,10 +16,12 @@ from backend_service import cli, metrics
 from backend_service.controller import EXIT_USAGE, Controller
 from backend_service.follow import LeaseView
 from backend_service.kernel import NetlinkKernel
+from backend_service.masq import RuleOptions, TrafficRules
 from backend_service.server import BackendServicer
 from backend_service.session import Session, local_dataplane
 from backend_service.status import Health, Status
-from flannel_rpc import UnixServer, configure_logging, unix_target
+from flannel_rpc import UnixServer, configure_logging
+from flannel_rpc.channel import unix_channel, wait_serving
 from proto.flannel.v1 import backend_pb2, backend_pb2_grpc, lease_pb2_grpc
 
 log = logging.getLogger("backend_service")
@@ -50,7 +51,7 @@ async def serve(settings: cli.Settings) -> int:
     try:
         async with (
             AsyncIPRoute() as ipr,
-            grpc.aio.insecure_channel(unix_target(settings.lease_socket)) as channel,
+            unix_channel(settings.lease_socket) as channel,
         ):
             view = LeaseView()
             session = Session(
@@ -59,6 +60,13 @@ async def serve(settings: cli.Settings) -> int:
                 status,
                 view,
                 functools.partial(local_dataplane, ipr, settings),
+                gate=functools.partial(wait_serving, channel, "the lease service"),
+                traffic=TrafficRules(
+                    RuleOptions(masquerade=settings.ip_masq, forward=settings.iptables_forward_rules,
+                                random_fully_disable=settings.ip_masq_fully_random_disable),
+                    nftables=settings.nftables,
+                    blackhole_ipr=ipr if settings.ip_blackhole_route else None,
+                ),
             )
             controller = Controller(
                 session,

@@ -22,14 +22,14 @@ import shutil
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from ipaddress import IPv4Network, IPv6Network
 from typing import Any
 
 from pyroute2 import AsyncIPRoute
 
 from .diff import DELETE, Op
 from .kernel import KernelError, TemplateApplier, read_kernel
-from .masq import IptablesMasq, MasqError, MasqNetwork, NftablesMasq, run
+from .blackhole import remove_blackholes
+from .masq import Commands, MasqError, cleanup_all
 
 log = logging.getLogger(__name__)
 
@@ -76,16 +76,11 @@ async def kernel_items(ipr: AsyncIPRoute) -> tuple[list[Item], list[Op], list[in
     return items, ops, [index for index, _ in devices]
 
 
-_ANY = (MasqNetwork(IPv4Network("0.0.0.0/0"), IPv4Network("0.0.0.0/0")),
-        MasqNetwork(IPv6Network("::/0"), IPv6Network("::/0")))
-"""The masquerade cleanups need only the families: no network is matched when removing."""
-
-
 async def _output(argv: list[str]) -> str | None:
     if shutil.which(argv[0]) is None:
         return None
     try:
-        return await run(argv)
+        return await Commands().run(argv)
     except MasqError:
         return None
 
@@ -107,19 +102,12 @@ async def firewall_items() -> list[Item]:
 
 
 async def remove_firewall() -> list[str]:
-    """masq's own cleanups, for whichever tools exist; failures as text."""
-    failures: list[str] = []
-    cleaners: list[Any] = []
-    if shutil.which("iptables-save"):
-        cleaners.append(IptablesMasq(_ANY))
-    if shutil.which("nft"):
-        cleaners.append(NftablesMasq(_ANY))
-    for cleaner in cleaners:
-        try:
-            await cleaner.cleanup()
-        except MasqError as exc:
-            failures.append(str(exc))
-    return failures
+    """masq's own cleanup of both modes (whichever tools exist); failures as text."""
+    try:
+        await cleanup_all()
+    except MasqError as exc:
+        return [str(exc)]
+    return []
 
 
 async def cleanup(*, dry_run: bool, out: Any = sys.stdout) -> int:
@@ -143,6 +131,8 @@ async def cleanup(*, dry_run: bool, out: Any = sys.stdout) -> int:
             except Exception as exc:  # gone meanwhile, or refused: report, continue with the rest
                 failures.append(f"deleting device index {index}: {exc}")
         failures += await remove_firewall()
+        for dst in await remove_blackholes(ipr):  # --ip-blackhole-route's, protocol 70
+            print(f"removed blackhole route {dst}", file=out)
         left, _, _ = await kernel_items(ipr)
         left += await firewall_items()
     for failure in failures:

@@ -1,7 +1,7 @@
 """The backend as a small controller: its tasks run under one ``asyncio.TaskGroup``.
 
-Tasks: the session with the lease service (which runs the follower of the lease stream), and
-the reconciler. None of them is fire-and-forget: if any fails unexpectedly, the failure is
+Tasks: the session with the lease service (which runs the follower of the lease stream), the
+reconciler, and the rules task (flannel's FORWARD/masquerade rules, ``masq.TrafficRules``). None of them is fire-and-forget: if any fails unexpectedly, the failure is
 logged once, health turns NOT_SERVING, the other tasks are cancelled and :meth:`Controller.run`
 returns a non-zero exit code for the supervisor to act on. A stop request (SIGTERM) cancels them
 all and returns 0; the dataplane stays as it is.
@@ -18,6 +18,8 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, NoReturn, Protocol
 
+from flannel_rpc.exitcodes import ExitCode
+
 from .config import ConfigError
 from .follow import LeaseView
 from .kernel import Kernel
@@ -28,10 +30,11 @@ from .status import Health, Status
 
 log = logging.getLogger(__name__)
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-EXIT_PERMANENT = 3
+# the contract with flanneld (flannel_rpc.exitcodes), under the names this package uses
+EXIT_OK = ExitCode.OK
+EXIT_FAILURE = ExitCode.FAILURE
+EXIT_USAGE = ExitCode.USAGE
+EXIT_PERMANENT = ExitCode.PERMANENT
 
 
 class Fatal(Exception):
@@ -60,6 +63,7 @@ class SessionLike(Protocol):
     async def ensure_masq(self) -> None: ...
 
     async def watch_devices(self, prepared: Any, repaired: Callable[[LocalNode], None]) -> NoReturn: ...
+    async def keep_rules(self) -> None: ...
 
 
 class Controller:
@@ -97,6 +101,7 @@ class Controller:
             on_resync=self.session.ensure_masq,
         )
         group.create_task(_forever("reconciler", reconciler.run()), name="reconciler")
+        group.create_task(_forever("rules", self.session.keep_rules()), name="rules")
         group.create_task(
             _forever("session", self.session.run(prepared, reconciler.adopt, reconciler.wake)), name="session"
         )

@@ -33,7 +33,7 @@ from .hostgw import HostGwBackend
 from .devwatch import DeviceWatcher
 from .kernel import KernelError, check_public_interface, public_interface_from
 from .leases import LeaseError, parse_wireguard_data
-from .masq import IptablesMasq, MasqError, MasqNetwork, Masquerade, NftablesMasq
+from .masq import MasqNetwork, ToolsMissing, TrafficRules
 from .node import LocalNode, PublicInterface
 from .nodecheck import warn_if_br_netfilter_missing
 from .status import Status
@@ -103,15 +103,20 @@ class Session:
         status: Status,
         view: LeaseView,
         dataplane: DataplaneFactory,
+        gate: Callable[[], Awaitable[None]] | None = None,
+        traffic: TrafficRules | None = None,
     ) -> None:
         self.settings = settings
         self.stub = stub
+        self._gate = gate
+        """Returns once the lease service serves (started together, the backend must not act before)."""
         self.status = status
         self.view = view
         self._dataplane = dataplane
         self.node: LocalNode | None = None
         self.own_key = ""
-        self.masq: Masquerade | None = None
+        self.traffic = traffic
+        """flannel's FORWARD/masquerade rules and blackhole routes; None: none at all (tests with fakes)."""
         self.device_lock = asyncio.Lock()
         """Device repairs never run alongside ``configure()`` of a newly adopted own lease."""
 
@@ -131,6 +136,8 @@ class Session:
 
     async def prepare(self) -> Prepared:
         """The network config, the public interface, the backend's devices; :class:`Fatal` if unusable."""
+        if self._gate is not None:
+            await self._gate()
         reply = await self._retry(
             "GetNetworkConfig",
             lambda: self.stub.GetNetworkConfig(
@@ -141,6 +148,12 @@ class Session:
             config = parse_network_config(reply.config)
         except ConfigError as exc:
             raise Fatal(f"unusable network config: {exc}", EXIT_USAGE) from exc
+        if self.traffic is not None:
+            self.traffic.nftables = self.settings.nftables or config.enable_nftables
+            try:
+                self.traffic.check_tools([v for v, on in ((4, config.enable_ipv4), (6, config.enable_ipv6)) if on])
+            except ToolsMissing as exc:
+                raise Fatal(str(exc), EXIT_PERMANENT) from exc
         public, backend = await self._dataplane(config, reply.external_interface)
         try:
             setup = await backend.setup()
@@ -207,6 +220,8 @@ class Session:
             backend_v6_data=setup.backend_v6_data,
             mtu=setup.mtu,
         )
+        if self._gate is not None:
+            await self._gate()
         reply = await self._retry(
             "AcquireLease", lambda: self.stub.AcquireLease(request, timeout=30, wait_for_ready=True)
         )
@@ -237,16 +252,14 @@ class Session:
             await prepared.backend.configure(node)
         self.node, self.own_key = node, lease.key
         self.status.own_lease = lease
-        if self.settings.ip_masq:
+        self.status.ip_masq = self.settings.ip_masq
+        if self.traffic is not None:  # applied by the rules task at once, off the path to SERVING
             config = prepared.config
-            networks = [
+            self.traffic.update([
                 MasqNetwork(net, sub)
                 for net, sub in ((config.network, node.subnet), (config.ipv6_network, node.ipv6_subnet))
                 if net is not None and sub is not None
-            ]
-            self.masq = NftablesMasq(networks) if self.settings.nftables else IptablesMasq(networks)
-            self.status.ip_masq = True
-            await self.ensure_masq()
+            ])
         adopted(node)
 
     async def _follow_own_lease(self, prepared: Prepared, adopted: Callable[[LocalNode], None]) -> None:
@@ -286,14 +299,17 @@ class Session:
                 await asyncio.sleep(1.0)
 
     async def ensure_masq(self) -> None:
-        """(Re)apply the masquerade rules when they drifted (with ``--ip-masq``)."""
-        if self.masq is None:
-            return
-        try:
-            if await self.masq.ensure():
-                log.info("masquerade rules (re)applied")
-        except MasqError as exc:
-            log.error("cannot apply masquerade rules: %s", exc)
+        """Repair the FORWARD/masquerade rules (and blackhole routes) if they drifted."""
+        if self.traffic is not None:
+            await self.traffic.ensure()
+
+    async def keep_rules(self) -> None:
+        """The rules task, never ending: every ``--iptables-resync`` seconds (and at once for a new own
+        lease) the rules are checked and repaired; without rules it just waits with the other tasks."""
+        if self.traffic is None:
+            await asyncio.Event().wait()
+        else:
+            await self.traffic.run_resync(self.settings.iptables_resync)
 
     async def report(self) -> None:
         """Tell the lease service how far the kernel is applied and which leases were rejected."""

@@ -44,9 +44,10 @@ from typing import Any, Self, TypeVar
 
 from flannel_testkit.cni import cni_call, node_cni_config, pod_address
 from flannel_testkit.etcd import EtcdServer
+from flannel_testkit.hostprofiles import HostProfile
 from flannel_testkit.processes import Daemon, health_status
 from flannel_testkit.wait import wait_until
-from flannel_testkit.profiles import PLAIN, HostProfile
+from flannel_testkit import profiles
 
 T = TypeVar("T")
 
@@ -449,8 +450,9 @@ class Cluster:
         before_backend: Callable[[Cluster, Node], None] | None = None,
         flanneld_command: Callable[[Cluster, Node], Daemon] | None = None,
         private_wireguard: bool = False,
-        profile: HostProfile = PLAIN,
+        profile: profiles.HostProfile = profiles.PLAIN,
         iface_args: Sequence[str] | None = None,
+        host_profile: HostProfile | None = None,
     ) -> None:
         """``profile``: how nodes' NICs are built (:mod:`flannel_testkit.profiles`); ``iface_args``: how the
         lease service (or flanneld) is told the underlay (default ``--iface <underlay NIC>``, none with two
@@ -458,7 +460,12 @@ class Cluster:
         self.id = cluster_id or uuid.uuid4().hex[:6]
         self.base_dir = Path(base_dir)
         self.count = nodes
+        self.host_profile = host_profile
+        """How unkind the nodes are (flannel_testkit.hostprofiles): rules present before flannel-py starts,
+        a restricted PATH for the backend, network config keys."""
         self.config = config if config is not None else DEFAULT_CONFIG
+        if host_profile is not None and host_profile.config:
+            self.config = {**self.config, **host_profile.config}
         self.ip_masq = ip_masq
         self.underlay = underlay
         self.prefix = prefix
@@ -641,6 +648,8 @@ class Cluster:
         if self.ipv6:  # dual stack: an IPv6 underlay address too (no duplicate detection to wait for)
             ip(ns, "-6", "addr", "add", f"fd77::{i:x}/64", "dev", nic, "nodad")
             ns_exec(ns, ["sysctl", "-q", "-w", "net.ipv6.conf.all.forwarding=1"])
+        if self.host_profile is not None:
+            self.host_profile.prepare_node(ns, self.ipv6)
 
         run_dir = self.base_dir / f"n{i}"
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -657,13 +666,18 @@ class Cluster:
             lease=Daemon("lease_service", lease_argv, self.base_dir / f"n{i}-lease.log",
                          prefix=["ip", "netns", "exec", ns, *NO_CAPS]),
             backend=Daemon(self.backend_module if not self.backend_cmd else "", backend_argv,
-                           self.base_dir / f"n{i}-backend.log", prefix=["ip", "netns", "exec", ns, *wrap, *NET_CAPS]),
+                           self.base_dir / f"n{i}-backend.log", prefix=["ip", "netns", "exec", ns, *wrap, *NET_CAPS],
+                           env=self.host_profile.backend_env(self.base_dir) if self.host_profile else None),
         )
         if self.flanneld:
+            # the default lease user (nobody) cannot run a venv under /root nor enter pytest's private
+            # tmp dirs: unless the test chose a lease user or command, the lease service runs as root (warned)
+            chosen = any(a.startswith(("--lease-user", "--lease-cmd")) for a in self.flanneld_args)
+            lease_user = [] if chosen else ["--lease-user", "root"]
             node.flanneld = Daemon("supervisor", [
                 "--run-dir", str(run_dir), *self.store_args(i),
-                *self.iface_args, *(["--ip-masq"] if self.ip_masq else []), *self.flanneld_args,
-            ], self.base_dir / f"n{i}-flanneld.log", prefix=["ip", "netns", "exec", ns])
+                *self.iface_args, *(["--ip-masq"] if self.ip_masq else []), *lease_user, *self.flanneld_args,
+            ], self.base_dir / f"n{i}-flanneld.log", prefix=["ip", "netns", "exec", ns, *wrap])
             if self.flanneld_command is not None:
                 node.flanneld = self.flanneld_command(self, node)
         self.nodes.append(node)
@@ -822,9 +836,10 @@ class Cluster:
 _COUNTERS = re.compile(r" \[\d+:\d+\]$")
 
 
-def flannel_rules(ns: str) -> list[str]:
-    """The node's iptables rules and chains that mention FLANNEL (masquerade), counters stripped, in order."""
-    out = ns_exec(ns, ["iptables-save"], check=False).stdout
+def flannel_rules(ns: str, tool: str = "iptables-save") -> list[str]:
+    """The node's iptables rules and chains that mention FLANNEL (masquerade, forward), counters stripped,
+    in order (``tool="ip6tables-save"`` for IPv6)."""
+    out = ns_exec(ns, [tool], check=False).stdout
     table, rules = "", []
     for line in out.splitlines():
         if line.startswith("*"):

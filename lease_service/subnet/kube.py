@@ -4,13 +4,17 @@ A node's subnet is its ``spec.podCIDR`` (``spec.podCIDRs`` for dual stack); its 
 are annotations under a prefix (default ``flannel.alpha.coreos.com``), written the way flannel writes
 them: one strategic-merge patch on ``nodes/<name>/status``, only when something changed, so that
 kube-flannel.yml's RBAC (nodes get/list/watch, nodes/status patch) is all we need. Other nodes arrive
-through our own reflector: list, then watch from the list's resourceVersion with bookmarks and a server
-timeout, resume from the last resourceVersion after a dropped stream, and relist + diff on 410.
+through our own reflector: list (in pages), then watch from the list's resourceVersion with bookmarks and
+a server timeout, resume from the last resourceVersion after a dropped stream, and relist + diff on 410.
+The API is spoken over raw HTTP (``kube_api``): each Node is decoded into the few fields a lease needs,
+and an event whose lease fields did not change (a kubelet heartbeat) is dropped before anything else.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import json
 import logging
 import re
@@ -21,16 +25,14 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_net
 from pathlib import Path
 from typing import Any, TypeVar
 
-import aiohttp
-from kubernetes.aio import client as kclient
-from kubernetes.aio import watch as kwatch
-from kubernetes.aio.client.exceptions import ApiException
+import msgspec
 
 from lease_service import metrics
 from lease_service.lease import CorruptLease, Lease, LeaseAttrs, check_against_config
 from lease_service.netconfig import ConfigError, NetworkConfig, parse_network_config
 from lease_service.stream import Change, LeaseHub, StateUnavailable
 from lease_service.subnet.base import AccessDenied, AcquireError, StoreUnavailable
+from lease_service.subnet.kube_api import EVENT_DECODER, ApiStatus, KubeApi, NodeView, view_of
 
 log = logging.getLogger(__name__)
 
@@ -71,13 +73,14 @@ class Annotations:
             "node-public-ip", "node-public-ipv6", "public-ip-overwrite", "public-ipv6-overwrite")))
 
 
-def pod_cidrs(node: dict[str, Any]) -> tuple[IPv4Network | None, IPv6Network | None]:
+def pod_cidrs(node: NodeView | dict[str, Any]) -> tuple[IPv4Network | None, IPv6Network | None]:
     """The node's IPv4 and IPv6 pod CIDRs; raises CorruptLease naming the node."""
-    name = node.get("metadata", {}).get("name", "?")
-    spec = node.get("spec") or {}
-    raw = spec.get("podCIDRs") or ([spec["podCIDR"]] if spec.get("podCIDR") else [])
+    if isinstance(node, dict):
+        node = view_of(node)
+    name = node.metadata.name
+    raw = node.spec.podCIDRs or ((node.spec.podCIDR,) if node.spec.podCIDR else ())
     if len(raw) > 2:
-        raise CorruptLease(f"node {name}: spec.podCIDRs {raw} must be one IPv4 and/or one IPv6 CIDR")
+        raise CorruptLease(f"node {name}: spec.podCIDRs {list(raw)} must be one IPv4 and/or one IPv6 CIDR")
     v4 = v6 = None
     for text in raw:
         try:
@@ -92,30 +95,33 @@ def pod_cidrs(node: dict[str, Any]) -> tuple[IPv4Network | None, IPv6Network | N
 
 
 class KubeSubnetManager:
-    """flannel's kube subnet manager over ``kubernetes.aio``."""
+    """flannel's kube subnet manager over the Kubernetes API (``kube_api``)."""
 
     def __init__(
         self,
-        api_client: kclient.ApiClient,
+        api: KubeApi,
         node_name: str,
         net_config_path: Path = DEFAULT_NET_CONFIG_PATH,
         annotation_prefix: str = DEFAULT_ANNOTATION_PREFIX,
         set_network_unavailable: bool = True,
         retry_interval: float = 2.0,
     ) -> None:
-        self.api_client = api_client
-        self.api = kclient.CoreV1Api(api_client)
+        self.api = api
         self.node_name = node_name
         self.net_config_path = net_config_path
         self.names = Annotations.for_prefix(annotation_prefix)
+        self._prefix = self.names.managed[: -len("kube-subnet-manager")]
         self.set_network_unavailable = set_network_unavailable
         self.retry_interval = retry_interval
-        self.store_id = f"kube:{api_client.configuration.host}"
+        self.store_id = f"kube:{api.server}"
         self.skipped_nodes = 0
         self._reported: set[tuple[str, str]] = set()
+        # per node name, what its lease was made of (pod CIDRs and our annotations): an event that
+        # leaves these alone (a kubelet heartbeat) is dropped without decoding a lease
+        self._seen: dict[str, bytes] = {}
 
     async def close(self) -> None:
-        await self.api_client.close()
+        await self.api.close()
 
     # ---- config -----------------------------------------------------------------------------
 
@@ -128,34 +134,40 @@ class KubeSubnetManager:
 
     # ---- calls ------------------------------------------------------------------------------
 
-    async def _call(self, what: str, call: Callable[[], Awaitable[Any]]) -> dict[str, Any]:
-        """One API call with the raw JSON result; errors become StoreUnavailable/AcquireError."""
+    async def _call(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        """One API call; errors become StoreUnavailable/AccessDenied/AcquireError naming ``what``."""
         try:
-            resp = await call()
-            body = await resp.read()
-            status = resp.status
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise StoreUnavailable(f"Kubernetes API unreachable ({what}): {exc}") from exc
-        if status >= 400:
-            raise _api_error(what, status, body)
-        return json.loads(body) if body else {}
+            return await call()
+        except ApiStatus as exc:
+            raise _api_error(what, exc.status, exc.message) from None
+        except (TimeoutError, OSError) as exc:
+            raise StoreUnavailable(f"Kubernetes API unreachable ({what}): {exc or type(exc).__name__}") from exc
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise StoreUnavailable(f"Kubernetes API answered {what} with unusable JSON: {str(exc)[:200]}") from None
 
     async def get_node(self, name: str) -> dict[str, Any]:
-        return await self._call(f"get node {name}",
-                                lambda: self.api.read_node_without_preload_content(name, _request_timeout=30))
+        return await self._call(f"get node {name}", lambda: self.api.get_node(name))
+
+    async def pod_node_name(self, namespace: str, pod: str) -> str:
+        """The node a pod runs on (``spec.nodeName``; "" while it is not scheduled)."""
+        doc = await self._call(f"get pod {namespace}/{pod}",
+                               lambda: self.api.get_json(f"/api/v1/namespaces/{namespace}/pods/{pod}"))
+        name = (doc.get("spec") or {}).get("nodeName")
+        return name if isinstance(name, str) else ""
 
     async def _patch_status(self, patch: dict[str, Any]) -> None:
-        await self._call(f"patch nodes/{self.node_name}/status", lambda: self.api.patch_node_status_without_preload_content(
-            self.node_name, patch, _content_type=STRATEGIC, _request_timeout=30))
+        await self._call(f"patch nodes/{self.node_name}/status",
+                         lambda: self.api.patch_node_status(self.node_name, patch, STRATEGIC))
 
     # ---- leases -----------------------------------------------------------------------------
 
-    def node_to_lease(self, config: NetworkConfig, node: dict[str, Any]) -> Lease | None:
+    def node_to_lease(self, config: NetworkConfig, node: NodeView | dict[str, Any]) -> Lease | None:
         """The node's lease; None when it is not managed by a kube subnet manager.
         Raises CorruptLease naming the node when it is managed but unusable."""
-        meta = node.get("metadata") or {}
-        name = meta.get("name", "?")
-        notes = meta.get("annotations") or {}
+        if isinstance(node, dict):
+            node = view_of(node)
+        name = node.metadata.name
+        notes = node.metadata.annotations or {}
         if notes.get(self.names.managed) != "true":
             return None
         subnet, ipv6 = pod_cidrs(node)
@@ -177,12 +189,21 @@ class KubeSubnetManager:
         check_against_config(lease, config)
         return lease
 
-    def _decode(self, config: NetworkConfig, node: dict[str, Any]) -> Lease | None:
+    def _signature(self, node: NodeView) -> bytes:
+        """A 128-bit digest of what a node's lease is made of: its pod CIDRs and the annotations under our
+        prefix (a digest rather than the fields: 5,000 nodes' worth of tuples took 5 MB)."""
+        notes = node.metadata.annotations or {}
+        prefix = self._prefix
+        parts = [node.spec.podCIDR, *node.spec.podCIDRs]
+        parts += sorted(f"{k}={v}" for k, v in notes.items() if k.startswith(prefix))
+        return hashlib.blake2b("\0".join(parts).encode(errors="surrogatepass"), digest_size=16).digest()
+
+    def _decode(self, config: NetworkConfig, node: NodeView | dict[str, Any]) -> Lease | None:
         try:
             return self.node_to_lease(config, node)
         except CorruptLease as exc:
-            meta = node.get("metadata") or {}
-            seen = (meta.get("name", "?"), str(exc))
+            name = node.metadata.name if isinstance(node, NodeView) else str((node.get("metadata") or {}).get("name"))
+            seen = (name, str(exc))
             if seen not in self._reported:
                 self._reported.add(seen)
                 self.skipped_nodes += 1
@@ -190,13 +211,22 @@ class KubeSubnetManager:
                 log.warning("skipping node %s: %s", seen[0], exc)
             return None
 
+    def _changed(self, config: NetworkConfig, node: NodeView) -> Change | None:
+        """The change a Node's new state makes; None when its lease fields are what they were."""
+        name = node.metadata.name
+        signature = self._signature(node)
+        if self._seen.get(name) == signature:
+            return None
+        self._seen[name] = signature
+        return (name, self._decode(config, node))
+
     async def stored_public_ips(self) -> tuple[IPv4Address | None, IPv6Address | None]:
         """flannel reads node-public-ip(v6) annotations at start as the public IP."""
         try:
             node = await self.get_node(self.node_name)
         except NotFound:  # not registered yet: no annotations to read (flannel carries on as well)
             return None, None
-        notes = node.get("metadata", {}).get("annotations") or {}
+        notes = (node.get("metadata") or {}).get("annotations") or {}
         return (_address(self.node_name, notes, self.names.node_public_ip, IPv4Address),  # type: ignore[return-value]
                 _address(self.node_name, notes, self.names.node_public_ipv6, IPv6Address))
 
@@ -262,59 +292,93 @@ class KubeSubnetManager:
         delay = self.retry_interval / 4
         while True:
             try:
-                listing = await self._call("list nodes", lambda: self.api.list_node_without_preload_content(
-                    _request_timeout=60))
-                revision = int(listing.get("metadata", {}).get("resourceVersion") or 0)
-                leases = {}
-                for node in listing.get("items") or []:
-                    lease = self._decode(config, node)
-                    if lease is not None:
-                        leases[lease.key] = lease
-                hub.reset(leases, revision)
+                revision = await self._list(config, hub)
                 delay = self.retry_interval / 4
                 await self._watch(config, hub, revision)
             except _Expired as exc:
                 log.info("node watch expired (%s); relisting", exc)
-            except StoreUnavailable as exc:
+            except (StoreUnavailable, AcquireError) as exc:
+                # 401/400/403 too: credentials or RBAC can be fixed; the stream stays NOT_SERVING meanwhile
                 metrics.STORE_RECONNECTS.inc()
                 log.warning("node list/watch failed: %s; retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
 
+    async def _list(self, config: NetworkConfig, hub: LeaseHub) -> int:
+        """List every Node (page by page), hand the leases to the hub; the list's resourceVersion."""
+        leases: dict[str, Lease] = {}
+        seen: dict[str, bytes] = {}
+        revision = 0
+        async with contextlib.aclosing(self.api.list_nodes()) as pages:
+            while True:
+                page = await self._call("list nodes", lambda: anext(pages, None))
+                if page is None:
+                    break
+                if not revision:
+                    try:
+                        revision = _version(page.metadata.resourceVersion, 0)
+                    except ValueError as exc:
+                        raise StoreUnavailable(f"list nodes: {exc}") from None
+                for node in page.items:
+                    seen[node.metadata.name] = self._signature(node)
+                    lease = self._decode(config, node)
+                    if lease is not None:
+                        leases[lease.key] = lease
+        self._seen = seen
+        hub.reset(leases, revision)
+        return revision
+
     async def _watch(self, config: NetworkConfig, hub: LeaseHub, revision: int) -> None:
         """Watch from ``revision`` until a 410; resume from the last seen version after a drop."""
         delay = self.retry_interval / 4
         while True:
-            watcher = kwatch.Watch(return_type="object")
             try:
-                async for event in watcher.stream(self.api.list_node, resource_version=str(revision),
-                                                  allow_watch_bookmarks=True, timeout_seconds=WATCH_TIMEOUT,
-                                                  _request_timeout=WATCH_TIMEOUT + 30):
-                    kind, node = event["type"], event["raw_object"]
-                    version = int(node.get("metadata", {}).get("resourceVersion") or revision)
-                    if kind == "BOOKMARK":
-                        hub.progress(version)
-                    elif kind in ("ADDED", "MODIFIED"):
-                        change: Change = (node["metadata"]["name"], self._decode(config, node))
-                        hub.apply([change], version)
-                    elif kind == "DELETED":
-                        hub.apply([(node["metadata"]["name"], None)], version)
-                    revision = max(revision, version)
-                    delay = self.retry_interval / 4
-            except ApiException as exc:
+                async with contextlib.aclosing(self.api.watch_nodes(revision, WATCH_TIMEOUT)) as lines:
+                    async for line in lines:
+                        revision = self._event(config, hub, line, revision)
+                        delay = self.retry_interval / 4
+                # the server's timeout ended the stream: watch again from where we are
+            except ApiStatus as exc:
                 if exc.status == 410:
-                    raise _Expired(str(exc.reason)) from exc
+                    raise _Expired(exc.message) from None
                 metrics.STORE_RECONNECTS.inc()
-                log.warning("node watch failed (%s %s); resuming from %d", exc.status, exc.reason, revision)
+                log.warning("node watch failed (%s %s); resuming from %d", exc.status, exc.message, revision)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
-            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            except (TimeoutError, OSError) as exc:
                 metrics.STORE_RECONNECTS.inc()
                 log.warning("node watch dropped (%s); resuming from %d", exc or type(exc).__name__, revision)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
-            finally:
-                await watcher.close()
+            except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
+                # resuming from the same version would read the same frame again: relist instead
+                metrics.STORE_RECONNECTS.inc()
+                log.warning("node watch sent an unusable frame (%s); relisting", str(exc)[:200])
+                await asyncio.sleep(delay)
+                raise _Expired("unusable watch frame") from None
+
+
+    def _event(self, config: NetworkConfig, hub: LeaseHub, line: bytes, revision: int) -> int:
+        """Hand one watch event to the hub; the resourceVersion reached."""
+        event = EVENT_DECODER.decode(line)
+        kind, obj = event.type, event.object
+        if kind == "ERROR":
+            if obj.code == 410:
+                raise _Expired(f"{obj.reason}: {obj.message}")
+            raise ApiStatus(obj.code or 500, msgspec.json.encode({"message": obj.message}))
+        version = _version(obj.metadata.resourceVersion, revision)
+        if kind in ("ADDED", "MODIFIED"):
+            change = self._changed(config, obj.node())
+            if change is not None:
+                hub.apply([change], version)
+            else:
+                hub.progress(version)
+        elif kind == "DELETED":
+            self._seen.pop(obj.metadata.name, None)
+            hub.apply([(obj.metadata.name, None)], version)
+        else:  # BOOKMARK
+            hub.progress(version)
+        return max(revision, version)
 
 
 class _Expired(Exception):
@@ -325,15 +389,23 @@ class NotFound(StoreUnavailable):
     """The object is not there (404): retried where it must appear, ignored where it may be absent."""
 
 
-def _api_error(what: str, status: int, body: bytes) -> Exception:
-    try:
-        message = json.loads(body).get("message", "")
-    except (ValueError, AttributeError):
-        message = body[:200].decode(errors="replace")
+def _version(text: str, default: int) -> int:
+    """A resourceVersion as a number (they are etcd revisions); raises ValueError for anything else."""
+    if not text:
+        return default
+    if not (text.isascii() and text.isdigit() and len(text) <= 20):
+        raise ValueError(f"resourceVersion {text[:40]!r} is not a number")
+    return int(text)
+
+
+def _api_error(what: str, status: int, message: str) -> Exception:
+    message = message[:200]
     if status == 403:
         return AccessDenied(
             f"Kubernetes API refused {what} (403 Forbidden): {message}. flannel's RBAC is needed: "
             "nodes get/list/watch and nodes/status patch (see deploy/kube-flannel-py.yml)")
+    if status == 410:
+        return StoreUnavailable(f"{what}: expired (410): {message}")
     if status == 404:
         return NotFound(f"{what}: not found (404): {message}")
     if status >= 500 or status == 429:
