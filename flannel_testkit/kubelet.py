@@ -22,10 +22,12 @@ Containers are labelled ``io.flannel-py.test=<id>``; ``remove_labelled`` removes
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import subprocess
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +64,41 @@ def build_image(timeout: float = 1200) -> str:
     if proc.returncode != 0:
         raise RuntimeError(f"tools/build-image exited {proc.returncode}:\n{proc.stderr[-4000:]}")
     return proc.stdout.strip().splitlines()[-1]
+
+
+def local_base(packages: Sequence[str], suite: str = "bookworm") -> str:
+    """A fresh Debian ``suite`` root file system with ``packages`` (mmdebstrap, minbase) as a local image,
+    named by a hash of its recipe and reused while it exists."""
+    recipe = "\n".join([suite, "minbase", *sorted(packages)]) + "\n"
+    name = f"localhost/flannel-py-base:{suite}-{hashlib.sha256(recipe.encode()).hexdigest()[:12]}"
+    if podman("image", "exists", name, check=False).returncode == 0:
+        return name
+    with tempfile.TemporaryDirectory(prefix="flannel-py-base.") as tmp:
+        tar = Path(tmp) / "base.tar"
+        subprocess.run(["mmdebstrap", "--quiet", "--variant=minbase", f"--include={','.join(packages)}",
+                        "--dpkgopt=path-exclude=/usr/share/man/*", "--dpkgopt=path-exclude=/usr/share/locale/*",
+                        suite, str(tar)], check=True, capture_output=True, timeout=900)
+        podman("import", "--quiet", "--change", 'CMD ["/bin/bash"]', str(tar), name, timeout=300)
+    return name
+
+
+def host_wheels(dest: Path, python_version: str = "3.11") -> Path:
+    """The project's wheel (``pip wheel``) and its dependencies' binary wheels for ``python_version`` on
+    this architecture (``pip download``) in ``dest``, as tools/build-image gathers them; the project's."""
+    import platform
+    import sys
+
+    dest.mkdir(parents=True, exist_ok=True)
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet"]
+    subprocess.run([*pip, "wheel", "--no-deps", "--wheel-dir", str(dest), str(REPO)], check=True,
+                   capture_output=True, timeout=600)
+    [wheel] = dest.glob("flannel_py-*.whl")
+    arch = platform.machine()
+    platforms = [arg for tag in ("manylinux_2_28", "manylinux_2_17", "manylinux2014", "manylinux1", "linux")
+                 for arg in ("--platform", f"{tag}_{arch}")]
+    subprocess.run([*pip, "download", "--only-binary=:all:", "--dest", str(dest), "--python-version", python_version,
+                    "--implementation", "cp", *platforms, str(wheel)], check=True, capture_output=True, timeout=600)
+    return wheel
 
 
 def remove_labelled(test_id: str) -> None:
