@@ -95,7 +95,7 @@ def podman_cluster(image: str, tmp_path: Path) -> Iterator[tuple[Cluster, Daemon
     net_conf = json.loads(manifest.one("ConfigMap")["data"]["net-conf.json"])
     nodes = DaemonSetNodes(manifest, image)
     cluster = Cluster(tmp_path / "cluster", nodes=2, config=net_conf, kube=True, node_daemons=nodes,
-                      start_timeout=120)  # as long as the manifest's startupProbe waits
+                      start_timeout=300)  # a loaded machine starts Python slowly (the startupProbe allows 120 s)
     try:
         cluster.up()
         yield cluster, nodes
