@@ -22,12 +22,10 @@ Containers are labelled ``io.flannel-py.test=<id>``; ``remove_labelled`` removes
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
 import subprocess
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,22 +62,6 @@ def build_image(timeout: float = 1200) -> str:
     if proc.returncode != 0:
         raise RuntimeError(f"tools/build-image exited {proc.returncode}:\n{proc.stderr[-4000:]}")
     return proc.stdout.strip().splitlines()[-1]
-
-
-def local_base(packages: Sequence[str], suite: str = "bookworm") -> str:
-    """A fresh Debian ``suite`` root file system with ``packages`` (mmdebstrap, minbase) as a local image,
-    named by a hash of its recipe and reused while it exists."""
-    recipe = "\n".join([suite, "minbase", *sorted(packages)]) + "\n"
-    name = f"localhost/flannel-py-base:{suite}-{hashlib.sha256(recipe.encode()).hexdigest()[:12]}"
-    if podman("image", "exists", name, check=False).returncode == 0:
-        return name
-    with tempfile.TemporaryDirectory(prefix="flannel-py-base.") as tmp:
-        tar = Path(tmp) / "base.tar"
-        subprocess.run(["mmdebstrap", "--quiet", "--variant=minbase", f"--include={','.join(packages)}",
-                        "--dpkgopt=path-exclude=/usr/share/man/*", "--dpkgopt=path-exclude=/usr/share/locale/*",
-                        suite, str(tar)], check=True, capture_output=True, timeout=900)
-        podman("import", "--quiet", "--change", 'CMD ["/bin/bash"]', str(tar), name, timeout=300)
-    return name
 
 
 def host_wheels(dest: Path, python_version: str = "3.11") -> Path:

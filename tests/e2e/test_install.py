@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
-from tests.support.podman import REPO, RUN_FLAGS, TEST_LABEL, host_wheels, local_base, podman, remove_labelled
+from flannel_testkit.kubelet import REPO, TEST_LABEL, host_wheels, podman, remove_labelled
+from flannel_testkit.podman import RUN_FLAGS, local_base_image
 
 pytestmark = [pytest.mark.timeout(1800)]
 
@@ -43,7 +44,7 @@ def fresh_debian() -> str:
     for tool in ("podman", "mmdebstrap"):
         if shutil.which(tool) is None:
             pytest.skip(f"needs {tool} (tools/bootstrap installs it)")
-    return local_base(FRESH_DEBIAN)
+    return local_base_image(FRESH_DEBIAN)
 
 
 @pytest.fixture(scope="module")
