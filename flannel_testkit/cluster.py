@@ -358,6 +358,12 @@ class Node:
     cni_config: dict[str, Any] | None = None
     """The CNI network config its pod was added with (``flannel-cni``, kube-flannel's delegate)."""
     pod_added: bool = False
+    subnet_file: Path | None = None
+    """Where the lease service writes ``subnet.env`` when not in ``run_dir``."""
+
+    @property
+    def subnet_env_path(self) -> Path:
+        return self.subnet_file or self.run_dir / "subnet.env"
 
     def runs(self, daemon: Daemon) -> bool:
         """Whether ``daemon`` (or the supervisor that owns it) is running."""
@@ -423,6 +429,21 @@ def read_subnet_env(path: Path) -> dict[str, str]:
     return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
 
 
+@dataclass(frozen=True)
+class NodeDaemons:
+    """How a node's two daemons run when not as the harness starts them (e.g. containers from the DaemonSet:
+    tests/support/podman.py): the two processes, the directory of their sockets, the subnet file."""
+
+    lease: Daemon
+    backend: Daemon
+    run_dir: Path
+    subnet_file: Path
+
+
+NodeDaemonsFactory = Callable[["Cluster", int, str], NodeDaemons]
+"""``(cluster, node index, node namespace) -> NodeDaemons``, called once the node's namespace is wired."""
+
+
 class Cluster:
     """etcd + N nodes + one pod per node, in namespaces; a context manager that always cleans up.
 
@@ -453,6 +474,8 @@ class Cluster:
         profile: profiles.HostProfile = profiles.PLAIN,
         iface_args: Sequence[str] | None = None,
         host_profile: HostProfile | None = None,
+        node_daemons: NodeDaemonsFactory | None = None,
+        start_timeout: float = 30,
     ) -> None:
         """``profile``: how nodes' NICs are built (:mod:`flannel_testkit.profiles`); ``iface_args``: how the
         lease service (or flanneld) is told the underlay (default ``--iface <underlay NIC>``, none with two
@@ -487,6 +510,8 @@ class Cluster:
         if iface_args is None:
             iface_args = () if profile.two_nics else ("--iface", profile.underlay_ifname)
         self.iface_args = list(iface_args)
+        self.node_daemons = node_daemons
+        self.start_timeout = start_timeout
         self.ul_ns = f"fpt{self.id}-ul"
         self.etcd_ns = f"fpt{self.id}-etcd"
         self.etcd_ip = f"{underlay}.250"
@@ -524,14 +549,14 @@ class Cluster:
             for node in self.nodes:
                 self.start_lease_service(node, wait=False)
         for node in self.nodes:
-            self.wait_lease_service(node)
+            self.wait_lease_service(node, self.start_timeout)
         if not self.flanneld:
             for node in self.nodes:
                 if self.before_backend is not None:
                     self.before_backend(self, node)
                 self.start_backend(node, wait=False)
         for node in self.nodes:
-            self.wait_backend(node)
+            self.wait_backend(node, self.start_timeout)
         with ThreadPoolExecutor(max_workers=8) as pool:  # CNI ADDs of different pods may run at once
             list(pool.map(self._pod, self.nodes))
         self.wait_converged()
@@ -669,6 +694,10 @@ class Cluster:
                            self.base_dir / f"n{i}-backend.log", prefix=["ip", "netns", "exec", ns, *wrap, *NET_CAPS],
                            env=self.host_profile.backend_env(self.base_dir) if self.host_profile else None),
         )
+        if self.node_daemons is not None:
+            made = self.node_daemons(self, i, ns)
+            node.lease, node.backend, node.run_dir, node.subnet_file = (made.lease, made.backend, made.run_dir,
+                                                                        made.subnet_file)
         if self.flanneld:
             # the default lease user (nobody) cannot run a venv under /root nor enter pytest's private
             # tmp dirs: unless the test chose a lease user or command, the lease service runs as root (warned)
@@ -706,14 +735,15 @@ class Cluster:
     def _pod(self, node: Node) -> None:
         """Node ``node``'s pod, made through CNI as kubelet would: ``flannel-cni`` ADD inside the node's
         namespace, reading the node's subnet.env and delegating to the real bridge and host-local."""
-        node.subnet_env = read_subnet_env(node.run_dir / "subnet.env")
+        node.subnet_env = read_subnet_env(node.subnet_env_path)
         self._add_ns(node.pod_ns)
         if self.ipv6:  # the pod network's own links: no duplicate address detection to wait for
             for ns in (node.ns, node.pod_ns):
                 ns_exec(ns, ["sysctl", "-q", "-w", "net.ipv6.conf.default.accept_dad=0"])
         # Without --ip-masq flannel's CNI asks the bridge to masquerade (ipMasq = !FLANNEL_IPMASQ); these
         # clusters test flannel's dataplane unmasqueraded, so their CNI config says ipMasq false.
-        node.cni_config = node_cni_config(node.run_dir, delegate=None if self.ip_masq else {"ipMasq": False})
+        node.cni_config = {**node_cni_config(node.run_dir, delegate=None if self.ip_masq else {"ipMasq": False}),
+                           "subnetFile": str(node.subnet_env_path)}
         result = cni_call("ADD", node.ns, node.cni_config, container_id=node.pod_ns,
                           netns=f"/run/netns/{node.pod_ns}").ok()
         node.pod_added = True
@@ -759,7 +789,7 @@ class Cluster:
         if not node.runs(node.backend):
             raise RuntimeError(f"{node.name} backend exited:\n{log.log()[-3000:]}")
         if not node.subnet_env:
-            node.subnet_env = read_subnet_env(node.run_dir / "subnet.env")
+            node.subnet_env = read_subnet_env(node.subnet_env_path)
 
     def restart_backend(self, node: Node, sig: int = signal.SIGKILL, wait: bool = True) -> None:
         node.backend.stop(sig)
