@@ -20,7 +20,7 @@ from backend_service.kernel import NetlinkKernel
 from backend_service.server import BackendServicer
 from backend_service.session import Session, local_dataplane
 from backend_service.status import Health, Status
-from flannel_rpc import UnixServer, configure_logging, unix_target
+from flannel_rpc import MESSAGE_LIMITS, UnixServer, configure_logging, unix_target
 from proto.flannel.v1 import backend_pb2, backend_pb2_grpc, lease_pb2_grpc
 
 log = logging.getLogger("backend_service")
@@ -50,7 +50,7 @@ async def serve(settings: cli.Settings) -> int:
     try:
         async with (
             AsyncIPRoute() as ipr,
-            grpc.aio.insecure_channel(unix_target(settings.lease_socket)) as channel,
+            grpc.aio.insecure_channel(unix_target(settings.lease_socket), options=MESSAGE_LIMITS) as channel,
         ):
             view = LeaseView()
             session = Session(

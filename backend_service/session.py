@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import logging
 import random
 from collections.abc import Awaitable, Callable
@@ -23,6 +24,7 @@ from typing import NoReturn, TypeVar
 import grpc
 from pyroute2 import AsyncIPRoute
 
+from flannel_rpc.logs import shorten
 from proto.flannel.v1 import lease_pb2, lease_pb2_grpc
 
 from . import cli, metrics
@@ -42,6 +44,11 @@ from .wireguard.keys import key_file
 
 log = logging.getLogger(__name__)
 WatchLease = lease_pb2.WatchLeaseResponse
+#: Status codes that say "your request is wrong": never retried (UNAVAILABLE and the rest may heal).
+PERMANENT = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OUT_OF_RANGE,
+                       grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNIMPLEMENTED})
+#: Rejections sent per ReportBackendStatus (all of them are in GetStatus and logged once each).
+MAX_REPORTED_REJECTIONS = 1000
 T = TypeVar("T")
 
 
@@ -109,12 +116,16 @@ class Session:
         self.masq: Masquerade | None = None
 
     async def _retry(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
-        """Call until it answers; log each new failure once."""
+        """Call until it answers; log each new failure once. A permanent refusal (our request is wrong:
+        retrying cannot help) is not retried: it stops the backend with the cause."""
         delay, last = 0.1, ""
         while True:
             try:
                 return await call()
             except grpc.aio.AioRpcError as exc:
+                if exc.code() in PERMANENT:
+                    raise Fatal(f"{what}: the lease service refused the request for good ({exc.code().name}: "
+                                f"{shorten(exc.details() or '', 300, quote=False)})", EXIT_PERMANENT) from None
                 reason = f"{exc.code().name}: {exc.details()}"
                 if reason != last:
                     log.warning("%s: lease service answered %s; retrying", what, reason)
@@ -181,6 +192,9 @@ class Session:
             except* grpc.aio.AioRpcError as group:
                 exc = group.exceptions[0]
                 assert isinstance(exc, grpc.aio.AioRpcError)
+                if exc.code() in PERMANENT:  # e.g. a message above our receive limit: reconnecting cannot help
+                    raise Fatal(f"the lease stream failed for good ({exc.code().name}: "
+                                f"{shorten(exc.details() or '', 300, quote=False)})", EXIT_PERMANENT) from None
                 metrics.LEASE_SERVICE_RECONNECTS.inc()
                 log.warning(
                     "lost the lease service (%s: %s); reconnecting, resuming from cursor",
@@ -276,7 +290,8 @@ class Session:
         try:
             await self.stub.ReportBackendStatus(
                 lease_pb2.ReportBackendStatusRequest(
-                    applied_cursor=self.status.applied_cursor, rejected=list(self.status.rejected.values())
+                    applied_cursor=self.status.applied_cursor,
+                    rejected=list(itertools.islice(self.status.rejected.values(), MAX_REPORTED_REJECTIONS)),
                 ),
                 timeout=5,
             )

@@ -11,7 +11,6 @@ timeout, resume from the last resourceVersion after a dropped stream, and relist
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -27,7 +26,9 @@ from kubernetes.aio import watch as kwatch
 from kubernetes.aio.client.exceptions import ApiException
 
 from lease_service import metrics
-from lease_service.lease import CorruptLease, Lease, LeaseAttrs, check_against_config
+from flannel_rpc.logs import LogOnce, label, shorten
+from flannel_rpc.untrusted import ANNOTATION, JsonLimits, Rejected, decode_json
+from lease_service.lease import FIELD_INVALID, MAX_BACKEND_TYPE, CorruptLease, Lease, LeaseAttrs, canonical_json, check_against_config
 from lease_service.netconfig import ConfigError, NetworkConfig, parse_network_config
 from lease_service.stream import Change, LeaseHub, StateUnavailable
 from lease_service.subnet.base import AccessDenied, AcquireError, StoreUnavailable
@@ -38,6 +39,9 @@ DEFAULT_ANNOTATION_PREFIX = "flannel.alpha.coreos.com"
 DEFAULT_NET_CONFIG_PATH = Path("/etc/kube-flannel/net-conf.json")
 WATCH_TIMEOUT = 300          # seconds the server keeps one watch open
 STRATEGIC = "application/strategic-merge-patch+json"
+LIST_RETRY_MAX = 30.0         # seconds between list attempts at most (401, 403, 400, unreachable)
+#: Whole API answers (a NodeList of thousands of nodes is tens of MB; objects nest a few levels).
+API_RESPONSE = JsonLimits(max_bytes=512 * 1024 * 1024, max_depth=64)
 T = TypeVar("T")
 
 
@@ -112,7 +116,7 @@ class KubeSubnetManager:
         self.retry_interval = retry_interval
         self.store_id = f"kube:{api_client.configuration.host}"
         self.skipped_nodes = 0
-        self._reported: set[tuple[str, str]] = set()
+        self._reported = LogOnce()
 
     async def close(self) -> None:
         await self.api_client.close()
@@ -138,7 +142,15 @@ class KubeSubnetManager:
             raise StoreUnavailable(f"Kubernetes API unreachable ({what}): {exc}") from exc
         if status >= 400:
             raise _api_error(what, status, body)
-        return json.loads(body) if body else {}
+        if not body:
+            return {}
+        try:
+            doc = decode_json(body, API_RESPONSE, f"the answer to {what}")
+        except Rejected as exc:
+            raise StoreUnavailable(f"Kubernetes API answered {what} with {exc.reason}: {exc.message}") from None
+        if not isinstance(doc, dict):
+            raise StoreUnavailable(f"Kubernetes API answered {what} with a JSON {type(doc).__name__}, not an object")
+        return doc
 
     async def get_node(self, name: str) -> dict[str, Any]:
         return await self._call(f"get node {name}",
@@ -165,10 +177,14 @@ class KubeSubnetManager:
         public_ipv6 = _address(name, notes, self.names.public_ipv6, IPv6Address) if config.enable_ipv6 else None
         if config.enable_ipv4 and public_ip is None:
             raise CorruptLease(f"node {name}: annotation {self.names.public_ip} is missing")
+        backend_type = notes.get(self.names.backend_type, "")
+        if not isinstance(backend_type, str) or len(backend_type) > MAX_BACKEND_TYPE:
+            raise CorruptLease(f"node {label(name)}: annotation {self.names.backend_type}={shorten(backend_type)} "
+                               "is not a backend type", FIELD_INVALID)
         attrs = LeaseAttrs(
             public_ip=public_ip,  # type: ignore[arg-type]
             public_ipv6=public_ipv6,  # type: ignore[arg-type]
-            backend_type=notes.get(self.names.backend_type, ""),
+            backend_type=backend_type,
             backend_data=_json_object(name, notes, self.names.backend_data),
             backend_v6_data=_json_object(name, notes, self.names.backend_v6_data),
         )
@@ -178,17 +194,22 @@ class KubeSubnetManager:
         return lease
 
     def _decode(self, config: NetworkConfig, node: dict[str, Any]) -> Lease | None:
+        """The node's lease, or None (not ours to stream, or rejected: logged once per change of it)."""
+        name = _node_name(node)
         try:
-            return self.node_to_lease(config, node)
+            lease = self.node_to_lease(config, node)
         except CorruptLease as exc:
-            meta = node.get("metadata") or {}
-            seen = (meta.get("name", "?"), str(exc))
-            if seen not in self._reported:
-                self._reported.add(seen)
-                self.skipped_nodes += 1
-                metrics.CORRUPT_LEASES.inc()
-                log.warning("skipping node %s: %s", seen[0], exc)
-            return None
+            reason, message = exc.reason, str(exc)
+        except Exception as exc:  # noqa: BLE001 - any shape of Node object is a named rejection of that node
+            reason, message = "MALFORMED", f"node {label(name)}: unusable object ({type(exc).__name__})"
+        else:
+            self._reported.forget(name)
+            return lease
+        if self._reported.first(name, (reason, message)):
+            self.skipped_nodes += 1
+            metrics.CORRUPT_LEASES.inc()
+            log.warning("skipping node %s: %s (%s)", label(name), message, reason)
+        return None
 
     async def stored_public_ips(self) -> tuple[IPv4Address | None, IPv6Address | None]:
         """flannel reads node-public-ip(v6) annotations at start as the public IP."""
@@ -241,11 +262,23 @@ class KubeSubnetManager:
         wanted = {n.managed: "true", n.backend_type: attrs.backend_type}
         if attrs.public_ip is not None:
             wanted[n.backend_data] = attrs.backend_data or "null"
-            wanted[n.public_ip] = notes.get(n.public_ip_overwrite) or str(attrs.public_ip)
+            wanted[n.public_ip] = str(self._overwrite(notes, n.public_ip_overwrite, IPv4Address) or attrs.public_ip)
         if attrs.public_ipv6 is not None:
             wanted[n.backend_v6_data] = attrs.backend_v6_data or "null"
-            wanted[n.public_ipv6] = notes.get(n.public_ipv6_overwrite) or str(attrs.public_ipv6)
+            wanted[n.public_ipv6] = str(self._overwrite(notes, n.public_ipv6_overwrite, IPv6Address)
+                                        or attrs.public_ipv6)
         return wanted
+
+    def _overwrite(self, notes: dict[str, str], key: str, cls: type[IPv4Address | IPv6Address]) -> object:
+        """flannel's public-ip-overwrite annotation, parsed; an invalid one is refused by name (logged once
+        per value) and the detected address is published instead, never the annotation verbatim."""
+        try:
+            return _address(self.node_name, notes, key, cls)
+        except CorruptLease as exc:
+            if self._reported.first((self.node_name, key), str(exc)):
+                log.error("ignoring annotation %s on node %s: %s (PUBLIC_IP_OVERWRITE_INVALID)",
+                          key, self.node_name, exc)
+            return None
 
     async def renew_lease(self, config: NetworkConfig, lease: Lease) -> Lease | None:
         return lease  # Node objects do not expire
@@ -261,9 +294,14 @@ class KubeSubnetManager:
             try:
                 listing = await self._call("list nodes", lambda: self.api.list_node_without_preload_content(
                     _request_timeout=60))
-                revision = int(listing.get("metadata", {}).get("resourceVersion") or 0)
+                revision = _resource_version(listing, 0)
+                items = listing.get("items") or []
+                if not isinstance(items, list):
+                    raise StoreUnavailable("list nodes answered items that are not a list")
+                self.store_id = self._identity(items)
+                hub.set_store(self.store_id)
                 leases = {}
-                for node in listing.get("items") or []:
+                for node in items:
                     lease = self._decode(config, node)
                     if lease is not None:
                         leases[lease.key] = lease
@@ -272,11 +310,23 @@ class KubeSubnetManager:
                 await self._watch(config, hub, revision)
             except _Expired as exc:
                 log.info("node watch expired (%s); relisting", exc)
-            except StoreUnavailable as exc:
+            except (StoreUnavailable, AcquireError) as exc:
+                # 401/400/403 too: an operator can fix credentials or RBAC; never exit over them. The lease
+                # stream stays NOT_SERVING until the first list succeeds.
                 metrics.STORE_RECONNECTS.inc()
-                log.warning("node list/watch failed: %s; retrying in %.1fs", exc, delay)
+                if self._reported.first("<list nodes>", str(exc)):
+                    log.warning("node list/watch failed: %s; retrying with back-off (up to %.0fs)", exc,
+                                LIST_RETRY_MAX)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+                delay = min(delay * 2, LIST_RETRY_MAX)
+
+    def _identity(self, items: list[Any]) -> str:
+        """Which cluster this is, for cursors: the API server's URL and the uid of this node's Node object.
+        A uid is random per object, so a cursor of another cluster (or of a Node deleted and created again)
+        never names this store; reading the kube-system namespace's uid would need RBAC flannel lacks."""
+        uid = next((node["metadata"].get("uid") for node in items
+                    if isinstance(node, dict) and _node_name(node) == self.node_name), None)
+        return f"kube:{self.api_client.configuration.host}:{uid[:64] if isinstance(uid, str) and uid else '-'}"
 
     async def _watch(self, config: NetworkConfig, hub: LeaseHub, revision: int) -> None:
         """Watch from ``revision`` until a 410; resume from the last seen version after a drop."""
@@ -287,8 +337,10 @@ class KubeSubnetManager:
                 async for event in watcher.stream(self.api.list_node, resource_version=str(revision),
                                                   allow_watch_bookmarks=True, timeout_seconds=WATCH_TIMEOUT,
                                                   _request_timeout=WATCH_TIMEOUT + 30):
+                    if not isinstance(event, dict) or not isinstance(event.get("raw_object"), dict):
+                        raise _BadFrame(f"a watch frame that is not a JSON event: {shorten(event)}")
                     kind, node = event["type"], event["raw_object"]
-                    version = int(node.get("metadata", {}).get("resourceVersion") or revision)
+                    version = _resource_version(node, revision)
                     if kind == "BOOKMARK":
                         hub.progress(version)
                     elif kind in ("ADDED", "MODIFIED"):
@@ -310,6 +362,15 @@ class KubeSubnetManager:
                 log.warning("node watch dropped (%s); resuming from %d", exc or type(exc).__name__, revision)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a frame we cannot read (bad JSON, bad shape, too long)
+                # Resuming from the same version would read the same frame again: relist instead.
+                metrics.STORE_RECONNECTS.inc()
+                log.warning("node watch sent an unusable frame (%s: %s); relisting", type(exc).__name__,
+                            shorten(str(exc)))
+                await asyncio.sleep(delay)
+                raise _Expired("unusable watch frame") from None
             finally:
                 await watcher.close()
 
@@ -318,11 +379,31 @@ class _Expired(Exception):
     """The watch's resourceVersion is too old (410): relist."""
 
 
+class _BadFrame(ValueError):
+    """A watch frame that is not an event object."""
+
+
+def _node_name(node: object) -> str:
+    meta = node.get("metadata") if isinstance(node, dict) else None
+    name = meta.get("name") if isinstance(meta, dict) else None
+    return name if isinstance(name, str) else "?"
+
+
+def _resource_version(node: dict[str, Any], default: int) -> int:
+    meta = node.get("metadata")
+    text = meta.get("resourceVersion") if isinstance(meta, dict) else None
+    if isinstance(text, str) and text.isascii() and text.isdigit() and len(text) <= 20:
+        return int(text)
+    if text in (None, ""):
+        return default
+    raise _BadFrame(f"resourceVersion {shorten(text)} is not a number")
+
+
 def _api_error(what: str, status: int, body: bytes) -> Exception:
     try:
-        message = json.loads(body).get("message", "")
-    except (ValueError, AttributeError):
-        message = body[:200].decode(errors="replace")
+        message = shorten(decode_json(body, API_RESPONSE, "error").get("message", ""), 200)
+    except (Rejected, AttributeError):
+        message = shorten(body[:200].decode(errors="replace"), 200)
     if status == 403:
         return AccessDenied(
             f"Kubernetes API refused {what} (403 Forbidden): {message}. flannel's RBAC is needed: "
@@ -338,21 +419,27 @@ def _address(node: str, notes: dict[str, str], key: str, cls: type[IPv4Address |
     raw = notes.get(key)
     if not raw:
         return None
+    family = 4 if cls is IPv4Address else 6
     try:
+        if not isinstance(raw, str) or len(raw) > 64 or not raw.isascii():
+            raise ValueError(raw)
         return cls(raw)
-    except ValueError as exc:
-        raise CorruptLease(f"node {node}: annotation {key}={raw!r} is not an IPv{4 if cls is IPv4Address else 6} address") from exc
+    except ValueError:
+        raise CorruptLease(f"node {label(node)}: annotation {key}={shorten(raw)} is not an IPv{family} address",
+                           FIELD_INVALID) from None
 
 
 def _json_object(node: str, notes: dict[str, str], key: str) -> str:
     raw = notes.get(key)
     if raw in (None, "", "null"):
         return ""
+    if not isinstance(raw, str):
+        raise CorruptLease(f"node {label(node)}: annotation {key} is not a string", FIELD_INVALID)
     try:
-        value = json.loads(raw)  # type: ignore[arg-type]
-    except json.JSONDecodeError as exc:
-        raise CorruptLease(f"node {node}: annotation {key} is not JSON: {exc}") from exc
-    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+        value = decode_json(raw, ANNOTATION, f"node {label(node)}: annotation {key}")
+    except Rejected as exc:
+        raise CorruptLease(exc.message, exc.reason) from None
+    return canonical_json(value)
 
 
 def _network_available(node: dict[str, Any]) -> bool:

@@ -48,7 +48,7 @@ class KubeLeaseService:
         self.daemon.start()
         if wait:
             try:
-                wait_until(lambda: health_status(self.socket) == "SERVING" or not self.daemon.alive(), timeout=20,
+                wait_until(lambda: health_status(self.socket) == "SERVING" or not self.daemon.alive(), timeout=60,
                            what="SERVING")
                 assert self.daemon.alive(), self.daemon.log()
             except BaseException:
