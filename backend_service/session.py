@@ -264,7 +264,11 @@ class Session:
 
     async def _follow_own_lease(self, prepared: Prepared, adopted: Callable[[LocalNode], None]) -> None:
         async for event in self.stub.WatchLease(lease_pb2.WatchLeaseRequest()):
-            if event.kind == WatchLease.LOST:
+            if event.kind == WatchLease.CONFLICT:
+                if event.conflict != self.status.own_lease_conflict:
+                    log.warning("own lease conflict: %s", shorten(event.conflict, 300, quote=False))
+                self.status.own_lease_conflict = event.conflict
+            elif event.kind == WatchLease.LOST:
                 log.warning("own lease %s lost; the lease service is re-acquiring it", event.lease.key)
             elif event.kind == WatchLease.REACQUIRED or event.lease.key != self.own_key:
                 await self._adopt(event.lease, prepared, adopted)

@@ -28,9 +28,10 @@ MIB = 1024 * 1024
 #: The largest message either end of our contract sends or receives (lease service, backend, flannelctl,
 #: supervisor probes: all set both limits to this). gRPC's default receive limit is 4 MiB.
 MAX_MESSAGE_BYTES = 16 * MIB
-#: WatchLeases batches are cut at this many bytes (and at max_batch leases), well under the receive limit,
-#: so that one message never exceeds what a client can take; a lease alone larger than this is refused.
-STREAM_BATCH_BYTES = 4 * MIB
+#: WatchLeases batches are cut at this many bytes (and at max_batch leases): under gRPC's default receive
+#: limit of 4 MiB, so that even a client that set no limit (a third-party backend) takes every message; a
+#: lease alone larger than this is refused by name (LEASE_TOO_LARGE).
+STREAM_BATCH_BYTES = 3 * MIB
 #: Channel and server options that set those limits.
 MESSAGE_LIMITS: list[tuple[str, int]] = [
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 VERSION = "0.1.0"
 MTU_MIN, MTU_MAX = 576, 65535
 MAX_BATCH_LIMIT = 10_000
+MAX_REJECTION_LINES = 20  #: new rejections logged one per line per report; the rest are counted in one line
 
 
 class LeaseServicer(lease_pb2_grpc.LeaseServiceServicer):
@@ -126,15 +127,18 @@ class LeaseServicer(lease_pb2_grpc.LeaseServiceServicer):
     ) -> lease_pb2.ReportBackendStatusResponse:
         self.backend_report = request
         # Logged once per change of each rejected lease (not on every report: a report follows every
-        # delta and every resync), values shortened; keys no longer rejected are forgotten.
-        keys = set()
+        # delta and every resync, and a restarted backend reports everything again), values shortened;
+        # memory is the LogOnce's bound (the least recently rejected keys are forgotten first).
+        new = 0
         for rejected in request.rejected:
-            keys.add(rejected.lease.key)
             token = (rejected.reason, hash(rejected.lease.SerializeToString(deterministic=True)))
             if self._rejections_logged.first(rejected.lease.key, token):
-                log.info("backend rejected lease %s: %s (%s)", label(rejected.lease.key), rejected.reason,
-                         shorten(rejected.message, 300, quote=False))
-        self._rejections_logged.keep_only(keys)
+                new += 1
+                if new <= MAX_REJECTION_LINES:
+                    log.info("backend rejected lease %s: %s (%s)", label(rejected.lease.key), rejected.reason,
+                             shorten(rejected.message, 300, quote=False))
+        if new > MAX_REJECTION_LINES:
+            log.info("backend rejected %d more leases (see the backend's GetStatus)", new - MAX_REJECTION_LINES)
         return lease_pb2.ReportBackendStatusResponse()
 
 

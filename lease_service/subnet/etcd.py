@@ -203,6 +203,20 @@ class EtcdSubnetManager:
                     return subnet_at(low, index, prefix_len)
         return subnet_at(low, random.choice([i for i in range(count) if i not in used]), prefix_len)
 
+    async def restore_lease(self, config: NetworkConfig, lease: Lease, attrs: LeaseAttrs) -> Lease:
+        """Our value back at our key, unconditionally (another writer replaced it), bound to a fresh etcd
+        lease; a reservation stays a reservation."""
+        key = self.subnets_prefix + lease.key
+        value = encode_attrs(attrs)
+        if lease.store_lease_id == 0:
+            await self._store(self.client.put(key, value))
+            return Lease(key=lease.key, subnet=lease.subnet, ipv6_subnet=lease.ipv6_subnet, attrs=attrs)
+        lease_id = await self._store(self.client.grant(self.lease_ttl))
+        await self._store(self.client.put(key, value, lease=lease_id))
+        await self._revoke_quietly(lease.store_lease_id)
+        return Lease(key=lease.key, subnet=lease.subnet, ipv6_subnet=lease.ipv6_subnet, attrs=attrs,
+                     store_lease_id=lease_id, expiration=self._expiry(self.lease_ttl))
+
     async def renew_lease(self, config: NetworkConfig, lease: Lease) -> Lease | None:
         if lease.store_lease_id == 0:
             return lease

@@ -280,6 +280,10 @@ class KubeSubnetManager:
                           key, self.node_name, exc)
             return None
 
+    async def restore_lease(self, config: NetworkConfig, lease: Lease, attrs: LeaseAttrs) -> Lease:
+        """Our annotations back on our Node (acquiring patches exactly what differs)."""
+        return await self.acquire_lease(config, attrs, (lease.subnet, lease.ipv6_subnet))
+
     async def renew_lease(self, config: NetworkConfig, lease: Lease) -> Lease | None:
         return lease  # Node objects do not expire
 
