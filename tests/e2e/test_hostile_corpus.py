@@ -16,10 +16,10 @@ import grpc
 import pytest
 
 from flannel_rpc.logs import label
+from flannel_testkit.cluster import Cluster, Node, ip_json
+from flannel_testkit.processes import Daemon, health_status
+from flannel_testkit.wait import wait_until
 from proto.flannel.v1 import lease_pb2, lease_pb2_grpc
-from tests.support.cluster import Cluster, Node, ip_json
-from tests.support.processes import Daemon, health_status
-from tests.support.wait import wait_until
 
 pytestmark = [pytest.mark.netns, pytest.mark.etcd]
 
@@ -324,7 +324,7 @@ def kube_mentions(text: str, name: str) -> list[int]:
 
 def test_hostile_nodes_frames_and_refusals_in_kube_mode_cost_one_line_each(
         make_cluster: Callable[..., Cluster]) -> None:
-    from tests.support.kubeapi import make_node
+    from flannel_testkit.kubeapi import make_node
 
     c = make_cluster(nodes=2, kube=True)
     n1, n2 = c.node(1), c.node(2)
