@@ -9,7 +9,6 @@ import signal
 import sys
 from collections.abc import Sequence
 
-import grpc
 from pyroute2 import AsyncIPRoute
 
 import flannel_flags
@@ -20,7 +19,8 @@ from backend_service.kernel import NetlinkKernel
 from backend_service.server import BackendServicer
 from backend_service.session import Session, local_dataplane
 from backend_service.status import Health, Status
-from flannel_rpc import MESSAGE_LIMITS, UnixServer, configure_logging, unix_target
+from flannel_rpc import MESSAGE_LIMITS, UnixServer, configure_logging
+from flannel_rpc.channel import unix_channel, wait_serving
 from proto.flannel.v1 import backend_pb2, backend_pb2_grpc, lease_pb2_grpc
 
 log = logging.getLogger("backend_service")
@@ -50,7 +50,7 @@ async def serve(settings: cli.Settings) -> int:
     try:
         async with (
             AsyncIPRoute() as ipr,
-            grpc.aio.insecure_channel(unix_target(settings.lease_socket), options=MESSAGE_LIMITS) as channel,
+            unix_channel(settings.lease_socket, options=MESSAGE_LIMITS) as channel,
         ):
             view = LeaseView()
             session = Session(
@@ -59,6 +59,7 @@ async def serve(settings: cli.Settings) -> int:
                 status,
                 view,
                 functools.partial(local_dataplane, ipr, settings),
+                gate=functools.partial(wait_serving, channel, "the lease service"),
             )
             controller = Controller(
                 session,

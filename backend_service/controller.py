@@ -18,6 +18,8 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, NoReturn, Protocol
 
+from flannel_rpc.exitcodes import ExitCode
+
 from .config import ConfigError
 from .follow import LeaseView
 from .kernel import Kernel
@@ -28,10 +30,11 @@ from .status import Health, Status
 
 log = logging.getLogger(__name__)
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-EXIT_PERMANENT = 3
+# the contract with flanneld (flannel_rpc.exitcodes), under the names this package uses
+EXIT_OK = ExitCode.OK
+EXIT_FAILURE = ExitCode.FAILURE
+EXIT_USAGE = ExitCode.USAGE
+EXIT_PERMANENT = ExitCode.PERMANENT
 
 
 class Fatal(Exception):

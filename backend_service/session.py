@@ -105,9 +105,12 @@ class Session:
         status: Status,
         view: LeaseView,
         dataplane: DataplaneFactory,
+        gate: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.settings = settings
         self.stub = stub
+        self._gate = gate
+        """Returns once the lease service serves (started together, the backend must not act before)."""
         self.status = status
         self.view = view
         self._dataplane = dataplane
@@ -135,6 +138,8 @@ class Session:
 
     async def prepare(self) -> Prepared:
         """The network config, the public interface, the backend's devices; :class:`Fatal` if unusable."""
+        if self._gate is not None:
+            await self._gate()
         reply = await self._retry(
             "GetNetworkConfig",
             lambda: self.stub.GetNetworkConfig(
@@ -214,6 +219,8 @@ class Session:
             backend_v6_data=setup.backend_v6_data,
             mtu=setup.mtu,
         )
+        if self._gate is not None:
+            await self._gate()
         reply = await self._retry(
             "AcquireLease", lambda: self.stub.AcquireLease(request, timeout=30, wait_for_ready=True)
         )

@@ -280,8 +280,10 @@ class Node:
         run_dir = run_dir or self.tmp / "run"
         run_dir.mkdir(exist_ok=True)
         store = ["--etcd-endpoints", self.etcd_url] if extra is None else list(extra)
+        # --lease-user root: the default lease user (nobody) can run neither this checkout's venv (under
+        # /root) nor reach the bench's private tmp dir; the privilege changes nothing that is measured
         flanneld = self.start("flanneld", [sys.executable, "-m", "supervisor", "--run-dir", str(run_dir),
-                                           *store, "--iface", "eth0"])
+                                           *store, "--iface", "eth0", "--lease-user", "root"])
         return (flanneld, Supervised("lease_service", "lease_service", flanneld),
                 Supervised("backend_service", "backend_service", flanneld))
 

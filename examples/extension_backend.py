@@ -107,11 +107,29 @@ class ExtensionBackend(backend_pb2_grpc.BackendServiceServicer):
         return reply
 
     # -- following the lease service -----------------------------------------------------------
+    async def wait_for_the_lease_service(self) -> None:
+        """flanneld starts us together with the lease service, which answers nothing before it serves:
+        wait until its health says SERVING before acting (the gate of the contract)."""
+        stub = health_pb2_grpc.HealthStub(self.channel)
+        while True:
+            call = stub.Watch(health_pb2.HealthCheckRequest(service=""), wait_for_ready=True)
+            try:
+                async for reply in call:
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+            except grpc.aio.AioRpcError as exc:
+                log.info("waiting for the lease service: %s", exc.code().name)
+            finally:
+                call.cancel()
+            await asyncio.sleep(0.2)
+
     async def start(self) -> None:
+        await self.wait_for_the_lease_service()
         config = (await self.leases.GetNetworkConfig(lease_pb2.GetNetworkConfigRequest(), wait_for_ready=True,
                                                      timeout=30)).config
-        if config.backend_type != TYPE:
-            raise SystemExit(f"the network config's Backend.Type is {config.backend_type!r}, not {TYPE!r}")
+        if config.backend_type != TYPE:  # a configuration error: exit 2, flanneld stops the node with it
+            log.error("the network config's Backend.Type is %r, not %r", config.backend_type, TYPE)
+            raise SystemExit(2)
         self.commands = Commands.from_backend_json(config.backend)
         self.mtu = underlay_mtu(self.iface)
         data = ""

@@ -205,8 +205,8 @@ FLAGS: tuple[Flag, ...] = (
          default_text="python -m backend_service"),
     Flag("lease-cmd", v.command, None, "command line of the lease service", FLANNELD, metavar="CMD",
          default_text="python -m lease_service"),
-    Flag("lease-user", v.nonempty, None, "run the lease service as this user (name or uid)", FLANNELD,
-         metavar="USER", default_text="root"),
+    Flag("lease-user", v.nonempty, None, "run the lease service as this user (name or uid); root is "
+         "possible and warned about", FLANNELD, metavar="USER", default_text="nobody"),
     Flag("lease-group", v.nonempty, None, "run the lease service as this group (name or gid); it owns "
          "the run dir and lease.sock", FLANNELD, metavar="GROUP", default_text="the user's"),
     Flag("log-format", v.choice("text", "json"), "text", "flanneld's log lines: text or json", FLANNELD,

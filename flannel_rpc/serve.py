@@ -178,10 +178,11 @@ class UnixServer:
         server.add_insecure_port(unix_target(self.socket_path))
         if self._tcp_listen:
             self.tcp_port = server.add_insecure_port(self._tcp_listen)
-        await server.start()
+        # gRPC binds at add_insecure_port: the mode is set before the server answers anything
         os.chmod(self.socket_path, self._socket_mode)
         if self._socket_gid is not None:
             os.chown(self.socket_path, -1, self._socket_gid)
+        await server.start()
         self.server = server
         await self.set_serving(False)
         log.info("serving %s on %s", ", ".join(self.services), self.socket_path)

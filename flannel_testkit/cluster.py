@@ -637,9 +637,13 @@ class Cluster:
                            self.base_dir / f"n{i}-backend.log", prefix=["ip", "netns", "exec", ns, *wrap, *NET_CAPS]),
         )
         if self.flanneld:
+            # the default lease user (nobody) cannot run a venv under /root nor enter pytest's private
+            # tmp dirs: unless the test chose a lease user or command, the lease service runs as root (warned)
+            chosen = any(a.startswith(("--lease-user", "--lease-cmd")) for a in self.flanneld_args)
+            lease_user = [] if chosen else ["--lease-user", "root"]
             node.flanneld = Daemon("supervisor", [
                 "--run-dir", str(run_dir), *self.store_args(i),
-                "--iface", "eth0", *(["--ip-masq"] if self.ip_masq else []), *self.flanneld_args,
+                "--iface", "eth0", *(["--ip-masq"] if self.ip_masq else []), *lease_user, *self.flanneld_args,
             ], self.base_dir / f"n{i}-flanneld.log", prefix=["ip", "netns", "exec", ns, *wrap])
             if self.flanneld_command is not None:
                 node.flanneld = self.flanneld_command(self, node)

@@ -5,7 +5,8 @@ There is no kube-apiserver binary here; this one keeps the semantics the officia
 - discovery: ``/version``, ``/api``, ``/api/v1`` (nodes, nodes/status), ``/apis``, ``/healthz``;
 - Nodes stored as JSON at ``<prefix>/minions/<name>``; ``metadata.resourceVersion`` is the etcd
   mod_revision, a NodeList's is the revision of the etcd read;
-- list (``labelSelector``, ``fieldSelector=metadata.name=X``), get, create (409 AlreadyExists), update
+- list (``labelSelector``, ``fieldSelector=metadata.name=X``, pages with ``limit``/``continue`` at the
+  first page's revision; an unknown token is 410 Expired), get, create (409 AlreadyExists), update
   (PUT; a ``resourceVersion`` precondition gives 409 Conflict), delete, patch (merge, strategic merge
   with ``status.conditions``/``status.addresses`` merged by ``type``, JSON patch), all with optimistic
   concurrency on etcd; a no-op update writes nothing and keeps the resourceVersion;
@@ -485,6 +486,7 @@ class KubeApiServer:
         self.deny_code = 403
         self.requests: list[JSON] = []
         self.watches: set[_Watch] = set()
+        self._continues: dict[str, tuple[int, list[Any]]] = {}  # continue token: (revision, the rest)
         self._runner: web.AppRunner | None = None
         self._marker_task: asyncio.Task[None] | None = None
         self.app = self._make_app()
@@ -680,10 +682,29 @@ class KubeApiServer:
             self._authorize("watch", "nodes")
             return await self._watch(request, matches)
         self._authorize("list", "nodes")
-        kvs, revision = await self.etcd.get_prefix(self.node_prefix)
+        try:
+            limit = int(request.query.get("limit") or 0)
+        except ValueError:
+            raise BadRequest("invalid limit") from None
+        token = request.query.get("continue", "")
+        if token:  # the rest of an earlier list, at its revision (kept here as the watch cache keeps it)
+            if token not in self._continues:
+                raise ApiError(410, "Expired", "The provided continue parameter is too old to display a "
+                                               "consistent list result.")
+            revision, kvs = self._continues.pop(token)
+        else:
+            kvs, revision = await self.etcd.get_prefix(self.node_prefix)
+        meta: JSON = {"resourceVersion": str(revision)}
+        if limit > 0 and len(kvs) > limit:
+            rest = kvs[limit:]
+            kvs = kvs[:limit]
+            token = f"{revision}-{uuid.uuid4().hex}"
+            self._continues[token] = (revision, rest)
+            while len(self._continues) > 32:
+                self._continues.pop(next(iter(self._continues)))
+            meta["continue"] = token
         items = [obj for obj in (self._decode(kv.value, kv.mod_revision) for kv in kvs) if matches(obj)]
-        return web.json_response({"kind": "NodeList", "apiVersion": "v1",
-                                  "metadata": {"resourceVersion": str(revision)}, "items": items})
+        return web.json_response({"kind": "NodeList", "apiVersion": "v1", "metadata": meta, "items": items})
 
     async def _watch(self, request: web.Request, matches: Callable[[JSON], bool]) -> web.StreamResponse:
         rv_text = request.query.get("resourceVersion", "")

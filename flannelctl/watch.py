@@ -1,4 +1,5 @@
-"""``flannelctl watch``: the lease stream live, one line per event (and per SYNCED / PROGRESS marker)."""
+"""``flannelctl watch``: the lease stream live, one line per event, per SYNCED marker, and per PROGRESS
+marker whose cursor moved (every PROGRESS with ``-v``)."""
 
 from __future__ import annotations
 
@@ -61,7 +62,15 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], common:
                                    "object per line. Pass a cursor from an earlier run to resume after it.")
     p.add_argument("--cursor", default="", help="resume after this cursor (default: a fresh snapshot first)")
     p.add_argument("--count", type=int, default=0, help="stop after this many lease events (default: never)")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="print every PROGRESS marker (default: only those whose cursor moved)")
     p.set_defaults(run=run)
+
+
+def worth_printing(record: dict[str, Any], last_cursor: str, verbose: bool) -> bool:
+    """Every event and marker, except a PROGRESS that says nothing new (same cursor) unless ``verbose``:
+    an idle stream would otherwise print the same line every 10 s forever."""
+    return verbose or record["kind"] != "PROGRESS" or record.get("cursor", "") != last_cursor
 
 
 def run(args: argparse.Namespace) -> int:
@@ -69,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
         raise CtlError(f"--count {args.count} must be >= 0")
     seen = 0
     cursor = args.cursor
+    printed_cursor = cursor
     with Connection(lease_endpoint(args.run_dir), args.timeout) as conn:
         conn.health()
         while True:
@@ -77,6 +87,9 @@ def run(args: argparse.Namespace) -> int:
                 for msg in call:
                     cursor = msg.cursor or cursor
                     for record in records(msg):
+                        if not worth_printing(record, printed_cursor, args.verbose):
+                            continue
+                        printed_cursor = record.get("cursor", printed_cursor)
                         if args.output == JSON:
                             dump(record, lines=True)
                         else:

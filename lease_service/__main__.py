@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import flannel_flags
 from flannel_rpc import UnixServer, configure_logging
+from flannel_rpc.exitcodes import ExitCode
 from lease_service import cli, metrics
 from lease_service.etcd import EtcdClient
 from lease_service.keeper import KeeperSettings, LeaseKeeper
@@ -21,7 +23,7 @@ from lease_service.stream import LeaseHub
 from lease_service.subnet.base import StoreUnavailable
 from lease_service.subnet.etcd import EtcdSubnetManager
 
-if TYPE_CHECKING:  # the Kubernetes client costs ~0.3 s and ~30 MB: imported only in kube mode
+if TYPE_CHECKING:  # imported only in kube mode
     from lease_service.subnet.kube import KubeSubnetManager
 from proto.flannel.v1 import lease_pb2, lease_pb2_grpc
 
@@ -61,89 +63,102 @@ async def _load_config(manager: EtcdSubnetManager | KubeSubnetManager, servicer:
 
 
 async def _kube_manager(settings: cli.Settings) -> KubeSubnetManager:
-    """The Kubernetes API client as flannel builds it: --kube-api-url and/or --kubeconfig-file, else
+    """The Kubernetes API connection as flannel builds it: --kube-api-url and/or --kubeconfig-file, else
     in-cluster; the node name from --node-name / $NODE_NAME, else the node running $POD_NAME."""
-    from kubernetes.aio import client as kclient
-    from kubernetes.aio import config as kconfig
-
+    from lease_service.subnet import kube_config
     from lease_service.subnet.kube import KubeSubnetManager
+    from lease_service.subnet.kube_api import KubeApi
 
     kube = settings.kube
-    configuration = kclient.Configuration()
     if kube.kubeconfig is not None:
-        await kconfig.load_kube_config(config_file=str(kube.kubeconfig), client_configuration=configuration)
+        conn = kube_config.from_kubeconfig(kube.kubeconfig)
     elif kube.api_url is None:
         try:
-            kconfig.load_incluster_config(client_configuration=configuration)
-        except kconfig.ConfigException as exc:
-            raise cli.UsageError(f"--kube-subnet-mgr: no --kube-api-url or --kubeconfig-file, and not in a cluster: {exc}") from exc
+            conn = kube_config.in_cluster()
+        except ConfigError as exc:
+            raise cli.UsageError(f"--kube-subnet-mgr: no --kube-api-url or --kubeconfig-file, and {exc}") from exc
+    else:
+        conn = kube_config.KubeConnection(kube.api_url)
     if kube.api_url is not None:
-        configuration.host = kube.api_url
-    api_client = kclient.ApiClient(configuration)
-    node_name = kube.node_name
-    if node_name is None:
+        conn = conn.with_server(kube.api_url)
+    api = KubeApi(conn)
+    manager = KubeSubnetManager(api, kube.node_name or "", kube.net_config_path, kube.annotation_prefix,
+                                kube.set_network_unavailable)
+    if kube.node_name is None:
         if not (kube.pod_name and kube.pod_namespace):
-            await api_client.close()
+            await api.close()
             raise cli.UsageError("--kube-subnet-mgr needs the node name: set NODE_NAME (or --node-name, or POD_NAME and POD_NAMESPACE)")
-        pod = await kclient.CoreV1Api(api_client).read_namespaced_pod(kube.pod_name, kube.pod_namespace)
-        node_name = pod.spec.node_name if pod.spec is not None else None
+        node_name = await _until_answered(lambda: manager.pod_node_name(kube.pod_namespace, kube.pod_name),
+                                          f"reading pod {kube.pod_namespace}/{kube.pod_name}")
         if not node_name:
-            await api_client.close()
+            await api.close()
             raise cli.UsageError(f"pod {kube.pod_namespace}/{kube.pod_name} is not scheduled on a node yet")
-    return KubeSubnetManager(api_client, node_name, kube.net_config_path, kube.annotation_prefix,
-                             kube.set_network_unavailable)
+        manager.node_name = node_name
+    return manager
 
 
 async def serve(settings: cli.Settings) -> int:
+    """Run until SIGTERM/SIGINT (exit OK) or a failure (its exit code); a signal cancels whatever is
+    being waited for (the store, the Kubernetes API, a stream), so a stop is prompt in every phase."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    work = asyncio.create_task(_run(settings), name="lease-service")
+    stopper = asyncio.create_task(stop.wait(), name="stop-signal")
+    await asyncio.wait({work, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    stopper.cancel()
+    if not work.done():
+        work.cancel()
+    try:
+        return await work
+    except asyncio.CancelledError:
+        if not stop.is_set():
+            raise
+        return ExitCode.OK
+
+
+async def _run(settings: cli.Settings) -> int:
     if settings.metrics_listen is not None:
         host, port = settings.metrics_listen
         try:
             port = metrics.serve(host, port)
         except OSError as exc:
             log.error("cannot serve metrics on --metrics-listen %s:%d: %s", host, port, exc)
-            return 2
+            return ExitCode.USAGE
         log.info("serving Prometheus metrics on http://%s:%d/metrics", host, port)
-    manager: EtcdSubnetManager | KubeSubnetManager
     kube_mode = settings.kube_subnet_mgr
-    if settings.kube_subnet_mgr:
-        try:
-            manager = await _kube_manager(settings)
-        except (cli.UsageError, ConfigError) as exc:
-            log.error("%s", exc)
-            return 2
-        store_kind = "kube"
-    else:
-        manager = EtcdSubnetManager(EtcdClient(settings.etcd), settings.etcd_prefix, lease_ttl=settings.lease_ttl)
-        store_kind = "etcd"
-    servicer = LeaseServicer(store_kind)
+    servicer = LeaseServicer("kube" if kube_mode else "etcd")
     server = UnixServer(settings.socket_path, [SERVICE],
-                        lambda grpc_server: lease_pb2_grpc.add_LeaseServiceServicer_to_server(servicer, grpc_server), socket_gid=settings.socket_gid,
-                        tcp_listen=settings.grpc_listen)
-    await server.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+                        lambda grpc_server: lease_pb2_grpc.add_LeaseServiceServicer_to_server(servicer, grpc_server),
+                        socket_gid=settings.socket_gid, tcp_listen=settings.grpc_listen)
+    await server.start()  # health answers NOT_SERVING from here on, whatever is awaited next
+    manager: EtcdSubnetManager | KubeSubnetManager | None = None
     tasks: list[asyncio.Task[None]] = []
     try:
-        config_task = asyncio.ensure_future(_load_config(manager, servicer))
-        stopper = asyncio.ensure_future(stop.wait())
-        await asyncio.wait({config_task, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        if stop.is_set():
-            config_task.cancel()
-            return 0
-        config = config_task.result()
+        if kube_mode:
+            servicer.waiting_for = "the Kubernetes client"
+            try:
+                manager = await _kube_manager(settings)
+            except (cli.UsageError, ConfigError) as exc:
+                log.error("%s", exc)
+                return ExitCode.USAGE
+        else:
+            manager = EtcdSubnetManager(EtcdClient(settings.etcd), settings.etcd_prefix, lease_ttl=settings.lease_ttl)
+        config = await _load_config(manager, servicer)
         log.info("network config: %s, backend %s", config.network or config.ipv6_network, config.backend_type)
         public_ip, public_ipv6 = settings.public_ip, settings.public_ipv6
         if kube_mode and not (public_ip or public_ipv6):
             stored = await _until_answered(manager.stored_public_ips, "reading this node's annotations")  # type: ignore[union-attr]
             public_ip, public_ipv6 = stored
         try:
-            addresses = resolve(public_ip, public_ipv6, settings.ifaces, settings.iface_regexes,
-                                want_ipv4=config.enable_ipv4, want_ipv6=config.enable_ipv6)
+            # `ip -json` is a subprocess: run it off the event loop
+            addresses = await asyncio.to_thread(resolve, public_ip, public_ipv6, settings.ifaces,
+                                                settings.iface_regexes, want_ipv4=config.enable_ipv4,
+                                                want_ipv6=config.enable_ipv6)
         except PublicIPError as exc:
             log.error("cannot determine the public IP: %s", exc)
-            return 2
+            return ExitCode.USAGE
         log.info("public IP %s%s", addresses.ipv4 or addresses.ipv6,
                  f" (interface {addresses.iface})" if addresses.iface else "")
 
@@ -154,26 +169,31 @@ async def serve(settings: cli.Settings) -> int:
         keeper = LeaseKeeper(manager, config, hub, KeeperSettings(
             renew_margin=settings.renew_margin, subnet_file=settings.subnet_file, ip_masq=settings.ip_masq))
         servicer.waiting_for = "the first list of leases from the store"
-        servicer.attach(config, hub, keeper, addresses.ipv4, addresses.ipv6)
-        tasks.append(asyncio.ensure_future(manager.run_watch(config, hub)))
-        tasks.append(asyncio.ensure_future(keeper.run()))
-        ready = asyncio.ensure_future(hub.wait_ready())
-        done, _ = await asyncio.wait({ready, stopper, *tasks}, return_when=asyncio.FIRST_COMPLETED)
+        tasks.append(asyncio.create_task(manager.run_watch(config, hub), name="store-watch"))
+        tasks.append(asyncio.create_task(keeper.run(), name="lease-keeper"))
+        ready = asyncio.create_task(hub.wait_ready(), name="first-list")
+        done, _ = await asyncio.wait({ready, *tasks}, return_when=asyncio.FIRST_COMPLETED)
         if ready in done:
+            # the gate of the contract: nothing is answered (config, lease, stream) before this point
+            servicer.attach(config, hub, keeper, addresses.ipv4, addresses.ipv6)
             await server.set_serving(True)
             log.info("serving leases on %s", settings.socket_path)
-            done, _ = await asyncio.wait({stopper, *tasks}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        else:
+            ready.cancel()
         for task in done:
-            if task is not stopper and task.exception() is not None:
-                log.error("internal task failed: %r", task.exception())
-                return 1
-        return 0
+            if task is not ready and task.exception() is not None:
+                log.error("internal task %s failed: %r", task.get_name(), task.exception())
+                return ExitCode.FAILURE
+        return ExitCode.FAILURE
     finally:
         for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await server.set_serving(False)
         await server.stop(grace=0.5)
-        await manager.close()
+        if manager is not None:
+            await manager.close()
         log.info("stopped; the lease stays in the store until it expires")
 
 
@@ -185,11 +205,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except cli.UsageError as exc:
         print(f"flannel-lease-service: {exc}", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
     configure_logging(settings.verbosity)
     for notice in settings.notices:
         log.warning("%s", notice)
-    return asyncio.run(serve(settings))
+    code = asyncio.run(serve(settings))
+    # Leave without the interpreter's final garbage collection: with large modules loaded it took
+    # seconds on a busy node, past the supervisor's grace period. Everything that matters (sockets,
+    # store, logs) is closed or flushed by now.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

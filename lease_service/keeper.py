@@ -81,16 +81,17 @@ class LeaseKeeper:
                 kind = Event.REACQUIRED
             else:
                 kind = Event.RENEWED  # the backend asked again (it restarted): same lease, fresh attributes
-            self._install(lease, kind)
+            await self._install(lease, kind)
             return lease
 
-    def _install(self, lease: Lease, kind: int) -> None:
+    async def _install(self, lease: Lease, kind: int) -> None:
+        """Hold ``lease`` (the caller holds the lock); subnet.env is written and fsynced off the loop."""
         self.lease = lease
         self._lost.clear()
         self._changed.set()
         if self.settings.subnet_file is not None:
-            subnetfile.write(self.settings.subnet_file,
-                             subnetfile.render(self.config, lease, self.mtu, self.settings.ip_masq))
+            await asyncio.to_thread(subnetfile.write, self.settings.subnet_file,
+                                    subnetfile.render(self.config, lease, self.mtu, self.settings.ip_masq))
         self._announce(kind, lease)
 
     def _announce(self, kind: int, lease: Lease, conflict: str = "") -> None:
@@ -186,7 +187,7 @@ class LeaseKeeper:
                 self._written.append(self._fingerprint(self._attrs))
                 lease = await self.manager.restore_lease(self.config, held, self._attrs)
                 self._written.append(self._fingerprint(lease.attrs))
-                self._install(lease, Event.RENEWED)
+                await self._install(lease, Event.RENEWED)
         except (StoreUnavailable, AcquireError) as exc:
             log.warning("cannot restore lease %s: %s; retrying", held.key, exc)
             self._intruder = intruder
@@ -211,9 +212,15 @@ class LeaseKeeper:
         if renewed is None:
             self._lost.set()
             return
-        log.info("renewed lease %s until %s", renewed.key, renewed.expiration)
         async with self._lock:
+            if self.lease is not lease:
+                # an acquire or re-acquire replaced the lease while the renewal was on its way: the
+                # newer lease stands, this renewal of the older one is dropped
+                log.info("renewal of lease %s superseded by a newer acquire; keeping %s", lease.key,
+                         self.lease.key if self.lease else "none")
+                return
             self.lease = renewed
+        log.info("renewed lease %s until %s", renewed.key, renewed.expiration)
         self._announce(Event.RENEWED, renewed)
 
     async def _reacquire(self, lost: Lease) -> None:
@@ -226,7 +233,7 @@ class LeaseKeeper:
                     self._written.append(self._fingerprint(self._attrs))
                     lease = await self.manager.acquire_lease(self.config, self._attrs, (lost.subnet, lost.ipv6_subnet))
                     self._written.append(self._fingerprint(lease.attrs))
-                    self._install(lease, Event.REACQUIRED)
+                    await self._install(lease, Event.REACQUIRED)
                 log.info("re-acquired lease %s after losing %s", lease.key, lost.key)
                 return
             except StoreUnavailable as exc:

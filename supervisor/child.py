@@ -24,13 +24,16 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from flannel_rpc import unix_target
+from flannel_rpc.exitcodes import ExitCode, classify
 from supervisor.cli import ProbeSettings
-from supervisor.logs import LogSink
+from supervisor.logs import CHILD_ENV, LogSink
 from supervisor.privileges import Launch
 
 log = logging.getLogger(__name__)
 
 SERVING = "SERVING"
+STARTUP_PROBE_INTERVAL = 0.1
+"""Seconds between probes until a child first answers SERVING (then ``--probe-interval``)."""
 _NO_ANSWER_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
@@ -54,22 +57,35 @@ class RunResult:
     uptime: float
     reason: str
     """``exited`` or why flanneld stopped it (unanswered health probes)."""
+    last_error: str | None = None
+    """The last line it wrote at level error (else its last line), for a fatal exit's message."""
 
     @property
     def exit_status(self) -> str:
         return describe_exit(self.returncode)
+
+    @property
+    def code(self) -> ExitCode:
+        """What the exit code means by the contract (:mod:`flannel_rpc.exitcodes`)."""
+        return classify(self.returncode)
+
+    @property
+    def fatal(self) -> bool:
+        """The child exited on its own saying that a restart cannot help (usage/config or permanent)."""
+        return self.reason == "exited" and self.code.fatal
 
 
 class HealthProbe:
     """grpc.health.v1 ``Check`` of the overall service ``""`` over a unix socket, one channel per probe owner."""
 
     def __init__(self, socket: os.PathLike[str] | str, settings: ProbeSettings) -> None:
-        backoff_ms = max(100, int(settings.interval * 1000))
+        # reconnect as fast as start-up probes come, so that a socket that just appeared is seen at once
+        backoff_ms = int(STARTUP_PROBE_INTERVAL * 1000)
         self._channel = grpc.aio.insecure_channel(
             unix_target(socket),
             options=[
-                ("grpc.initial_reconnect_backoff_ms", 100),
-                ("grpc.min_reconnect_backoff_ms", 100),
+                ("grpc.initial_reconnect_backoff_ms", backoff_ms),
+                ("grpc.min_reconnect_backoff_ms", backoff_ms),
                 ("grpc.max_reconnect_backoff_ms", backoff_ms),
             ],
         )
@@ -110,7 +126,7 @@ class Child:
         self._stop_grace = stop_grace
         self._env = dict(env) if env is not None else None
         self.process: asyncio.subprocess.Process | None = None
-        self._pump: asyncio.Task[None] | None = None
+        self._pumps: list[asyncio.Task[None]] = []
         self.status = "STOPPED"
         self.serving = asyncio.Event()
         self.starts = 0
@@ -128,10 +144,9 @@ class Child:
         else:
             self.serving.clear()
 
-    def _environment(self) -> dict[str, str] | None:
-        if not self.launch.secrets:
-            return self._env
-        return {**(self._env if self._env is not None else os.environ), **dict(self.launch.secrets)}
+    def _environment(self) -> dict[str, str]:
+        base = self._env if self._env is not None else os.environ
+        return {**base, **CHILD_ENV, **dict(self.launch.secrets)}
 
     async def spawn(self) -> asyncio.subprocess.Process:
         """Start a new process (its own session, so a terminal's ^C reaches only flanneld)."""
@@ -140,17 +155,19 @@ class Child:
             *self.launch.argv,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
+            stderr=asyncio.subprocess.PIPE,
             start_new_session=True,
             env=self._environment(),
             limit=1 << 20,
         )
         self.process = process
         self.starts += 1
-        assert process.stdout is not None
-        self._pump = asyncio.create_task(
-            self._sink.forward(self.name, process.stdout), name=f"{self.name}-logs"
-        )
+        assert process.stdout is not None and process.stderr is not None
+        self._sink.forget(self.name)
+        self._pumps = [
+            asyncio.create_task(self._sink.forward(self.name, process.stdout, "stdout"), name=f"{self.name}-out"),
+            asyncio.create_task(self._sink.forward(self.name, process.stderr, "stderr"), name=f"{self.name}-err"),
+        ]
         log.info("%s started (pid %d): %s", self.name, process.pid, self.launch.display())
         return process
 
@@ -178,7 +195,7 @@ class Child:
                 exited.cancel()
         await self._drain_output()
         self.set_status("STOPPED")
-        return RunResult(process.returncode, time.monotonic() - started, reason)
+        return RunResult(process.returncode, time.monotonic() - started, reason, self._sink.last_error(self.name))
 
     async def _monitor(self) -> str:
         """Probe until the child must be considered dead; return why."""
@@ -186,12 +203,14 @@ class Child:
         probe = HealthProbe(self.launch.socket, settings)
         started = time.monotonic()
         answered = False
+        served = False  # probe fast until the first SERVING, so that readiness follows within 0.1 s
         failures = 0
         try:
             while True:
                 status = await probe.check()
                 if status is not None:
                     answered = True
+                    served = served or status == SERVING
                     failures = 0
                     self.set_status(status)
                 elif answered:
@@ -201,16 +220,18 @@ class Child:
                         return f"{failures} consecutive health probes unanswered"
                 elif time.monotonic() - started > settings.startup_timeout:
                     return f"no health answer on {self.launch.socket} within {settings.startup_timeout:g}s"
-                await asyncio.sleep(settings.interval)
+                await asyncio.sleep(settings.interval if served else min(settings.interval, STARTUP_PROBE_INTERVAL))
         finally:
             await probe.close()
 
     async def _drain_output(self) -> None:
         # A grandchild may hold the pipe open after the child exits: do not wait for it forever.
-        if self._pump is not None:
-            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(self._pump, timeout=1.0)
-            self._pump = None
+        if self._pumps:
+            pumps, self._pumps = self._pumps, []
+            _, pending = await asyncio.wait(pumps, timeout=1.0)
+            for pump in pending:
+                pump.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
 
     async def stop(self, grace: float | None = None) -> int | None:
         """SIGTERM, then SIGKILL to its process group after ``grace`` seconds; returns the exit code."""

@@ -93,7 +93,7 @@ class Config:
 
 DESCRIPTION = (
     "flannel-py's flanneld: runs flannel-lease-service (no capabilities) and flannel-backend "
-    "(CAP_NET_ADMIN, CAP_NET_RAW only), health-gates and restarts them, and serves /healthz. "
+    "(CAP_NET_ADMIN, CAP_NET_RAW only), restarts them when that can help, and serves /healthz. "
     "It takes flannel's flags; the ones for the lease service or the backend are passed on when given."
 )
 
@@ -105,6 +105,19 @@ def _resolve_user(text: str) -> tuple[int, int, str | None]:
         if text.isdigit():  # a bare uid with no passwd entry is fine (containers)
             return int(text), int(text), None
         raise ConfigError(f"--lease-user: no such user {text!r}") from None
+    return entry.pw_uid, entry.pw_gid, entry.pw_name
+
+
+DEFAULT_LEASE_USER = "nobody"
+DEFAULT_LEASE_UID = 65534
+
+
+def _default_user() -> tuple[int, int, str | None]:
+    """``nobody``, or uid/gid 65534 where no such user is listed (a minimal container)."""
+    try:
+        entry = pwd.getpwnam(DEFAULT_LEASE_USER)
+    except KeyError:
+        return DEFAULT_LEASE_UID, DEFAULT_LEASE_UID, None
     return entry.pw_uid, entry.pw_gid, entry.pw_name
 
 
@@ -128,15 +141,13 @@ def parse(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None =
     environ = {} if environ is None else environ
     got = flannel_flags.parse("flanneld", argv, environ, prog="flanneld", description=DESCRIPTION)
 
-    identity: Identity | None = None
-    if got["lease-user"] is not None or got["lease-group"] is not None:
-        uid, gid, user = 0, 0, None
-        if got["lease-user"] is not None:
-            uid, gid, user = _resolve_user(got["lease-user"])
-        group = None
-        if got["lease-group"] is not None:
-            gid, group = _resolve_group(got["lease-group"], "--lease-group")
-        identity = Identity(uid=uid, gid=gid, user=user, group=group)
+    # the lease service is never uid 0 unless asked for: no capability is not enough while file
+    # ownership still grants root's files
+    uid, gid, user = _resolve_user(got["lease-user"]) if got["lease-user"] is not None else _default_user()
+    group = None
+    if got["lease-group"] is not None:
+        gid, group = _resolve_group(got["lease-group"], "--lease-group")
+    identity = Identity(uid=uid, gid=gid, user=user, group=group)
     socket_group = got["socket-group"]
     if socket_group is not None:
         _resolve_group(socket_group, "--socket-group")

@@ -17,6 +17,12 @@ from collections.abc import Callable, Mapping
 
 log = logging.getLogger(__name__)
 
+REQUEST_DEADLINE = 5.0
+"""Seconds a client has to send its whole request."""
+MAX_HEADERS = 100
+LINE_LIMIT = 2**16
+"""Bytes of the longest request or header line accepted."""
+
 Statuses = Callable[[], Mapping[str, str]]
 """Returns each child's current health as text; ``"SERVING"`` counts as healthy."""
 
@@ -25,6 +31,7 @@ _REASONS = {
     404: "Not Found",
     405: "Method Not Allowed",
     400: "Bad Request",
+    431: "Request Header Fields Too Large",
     503: "Service Unavailable",
 }
 
@@ -47,7 +54,7 @@ class HealthzServer:
         return int(self._server.sockets[0].getsockname()[1])
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, self.host, self.port)
+        self._server = await asyncio.start_server(self._handle, self.host, self.port, limit=LINE_LIMIT)
         self._beat_task = asyncio.create_task(self._beat(), name="healthz-heartbeat")
         log.info("healthz listening on %s:%d (/healthz, /readyz, /livez)", self.host, self.bound_port)
 
@@ -84,28 +91,40 @@ class HealthzServer:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            request = await asyncio.wait_for(reader.readline(), timeout=5)
-            parts = request.decode("latin-1").split()
-            while True:  # drain headers
-                header = await asyncio.wait_for(reader.readline(), timeout=5)
-                if header in (b"\r\n", b"\n", b""):
-                    break
-            if len(parts) < 2:
-                code, body = 400, "bad request\n"
-            else:
-                code, body = self.respond(parts[0], parts[1])
-            payload = body.encode()
-            head = (
-                f"HTTP/1.1 {code} {_REASONS.get(code, '')}\r\n"
-                "Content-Type: text/plain; charset=utf-8\r\n"
-                f"Content-Length: {len(payload)}\r\n"
-                "Connection: close\r\n\r\n"
-            )
-            writer.write(head.encode() + (payload if parts[:1] != ["HEAD"] else b""))
-            await writer.drain()
-        except (TimeoutError, ConnectionError, UnicodeDecodeError):
+            async with asyncio.timeout(REQUEST_DEADLINE):
+                code, body, head_only = await self._read_request(reader)
+                payload = body.encode()
+                head = (
+                    f"HTTP/1.1 {code} {_REASONS.get(code, '')}\r\n"
+                    "Content-Type: text/plain; charset=utf-8\r\n"
+                    f"Content-Length: {len(payload)}\r\n"
+                    "Connection: close\r\n\r\n"
+                )
+                writer.write(head.encode() + (b"" if head_only else payload))
+                await writer.drain()
+        except (TimeoutError, ConnectionError):
             pass
         finally:
             writer.close()
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
+
+    async def _read_request(self, reader: asyncio.StreamReader) -> tuple[int, str, bool]:
+        """Status, body and whether only the head is wanted; a request too long is a 431, not an error."""
+        try:
+            request = await reader.readuntil(b"\n")
+            for _ in range(MAX_HEADERS + 1):  # drain headers
+                header = await reader.readuntil(b"\n")
+                if header in (b"\r\n", b"\n"):
+                    break
+            else:
+                return 431, "too many header lines\n", False
+        except asyncio.LimitOverrunError:
+            return 431, f"request line or header longer than {LINE_LIMIT} bytes\n", False
+        except asyncio.IncompleteReadError:
+            return 400, "bad request\n", False
+        parts = request.decode("latin-1").split()
+        if len(parts) < 2:
+            return 400, "bad request\n", False
+        code, body = self.respond(parts[0], parts[1])
+        return code, body, parts[0] == "HEAD"

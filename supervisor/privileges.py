@@ -19,6 +19,7 @@ its capabilities again.
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import sys
 from collections.abc import Sequence
@@ -27,6 +28,7 @@ from pathlib import Path
 
 from flannel_flags.table import FLAGS
 from supervisor.cli import Config, Identity
+from supervisor.runlock import open_run_dir
 
 SETPRIV = "/usr/bin/setpriv"
 
@@ -155,42 +157,105 @@ def socket_gid(config: Config) -> int | None:
     return None
 
 
-def prepare_run_dir(config: Config) -> None:
-    """Create the run dir so that only the two children can reach the sockets.
+def prepare_run_dir(config: Config, dir_fd: int | None = None) -> None:
+    """Set up the run dir so that only the two children can reach the sockets.
 
     Owner root, group the lease group. Mode 0750 when the lease service runs as uid 0 (it creates its
     socket as the owner); 01770 when it runs as another uid, which must create ``lease.sock`` and the
     subnet file there: group-writable, and sticky so that neither child can unlink the other's socket.
-    Nobody else can enter it.
+    Nobody else can enter it. Everything goes through a descriptor of the directory opened without
+    following symlinks (``dir_fd``, from :func:`supervisor.runlock.open_run_dir`), so a symlink planted
+    in place of the run dir or of a file in it is refused or left alone, never followed.
     """
-    run_dir = config.run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
-    gid = socket_gid(config) or 0
-    lease_uid = config.lease_identity.uid if config.lease_identity else 0
-    mode = 0o750 if lease_uid == 0 else 0o1770
-    os.chown(run_dir, 0, gid)
-    os.chmod(run_dir, mode)
-    _hand_over_leftovers(run_dir, lease_uid, gid)
-
-
-def _hand_over_leftovers(run_dir: Path, lease_uid: int, gid: int) -> None:
-    """Files an earlier run left under another owner, which the lease service could not replace in a
-    sticky directory: a stale ``lease.sock`` is removed, ``subnet.env`` is given to the lease user."""
-    stale = run_dir / LEASE_SOCKET
+    own_fd = dir_fd is None
+    fd = open_run_dir(config.run_dir) if dir_fd is None else dir_fd
     try:
-        st = stale.lstat()
+        gid = socket_gid(config) or 0
+        lease_uid = config.lease_identity.uid if config.lease_identity else 0
+        mode = 0o750 if lease_uid == 0 else 0o1770
+        os.fchown(fd, 0, gid)
+        os.fchmod(fd, mode)
+        _hand_over_leftovers(fd, lease_uid, gid)
+    finally:
+        if own_fd:
+            os.close(fd)
+
+
+def _hand_over_leftovers(dir_fd: int, lease_uid: int, gid: int) -> None:
+    """Files an earlier run left under another owner, which the lease service could not replace in a
+    sticky directory: a stale ``lease.sock`` is removed, ``subnet.env`` is given to the lease user.
+    Symlinks are never followed (``lstat``, ``follow_symlinks=False``)."""
+    try:
+        st = os.stat(LEASE_SOCKET, dir_fd=dir_fd, follow_symlinks=False)
     except FileNotFoundError:
         pass
     else:
         if st.st_uid != lease_uid and stat.S_ISSOCK(st.st_mode):
-            stale.unlink()
-    subnet_env = run_dir / "subnet.env"
+            os.unlink(LEASE_SOCKET, dir_fd=dir_fd)
     try:
-        st = subnet_env.lstat()
+        st = os.stat("subnet.env", dir_fd=dir_fd, follow_symlinks=False)
     except FileNotFoundError:
         return
     if stat.S_ISREG(st.st_mode) and st.st_uid != lease_uid:
-        os.chown(subnet_env, lease_uid, gid)
+        os.chown("subnet.env", lease_uid, gid, dir_fd=dir_fd, follow_symlinks=False)
+
+
+def _allows(st: os.stat_result, uid: int, gid: int, bits: int) -> bool:
+    """What the mode bits grant ``uid``/``gid`` with no supplementary group and no capability (ACLs
+    are not consulted)."""
+    if st.st_uid == uid:
+        granted = (st.st_mode >> 6) & 7
+    elif st.st_gid == gid:
+        granted = (st.st_mode >> 3) & 7
+    else:
+        granted = st.st_mode & 7
+    return granted & bits == bits
+
+
+def _unreachable(path: Path, uid: int, gid: int, bits: int) -> str | None:
+    """Why ``uid``/``gid`` cannot use ``path`` (search every ancestor, then ``bits`` on the path
+    itself), or None. Both the path as given and its target when it is a symlink are walked."""
+    for candidate in dict.fromkeys([path, path.resolve()]):
+        for ancestor in reversed(candidate.parents):
+            try:
+                st = ancestor.stat()
+            except OSError as exc:
+                return f"{ancestor}: {exc.strerror}"
+            if not _allows(st, uid, gid, 1):
+                return f"{ancestor} is mode {stat.S_IMODE(st.st_mode):04o} owned by {st.st_uid}:{st.st_gid}"
+        if bits:
+            try:
+                st = candidate.stat()
+            except OSError as exc:
+                return f"{candidate}: {exc.strerror}"
+            if not _allows(st, uid, gid, bits):
+                return f"{candidate} is mode {stat.S_IMODE(st.st_mode):04o} owned by {st.st_uid}:{st.st_gid}"
+    return None
+
+
+def check_lease_reach(config: Config, launch: Launch) -> None:
+    """Fail early, naming the path, when the lease user could not start the lease service or reach its
+    run dir (an interpreter under /root, mode 0700, is the usual case): otherwise the child would die
+    at exec with a message that does not say what to do."""
+    identity = config.lease_identity
+    if identity is None:
+        return
+    who = f"the lease user {identity.user or identity.uid} (uid {identity.uid}, gid {identity.gid})"
+    advice = ("install flannel-py where that user can read it (e.g. a venv under /opt/flannel-py, as "
+              "tools/install does), point --lease-cmd at such an interpreter, or give --lease-user root")
+    program = launch.argv[launch.argv.index("--") + 1]
+    found = shutil.which(program)
+    checks: list[tuple[Path, int]] = [(Path(found) if found else Path(program), 1)]
+    if not config.lease_cmd:  # our own interpreter: its prefix (the venv) and this installation
+        checks += [(Path(sys.prefix), 5), (Path(__file__).resolve().parent.parent, 5)]
+    for path, bits in checks:
+        why = _unreachable(path.absolute(), identity.uid, identity.gid, bits)
+        if why is not None:
+            raise PrivilegeError(f"{who} cannot run {program}: {why}; {advice}")
+    why = _unreachable(config.run_dir.absolute().parent, identity.uid, identity.gid, 1)
+    if why is not None:
+        raise PrivilegeError(f"{who} cannot reach --run-dir {config.run_dir}: {why}; give a run dir it can "
+                             "reach (the default /run/flannel is) or --lease-user")
 
 
 def effective_caps(pid: int | str = "self") -> int:

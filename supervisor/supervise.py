@@ -1,11 +1,15 @@
-"""The supervision tree: lease service first, backend once the lease service serves, one-for-one restarts.
+"""The supervision tree: both children started at once, one-for-one restarts, fatal exits stop everything.
 
 * Each child has its own loop (:meth:`Supervisor._keep_running`): run it, and when it ends, restart it
   after a back-off delay, unless it exceeded the restart intensity, in which case flanneld gives up.
   A restart of one child never touches the other: the lease stream's resync carries the dependency.
-* The backend (first start and every restart) waits until the lease service answers SERVING.
-* Stopping (SIGTERM/SIGINT, or giving up) stops the backend first, then the lease service, each with
-  SIGTERM and SIGKILL after the grace period. Nothing here touches the dataplane.
+* Both start together (start-up time). The order is a rule of the contract, not of the supervisor: the
+  lease service answers every call UNAVAILABLE until it serves, and the backend waits for its health to
+  say SERVING before it acts.
+* A child that exits with a fatal code of :mod:`flannel_rpc.exitcodes` (usage/config error, permanent
+  failure) is not restarted: flanneld stops the other one and exits 2 with the child's last error line.
+* Stopping (SIGTERM/SIGINT, a fatal exit, or giving up) stops the backend first, then the lease service,
+  each with SIGTERM and SIGKILL after the grace period. Nothing here touches the dataplane.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
 
+from flannel_rpc.exitcodes import ExitCode
 from supervisor.child import Child, RunResult
 from supervisor.cli import Config
 from supervisor.policy import Backoff, BackoffSequence, RestartIntensity
@@ -37,6 +42,17 @@ class GiveUp(Exception):
             f"(--max-restarts/--restart-window); last exit status of {child}: {last.exit_status}"
             + ("" if last.reason == "exited" else f" (stopped by flanneld: {last.reason})")
         )
+
+
+class FatalExit(Exception):
+    """A child exited saying that restarting it cannot help."""
+
+    def __init__(self, child: str, last: RunResult) -> None:
+        self.child = child
+        self.last = last
+        what = "usage or configuration error" if last.code == ExitCode.USAGE else "permanent failure"
+        cause = f": {last.last_error}" if last.last_error else ""
+        super().__init__(f"{child} stopped with {what} ({last.exit_status}){cause}")
 
 
 def child_environment(environ: Mapping[str, str]) -> dict[str, str]:
@@ -65,6 +81,8 @@ class Supervisor:
         self._sleep = sleep
         self._stop = asyncio.Event()
         self.stopping = False
+        self.on_stopping: Callable[[], None] = lambda: None
+        """Called once when stopping begins (systemd's STOPPING=1)."""
 
     @property
     def children(self) -> tuple[Child, Child]:
@@ -88,10 +106,11 @@ class Supervisor:
         self._stop.set()
 
     async def run(self) -> int:
-        """Supervise until stopped (exit status 0) or until a child crash-loops (exit status 1)."""
+        """Supervise until stopped (exit status 0), until a child exits with a fatal code (exit status 2)
+        or until a child crash-loops (exit status 1)."""
         loops = [
-            asyncio.create_task(self._keep_running(self.lease, gate=None), name="lease-loop"),
-            asyncio.create_task(self._keep_running(self.backend, gate=self.lease), name="backend-loop"),
+            asyncio.create_task(self._keep_running(self.lease), name="lease-loop"),
+            asyncio.create_task(self._keep_running(self.backend), name="backend-loop"),
         ]
         stop = asyncio.create_task(self._stop.wait(), name="stop-signal")
         code = 0
@@ -100,21 +119,27 @@ class Supervisor:
             for task in loops:
                 if task in done:
                     exc = task.exception()
+                    if isinstance(exc, FatalExit):
+                        log.error("%s; stopping", exc)
+                        print(f"flanneld: {exc}", file=sys.stderr, flush=True)
+                        code = max(code, ExitCode.USAGE)
+                        continue
                     if isinstance(exc, GiveUp):
                         log.error("%s", exc)
                         print(f"flanneld: {exc}", file=sys.stderr, flush=True)
                     else:
                         log.error("supervision of %s failed: %r", task.get_name(), exc)
                         print(f"flanneld: internal error in {task.get_name()}: {exc!r}", file=sys.stderr)
-                    code = 1
+                    code = max(code, ExitCode.FAILURE)
         finally:
             await self.shutdown(loops)
             stop.cancel()
-        return code
+        return int(code)
 
     async def shutdown(self, loops: list[asyncio.Task[None]]) -> None:
         """Stop restarting anything, then stop the backend, then the lease service."""
         self.stopping = True
+        self.on_stopping()
         for task in loops:
             task.cancel()
         for task in loops:
@@ -124,16 +149,14 @@ class Supervisor:
             await child.stop()
         log.info("flanneld stopped (dataplane left as it is)")
 
-    async def _keep_running(self, child: Child, gate: Child | None) -> None:
+    async def _keep_running(self, child: Child) -> None:
         restart = self.config.restart
         backoff = Backoff(BackoffSequence(restart.backoff_initial, restart.backoff_max), rng=self._rng)
         intensity = RestartIntensity(restart.max_restarts, restart.window)
         while True:
-            if gate is not None and not gate.serving.is_set():
-                child.set_status("WAITING")
-                log.info("%s waits for %s to be SERVING", child.name, gate.name)
-                await gate.serving.wait()
             result = await child.run_once()
+            if result.fatal:
+                raise FatalExit(child.name, result)
             if result.uptime >= restart.window:
                 backoff.reset()
             if intensity.record(self._clock()):

@@ -4,13 +4,17 @@ A node's subnet is its ``spec.podCIDR`` (``spec.podCIDRs`` for dual stack); its 
 are annotations under a prefix (default ``flannel.alpha.coreos.com``), written the way flannel writes
 them: one strategic-merge patch on ``nodes/<name>/status``, only when something changed, so that
 kube-flannel.yml's RBAC (nodes get/list/watch, nodes/status patch) is all we need. Other nodes arrive
-through our own reflector: list, then watch from the list's resourceVersion with bookmarks and a server
-timeout, resume from the last resourceVersion after a dropped stream, and relist + diff on 410.
+through our own reflector: list (in pages), then watch from the list's resourceVersion with bookmarks and
+a server timeout, resume from the last resourceVersion after a dropped stream, and relist + diff on 410.
+The API is spoken over raw HTTP (``kube_api``): each Node is decoded into the few fields a lease needs,
+and an event whose lease fields did not change (a kubelet heartbeat) is dropped before anything else.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -20,18 +24,24 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_net
 from pathlib import Path
 from typing import Any, TypeVar
 
-import aiohttp
-from kubernetes.aio import client as kclient
-from kubernetes.aio import watch as kwatch
-from kubernetes.aio.client.exceptions import ApiException
+import msgspec
 
-from lease_service import metrics
 from flannel_rpc.logs import LogOnce, label, shorten
-from flannel_rpc.untrusted import ANNOTATION, JsonLimits, Rejected, decode_json
-from lease_service.lease import FIELD_INVALID, MAX_BACKEND_TYPE, CorruptLease, Lease, LeaseAttrs, canonical_json, check_against_config
+from flannel_rpc.untrusted import ANNOTATION, Rejected, decode_json
+from lease_service import metrics
+from lease_service.lease import (
+    FIELD_INVALID,
+    MAX_BACKEND_TYPE,
+    CorruptLease,
+    Lease,
+    LeaseAttrs,
+    canonical_json,
+    check_against_config,
+)
 from lease_service.netconfig import ConfigError, NetworkConfig, parse_network_config
 from lease_service.stream import Change, LeaseHub, StateUnavailable
 from lease_service.subnet.base import AccessDenied, AcquireError, StoreUnavailable
+from lease_service.subnet.kube_api import EVENT_DECODER, ApiStatus, KubeApi, NodeView, view_of
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +49,6 @@ DEFAULT_ANNOTATION_PREFIX = "flannel.alpha.coreos.com"
 DEFAULT_NET_CONFIG_PATH = Path("/etc/kube-flannel/net-conf.json")
 WATCH_TIMEOUT = 300          # seconds the server keeps one watch open
 STRATEGIC = "application/strategic-merge-patch+json"
-LIST_RETRY_MAX = 30.0         # seconds between list attempts at most (401, 403, 400, unreachable)
-#: Whole API answers (a NodeList of thousands of nodes is tens of MB; objects nest a few levels).
-API_RESPONSE = JsonLimits(max_bytes=512 * 1024 * 1024, max_depth=64)
 T = TypeVar("T")
 
 
@@ -75,13 +82,14 @@ class Annotations:
             "node-public-ip", "node-public-ipv6", "public-ip-overwrite", "public-ipv6-overwrite")))
 
 
-def pod_cidrs(node: dict[str, Any]) -> tuple[IPv4Network | None, IPv6Network | None]:
+def pod_cidrs(node: NodeView | dict[str, Any]) -> tuple[IPv4Network | None, IPv6Network | None]:
     """The node's IPv4 and IPv6 pod CIDRs; raises CorruptLease naming the node."""
-    name = node.get("metadata", {}).get("name", "?")
-    spec = node.get("spec") or {}
-    raw = spec.get("podCIDRs") or ([spec["podCIDR"]] if spec.get("podCIDR") else [])
+    if isinstance(node, dict):
+        node = view_of(node)
+    name = node.metadata.name
+    raw = node.spec.podCIDRs or ((node.spec.podCIDR,) if node.spec.podCIDR else ())
     if len(raw) > 2:
-        raise CorruptLease(f"node {name}: spec.podCIDRs {raw} must be one IPv4 and/or one IPv6 CIDR")
+        raise CorruptLease(f"node {name}: spec.podCIDRs {list(raw)} must be one IPv4 and/or one IPv6 CIDR")
     v4 = v6 = None
     for text in raw:
         try:
@@ -96,30 +104,33 @@ def pod_cidrs(node: dict[str, Any]) -> tuple[IPv4Network | None, IPv6Network | N
 
 
 class KubeSubnetManager:
-    """flannel's kube subnet manager over ``kubernetes.aio``."""
+    """flannel's kube subnet manager over the Kubernetes API (``kube_api``)."""
 
     def __init__(
         self,
-        api_client: kclient.ApiClient,
+        api: KubeApi,
         node_name: str,
         net_config_path: Path = DEFAULT_NET_CONFIG_PATH,
         annotation_prefix: str = DEFAULT_ANNOTATION_PREFIX,
         set_network_unavailable: bool = True,
         retry_interval: float = 2.0,
     ) -> None:
-        self.api_client = api_client
-        self.api = kclient.CoreV1Api(api_client)
+        self.api = api
         self.node_name = node_name
         self.net_config_path = net_config_path
         self.names = Annotations.for_prefix(annotation_prefix)
+        self._prefix = self.names.managed[: -len("kube-subnet-manager")]
         self.set_network_unavailable = set_network_unavailable
         self.retry_interval = retry_interval
-        self.store_id = f"kube:{api_client.configuration.host}"
+        self.store_id = f"kube:{api.server}"
         self.skipped_nodes = 0
         self._reported = LogOnce()
+        # per node name, what its lease was made of (pod CIDRs and our annotations): an event that
+        # leaves these alone (a kubelet heartbeat) is dropped without decoding a lease
+        self._seen: dict[str, bytes] = {}
 
     async def close(self) -> None:
-        await self.api_client.close()
+        await self.api.close()
 
     # ---- config -----------------------------------------------------------------------------
 
@@ -132,42 +143,40 @@ class KubeSubnetManager:
 
     # ---- calls ------------------------------------------------------------------------------
 
-    async def _call(self, what: str, call: Callable[[], Awaitable[Any]]) -> dict[str, Any]:
-        """One API call with the raw JSON result; errors become StoreUnavailable/AcquireError."""
+    async def _call(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        """One API call; errors become StoreUnavailable/AccessDenied/AcquireError naming ``what``."""
         try:
-            resp = await call()
-            body = await resp.read()
-            status = resp.status
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise StoreUnavailable(f"Kubernetes API unreachable ({what}): {exc}") from exc
-        if status >= 400:
-            raise _api_error(what, status, body)
-        if not body:
-            return {}
-        try:
-            doc = decode_json(body, API_RESPONSE, f"the answer to {what}")
-        except Rejected as exc:
-            raise StoreUnavailable(f"Kubernetes API answered {what} with {exc.reason}: {exc.message}") from None
-        if not isinstance(doc, dict):
-            raise StoreUnavailable(f"Kubernetes API answered {what} with a JSON {type(doc).__name__}, not an object")
-        return doc
+            return await call()
+        except ApiStatus as exc:
+            raise _api_error(what, exc.status, exc.message) from None
+        except (TimeoutError, OSError) as exc:
+            raise StoreUnavailable(f"Kubernetes API unreachable ({what}): {exc or type(exc).__name__}") from exc
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise StoreUnavailable(f"Kubernetes API answered {what} with unusable JSON: {str(exc)[:200]}") from None
 
     async def get_node(self, name: str) -> dict[str, Any]:
-        return await self._call(f"get node {name}",
-                                lambda: self.api.read_node_without_preload_content(name, _request_timeout=30))
+        return await self._call(f"get node {name}", lambda: self.api.get_node(name))
+
+    async def pod_node_name(self, namespace: str, pod: str) -> str:
+        """The node a pod runs on (``spec.nodeName``; "" while it is not scheduled)."""
+        doc = await self._call(f"get pod {namespace}/{pod}",
+                               lambda: self.api.get_json(f"/api/v1/namespaces/{namespace}/pods/{pod}"))
+        name = (doc.get("spec") or {}).get("nodeName")
+        return name if isinstance(name, str) else ""
 
     async def _patch_status(self, patch: dict[str, Any]) -> None:
-        await self._call(f"patch nodes/{self.node_name}/status", lambda: self.api.patch_node_status_without_preload_content(
-            self.node_name, patch, _content_type=STRATEGIC, _request_timeout=30))
+        await self._call(f"patch nodes/{self.node_name}/status",
+                         lambda: self.api.patch_node_status(self.node_name, patch, STRATEGIC))
 
     # ---- leases -----------------------------------------------------------------------------
 
-    def node_to_lease(self, config: NetworkConfig, node: dict[str, Any]) -> Lease | None:
+    def node_to_lease(self, config: NetworkConfig, node: NodeView | dict[str, Any]) -> Lease | None:
         """The node's lease; None when it is not managed by a kube subnet manager.
         Raises CorruptLease naming the node when it is managed but unusable."""
-        meta = node.get("metadata") or {}
-        name = meta.get("name", "?")
-        notes = meta.get("annotations") or {}
+        if isinstance(node, dict):
+            node = view_of(node)
+        name = node.metadata.name
+        notes = node.metadata.annotations or {}
         if notes.get(self.names.managed) != "true":
             return None
         subnet, ipv6 = pod_cidrs(node)
@@ -193,14 +202,23 @@ class KubeSubnetManager:
         check_against_config(lease, config)
         return lease
 
-    def _decode(self, config: NetworkConfig, node: dict[str, Any]) -> Lease | None:
+    def _signature(self, node: NodeView) -> bytes:
+        """A 128-bit digest of what a node's lease is made of: its pod CIDRs and the annotations under our
+        prefix (a digest rather than the fields: 5,000 nodes' worth of tuples took 5 MB)."""
+        notes = node.metadata.annotations or {}
+        prefix = self._prefix
+        parts = [node.spec.podCIDR, *node.spec.podCIDRs]
+        parts += sorted(f"{k}={v}" for k, v in notes.items() if k.startswith(prefix))
+        return hashlib.blake2b("\0".join(parts).encode(errors="surrogatepass"), digest_size=16).digest()
+
+    def _decode(self, config: NetworkConfig, node: NodeView | dict[str, Any]) -> Lease | None:
         """The node's lease, or None (not ours to stream, or rejected: logged once per change of it)."""
-        name = _node_name(node)
+        name = node.metadata.name if isinstance(node, NodeView) else str((node.get("metadata") or {}).get("name"))
         try:
             lease = self.node_to_lease(config, node)
         except CorruptLease as exc:
             reason, message = exc.reason, str(exc)
-        except Exception as exc:  # noqa: BLE001 - any shape of Node object is a named rejection of that node
+        except (msgspec.ValidationError, TypeError, ValueError) as exc:  # any shape of Node: a named rejection
             reason, message = "MALFORMED", f"node {label(name)}: unusable object ({type(exc).__name__})"
         else:
             self._reported.forget(name)
@@ -211,10 +229,19 @@ class KubeSubnetManager:
             log.warning("skipping node %s: %s (%s)", label(name), message, reason)
         return None
 
+    def _changed(self, config: NetworkConfig, node: NodeView) -> Change | None:
+        """The change a Node's new state makes; None when its lease fields are what they were."""
+        name = node.metadata.name
+        signature = self._signature(node)
+        if self._seen.get(name) == signature:
+            return None
+        self._seen[name] = signature
+        return (name, self._decode(config, node))
+
     async def stored_public_ips(self) -> tuple[IPv4Address | None, IPv6Address | None]:
         """flannel reads node-public-ip(v6) annotations at start as the public IP."""
         node = await self.get_node(self.node_name)
-        notes = node.get("metadata", {}).get("annotations") or {}
+        notes = (node.get("metadata") or {}).get("annotations") or {}
         return (_address(self.node_name, notes, self.names.node_public_ip, IPv4Address),  # type: ignore[return-value]
                 _address(self.node_name, notes, self.names.node_public_ipv6, IPv6Address))
 
@@ -296,122 +323,125 @@ class KubeSubnetManager:
         delay = self.retry_interval / 4
         while True:
             try:
-                listing = await self._call("list nodes", lambda: self.api.list_node_without_preload_content(
-                    _request_timeout=60))
-                revision = _resource_version(listing, 0)
-                items = listing.get("items") or []
-                if not isinstance(items, list):
-                    raise StoreUnavailable("list nodes answered items that are not a list")
-                self.store_id = self._identity(items)
-                hub.set_store(self.store_id)
-                leases = {}
-                for node in items:
-                    lease = self._decode(config, node)
-                    if lease is not None:
-                        leases[lease.key] = lease
-                hub.reset(leases, revision)
+                revision = await self._list(config, hub)
                 delay = self.retry_interval / 4
                 await self._watch(config, hub, revision)
             except _Expired as exc:
                 log.info("node watch expired (%s); relisting", exc)
             except (StoreUnavailable, AcquireError) as exc:
-                # 401/400/403 too: an operator can fix credentials or RBAC; never exit over them. The lease
-                # stream stays NOT_SERVING until the first list succeeds.
+                # 401/400/403 too: credentials or RBAC can be fixed; the stream stays NOT_SERVING meanwhile
                 metrics.STORE_RECONNECTS.inc()
                 if self._reported.first("<list nodes>", str(exc)):
-                    log.warning("node list/watch failed: %s; retrying with back-off (up to %.0fs)", exc,
-                                LIST_RETRY_MAX)
+                    log.warning("node list/watch failed: %s; retrying with back-off (up to 10s)", exc)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, LIST_RETRY_MAX)
+                delay = min(delay * 2, 10.0)
 
-    def _identity(self, items: list[Any]) -> str:
-        """Which cluster this is, for cursors: the API server's URL and the uid of this node's Node object.
-        A uid is random per object, so a cursor of another cluster (or of a Node deleted and created again)
-        never names this store; reading the kube-system namespace's uid would need RBAC flannel lacks."""
-        uid = next((node["metadata"].get("uid") for node in items
-                    if isinstance(node, dict) and _node_name(node) == self.node_name), None)
-        return f"kube:{self.api_client.configuration.host}:{uid[:64] if isinstance(uid, str) and uid else '-'}"
+    async def _list(self, config: NetworkConfig, hub: LeaseHub) -> int:
+        """List every Node (page by page), hand the leases to the hub; the list's resourceVersion."""
+        leases: dict[str, Lease] = {}
+        seen: dict[str, bytes] = {}
+        revision = 0
+        uid = ""
+        async with contextlib.aclosing(self.api.list_nodes()) as pages:
+            while True:
+                page = await self._call("list nodes", lambda: anext(pages, None))
+                if page is None:
+                    break
+                if not revision:
+                    try:
+                        revision = _version(page.metadata.resourceVersion, 0)
+                    except ValueError as exc:
+                        raise StoreUnavailable(f"list nodes: {exc}") from None
+                for node in page.items:
+                    if node.metadata.name == self.node_name:
+                        uid = node.metadata.uid
+                    seen[node.metadata.name] = self._signature(node)
+                    lease = self._decode(config, node)
+                    if lease is not None:
+                        leases[lease.key] = lease
+        self._seen = seen
+        # Which cluster this is, for cursors: the API server's URL and the uid of this node's Node object.
+        # A uid is random per object, so a cursor of another cluster (or of a Node deleted and created
+        # again) never names this store; the kube-system namespace's uid would need RBAC flannel lacks.
+        self.store_id = f"kube:{self.api.server}:{uid[:64] or '-'}"
+        hub.set_store(self.store_id)
+        hub.reset(leases, revision)
+        return revision
 
     async def _watch(self, config: NetworkConfig, hub: LeaseHub, revision: int) -> None:
         """Watch from ``revision`` until a 410; resume from the last seen version after a drop."""
         delay = self.retry_interval / 4
         while True:
-            watcher = kwatch.Watch(return_type="object")
             try:
-                async for event in watcher.stream(self.api.list_node, resource_version=str(revision),
-                                                  allow_watch_bookmarks=True, timeout_seconds=WATCH_TIMEOUT,
-                                                  _request_timeout=WATCH_TIMEOUT + 30):
-                    if not isinstance(event, dict) or not isinstance(event.get("raw_object"), dict):
-                        raise _BadFrame(f"a watch frame that is not a JSON event: {shorten(event)}")
-                    kind, node = event["type"], event["raw_object"]
-                    version = _resource_version(node, revision)
-                    if kind == "BOOKMARK":
-                        hub.progress(version)
-                    elif kind in ("ADDED", "MODIFIED"):
-                        change: Change = (node["metadata"]["name"], self._decode(config, node))
-                        hub.apply([change], version)
-                    elif kind == "DELETED":
-                        hub.apply([(node["metadata"]["name"], None)], version)
-                    revision = max(revision, version)
-                    delay = self.retry_interval / 4
-            except ApiException as exc:
+                async with contextlib.aclosing(self.api.watch_nodes(revision, WATCH_TIMEOUT)) as lines:
+                    async for line in lines:
+                        revision = self._event(config, hub, line, revision)
+                        delay = self.retry_interval / 4
+                # the server's timeout ended the stream: watch again from where we are
+            except ApiStatus as exc:
                 if exc.status == 410:
-                    raise _Expired(str(exc.reason)) from exc
+                    raise _Expired(exc.message) from None
                 metrics.STORE_RECONNECTS.inc()
-                log.warning("node watch failed (%s %s); resuming from %d", exc.status, exc.reason, revision)
+                log.warning("node watch failed (%s %s); resuming from %d", exc.status, exc.message, revision)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
-            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            except (TimeoutError, OSError) as exc:
                 metrics.STORE_RECONNECTS.inc()
                 log.warning("node watch dropped (%s); resuming from %d", exc or type(exc).__name__, revision)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - a frame we cannot read (bad JSON, bad shape, too long)
-                # Resuming from the same version would read the same frame again: relist instead.
+            except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
+                # resuming from the same version would read the same frame again: relist instead
                 metrics.STORE_RECONNECTS.inc()
-                log.warning("node watch sent an unusable frame (%s: %s); relisting", type(exc).__name__,
-                            shorten(str(exc)))
+                log.warning("node watch sent an unusable frame (%s); relisting", str(exc)[:200])
                 await asyncio.sleep(delay)
                 raise _Expired("unusable watch frame") from None
-            finally:
-                await watcher.close()
+
+
+    def _event(self, config: NetworkConfig, hub: LeaseHub, line: bytes, revision: int) -> int:
+        """Hand one watch event to the hub; the resourceVersion reached."""
+        event = EVENT_DECODER.decode(line)
+        kind, obj = event.type, event.object
+        if kind == "ERROR":
+            if obj.code == 410:
+                raise _Expired(f"{obj.reason}: {obj.message}")
+            raise ApiStatus(obj.code or 500, msgspec.json.encode({"message": obj.message}))
+        version = _version(obj.metadata.resourceVersion, revision)
+        if kind in ("ADDED", "MODIFIED"):
+            change = self._changed(config, obj.node())
+            if change is not None:
+                hub.apply([change], version)
+            else:
+                hub.progress(version)
+        elif kind == "DELETED":
+            self._seen.pop(obj.metadata.name, None)
+            hub.apply([(obj.metadata.name, None)], version)
+        else:  # BOOKMARK
+            hub.progress(version)
+        return max(revision, version)
 
 
 class _Expired(Exception):
     """The watch's resourceVersion is too old (410): relist."""
 
 
-class _BadFrame(ValueError):
-    """A watch frame that is not an event object."""
-
-
-def _node_name(node: object) -> str:
-    meta = node.get("metadata") if isinstance(node, dict) else None
-    name = meta.get("name") if isinstance(meta, dict) else None
-    return name if isinstance(name, str) else "?"
-
-
-def _resource_version(node: dict[str, Any], default: int) -> int:
-    meta = node.get("metadata")
-    text = meta.get("resourceVersion") if isinstance(meta, dict) else None
-    if isinstance(text, str) and text.isascii() and text.isdigit() and len(text) <= 20:
-        return int(text)
-    if text in (None, ""):
+def _version(text: str, default: int) -> int:
+    """A resourceVersion as a number (they are etcd revisions); raises ValueError for anything else."""
+    if not text:
         return default
-    raise _BadFrame(f"resourceVersion {shorten(text)} is not a number")
+    if not (text.isascii() and text.isdigit() and len(text) <= 20):
+        raise ValueError(f"resourceVersion {text[:40]!r} is not a number")
+    return int(text)
 
 
-def _api_error(what: str, status: int, body: bytes) -> Exception:
-    try:
-        message = shorten(decode_json(body, API_RESPONSE, "error").get("message", ""), 200)
-    except (Rejected, AttributeError):
-        message = shorten(body[:200].decode(errors="replace"), 200)
+def _api_error(what: str, status: int, message: str) -> Exception:
+    message = message[:200]
     if status == 403:
         return AccessDenied(
             f"Kubernetes API refused {what} (403 Forbidden): {message}. flannel's RBAC is needed: "
             "nodes get/list/watch and nodes/status patch (see deploy/kube-flannel-py.yml)")
+    if status == 410:
+        return StoreUnavailable(f"{what}: expired (410): {message}")
     if status == 404:
         return StoreUnavailable(f"{what}: not found (404): {message}")
     if status >= 500 or status == 429:
@@ -419,7 +449,8 @@ def _api_error(what: str, status: int, body: bytes) -> Exception:
     return AcquireError(f"Kubernetes API rejected {what} ({status}): {message}")
 
 
-def _address(node: str, notes: dict[str, str], key: str, cls: type[IPv4Address | IPv6Address]) -> IPv4Address | IPv6Address | None:
+def _address(node: str, notes: dict[str, str], key: str,
+             cls: type[IPv4Address | IPv6Address]) -> IPv4Address | IPv6Address | None:
     raw = notes.get(key)
     if not raw:
         return None

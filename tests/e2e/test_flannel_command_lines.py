@@ -28,8 +28,10 @@ def unit_line(etcd_endpoint: str) -> list[str]:
 
 def flanneld(node: Node, cluster: Cluster, argv: list[str], env: list[str]) -> Daemon:
     log = cluster.base_dir / f"{node.name}-flanneld.log"
+    # FLANNELD_LEASE_USER=root: the default lease user (nobody) cannot run this checkout's venv under /root
     return Daemon("", [sys.executable, "-m", "supervisor", *argv], log,
-                  prefix=["ip", "netns", "exec", node.ns, "env", f"FLANNELD_RUN_DIR={node.run_dir}", *env])
+                  prefix=["ip", "netns", "exec", node.ns, "env", f"FLANNELD_RUN_DIR={node.run_dir}",
+                          "FLANNELD_LEASE_USER=root", *env])
 
 
 def assert_pods_reach_each_other(cluster: Cluster) -> None:

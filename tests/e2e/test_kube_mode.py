@@ -33,14 +33,16 @@ def managed(name: str, cidr: str, ip: str, **extra: str) -> dict[str, object]:
 
 
 class KubeLeaseService:
-    def __init__(self, api: KubeApiControl, tmp: Path, node: str = "n1", net_conf: object = NET_CONF) -> None:
+    def __init__(self, api: KubeApiControl, tmp: Path, node: str = "n1", net_conf: object = NET_CONF,
+                 kubeconfig: Path | None = None) -> None:
         self.run_dir = tmp / "run"
         self.run_dir.mkdir(exist_ok=True)
         self.conf = tmp / "net-conf.json"
         self.conf.write_text(net_conf if isinstance(net_conf, str) else json.dumps(net_conf))
         self.socket = self.run_dir / "lease.sock"
+        where = ["--kubeconfig-file", str(kubeconfig)] if kubeconfig else ["--kube-api-url", api.url]
         self.daemon = Daemon("lease_service", [
-            "--kube-subnet-mgr", "--kube-api-url", api.url, "--net-config-path", str(self.conf),
+            "--kube-subnet-mgr", *where, "--net-config-path", str(self.conf),
             "--node-name", node, "--public-ip", "192.168.70.1", "--run-dir", str(self.run_dir)],
             tmp / "lease.log")
 
@@ -105,6 +107,25 @@ def test_acquire_annotates_the_node_through_status_once_and_a_restart_patches_no
     service.start()
     assert service.acquire().subnet == "10.244.7.0/24"
     assert len(patches(api)) == count, "nothing changed, so nothing may be patched"
+
+
+def test_a_kubeconfig_file_alone_reaches_the_api(
+    api: KubeApiControl, tmp_path: Path, services: list[KubeLeaseService]
+) -> None:
+    api.create_node(make_node("n1", "10.244.7.0/24"))
+    (tmp_path / "token").write_text("secret-token\n")
+    config = tmp_path / "kubeconfig"
+    config.write_text(f"""apiVersion: v1
+kind: Config
+current-context: test
+contexts: [{{name: test, context: {{cluster: fake, user: flannel}}}}]
+clusters: [{{name: fake, cluster: {{server: "{api.url}"}}}}]
+users: [{{name: flannel, user: {{tokenFile: token}}}}]
+""")
+    service = KubeLeaseService(api, tmp_path, kubeconfig=config)
+    services.append(service.start())
+    assert service.acquire().subnet == "10.244.7.0/24"
+    assert {r["path"] for r in patches(api)} == {"/api/v1/nodes/n1/status"}
 
 
 def test_acquire_waits_for_the_pod_cidr_and_says_so(

@@ -139,11 +139,11 @@ _names = itertools.count(2)
 
 @functools.cache
 def kube_manager() -> Any:
-    from kubernetes.aio import client
-
     from lease_service.subnet.kube import KubeSubnetManager
+    from lease_service.subnet.kube_api import KubeApi
+    from lease_service.subnet.kube_config import KubeConnection
 
-    return KubeSubnetManager(client.ApiClient(client.Configuration(host="http://127.0.0.1:1")), "n1")
+    return KubeSubnetManager(KubeApi(KubeConnection("http://127.0.0.1:1")), "n1")
 
 
 annotation_values = st.one_of(st.text(max_size=80), json_values.map(str),

@@ -25,9 +25,10 @@ def node(name: str = "n1", pod_cidr: str | None = "10.244.3.0/24", **notes: str)
 
 @pytest.fixture
 def manager() -> KubeSubnetManager:
-    from kubernetes.aio import client
+    from lease_service.subnet.kube_api import KubeApi
+    from lease_service.subnet.kube_config import KubeConnection
 
-    return KubeSubnetManager(client.ApiClient(client.Configuration(host="http://127.0.0.1:1")), "n1")
+    return KubeSubnetManager(KubeApi(KubeConnection("http://127.0.0.1:1")), "n1")
 
 
 def test_a_managed_node_becomes_a_lease_keyed_by_its_name(manager: KubeSubnetManager) -> None:

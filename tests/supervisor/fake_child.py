@@ -3,10 +3,11 @@
 Switches (given before the flags flanneld appends, which are recorded and otherwise ignored):
   --name NAME             name used in the events file and log lines
   --socket FILE           socket file name inside --run-dir (lease.sock, backend.sock)
-  --events FILE           append "<name> <event> <pid> [detail]" lines: start, serving, term, exit, link
+  --events FILE           append "<name> <event> <pid> [detail]" lines: start, serving (detail: the
+                          time.time() of SERVING), term, exit, link
   --serve-after S         report SERVING only after S seconds
   --crash-at-start CODE   exit with CODE at once
-  --crash-after S         exit 3 S seconds after SERVING
+  --crash-after S         exit 4 (transient) S seconds after SERVING
   --hang-after S          S seconds after SERVING, block the event loop (health stops answering)
   --ignore-term           ignore SIGTERM (flanneld must SIGKILL)
   --try-link-add IFNAME   run `ip link add IFNAME type veth peer ...` at start and log ok/denied in the events
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import grp
+import json
 import os
 import signal
 import subprocess
@@ -58,6 +60,10 @@ def main() -> None:
     event("start", " ".join(sys.argv[1:]))
     print(f"{args.name}: started pid {os.getpid()} argv {' '.join(sys.argv[1:])}", flush=True)
     print(f"{args.name}: a line on stderr", file=sys.stderr, flush=True)
+    if os.environ.get("FLANNEL_LOG_FORMAT") == "json":  # what flanneld asks of its children
+        record = {"ts": "2026-01-02T03:04:05.678Z", "level": "WARNING", "logger": "fake", "msg": f"{args.name}: structured",
+                  "node": "n1", "count": 3}
+        print(json.dumps(record), file=sys.stderr, flush=True)
     if args.try_link_add:
         proc = subprocess.run(
             ["ip", "link", "add", args.try_link_add, "type", "veth", "peer", "name", args.try_link_add + "p"],
@@ -80,13 +86,13 @@ async def serve(args: argparse.Namespace, event) -> None:  # type: ignore[no-unt
     await server.start()
     await asyncio.sleep(args.serve_after)
     await server.set_serving(True)
-    event("serving")
+    event("serving", f"{time.time():.6f}")
     print(f"{args.name}: SERVING", flush=True)
     if args.crash_after is not None:
         await asyncio.sleep(args.crash_after)
         print(f"{args.name}: crashing", flush=True)
         event("exit")
-        os._exit(3)
+        os._exit(4)
     if args.hang_after is not None:
         await asyncio.sleep(args.hang_after)
         print(f"{args.name}: hanging", flush=True)

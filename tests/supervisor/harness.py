@@ -85,6 +85,7 @@ class Flanneld:
         env: dict[str, str] | None = None,
         prefix: Sequence[str] = (),
         netns: str | None = None,
+        lease_user: str | None = "root",
     ) -> None:
         self.netns = netns
         self.tmp = tmp_path
@@ -123,6 +124,10 @@ class Flanneld:
             "--startup-timeout",
             "20",
             *(["--healthz-ip", "127.0.0.1", "--healthz-port", str(self.port)] if healthz else []),
+            # the default lease user (nobody) cannot run this venv's interpreter under /root nor reach
+            # pytest's private tmp dirs: tests of the default identity pass lease_user=None
+            *([] if lease_user is None or any(a.startswith("--lease-user") for a in args)
+              else ["--lease-user", lease_user]),
             *args,
         ]
         self.env = {**os.environ, **(env or {})}

@@ -152,7 +152,25 @@ def test_the_lease_service_runs_as_the_lease_user(flanneld: Callable[..., Flanne
     assert status["Uid"].split() == ["65534"] * 4
     assert {k: status[k] for k in CAP_FIELDS} == dict.fromkeys(CAP_FIELDS, NONE)
     assert stat.S_IMODE((open_dir / "run").stat().st_mode) == 0o1770
-    # it never answers health, so the backend is never started
-    assert "backend: WAITING" in f.wait_http("/healthz", 503)
+    # it never answers health, so the node is never ready
+    assert "lease-service: STARTING" in f.wait_http("/healthz", 503)
+    f.proc.terminate()
+    assert f.wait() == 0
+
+
+def test_the_default_lease_user_cannot_write_a_root_owned_file(
+    flanneld: Callable[..., Flanneld], open_dir: Path
+) -> None:
+    target = open_dir / "root-owned"
+    target.write_text("untouched\n")
+    target.chmod(0o644)
+    script = f"if echo x >> {target}; then echo lease-write=ok; else echo lease-write=denied; fi; exec sleep 60"
+    f = flanneld(lease_cmd=f"/bin/sh -c '{script}' lease", lease_user=None,
+                 args=["--run-dir", str(open_dir / "run")])
+    assert f.wait_line("[lease-service] lease-write=").endswith("lease-write=denied")
+    assert target.read_text() == "untouched\n"
+    pid = int(f.wait_line("lease-service started (pid").split("(pid ")[1].split(")")[0])
+    assert proc_status(pid)["Uid"].split() == ["65534"] * 4
+    assert proc_status(pid)["Groups"] == ""
     f.proc.terminate()
     assert f.wait() == 0

@@ -1,5 +1,5 @@
-"""flanneld --lease-user with the real lease service: it runs as that user with no capabilities, and
-the node still works (the backend, as root with two capabilities, reaches its socket)."""
+"""The real lease service under flanneld runs as an unprivileged user by default (nobody) with no
+capabilities, and the node still works (the backend, as root with two capabilities, reaches its socket)."""
 
 from __future__ import annotations
 
@@ -46,9 +46,9 @@ def python_for_anyone(base: Path) -> str:
     return str(venv / "bin" / "python")
 
 
-def test_the_lease_service_runs_as_the_lease_user_and_the_node_works(world_readable_dir: Path) -> None:
+def test_the_lease_service_runs_as_nobody_by_default_and_the_node_works(world_readable_dir: Path) -> None:
     python = python_for_anyone(world_readable_dir)
-    args = ["--lease-user", "nobody", "--lease-cmd", shlex.join([python, "-m", "lease_service"])]
+    args = ["--lease-cmd", shlex.join([python, "-m", "lease_service"])]  # no --lease-user: the default
     with Cluster(world_readable_dir / "cluster", nodes=2, flanneld=True, flanneld_args=args) as cluster:
         one, two = cluster.node(1), cluster.node(2)
         assert cluster.ping(one, two.pod_ip, count=3).received == 3

@@ -1,4 +1,4 @@
-"""Children's stdout and stderr reach flanneld's stdout, tagged with the child's name."""
+"""Children's output reaches flanneld's stdout as one line per event: one timestamp, a level, the process."""
 
 from __future__ import annotations
 
@@ -8,29 +8,36 @@ from collections.abc import Callable
 
 from tests.supervisor.harness import Flanneld
 
+STAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
 
-def test_text_lines_are_tagged(flanneld: Callable[..., Flanneld]) -> None:
+
+def test_text_lines_carry_one_timestamp_a_level_and_the_process(flanneld: Callable[..., Flanneld]) -> None:
     f = flanneld()
     f.wait_line("[backend] backend: SERVING")
     f.signal(signal.SIGTERM)
     f.wait()
-    stamp = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
-    assert any(re.fullmatch(stamp + r" \[lease-service\] lease: a line on stderr", line) for line in f.lines)
-    assert any(re.fullmatch(stamp + r" \[backend\] backend: started pid \d+ .*", line) for line in f.lines)
+    assert any(re.fullmatch(STAMP + r" ERROR \[lease-service\] lease: a line on stderr", line) for line in f.lines)
+    assert any(re.fullmatch(STAMP + r" INFO \[backend\] backend: started pid \d+ .*", line) for line in f.lines)
     assert any(
-        re.fullmatch(stamp + r" \[flanneld\] backend started \(pid \d+\): .*", line) for line in f.lines
+        re.fullmatch(STAMP + r" INFO \[flanneld\] backend started \(pid \d+\): .*", line) for line in f.lines
     )
+    # a child's own record keeps its timestamp (the only one on the line), its level and its fields
+    assert "2026-01-02T03:04:05.678Z WARNING [backend] fake: backend: structured node=n1 count=3" in f.lines
+    assert all(len(re.findall(STAMP, line)) == 1 for line in f.lines), f.lines
 
 
-def test_json_lines_are_objects_with_ts_child_and_line(flanneld: Callable[..., Flanneld]) -> None:
+def test_json_lines_have_level_process_msg_and_fields(flanneld: Callable[..., Flanneld]) -> None:
     f = flanneld(args=["--log-format", "json"])
     f.wait_line('"backend: SERVING"')
     f.signal(signal.SIGTERM)
     f.wait()
     records = f.json_lines()
-    assert all({"ts", "child", "line"} <= set(r) for r in records)
-    assert {"child": "lease-service", "line": "lease: a line on stderr"}.items() <= next(
-        r for r in records if r["child"] == "lease-service" and "stderr" in r["line"]
+    assert all({"ts", "level", "process", "msg"} <= set(r) for r in records)
+    assert {"process": "lease-service", "level": "error", "msg": "lease: a line on stderr"}.items() <= next(
+        r for r in records if r["process"] == "lease-service" and "stderr" in r["msg"]
     ).items()
-    assert any(r["child"] == "backend" and r["line"] == "backend: got SIGTERM" for r in records)
-    assert any(r["child"] == "flanneld" and r.get("level") == "info" for r in records)
+    assert any(r["process"] == "backend" and r["msg"] == "backend: got SIGTERM" for r in records)
+    assert any(r["process"] == "flanneld" and r["level"] == "info" for r in records)
+    structured = next(r for r in records if r["process"] == "lease-service" and r["msg"] == "lease: structured")
+    assert structured == {"ts": "2026-01-02T03:04:05.678Z", "level": "warning", "process": "lease-service",
+                          "msg": "lease: structured", "logger": "fake", "node": "n1", "count": 3}

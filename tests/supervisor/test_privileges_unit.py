@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from supervisor import cli, privileges
+from supervisor.runlock import RunDirUnsafe
 
 
 def test_the_lease_service_gets_no_capabilities_and_root_is_not_special() -> None:
@@ -89,7 +90,7 @@ def test_a_third_party_backend_gets_the_same_flags(tmp_path: Path) -> None:
 
 def test_the_run_dir_is_private_to_root_and_the_lease_group(tmp_path: Path) -> None:
     root_only = tmp_path / "a"
-    privileges.prepare_run_dir(cli.parse(["--run-dir", str(root_only)], {}))
+    privileges.prepare_run_dir(cli.parse(["--run-dir", str(root_only), "--lease-user", "root"], {}))
     st = root_only.stat()
     assert stat.S_IMODE(st.st_mode) == 0o750 and (st.st_uid, st.st_gid) == (0, 0)
 
@@ -143,3 +144,56 @@ def test_the_lease_service_reads_the_password_from_that_variable() -> None:
 
     settings = lease_cli.parse(["--etcd-username", "flannel"], {"FLANNELD_ETCD_PASSWORD": "s3cret"})
     assert settings.etcd.password == "s3cret"
+
+
+def test_the_lease_service_runs_as_nobody_unless_told_otherwise() -> None:
+    default = cli.parse([], {}).lease_identity
+    assert default is not None and (default.uid, default.gid) == (65534, 65534)
+    launcher = privileges.lease_launcher(default)
+    assert launcher[launcher.index("--reuid") + 1] == "65534" and "--clear-groups" in launcher
+    root = cli.parse(["--lease-user", "root"], {}).lease_identity
+    assert root is not None and root.uid == 0
+    assert "--reuid" not in privileges.lease_launcher(root)
+
+
+def test_a_lease_user_that_cannot_reach_the_interpreter_is_refused_by_name(tmp_path: Path) -> None:
+    private = tmp_path / "private"
+    (private / "bin").mkdir(parents=True)
+    program = private / "bin" / "lease"
+    program.write_text("#!/bin/sh\n")
+    program.chmod(0o755)
+    private.chmod(0o700)
+    config = cli.parse(["--run-dir", "/run/flannel-test", "--lease-cmd", str(program)], {})
+    try:
+        privileges.check_lease_reach(config, privileges.lease_launch(config))
+    except privileges.PrivilegeError as exc:
+        assert f"the lease user nobody (uid 65534, gid 65534) cannot run {program}: /" in str(exc)
+        assert "is mode 0700 owned by 0:0" in str(exc) and "--lease-cmd" in str(exc)
+    else:
+        raise AssertionError("an interpreter the lease user cannot reach must be refused")
+    root = cli.parse(["--run-dir", "/run/flannel-test", "--lease-cmd", str(program), "--lease-user", "root"], {})
+    privileges.check_lease_reach(root, privileges.lease_launch(root))
+
+
+def test_a_run_dir_that_is_a_symlink_is_refused(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    real.mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    try:
+        privileges.prepare_run_dir(cli.parse(["--run-dir", str(link)], {}))
+    except RunDirUnsafe as exc:
+        assert "is a symlink" in str(exc)
+    else:
+        raise AssertionError("a symlinked run dir must be refused")
+    assert stat.S_IMODE(real.stat().st_mode) != 0o1770  # untouched
+
+
+def test_leftovers_that_are_symlinks_are_never_followed(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.write_text("root's\n")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "subnet.env").symlink_to(outside)
+    privileges.prepare_run_dir(cli.parse(["--run-dir", str(run_dir)], {}))
+    assert outside.stat().st_uid == 0  # not handed to the lease user through the link

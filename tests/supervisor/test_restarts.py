@@ -82,4 +82,4 @@ def test_a_crash_looping_child_makes_flanneld_give_up(flanneld: Callable[..., Fl
 def test_the_lease_service_crash_looping_is_reported_by_name(flanneld: Callable[..., Flanneld]) -> None:
     f = flanneld(lease=["--crash-after", "0"], args=["--max-restarts", "1"])
     assert f.wait(timeout=30) == 1
-    assert any("giving up: lease-service" in line and "exit code 3" in line for line in f.errors), f.errors
+    assert any("giving up: lease-service" in line and "exit code 4" in line for line in f.errors), f.errors

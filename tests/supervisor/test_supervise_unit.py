@@ -1,4 +1,5 @@
-"""The supervision loop with scripted children and fake sleep: gating, one-for-one, back-off, giving up."""
+"""The supervision loop with scripted children and fake sleep: start, one-for-one, back-off, fatal exits,
+giving up."""
 
 from __future__ import annotations
 
@@ -70,18 +71,43 @@ def _supervisor(
     return sup, lease, backend
 
 
-async def test_the_backend_starts_only_once_the_lease_service_serves(clock: list[float]) -> None:
+async def test_both_children_start_at_once_and_only_the_contract_orders_them(clock: list[float]) -> None:
     delays: list[float] = []
     sup, lease, backend = _supervisor(_config(), clock, delays)
     lease.run_once = _never_serving(lease)  # type: ignore[method-assign]
     run = asyncio.create_task(sup.run())
-    await _until(lambda: lease.status == "STARTING")
-    assert backend.runs == 0 and backend.status == "WAITING"
-    lease.set_status("SERVING")
-    await _until(lambda: backend.runs == 1)
+    await _until(lambda: lease.status == "STARTING" and backend.runs == 1)
     sup.request_stop()
     assert await run == 0
     assert (backend.stopped, lease.stopped) == (1, 1)
+
+
+@pytest.mark.parametrize("code", [2, 3])
+async def test_a_fatal_exit_stops_everything_at_once_with_exit_2(
+    clock: list[float], capsys: pytest.CaptureFixture[str], code: int
+) -> None:
+    delays: list[float] = []
+    sup, lease, backend = _supervisor(_config(), clock, delays)
+    run = asyncio.create_task(sup.run())
+    await _until(lambda: backend.runs == 1)
+    backend.ends.put_nowait(RunResult(code, 0.2, "exited", "cannot run: no interface 'eth9'"))
+    assert await run == 2
+    assert backend.runs == 1 and delays == []  # never restarted
+    assert (backend.stopped, lease.stopped) == (1, 1)
+    err = capsys.readouterr().err
+    assert f"backend stopped with {'usage or configuration error' if code == 2 else 'permanent failure'}" in err
+    assert f"(exit code {code}): cannot run: no interface 'eth9'" in err
+
+
+async def test_a_fatal_code_from_a_child_flanneld_stopped_is_not_fatal(clock: list[float]) -> None:
+    delays: list[float] = []
+    sup, _lease, backend = _supervisor(_config(), clock, delays)
+    run = asyncio.create_task(sup.run())
+    await _until(lambda: backend.runs == 1)
+    backend.ends.put_nowait(RunResult(2, 5, "3 consecutive health probes unanswered"))
+    await _until(lambda: backend.runs == 2)
+    sup.request_stop()
+    assert await run == 0
 
 
 def _never_serving(child: ScriptedChild) -> Callable[[], object]:
@@ -103,7 +129,7 @@ async def test_a_crashing_child_is_restarted_with_growing_delays_and_the_other_i
     run = asyncio.create_task(sup.run())
     await _until(lambda: backend.runs == 1)
     for n in range(2, 7):
-        backend.ends.put_nowait(RunResult(3, 0.1, "exited"))
+        backend.ends.put_nowait(RunResult(4, 0.1, "exited"))
         await _until(lambda n=n: backend.runs == n)
     assert lease.runs == 1
     bases = [0.5, 1, 2, 4, 4]
@@ -161,8 +187,8 @@ async def test_restarts_spread_over_more_than_the_window_never_give_up(clock: li
 
 
 def test_give_up_names_the_child_and_its_last_exit_status() -> None:
-    exc = GiveUp("lease-service", 5, 60, RunResult(2, 0.3, "exited"))
+    exc = GiveUp("lease-service", 5, 60, RunResult(4, 0.3, "exited"))
     assert str(exc) == (
         "giving up: lease-service needed more than 5 restarts within 60s "
-        "(--max-restarts/--restart-window); last exit status of lease-service: exit code 2"
+        "(--max-restarts/--restart-window); last exit status of lease-service: exit code 4"
     )

@@ -1,0 +1,332 @@
+"""The few Kubernetes API calls flannel makes, over raw HTTP, decoded into compact typed values.
+
+A Node object from kubelet is ~10 KB of JSON (most of it the image list and the conditions); a lease
+needs its name, uid, resourceVersion, pod CIDRs and annotations. ``msgspec`` decodes the JSON straight
+into the small structs below and skips every other field without building Python objects for it, so
+a heartbeat (a status update) costs a parse, not a tree of dicts, and nothing of the Node is kept.
+Lists are read in pages of :data:`PAGE_SIZE` (``limit``/``continue``, as client-go's reflector does),
+so the lease service never holds a whole NodeList of thousands of nodes.
+
+HTTP/1.1 is spoken here over asyncio streams (TLS through ``ssl``): an HTTP library cost ~8 MB of RSS
+for the handful of calls flannel makes. Errors: :class:`ApiStatus` for an HTTP error answer (status
+and the Status object's message); :class:`HttpError` (an ``OSError``) for a broken answer or
+connection, ``TimeoutError`` and ``OSError`` from the transport;
+``msgspec.DecodeError``/``ValidationError`` for answers that are not the JSON they should be.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import quote, urlencode, urlsplit
+
+import msgspec
+
+from lease_service.subnet.kube_config import BearerToken, KubeConnection
+
+PAGE_SIZE = 500                     # Nodes per list page (client-go's default)
+MAX_FRAME = 16 * 1024 * 1024        # bytes of one watch event at most (a Node is limited to ~1.5 MB by etcd)
+USER_AGENT = "flannel-py"
+MAX_LINE = 64 * 1024                # bytes of a status, header or chunk-size line
+MAX_HEADERS = 100
+MAX_BODY = 1024 * 1024 * 1024       # bytes of one answer (a page of 500 Nodes is ~5 MB)
+
+
+class NodeMeta(msgspec.Struct, frozen=True, gc=False):
+    name: str = "?"
+    uid: str = ""
+    resourceVersion: str = ""  # noqa: N815 - the API's field name
+    annotations: dict[str, str] | None = None
+
+
+class NodeSpec(msgspec.Struct, frozen=True, gc=False):
+    podCIDR: str = ""  # noqa: N815
+    podCIDRs: tuple[str, ...] = ()  # noqa: N815
+
+
+class NodeView(msgspec.Struct, frozen=True, gc=False):
+    """What a lease needs of a Node; every other field is skipped while decoding."""
+
+    metadata: NodeMeta = NodeMeta()
+    spec: NodeSpec = NodeSpec()
+
+
+class _ListMeta(msgspec.Struct, frozen=True, gc=False):
+    resourceVersion: str = ""  # noqa: N815
+    continue_: str = msgspec.field(default="", name="continue")
+
+
+class NodeList(msgspec.Struct, frozen=True, gc=False):
+    metadata: _ListMeta = _ListMeta()
+    items: list[NodeView] = msgspec.field(default_factory=list)
+
+
+class WatchObject(msgspec.Struct, frozen=True, gc=False):
+    """A watch event's object: a Node (or a BOOKMARK's bare metadata), or a Status for ERROR."""
+
+    metadata: NodeMeta = NodeMeta()
+    spec: NodeSpec = NodeSpec()
+    code: int = 0
+    reason: str = ""
+    message: str = ""
+
+    def node(self) -> NodeView:
+        return NodeView(self.metadata, self.spec)
+
+
+class WatchEvent(msgspec.Struct, frozen=True, gc=False):
+    type: str
+    object: WatchObject = WatchObject()
+
+
+class _Status(msgspec.Struct, frozen=True, gc=False):
+    message: str = ""
+    reason: str = ""
+
+
+LIST_DECODER = msgspec.json.Decoder(NodeList)
+EVENT_DECODER = msgspec.json.Decoder(WatchEvent)
+NODE_DECODER = msgspec.json.Decoder(NodeView)
+_STATUS_DECODER = msgspec.json.Decoder(_Status)
+_ANY_DECODER = msgspec.json.Decoder()
+
+
+def view_of(node: dict[str, Any]) -> NodeView:
+    """A NodeView of a Node already decoded as plain JSON; raises msgspec.ValidationError on a bad shape."""
+    return msgspec.convert(node, NodeView)
+
+
+class ApiStatus(Exception):
+    """An HTTP error answer from the API server: ``status`` and the Status object's message."""
+
+    def __init__(self, status: int, body: bytes) -> None:
+        self.status = status
+        try:
+            self.message = _STATUS_DECODER.decode(body).message if body else ""
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            self.message = body[:200].decode(errors="replace")
+        super().__init__(f"{status}: {self.message}")
+
+
+class HttpError(OSError):
+    """The server broke HTTP/1.1 (a bad status line, header, chunk) or closed the connection mid-answer."""
+
+
+class _Connection:
+    """One HTTP/1.1 connection (TLS or not)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    def close(self) -> None:
+        self.writer.close()
+
+    async def send(self, head: bytes, body: bytes | None) -> None:
+        self.writer.write(head + body if body else head)
+        await self.writer.drain()
+
+    async def line(self) -> bytes:
+        try:
+            return await self.reader.readuntil(b"\n")
+        except asyncio.IncompleteReadError as exc:
+            raise HttpError("the API server closed the connection") from exc
+        except asyncio.LimitOverrunError as exc:
+            raise HttpError(f"a header or chunk line longer than {MAX_LINE} bytes") from exc
+
+    async def exactly(self, n: int) -> bytes:
+        try:
+            return await self.reader.readexactly(n)
+        except asyncio.IncompleteReadError as exc:
+            raise HttpError("the API server closed the connection mid-answer") from exc
+
+    async def head(self) -> tuple[int, dict[str, str]]:
+        """The status and the headers (names in lower case) of the next answer."""
+        status_line = await self.line()
+        parts = status_line.split(None, 2)
+        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+            raise HttpError(f"not an HTTP/1.1 answer: {status_line[:80]!r}")
+        headers: dict[str, str] = {}
+        for _ in range(MAX_HEADERS):
+            raw = await self.line()
+            if raw in (b"\r\n", b"\n"):
+                return int(parts[1]), headers
+            name, sep, value = raw.decode("latin-1").partition(":")
+            if not sep:
+                raise HttpError(f"a header line without a colon: {raw[:80]!r}")
+            headers[name.strip().lower()] = value.strip()
+        raise HttpError(f"more than {MAX_HEADERS} headers")
+
+    async def body_parts(self, headers: dict[str, str]) -> AsyncIterator[bytes]:
+        """The body as it arrives: chunked, Content-Length or until the connection closes."""
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            while True:
+                size_line = (await self.line()).split(b";", 1)[0].strip()
+                try:
+                    size = int(size_line, 16)
+                except ValueError:
+                    raise HttpError(f"a bad chunk size {size_line[:20]!r}") from None
+                if size == 0:
+                    while (await self.line()).strip():  # trailers
+                        pass
+                    return
+                data = await self.exactly(size)
+                await self.exactly(2)
+                yield data
+        elif "content-length" in headers:
+            try:
+                left = int(headers["content-length"])
+            except ValueError:
+                raise HttpError(f"a bad Content-Length {headers['content-length'][:20]!r}") from None
+            while left > 0:
+                data = await self.reader.read(min(left, 1 << 20))
+                if not data:
+                    raise HttpError("the API server closed the connection mid-answer")
+                left -= len(data)
+                yield data
+        else:
+            while data := await self.reader.read(1 << 20):
+                yield data
+
+
+class KubeApi:
+    """HTTP/1.1 to one API server with our credentials (one kept-alive connection for calls, one per
+    watch); create and close inside the loop."""
+
+    def __init__(self, conn: KubeConnection) -> None:
+        self.server = conn.server
+        url = urlsplit(conn.server)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ValueError(f"the Kubernetes API URL {conn.server!r} is not http(s)://host[:port]")
+        self._host = url.hostname
+        self._port = url.port or (443 if url.scheme == "https" else 80)
+        self._authority = url.netloc.rpartition("@")[2]
+        self._base = url.path.rstrip("/")
+        self._token = BearerToken(conn)
+        self._ssl = conn.ssl_context()
+        self._idle: _Connection | None = None
+
+    async def close(self) -> None:
+        if self._idle is not None:
+            self._idle.close()
+            self._idle = None
+
+    async def _connect(self) -> _Connection:
+        reader, writer = await asyncio.open_connection(
+            self._host, self._port, ssl=self._ssl, server_hostname=self._host if self._ssl else None,
+            limit=MAX_LINE)
+        return _Connection(reader, writer)
+
+    def _head(self, method: str, path: str, query: dict[str, str] | None, body: bytes | None,
+              content_type: str | None) -> bytes:
+        target = self._base + path + ("?" + urlencode(query) if query else "")
+        lines = [f"{method} {target} HTTP/1.1", f"Host: {self._authority}", f"User-Agent: {USER_AGENT}",
+                 "Accept: application/json"]
+        auth = self._token.header()
+        if auth is not None:
+            lines.append(f"Authorization: {auth}")
+        if body is not None:
+            lines += [f"Content-Type: {content_type or 'application/json'}", f"Content-Length: {len(body)}"]
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+    async def request(self, method: str, path: str, *, query: dict[str, str] | None = None,
+                      body: bytes | None = None, content_type: str | None = None,
+                      timeout: float = 30) -> bytearray:
+        """One call; the answer's body, or ApiStatus for a status >= 400."""
+        head = self._head(method, path, query, body, content_type)
+        async with asyncio.timeout(timeout):
+            for attempt in (0, 1):
+                conn, reused = (self._idle, True) if self._idle is not None else (await self._connect(), False)
+                self._idle = None
+                try:
+                    await conn.send(head, body)
+                    try:
+                        status, headers = await conn.head()
+                    except (HttpError, ConnectionError):
+                        if reused and attempt == 0:  # the server closed the idle connection: a fresh one
+                            conn.close()
+                            continue
+                        raise
+                    data = bytearray()
+                    async for part in conn.body_parts(headers):
+                        data += part
+                        if len(data) > MAX_BODY:
+                            raise HttpError(f"an answer longer than {MAX_BODY} bytes")
+                except BaseException:
+                    conn.close()
+                    raise
+                if headers.get("connection", "").lower() == "close" or (
+                        "content-length" not in headers and "chunked" not in headers.get("transfer-encoding", "")):
+                    conn.close()
+                else:
+                    if self._idle is not None:
+                        self._idle.close()
+                    self._idle = conn
+                if status >= 400:
+                    raise ApiStatus(status, bytes(data))
+                return data  # not copied into bytes: a page of 500 Nodes is ~5 MB
+        raise HttpError("unreachable")  # pragma: no cover - the loop returns or raises
+
+    async def get_json(self, path: str) -> dict[str, Any]:
+        """One object as plain JSON."""
+        doc = _ANY_DECODER.decode(await self.request("GET", path))
+        if not isinstance(doc, dict):
+            raise msgspec.ValidationError(f"GET {path} answered a JSON {type(doc).__name__}, not an object")
+        return doc
+
+    async def get_node(self, name: str) -> dict[str, Any]:
+        """One Node as plain JSON (our own node: acquire reads its status conditions too)."""
+        return await self.get_json(f"/api/v1/nodes/{quote(name, safe='')}")
+
+    async def patch_node_status(self, name: str, patch: dict[str, Any], content_type: str) -> None:
+        await self.request("PATCH", f"/api/v1/nodes/{quote(name, safe='')}/status", body=msgspec.json.encode(patch),
+                           content_type=content_type)
+
+    async def list_nodes(self, page_size: int = PAGE_SIZE, timeout: float = 60) -> AsyncIterator[NodeList]:
+        """The pages of one consistent list (every page at the first page's resourceVersion)."""
+        token = ""
+        while True:
+            query = {"limit": str(page_size)}
+            if token:
+                query["continue"] = token
+            page = LIST_DECODER.decode(await self.request("GET", "/api/v1/nodes", query=query, timeout=timeout))
+            yield page
+            token = page.metadata.continue_
+            if not token:
+                return
+
+    async def watch_nodes(self, resource_version: int, timeout_seconds: int) -> AsyncIterator[bytes]:
+        """The raw JSON lines of one watch (bookmarks on, ends when the server's timeout closes it)."""
+        query = {"watch": "1", "resourceVersion": str(resource_version), "allowWatchBookmarks": "true",
+                 "timeoutSeconds": str(timeout_seconds)}
+        async with asyncio.timeout(timeout_seconds + 30):
+            conn = await self._connect()
+            try:
+                await conn.send(self._head("GET", "/api/v1/nodes", query, None, None), None)
+                status, headers = await conn.head()
+                if status >= 400:
+                    data = bytearray()
+                    async for part in conn.body_parts(headers):
+                        data += part
+                        if len(data) > MAX_FRAME:
+                            break
+                    raise ApiStatus(status, bytes(data[:MAX_FRAME]))
+                pending = bytearray()
+                async for chunk in conn.body_parts(headers):
+                    pending += chunk
+                    start = 0
+                    while (end := pending.find(b"\n", start)) >= 0:
+                        if end > start:
+                            yield bytes(pending[start:end])
+                        start = end + 1
+                    del pending[:start]
+                    if len(pending) > MAX_FRAME:
+                        raise FrameTooLarge(f"a watch event longer than {MAX_FRAME} bytes")
+                if pending.strip():
+                    yield bytes(pending)
+            finally:
+                conn.close()
+
+
+class FrameTooLarge(ValueError):
+    """A watch event beyond :data:`MAX_FRAME`."""

@@ -1,0 +1,77 @@
+"""The lease keeper: a renewal in flight never overwrites a lease acquired meanwhile, and subnet.env is
+written off the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from datetime import UTC, datetime, timedelta
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+
+from lease_service.keeper import KeeperSettings, LeaseKeeper
+from lease_service.lease import Lease, LeaseAttrs
+from lease_service.netconfig import NetworkConfig, parse_network_config
+from lease_service.stream import LeaseHub
+
+ATTRS = LeaseAttrs(public_ip=IPv4Address("192.168.1.10"), backend_type="vxlan")
+
+
+def _lease(subnet: str, expires_in: float) -> Lease:
+    return Lease(key=subnet.replace("/", "-"), subnet=IPv4Network(subnet), ipv6_subnet=None, attrs=ATTRS,
+                 expiration=datetime.now(UTC) + timedelta(seconds=expires_in))
+
+
+class SlowRenewals:
+    """A subnet manager whose renewals wait until the test lets them through."""
+
+    def __init__(self) -> None:
+        self.acquired: list[Lease] = [_lease("10.244.1.0/24", 1), _lease("10.244.2.0/24", 36000)]
+        self.renewing = asyncio.Event()
+        self.let_renewal_through = asyncio.Event()
+
+    async def acquire_lease(self, config: NetworkConfig, attrs: LeaseAttrs, previous: object) -> Lease:
+        return self.acquired.pop(0)
+
+    async def renew_lease(self, config: NetworkConfig, lease: Lease) -> Lease:
+        self.renewing.set()
+        await self.let_renewal_through.wait()
+        return _lease(str(lease.subnet), 7200)
+
+
+async def test_a_renewal_in_flight_does_not_overwrite_a_newer_acquire() -> None:
+    config = parse_network_config('{"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan"}}')
+    manager = SlowRenewals()
+    keeper = LeaseKeeper(manager, config, LeaseHub("test"), KeeperSettings(renew_margin=3600))  # type: ignore[arg-type]
+    await keeper.acquire(ATTRS, 1450)  # expires in 1 s, inside the margin: renewed at once
+    runner = asyncio.create_task(keeper.run())
+    try:
+        await asyncio.wait_for(manager.renewing.wait(), 5)
+        newer = await keeper.acquire(ATTRS, 1450)  # the backend restarted and acquired meanwhile
+        manager.let_renewal_through.set()
+        for _ in range(50):
+            await asyncio.sleep(0)
+        assert keeper.lease == newer and str(newer.subnet) == "10.244.2.0/24"
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+
+
+async def test_subnet_env_is_written_off_the_event_loop(tmp_path: Path, monkeypatch: object) -> None:
+    from lease_service import subnetfile
+
+    threads: list[str] = []
+    real_write = subnetfile.write
+
+    def write(path: Path, text: str) -> None:
+        threads.append(threading.current_thread().name)
+        real_write(path, text)
+
+    monkeypatch.setattr(subnetfile, "write", write)  # type: ignore[attr-defined]
+    config = parse_network_config('{"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan"}}')
+    manager = SlowRenewals()
+    keeper = LeaseKeeper(manager, config, LeaseHub("test"),  # type: ignore[arg-type]
+                         KeeperSettings(subnet_file=tmp_path / "subnet.env"))
+    await keeper.acquire(ATTRS, 1450)
+    assert threads and threads[0] != threading.main_thread().name
+    assert "FLANNEL_SUBNET=10.244.1.1/24" in (tmp_path / "subnet.env").read_text()

@@ -1,0 +1,93 @@
+"""What only a child can find out at run time stops flanneld at once: exit 2 within 3 s, the cause on stderr.
+
+flanneld runs the real lease service and backend inside a throw-away network namespace that holds its
+own etcd on loopback and an ``eth0`` (:class:`tests.supervisor.conftest.EtcdNode`).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from tests.supervisor.conftest import EtcdNode
+from tests.supervisor.harness import Flanneld
+
+pytestmark = [pytest.mark.netns, pytest.mark.etcd]
+
+DEADLINE = 3.0
+"""Seconds from the child's fatal exit to flanneld's own exit (a restart loop took 15 s); a value flanneld
+refuses itself starts no child at all. The start-up before (interpreters importing gRPC) is not asserted."""
+
+
+@pytest.fixture
+def run_flanneld(tmp_path: Path, node: EtcdNode) -> Iterator[Callable[..., tuple[int, float, Flanneld]]]:
+    started: list[Flanneld] = []
+
+    def run(*args: str) -> tuple[int, float, Flanneld]:
+        f = Flanneld(tmp_path / f"f{len(started)}", args=args, real_children=True, healthz=False,
+                     prefix=node.ns.exec_prefix, env={"FLANNELD_LOG_FORMAT": "json"})
+        f.tmp.mkdir()
+        started.append(f)
+        f.start()
+        try:
+            code = f.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"flanneld still running after 30 s:\n{f.tail(40)}") from None
+        ended = time.time()
+        exits = [r for r in f.json_lines() if r["process"] == "flanneld" and "stopped with" in r["msg"]]
+        if not exits:  # flanneld itself refused the value before starting anything
+            assert not any("started (pid" in line for line in f.lines), f.tail(40)
+            return code, 0.0, f
+        return code, ended - _epoch(exits[0]["ts"]), f
+
+    try:
+        yield run
+    finally:
+        for f in started:
+            f.cleanup()
+
+
+def _epoch(ts: str) -> float:
+    return datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%f%z").timestamp()
+
+
+def _etcd(node: EtcdNode) -> list[str]:
+    return ["--etcd-endpoints", node.etcd.endpoint, "--etcd-prefix", node.prefix]
+
+
+def _assert_fatal(result: tuple[int, float, Flanneld], cause: str) -> None:
+    code, took, f = result
+    stderr = "\n".join(f.errors)
+    assert code == 2, f"exit {code}\n{f.tail(40)}"
+    assert cause in stderr, stderr
+    assert took <= DEADLINE, f"flanneld took {took:.2f}s to stop after the child's fatal exit"
+    assert "giving up" not in stderr and "restarting in" not in "\n".join(f.lines)
+    assert len([line for line in f.lines if "started (pid" in line]) <= 2  # each child once at most: no restart
+
+
+def test_an_interface_that_does_not_exist(node: EtcdNode, run_flanneld: Callable[..., tuple[int, float, Flanneld]]) -> None:
+    node.put_config({"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan"}})
+    _assert_fatal(run_flanneld(*_etcd(node), "--iface", "eth9"), "eth9")
+
+
+def test_an_etcd_endpoint_without_a_scheme(node: EtcdNode, run_flanneld: Callable[..., tuple[int, float, Flanneld]]) -> None:
+    _assert_fatal(run_flanneld("--etcd-endpoints", "127.0.0.1:2379"), "127.0.0.1:2379")
+
+
+def test_a_backend_type_the_backend_does_not_implement(
+    node: EtcdNode, run_flanneld: Callable[..., tuple[int, float, Flanneld]]
+) -> None:
+    # (wireguard, named in the issue, is implemented now; ipip is one of flannel's that is not)
+    node.put_config({"Network": "10.244.0.0/16", "Backend": {"Type": "ipip"}})
+    _assert_fatal(run_flanneld(*_etcd(node), "--iface", "eth0"), "ipip")
+
+
+def test_kube_mode_without_a_kubeconfig_outside_a_cluster(
+    node: EtcdNode, run_flanneld: Callable[..., tuple[int, float, Flanneld]]
+) -> None:
+    _assert_fatal(run_flanneld("--kube-subnet-mgr", "--node-name", "n1"), "kube")
