@@ -16,6 +16,7 @@ from backend_service import cli, metrics
 from backend_service.controller import EXIT_USAGE, Controller
 from backend_service.follow import LeaseView
 from backend_service.kernel import NetlinkKernel
+from backend_service.masq import RuleOptions, TrafficRules
 from backend_service.server import BackendServicer
 from backend_service.session import Session, local_dataplane
 from backend_service.status import Health, Status
@@ -60,6 +61,12 @@ async def serve(settings: cli.Settings) -> int:
                 view,
                 functools.partial(local_dataplane, ipr, settings),
                 gate=functools.partial(wait_serving, channel, "the lease service"),
+                traffic=TrafficRules(
+                    RuleOptions(masquerade=settings.ip_masq, forward=settings.iptables_forward_rules,
+                                random_fully_disable=settings.ip_masq_fully_random_disable),
+                    nftables=settings.nftables,
+                    blackhole_ipr=ipr if settings.ip_blackhole_route else None,
+                ),
             )
             controller = Controller(
                 session,

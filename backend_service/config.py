@@ -122,6 +122,8 @@ class NetworkConfig:
     ipv6_subnet_len: int
     backend_type: str
     backend: BackendOptions
+    enable_nftables: bool = False
+    """net-conf ``EnableNFTables``: flannel's rules as nftables tables instead of iptables chains."""
 
 
 def _lookup(obj: dict[str, Any], key: str) -> tuple[bool, Any]:
@@ -230,6 +232,22 @@ def _network(field: str, text: str, version: int) -> IPv4Network | IPv6Network:
     return net
 
 
+def _enable_nftables(raw: str) -> bool:
+    """``EnableNFTables`` from the config as stored (a key of the top-level object, default false)."""
+    if not raw.strip():
+        return False
+    try:
+        doc = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise ConfigError("raw", raw[:200], f"the network config as JSON ({e})") from e
+    if not isinstance(doc, dict):
+        raise ConfigError("raw", raw[:200], "a JSON object")
+    value = doc.get("EnableNFTables", False)
+    if not isinstance(value, bool):
+        raise ConfigError("EnableNFTables", value, "true or false")
+    return value
+
+
 def parse_network_config(msg: lease_pb2.NetworkConfig) -> NetworkConfig:
     """Turn the lease service's ``NetworkConfig`` message into a :class:`NetworkConfig`."""
     if not msg.enable_ipv4 and not msg.enable_ipv6:
@@ -252,6 +270,7 @@ def parse_network_config(msg: lease_pb2.NetworkConfig) -> NetworkConfig:
             )
     kind, options = parse_backend(msg.backend, msg.backend_type)
     return NetworkConfig(
+        enable_nftables=_enable_nftables(msg.raw),
         enable_ipv4=msg.enable_ipv4,
         enable_ipv6=msg.enable_ipv6,
         network=network4,

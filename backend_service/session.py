@@ -35,7 +35,7 @@ from .follow import LeaseView, follow
 from .hostgw import HostGwBackend
 from .kernel import KernelError, read_public_interface
 from .leases import LeaseError, parse_wireguard_data
-from .masq import IptablesMasq, MasqError, MasqNetwork, Masquerade, NftablesMasq
+from .masq import MasqNetwork, ToolsMissing, TrafficRules
 from .node import LocalNode, PublicInterface
 from .status import Status
 from .vxlan import VxlanBackend
@@ -106,6 +106,7 @@ class Session:
         view: LeaseView,
         dataplane: DataplaneFactory,
         gate: Callable[[], Awaitable[None]] | None = None,
+        traffic: TrafficRules | None = None,
     ) -> None:
         self.settings = settings
         self.stub = stub
@@ -116,7 +117,8 @@ class Session:
         self._dataplane = dataplane
         self.node: LocalNode | None = None
         self.own_key = ""
-        self.masq: Masquerade | None = None
+        self.traffic = traffic
+        """flannel's FORWARD/masquerade rules and blackhole routes; None: none at all (tests with fakes)."""
 
     async def _retry(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
         """Call until it answers; log each new failure once. A permanent refusal (our request is wrong:
@@ -150,6 +152,12 @@ class Session:
             config = parse_network_config(reply.config)
         except ConfigError as exc:
             raise Fatal(f"unusable network config: {exc}", EXIT_USAGE) from exc
+        if self.traffic is not None:
+            self.traffic.nftables = self.settings.nftables or config.enable_nftables
+            try:
+                self.traffic.check_tools([v for v, on in ((4, config.enable_ipv4), (6, config.enable_ipv6)) if on])
+            except ToolsMissing as exc:
+                raise Fatal(str(exc), EXIT_PERMANENT) from exc
         public, backend = await self._dataplane(config)
         try:
             setup = await backend.setup()
@@ -257,16 +265,14 @@ class Session:
         await prepared.backend.configure(node)
         self.node, self.own_key = node, lease.key
         self.status.own_lease = lease
-        if self.settings.ip_masq:
+        self.status.ip_masq = self.settings.ip_masq
+        if self.traffic is not None:  # applied by the rules task at once, off the path to SERVING
             config = prepared.config
-            networks = [
+            self.traffic.update([
                 MasqNetwork(net, sub)
                 for net, sub in ((config.network, node.subnet), (config.ipv6_network, node.ipv6_subnet))
                 if net is not None and sub is not None
-            ]
-            self.masq = NftablesMasq(networks) if self.settings.nftables else IptablesMasq(networks)
-            self.status.ip_masq = True
-            await self.ensure_masq()
+            ])
         adopted(node)
 
     async def _follow_own_lease(self, prepared: Prepared, adopted: Callable[[LocalNode], None]) -> None:
@@ -287,14 +293,17 @@ class Session:
         )
 
     async def ensure_masq(self) -> None:
-        """(Re)apply the masquerade rules when they drifted (with ``--ip-masq``)."""
-        if self.masq is None:
-            return
-        try:
-            if await self.masq.ensure():
-                log.info("masquerade rules (re)applied")
-        except MasqError as exc:
-            log.error("cannot apply masquerade rules: %s", exc)
+        """Repair the FORWARD/masquerade rules (and blackhole routes) if they drifted."""
+        if self.traffic is not None:
+            await self.traffic.ensure()
+
+    async def keep_rules(self) -> None:
+        """The rules task, never ending: every ``--iptables-resync`` seconds (and at once for a new own
+        lease) the rules are checked and repaired; without rules it just waits with the other tasks."""
+        if self.traffic is None:
+            await asyncio.Event().wait()
+        else:
+            await self.traffic.run_resync(self.settings.iptables_resync)
 
     async def report(self) -> None:
         """Tell the lease service how far the kernel is applied and which leases were rejected."""

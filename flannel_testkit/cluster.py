@@ -44,6 +44,7 @@ from typing import Any, Self, TypeVar
 
 from flannel_testkit.cni import cni_call, node_cni_config, pod_address
 from flannel_testkit.etcd import EtcdServer
+from flannel_testkit.hostprofiles import HostProfile
 from flannel_testkit.processes import Daemon, health_status
 from flannel_testkit.wait import wait_until
 
@@ -356,6 +357,12 @@ class Node:
     cni_config: dict[str, Any] | None = None
     """The CNI network config its pod was added with (``flannel-cni``, kube-flannel's delegate)."""
     pod_added: bool = False
+    subnet_file: Path | None = None
+    """Where the lease service writes ``subnet.env`` when not in ``run_dir``."""
+
+    @property
+    def subnet_env_path(self) -> Path:
+        return self.subnet_file or self.run_dir / "subnet.env"
 
     def runs(self, daemon: Daemon) -> bool:
         """Whether ``daemon`` (or the supervisor that owns it) is running."""
@@ -421,6 +428,21 @@ def read_subnet_env(path: Path) -> dict[str, str]:
     return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
 
 
+@dataclass(frozen=True)
+class NodeDaemons:
+    """How a node's two daemons run when not as the harness starts them (e.g. containers from the DaemonSet:
+    tests/support/podman.py): the two processes, the directory of their sockets, the subnet file."""
+
+    lease: Daemon
+    backend: Daemon
+    run_dir: Path
+    subnet_file: Path
+
+
+NodeDaemonsFactory = Callable[["Cluster", int, str], NodeDaemons]
+"""``(cluster, node index, node namespace) -> NodeDaemons``, called once the node's namespace is wired."""
+
+
 class Cluster:
     """etcd + N nodes + one pod per node, in namespaces; a context manager that always cleans up.
 
@@ -448,11 +470,19 @@ class Cluster:
         before_backend: Callable[[Cluster, Node], None] | None = None,
         flanneld_command: Callable[[Cluster, Node], Daemon] | None = None,
         private_wireguard: bool = False,
+        host_profile: HostProfile | None = None,
+        node_daemons: NodeDaemonsFactory | None = None,
+        start_timeout: float = 30,
     ) -> None:
         self.id = cluster_id or uuid.uuid4().hex[:6]
         self.base_dir = Path(base_dir)
         self.count = nodes
+        self.host_profile = host_profile
+        """How unkind the nodes are (flannel_testkit.hostprofiles): rules present before flannel-py starts,
+        a restricted PATH for the backend, network config keys."""
         self.config = config if config is not None else DEFAULT_CONFIG
+        if host_profile is not None and host_profile.config:
+            self.config = {**self.config, **host_profile.config}
         self.ip_masq = ip_masq
         self.underlay = underlay
         self.prefix = prefix
@@ -470,6 +500,8 @@ class Cluster:
         self.flanneld_command = flanneld_command
         """With ``flanneld``: builds a node's flanneld from scratch (its own command line and environment)."""
         self.private_wireguard = private_wireguard
+        self.node_daemons = node_daemons
+        self.start_timeout = start_timeout
         self.ul_ns = f"fpt{self.id}-ul"
         self.etcd_ns = f"fpt{self.id}-etcd"
         self.etcd_ip = f"{underlay}.250"
@@ -507,14 +539,14 @@ class Cluster:
             for node in self.nodes:
                 self.start_lease_service(node, wait=False)
         for node in self.nodes:
-            self.wait_lease_service(node)
+            self.wait_lease_service(node, self.start_timeout)
         if not self.flanneld:
             for node in self.nodes:
                 if self.before_backend is not None:
                     self.before_backend(self, node)
                 self.start_backend(node, wait=False)
         for node in self.nodes:
-            self.wait_backend(node)
+            self.wait_backend(node, self.start_timeout)
         with ThreadPoolExecutor(max_workers=8) as pool:  # CNI ADDs of different pods may run at once
             list(pool.map(self._pod, self.nodes))
         self.wait_converged()
@@ -618,6 +650,8 @@ class Cluster:
         if self.ipv6:  # dual stack: an IPv6 underlay address too (no duplicate detection to wait for)
             ip(ns, "-6", "addr", "add", f"fd77::{i:x}/64", "dev", "eth0", "nodad")
             ns_exec(ns, ["sysctl", "-q", "-w", "net.ipv6.conf.all.forwarding=1"])
+        if self.host_profile is not None:
+            self.host_profile.prepare_node(ns, self.ipv6)
 
         run_dir = self.base_dir / f"n{i}"
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -634,8 +668,13 @@ class Cluster:
             lease=Daemon("lease_service", lease_argv, self.base_dir / f"n{i}-lease.log",
                          prefix=["ip", "netns", "exec", ns, *NO_CAPS]),
             backend=Daemon(self.backend_module if not self.backend_cmd else "", backend_argv,
-                           self.base_dir / f"n{i}-backend.log", prefix=["ip", "netns", "exec", ns, *wrap, *NET_CAPS]),
+                           self.base_dir / f"n{i}-backend.log", prefix=["ip", "netns", "exec", ns, *wrap, *NET_CAPS],
+                           env=self.host_profile.backend_env(self.base_dir) if self.host_profile else None),
         )
+        if self.node_daemons is not None:
+            made = self.node_daemons(self, i, ns)
+            node.lease, node.backend, node.run_dir, node.subnet_file = (made.lease, made.backend, made.run_dir,
+                                                                        made.subnet_file)
         if self.flanneld:
             # the default lease user (nobody) cannot run a venv under /root nor enter pytest's private
             # tmp dirs: unless the test chose a lease user or command, the lease service runs as root (warned)
@@ -673,14 +712,15 @@ class Cluster:
     def _pod(self, node: Node) -> None:
         """Node ``node``'s pod, made through CNI as kubelet would: ``flannel-cni`` ADD inside the node's
         namespace, reading the node's subnet.env and delegating to the real bridge and host-local."""
-        node.subnet_env = read_subnet_env(node.run_dir / "subnet.env")
+        node.subnet_env = read_subnet_env(node.subnet_env_path)
         self._add_ns(node.pod_ns)
         if self.ipv6:  # the pod network's own links: no duplicate address detection to wait for
             for ns in (node.ns, node.pod_ns):
                 ns_exec(ns, ["sysctl", "-q", "-w", "net.ipv6.conf.default.accept_dad=0"])
         # Without --ip-masq flannel's CNI asks the bridge to masquerade (ipMasq = !FLANNEL_IPMASQ); these
         # clusters test flannel's dataplane unmasqueraded, so their CNI config says ipMasq false.
-        node.cni_config = node_cni_config(node.run_dir, delegate=None if self.ip_masq else {"ipMasq": False})
+        node.cni_config = {**node_cni_config(node.run_dir, delegate=None if self.ip_masq else {"ipMasq": False}),
+                           "subnetFile": str(node.subnet_env_path)}
         result = cni_call("ADD", node.ns, node.cni_config, container_id=node.pod_ns,
                           netns=f"/run/netns/{node.pod_ns}").ok()
         node.pod_added = True
@@ -726,7 +766,7 @@ class Cluster:
         if not node.runs(node.backend):
             raise RuntimeError(f"{node.name} backend exited:\n{log.log()[-3000:]}")
         if not node.subnet_env:
-            node.subnet_env = read_subnet_env(node.run_dir / "subnet.env")
+            node.subnet_env = read_subnet_env(node.subnet_env_path)
 
     def restart_backend(self, node: Node, sig: int = signal.SIGKILL, wait: bool = True) -> None:
         node.backend.stop(sig)
@@ -803,9 +843,10 @@ class Cluster:
 _COUNTERS = re.compile(r" \[\d+:\d+\]$")
 
 
-def flannel_rules(ns: str) -> list[str]:
-    """The node's iptables rules and chains that mention FLANNEL (masquerade), counters stripped, in order."""
-    out = ns_exec(ns, ["iptables-save"], check=False).stdout
+def flannel_rules(ns: str, tool: str = "iptables-save") -> list[str]:
+    """The node's iptables rules and chains that mention FLANNEL (masquerade, forward), counters stripped,
+    in order (``tool="ip6tables-save"`` for IPv6)."""
+    out = ns_exec(ns, [tool], check=False).stdout
     table, rules = "", []
     for line in out.splitlines():
         if line.startswith("*"):

@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import grpc
@@ -29,8 +29,11 @@ class Daemon:
     """One daemon process (``python -m <module> ...``, or ``args`` as a whole command line when
     ``module`` is empty) with its log in a file."""
 
-    def __init__(self, module: str, args: Sequence[str], log_path: Path, prefix: Sequence[str] = ()) -> None:
+    def __init__(self, module: str, args: Sequence[str], log_path: Path, prefix: Sequence[str] = (),
+                 env: Mapping[str, str] | None = None) -> None:
         self.module = module
+        self.env = dict(env or {})
+        """Variables set (over this process's environment) for the daemon, e.g. a restricted PATH."""
         self.args = list(args)
         self.log_path = log_path
         self.prefix = list(prefix)
@@ -38,7 +41,7 @@ class Daemon:
 
     def start(self) -> Daemon:
         log = open(self.log_path, "ab")
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         command = [sys.executable, "-m", self.module, *self.args] if self.module else self.args
         self.proc = subprocess.Popen([*self.prefix, *command],
                                      stdout=log, stderr=log, env=env, start_new_session=True)

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from flannel_flags.argparse_bridge import OneLineParser, add_flags, add_version
-from flannelctl import doctor, leases, status, watch
+from flannelctl import doctor, health, leases, status, watch
 from flannelctl.connect import CtlError
 
 def _common(defaults: bool) -> argparse.ArgumentParser:
@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_version(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     common = _common(False)
-    for command in (leases, watch, status, doctor):
+    for command in (leases, watch, status, doctor, health):
         command.add_parser(sub, common)
     return parser
 

@@ -75,6 +75,7 @@ def _parse(text: str | bytes, source: str) -> NetworkConfig:
 
     enable_ipv4 = _bool(doc, "EnableIPv4", True, source)
     enable_ipv6 = _bool(doc, "EnableIPv6", False, source)
+    _bool(doc, "EnableNFTables", False, source)  # the backend reads it from ``raw``; refused here when not a bool
     if not enable_ipv4 and not enable_ipv6:
         raise ConfigError(f"{source}: EnableIPv4 and EnableIPv6 are both false: nothing to allocate")
 

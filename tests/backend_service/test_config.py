@@ -195,3 +195,12 @@ def test_ipv6_only() -> None:
         )
     )
     assert cfg.network is None and cfg.subnet_len == 0
+
+
+def test_enable_nftables_comes_from_the_raw_config() -> None:
+    vxlan = {"Type": "vxlan"}
+    assert parse_network_config(netconf(vxlan)).enable_nftables is False
+    raw = json.dumps({"Network": "10.244.0.0/16", "EnableNFTables": True, "Backend": vxlan})
+    assert parse_network_config(netconf(vxlan, raw=raw)).enable_nftables is True
+    with pytest.raises(ConfigError, match="EnableNFTables"):
+        parse_network_config(netconf(vxlan, raw=json.dumps({"EnableNFTables": 1})))

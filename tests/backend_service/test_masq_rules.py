@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from ipaddress import ip_network
 
-from backend_service.masq import MasqNetwork, forward_rules, masq_rules, nft_ruleset
+from backend_service.masq import (
+    MasqNetwork,
+    RuleOptions,
+    forward_rules,
+    iptables_version,
+    masq_rules,
+    nft_masq_rules,
+    nft_ruleset,
+    supports_random_fully_and_wait,
+)
 
 NET4 = MasqNetwork(ip_network("10.244.0.0/16"), ip_network("10.244.1.0/24"))
 NET6 = MasqNetwork(ip_network("fd00:10::/56"), ip_network("fd00:10:0:1::/64"))
@@ -35,9 +44,32 @@ def test_forward_rules() -> None:
     assert forward_rules(NET4) == [f"-s 10.244.0.0/16 {c} -j ACCEPT", f"-d 10.244.0.0/16 {c} -j ACCEPT"]
 
 
+def test_nft_masquerade_rules_are_flannels_verbatim() -> None:
+    assert nft_masq_rules(NET6, random_fully=False) == [
+        "meta mark 0x00004000 return",
+        "ip6 saddr fd00:10:0:1::/64 ip6 daddr fd00:10::/56 return",
+        "ip6 saddr fd00:10::/56 ip6 daddr fd00:10:0:1::/64 return",
+        "ip6 saddr != fd00:10:0:1::/64 ip6 daddr fd00:10::/56 return",
+        "ip6 saddr fd00:10::/56 ip6 daddr != ff00::/8 masquerade",
+        "ip6 saddr != fd00:10::/56 ip6 daddr fd00:10::/56 masquerade",
+    ]
+
+
 def test_nft_ruleset_replaces_its_own_table_atomically() -> None:
-    text = nft_ruleset(NET4)
+    text = nft_ruleset(4, NET4, RuleOptions(masquerade=True, forward=True))
     lines = text.splitlines()
-    assert lines[:3] == ["table ip flannel-ipv4", "delete table ip flannel-ipv4", "table ip flannel-ipv4 {"]
+    assert lines[:4] == ["table ip flannel-ipv4", "delete table ip flannel-ipv4", "table ip flannel-ipv4 {",
+                         '\tcomment "rules for flannel-ipv4"']
     assert "\t\tip saddr 10.244.0.0/16 ip daddr != 224.0.0.0/4 masquerade fully-random" in lines
-    assert "table ip6 flannel-ipv6" in nft_ruleset(NET6)
+    assert "\tchain forward {" in lines
+    assert "chain" not in nft_ruleset(6, None, RuleOptions(masquerade=True))
+    assert "postrtg" not in nft_ruleset(4, NET4, RuleOptions(masquerade=False, forward=True))
+
+
+def test_random_fully_and_wait_need_iptables_1_6_2() -> None:
+    assert iptables_version("iptables v1.8.9 (nf_tables)") == (1, 8, 9)
+    assert iptables_version("ip6tables-legacy v1.6.1") == (1, 6, 1)
+    assert iptables_version("garbage") is None
+    assert supports_random_fully_and_wait((1, 6, 2))
+    assert not supports_random_fully_and_wait((1, 6, 1))
+    assert not supports_random_fully_and_wait(None)

@@ -150,7 +150,7 @@ def test_a_daemon_killed_and_restarted_under_a_10ms_ping_loses_no_reply_and_chan
     c = vxlan_cluster
     n1, n2 = c.node(1), c.node(2)
     before = all_kernel_objects(c)
-    pinger = BackgroundPing(n1.pod_ns, n2.pod_ip, count=400, interval=0.01)
+    pinger = BackgroundPing(n1.pod_ns, n2.pod_ip, count=1000, interval=0.01)
     try:
         time.sleep(0.3)  # some replies before the kill
         if daemon == "backend":
@@ -166,7 +166,7 @@ def test_a_daemon_killed_and_restarted_under_a_10ms_ping_loses_no_reply_and_chan
     finally:
         pinger.kill()
     assert still_running, "the ping ended before the restart completed: make it longer"
-    assert (result.sent, result.lost) == (400, 0), result.output
+    assert (result.sent, result.lost) == (1000, 0), result.output
     assert mid == before
     assert all_kernel_objects(c) == before
     assert n1.backend.alive() and n1.lease.alive()

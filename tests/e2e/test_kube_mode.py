@@ -225,7 +225,8 @@ def test_a_malformed_net_conf_keeps_the_service_not_serving_and_says_why(
 ) -> None:
     service = KubeLeaseService(api, tmp_path, net_conf='{"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan"')
     services.append(service.start(wait=False))
-    wait_until(lambda: "net-conf.json: not valid JSON" in service.daemon.log(), timeout=60, what="the reason logged")
+    wait_until(lambda: "net-conf.json: not valid JSON" in service.daemon.log(), timeout=60,
+               what="the reason logged")
     assert health_status(service.socket) == "NOT_SERVING"
     service.conf.write_text(json.dumps(NET_CONF))
     wait_until(lambda: health_status(service.socket) == "SERVING", timeout=20, what="SERVING once fixed")

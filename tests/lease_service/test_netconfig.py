@@ -73,3 +73,9 @@ def test_text_that_is_not_a_json_object_is_refused(text: str | bytes) -> None:
 
 def test_a_type_we_do_not_build_in_is_left_to_a_third_party_backend() -> None:
     assert parse_network_config(config(Backend={"Type": "extension", "SubnetAddCommand": "true"})).backend_type == "extension"
+
+
+def test_enable_nftables_is_accepted_and_must_be_a_boolean() -> None:
+    assert parse_network_config(config(EnableNFTables=True)).raw
+    with pytest.raises(ConfigError, match="EnableNFTables must be true or false, got 'yes'"):
+        parse_network_config(config(EnableNFTables="yes"))

@@ -122,7 +122,7 @@ def test_rbac_is_what_flannel_needs_and_no_more() -> None:
     assert binding["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io",
         "kind": "ClusterRole",
-        "name": "flannel",
+        "name": _one("ClusterRole")["metadata"]["name"],
     }
     account = _one("ServiceAccount")["metadata"]
     assert binding["subjects"] == [
@@ -133,7 +133,8 @@ def test_rbac_is_what_flannel_needs_and_no_more() -> None:
 
 def test_the_config_map_holds_flannels_net_conf() -> None:
     config_map = _one("ConfigMap")
-    assert config_map["metadata"]["name"] == "kube-flannel-cfg"
+    volumes = {v["name"]: v for v in _pod()["volumes"]}
+    assert volumes["flannel-cfg"]["configMap"]["name"] == config_map["metadata"]["name"]
     assert json.loads(config_map["data"]["net-conf.json"]) == {
         "Network": "10.244.0.0/16",
         "Backend": {"Type": "vxlan"},
@@ -202,3 +203,42 @@ def test_the_units_capabilities_suffice_to_stop_a_lease_service_of_another_uid(
     assert any("lease-service (pid" in line and "stopped: killed by SIGTERM" in line for line in f.lines), (
         f.tail()
     )
+
+
+# kube-flannel.yml's own names (flannel's Documentation/kube-flannel.yml): applying ours must change none of them
+FLANNEL_NAMES = {
+    ("Namespace", None, "kube-flannel"),
+    ("ServiceAccount", "kube-flannel", "flannel"),
+    ("ClusterRole", None, "flannel"),
+    ("ClusterRoleBinding", None, "flannel"),
+    ("ConfigMap", "kube-flannel", "kube-flannel-cfg"),
+    ("DaemonSet", "kube-flannel", "kube-flannel-ds"),
+}
+
+
+def test_no_object_collides_with_an_existing_kube_flannel_install() -> None:
+    ours = {(d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"]) for d in _documents()}
+    assert not ours & FLANNEL_NAMES
+    assert {d["metadata"].get("namespace") for d in _documents()} <= {None, "kube-flannel-py"}
+    daemonset = _one("DaemonSet")
+    # flannel's DaemonSet selects app=flannel: ours must not be picked up by it, nor pick up its pods
+    assert daemonset["spec"]["selector"]["matchLabels"] == {"app": "flannel-py"}
+    for doc in _documents():
+        assert doc["metadata"].get("labels", {}).get("app") in (None, "flannel-py"), doc["metadata"]["name"]
+
+
+def test_the_daemonset_runs_only_on_nodes_handed_over_with_the_opt_in_label() -> None:
+    terms = _pod()["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert len(terms) == 1
+    assert {"key": "flannel-py.io/agent", "operator": "In", "values": ["true"]} in terms[0]["matchExpressions"]
+
+
+def test_probes_run_flannelctl_health_on_each_containers_own_socket() -> None:
+    for name, target in (("lease-service", "lease-service"), ("backend", "backend")):
+        container = _container(name)
+        run_dir = next(a.split("=", 1)[1] for a in container["args"] if a.startswith("--run-dir="))
+        for kind in ("startupProbe", "livenessProbe", "readinessProbe"):
+            command = container[kind]["exec"]["command"]
+            assert command[0] == "flannelctl" and command[-1] == target, (name, kind)
+            assert f"--run-dir={run_dir}" in command
+            assert ("--live" in command) == (kind != "readinessProbe"), (name, kind)

@@ -14,6 +14,7 @@ STAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
 def test_text_lines_carry_one_timestamp_a_level_and_the_process(flanneld: Callable[..., Flanneld]) -> None:
     f = flanneld()
     f.wait_line("[backend] backend: SERVING")
+    f.wait_line("[lease-service] lease: SERVING")  # the two start together: wait for both
     f.signal(signal.SIGTERM)
     f.wait()
     assert any(re.fullmatch(STAMP + r" ERROR \[lease-service\] lease: a line on stderr", line) for line in f.lines)
@@ -29,6 +30,7 @@ def test_text_lines_carry_one_timestamp_a_level_and_the_process(flanneld: Callab
 def test_json_lines_have_level_process_msg_and_fields(flanneld: Callable[..., Flanneld]) -> None:
     f = flanneld(args=["--log-format", "json"])
     f.wait_line('"backend: SERVING"')
+    f.wait_line('"lease: SERVING"')  # the two start together: wait for both
     f.signal(signal.SIGTERM)
     f.wait()
     records = f.json_lines()
