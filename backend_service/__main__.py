@@ -20,7 +20,7 @@ from backend_service.masq import RuleOptions, TrafficRules
 from backend_service.server import BackendServicer
 from backend_service.session import Session, local_dataplane
 from backend_service.status import Health, Status
-from flannel_rpc import UnixServer, configure_logging
+from flannel_rpc import MESSAGE_LIMITS, UnixServer, configure_logging
 from flannel_rpc.channel import unix_channel, wait_serving
 from proto.flannel.v1 import backend_pb2, backend_pb2_grpc, lease_pb2_grpc
 
@@ -51,7 +51,7 @@ async def serve(settings: cli.Settings) -> int:
     try:
         async with (
             AsyncIPRoute() as ipr,
-            unix_channel(settings.lease_socket) as channel,
+            unix_channel(settings.lease_socket, options=MESSAGE_LIMITS) as channel,
         ):
             view = LeaseView()
             session = Session(

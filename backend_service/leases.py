@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Any
 
+from flannel_rpc.logs import shorten
+from flannel_rpc.untrusted import MIB, JsonLimits, Rejected, decode_json
 from proto.flannel.v1 import lease_pb2
 
 from .config import MAX_VNI, VXLAN, WIREGUARD
@@ -22,8 +24,12 @@ from .config import MAX_VNI, VXLAN, WIREGUARD
 # Reason codes raised while parsing (validate.py adds the semantic ones).
 MALFORMED_LEASE = "MALFORMED_LEASE"
 BACKEND_DATA_MALFORMED = "BACKEND_DATA_MALFORMED"
+PUBLIC_IP_NOT_UNICAST = "PUBLIC_IP_NOT_UNICAST"
 
-_MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+#: Backend data as the backend reads it from a streamed lease (the lease service bounded it already).
+_BACKEND_DATA_LIMITS = JsonLimits(max_bytes=MIB + MIB // 2)
+
+_MAC_RE = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}", re.ASCII)
 
 
 class LeaseError(ValueError):
@@ -90,11 +96,13 @@ def _opt_network(fieldname: str, text: str, version: int) -> Any:
     if not text:
         return None
     try:
+        if len(text) > 64 or not text.isascii():
+            raise ValueError("not an address")
         net = ipaddress.ip_network(text, strict=True)
     except ValueError as e:
-        raise LeaseError(MALFORMED_LEASE, f"{fieldname}={text!r} is not an IPv{version} CIDR ({e})") from e
+        raise LeaseError(MALFORMED_LEASE, f"{fieldname}={shorten(text)} is not an IPv{version} CIDR") from e
     if net.version != version:
-        raise LeaseError(MALFORMED_LEASE, f"{fieldname}={text!r} is not an IPv{version} CIDR")
+        raise LeaseError(MALFORMED_LEASE, f"{fieldname}={shorten(text)} is not an IPv{version} CIDR")
     return net
 
 
@@ -102,31 +110,66 @@ def _opt_address(fieldname: str, text: str, version: int) -> Any:
     if not text:
         return None
     try:
+        if len(text) > 64 or not text.isascii():
+            raise ValueError("not an address")
         addr = ipaddress.ip_address(text)
     except ValueError as e:
-        raise LeaseError(MALFORMED_LEASE, f"{fieldname}={text!r} is not an IPv{version} address") from e
+        raise LeaseError(MALFORMED_LEASE, f"{fieldname}={shorten(text)} is not an IPv{version} address") from e
     if addr.version != version:
-        raise LeaseError(MALFORMED_LEASE, f"{fieldname}={text!r} is not an IPv{version} address")
+        raise LeaseError(MALFORMED_LEASE, f"{fieldname}={shorten(text)} is not an IPv{version} address")
     return addr
+
+
+def _public_address(fieldname: str, text: str, version: int) -> Any:
+    """A peer's underlay address: a unicast address of the family that no node can fail to be
+    (never 0.0.0.0, broadcast, multicast, loopback, link-local or reserved)."""
+    addr = _opt_address(fieldname, text, version)
+    if addr is None:
+        return None
+    what = _not_unicast(addr)
+    if what:
+        raise LeaseError(PUBLIC_IP_NOT_UNICAST, f"{fieldname}={addr} is {what}, not a node's unicast address")
+    return addr
+
+
+def _not_unicast(addr: IPv4Address | IPv6Address) -> str:
+    if addr.is_unspecified:
+        return "the unspecified address"
+    if isinstance(addr, IPv4Address) and addr == IPv4Address("255.255.255.255"):
+        return "the broadcast address"
+    if addr.is_multicast:
+        return "a multicast address"
+    if addr.is_loopback:
+        return "a loopback address"
+    if addr.is_link_local:
+        return "a link-local address"
+    if isinstance(addr, IPv4Address) and addr in _IPV4_RESERVED:
+        return "a reserved address (240.0.0.0/4)"
+    if isinstance(addr, IPv6Address) and addr.ipv4_mapped is not None:
+        return "an IPv4-mapped address"
+    return ""
+
+
+_IPV4_RESERVED = ipaddress.IPv4Network("240.0.0.0/4")
 
 
 def parse_vxlan_data(fieldname: str, text: str) -> VxlanData:
     """Parse vxlan backend data ``{"VNI": <int>, "VtepMAC": "<mac>"}`` (keys case-insensitive)."""
     try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise LeaseError(BACKEND_DATA_MALFORMED, f"{fieldname}={text!r} is not JSON ({e})") from e
+        obj = decode_json(text, _BACKEND_DATA_LIMITS, fieldname)
+    except Rejected as e:
+        raise LeaseError(BACKEND_DATA_MALFORMED, f"{e.message} ({e.reason})") from None
     if not isinstance(obj, dict):
-        raise LeaseError(BACKEND_DATA_MALFORMED, f"{fieldname}={text!r} is not a JSON object")
+        raise LeaseError(BACKEND_DATA_MALFORMED, f"{fieldname}={shorten(text)} is not a JSON object")
     lowered = {str(k).lower(): v for k, v in obj.items()}
     vni = lowered.get("vni")
     if isinstance(vni, bool) or not isinstance(vni, int) or not 0 <= vni <= MAX_VNI:
         raise LeaseError(
-            BACKEND_DATA_MALFORMED, f"{fieldname}: VNI={vni!r} is not an integer in [0, {MAX_VNI}]"
+            BACKEND_DATA_MALFORMED, f"{fieldname}: VNI={shorten(vni)} is not an integer in [0, {MAX_VNI}]"
         )
     mac = lowered.get("vtepmac")
-    if not isinstance(mac, str) or not _MAC_RE.match(mac.lower()):
-        raise LeaseError(BACKEND_DATA_MALFORMED, f"{fieldname}: VtepMAC={mac!r} is not a MAC address")
+    if not isinstance(mac, str) or not _MAC_RE.fullmatch(mac.lower()):
+        raise LeaseError(BACKEND_DATA_MALFORMED, f"{fieldname}: VtepMAC={shorten(mac)} is not a MAC address")
     mac = mac.lower()
     if int(mac[:2], 16) & 1 or mac == "00:00:00:00:00:00":
         raise LeaseError(BACKEND_DATA_MALFORMED, f"{fieldname}: VtepMAC={mac!r} is not a unicast MAC address")
@@ -171,8 +214,8 @@ def parse_lease(msg: lease_pb2.Lease) -> PeerLease:
         node_name=msg.node_name,
         subnet=_opt_network("subnet", msg.subnet, 4),
         ipv6_subnet=_opt_network("ipv6_subnet", msg.ipv6_subnet, 6),
-        public_ip=_opt_address("public_ip", msg.public_ip, 4),
-        public_ipv6=_opt_address("public_ipv6", msg.public_ipv6, 6),
+        public_ip=_public_address("public_ip", msg.public_ip, 4),
+        public_ipv6=_public_address("public_ipv6", msg.public_ipv6, 6),
         backend_type=msg.backend_type,
         vxlan=vxlan4,
         vxlan_v6=vxlan6,

@@ -20,6 +20,8 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import NoReturn
 
+from flannel_rpc.logs import LogOnce, shorten
+
 from . import metrics
 from .follow import LeaseView
 from .kernel import ApplyResult, Kernel, KernelError
@@ -61,7 +63,7 @@ class Reconciler:
         self._wake = asyncio.Event()
         self._node: LocalNode | None = None
         self._full_needed = True
-        self._rejected_seen: set[tuple[str, str]] = set()
+        self._rejected_logged = LogOnce()
         self._errors_seen: set[str] = set()
 
     # --- told by the session and the follower ----------------------------------------------------
@@ -165,11 +167,10 @@ class Reconciler:
         status.rejected = {key: r.to_proto() for key, r in self.planner.rejected.items()}
         metrics.PEERS.set(len(status.peers))
         metrics.REJECTED_LEASES.set(len(status.rejected))
-        for key, rejection in status.rejected.items():
-            seen = (key, rejection.reason)
-            if seen not in self._rejected_seen:
-                self._rejected_seen.add(seen)
-                log.warning("rejected lease %s: %s", rejection.reason, rejection.message)
+        for key, rejection in status.rejected.items():  # once per change of each rejection, values cut
+            if self._rejected_logged.first(key, (rejection.reason, rejection.message)):
+                log.warning("rejected lease %s: %s", rejection.reason, shorten(rejection.message, 300, quote=False))
+        self._rejected_logged.keep_only(status.rejected)
         status.last_reconcile = datetime.now(UTC)
         status.last_ok = result.ok
         status.last_outcome = "ok" if result.ok else "; ".join(map(str, result.failures))[:2000]

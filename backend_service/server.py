@@ -8,6 +8,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from proto.flannel.v1 import backend_pb2, backend_pb2_grpc, lease_pb2
 
 from .status import Status
+from .validate import trimmed
 
 VERSION = "0.1.0"
 
@@ -22,7 +23,7 @@ class BackendServicer(backend_pb2_grpc.BackendServiceServicer):
 
     def _peers(self) -> list[backend_pb2.Peer]:
         leases = self.status.leases()
-        return [backend_pb2.Peer(lease=leases.get(key) or lease_pb2.Lease(key=key), mode=mode)
+        return [backend_pb2.Peer(lease=trimmed(leases.get(key) or lease_pb2.Lease(key=key)), mode=mode)
                 for key, mode in self.status.peers.items()]
 
     async def GetStatus(self, request: backend_pb2.GetStatusRequest, context: grpc.aio.ServicerContext) -> backend_pb2.GetStatusResponse:
@@ -30,6 +31,7 @@ class BackendServicer(backend_pb2_grpc.BackendServiceServicer):
         reply = backend_pb2.GetStatusResponse(
             backend_type=s.backend_type, device=s.device, mtu=s.mtu, peers=self._peers(), rejected=list(s.rejected.values()),
             last_reconcile_outcome=s.last_outcome, applied_cursor=s.applied_cursor, synced=s.synced, ip_masq=s.ip_masq,
+            own_lease_conflict=s.own_lease_conflict,
         )
         if s.own_lease is not None:
             reply.own_lease.CopyFrom(s.own_lease)

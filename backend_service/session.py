@@ -11,6 +11,8 @@ connection is retried with back-off and resumed from the view's cursor.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import itertools
 import logging
 import random
 from collections.abc import Awaitable, Callable
@@ -22,6 +24,7 @@ from typing import NoReturn, TypeVar
 import grpc
 from pyroute2 import AsyncIPRoute
 
+from flannel_rpc.logs import shorten
 from proto.flannel.v1 import lease_pb2, lease_pb2_grpc
 
 from . import cli, metrics
@@ -43,6 +46,11 @@ from .wireguard.keys import key_file
 
 log = logging.getLogger(__name__)
 WatchLease = lease_pb2.WatchLeaseResponse
+#: Status codes that say "your request is wrong": never retried (UNAVAILABLE and the rest may heal).
+PERMANENT = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OUT_OF_RANGE,
+                       grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNIMPLEMENTED})
+#: Rejections sent per ReportBackendStatus (all of them are in GetStatus and logged once each).
+MAX_REPORTED_REJECTIONS = 1000
 T = TypeVar("T")
 
 
@@ -121,12 +129,16 @@ class Session:
         """Device repairs never run alongside ``configure()`` of a newly adopted own lease."""
 
     async def _retry(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
-        """Call until it answers; log each new failure once."""
+        """Call until it answers; log each new failure once. A permanent refusal (our request is wrong:
+        retrying cannot help) is not retried: it stops the backend with the cause."""
         delay, last = 0.1, ""
         while True:
             try:
                 return await call()
             except grpc.aio.AioRpcError as exc:
+                if exc.code() in PERMANENT:
+                    raise Fatal(f"{what}: the lease service refused the request for good ({exc.code().name}: "
+                                f"{shorten(exc.details() or '', 300, quote=False)})", EXIT_PERMANENT) from None
                 reason = f"{exc.code().name}: {exc.details()}"
                 if reason != last:
                     log.warning("%s: lease service answered %s; retrying", what, reason)
@@ -201,6 +213,9 @@ class Session:
             except* grpc.aio.AioRpcError as group:
                 exc = group.exceptions[0]
                 assert isinstance(exc, grpc.aio.AioRpcError)
+                if exc.code() in PERMANENT:  # e.g. a message above our receive limit: reconnecting cannot help
+                    raise Fatal(f"the lease stream failed for good ({exc.code().name}: "
+                                f"{shorten(exc.details() or '', 300, quote=False)})", EXIT_PERMANENT) from None
                 metrics.LEASE_SERVICE_RECONNECTS.inc()
                 log.warning(
                     "lost the lease service (%s: %s); reconnecting, resuming from cursor",
@@ -264,7 +279,11 @@ class Session:
 
     async def _follow_own_lease(self, prepared: Prepared, adopted: Callable[[LocalNode], None]) -> None:
         async for event in self.stub.WatchLease(lease_pb2.WatchLeaseRequest()):
-            if event.kind == WatchLease.LOST:
+            if event.kind == WatchLease.CONFLICT:
+                if event.conflict != self.status.own_lease_conflict:
+                    log.warning("own lease conflict: %s", shorten(event.conflict, 300, quote=False))
+                self.status.own_lease_conflict = event.conflict
+            elif event.kind == WatchLease.LOST:
                 log.warning("own lease %s lost; the lease service is re-acquiring it", event.lease.key)
             elif event.kind == WatchLease.REACQUIRED or event.lease.key != self.own_key:
                 await self._adopt(event.lease, prepared, adopted)
@@ -316,7 +335,8 @@ class Session:
         try:
             await self.stub.ReportBackendStatus(
                 lease_pb2.ReportBackendStatusRequest(
-                    applied_cursor=self.status.applied_cursor, rejected=list(self.status.rejected.values())
+                    applied_cursor=self.status.applied_cursor,
+                    rejected=list(itertools.islice(self.status.rejected.values(), MAX_REPORTED_REJECTIONS)),
                 ),
                 timeout=5,
             )

@@ -31,6 +31,8 @@ class Status:
     last_outcome: str = ""
     applied_cursor: str = ""
     synced: bool = False
+    own_lease_conflict: str = ""
+    """The last change another writer made to our lease (from WatchLease CONFLICT)."""
     last_ok: bool = False
     """The last reconcile (full or delta) applied every op."""
     device_present: bool = False

@@ -8,6 +8,8 @@ raises: :func:`validate_leases` returns what it accepted and what it rejected.
 Reason codes (``Rejection.reason``):
 
 - ``MALFORMED_LEASE``: an address field is not an address / CIDR of the right family.
+- ``PUBLIC_IP_NOT_UNICAST``: the public address is no node's: unspecified, broadcast, multicast, loopback,
+  link-local, reserved (240/4) or IPv4-mapped.
 - ``BACKEND_DATA_MALFORMED``: the backend data is not the JSON the backend publishes.
 - ``BACKEND_MISMATCH``: the lease's backend type is not ours.
 - ``MISSING_SUBNET``: no subnet for any address family we run.
@@ -32,10 +34,18 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 
+from flannel_rpc.logs import label, shorten
 from proto.flannel.v1 import lease_pb2
 
 from .config import HOST_GW, VXLAN, WIREGUARD, NetworkConfig, VxlanOptions, WireGuardOptions
-from .leases import BACKEND_DATA_MALFORMED, MALFORMED_LEASE, LeaseError, PeerLease, parse_lease
+from .leases import (
+    BACKEND_DATA_MALFORMED,
+    MALFORMED_LEASE,
+    PUBLIC_IP_NOT_UNICAST,
+    LeaseError,
+    PeerLease,
+    parse_lease,
+)
 from .node import LocalNode
 
 log = logging.getLogger(__name__)
@@ -56,6 +66,7 @@ INTERNAL_ERROR = "INTERNAL_ERROR"
 
 REASONS: tuple[str, ...] = (
     MALFORMED_LEASE,
+    PUBLIC_IP_NOT_UNICAST,
     BACKEND_DATA_MALFORMED,
     BACKEND_MISMATCH,
     MISSING_SUBNET,
@@ -82,8 +93,25 @@ class Rejection:
     message: str
 
     def to_proto(self) -> lease_pb2.RejectedLease:
-        """As reported to the lease service and in ``GetStatus``."""
-        return lease_pb2.RejectedLease(lease=self.lease, reason=self.reason, message=self.message)
+        """As reported to the lease service and in ``GetStatus``: long fields of the lease are cut (with
+        their length), so that thousands of rejected 1 MB leases still fit in one status message."""
+        return lease_pb2.RejectedLease(lease=trimmed(self.lease), reason=self.reason, message=self.message)
+
+
+TRIM_FIELD_CHARS = 256
+
+
+def trimmed(lease: lease_pb2.Lease) -> lease_pb2.Lease:
+    """``lease`` with every field longer than TRIM_FIELD_CHARS cut (its length noted), for status messages."""
+    long = [f.name for f, value in lease.ListFields() if isinstance(value, str) and len(value) > TRIM_FIELD_CHARS]
+    if not long:
+        return lease
+    copy = lease_pb2.Lease()
+    copy.CopyFrom(lease)
+    for name in long:
+        value = getattr(copy, name)
+        setattr(copy, name, f"{value[:TRIM_FIELD_CHARS]}… ({len(value)} chars)")
+    return copy
 
 
 @dataclass(frozen=True)
@@ -95,7 +123,7 @@ class ValidationResult:
 
 
 def _lease_name(msg: lease_pb2.Lease) -> str:
-    return msg.node_name or msg.key or msg.subnet or msg.ipv6_subnet or "<unnamed lease>"
+    return label(msg.node_name or msg.key or msg.subnet or msg.ipv6_subnet or "<unnamed lease>")
 
 
 def _check_family(
@@ -248,9 +276,9 @@ def check_one(msg: lease_pb2.Lease, config: NetworkConfig, node: LocalNode) -> P
         return check_lease(msg, config, node)
     except LeaseError as e:
         return Rejection(msg, e.reason, f"lease {_lease_name(msg)}: {e.message}")
-    except Exception as e:  # a bug must cost one lease, not the dataplane
-        log.exception("validating lease %s failed", _lease_name(msg))
-        return Rejection(msg, INTERNAL_ERROR, f"lease {_lease_name(msg)}: {type(e).__name__}: {e}")
+    except Exception as e:  # a bug must cost one lease, not the dataplane (one line, no traceback)
+        log.error("validating lease %s failed: %s: %s", _lease_name(msg), type(e).__name__, shorten(str(e)))
+        return Rejection(msg, INTERNAL_ERROR, f"lease {_lease_name(msg)}: {type(e).__name__}: {shorten(str(e))}")
 
 
 def subnets(peer: PeerLease) -> tuple[IPv4Network | IPv6Network, ...]:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Sequence
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -18,8 +20,10 @@ RECONNECT_MS = (100, 1000)
 """Reconnect back-off bounds: the two daemons start together, so the socket may appear a moment later."""
 
 
-def unix_channel(path: str | os.PathLike[str]) -> grpc.aio.Channel:
-    """A channel to ``path`` that retries connecting every 0.1-1 s (gRPC's default starts at 1 s)."""
+def unix_channel(path: str | os.PathLike[str],
+                 options: Sequence[tuple[str, Any]] = ()) -> grpc.aio.Channel:
+    """A channel to ``path`` that retries connecting every 0.1-1 s (gRPC's default starts at 1 s);
+    ``options`` are added (e.g. :data:`flannel_rpc.MESSAGE_LIMITS`)."""
     low, high = RECONNECT_MS
     return grpc.aio.insecure_channel(
         unix_target(path),
@@ -27,6 +31,7 @@ def unix_channel(path: str | os.PathLike[str]) -> grpc.aio.Channel:
             ("grpc.initial_reconnect_backoff_ms", low),
             ("grpc.min_reconnect_backoff_ms", low),
             ("grpc.max_reconnect_backoff_ms", high),
+            *options,
         ],
     )
 

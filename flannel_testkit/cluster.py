@@ -767,7 +767,7 @@ class Cluster:
         if wait:
             self.wait_lease_service(node)
 
-    def wait_lease_service(self, node: Node, timeout: float = 30) -> None:
+    def wait_lease_service(self, node: Node, timeout: float = 90) -> None:
         log = node.flanneld or node.lease
         wait_until(lambda: health_status(node.lease_socket) == "SERVING" or not node.runs(node.lease),
                    timeout=timeout, what=f"{node.name} lease service SERVING")
@@ -779,7 +779,7 @@ class Cluster:
         if wait:
             self.wait_backend(node)
 
-    def wait_backend(self, node: Node, timeout: float = 30) -> None:
+    def wait_backend(self, node: Node, timeout: float = 90) -> None:
         log = node.flanneld or node.backend
         try:
             wait_until(lambda: health_status(node.backend_socket) == "SERVING" or not node.runs(node.backend),

@@ -36,8 +36,10 @@ Test controls (only on this fake; never recorded in the request log):
   answers ``{"dropped": N}``; ``?clean=1`` ends the streams cleanly instead, as ``timeoutSeconds`` does;
 - ``POST /_test/compact``: write the marker key twice and compact etcd there, so that every
   resourceVersion handed out before is too old; answers ``{"revision": R}``;
-- ``POST /_test/deny`` ``{"verb": "patch", "resource": "nodes/status"}`` (``"*"`` for any verb) and
-  ``POST /_test/allow-all``;
+- ``POST /_test/deny`` ``{"verb": "patch", "resource": "nodes/status"}`` (``"*"`` for any verb; ``"code"``
+  401 or 400 answers that status instead of 403) and ``POST /_test/allow-all``;
+- ``POST /_test/inject-frame`` with any bytes: written as they are (plus a newline) into every open watch
+  stream, e.g. a frame that is not JSON; answers ``{"injected": N}``;
 - ``GET /_test/requests``: ``[{"method", "path", "query", "content_type", "body"}, ...]`` of every API
   request so far; ``POST /_test/clear-requests`` empties it.
 
@@ -450,6 +452,13 @@ _DROP = object()  # abort the connection
 _END = object()  # end the stream cleanly (as after timeoutSeconds)
 
 
+@dataclass(frozen=True)
+class _Frame:
+    """Raw bytes to write into a watch stream as one frame (a test control)."""
+
+    data: bytes
+
+
 @dataclass(eq=False)
 class _Watch:
     request: web.Request
@@ -474,6 +483,7 @@ class KubeApiServer:
         self.bookmark_interval = bookmark_interval
         self.default_watch_timeout = default_watch_timeout
         self.denied: set[tuple[str, str]] = set()
+        self.deny_code = 403
         self.requests: list[JSON] = []
         self.watches: set[_Watch] = set()
         self._continues: dict[str, tuple[int, list[Any]]] = {}  # continue token: (revision, the rest)
@@ -537,6 +547,7 @@ class KubeApiServer:
         r.add_post("/_test/compact", self.t_compact)
         r.add_post("/_test/deny", self.t_deny)
         r.add_post("/_test/allow-all", self.t_allow_all)
+        r.add_post("/_test/inject-frame", self.t_inject_frame)
         r.add_get("/_test/requests", self.t_requests)
         r.add_post("/_test/clear-requests", self.t_clear_requests)
         return app
@@ -577,6 +588,10 @@ class KubeApiServer:
     def _authorize(self, verb: str, resource: str, name: str = "") -> None:
         if (verb, resource) not in self.denied and ("*", resource) not in self.denied:
             return
+        if self.deny_code == 401:
+            raise ApiError(401, "Unauthorized", "Unauthorized")
+        if self.deny_code == 400:
+            raise ApiError(400, "BadRequest", f"the server rejected our request for {verb} {resource}")
         what = f'nodes "{name}"' if name else "nodes"
         raise ApiError(403, "Forbidden", f'{what} is forbidden: User "{self.user}" cannot {verb} resource '
                        f'"{resource}" in API group "" at the cluster scope', name or None)
@@ -747,6 +762,9 @@ class KubeApiServer:
                     return response
                 if item is _END:
                     break
+                if isinstance(item, _Frame):
+                    await response.write(item.data + b"\n")
+                    continue
                 if isinstance(item, WatchCompacted):
                     await send("ERROR", status_body(
                         410, "Expired", f"too old resource version: {start} ({item.compact_revision})"))
@@ -997,11 +1015,19 @@ class KubeApiServer:
     async def t_deny(self, request: web.Request) -> web.Response:
         body = await request.json()
         self.denied.add((str(body["verb"]), str(body["resource"])))
+        self.deny_code = int(body.get("code", 403))
         return web.json_response({"denied": sorted(map(list, self.denied))})
 
     async def t_allow_all(self, request: web.Request) -> web.Response:
         self.denied.clear()
+        self.deny_code = 403
         return web.json_response({"denied": []})
+
+    async def t_inject_frame(self, request: web.Request) -> web.Response:
+        frame = await request.read()
+        for watch in self.watches:
+            watch.queue.put_nowait(_Frame(frame))
+        return web.json_response({"injected": len(self.watches)})
 
     async def t_requests(self, request: web.Request) -> web.Response:
         return web.json_response(self.requests)
@@ -1041,7 +1067,7 @@ class KubeApiControl:
 
     def call(self, method: str, path: str, body: Any = None, content_type: str = "application/json") -> Any:
         """The decoded answer; raises :class:`KubeApiError` for a non-2xx answer."""
-        data = json.dumps(body).encode() if body is not None else None
+        data = body if isinstance(body, bytes) else json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(self.url + path, data=data, method=method,
                                      headers={"Content-Type": content_type, "Accept": "application/json"})
         try:
@@ -1080,8 +1106,11 @@ class KubeApiControl:
     def compact(self) -> int:
         return int(self.call("POST", "/_test/compact")["revision"])
 
-    def deny(self, verb: str, resource: str) -> None:
-        self.call("POST", "/_test/deny", {"verb": verb, "resource": resource})
+    def deny(self, verb: str, resource: str, code: int = 403) -> None:
+        self.call("POST", "/_test/deny", {"verb": verb, "resource": resource, "code": code})
+
+    def inject_frame(self, frame: bytes) -> int:
+        return int(self.call("POST", "/_test/inject-frame", frame, content_type="application/octet-stream")["injected"])
 
     def allow_all(self) -> None:
         self.call("POST", "/_test/allow-all")

@@ -11,7 +11,7 @@ from typing import Self
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from flannel_rpc import unix_target
+from flannel_rpc import MESSAGE_LIMITS, unix_target
 from proto.flannel.v1 import backend_pb2, backend_pb2_grpc, lease_pb2, lease_pb2_grpc
 
 LEASE_SERVICE = lease_pb2.DESCRIPTOR.services_by_name["LeaseService"].full_name
@@ -64,7 +64,7 @@ class Connection:
             raise CtlError(f"cannot reach the {self.endpoint.what} socket {path}: {exc.strerror}") from None
         if not stat.S_ISSOCK(mode):
             raise CtlError(f"{path} is not a unix socket (the {self.endpoint.what}'s should be there)")
-        self._channel = grpc.insecure_channel(unix_target(path))
+        self._channel = grpc.insecure_channel(unix_target(path), options=MESSAGE_LIMITS)
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:

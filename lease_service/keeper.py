@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from flannel_rpc.logs import LogOnce
 from lease_service import subnetfile
 from lease_service.lease import Lease, LeaseAttrs
 from lease_service.netconfig import NetworkConfig
@@ -29,6 +31,9 @@ class KeeperSettings:
     ip_masq: bool = False            #: FLANNEL_IPMASQ
     retry_initial: float = 0.5
     retry_max: float = 10.0
+    conflict_retry_initial: float = 1.0  #: a second conflict soon after the first waits this long, doubling
+    conflict_retry_max: float = 60.0
+    conflict_quiet: float = 600.0        #: after this long without a conflict, restores are immediate again
 
 
 class LeaseKeeper:
@@ -45,6 +50,15 @@ class LeaseKeeper:
         self._changed = asyncio.Event()  # wakes the renew loop when a lease is (re)acquired
         self._watchers: set[asyncio.Queue[Event]] = set()
         self._lock = asyncio.Lock()
+        # Own-key integrity: what we wrote lately (a change to our key that is none of these is someone
+        # else's), the other writer's lease, and the last conflict for status.
+        self._written: deque[tuple[object, ...]] = deque(maxlen=8)
+        self._intruder: Lease | None = None
+        self._intruded = asyncio.Event()
+        self.conflict = ""  #: the last conflict, for WatchLease (and so the backend's GetStatus)
+        self._conflicts_logged = LogOnce(capacity=64)
+        self._conflict_delay = settings.conflict_retry_initial
+        self._last_conflict = 0.0
         hub.add_listener(self._on_changes)
 
     async def acquire(self, attrs: LeaseAttrs, mtu: int) -> Lease:
@@ -57,7 +71,9 @@ class LeaseKeeper:
                 previous = subnetfile.read_previous(self.settings.subnet_file)
             else:
                 previous = (None, None)
+            self._written.append(self._fingerprint(attrs))
             lease = await self.manager.acquire_lease(self.config, attrs, previous)
+            self._written.append(self._fingerprint(lease.attrs))
             self._attrs, self.mtu = attrs, mtu
             if held is None:
                 kind = Event.CURRENT
@@ -78,18 +94,29 @@ class LeaseKeeper:
                                     subnetfile.render(self.config, lease, self.mtu, self.settings.ip_masq))
         self._announce(kind, lease)
 
-    def _announce(self, kind: int, lease: Lease) -> None:
-        event = Event(kind=kind, lease=lease_to_proto(lease))  # type: ignore[arg-type]
+    def _announce(self, kind: int, lease: Lease, conflict: str = "") -> None:
+        event = Event(kind=kind, lease=lease_to_proto(lease), conflict=conflict)  # type: ignore[arg-type]
         for queue in self._watchers:
             queue.put_nowait(event)
+
+    def _fingerprint(self, attrs: LeaseAttrs) -> tuple[object, ...]:
+        """What other nodes route by, for the families this network runs."""
+        v4, v6 = self.config.enable_ipv4, self.config.enable_ipv6
+        return (attrs.public_ip if v4 else None, attrs.public_ipv6 if v6 else None, attrs.backend_type,
+                attrs.backend_data if v4 else "", attrs.backend_v6_data if v6 else "")
 
     def _on_changes(self, changes: Sequence[Change]) -> None:
         if self.lease is None:
             return
         for key, lease in changes:
-            if key == self.lease.key and lease is None:
+            if key != self.lease.key:
+                continue
+            if lease is None:
                 log.warning("our lease %s vanished from the store", key)
                 self._lost.set()
+            elif self._fingerprint(lease.attrs) not in self._written:
+                self._intruder = lease  # a change we did not make: another writer (OWN_LEASE_CONFLICT)
+                self._intruded.set()
 
     async def watch(self) -> AsyncIterator[Event]:
         """CURRENT (once a lease is held), then RENEWED / LOST / REACQUIRED as they happen."""
@@ -98,6 +125,8 @@ class LeaseKeeper:
         try:
             if self.lease is not None:
                 yield Event(kind=Event.CURRENT, lease=lease_to_proto(self.lease))
+                if self.conflict:
+                    yield Event(kind=Event.CONFLICT, lease=lease_to_proto(self.lease), conflict=self.conflict)
             while True:
                 yield await queue.get()
         finally:
@@ -115,15 +144,57 @@ class LeaseKeeper:
             self._changed.clear()
             lost = asyncio.ensure_future(self._lost.wait())
             changed = asyncio.ensure_future(self._changed.wait())
+            intruded = asyncio.ensure_future(self._intruded.wait())
             try:
-                done, _ = await asyncio.wait({lost, changed}, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait({lost, changed, intruded}, timeout=wait,
+                                             return_when=asyncio.FIRST_COMPLETED)
             finally:
                 lost.cancel()
                 changed.cancel()
+                intruded.cancel()
             if self._lost.is_set():
                 await self._reacquire(lease)
+            elif self._intruded.is_set():
+                await self._restore(lease)
             elif not done:
                 await self._renew(lease)
+
+    async def _restore(self, held: Lease) -> None:
+        """Another writer changed our key (e.g. the same key with another PublicIP): name it once per other
+        writer, tell WatchLease watchers, and write our lease back (waiting, doubling, when it recurs, so
+        that two writers never fight in a tight loop)."""
+        intruder, self._intruder = self._intruder, None
+        self._intruded.clear()
+        if intruder is None or self._attrs is None:
+            return
+        other = intruder.attrs.public_ip or intruder.attrs.public_ipv6 or "none"
+        ours = held.attrs.public_ip or held.attrs.public_ipv6
+        self.conflict = (f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ}: lease {held.key} was overwritten by another "
+                         f"writer with PublicIP {other} (ours: {ours}); restored")
+        if self._conflicts_logged.first(held.key, str(other)):
+            log.error("lease %s was changed by another writer: PublicIP %s (ours: %s); restoring ours "
+                      "(OWN_LEASE_CONFLICT)", held.key, other, ours)
+        self._announce(Event.CONFLICT, intruder, conflict=self.conflict)
+        now = asyncio.get_running_loop().time()
+        if now - self._last_conflict < self.settings.conflict_quiet and self._last_conflict:
+            await asyncio.sleep(self._conflict_delay)
+            self._conflict_delay = min(self._conflict_delay * 2, self.settings.conflict_retry_max)
+        else:
+            self._conflict_delay = self.settings.conflict_retry_initial
+        self._last_conflict = now
+        try:
+            async with self._lock:
+                self._written.append(self._fingerprint(self._attrs))
+                lease = await self.manager.restore_lease(self.config, held, self._attrs)
+                self._written.append(self._fingerprint(lease.attrs))
+                await self._install(lease, Event.RENEWED)
+        except (StoreUnavailable, AcquireError) as exc:
+            log.warning("cannot restore lease %s: %s; retrying", held.key, exc)
+            self._intruder = intruder
+            self._intruded.set()
+            await asyncio.sleep(self.settings.retry_initial)
+            return
+        log.info("restored lease %s (PublicIP %s)", lease.key, ours)
 
     def _seconds_until_renewal(self, lease: Lease) -> float | None:
         if lease.expiration is None:
@@ -159,7 +230,9 @@ class LeaseKeeper:
             try:
                 async with self._lock:
                     assert self._attrs is not None
+                    self._written.append(self._fingerprint(self._attrs))
                     lease = await self.manager.acquire_lease(self.config, self._attrs, (lost.subnet, lost.ipv6_subnet))
+                    self._written.append(self._fingerprint(lease.attrs))
                     await self._install(lease, Event.REACQUIRED)
                 log.info("re-acquired lease %s after losing %s", lease.key, lost.key)
                 return

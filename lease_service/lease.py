@@ -14,14 +14,34 @@ from datetime import datetime
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import TYPE_CHECKING, Any
 
+from flannel_rpc.logs import label, shorten
+from flannel_rpc.untrusted import LEASE_VALUE, Rejected, decode_json
+
 if TYPE_CHECKING:
     from lease_service.netconfig import NetworkConfig
 
-_KEY = re.compile(r"^(\d+\.\d+\.\d+\.\d+)-(\d+)(?:&([0-9a-fA-F:]+)-(\d+))?$")
+# flannel's key pattern (subnet.go): ASCII digits, anchored at the very end (Go's ``$`` is ``\Z``). Matched
+# with fullmatch, so full-width digits and a trailing newline are not keys.
+_KEY = re.compile(r"([0-9]+\.[0-9]+\.[0-9]+\.[0-9]+)-([0-9]+)(?:&([a-f0-9:]+)-([0-9]+))?", re.ASCII)
+MAX_KEY_CHARS = 128
+MAX_BACKEND_TYPE = 64  # the longest dual-stack key is 63 characters
+
+#: Reason codes of :class:`CorruptLease` (besides the decoder's, see flannel_rpc.untrusted).
+KEY_INVALID = "KEY_INVALID"
+VALUE_NOT_OBJECT = "VALUE_NOT_OBJECT"
+FIELD_INVALID = "FIELD_INVALID"
+PUBLIC_IP_MISSING = "PUBLIC_IP_MISSING"
+OUTSIDE_NETWORK = "OUTSIDE_NETWORK"
+MALFORMED = "MALFORMED"
 
 
 class CorruptLease(ValueError):
-    """A lease in the store that cannot be used; the message names the key and what is wrong."""
+    """A lease in the store that cannot be used; ``reason`` is a machine-readable code, the message
+    names the key and what is wrong (values shortened)."""
+
+    def __init__(self, message: str, reason: str = MALFORMED) -> None:
+        self.reason = reason
+        super().__init__(message)
 
 
 @dataclass(frozen=True)
@@ -62,9 +82,9 @@ def make_subnet_key(subnet: IPv4Network | None, ipv6_subnet: IPv6Network | None)
 
 def parse_subnet_key(key: str) -> tuple[IPv4Network | None, IPv6Network | None]:
     """Inverse of :func:`make_subnet_key`; raises :class:`CorruptLease` naming the key."""
-    match = _KEY.match(key)
+    match = _KEY.fullmatch(key) if len(key) <= MAX_KEY_CHARS else None
     if not match:
-        raise CorruptLease(f"key {key!r} is not a subnet key like 10.244.3.0-24")
+        raise CorruptLease(f"key {label(key)} is not a subnet key like 10.244.3.0-24", KEY_INVALID)
     try:
         v4_len = int(match.group(2))
         subnet: IPv4Network | None = IPv4Network(f"{match.group(1)}/{v4_len}")
@@ -74,7 +94,7 @@ def parse_subnet_key(key: str) -> tuple[IPv4Network | None, IPv6Network | None]:
         if match.group(3):
             ipv6 = IPv6Network(f"{match.group(3)}/{int(match.group(4))}")
     except ValueError as exc:
-        raise CorruptLease(f"key {key!r} is not a valid subnet: {exc}") from exc
+        raise CorruptLease(f"key {label(key)} is not a valid subnet: {exc}", KEY_INVALID) from exc
     return subnet, ipv6
 
 
@@ -89,22 +109,24 @@ def encode_attrs(attrs: LeaseAttrs) -> bytes:
         doc["BackendData"] = json.loads(attrs.backend_data)
     if attrs.backend_v6_data:
         doc["BackendV6Data"] = json.loads(attrs.backend_v6_data)
-    return json.dumps(doc, separators=(",", ":")).encode()
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def decode_attrs(key: str, value: bytes) -> LeaseAttrs:
-    """Parse a stored lease value; raises :class:`CorruptLease` naming the key and the problem."""
+    """Parse a stored lease value; raises :class:`CorruptLease` (and nothing else) naming the key and the
+    problem, within :data:`flannel_rpc.untrusted.LEASE_VALUE`'s bounds."""
     try:
-        doc = json.loads(value)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CorruptLease(f"lease {key}: value is not JSON: {exc}") from exc
+        doc = decode_json(value, LEASE_VALUE, "value")
+    except Rejected as exc:
+        raise CorruptLease(f"lease {key}: {exc.message}", exc.reason) from None
     if not isinstance(doc, dict):
-        raise CorruptLease(f"lease {key}: value must be a JSON object, got {type(doc).__name__}")
+        raise CorruptLease(f"lease {key}: value must be a JSON object, got {type(doc).__name__}", VALUE_NOT_OBJECT)
     public_ip = _address(key, doc, "PublicIP", IPv4Address)
     public_ipv6 = _address(key, doc, "PublicIPv6", IPv6Address)
     backend_type = doc.get("BackendType", "")
-    if not isinstance(backend_type, str):
-        raise CorruptLease(f"lease {key}: BackendType must be a string, got {backend_type!r}")
+    if not isinstance(backend_type, str) or len(backend_type) > MAX_BACKEND_TYPE:
+        raise CorruptLease(f"lease {key}: BackendType must be a short string, got {shorten(backend_type)}",
+                           FIELD_INVALID)
     return LeaseAttrs(
         public_ip=public_ip,  # type: ignore[arg-type]
         public_ipv6=public_ipv6,  # type: ignore[arg-type]
@@ -119,7 +141,7 @@ def decode_lease(key: str, value: bytes, *, store_lease_id: int = 0, mod_revisio
     subnet, ipv6 = parse_subnet_key(key)
     attrs = decode_attrs(key, value)
     if subnet is not None and attrs.public_ip is None:
-        raise CorruptLease(f"lease {key}: PublicIP is missing")
+        raise CorruptLease(f"lease {key}: PublicIP is missing", PUBLIC_IP_MISSING)
     return Lease(key=key, subnet=subnet, ipv6_subnet=ipv6, attrs=attrs,
                  store_lease_id=store_lease_id, mod_revision=mod_revision)
 
@@ -128,13 +150,16 @@ def _address(key: str, doc: dict[str, Any], field: str, cls: type[IPv4Address | 
     raw = doc.get(field)
     if raw in (None, ""):
         return None
+    family = 4 if cls is IPv4Address else 6
     if not isinstance(raw, str):
-        raise CorruptLease(f"lease {key}: {field} must be an address string, got {raw!r}")
+        raise CorruptLease(f"lease {key}: {field} must be an address string, got {shorten(raw)}", FIELD_INVALID)
     try:
+        if len(raw) > 64 or not raw.isascii():
+            raise ValueError(raw)
         address = cls(raw)
-    except ValueError as exc:
-        family = 4 if cls is IPv4Address else 6
-        raise CorruptLease(f"lease {key}: {field} {raw!r} is not an IPv{family} address") from exc
+    except ValueError:
+        raise CorruptLease(f"lease {key}: {field} {shorten(raw)} is not an IPv{family} address",
+                           FIELD_INVALID) from None
     if cls is IPv4Address and address == IPv4Address("0.0.0.0"):
         return None
     return address
@@ -145,26 +170,33 @@ def _backend_data(key: str, doc: dict[str, Any], field: str) -> str:
     if raw is None:
         return ""
     # Any JSON value: vxlan publishes an object, flannel's extension backend a string.
-    return json.dumps(raw, separators=(",", ":"), sort_keys=True)
+    return canonical_json(raw)
+
+
+def canonical_json(value: Any) -> str:
+    """The one text form of backend data: compact, sorted keys, non-ASCII kept as is (so that the text is
+    never longer than what was stored: escaping could triple it)."""
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
 
 
 def check_against_config(lease: Lease, config: NetworkConfig) -> None:
     """Raise :class:`CorruptLease` when the lease's subnets do not fit the network config."""
     if config.enable_ipv4:
         if lease.subnet is None:
-            raise CorruptLease(f"lease {lease.key}: no IPv4 subnet, but the network config enables IPv4")
+            raise CorruptLease(f"lease {lease.key}: no IPv4 subnet, but the network config enables IPv4", OUTSIDE_NETWORK)
         if config.network is None or not lease.subnet.subnet_of(config.network):
-            raise CorruptLease(f"lease {lease.key}: subnet {lease.subnet} is outside the network {config.network}")
+            raise CorruptLease(f"lease {lease.key}: subnet {lease.subnet} is outside the network {config.network}",
+                               OUTSIDE_NETWORK)
         if lease.subnet.prefixlen != config.subnet_len:
             raise CorruptLease(
-                f"lease {lease.key}: subnet {lease.subnet} is not a /{config.subnet_len} as SubnetLen says"
-            )
+                f"lease {lease.key}: subnet {lease.subnet} is not a /{config.subnet_len} as SubnetLen says",
+                OUTSIDE_NETWORK)
     if config.enable_ipv6 and lease.ipv6_subnet is not None:
         if config.ipv6_network is None or not lease.ipv6_subnet.subnet_of(config.ipv6_network):
             raise CorruptLease(
-                f"lease {lease.key}: IPv6 subnet {lease.ipv6_subnet} is outside the network {config.ipv6_network}"
-            )
+                f"lease {lease.key}: IPv6 subnet {lease.ipv6_subnet} is outside the network {config.ipv6_network}",
+                OUTSIDE_NETWORK)
         if lease.ipv6_subnet.prefixlen != config.ipv6_subnet_len:
             raise CorruptLease(
-                f"lease {lease.key}: IPv6 subnet {lease.ipv6_subnet} is not a /{config.ipv6_subnet_len}"
-            )
+                f"lease {lease.key}: IPv6 subnet {lease.ipv6_subnet} is not a /{config.ipv6_subnet_len}",
+                OUTSIDE_NETWORK)

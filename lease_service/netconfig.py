@@ -7,10 +7,12 @@ Every error names the field, the value and what was expected.
 from __future__ import annotations
 
 import ipaddress
-import json
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Any
+
+from flannel_rpc.logs import shorten
+from flannel_rpc.untrusted import NETWORK_CONFIG, Rejected, decode_json
 
 #: Backends flannel-backend implements. Any other type is left to a third-party backend
 #: (flanneld --backend-cmd), except flannel's default, udp, which nobody here implements.
@@ -51,16 +53,23 @@ class NetworkConfig:
 
 
 def parse_network_config(text: str | bytes, source: str = "network config") -> NetworkConfig:
-    """Parse and validate flannel's network config JSON, raising :class:`ConfigError`."""
-    if isinstance(text, bytes):
-        try:
-            text = text.decode()
-        except UnicodeDecodeError as exc:
-            raise ConfigError(f"{source}: not UTF-8 text: {exc}") from exc
+    """Parse and validate flannel's network config JSON within :data:`NETWORK_CONFIG`'s bounds, raising
+    :class:`ConfigError` (and nothing else, whatever the text)."""
     try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{source}: not valid JSON: {exc}") from exc
+        return _parse(text, source)
+    except ConfigError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a config that breaks a check we did not foresee is still a bad config
+        raise ConfigError(f"{source}: unusable ({type(exc).__name__}: {shorten(str(exc))})") from None
+
+
+def _parse(text: str | bytes, source: str) -> NetworkConfig:
+    try:
+        doc = decode_json(text, NETWORK_CONFIG, source)
+    except Rejected as exc:
+        raise ConfigError(f"{exc.message} ({exc.reason})") from None
+    if isinstance(text, bytes):
+        text = text.decode()
     if not isinstance(doc, dict):
         raise ConfigError(f"{source}: expected a JSON object, got {type(doc).__name__}")
 
@@ -106,7 +115,7 @@ def parse_network_config(text: str | bytes, source: str = "network config") -> N
 def _bool(doc: dict[str, Any], field: str, default: bool, source: str) -> bool:
     value = doc.get(field, default)
     if not isinstance(value, bool):
-        raise ConfigError(f"{source}: {field} must be true or false, got {value!r}")
+        raise ConfigError(f"{source}: {field} must be true or false, got {shorten(value)}")
     return value
 
 
@@ -119,14 +128,14 @@ def _backend(doc: dict[str, Any], source: str) -> tuple[str, dict[str, Any]]:
             f"flannel-py does not implement udp: set Backend.Type to one of {supported}"
         )
     if not isinstance(backend, dict):
-        raise ConfigError(f"{source}: Backend must be a JSON object like {{\"Type\": \"vxlan\"}}, got {backend!r}")
+        raise ConfigError(f"{source}: Backend must be a JSON object like {{\"Type\": \"vxlan\"}}, got {shorten(backend)}")
     backend_type = backend.get("Type", "udp")
     if not isinstance(backend_type, str):
-        raise ConfigError(f"{source}: Backend.Type must be a string, got {backend_type!r}")
+        raise ConfigError(f"{source}: Backend.Type must be a string, got {shorten(backend_type)}")
     if not backend_type or backend_type in UNSUPPORTED_BACKENDS:
         note = " (flannel's default when Backend.Type is absent)" if "Type" not in backend else ""
         raise ConfigError(
-            f"{source}: Backend.Type {backend_type!r}{note} is not supported by flannel-py; "
+            f"{source}: Backend.Type {shorten(backend_type)}{note} is not supported by flannel-py; "
             f"built-in types: {supported} (or any type a third-party backend serves, see docs/backends.md)"
         )
     return backend_type, backend
@@ -151,15 +160,15 @@ def _family(
     if raw_net in (None, ""):
         raise ConfigError(f"{source}: {net_field} is required when {'EnableIPv4' if bits == 32 else 'EnableIPv6'} is true")
     if not isinstance(raw_net, str):
-        raise ConfigError(f"{source}: {net_field} must be a CIDR string, got {raw_net!r}")
+        raise ConfigError(f"{source}: {net_field} must be a CIDR string, got {shorten(raw_net)}")
     try:
         network = net_cls(raw_net, strict=False)
     except ValueError as exc:
-        raise ConfigError(f"{source}: {net_field} {raw_net!r} is not an IPv{4 if bits == 32 else 6} CIDR: {exc}") from exc
+        raise ConfigError(f"{source}: {net_field} {shorten(raw_net)} is not an IPv{4 if bits == 32 else 6} CIDR") from exc
 
     raw_len = doc.get(len_field, 0)
     if not isinstance(raw_len, int) or isinstance(raw_len, bool) or raw_len < 0:
-        raise ConfigError(f"{source}: {len_field} must be a non-negative integer, got {raw_len!r}")
+        raise ConfigError(f"{source}: {len_field} must be a non-negative integer, got {shorten(raw_len)}")
     if raw_len:
         if raw_len > max_len:
             raise ConfigError(f"{source}: {len_field} {raw_len} is too long: at most /{max_len}")
@@ -196,10 +205,12 @@ def _bound(
     raw = doc.get(field)
     if raw in (None, ""):
         return default
+    if not isinstance(raw, str):
+        raise ConfigError(f"{source}: {field} must be an address string, got {shorten(raw)}")
     try:
         value = addr_cls(raw)
     except ValueError as exc:
-        raise ConfigError(f"{source}: {field} {raw!r} is not an address: {exc}") from exc
+        raise ConfigError(f"{source}: {field} {shorten(raw)} is not an address") from exc
     if value not in network:
         raise ConfigError(f"{source}: {field} {value} is outside the network {network}")
     bits = value.max_prefixlen

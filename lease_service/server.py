@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -10,8 +9,10 @@ from dataclasses import dataclass
 import grpc
 
 from lease_service.extiface import ExternalInterface
+from flannel_rpc.logs import LogOnce, label, shorten
+from flannel_rpc.untrusted import BACKEND_DATA, TOO_LARGE, Rejected, decode_json
 from lease_service.keeper import LeaseKeeper
-from lease_service.lease import LeaseAttrs
+from lease_service.lease import LeaseAttrs, canonical_json
 from lease_service.netconfig import NetworkConfig
 from lease_service.stream import LeaseHub
 from lease_service.subnet.base import AccessDenied, AcquireError, StoreUnavailable
@@ -23,6 +24,7 @@ log = logging.getLogger(__name__)
 VERSION = "0.1.0"
 MTU_MIN, MTU_MAX = 576, 65535
 MAX_BATCH_LIMIT = 10_000
+MAX_REJECTION_LINES = 20  #: new rejections logged one per line per report; the rest are counted in one line
 
 
 class LeaseServicer(lease_pb2_grpc.LeaseServiceServicer):
@@ -33,6 +35,7 @@ class LeaseServicer(lease_pb2_grpc.LeaseServiceServicer):
         self.waiting_for = "the network config"  #: why the service is not ready, for UNAVAILABLE errors
         self.backend_report: lease_pb2.ReportBackendStatusRequest | None = None
         self._ready: _Ready | None = None
+        self._rejections_logged = LogOnce()
 
     def attach(
         self,
@@ -72,24 +75,25 @@ class LeaseServicer(lease_pb2_grpc.LeaseServiceServicer):
         if request.backend_type != state.config.backend_type:
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT,
-                f"backend_type {request.backend_type!r} does not match the network config's Backend.Type "
+                f"backend_type {shorten(request.backend_type)} does not match the network config's Backend.Type "
                 f"{state.config.backend_type!r}",
             )
+        data: dict[str, str] = {}
         for field in ("backend_data", "backend_v6_data"):
             text = getattr(request, field)
-            if text:
-                try:
-                    json.loads(text)
-                except json.JSONDecodeError as exc:
-                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{field} is not JSON: {exc}")
+            try:
+                data[field] = canonical_json(decode_json(text, BACKEND_DATA, field)) if text else ""
+            except Rejected as exc:
+                code = grpc.StatusCode.RESOURCE_EXHAUSTED if exc.reason == TOO_LARGE else grpc.StatusCode.INVALID_ARGUMENT
+                await context.abort(code, f"{exc.message} ({exc.reason})")
         if not MTU_MIN <= request.mtu <= MTU_MAX:
             await context.abort(grpc.StatusCode.OUT_OF_RANGE, f"mtu {request.mtu} is outside {MTU_MIN}..{MTU_MAX}")
         attrs = LeaseAttrs(
             public_ip=state.external.public_ip,
             public_ipv6=state.external.public_ipv6,
             backend_type=request.backend_type,
-            backend_data=_canonical(request.backend_data),
-            backend_v6_data=_canonical(request.backend_v6_data),
+            backend_data=data["backend_data"],
+            backend_v6_data=data["backend_v6_data"],
         )
         try:
             lease = await state.keeper.acquire(attrs, request.mtu)
@@ -122,8 +126,19 @@ class LeaseServicer(lease_pb2_grpc.LeaseServiceServicer):
         self, request: lease_pb2.ReportBackendStatusRequest, context: grpc.aio.ServicerContext
     ) -> lease_pb2.ReportBackendStatusResponse:
         self.backend_report = request
+        # Logged once per change of each rejected lease (not on every report: a report follows every
+        # delta and every resync, and a restarted backend reports everything again), values shortened;
+        # memory is the LogOnce's bound (the least recently rejected keys are forgotten first).
+        new = 0
         for rejected in request.rejected:
-            log.info("backend rejected lease %s: %s (%s)", rejected.lease.key, rejected.reason, rejected.message)
+            token = (rejected.reason, hash(rejected.lease.SerializeToString(deterministic=True)))
+            if self._rejections_logged.first(rejected.lease.key, token):
+                new += 1
+                if new <= MAX_REJECTION_LINES:
+                    log.info("backend rejected lease %s: %s (%s)", label(rejected.lease.key), rejected.reason,
+                             shorten(rejected.message, 300, quote=False))
+        if new > MAX_REJECTION_LINES:
+            log.info("backend rejected %d more leases (see the backend's GetStatus)", new - MAX_REJECTION_LINES)
         return lease_pb2.ReportBackendStatusResponse()
 
 
@@ -134,6 +149,3 @@ class _Ready:
     keeper: LeaseKeeper
     external: ExternalInterface
 
-
-def _canonical(text: str) -> str:
-    return json.dumps(json.loads(text), separators=(",", ":"), sort_keys=True) if text else ""

@@ -21,6 +21,8 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
+from flannel_rpc import STREAM_BATCH_BYTES
+from flannel_rpc.logs import LogOnce, label, shorten
 from lease_service import metrics
 from lease_service.lease import Lease
 from lease_service.wire import lease_to_proto
@@ -31,6 +33,8 @@ log = logging.getLogger(__name__)
 Msg = lease_pb2.WatchLeasesResponse
 LeaseEvent = lease_pb2.LeaseEvent
 Change = tuple[str, Lease | None]  # (key, the lease now, or None when removed)
+MAX_CURSOR_CHARS = 1024
+_EVENT_OVERHEAD = 16  # tag and length bytes of an event in a message, and the message's own fields
 
 
 class StateUnavailable(Exception):
@@ -52,6 +56,7 @@ class HubSettings:
     history_events: int = 100_000  #: events kept in memory for resuming by cursor
     buffer_events: int = 20_000    #: events queued for one watcher before it is cut loose
     snapshot_batch: int = 500      #: leases per SNAPSHOT message when the client names no max_batch
+    batch_bytes: int = STREAM_BATCH_BYTES  #: bytes of leases per message, whatever the count
     progress_interval: float = 10.0  #: seconds of silence before a PROGRESS message
 
 
@@ -81,6 +86,8 @@ class LeaseHub:
         self._floor = 0  # every change after this revision is in _history
         self._watchers: set[_Watcher] = set()
         self._listeners: list[Callable[[Sequence[Change]], None]] = []
+        self._too_large = LogOnce()
+        self.too_large: set[str] = set()  #: keys of leases refused because one alone exceeds a message
 
     # ---- store side -------------------------------------------------------------------------
 
@@ -91,11 +98,43 @@ class LeaseHub:
     async def wait_ready(self) -> None:
         await self._ready.wait()
 
+    def set_store(self, store_id: str) -> None:
+        """The store's identity as of the latest list. When it changed (etcd restored into a new cluster),
+        no cursor handed out before can be resumed: the history is dropped."""
+        if store_id != self.store_id:
+            if self._ready.is_set():
+                log.warning("the store is now %s (was %s): cursors handed out before get a fresh snapshot",
+                            store_id, self.store_id)
+            self.store_id = store_id
+            self._history.clear()
+            self._history_events = 0
+            self._floor = self.revision
+
+    def _admit(self, key: str, lease: Lease | None) -> Lease | None:
+        """``lease``, or None when it alone is larger than a stream message may be (LEASE_TOO_LARGE:
+        refused by name, logged once per change, rather than wedging every watcher)."""
+        if lease is None:
+            self._too_large.forget(key)
+            self.too_large.discard(key)
+            return None
+        size = lease_to_proto(lease).ByteSize()
+        if size + _EVENT_OVERHEAD <= self.settings.batch_bytes:
+            self._too_large.forget(key)
+            self.too_large.discard(key)
+            return lease
+        self.too_large.add(key)
+        if self._too_large.first(key, lease.mod_revision or size):
+            metrics.CORRUPT_LEASES.inc()
+            log.warning("skipping lease %s: it is %d bytes, more than one stream message may carry (%d) "
+                        "(LEASE_TOO_LARGE)", label(key), size, self.settings.batch_bytes)
+        return None
+
     def reset(self, leases: dict[str, Lease], revision: int) -> None:
         """The store was listed at ``revision``. The first list sets the state; a later one (after a
         compaction or reconnect) is diffed against the state and published as one delta."""
         if not self._ready.is_set():
-            self.state = dict(leases)
+            admitted = {key: self._admit(key, lease) for key, lease in leases.items()}
+            self.state = {key: lease for key, lease in admitted.items() if lease is not None}
             self.revision = revision
             self._floor = revision
             self._ready.set()
@@ -114,6 +153,7 @@ class LeaseHub:
         effective: list[Change] = []
         for key, lease in changes:
             old = self.state.get(key)
+            lease = self._admit(key, lease)
             if lease is None:
                 if old is None:
                     continue  # never a removal of something the watchers do not have
@@ -131,10 +171,14 @@ class LeaseHub:
         if not events:
             return
         self._generation += 1
-        msg = Msg(kind=Msg.DELTA, events=events, cursor=self.cursor(self.revision))
-        self._remember(self.revision, msg)
-        for watcher in self._watchers:
-            self._deliver(watcher, msg)
+        # One revision is one message unless its events exceed the byte cap (a relist after a long outage):
+        # then only the last part carries the cursor, so a client cut off in between resumes before it.
+        parts = self._chunks(events, len(events) or 1)
+        for number, part in enumerate(parts, 1):
+            msg = Msg(kind=Msg.DELTA, events=part, cursor=self.cursor(self.revision) if number == len(parts) else "")
+            self._remember(self.revision, msg)
+            for watcher in self._watchers:
+                self._deliver(watcher, msg)
         for listener in self._listeners:
             listener(effective)
 
@@ -152,17 +196,28 @@ class LeaseHub:
         raw = f"v1|{self.store_id}|{revision}".encode()
         return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
-    def parse_cursor(self, cursor: str) -> int | None:
-        """The revision in a cursor of this store, or None when it is malformed or foreign."""
+    def parse_cursor(self, cursor: str) -> tuple[int | None, str]:
+        """The revision in a cursor of this store, or None and why it cannot be resumed from."""
+        if len(cursor) > MAX_CURSOR_CHARS:
+            return None, f"{len(cursor)} characters long"
         try:
             raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-            version, store_id, revision = raw.rsplit("|", 2) if raw.count("|") >= 2 else ("", "", "")
-            if version != "v1" or store_id != self.store_id:
-                return None
-            value = int(revision)
         except (ValueError, UnicodeDecodeError):
-            return None
-        return value if value >= 0 else None
+            return None, "not a cursor this server wrote"
+        parts = raw.split("|")
+        if len(parts) < 3 or parts[0] != "v1":
+            return None, "not a cursor this server wrote"
+        store_id, revision = "|".join(parts[1:-1]), parts[-1]
+        if store_id != self.store_id:
+            return None, f"from another store ({shorten(store_id)}, this is {self.store_id})"
+        if not (revision.isascii() and revision.isdigit() and len(revision) <= 20):
+            return None, f"revision {shorten(revision)} is not a number"
+        value = int(revision)
+        if value == 0:
+            return None, "revision 0 names no state of the store"
+        if value > self.revision:
+            return None, f"revision {value} is ahead of this store's {self.revision}"
+        return value, ""
 
     # ---- watcher side -----------------------------------------------------------------------
 
@@ -209,9 +264,9 @@ class LeaseHub:
     async def _start(self, cursor: str, batch: int) -> list[Msg]:
         if not cursor:
             return self._snapshot(Msg.INITIAL, batch)
-        revision = self.parse_cursor(cursor)
-        if revision is None or revision > self.revision:
-            log.info("cursor %r is not one of this store's; sending a snapshot", cursor)
+        revision, why = self.parse_cursor(cursor)
+        if revision is None:
+            log.info("cannot resume from cursor %s: %s; sending a snapshot (CURSOR_INVALID)", shorten(cursor), why)
             return self._snapshot(Msg.CURSOR_INVALID, batch)
         if revision >= self._floor:
             replay = [msg for rev, msg in self._history if rev > revision]
@@ -222,15 +277,17 @@ class LeaseHub:
             except StateUnavailable as exc:
                 log.info("cannot resume from revision %d (%s); sending a snapshot", revision, exc)
                 return self._snapshot(Msg.CURSOR_COMPACTED, batch)
-            return [self._diff(old)]
+            return self._diff(old)
         return self._snapshot(Msg.CURSOR_COMPACTED, batch)
 
-    def _diff(self, old: dict[str, Lease]) -> Msg:
+    def _diff(self, old: dict[str, Lease]) -> list[Msg]:
         events = [LeaseEvent(type=LeaseEvent.REMOVE, lease=lease_to_proto(lease))
                   for key, lease in old.items() if key not in self.state]
         events += [LeaseEvent(type=LeaseEvent.UPSERT, lease=lease_to_proto(lease))
                    for key, lease in self.state.items() if key not in old or not _same(old[key], lease)]
-        return Msg(kind=Msg.DELTA, events=events, cursor=self.cursor(self.revision))
+        parts = self._chunks(events, len(events) or 1)
+        return [Msg(kind=Msg.DELTA, events=part, cursor=self.cursor(self.revision) if number == len(parts) else "")
+                for number, part in enumerate(parts, 1)]
 
     def _snapshot(self, reason: int, batch: int) -> list[Msg]:
         """The snapshot messages. Watchers that connect while the state stays the same share one set
@@ -238,16 +295,28 @@ class LeaseHub:
         message, which carries ``reset`` and the reason, is each watcher's own."""
         key = (self._generation, batch)
         if self._snapshot_cache is None or self._snapshot_cache[0] != key:
-            leases = [lease_to_proto(lease) for lease in self.state.values()]
-            chunks = [Msg(kind=Msg.SNAPSHOT, events=[LeaseEvent(type=LeaseEvent.UPSERT, lease=lease)
-                                                     for lease in leases[start:start + batch]])
-                      for start in range(0, max(len(leases), 1), batch)]
+            events = [LeaseEvent(type=LeaseEvent.UPSERT, lease=lease_to_proto(lease)) for lease in self.state.values()]
+            chunks = [Msg(kind=Msg.SNAPSHOT, events=part) for part in self._chunks(events, batch)]
             self._snapshot_cache = (key, chunks)
         chunks = self._snapshot_cache[1]
         first = Msg()
         first.CopyFrom(chunks[0])
         first.reset, first.reason = True, reason  # type: ignore[assignment]
         return [first, *chunks[1:], Msg(kind=Msg.SYNCED, cursor=self.cursor(self.revision))]
+
+    def _chunks(self, events: list[LeaseEvent], batch: int) -> list[list[LeaseEvent]]:
+        """``events`` cut into parts of at most ``batch`` events and :attr:`HubSettings.batch_bytes` bytes
+        (never empty: no events give one empty part). Every event fits alone (see :meth:`_admit`)."""
+        parts: list[list[LeaseEvent]] = [[]]
+        size = 0
+        for event in events:
+            cost = event.ByteSize() + _EVENT_OVERHEAD
+            if parts[-1] and (len(parts[-1]) >= batch or size + cost > self.settings.batch_bytes):
+                parts.append([])
+                size = 0
+            parts[-1].append(event)
+            size += cost
+        return parts
 
     def _deliver(self, watcher: _Watcher, msg: Msg) -> None:
         if watcher.fell_behind:

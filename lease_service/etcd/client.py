@@ -154,6 +154,8 @@ class EtcdClient:
         self._current = 0
         self._closed = False
         self._token: str | None = None
+        #: etcd's cluster id from the last read's response header (0 until the first read): names the store
+        self.cluster_id = 0
         self._auth_lock = asyncio.Lock()
         self._credentials: grpc.ChannelCredentials | None = None
         if any(ep.secure for ep in self._endpoints):
@@ -361,6 +363,7 @@ class EtcdClient:
             return response
 
         response = await self._retrying("get", key, attempt)
+        self.cluster_id = response.header.cluster_id
         kv = _kv(response.kvs[0]) if response.kvs else None
         return kv, response.header.revision
 
@@ -408,6 +411,7 @@ class EtcdClient:
                 return response
 
             response = await self._retrying("get_prefix", prefix, attempt)
+            self.cluster_id = response.header.cluster_id
             if revision == 0:
                 revision = response.header.revision
             kvs.extend(_kv(pb) for pb in response.kvs)

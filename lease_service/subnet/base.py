@@ -39,6 +39,10 @@ class SubnetManager(Protocol):
         free, else a random free subnet."""
         ...
 
+    async def restore_lease(self, config: NetworkConfig, lease: Lease, attrs: LeaseAttrs) -> Lease:
+        """Write ``lease`` with ``attrs`` back over a change another writer made to it."""
+        ...
+
     async def renew_lease(self, config: NetworkConfig, lease: Lease) -> Lease | None:
         """Extend the lease; None when it no longer exists in the store."""
         ...

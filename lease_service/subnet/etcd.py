@@ -15,7 +15,9 @@ from ipaddress import IPv4Network, IPv6Network
 
 from lease_service import metrics
 from lease_service.etcd import EtcdClient, EtcdError, EtcdUnavailable, KeyValue, WatchCompacted
+from flannel_rpc.logs import LogOnce, label
 from lease_service.lease import (
+    MALFORMED,
     CorruptLease,
     Lease,
     LeaseAttrs,
@@ -44,9 +46,14 @@ class EtcdSubnetManager:
         self.prefix = prefix.rstrip("/")
         self.subnets_prefix = f"{self.prefix}/subnets/"
         self.lease_ttl = lease_ttl
-        self.store_id = f"etcd:{self.prefix}"
         self.corrupt_leases = 0
-        self._reported: set[tuple[str, int]] = set()
+        self._reported = LogOnce()
+
+    @property
+    def store_id(self) -> str:
+        """etcd's cluster id (from the last read's header) and the prefix: a cursor names both, so a cursor
+        of another etcd cluster with the same prefix is never resumed here."""
+        return f"etcd:{self.client.cluster_id:016x}:{self.prefix}"
 
     async def close(self) -> None:
         await self.client.close()
@@ -63,18 +70,23 @@ class EtcdSubnetManager:
     # ---- reading leases ---------------------------------------------------------------------
 
     def _decode(self, config: NetworkConfig, kv: KeyValue) -> Lease | None:
+        """The lease at ``kv``, or None: a rejection, logged once per change of that key (its mod_revision)."""
         key = kv.key[len(self.subnets_prefix):]
         try:
             lease = decode_lease(key, kv.value, store_lease_id=kv.lease, mod_revision=kv.mod_revision)
             check_against_config(lease, config)
         except CorruptLease as exc:
-            if (kv.key, kv.mod_revision) not in self._reported:
-                self._reported.add((kv.key, kv.mod_revision))
-                self.corrupt_leases += 1
-                metrics.CORRUPT_LEASES.inc()
-                log.warning("skipping corrupt lease at %s: %s", kv.key, exc)
-            return None
-        return lease
+            reason, message = exc.reason, str(exc)
+        except Exception as exc:  # noqa: BLE001 - no value may stop the service: any failure names the key
+            reason, message = MALFORMED, f"lease {label(key)}: unusable ({type(exc).__name__})"
+        else:
+            self._reported.forget(kv.key)
+            return lease
+        if self._reported.first(kv.key, kv.mod_revision):
+            self.corrupt_leases += 1
+            metrics.CORRUPT_LEASES.inc()
+            log.warning("skipping corrupt lease at %s: %s (%s)", label(kv.key), message, reason)
+        return None
 
     async def _list(self, config: NetworkConfig, revision: int = 0) -> tuple[list[KeyValue], dict[str, Lease], int]:
         if revision:
@@ -191,6 +203,20 @@ class EtcdSubnetManager:
                     return subnet_at(low, index, prefix_len)
         return subnet_at(low, random.choice([i for i in range(count) if i not in used]), prefix_len)
 
+    async def restore_lease(self, config: NetworkConfig, lease: Lease, attrs: LeaseAttrs) -> Lease:
+        """Our value back at our key, unconditionally (another writer replaced it), bound to a fresh etcd
+        lease; a reservation stays a reservation."""
+        key = self.subnets_prefix + lease.key
+        value = encode_attrs(attrs)
+        if lease.store_lease_id == 0:
+            await self._store(self.client.put(key, value))
+            return Lease(key=lease.key, subnet=lease.subnet, ipv6_subnet=lease.ipv6_subnet, attrs=attrs)
+        lease_id = await self._store(self.client.grant(self.lease_ttl))
+        await self._store(self.client.put(key, value, lease=lease_id))
+        await self._revoke_quietly(lease.store_lease_id)
+        return Lease(key=lease.key, subnet=lease.subnet, ipv6_subnet=lease.ipv6_subnet, attrs=attrs,
+                     store_lease_id=lease_id, expiration=self._expiry(self.lease_ttl))
+
     async def renew_lease(self, config: NetworkConfig, lease: Lease) -> Lease | None:
         if lease.store_lease_id == 0:
             return lease
@@ -210,6 +236,7 @@ class EtcdSubnetManager:
         while True:
             try:
                 _, leases, revision = await self._list(config)
+                hub.set_store(self.store_id)
                 hub.reset(leases, revision)
                 delay = 0.2
                 async for batch in self.client.watch_prefix(self.subnets_prefix, revision + 1):
@@ -220,6 +247,7 @@ class EtcdSubnetManager:
                     for event in batch.events:
                         key = event.kv.key[len(self.subnets_prefix):]
                         if event.type == "delete":
+                            self._reported.forget(event.kv.key)
                             changes.append((key, None))
                         else:  # a valid lease overwritten with garbage is gone for the watchers
                             changes.append((key, self._decode(config, event.kv)))

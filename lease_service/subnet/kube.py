@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -27,8 +26,18 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from flannel_rpc.logs import LogOnce, label, shorten
+from flannel_rpc.untrusted import ANNOTATION, Rejected, decode_json
 from lease_service import metrics
-from lease_service.lease import CorruptLease, Lease, LeaseAttrs, check_against_config
+from lease_service.lease import (
+    FIELD_INVALID,
+    MAX_BACKEND_TYPE,
+    CorruptLease,
+    Lease,
+    LeaseAttrs,
+    canonical_json,
+    check_against_config,
+)
 from lease_service.netconfig import ConfigError, NetworkConfig, parse_network_config
 from lease_service.stream import Change, LeaseHub, StateUnavailable
 from lease_service.subnet.base import AccessDenied, AcquireError, StoreUnavailable
@@ -115,7 +124,7 @@ class KubeSubnetManager:
         self.retry_interval = retry_interval
         self.store_id = f"kube:{api.server}"
         self.skipped_nodes = 0
-        self._reported: set[tuple[str, str]] = set()
+        self._reported = LogOnce()
         # per node name, what its lease was made of (pod CIDRs and our annotations): an event that
         # leaves these alone (a kubelet heartbeat) is dropped without decoding a lease
         self._seen: dict[str, bytes] = {}
@@ -177,10 +186,14 @@ class KubeSubnetManager:
         public_ipv6 = _address(name, notes, self.names.public_ipv6, IPv6Address) if config.enable_ipv6 else None
         if config.enable_ipv4 and public_ip is None:
             raise CorruptLease(f"node {name}: annotation {self.names.public_ip} is missing")
+        backend_type = notes.get(self.names.backend_type, "")
+        if not isinstance(backend_type, str) or len(backend_type) > MAX_BACKEND_TYPE:
+            raise CorruptLease(f"node {label(name)}: annotation {self.names.backend_type}={shorten(backend_type)} "
+                               "is not a backend type", FIELD_INVALID)
         attrs = LeaseAttrs(
             public_ip=public_ip,  # type: ignore[arg-type]
             public_ipv6=public_ipv6,  # type: ignore[arg-type]
-            backend_type=notes.get(self.names.backend_type, ""),
+            backend_type=backend_type,
             backend_data=_json_object(name, notes, self.names.backend_data),
             backend_v6_data=_json_object(name, notes, self.names.backend_v6_data),
         )
@@ -199,17 +212,22 @@ class KubeSubnetManager:
         return hashlib.blake2b("\0".join(parts).encode(errors="surrogatepass"), digest_size=16).digest()
 
     def _decode(self, config: NetworkConfig, node: NodeView | dict[str, Any]) -> Lease | None:
+        """The node's lease, or None (not ours to stream, or rejected: logged once per change of it)."""
+        name = node.metadata.name if isinstance(node, NodeView) else str((node.get("metadata") or {}).get("name"))
         try:
-            return self.node_to_lease(config, node)
+            lease = self.node_to_lease(config, node)
         except CorruptLease as exc:
-            name = node.metadata.name if isinstance(node, NodeView) else str((node.get("metadata") or {}).get("name"))
-            seen = (name, str(exc))
-            if seen not in self._reported:
-                self._reported.add(seen)
-                self.skipped_nodes += 1
-                metrics.CORRUPT_LEASES.inc()
-                log.warning("skipping node %s: %s", seen[0], exc)
-            return None
+            reason, message = exc.reason, str(exc)
+        except (msgspec.ValidationError, TypeError, ValueError) as exc:  # any shape of Node: a named rejection
+            reason, message = "MALFORMED", f"node {label(name)}: unusable object ({type(exc).__name__})"
+        else:
+            self._reported.forget(name)
+            return lease
+        if self._reported.first(name, (reason, message)):
+            self.skipped_nodes += 1
+            metrics.CORRUPT_LEASES.inc()
+            log.warning("skipping node %s: %s (%s)", label(name), message, reason)
+        return None
 
     def _changed(self, config: NetworkConfig, node: NodeView) -> Change | None:
         """The change a Node's new state makes; None when its lease fields are what they were."""
@@ -274,11 +292,27 @@ class KubeSubnetManager:
         wanted = {n.managed: "true", n.backend_type: attrs.backend_type}
         if attrs.public_ip is not None:
             wanted[n.backend_data] = attrs.backend_data or "null"
-            wanted[n.public_ip] = notes.get(n.public_ip_overwrite) or str(attrs.public_ip)
+            wanted[n.public_ip] = str(self._overwrite(notes, n.public_ip_overwrite, IPv4Address) or attrs.public_ip)
         if attrs.public_ipv6 is not None:
             wanted[n.backend_v6_data] = attrs.backend_v6_data or "null"
-            wanted[n.public_ipv6] = notes.get(n.public_ipv6_overwrite) or str(attrs.public_ipv6)
+            wanted[n.public_ipv6] = str(self._overwrite(notes, n.public_ipv6_overwrite, IPv6Address)
+                                        or attrs.public_ipv6)
         return wanted
+
+    def _overwrite(self, notes: dict[str, str], key: str, cls: type[IPv4Address | IPv6Address]) -> object:
+        """flannel's public-ip-overwrite annotation, parsed; an invalid one is refused by name (logged once
+        per value) and the detected address is published instead, never the annotation verbatim."""
+        try:
+            return _address(self.node_name, notes, key, cls)
+        except CorruptLease as exc:
+            if self._reported.first((self.node_name, key), str(exc)):
+                log.error("ignoring annotation %s on node %s: %s (PUBLIC_IP_OVERWRITE_INVALID)",
+                          key, self.node_name, exc)
+            return None
+
+    async def restore_lease(self, config: NetworkConfig, lease: Lease, attrs: LeaseAttrs) -> Lease:
+        """Our annotations back on our Node (acquiring patches exactly what differs)."""
+        return await self.acquire_lease(config, attrs, (lease.subnet, lease.ipv6_subnet))
 
     async def renew_lease(self, config: NetworkConfig, lease: Lease) -> Lease | None:
         return lease  # Node objects do not expire
@@ -300,7 +334,8 @@ class KubeSubnetManager:
             except (StoreUnavailable, AcquireError) as exc:
                 # 401/400/403 too: credentials or RBAC can be fixed; the stream stays NOT_SERVING meanwhile
                 metrics.STORE_RECONNECTS.inc()
-                log.warning("node list/watch failed: %s; retrying in %.1fs", exc, delay)
+                if self._reported.first("<list nodes>", str(exc)):
+                    log.warning("node list/watch failed: %s; retrying with back-off (up to 10s)", exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
 
@@ -309,6 +344,7 @@ class KubeSubnetManager:
         leases: dict[str, Lease] = {}
         seen: dict[str, bytes] = {}
         revision = 0
+        uid = ""
         async with contextlib.aclosing(self.api.list_nodes()) as pages:
             while True:
                 page = await self._call("list nodes", lambda: anext(pages, None))
@@ -320,11 +356,18 @@ class KubeSubnetManager:
                     except ValueError as exc:
                         raise StoreUnavailable(f"list nodes: {exc}") from None
                 for node in page.items:
+                    if node.metadata.name == self.node_name:
+                        uid = node.metadata.uid
                     seen[node.metadata.name] = self._signature(node)
                     lease = self._decode(config, node)
                     if lease is not None:
                         leases[lease.key] = lease
         self._seen = seen
+        # Which cluster this is, for cursors: the API server's URL and the uid of this node's Node object.
+        # A uid is random per object, so a cursor of another cluster (or of a Node deleted and created
+        # again) never names this store; the kube-system namespace's uid would need RBAC flannel lacks.
+        self.store_id = f"kube:{self.api.server}:{uid[:64] or '-'}"
+        hub.set_store(self.store_id)
         hub.reset(leases, revision)
         return revision
 
@@ -413,25 +456,32 @@ def _api_error(what: str, status: int, message: str) -> Exception:
     return AcquireError(f"Kubernetes API rejected {what} ({status}): {message}")
 
 
-def _address(node: str, notes: dict[str, str], key: str, cls: type[IPv4Address | IPv6Address]) -> IPv4Address | IPv6Address | None:
+def _address(node: str, notes: dict[str, str], key: str,
+             cls: type[IPv4Address | IPv6Address]) -> IPv4Address | IPv6Address | None:
     raw = notes.get(key)
     if not raw:
         return None
+    family = 4 if cls is IPv4Address else 6
     try:
+        if not isinstance(raw, str) or len(raw) > 64 or not raw.isascii():
+            raise ValueError(raw)
         return cls(raw)
-    except ValueError as exc:
-        raise CorruptLease(f"node {node}: annotation {key}={raw!r} is not an IPv{4 if cls is IPv4Address else 6} address") from exc
+    except ValueError:
+        raise CorruptLease(f"node {label(node)}: annotation {key}={shorten(raw)} is not an IPv{family} address",
+                           FIELD_INVALID) from None
 
 
 def _json_object(node: str, notes: dict[str, str], key: str) -> str:
     raw = notes.get(key)
     if raw in (None, "", "null"):
         return ""
+    if not isinstance(raw, str):
+        raise CorruptLease(f"node {label(node)}: annotation {key} is not a string", FIELD_INVALID)
     try:
-        value = json.loads(raw)  # type: ignore[arg-type]
-    except json.JSONDecodeError as exc:
-        raise CorruptLease(f"node {node}: annotation {key} is not JSON: {exc}") from exc
-    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+        value = decode_json(raw, ANNOTATION, f"node {label(node)}: annotation {key}")
+    except Rejected as exc:
+        raise CorruptLease(exc.message, exc.reason) from None
+    return canonical_json(value)
 
 
 def _network_available(node: dict[str, Any]) -> bool:

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from proto.flannel.v1 import lease_pb2 as proto_dot_flannel_dot_v1_dot_lease__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eproto/flannel/v1/backend.proto\x12\nflannel.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1cproto/flannel/v1/lease.proto\"\x12\n\x10GetStatusRequest\"6\n\x04Peer\x12 \n\x05lease\x18\x01 \x01(\x0b\x32\x11.flannel.v1.Lease\x12\x0c\n\x04mode\x18\x02 \x01(\t\"\xf7\x02\n\x11GetStatusResponse\x12\x14\n\x0c\x62\x61\x63kend_type\x18\x01 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x02 \x01(\t\x12\x0b\n\x03mtu\x18\x03 \x01(\r\x12$\n\town_lease\x18\x04 \x01(\x0b\x32\x11.flannel.v1.Lease\x12\x1f\n\x05peers\x18\x05 \x03(\x0b\x32\x10.flannel.v1.Peer\x12+\n\x08rejected\x18\x06 \x03(\x0b\x32\x19.flannel.v1.RejectedLease\x12\x32\n\x0elast_reconcile\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1e\n\x16last_reconcile_outcome\x18\x08 \x01(\t\x12\x16\n\x0e\x61pplied_cursor\x18\t \x01(\t\x12\x0e\n\x06synced\x18\n \x01(\x08\x12\x0f\n\x07ip_masq\x18\x0b \x01(\x08\x12.\n\twireguard\x18\x14 \x01(\x0b\x32\x1b.flannel.v1.WireGuardStatus\"\xc7\x01\n\rWireGuardPeer\x12\x0e\n\x06\x64\x65vice\x18\x01 \x01(\t\x12\x12\n\npublic_key\x18\x02 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x03 \x01(\t\x12\x13\n\x0b\x61llowed_ips\x18\x04 \x03(\t\x12\x34\n\x10latest_handshake\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08rx_bytes\x18\x06 \x01(\x04\x12\x10\n\x08tx_bytes\x18\x07 \x01(\x04\x12\x11\n\tlease_key\x18\x08 \x01(\t\"\xb4\x01\n\x0fWireGuardStatus\x12\x16\n\x0eimplementation\x18\x01 \x01(\t\x12\x12\n\npublic_key\x18\x02 \x01(\t\x12\x0f\n\x07\x64\x65vices\x18\x03 \x03(\t\x12\x13\n\x0blisten_port\x18\x04 \x01(\r\x12\x16\n\x0elisten_port_v6\x18\x05 \x01(\r\x12(\n\x05peers\x18\x06 \x03(\x0b\x32\x19.flannel.v1.WireGuardPeer\x12\r\n\x05\x65rror\x18\x07 \x01(\t2\xa1\x01\n\x0e\x42\x61\x63kendService\x12\x45\n\x08\x44\x65scribe\x12\x1b.flannel.v1.DescribeRequest\x1a\x1c.flannel.v1.DescribeResponse\x12H\n\tGetStatus\x12\x1c.flannel.v1.GetStatusRequest\x1a\x1d.flannel.v1.GetStatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eproto/flannel/v1/backend.proto\x12\nflannel.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1cproto/flannel/v1/lease.proto\"\x12\n\x10GetStatusRequest\"6\n\x04Peer\x12 \n\x05lease\x18\x01 \x01(\x0b\x32\x11.flannel.v1.Lease\x12\x0c\n\x04mode\x18\x02 \x01(\t\"\x93\x03\n\x11GetStatusResponse\x12\x14\n\x0c\x62\x61\x63kend_type\x18\x01 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x02 \x01(\t\x12\x0b\n\x03mtu\x18\x03 \x01(\r\x12$\n\town_lease\x18\x04 \x01(\x0b\x32\x11.flannel.v1.Lease\x12\x1f\n\x05peers\x18\x05 \x03(\x0b\x32\x10.flannel.v1.Peer\x12+\n\x08rejected\x18\x06 \x03(\x0b\x32\x19.flannel.v1.RejectedLease\x12\x32\n\x0elast_reconcile\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1e\n\x16last_reconcile_outcome\x18\x08 \x01(\t\x12\x16\n\x0e\x61pplied_cursor\x18\t \x01(\t\x12\x0e\n\x06synced\x18\n \x01(\x08\x12\x0f\n\x07ip_masq\x18\x0b \x01(\x08\x12.\n\twireguard\x18\x14 \x01(\x0b\x32\x1b.flannel.v1.WireGuardStatus\x12\x1a\n\x12own_lease_conflict\x18\x15 \x01(\t\"\xc7\x01\n\rWireGuardPeer\x12\x0e\n\x06\x64\x65vice\x18\x01 \x01(\t\x12\x12\n\npublic_key\x18\x02 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x03 \x01(\t\x12\x13\n\x0b\x61llowed_ips\x18\x04 \x03(\t\x12\x34\n\x10latest_handshake\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08rx_bytes\x18\x06 \x01(\x04\x12\x10\n\x08tx_bytes\x18\x07 \x01(\x04\x12\x11\n\tlease_key\x18\x08 \x01(\t\"\xb4\x01\n\x0fWireGuardStatus\x12\x16\n\x0eimplementation\x18\x01 \x01(\t\x12\x12\n\npublic_key\x18\x02 \x01(\t\x12\x0f\n\x07\x64\x65vices\x18\x03 \x03(\t\x12\x13\n\x0blisten_port\x18\x04 \x01(\r\x12\x16\n\x0elisten_port_v6\x18\x05 \x01(\r\x12(\n\x05peers\x18\x06 \x03(\x0b\x32\x19.flannel.v1.WireGuardPeer\x12\r\n\x05\x65rror\x18\x07 \x01(\t2\xa1\x01\n\x0e\x42\x61\x63kendService\x12\x45\n\x08\x44\x65scribe\x12\x1b.flannel.v1.DescribeRequest\x1a\x1c.flannel.v1.DescribeResponse\x12H\n\tGetStatus\x12\x1c.flannel.v1.GetStatusRequest\x1a\x1d.flannel.v1.GetStatusResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,11 +38,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PEER']._serialized_start=129
   _globals['_PEER']._serialized_end=183
   _globals['_GETSTATUSRESPONSE']._serialized_start=186
-  _globals['_GETSTATUSRESPONSE']._serialized_end=561
-  _globals['_WIREGUARDPEER']._serialized_start=564
-  _globals['_WIREGUARDPEER']._serialized_end=763
-  _globals['_WIREGUARDSTATUS']._serialized_start=766
-  _globals['_WIREGUARDSTATUS']._serialized_end=946
-  _globals['_BACKENDSERVICE']._serialized_start=949
-  _globals['_BACKENDSERVICE']._serialized_end=1110
+  _globals['_GETSTATUSRESPONSE']._serialized_end=589
+  _globals['_WIREGUARDPEER']._serialized_start=592
+  _globals['_WIREGUARDPEER']._serialized_end=791
+  _globals['_WIREGUARDSTATUS']._serialized_start=794
+  _globals['_WIREGUARDSTATUS']._serialized_end=974
+  _globals['_BACKENDSERVICE']._serialized_start=977
+  _globals['_BACKENDSERVICE']._serialized_end=1138
 # @@protoc_insertion_point(module_scope)

@@ -23,7 +23,7 @@ class Peer(_message.Message):
     def __init__(self, lease: _Optional[_Union[_lease_pb2.Lease, _Mapping]] = ..., mode: _Optional[str] = ...) -> None: ...
 
 class GetStatusResponse(_message.Message):
-    __slots__ = ("backend_type", "device", "mtu", "own_lease", "peers", "rejected", "last_reconcile", "last_reconcile_outcome", "applied_cursor", "synced", "ip_masq", "wireguard")
+    __slots__ = ("backend_type", "device", "mtu", "own_lease", "peers", "rejected", "last_reconcile", "last_reconcile_outcome", "applied_cursor", "synced", "ip_masq", "wireguard", "own_lease_conflict")
     BACKEND_TYPE_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     MTU_FIELD_NUMBER: _ClassVar[int]
@@ -36,6 +36,7 @@ class GetStatusResponse(_message.Message):
     SYNCED_FIELD_NUMBER: _ClassVar[int]
     IP_MASQ_FIELD_NUMBER: _ClassVar[int]
     WIREGUARD_FIELD_NUMBER: _ClassVar[int]
+    OWN_LEASE_CONFLICT_FIELD_NUMBER: _ClassVar[int]
     backend_type: str
     device: str
     mtu: int
@@ -48,7 +49,8 @@ class GetStatusResponse(_message.Message):
     synced: bool
     ip_masq: bool
     wireguard: WireGuardStatus
-    def __init__(self, backend_type: _Optional[str] = ..., device: _Optional[str] = ..., mtu: _Optional[int] = ..., own_lease: _Optional[_Union[_lease_pb2.Lease, _Mapping]] = ..., peers: _Optional[_Iterable[_Union[Peer, _Mapping]]] = ..., rejected: _Optional[_Iterable[_Union[_lease_pb2.RejectedLease, _Mapping]]] = ..., last_reconcile: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_reconcile_outcome: _Optional[str] = ..., applied_cursor: _Optional[str] = ..., synced: _Optional[bool] = ..., ip_masq: _Optional[bool] = ..., wireguard: _Optional[_Union[WireGuardStatus, _Mapping]] = ...) -> None: ...
+    own_lease_conflict: str
+    def __init__(self, backend_type: _Optional[str] = ..., device: _Optional[str] = ..., mtu: _Optional[int] = ..., own_lease: _Optional[_Union[_lease_pb2.Lease, _Mapping]] = ..., peers: _Optional[_Iterable[_Union[Peer, _Mapping]]] = ..., rejected: _Optional[_Iterable[_Union[_lease_pb2.RejectedLease, _Mapping]]] = ..., last_reconcile: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_reconcile_outcome: _Optional[str] = ..., applied_cursor: _Optional[str] = ..., synced: _Optional[bool] = ..., ip_masq: _Optional[bool] = ..., wireguard: _Optional[_Union[WireGuardStatus, _Mapping]] = ..., own_lease_conflict: _Optional[str] = ...) -> None: ...
 
 class WireGuardPeer(_message.Message):
     __slots__ = ("device", "public_key", "endpoint", "allowed_ips", "latest_handshake", "rx_bytes", "tx_bytes", "lease_key")

@@ -197,7 +197,7 @@ class WatchLeaseRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class WatchLeaseResponse(_message.Message):
-    __slots__ = ("kind", "lease")
+    __slots__ = ("kind", "lease", "conflict")
     class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         KIND_UNSPECIFIED: _ClassVar[WatchLeaseResponse.Kind]
@@ -205,16 +205,20 @@ class WatchLeaseResponse(_message.Message):
         RENEWED: _ClassVar[WatchLeaseResponse.Kind]
         LOST: _ClassVar[WatchLeaseResponse.Kind]
         REACQUIRED: _ClassVar[WatchLeaseResponse.Kind]
+        CONFLICT: _ClassVar[WatchLeaseResponse.Kind]
     KIND_UNSPECIFIED: WatchLeaseResponse.Kind
     CURRENT: WatchLeaseResponse.Kind
     RENEWED: WatchLeaseResponse.Kind
     LOST: WatchLeaseResponse.Kind
     REACQUIRED: WatchLeaseResponse.Kind
+    CONFLICT: WatchLeaseResponse.Kind
     KIND_FIELD_NUMBER: _ClassVar[int]
     LEASE_FIELD_NUMBER: _ClassVar[int]
+    CONFLICT_FIELD_NUMBER: _ClassVar[int]
     kind: WatchLeaseResponse.Kind
     lease: Lease
-    def __init__(self, kind: _Optional[_Union[WatchLeaseResponse.Kind, str]] = ..., lease: _Optional[_Union[Lease, _Mapping]] = ...) -> None: ...
+    conflict: str
+    def __init__(self, kind: _Optional[_Union[WatchLeaseResponse.Kind, str]] = ..., lease: _Optional[_Union[Lease, _Mapping]] = ..., conflict: _Optional[str] = ...) -> None: ...
 
 class RejectedLease(_message.Message):
     __slots__ = ("lease", "reason", "message")
