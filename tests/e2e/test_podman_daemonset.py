@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import stat
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -90,11 +91,14 @@ class DaemonSetNodes:
 
 
 @pytest.fixture
-def podman_cluster(image: str, tmp_path: Path) -> Iterator[tuple[Cluster, DaemonSetNodes]]:
+def podman_cluster(image: str) -> Iterator[tuple[Cluster, DaemonSetNodes]]:
     manifest = Manifest.load(MANIFEST)
     net_conf = json.loads(manifest.one("ConfigMap")["data"]["net-conf.json"])
     nodes = DaemonSetNodes(manifest, image)
-    cluster = Cluster(tmp_path / "cluster", nodes=2, config=net_conf, kube=True, node_daemons=nodes,
+    # A short base: the sockets live below it, and a unix socket path has at most 107 bytes (pytest's
+    # tmp_path alone can take 80 of them).
+    base = Path(tempfile.mkdtemp(prefix="fpd-", dir="/tmp"))
+    cluster = Cluster(base / "c", nodes=2, config=net_conf, kube=True, node_daemons=nodes,
                       start_timeout=300)  # a loaded machine starts Python slowly (the startupProbe allows 120 s)
     try:
         cluster.up()
@@ -105,6 +109,7 @@ def podman_cluster(image: str, tmp_path: Path) -> Iterator[tuple[Cluster, Daemon
                 print(f"----- {node.name} {daemon.log_path} -----\n{daemon.log()[-3000:]}")
         cluster.down()
         remove_labelled(cluster.id)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_the_manifest_names_the_image_tools_build_image_builds(image: str) -> None:
