@@ -62,8 +62,11 @@ async def serve(settings: cli.Settings) -> int:
                 functools.partial(local_dataplane, ipr, settings),
                 gate=functools.partial(wait_serving, channel, "the lease service"),
                 traffic=TrafficRules(
-                    RuleOptions(masquerade=settings.ip_masq, forward=settings.iptables_forward_rules,
-                                random_fully_disable=settings.ip_masq_fully_random_disable),
+                    RuleOptions(
+                        masquerade=settings.ip_masq,
+                        forward=settings.iptables_forward_rules,
+                        random_fully_disable=settings.ip_masq_fully_random_disable,
+                    ),
                     nftables=settings.nftables,
                     blackhole_ipr=ipr if settings.ip_blackhole_route else None,
                 ),

@@ -31,8 +31,14 @@ async def ensure_blackholes(ipr: Any, subnets: Iterable[IPNetwork]) -> list[IPNe
     added = []
     for subnet in subnets:
         try:
-            await ipr.route("add", dst=str(subnet), type="blackhole", proto=RTPROT_FLANNEL,
-                            priority=BLACKHOLE_METRIC, table=RT_TABLE_MAIN)
+            await ipr.route(
+                "add",
+                dst=str(subnet),
+                type="blackhole",
+                proto=RTPROT_FLANNEL,
+                priority=BLACKHOLE_METRIC,
+                table=RT_TABLE_MAIN,
+            )
         except NetlinkError as exc:
             if exc.code != errno.EEXIST:
                 raise
@@ -52,8 +58,14 @@ async def remove_blackholes(ipr: Any) -> list[str]:
             if route.get_attr("RTA_TABLE", route.get("table")) != RT_TABLE_MAIN:
                 continue
             dst = f"{route.get_attr('RTA_DST')}/{route.get('dst_len')}"
-            await ipr.route("del", dst=dst, type="blackhole", proto=RTPROT_FLANNEL, table=RT_TABLE_MAIN,
-                            priority=route.get_attr("RTA_PRIORITY", 0))
+            await ipr.route(
+                "del",
+                dst=dst,
+                type="blackhole",
+                proto=RTPROT_FLANNEL,
+                table=RT_TABLE_MAIN,
+                priority=route.get_attr("RTA_PRIORITY", 0),
+            )
             removed.append(dst)
     return removed
 

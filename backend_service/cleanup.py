@@ -26,9 +26,9 @@ from typing import Any
 
 from pyroute2 import AsyncIPRoute
 
+from .blackhole import remove_blackholes
 from .diff import DELETE, Op
 from .kernel import KernelError, TemplateApplier, read_kernel
-from .blackhole import remove_blackholes
 from .masq import Commands, MasqError, cleanup_all
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ async def firewall_items() -> list[Item]:
         for table in ("nat", "filter"):
             text = await _output([save, "-t", table])
             for line in (text or "").splitlines():
-                if "FLANNEL" in line and (line.startswith(":") or line.startswith("-A")):
+                if "FLANNEL" in line and line.startswith((":", "-A")):
                     items.append(Item("firewall", f"firewall IPv{v} {table}: {line}"))
     listing = await _output(["nft", "list", "tables"])
     for line in (listing or "").splitlines():
@@ -128,7 +128,7 @@ async def cleanup(*, dry_run: bool, out: Any = sys.stdout) -> int:
         for index in devices:
             try:
                 await ipr.link("del", index=index)
-            except Exception as exc:  # gone meanwhile, or refused: report, continue with the rest
+            except Exception as exc:  # noqa: BLE001 - gone meanwhile, or refused: report, continue with the rest
                 failures.append(f"deleting device index {index}: {exc}")
         failures += await remove_firewall()
         for dst in await remove_blackholes(ipr):  # --ip-blackhole-route's, protocol 70
@@ -147,7 +147,8 @@ def main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="flannel-backend cleanup",
         description="Remove every VXLAN device, route, neighbour, FDB entry and firewall rule flannel-py "
-                    "created in this network namespace, and nothing else. A normal stop never does this.")
+        "created in this network namespace, and nothing else. A normal stop never does this.",
+    )
     parser.add_argument("--dry-run", action="store_true", help="print what would be removed; change nothing")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
     args = parser.parse_args(argv)

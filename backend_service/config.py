@@ -209,7 +209,9 @@ def _wireguard_options(obj: dict[str, Any]) -> WireGuardOptions:
     if found and psk not in (None, ""):
         if not isinstance(psk, str) or not _is_wg_key(psk):
             # Never echo a secret back into a log line.
-            raise ConfigError("Backend.PSK", "<hidden>", "a WireGuard key: 44 characters of base64 (wg genpsk)")
+            raise ConfigError(
+                "Backend.PSK", "<hidden>", "a WireGuard key: 44 characters of base64 (wg genpsk)"
+            )
     else:
         psk = None
     found, mode = _lookup(obj, "Mode")

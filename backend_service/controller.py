@@ -106,7 +106,8 @@ class Controller:
             _forever("session", self.session.run(prepared, reconciler.adopt, reconciler.wake)), name="session"
         )
         group.create_task(
-            _forever("device watcher", self.session.watch_devices(prepared, reconciler.adopt)), name="device-watcher"
+            _forever("device watcher", self.session.watch_devices(prepared, reconciler.adopt)),
+            name="device-watcher",
         )
 
     async def run(self, stop: asyncio.Event) -> int:

@@ -157,6 +157,9 @@ class DesiredBuilder:
     def build(self) -> DesiredState:
         """The frozen state."""
         return DesiredState(
-            frozenset(self.routes), frozenset(self.neighbours), frozenset(self.fdb), tuple(self.peers),
+            frozenset(self.routes),
+            frozenset(self.neighbours),
+            frozenset(self.fdb),
+            tuple(self.peers),
             frozenset(self.wg_peers),
         )

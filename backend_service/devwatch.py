@@ -34,8 +34,9 @@ class DeviceWatcher:
     them) lead to one more call, which finds nothing to do.
     """
 
-    def __init__(self, names: Callable[[], Collection[str]], *, netns: str | None = None,
-                 settle: float = SETTLE) -> None:
+    def __init__(
+        self, names: Callable[[], Collection[str]], *, netns: str | None = None, settle: float = SETTLE
+    ) -> None:
         self.names = names
         self.netns = netns
         self.settle = settle

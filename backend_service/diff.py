@@ -107,8 +107,16 @@ def _diff_routes(
     deletes: list[Op] = []
     wanted_dsts = set()
     # Sorted only to be deterministic; integers compare far faster than the addresses' text.
-    for route in sorted(desired, key=lambda r: (r.dst.version, int(r.dst.network_address), r.dst.prefixlen,
-                                                 r.ifname, int(r.gateway) if r.gateway is not None else -1)):
+    for route in sorted(
+        desired,
+        key=lambda r: (
+            r.dst.version,
+            int(r.dst.network_address),
+            r.dst.prefixlen,
+            r.ifname,
+            int(r.gateway) if r.gateway is not None else -1,
+        ),
+    ):
         wanted_dsts.add(route.dst)
         have = by_dst.get(route.dst, [])
         if any(kr.is_exactly == route for kr in have):
@@ -164,10 +172,15 @@ def _diff_wg(
     desired: Iterable[WgPeer], current: frozenset[WgPeer], delete: bool
 ) -> tuple[list[Op], list[Op]]:
     # A replace of a peer rewrites its endpoint, allowed IPs, keepalive and PSK in place.
-    changes = [Op(REPLACE, p) for p in sorted(desired, key=lambda p: (p.ifname, p.public_key)) if p not in current]
+    changes = [
+        Op(REPLACE, p) for p in sorted(desired, key=lambda p: (p.ifname, p.public_key)) if p not in current
+    ]
     wanted = {(p.ifname, p.public_key) for p in desired}
-    deletes = [Op(DELETE, p) for p in sorted(current, key=lambda p: (p.ifname, p.public_key))
-               if (p.ifname, p.public_key) not in wanted]
+    deletes = [
+        Op(DELETE, p)
+        for p in sorted(current, key=lambda p: (p.ifname, p.public_key))
+        if (p.ifname, p.public_key) not in wanted
+    ]
     return changes, deletes if delete else []
 
 
@@ -180,5 +193,13 @@ def diff(desired: DesiredState, current: KernelState, *, delete: bool = True) ->
     neigh_changes, neigh_deletes = _diff_neighbours(desired.neighbours, current.neighbours, delete)
     route_changes, route_deletes = _diff_routes(desired.routes, current.routes, delete)
     wg_changes, wg_deletes = _diff_wg(desired.wg_peers, current.wg_peers, delete)
-    return (wg_changes + fdb_changes + neigh_changes + route_changes
-            + route_deletes + neigh_deletes + fdb_deletes + wg_deletes)
+    return (
+        wg_changes
+        + fdb_changes
+        + neigh_changes
+        + route_changes
+        + route_deletes
+        + neigh_deletes
+        + fdb_deletes
+        + wg_deletes
+    )

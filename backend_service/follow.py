@@ -21,8 +21,8 @@ class LeaseView:
 
     def __init__(self) -> None:
         self.leases: dict[str, lease_pb2.Lease] = {}
-        self.synced = False     #: a whole snapshot has been applied at least once
-        self.cursor = ""        #: resume from here after a reconnect
+        self.synced = False  #: a whole snapshot has been applied at least once
+        self.cursor = ""  #: resume from here after a reconnect
         self._staging: dict[str, lease_pb2.Lease] | None = None
         self._changes: dict[str, lease_pb2.Lease | None] = {}
         self._replaced = True  # the whole view changed (a snapshot): only a full reconcile will do
@@ -83,5 +83,9 @@ async def follow(stub: lease_pb2_grpc.LeaseServiceStub, view: LeaseView, changed
                 changed()
     finally:
         view.interrupted()
-    raise grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(),
-                               "the lease service closed the WatchLeases stream")
+    raise grpc.aio.AioRpcError(
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.aio.Metadata(),
+        grpc.aio.Metadata(),
+        "the lease service closed the WatchLeases stream",
+    )

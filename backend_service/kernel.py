@@ -118,8 +118,12 @@ def _route_of(r: RawRoute, ifname: str) -> Route:
         else:
             dst = ipaddress.IPv6Network((dst_ip, r.dst_len), strict=False)
         _networks[key] = dst
-    return Route(dst=dst, gateway=ip_from(r.gateway) if r.gateway else None, ifname=ifname,
-                 onlink=bool(r.flags & RTNH_F_ONLINK))
+    return Route(
+        dst=dst,
+        gateway=ip_from(r.gateway) if r.gateway else None,
+        ifname=ifname,
+        onlink=bool(r.flags & RTNH_F_ONLINK),
+    )
 
 
 def _read_dumps(sock: socket.socket, links: dict[int, str], devices: set[str]) -> KernelSnapshot:
@@ -143,8 +147,13 @@ def _read_dumps(sock: socket.socket, links: dict[int, str], devices: set[str]) -
     fdb: set[FdbEntry] = set()
     if device_index:
         for n in dump_neighbours(sock, 0, seq=100):  # AF_UNSPEC: the ARP and ND tables
-            if (n.ifindex in device_index and n.state & NUD_PERMANENT and n.family in (AF_INET, AF_INET6)
-                    and n.dst and n.lladdr):
+            if (
+                n.ifindex in device_index
+                and n.state & NUD_PERMANENT
+                and n.family in (AF_INET, AF_INET6)
+                and n.dst
+                and n.lladdr
+            ):
                 neighbours.add(Neighbour(links[n.ifindex], ip_from(n.dst), mac_from(n.lladdr)))
         for n in dump_neighbours(sock, AF_BRIDGE, seq=101):
             if n.ifindex in device_index and n.state & NUD_PERMANENT and n.dst and n.lladdr:
@@ -162,8 +171,10 @@ def public_interface_from(msg: Any) -> PublicInterface:
     addresses, so the VXLAN device's ``dev``/``local`` and the lease's public IP are one decision.
     """
     if not msg.name or msg.index <= 0:
-        raise KernelError("the lease service sent no external interface (GetNetworkConfigResponse."
-                          "external_interface is empty): it must speak flannel.v1 with ExternalInterface")
+        raise KernelError(
+            "the lease service sent no external interface (GetNetworkConfigResponse."
+            "external_interface is empty): it must speak flannel.v1 with ExternalInterface"
+        )
     try:
         ipv4 = ipaddress.IPv4Address(msg.iface_ipv4) if msg.iface_ipv4 else None
         ipv6 = ipaddress.IPv6Address(msg.iface_ipv6) if msg.iface_ipv6 else None
@@ -179,9 +190,11 @@ async def check_public_interface(ipr: AsyncIPRoute, public: PublicInterface) -> 
     seen = links.get(public.ifindex)
     if seen != public.ifname:
         where = f"is {seen!r}" if seen else "does not exist"
-        raise KernelError(f"the lease service chose interface {public.ifname!r} (index {public.ifindex}) but "
-                          f"index {public.ifindex} {where} here: the lease service and the backend must run in "
-                          "the same network namespace")
+        raise KernelError(
+            f"the lease service chose interface {public.ifname!r} (index {public.ifindex}) but "
+            f"index {public.ifindex} {where} here: the lease service and the backend must run in "
+            "the same network namespace"
+        )
 
 
 # --- applying -------------------------------------------------------------------------------------
@@ -311,7 +324,9 @@ class NetlinkKernel:
             except wgctl.WgError as e:
                 raise KernelError(str(e)) from e
             peers.update(p.peer for p in state.peers.values())
-        return dataclasses.replace(snapshot, state=dataclasses.replace(snapshot.state, wg_peers=frozenset(peers)))
+        return dataclasses.replace(
+            snapshot, state=dataclasses.replace(snapshot.state, wg_peers=frozenset(peers))
+        )
 
     async def apply(self, ops: Sequence[Op]) -> ApplyResult:
         """WireGuard peers first (one ``wg set`` per device), netlink ops, then WireGuard removals: the
@@ -335,7 +350,9 @@ async def _apply_wg(ops: Sequence[Op]) -> list[OpFailure]:
     failures: list[OpFailure] = []
     for device, device_ops in by_device.items():
         upserts = [op.obj for op in device_ops if op.action != DELETE and isinstance(op.obj, WgPeer)]
-        removes = [op.obj.public_key for op in device_ops if op.action == DELETE and isinstance(op.obj, WgPeer)]
+        removes = [
+            op.obj.public_key for op in device_ops if op.action == DELETE and isinstance(op.obj, WgPeer)
+        ]
         try:
             await wgctl.set_peers(device, upserts, removes)
         except wgctl.WgError as e:

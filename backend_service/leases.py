@@ -114,7 +114,9 @@ def _opt_address(fieldname: str, text: str, version: int) -> Any:
             raise ValueError("not an address")
         addr = ipaddress.ip_address(text)
     except ValueError as e:
-        raise LeaseError(MALFORMED_LEASE, f"{fieldname}={shorten(text)} is not an IPv{version} address") from e
+        raise LeaseError(
+            MALFORMED_LEASE, f"{fieldname}={shorten(text)} is not an IPv{version} address"
+        ) from e
     if addr.version != version:
         raise LeaseError(MALFORMED_LEASE, f"{fieldname}={shorten(text)} is not an IPv{version} address")
     return addr

@@ -149,19 +149,31 @@ def nft_forward_rules(net: MasqNetwork) -> list[str]:
     return [f"{fam} saddr {net.network} accept", f"{fam} daddr {net.network} accept"]
 
 
-def nft_ruleset(version: int, net: MasqNetwork | None, options: RuleOptions, *, random_fully: bool = True) -> str:
+def nft_ruleset(
+    version: int, net: MasqNetwork | None, options: RuleOptions, *, random_fully: bool = True
+) -> str:
     """The ``nft -f`` text that atomically (re)creates our table of one family (empty when ``net`` is None)."""
     fam, table = NFT_FAMILIES[version], NFT_TABLES[version]
-    lines = [f"table {fam} {table}", f"delete table {fam} {table}", f"table {fam} {table} {{",
-             f'\tcomment "rules for {table}"']
+    lines = [
+        f"table {fam} {table}",
+        f"delete table {fam} {table}",
+        f"table {fam} {table} {{",
+        f'\tcomment "rules for {table}"',
+    ]
     if net is not None and options.masquerade:
-        lines += ["\tchain postrtg {", '\t\tcomment "chain to manage traffic masquerading by flannel"',
-                  "\t\ttype nat hook postrouting priority srcnat; policy accept;"]
+        lines += [
+            "\tchain postrtg {",
+            '\t\tcomment "chain to manage traffic masquerading by flannel"',
+            "\t\ttype nat hook postrouting priority srcnat; policy accept;",
+        ]
         lines += [f"\t\t{rule}" for rule in nft_masq_rules(net, random_fully=random_fully)]
         lines.append("\t}")
     if net is not None and options.forward:
-        lines += ["\tchain forward {", '\t\tcomment "chain to accept flannel traffic"',
-                  "\t\ttype filter hook forward priority filter; policy accept;"]
+        lines += [
+            "\tchain forward {",
+            '\t\tcomment "chain to accept flannel traffic"',
+            "\t\ttype filter hook forward priority filter; policy accept;",
+        ]
         lines += [f"\t\t{rule}" for rule in nft_forward_rules(net)]
         lines.append("\t}")
     lines.append("}")
@@ -196,7 +208,8 @@ class Commands:
         )
         try:
             out, err = await asyncio.wait_for(
-                proc.communicate(stdin.encode() if stdin is not None else None), self.timeout)
+                proc.communicate(stdin.encode() if stdin is not None else None), self.timeout
+            )
         except TimeoutError:
             raise MasqError(f"{' '.join(argv)} did not finish within {self.timeout:g} s") from None
         finally:
@@ -204,7 +217,9 @@ class Commands:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
         if check and proc.returncode != 0:
-            raise MasqError(f"{' '.join(argv)} exited {proc.returncode}: {err.decode(errors='replace').strip()}")
+            raise MasqError(
+                f"{' '.join(argv)} exited {proc.returncode}: {err.decode(errors='replace').strip()}"
+            )
         return out.decode(errors="replace")
 
 
@@ -286,15 +301,21 @@ def check_tools(nftables: bool, versions: Sequence[int], commands: Commands) -> 
     if missing:
         raise ToolsMissing(
             f"iptables mode needs {', '.join(wanted)} on PATH; not found: {', '.join(missing)}. Install "
-            'iptables, or set "EnableNFTables": true in the network config to use nftables')
+            'iptables, or set "EnableNFTables": true in the network config to use nftables'
+        )
     return found
 
 
 class IptablesMasq:
     """flannel's iptables rules, one ``iptables-restore -w --noflush`` per family and change."""
 
-    def __init__(self, networks: Sequence[MasqNetwork], options: RuleOptions = RuleOptions(masquerade=True),
-                 *, commands: Commands = Commands()) -> None:
+    def __init__(
+        self,
+        networks: Sequence[MasqNetwork],
+        options: RuleOptions = RuleOptions(masquerade=True),
+        *,
+        commands: Commands = Commands(),
+    ) -> None:
         self.networks = list(networks)
         self.options = options
         self.commands = commands
@@ -332,8 +353,15 @@ class IptablesMasq:
     def _pieces(self, net: MasqNetwork) -> list[_Piece]:
         out = []
         if self.options.masquerade:
-            out.append(_Piece("nat", "POSTROUTING", POSTROUTING_JUMP, POSTRTG_CHAIN,
-                              tuple(masq_rules(net, random_fully=self.random_fully(net.network.version)))))
+            out.append(
+                _Piece(
+                    "nat",
+                    "POSTROUTING",
+                    POSTROUTING_JUMP,
+                    POSTRTG_CHAIN,
+                    tuple(masq_rules(net, random_fully=self.random_fully(net.network.version))),
+                )
+            )
         if self.options.forward:
             out.append(_Piece("filter", "FORWARD", FORWARD_JUMP, FORWARD_CHAIN, tuple(forward_rules(net))))
         return out
@@ -357,14 +385,20 @@ class IptablesMasq:
             ours_in_builtin = [r for r in rules.get(piece.builtin, []) if _targets(r, piece.chain)]
             jump_ok = ours_in_builtin == [piece.jump] and v in self._bootstrapped
             if not ours_in_builtin:
-                problems.append(f"IPv{v} {piece.table}: the jump from {piece.builtin} to {piece.chain} is missing")
+                problems.append(
+                    f"IPv{v} {piece.table}: the jump from {piece.builtin} to {piece.chain} is missing"
+                )
             elif ours_in_builtin != [piece.jump]:
-                problems.append(f"IPv{v} {piece.table}: {piece.builtin} jumps to {piece.chain} as {ours_in_builtin}")
+                problems.append(
+                    f"IPv{v} {piece.table}: {piece.builtin} jumps to {piece.chain} as {ours_in_builtin}"
+                )
             have = rules.get(piece.chain, [])
             if piece.chain not in chains:
                 problems.append(f"IPv{v} {piece.table}: chain {piece.chain} is missing")
             elif have != list(piece.rules):
-                problems.append(f"IPv{v} {piece.table}: chain {piece.chain} has {have}, wants {list(piece.rules)}")
+                problems.append(
+                    f"IPv{v} {piece.table}: chain {piece.chain} has {have}, wants {list(piece.rules)}"
+                )
             restore += [f"*{piece.table}", f":{piece.chain} - [0:0]"]
             restore += [f"-A {piece.chain} {rule}" for rule in piece.rules]
             if not jump_ok:  # first apply by this process, or the jump drifted: one copy, at the top
@@ -412,7 +446,10 @@ async def remove_iptables_rules(commands: Commands, versions: Sequence[int] = (4
             log.debug("no %s/%s on PATH: no IPv%d iptables rules to remove", save_name, restore_name, v)
             continue
         lines: list[str] = []
-        for table, builtin, chain in (("nat", "POSTROUTING", POSTRTG_CHAIN), ("filter", "FORWARD", FORWARD_CHAIN)):
+        for table, builtin, chain in (
+            ("nat", "POSTROUTING", POSTRTG_CHAIN),
+            ("filter", "FORWARD", FORWARD_CHAIN),
+        ):
             rules, chains = _parse_save(await commands.run([tools[save_name], "-t", table], check=False))
             jumps = [r for r in rules.get(builtin, []) if _targets(r, chain)]
             if not jumps and chain not in chains:
@@ -422,8 +459,10 @@ async def remove_iptables_rules(commands: Commands, versions: Sequence[int] = (4
             if chain in chains:
                 lines += [f"-F {chain}", f"-X {chain}"]
             lines.append("COMMIT")
-            removed.append(f"{base} -t {table}: {len(jumps)} jump(s) from {builtin}"
-                           + (f", chain {chain}" if chain in chains else ""))
+            removed.append(
+                f"{base} -t {table}: {len(jumps)} jump(s) from {builtin}"
+                + (f", chain {chain}" if chain in chains else "")
+            )
         if lines:
             await commands.run([tools[restore_name], "--noflush"], stdin="\n".join(lines) + "\n")
     return removed
@@ -439,8 +478,13 @@ class NftablesMasq:
     Drift is found by comparing ``nft list table`` with the listing right after our last apply.
     """
 
-    def __init__(self, networks: Sequence[MasqNetwork], options: RuleOptions = RuleOptions(masquerade=True),
-                 *, commands: Commands = Commands()) -> None:
+    def __init__(
+        self,
+        networks: Sequence[MasqNetwork],
+        options: RuleOptions = RuleOptions(masquerade=True),
+        *,
+        commands: Commands = Commands(),
+    ) -> None:
         self.networks: dict[int, MasqNetwork] = {net.network.version: net for net in networks}
         self.options = options
         self.commands = commands
@@ -457,8 +501,10 @@ class NftablesMasq:
             self.require_tools()
         if self._random_fully is not None:
             return
-        test = ("table ip flannel-ipv4 {\n\tchain masqueradeTest {\n\t\ttype nat hook postrouting priority srcnat;"
-                "\n\t\tip saddr != 127.0.0.1 masquerade fully-random\n\t}\n}\n")
+        test = (
+            "table ip flannel-ipv4 {\n\tchain masqueradeTest {\n\t\ttype nat hook postrouting priority srcnat;"
+            "\n\t\tip saddr != 127.0.0.1 masquerade fully-random\n\t}\n}\n"
+        )
         try:
             await self.commands.run([self._nft, "-c", "-f", "-"], stdin=test)
             supported = True
@@ -473,7 +519,9 @@ class NftablesMasq:
 
     async def _listing(self, version: int) -> str | None:
         try:
-            return await self.commands.run([self._nft, "list", "table", NFT_FAMILIES[version], NFT_TABLES[version]])
+            return await self.commands.run(
+                [self._nft, "list", "table", NFT_FAMILIES[version], NFT_TABLES[version]]
+            )
         except MasqError:
             return None
 

@@ -165,7 +165,9 @@ class Template:
     metric: int = -1
 
 
-def route_template(delete: bool, version: int, gateway: bool, oif: bool, metric: bool, onlink: bool) -> Template:
+def route_template(
+    delete: bool, version: int, gateway: bool, oif: bool, metric: bool, onlink: bool
+) -> Template:
     """A route add-or-replace (``NLM_F_CREATE|NLM_F_REPLACE``) or delete, encoded by pyroute2."""
     dst, gw = _SENTINEL4 if version == 4 else _SENTINEL6
     msg = rtmsg()
@@ -246,15 +248,25 @@ class MessageEncoder:
             version = obj.dst.version
             has_gw, has_oif = obj.gateway is not None, ifindex > 0
             metric = delete and bool(op.priority)
-            key: tuple[object, ...] = ("route", delete, version, has_gw, has_oif, metric, obj.onlink and not delete)
-            t = self._template(key, lambda: route_template(delete, version, has_gw, has_oif, metric, obj.onlink))
+            key: tuple[object, ...] = (
+                "route",
+                delete,
+                version,
+                has_gw,
+                has_oif,
+                metric,
+                obj.onlink and not delete,
+            )
+            t = self._template(
+                key, lambda: route_template(delete, version, has_gw, has_oif, metric, obj.onlink)
+            )
             buf = bytearray(t.data)
             dst = obj.dst.network_address.packed
-            buf[t.dst:t.dst + len(dst)] = dst
+            buf[t.dst : t.dst + len(dst)] = dst
             buf[17] = obj.dst.prefixlen  # rtm_dst_len
             if has_gw:
                 gw = obj.gateway.packed  # type: ignore[union-attr]
-                buf[t.gateway:t.gateway + len(gw)] = gw
+                buf[t.gateway : t.gateway + len(gw)] = gw
             if has_oif:
                 _U32.pack_into(buf, t.ifindex, ifindex)
             if metric:
@@ -267,9 +279,9 @@ class MessageEncoder:
             t = self._template(key, lambda: neigh_template(delete, version, fdb))
             buf = bytearray(t.data)
             dst = obj.dst.packed
-            buf[t.dst:t.dst + len(dst)] = dst
+            buf[t.dst : t.dst + len(dst)] = dst
             if t.lladdr >= 0:
-                buf[t.lladdr:t.lladdr + 6] = bytes.fromhex(obj.lladdr.replace(":", ""))
+                buf[t.lladdr : t.lladdr + 6] = bytes.fromhex(obj.lladdr.replace(":", ""))
             _I32.pack_into(buf, t.ifindex, ifindex)
         _U32.pack_into(buf, 8, seq)
         return bytes(buf)
@@ -278,7 +290,9 @@ class MessageEncoder:
 # --- sending with pipelined ACKs ----------------------------------------------------------------
 
 
-def send_batch(sock: socket.socket, messages: Sequence[tuple[int, bytes]], chunk: int = CHUNK) -> dict[int, int]:
+def send_batch(
+    sock: socket.socket, messages: Sequence[tuple[int, bytes]], chunk: int = CHUNK
+) -> dict[int, int]:
     """Send ``(seq, message)`` pairs, ``chunk`` to a ``sendmsg``; {seq: errno} of every refused one.
 
     Every message carries ``NLM_F_ACK``; the kernel handles a buffer's messages in order and
@@ -291,7 +305,7 @@ def send_batch(sock: socket.socket, messages: Sequence[tuple[int, bytes]], chunk
     pending: set[int] = set()
     try:
         for start in range(0, len(messages), chunk):
-            part = messages[start:start + chunk]
+            part = messages[start : start + chunk]
             pending = {seq for seq, _ in part}
             sock.sendall(b"".join(m for _, m in part))
             while pending:
@@ -308,7 +322,7 @@ def send_batch(sock: socket.socket, messages: Sequence[tuple[int, bytes]], chunk
     except OSError as exc:
         code = exc.errno or errno.EIO
         errors.update((seq, code) for seq in pending)
-        errors.update((seq, code) for seq, _ in messages[start + chunk:])
+        errors.update((seq, code) for seq, _ in messages[start + chunk :])
     return errors
 
 
@@ -339,7 +353,7 @@ def _attrs(data: bytes, off: int, end: int) -> dict[int, bytes]:
         alen, atype = _NLA.unpack_from(data, off)
         if alen < 4:
             break
-        out[atype & 0x3FFF] = data[off + 4:off + alen]
+        out[atype & 0x3FFF] = data[off + 4 : off + alen]
         off += (alen + 3) & ~3
     return out
 
@@ -372,11 +386,22 @@ def dump_routes(sock: socket.socket, family: int, seq: int = 1) -> list[RawRoute
         t = a.get(RTA_TABLE)
         oif = a.get(RTA_OIF)
         prio = a.get(RTA_PRIORITY)
-        out.append(RawRoute(
-            fam, a.get(RTA_DST, b""), dst_len, a.get(RTA_GATEWAY),
-            _U32.unpack(oif)[0] if oif else None, _U32.unpack(t)[0] if t else table,
-            proto, scope, rtype, flags, _U32.unpack(prio)[0] if prio else 0, RTA_MULTIPATH in a,
-        ))
+        out.append(
+            RawRoute(
+                fam,
+                a.get(RTA_DST, b""),
+                dst_len,
+                a.get(RTA_GATEWAY),
+                _U32.unpack(oif)[0] if oif else None,
+                _U32.unpack(t)[0] if t else table,
+                proto,
+                scope,
+                rtype,
+                flags,
+                _U32.unpack(prio)[0] if prio else 0,
+                RTA_MULTIPATH in a,
+            )
+        )
     return out
 
 

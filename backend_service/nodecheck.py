@@ -25,7 +25,10 @@ def warn_if_br_netfilter_missing(*, ipv4: bool, ipv6: bool, root: Path = BRIDGE_
     """Log one warning when :func:`br_netfilter_missing` finds anything; True when it did."""
     missing = br_netfilter_missing(ipv4=ipv4, ipv6=ipv6, root=root)
     if missing:
-        log.warning("br_netfilter is not loaded (%s missing): traffic between pods on the cni0 bridge will "
-                    "bypass iptables, so Kubernetes services may not work; run 'modprobe br_netfilter' "
-                    "(flannel refuses to start here)", ", ".join(missing))
+        log.warning(
+            "br_netfilter is not loaded (%s missing): traffic between pods on the cni0 bridge will "
+            "bypass iptables, so Kubernetes services may not work; run 'modprobe br_netfilter' "
+            "(flannel refuses to start here)",
+            ", ".join(missing),
+        )
     return bool(missing)

@@ -169,7 +169,9 @@ class Reconciler:
         metrics.REJECTED_LEASES.set(len(status.rejected))
         for key, rejection in status.rejected.items():  # once per change of each rejection, values cut
             if self._rejected_logged.first(key, (rejection.reason, rejection.message)):
-                log.warning("rejected lease %s: %s", rejection.reason, shorten(rejection.message, 300, quote=False))
+                log.warning(
+                    "rejected lease %s: %s", rejection.reason, shorten(rejection.message, 300, quote=False)
+                )
         self._rejected_logged.keep_only(status.rejected)
         status.last_reconcile = datetime.now(UTC)
         status.last_ok = result.ok

@@ -17,20 +17,37 @@ class BackendServicer(backend_pb2_grpc.BackendServiceServicer):
     def __init__(self, status: Status) -> None:
         self.status = status
 
-    async def Describe(self, request: lease_pb2.DescribeRequest, context: grpc.aio.ServicerContext) -> lease_pb2.DescribeResponse:
-        return lease_pb2.DescribeResponse(name="flannel-py backend", version=VERSION, api_versions=["flannel.v1"],
-                                          capabilities=["vxlan", "host-gw", "wireguard", "ipv6", "ip-masq"])
+    async def Describe(
+        self, request: lease_pb2.DescribeRequest, context: grpc.aio.ServicerContext
+    ) -> lease_pb2.DescribeResponse:
+        return lease_pb2.DescribeResponse(
+            name="flannel-py backend",
+            version=VERSION,
+            api_versions=["flannel.v1"],
+            capabilities=["vxlan", "host-gw", "wireguard", "ipv6", "ip-masq"],
+        )
 
     def _peers(self) -> list[backend_pb2.Peer]:
         leases = self.status.leases()
-        return [backend_pb2.Peer(lease=trimmed(leases.get(key) or lease_pb2.Lease(key=key)), mode=mode)
-                for key, mode in self.status.peers.items()]
+        return [
+            backend_pb2.Peer(lease=trimmed(leases.get(key) or lease_pb2.Lease(key=key)), mode=mode)
+            for key, mode in self.status.peers.items()
+        ]
 
-    async def GetStatus(self, request: backend_pb2.GetStatusRequest, context: grpc.aio.ServicerContext) -> backend_pb2.GetStatusResponse:
+    async def GetStatus(
+        self, request: backend_pb2.GetStatusRequest, context: grpc.aio.ServicerContext
+    ) -> backend_pb2.GetStatusResponse:
         s = self.status
         reply = backend_pb2.GetStatusResponse(
-            backend_type=s.backend_type, device=s.device, mtu=s.mtu, peers=self._peers(), rejected=list(s.rejected.values()),
-            last_reconcile_outcome=s.last_outcome, applied_cursor=s.applied_cursor, synced=s.synced, ip_masq=s.ip_masq,
+            backend_type=s.backend_type,
+            device=s.device,
+            mtu=s.mtu,
+            peers=self._peers(),
+            rejected=list(s.rejected.values()),
+            last_reconcile_outcome=s.last_outcome,
+            applied_cursor=s.applied_cursor,
+            synced=s.synced,
+            ip_masq=s.ip_masq,
             own_lease_conflict=s.own_lease_conflict,
         )
         if s.own_lease is not None:

@@ -11,7 +11,6 @@ connection is retried with back-off and resumed from the view's cursor.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import itertools
 import logging
 import random
@@ -31,9 +30,9 @@ from . import cli, metrics
 from .backend import Backend, BackendSetup
 from .config import HOST_GW, VXLAN, WIREGUARD, ConfigError, NetworkConfig, parse_network_config
 from .controller import EXIT_PERMANENT, EXIT_USAGE, Fatal
+from .devwatch import DeviceWatcher
 from .follow import LeaseView, follow
 from .hostgw import HostGwBackend
-from .devwatch import DeviceWatcher
 from .kernel import KernelError, check_public_interface, public_interface_from
 from .leases import LeaseError, parse_wireguard_data
 from .masq import MasqNetwork, ToolsMissing, TrafficRules
@@ -47,8 +46,14 @@ from .wireguard.keys import key_file
 log = logging.getLogger(__name__)
 WatchLease = lease_pb2.WatchLeaseResponse
 #: Status codes that say "your request is wrong": never retried (UNAVAILABLE and the rest may heal).
-PERMANENT = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OUT_OF_RANGE,
-                       grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNIMPLEMENTED})
+PERMANENT = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.OUT_OF_RANGE,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.UNIMPLEMENTED,
+    }
+)
 #: Rejections sent per ReportBackendStatus (all of them are in GetStatus and logged once each).
 MAX_REPORTED_REJECTIONS = 1000
 T = TypeVar("T")
@@ -137,8 +142,11 @@ class Session:
                 return await call()
             except grpc.aio.AioRpcError as exc:
                 if exc.code() in PERMANENT:
-                    raise Fatal(f"{what}: the lease service refused the request for good ({exc.code().name}: "
-                                f"{shorten(exc.details() or '', 300, quote=False)})", EXIT_PERMANENT) from None
+                    raise Fatal(
+                        f"{what}: the lease service refused the request for good ({exc.code().name}: "
+                        f"{shorten(exc.details() or '', 300, quote=False)})",
+                        EXIT_PERMANENT,
+                    ) from None
                 reason = f"{exc.code().name}: {exc.details()}"
                 if reason != last:
                     log.warning("%s: lease service answered %s; retrying", what, reason)
@@ -163,7 +171,9 @@ class Session:
         if self.traffic is not None:
             self.traffic.nftables = self.settings.nftables or config.enable_nftables
             try:
-                self.traffic.check_tools([v for v, on in ((4, config.enable_ipv4), (6, config.enable_ipv6)) if on])
+                self.traffic.check_tools(
+                    [v for v, on in ((4, config.enable_ipv4), (6, config.enable_ipv6)) if on]
+                )
             except ToolsMissing as exc:
                 raise Fatal(str(exc), EXIT_PERMANENT) from exc
         public, backend = await self._dataplane(config, reply.external_interface)
@@ -213,9 +223,14 @@ class Session:
             except* grpc.aio.AioRpcError as group:
                 exc = group.exceptions[0]
                 assert isinstance(exc, grpc.aio.AioRpcError)
-                if exc.code() in PERMANENT:  # e.g. a message above our receive limit: reconnecting cannot help
-                    raise Fatal(f"the lease stream failed for good ({exc.code().name}: "
-                                f"{shorten(exc.details() or '', 300, quote=False)})", EXIT_PERMANENT) from None
+                if (
+                    exc.code() in PERMANENT
+                ):  # e.g. a message above our receive limit: reconnecting cannot help
+                    raise Fatal(
+                        f"the lease stream failed for good ({exc.code().name}: "
+                        f"{shorten(exc.details() or '', 300, quote=False)})",
+                        EXIT_PERMANENT,
+                    ) from None
                 metrics.LEASE_SERVICE_RECONNECTS.inc()
                 log.warning(
                     "lost the lease service (%s: %s); reconnecting, resuming from cursor",
@@ -270,11 +285,13 @@ class Session:
         self.status.ip_masq = self.settings.ip_masq
         if self.traffic is not None:  # applied by the rules task at once, off the path to SERVING
             config = prepared.config
-            self.traffic.update([
-                MasqNetwork(net, sub)
-                for net, sub in ((config.network, node.subnet), (config.ipv6_network, node.ipv6_subnet))
-                if net is not None and sub is not None
-            ])
+            self.traffic.update(
+                [
+                    MasqNetwork(net, sub)
+                    for net, sub in ((config.network, node.subnet), (config.ipv6_network, node.ipv6_subnet))
+                    if net is not None and sub is not None
+                ]
+            )
         adopted(node)
 
     async def _follow_own_lease(self, prepared: Prepared, adopted: Callable[[LocalNode], None]) -> None:

@@ -103,7 +103,9 @@ TRIM_FIELD_CHARS = 256
 
 def trimmed(lease: lease_pb2.Lease) -> lease_pb2.Lease:
     """``lease`` with every field longer than TRIM_FIELD_CHARS cut (its length noted), for status messages."""
-    long = [f.name for f, value in lease.ListFields() if isinstance(value, str) and len(value) > TRIM_FIELD_CHARS]
+    long = [
+        f.name for f, value in lease.ListFields() if isinstance(value, str) and len(value) > TRIM_FIELD_CHARS
+    ]
     if not long:
         return lease
     copy = lease_pb2.Lease()
@@ -178,11 +180,14 @@ def _check_family(
         data_field = "backend_data" if subnet.version == 4 else "backend_v6_data"
         # In separate mode each family carries its own key; the single-device modes need one of them.
         wg = peer.wireguard if subnet.version == 4 else peer.wireguard_v6
-        if wg is None and (isinstance(config.backend, WireGuardOptions) and config.backend.mode != "separate"):
+        if wg is None and (
+            isinstance(config.backend, WireGuardOptions) and config.backend.mode != "separate"
+        ):
             wg = peer.wireguard or peer.wireguard_v6
         if wg is None:
             raise LeaseError(
-                MISSING_BACKEND_DATA, f"wireguard lease with {family} subnet {subnet} has no PublicKey in {data_field}"
+                MISSING_BACKEND_DATA,
+                f"wireguard lease with {family} subnet {subnet} has no PublicKey in {data_field}",
             )
     elif config.backend_type == HOST_GW and node.connected_network(public) is None:
         raise LeaseError(
@@ -276,9 +281,11 @@ def check_one(msg: lease_pb2.Lease, config: NetworkConfig, node: LocalNode) -> P
         return check_lease(msg, config, node)
     except LeaseError as e:
         return Rejection(msg, e.reason, f"lease {_lease_name(msg)}: {e.message}")
-    except Exception as e:  # a bug must cost one lease, not the dataplane (one line, no traceback)
+    except Exception as e:  # noqa: BLE001 - a bug must cost one lease, not the dataplane (one line, no traceback)
         log.error("validating lease %s failed: %s: %s", _lease_name(msg), type(e).__name__, shorten(str(e)))
-        return Rejection(msg, INTERNAL_ERROR, f"lease {_lease_name(msg)}: {type(e).__name__}: {shorten(str(e))}")
+        return Rejection(
+            msg, INTERNAL_ERROR, f"lease {_lease_name(msg)}: {type(e).__name__}: {shorten(str(e))}"
+        )
 
 
 def subnets(peer: PeerLease) -> tuple[IPv4Network | IPv6Network, ...]:
@@ -301,9 +308,13 @@ def resolve_overlaps(candidates: Iterable[PeerLease]) -> tuple[list[PeerLease], 
         if clash is not None:
             assert peer.source is not None
             net, other = clash
-            rejected.append(Rejection(
-                peer.source, OVERLAPS_LEASE, f"lease {peer.name}: subnet {net} overlaps the subnet of lease {other.name}"
-            ))
+            rejected.append(
+                Rejection(
+                    peer.source,
+                    OVERLAPS_LEASE,
+                    f"lease {peer.name}: subnet {net} overlaps the subnet of lease {other.name}",
+                )
+            )
             continue
         for net in subnets(peer):
             taken[net] = peer

@@ -356,12 +356,18 @@ class VxlanBackend:
             else:
                 self.dev6 = fixed
         if node is not None:
-            if self.dev4 is not None and node.subnet is not None:
-                if await ensure_address(self.ipr, self.dev4.ifindex, node.subnet.network_address):
-                    repaired.append(f"{self.dev4.ifname} address {node.subnet.network_address}")
-            if self.dev6 is not None and node.ipv6_subnet is not None:
-                if await ensure_address(self.ipr, self.dev6.ifindex, node.ipv6_subnet.network_address):
-                    repaired.append(f"{self.dev6.ifname} address {node.ipv6_subnet.network_address}")
+            if (
+                self.dev4 is not None
+                and node.subnet is not None
+                and await ensure_address(self.ipr, self.dev4.ifindex, node.subnet.network_address)
+            ):
+                repaired.append(f"{self.dev4.ifname} address {node.subnet.network_address}")
+            if (
+                self.dev6 is not None
+                and node.ipv6_subnet is not None
+                and await ensure_address(self.ipr, self.dev6.ifindex, node.ipv6_subnet.network_address)
+            ):
+                repaired.append(f"{self.dev6.ifname} address {node.ipv6_subnet.network_address}")
         return repaired
 
     def desired(self, peers: Sequence[PeerLease], node: LocalNode) -> DesiredState:

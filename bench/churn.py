@@ -40,7 +40,9 @@ from bench.common import (
 )
 
 
-async def drive(node: Node, present: list[int], first: int, rate: float, seconds: float) -> tuple[dict[tuple[str, str], float], float]:
+async def drive(
+    node: Node, present: list[int], first: int, rate: float, seconds: float
+) -> tuple[dict[tuple[str, str], float], float]:
     """Issue the writes; {(kind, dst): time issued}, and the time of the last write."""
     from lease_service.etcd import EtcdClient, EtcdSettings
 
@@ -71,7 +73,16 @@ async def drive(node: Node, present: list[int], first: int, rate: float, seconds
     return issued, last
 
 
-def measure(node: Node, procs: list, present: list[int], n: int, rate: float, seconds: float, first: int, settle: float) -> dict[str, object]:
+def measure(
+    node: Node,
+    procs: list,
+    present: list[int],
+    n: int,
+    rate: float,
+    seconds: float,
+    first: int,
+    settle: float,
+) -> dict[str, object]:
     monitor = KernelMonitor()
     try:
         before = cpu_now(procs)
@@ -116,9 +127,13 @@ def measure(node: Node, procs: list, present: list[int], n: int, rate: float, se
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--peers", type=int, default=1000, help="peers in sync before the churn (default 1000)")
-    p.add_argument("--rate", type=float, nargs="+", default=[100.0, 1000.0], help="changes per second (default 100 1000)")
+    p.add_argument(
+        "--rate", type=float, nargs="+", default=[100.0, 1000.0], help="changes per second (default 100 1000)"
+    )
     p.add_argument("--seconds", type=float, default=10.0, help="churn duration per rate (default 10)")
-    p.add_argument("--settle", type=float, default=60.0, help="max seconds to wait for the kernel after the churn")
+    p.add_argument(
+        "--settle", type=float, default=60.0, help="max seconds to wait for the kernel after the churn"
+    )
     p.add_argument("--json", help="write the results here")
     args = p.parse_args()
     results = []
@@ -137,11 +152,39 @@ def main() -> int:
             r["commit"] = git_commit()
             results.append(r)
             print(f"  {r}", flush=True)
-    print(table(["N", "rate/s", "writes", "seen", "p50 ms", "p99 ms", "max ms", "drain s", "keeps up", "backend CPU s",
-                 "lease CPU s"],
-                [(r["peers"], r["rate"], r["writes"], r["observed"], r["p50_ms"], r["p99_ms"], r["max_ms"],
-                  r["drain_after_last_write_s"], r["keeps_up"], r["cpu_seconds"].get("backend_service"),  # type: ignore[union-attr]
-                  r["cpu_seconds"].get("lease_service")) for r in results]))  # type: ignore[union-attr]
+    print(
+        table(
+            [
+                "N",
+                "rate/s",
+                "writes",
+                "seen",
+                "p50 ms",
+                "p99 ms",
+                "max ms",
+                "drain s",
+                "keeps up",
+                "backend CPU s",
+                "lease CPU s",
+            ],
+            [
+                (
+                    r["peers"],
+                    r["rate"],
+                    r["writes"],
+                    r["observed"],
+                    r["p50_ms"],
+                    r["p99_ms"],
+                    r["max_ms"],
+                    r["drain_after_last_write_s"],
+                    r["keeps_up"],
+                    r["cpu_seconds"].get("backend_service"),  # type: ignore[union-attr]
+                    r["cpu_seconds"].get("lease_service"),
+                )
+                for r in results
+            ],
+        )
+    )  # type: ignore[union-attr]
     write_json(args.json, results)
     return 0
 

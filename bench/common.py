@@ -62,18 +62,27 @@ def peer_public_ip(i: int) -> str:
 
 
 def peer_value(i: int, *, mac: str | None = None) -> bytes:
-    return json.dumps({"PublicIP": peer_public_ip(i), "BackendType": "vxlan",
-                       "BackendData": {"VNI": 1, "VtepMAC": mac or peer_mac(i)}},
-                      separators=(",", ":")).encode()
+    return json.dumps(
+        {
+            "PublicIP": peer_public_ip(i),
+            "BackendType": "vxlan",
+            "BackendData": {"VNI": 1, "VtepMAC": mac or peer_mac(i)},
+        },
+        separators=(",", ":"),
+    ).encode()
 
 
 # --- namespaces --------------------------------------------------------------------------------
 
 
-def run(argv: Sequence[str], *, stdin: bytes | None = None, check: bool = True) -> subprocess.CompletedProcess[bytes]:
+def run(
+    argv: Sequence[str], *, stdin: bytes | None = None, check: bool = True
+) -> subprocess.CompletedProcess[bytes]:
     proc = subprocess.run(list(argv), input=stdin, capture_output=True, check=False)
     if check and proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} exited {proc.returncode}: {proc.stderr.decode(errors='replace')[-2000:]}")
+        raise RuntimeError(
+            f"{' '.join(argv)} exited {proc.returncode}: {proc.stderr.decode(errors='replace')[-2000:]}"
+        )
     return proc
 
 
@@ -129,12 +138,20 @@ def node_with_underlay(nss: Namespaces, suffix: str = "") -> str:
 class Proc:
     """One process started by the bench (in its own process group), with peak RSS and CPU."""
 
-    def __init__(self, name: str, argv: Sequence[str], log_path: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, name: str, argv: Sequence[str], log_path: Path, env: dict[str, str] | None = None
+    ) -> None:
         self.name = name
         self.log_path = log_path
         with open(log_path, "ab") as log:
-            self.popen = subprocess.Popen(list(argv), stdout=log, stderr=log, start_new_session=True, cwd=REPO,
-                                          env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+            self.popen = subprocess.Popen(
+                list(argv),
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+                cwd=REPO,
+                env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+            )
         self.started = time.monotonic()
         self.final: tuple[float, float] | None = None
 
@@ -247,15 +264,36 @@ class Node:
         return proc
 
     def start_etcd(self) -> Proc:
-        data = Path(tempfile.mkdtemp(prefix="fpb-etcd-", dir="/dev/shm" if Path("/dev/shm").is_dir() else None))
+        data = Path(
+            tempfile.mkdtemp(prefix="fpb-etcd-", dir="/dev/shm" if Path("/dev/shm").is_dir() else None)
+        )
         self._etcd_data = data
-        proc = self.start("etcd", [
-            shutil.which("etcd") or "/usr/bin/etcd", "--name", "bench", "--data-dir", str(data),
-            "--listen-client-urls", self.etcd_url, "--advertise-client-urls", self.etcd_url,
-            "--listen-peer-urls", "http://127.0.0.1:2380", "--initial-advertise-peer-urls", "http://127.0.0.1:2380",
-            "--initial-cluster", "bench=http://127.0.0.1:2380", "--log-level", "error",
-            "--quota-backend-bytes", str(4 << 30), "--snapshot-count", "1000000",
-        ])
+        proc = self.start(
+            "etcd",
+            [
+                shutil.which("etcd") or "/usr/bin/etcd",
+                "--name",
+                "bench",
+                "--data-dir",
+                str(data),
+                "--listen-client-urls",
+                self.etcd_url,
+                "--advertise-client-urls",
+                self.etcd_url,
+                "--listen-peer-urls",
+                "http://127.0.0.1:2380",
+                "--initial-advertise-peer-urls",
+                "http://127.0.0.1:2380",
+                "--initial-cluster",
+                "bench=http://127.0.0.1:2380",
+                "--log-level",
+                "error",
+                "--quota-backend-bytes",
+                str(4 << 30),
+                "--snapshot-count",
+                "1000000",
+            ],
+        )
         wait_for(lambda: _port_open(2379) or not proc.alive(), 30, "etcd listening")
         if not proc.alive():
             raise RuntimeError(f"etcd exited: {proc.tail()}")
@@ -264,17 +302,31 @@ class Node:
     def start_lease_service(self, run_dir: Path | None = None) -> Proc:
         run_dir = run_dir or self.tmp / "run"
         run_dir.mkdir(exist_ok=True)
-        return self.start("lease_service", [sys.executable, "-m", "lease_service", "--run-dir", str(run_dir),
-                                            "--etcd-endpoints", self.etcd_url, "--iface", "eth0"])
+        return self.start(
+            "lease_service",
+            [
+                sys.executable,
+                "-m",
+                "lease_service",
+                "--run-dir",
+                str(run_dir),
+                "--etcd-endpoints",
+                self.etcd_url,
+                "--iface",
+                "eth0",
+            ],
+        )
 
     def start_backend(self, run_dir: Path | None = None, env: dict[str, str] | None = None) -> Proc:
         run_dir = run_dir or self.tmp / "run"
         run_dir.mkdir(exist_ok=True)
-        return self.start("backend_service", [sys.executable, "-m", "backend_service", "--run-dir", str(run_dir)],
-                          env)
+        return self.start(
+            "backend_service", [sys.executable, "-m", "backend_service", "--run-dir", str(run_dir)], env
+        )
 
-    def start_flanneld(self, run_dir: Path | None = None,
-                       extra: Sequence[str] | None = None) -> tuple[Proc, Supervised, Supervised]:
+    def start_flanneld(
+        self, run_dir: Path | None = None, extra: Sequence[str] | None = None
+    ) -> tuple[Proc, Supervised, Supervised]:
         """``flanneld`` as an operator starts it (privileges, health gate and all); the two daemons it runs.
         ``extra``: the subnet manager's flags (default: this node's etcd)."""
         run_dir = run_dir or self.tmp / "run"
@@ -282,10 +334,26 @@ class Node:
         store = ["--etcd-endpoints", self.etcd_url] if extra is None else list(extra)
         # --lease-user root: the default lease user (nobody) can run neither this checkout's venv (under
         # /root) nor reach the bench's private tmp dir; the privilege changes nothing that is measured
-        flanneld = self.start("flanneld", [sys.executable, "-m", "supervisor", "--run-dir", str(run_dir),
-                                           *store, "--iface", "eth0", "--lease-user", "root"])
-        return (flanneld, Supervised("lease_service", "lease_service", flanneld),
-                Supervised("backend_service", "backend_service", flanneld))
+        flanneld = self.start(
+            "flanneld",
+            [
+                sys.executable,
+                "-m",
+                "supervisor",
+                "--run-dir",
+                str(run_dir),
+                *store,
+                "--iface",
+                "eth0",
+                "--lease-user",
+                "root",
+            ],
+        )
+        return (
+            flanneld,
+            Supervised("lease_service", "lease_service", flanneld),
+            Supervised("backend_service", "backend_service", flanneld),
+        )
 
     def close(self) -> None:
         for proc in reversed(self.procs):
@@ -352,6 +420,7 @@ def etcd_call(node: Node, fn: Callable[..., object]) -> object:
     async def go() -> object:
         async with EtcdClient(EtcdSettings(endpoints=(node.etcd_url,), call_timeout=30)) as client:
             return await fn(client)  # type: ignore[misc]
+
     return asyncio.run(go())
 
 
@@ -361,6 +430,7 @@ def write_config(node: Node) -> None:
 
 def write_peers(node: Node, indices: Sequence[int], concurrency: int = 64) -> int:
     """Write peer leases (one shared etcd lease of 24 h, as flannel's leases carry one); the etcd lease id."""
+
     async def go(client) -> int:  # type: ignore[no-untyped-def]
         lease = await client.grant(24 * 3600)
         sem = asyncio.Semaphore(concurrency)
@@ -368,8 +438,10 @@ def write_peers(node: Node, indices: Sequence[int], concurrency: int = 64) -> in
         async def one(i: int) -> None:
             async with sem:
                 await client.put(peer_key(i), peer_value(i), lease=lease)
+
         await asyncio.gather(*(one(i) for i in indices))
         return int(lease)
+
     return int(etcd_call(node, go))  # type: ignore[arg-type]
 
 
@@ -440,11 +512,19 @@ class KernelCounter:
                 idx, state = struct.unpack_from("=iH", data, off + 4)
                 if idx == dev and state & NUD_PERMANENT:
                     n[which] += 1
+
             return h
 
-        self._dump(RTM_GETROUTE, socket.AF_INET, struct.pack("=BBBBBBBBI", socket.AF_INET, 0, 0, 0, 0, 0, 0, 0, 0), route)
+        self._dump(
+            RTM_GETROUTE,
+            socket.AF_INET,
+            struct.pack("=BBBBBBBBI", socket.AF_INET, 0, 0, 0, 0, 0, 0, 0, 0),
+            route,
+        )
         if dev:
-            self._dump(RTM_GETNEIGH, socket.AF_INET, struct.pack("=BxxxiHBB", socket.AF_INET, 0, 0, 0, 0), neigh(1))
+            self._dump(
+                RTM_GETNEIGH, socket.AF_INET, struct.pack("=BxxxiHBB", socket.AF_INET, 0, 0, 0, 0), neigh(1)
+            )
             self._dump(RTM_GETNEIGH, AF_BRIDGE, struct.pack("=BxxxiHBB", AF_BRIDGE, 0, 0, 0, 0), neigh(2))
         return n[0], n[1], n[2]
 
@@ -495,7 +575,7 @@ class KernelMonitor:
                         if alen < 4:
                             break
                         if atype == 1 and alen == 8:  # RTA_DST
-                            dst = socket.inet_ntoa(data[a + 4:a + 8])
+                            dst = socket.inet_ntoa(data[a + 4 : a + 8])
                             break
                         a += (alen + 3) & ~3
                     if data[off + 16 + 5] == RTPROT_FLANNEL or mtype == RTM_DELROUTE:
@@ -523,14 +603,18 @@ def percentile(values: Sequence[float], p: float) -> float:
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     """A Markdown table (pastes straight into the README)."""
+
     def fmt(v: object) -> str:
         if isinstance(v, float):
             return f"{v:.3f}" if abs(v) < 10 else f"{v:.1f}"
         return str(v)
+
     cells = [[fmt(v) for v in row] for row in rows]
     widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
-    out = ["| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths)) + " |",
-           "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    out = [
+        "| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths)) + " |",
+        "|" + "|".join("-" * (w + 2) for w in widths) + "|",
+    ]
     out += ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |" for row in cells]
     return "\n".join(out)
 
@@ -542,8 +626,9 @@ def write_json(path: str | None, data: object) -> None:
 
 
 def git_commit() -> str:
-    proc = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                          check=False)
+    proc = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    )
     return proc.stdout.strip()
 
 

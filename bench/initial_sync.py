@@ -46,7 +46,6 @@ from bench.common import (
     write_peers,
 )
 
-
 MODES = ("flanneld", "daemons", "together")
 
 
@@ -69,8 +68,27 @@ def baseline(nss: Namespaces, n: int) -> float:
         run(["ip", "-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p"])
         run(["ip", "-n", ns, "addr", "add", f"{NODE_ADDR}/24", "dev", "eth0"])
         run(["ip", "-n", ns, "link", "set", "eth0", "up"])
-        run(["ip", "-n", ns, "link", "add", DEVICE, "type", "vxlan", "id", "1", "local", NODE_ADDR, "dev", "eth0",
-             "dstport", "8472", "nolearning"])
+        run(
+            [
+                "ip",
+                "-n",
+                ns,
+                "link",
+                "add",
+                DEVICE,
+                "type",
+                "vxlan",
+                "id",
+                "1",
+                "local",
+                NODE_ADDR,
+                "dev",
+                "eth0",
+                "dstport",
+                "8472",
+                "nolearning",
+            ]
+        )
         run(["ip", "-n", ns, "addr", "add", "10.0.0.0/32", "dev", DEVICE])
         run(["ip", "-n", ns, "link", "set", DEVICE, "up"])
         ip_batch, bridge_batch = batch_files(n)
@@ -142,13 +160,24 @@ def measure(n: int, timeout: float, mode: str) -> dict[str, object]:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--peers", type=int, nargs="+", default=[1000], help="peer counts to measure (default 1000)")
+    p.add_argument(
+        "--peers", type=int, nargs="+", default=[1000], help="peer counts to measure (default 1000)"
+    )
     p.add_argument("--json", help="write the results here")
     p.add_argument("--timeout", type=float, default=600, help="seconds to wait for the kernel (default 600)")
-    p.add_argument("--repeat", type=int, default=1,
-                   help="runs per N and mode; the run with the median time is reported, all times are kept (default 1)")
-    p.add_argument("--modes", nargs="+", choices=MODES, default=["flanneld", "daemons"],
-                   help="how the node is started, a row each (default: flanneld daemons)")
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="runs per N and mode; the run with the median time is reported, all times are kept (default 1)",
+    )
+    p.add_argument(
+        "--modes",
+        nargs="+",
+        choices=MODES,
+        default=["flanneld", "daemons"],
+        help="how the node is started, a row each (default: flanneld daemons)",
+    )
     args = p.parse_args()
     results = []
     for n in args.peers:
@@ -164,12 +193,40 @@ def main() -> int:
             median["all_baseline_seconds"] = bases
             median["ratio_of_medians"] = round(median["seconds"] / bases[len(bases) // 2], 2)  # type: ignore[operator]
             results.append(median)
-    rows = [(r["peers"], r["mode"], r["first_object_seconds"], r["seconds"], r["baseline_seconds"], r["ratio"],
-             r["rss_mb"].get("lease_service"), r["rss_mb"].get("backend_service"), r["rss_mb"].get("flanneld", "-"),
-             r["cpu_seconds"].get("lease_service"), r["cpu_seconds"].get("backend_service"))
-            for r in results]  # type: ignore[union-attr]
-    print(table(["N", "mode", "first object s", "all peers s", "ip -batch s", "ratio", "lease RSS MB",
-                 "backend RSS MB", "flanneld RSS MB", "lease CPU s", "backend CPU s"], rows))
+    rows = [
+        (
+            r["peers"],
+            r["mode"],
+            r["first_object_seconds"],
+            r["seconds"],
+            r["baseline_seconds"],
+            r["ratio"],
+            r["rss_mb"].get("lease_service"),
+            r["rss_mb"].get("backend_service"),
+            r["rss_mb"].get("flanneld", "-"),
+            r["cpu_seconds"].get("lease_service"),
+            r["cpu_seconds"].get("backend_service"),
+        )
+        for r in results
+    ]  # type: ignore[union-attr]
+    print(
+        table(
+            [
+                "N",
+                "mode",
+                "first object s",
+                "all peers s",
+                "ip -batch s",
+                "ratio",
+                "lease RSS MB",
+                "backend RSS MB",
+                "flanneld RSS MB",
+                "lease CPU s",
+                "backend CPU s",
+            ],
+            rows,
+        )
+    )
     write_json(args.json, results[0] if len(results) == 1 else results)
     return 0
 

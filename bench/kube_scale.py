@@ -51,52 +51,102 @@ SELF_CIDR = "10.255.255.0/24"
 NET_CONF = {"Network": "10.0.0.0/8", "SubnetLen": 24, "Backend": {"Type": "vxlan"}}
 
 
-def kube_node(i: int, name: str | None = None, cidr: str | None = None, heartbeat: str = "") -> dict[str, object]:
+def kube_node(
+    i: int, name: str | None = None, cidr: str | None = None, heartbeat: str = ""
+) -> dict[str, object]:
     """Node ``i`` as kubelet and flannel leave it: ~10 KB of JSON, most of it the image list."""
     name = name or f"node-{i:05d}"
     cidr = cidr or peer_subnet(i)
     now = heartbeat or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    images = [{"names": [f"registry.example.com/team-{k}/service-{k}@sha256:{(i * 7919 + k):064x}",
-                         f"registry.example.com/team-{k}/service-{k}:v1.{k}.{i % 10}"],
-               "sizeBytes": 10_000_000 + k * 1000} for k in range(40)]
-    conditions = [{"type": t, "status": s, "reason": r, "message": f"kubelet has {r}",
-                   "lastHeartbeatTime": now, "lastTransitionTime": "2026-01-01T00:00:00Z"}
-                  for t, s, r in (("MemoryPressure", "False", "KubeletHasSufficientMemory"),
-                                  ("DiskPressure", "False", "KubeletHasNoDiskPressure"),
-                                  ("PIDPressure", "False", "KubeletHasSufficientPID"),
-                                  ("Ready", "True", "KubeletReady"))]
+    images = [
+        {
+            "names": [
+                f"registry.example.com/team-{k}/service-{k}@sha256:{(i * 7919 + k):064x}",
+                f"registry.example.com/team-{k}/service-{k}:v1.{k}.{i % 10}",
+            ],
+            "sizeBytes": 10_000_000 + k * 1000,
+        }
+        for k in range(40)
+    ]
+    conditions = [
+        {
+            "type": t,
+            "status": s,
+            "reason": r,
+            "message": f"kubelet has {r}",
+            "lastHeartbeatTime": now,
+            "lastTransitionTime": "2026-01-01T00:00:00Z",
+        }
+        for t, s, r in (
+            ("MemoryPressure", "False", "KubeletHasSufficientMemory"),
+            ("DiskPressure", "False", "KubeletHasNoDiskPressure"),
+            ("PIDPressure", "False", "KubeletHasSufficientPID"),
+            ("Ready", "True", "KubeletReady"),
+        )
+    ]
     return {
-        "kind": "Node", "apiVersion": "v1",
+        "kind": "Node",
+        "apiVersion": "v1",
         "metadata": {
-            "name": name, "uid": f"00000000-0000-4000-8000-{i:012d}", "creationTimestamp": "2026-01-01T00:00:00Z",
-            "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
-                       "beta.kubernetes.io/os": "linux", "beta.kubernetes.io/arch": "amd64",
-                       "node.kubernetes.io/instance-type": "m5.large", "topology.kubernetes.io/zone": "zone-a",
-                       "topology.kubernetes.io/region": "region-1"},
+            "name": name,
+            "uid": f"00000000-0000-4000-8000-{i:012d}",
+            "creationTimestamp": "2026-01-01T00:00:00Z",
+            "labels": {
+                "kubernetes.io/hostname": name,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64",
+                "beta.kubernetes.io/os": "linux",
+                "beta.kubernetes.io/arch": "amd64",
+                "node.kubernetes.io/instance-type": "m5.large",
+                "topology.kubernetes.io/zone": "zone-a",
+                "topology.kubernetes.io/region": "region-1",
+            },
             "annotations": {
                 "node.alpha.kubernetes.io/ttl": "0",
                 "volumes.kubernetes.io/controller-managed-attach-detach": "true",
                 "kubeadm.alpha.kubernetes.io/cri-socket": "unix:///run/containerd/containerd.sock",
                 f"{ANNOTATION}/kube-subnet-manager": "true",
                 f"{ANNOTATION}/backend-type": "vxlan",
-                f"{ANNOTATION}/backend-data": json.dumps({"VNI": 1, "VtepMAC": peer_mac(i)}, separators=(",", ":")),
+                f"{ANNOTATION}/backend-data": json.dumps(
+                    {"VNI": 1, "VtepMAC": peer_mac(i)}, separators=(",", ":")
+                ),
                 f"{ANNOTATION}/public-ip": peer_public_ip(i),
             },
         },
         "spec": {"podCIDR": cidr, "podCIDRs": [cidr], "providerID": f"aws:///zone-a/i-{i:017x}"},
         "status": {
-            "capacity": {"cpu": "2", "ephemeral-storage": "81106868Ki", "hugepages-2Mi": "0", "memory": "8049152Ki",
-                         "pods": "110"},
-            "allocatable": {"cpu": "2", "ephemeral-storage": "74747526113", "hugepages-2Mi": "0",
-                            "memory": "7946752Ki", "pods": "110"},
+            "capacity": {
+                "cpu": "2",
+                "ephemeral-storage": "81106868Ki",
+                "hugepages-2Mi": "0",
+                "memory": "8049152Ki",
+                "pods": "110",
+            },
+            "allocatable": {
+                "cpu": "2",
+                "ephemeral-storage": "74747526113",
+                "hugepages-2Mi": "0",
+                "memory": "7946752Ki",
+                "pods": "110",
+            },
             "conditions": conditions,
-            "addresses": [{"type": "InternalIP", "address": peer_public_ip(i)}, {"type": "Hostname", "address": name}],
+            "addresses": [
+                {"type": "InternalIP", "address": peer_public_ip(i)},
+                {"type": "Hostname", "address": name},
+            ],
             "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
-            "nodeInfo": {"architecture": "amd64", "bootID": f"b{i:07d}-0000-4000-8000-000000000000",
-                         "containerRuntimeVersion": "containerd://1.7.20", "kernelVersion": "6.1.0-18-amd64",
-                         "kubeProxyVersion": "v1.31.0", "kubeletVersion": "v1.31.0", "machineID": f"{i:032x}",
-                         "operatingSystem": "linux", "osImage": "Debian GNU/Linux 12 (bookworm)",
-                         "systemUUID": f"{i:08d}-0000-4000-8000-000000000000"},
+            "nodeInfo": {
+                "architecture": "amd64",
+                "bootID": f"b{i:07d}-0000-4000-8000-000000000000",
+                "containerRuntimeVersion": "containerd://1.7.20",
+                "kernelVersion": "6.1.0-18-amd64",
+                "kubeProxyVersion": "v1.31.0",
+                "kubeletVersion": "v1.31.0",
+                "machineID": f"{i:032x}",
+                "operatingSystem": "linux",
+                "osImage": "Debian GNU/Linux 12 (bookworm)",
+                "systemUUID": f"{i:08d}-0000-4000-8000-000000000000",
+            },
             "images": images,
         },
     }
@@ -117,7 +167,9 @@ def etcd_put_many(node: Node, items: list[tuple[str, bytes]], concurrency: int =
             async def one(key: str, value: bytes) -> None:
                 async with sem:
                     await client.put(key, value)
+
             await asyncio.gather(*(one(k, v) for k, v in items))
+
     asyncio.run(go())
 
 
@@ -136,13 +188,16 @@ class LeaseEventCounter:
         self.events = 0
         self.synced = threading.Event()
         self._channel = grpc.insecure_channel(f"unix:{socket_path}")
-        self._call = lease_pb2_grpc.LeaseServiceStub(self._channel).WatchLeases(lease_pb2.WatchLeasesRequest())
+        self._call = lease_pb2_grpc.LeaseServiceStub(self._channel).WatchLeases(
+            lease_pb2.WatchLeasesRequest()
+        )
         self._kinds = lease_pb2.WatchLeasesResponse
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
     def _run(self) -> None:
         import grpc
+
         try:
             for msg in self._call:
                 if msg.kind == self._kinds.SYNCED:
@@ -158,7 +213,9 @@ class LeaseEventCounter:
         self.thread.join(2)
 
 
-async def heartbeats(node: Node, n: int, rate: float, seconds: float, first_new: int) -> tuple[int, dict[str, float]]:
+async def heartbeats(
+    node: Node, n: int, rate: float, seconds: float, first_new: int
+) -> tuple[int, dict[str, float]]:
     """Write ``rate`` heartbeats a second for ``seconds`` round-robin over the N nodes, and one new Node
     every 0.2 s (indices from ``first_new``). (heartbeats written, {new subnet's network address: write time})."""
     from lease_service.etcd import EtcdClient, EtcdSettings
@@ -173,7 +230,9 @@ async def heartbeats(node: Node, n: int, rate: float, seconds: float, first_new:
         while (now := time.monotonic()) < t0 + seconds:
             i = writes % n
             beat = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-            task = asyncio.create_task(client.put(node_key(f"node-{i:05d}"), encode(kube_node(i, heartbeat=beat))))
+            task = asyncio.create_task(
+                client.put(node_key(f"node-{i:05d}"), encode(kube_node(i, heartbeat=beat)))
+            )
             pending.add(task)
             task.add_done_callback(pending.discard)
             writes += 1
@@ -200,7 +259,9 @@ def measure(n: int, rates: list[float], seconds: float, timeout: float) -> dict[
         for key in ("backend-type", "backend-data", "public-ip", "kube-subnet-manager"):
             me["metadata"]["annotations"].pop(f"{ANNOTATION}/{key}")  # type: ignore[index]
         etcd_put_many(node, [*items, (node_key(SELF), encode(me))])
-        print(f"  N={n}: wrote {n} Nodes ({size / 1024:.1f} KB each) in {time.monotonic() - t:.1f}s", flush=True)
+        print(
+            f"  N={n}: wrote {n} Nodes ({size / 1024:.1f} KB each) in {time.monotonic() - t:.1f}s", flush=True
+        )
         base = baseline(node.nss, n)
         print(f"  N={n}: baseline ip/bridge -batch {base:.3f}s", flush=True)
         api = KubeApiProcess(node.etcd_url, KUBE_PREFIX, log_path=node.tmp / "kubeapi.log").start()
@@ -209,9 +270,17 @@ def measure(n: int, rates: list[float], seconds: float, timeout: float) -> dict[
             conf.write_text(json.dumps(NET_CONF))
             counter = KernelCounter()
             t0 = time.monotonic()
-            flanneld, lease, backend = node.start_flanneld(extra=[
-                "--kube-subnet-mgr", "--kube-api-url", api.url, "--net-config-path", str(conf),
-                "--node-name", SELF])
+            flanneld, lease, backend = node.start_flanneld(
+                extra=[
+                    "--kube-subnet-mgr",
+                    "--kube-api-url",
+                    api.url,
+                    "--net-config-path",
+                    str(conf),
+                    "--node-name",
+                    SELF,
+                ]
+            )
             first: list[float] = []
 
             def synced() -> bool:
@@ -227,10 +296,15 @@ def measure(n: int, rates: list[float], seconds: float, timeout: float) -> dict[
             sync = wait_for(synced, timeout, f"{n} peers in the kernel", interval=0.05) - t0
             counter.close()
             result: dict[str, object] = {
-                "nodes": n, "node_json_bytes": round(size), "seconds": round(sync, 3),
-                "first_object_seconds": round(first[0] if first else sync, 3), "baseline_seconds": round(base, 3),
-                "ratio": round(sync / base, 2), "rss_mb_after_sync": round(lease.usage()[0], 1),
-                "heartbeats": [], "commit": git_commit(),
+                "nodes": n,
+                "node_json_bytes": round(size),
+                "seconds": round(sync, 3),
+                "first_object_seconds": round(first[0] if first else sync, 3),
+                "baseline_seconds": round(base, 3),
+                "ratio": round(sync / base, 2),
+                "rss_mb_after_sync": round(lease.usage()[0], 1),
+                "heartbeats": [],
+                "commit": git_commit(),
             }
             watcher = LeaseEventCounter(node.tmp / "run" / "lease.sock")
             wait_for(watcher.synced.is_set, 60, "a WatchLeases watcher SYNCED")
@@ -242,9 +316,12 @@ def measure(n: int, rates: list[float], seconds: float, timeout: float) -> dict[
                 writes, new_nodes = asyncio.run(heartbeats(node, n, rate, seconds, next_new))
                 next_new += len(new_nodes)
 
-                def arrived() -> bool:
+                def arrived(
+                    monitor: KernelMonitor = monitor, new_nodes: dict[str, float] = new_nodes
+                ) -> bool:
                     seen = {e.dst for e in monitor.events if e.kind == "route+"}
                     return all(dst in seen for dst in new_nodes)
+
                 wait_for(arrived, 30, "every new Node's route")
                 time.sleep(1.0)  # let the last heartbeats be processed before reading the CPU
                 monitor.close()
@@ -254,10 +331,16 @@ def measure(n: int, rates: list[float], seconds: float, timeout: float) -> dict[
                         first_seen.setdefault(e.dst, e.t)
                 lat = [(first_seen[d] - w) * 1000 for d, w in new_nodes.items()]
                 cpu = lease.usage()[1] - cpu0
-                row = {"rate": rate, "writes": writes, "lease_cpu_ms_per_update": round(cpu * 1000 / writes, 3),
-                       "lease_events": watcher.events - events0, "new_nodes": len(new_nodes),
-                       "latency_ms_p50": round(percentile(lat, 50), 1), "latency_ms_p99": round(percentile(lat, 99), 1),
-                       "lease_rss_mb": round(lease.usage()[0], 1)}
+                row = {
+                    "rate": rate,
+                    "writes": writes,
+                    "lease_cpu_ms_per_update": round(cpu * 1000 / writes, 3),
+                    "lease_events": watcher.events - events0,
+                    "new_nodes": len(new_nodes),
+                    "latency_ms_p50": round(percentile(lat, 50), 1),
+                    "latency_ms_p99": round(percentile(lat, 99), 1),
+                    "lease_rss_mb": round(lease.usage()[0], 1),
+                }
                 result["heartbeats"].append(row)  # type: ignore[attr-defined]
                 print(f"  N={n} {rate}/s: {row}", flush=True)
             watcher.close()
@@ -271,20 +354,61 @@ def measure(n: int, rates: list[float], seconds: float, timeout: float) -> dict[
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--nodes", type=int, nargs="+", default=[1000], help="Node counts (default 1000)")
-    p.add_argument("--rates", type=float, nargs="+", default=[50, 500], help="heartbeats per second (default 50 500)")
+    p.add_argument(
+        "--rates", type=float, nargs="+", default=[50, 500], help="heartbeats per second (default 50 500)"
+    )
     p.add_argument("--seconds", type=float, default=10, help="seconds per heartbeat rate (default 10)")
     p.add_argument("--timeout", type=float, default=600, help="seconds to wait for the kernel (default 600)")
     p.add_argument("--json", help="write the results here")
     args = p.parse_args()
     results = [measure(n, args.rates, args.seconds, args.timeout) for n in args.nodes]
-    print(table(["N", "KB/Node", "first object s", "all peers s", "ip -batch s", "ratio", "lease RSS MB"],
-                [(r["nodes"], round(r["node_json_bytes"] / 1024, 1), r["first_object_seconds"], r["seconds"],  # type: ignore[operator]
-                  r["baseline_seconds"], r["ratio"], r["rss_mb"]["lease_service"]) for r in results]))  # type: ignore[index]
-    print(table(["N", "heartbeats/s", "written", "lease CPU ms/update", "lease events", "new Nodes",
-                 "latency p50 ms", "p99 ms", "lease RSS MB"],
-                [(r["nodes"], h["rate"], h["writes"], h["lease_cpu_ms_per_update"], h["lease_events"], h["new_nodes"],
-                  h["latency_ms_p50"], h["latency_ms_p99"], h["lease_rss_mb"])
-                 for r in results for h in r["heartbeats"]]))  # type: ignore[attr-defined]
+    print(
+        table(
+            ["N", "KB/Node", "first object s", "all peers s", "ip -batch s", "ratio", "lease RSS MB"],
+            [
+                (
+                    r["nodes"],
+                    round(r["node_json_bytes"] / 1024, 1),
+                    r["first_object_seconds"],
+                    r["seconds"],  # type: ignore[operator]
+                    r["baseline_seconds"],
+                    r["ratio"],
+                    r["rss_mb"]["lease_service"],
+                )
+                for r in results
+            ],
+        )
+    )  # type: ignore[index]
+    print(
+        table(
+            [
+                "N",
+                "heartbeats/s",
+                "written",
+                "lease CPU ms/update",
+                "lease events",
+                "new Nodes",
+                "latency p50 ms",
+                "p99 ms",
+                "lease RSS MB",
+            ],
+            [
+                (
+                    r["nodes"],
+                    h["rate"],
+                    h["writes"],
+                    h["lease_cpu_ms_per_update"],
+                    h["lease_events"],
+                    h["new_nodes"],
+                    h["latency_ms_p50"],
+                    h["latency_ms_p99"],
+                    h["lease_rss_mb"],
+                )
+                for r in results
+                for h in r["heartbeats"]
+            ],
+        )
+    )  # type: ignore[attr-defined]
     write_json(args.json, results[0] if len(results) == 1 else results)
     return 0
 

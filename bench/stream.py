@@ -44,7 +44,9 @@ from bench.common import (
 )
 
 
-async def watch_run(node: Node, socket_path: Path, n: int, watchers: int, deltas: int, first: int) -> dict[str, object]:
+async def watch_run(
+    node: Node, socket_path: Path, n: int, watchers: int, deltas: int, first: int
+) -> dict[str, object]:
     import grpc
 
     from lease_service.etcd import EtcdClient, EtcdSettings
@@ -60,13 +62,16 @@ async def watch_run(node: Node, socket_path: Path, n: int, watchers: int, deltas
         stub = lease_pb2_grpc.LeaseServiceStub(channel)
         seen = 0
         async for msg in stub.WatchLeases(lease_pb2.WatchLeasesRequest(), wait_for_ready=True):
-            if msg.kind == Msg.SYNCED and not synced_at[len(synced_at):]:
+            if msg.kind == Msg.SYNCED and not synced_at[len(synced_at) :]:
                 synced_at.append(time.monotonic())
                 if len(synced_at) == watchers:
                     all_synced.set()
             elif msg.kind == Msg.DELTA:
-                seen += sum(1 for e in msg.events if e.type == lease_pb2.LeaseEvent.UPSERT and
-                            e.lease.key.startswith("10."))
+                seen += sum(
+                    1
+                    for e in msg.events
+                    if e.type == lease_pb2.LeaseEvent.UPSERT and e.lease.key.startswith("10.")
+                )
                 if seen >= deltas:
                     done_at.append(time.monotonic())
                     return
@@ -83,6 +88,7 @@ async def watch_run(node: Node, socket_path: Path, n: int, watchers: int, deltas
             async def put(i: int) -> None:
                 async with sem:
                     await client.put(peer_key(i), peer_value(i), lease=lease)
+
             t1 = time.monotonic()
             await asyncio.gather(*(put(i) for i in range(first, first + deltas)))
             write_s = time.monotonic() - t1
@@ -140,10 +146,14 @@ def resume(n: int, timeout: float) -> dict[str, object]:
             lease = node.start_lease_service()
             probe = 65000  # 10.254.232.0/24: beyond any N used here
             from bench.common import etcd_call
+
             etcd_call(node, lambda c: c.put(peer_key(probe), peer_value(probe)))
             probe_dst = peer_subnet(probe).split("/")[0]
-            t1 = wait_for(lambda: any(e.kind == "route+" and e.dst == probe_dst for e in list(monitor.events)),
-                          timeout, "the probe lease's route")
+            t1 = wait_for(
+                lambda: any(e.kind == "route+" and e.dst == probe_dst for e in list(monitor.events)),
+                timeout,
+                "the probe lease's route",
+            )
             time.sleep(2)  # anything the resume does late still counts
             events = list(monitor.events)
             counts = counter.counts()
@@ -168,25 +178,74 @@ def resume(n: int, timeout: float) -> dict[str, object]:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--peers", type=int, default=1000, help="leases in the store for the throughput runs (default 1000)")
-    p.add_argument("--watchers", type=int, nargs="*", default=[1, 100], help="concurrent watchers (default 1 100; none: skip)")
-    p.add_argument("--deltas", type=int, default=2000, help="leases written during the delta run (default 2000)")
-    p.add_argument("--resume-peers", type=int, default=10000, help="peers for the resume run (0: skip; default 10000)")
+    p.add_argument(
+        "--peers", type=int, default=1000, help="leases in the store for the throughput runs (default 1000)"
+    )
+    p.add_argument(
+        "--watchers",
+        type=int,
+        nargs="*",
+        default=[1, 100],
+        help="concurrent watchers (default 1 100; none: skip)",
+    )
+    p.add_argument(
+        "--deltas", type=int, default=2000, help="leases written during the delta run (default 2000)"
+    )
+    p.add_argument(
+        "--resume-peers", type=int, default=10000, help="peers for the resume run (0: skip; default 10000)"
+    )
     p.add_argument("--timeout", type=float, default=600)
     p.add_argument("--json", help="write the results here")
     args = p.parse_args()
     runs = throughput(args.peers, args.watchers, args.deltas) if args.watchers else []
     res = resume(args.resume_peers, args.timeout) if args.resume_peers else None
     if runs:
-        print(table(["N", "watchers", "snapshot s", "snapshot ev/s", "deltas", "etcd write s", "delta s",
-                     "delta ev/s/watcher", "delta ev/s total", "lease CPU s"],
-                    [(r["peers"], r["watchers"], r["snapshot_seconds"], r["snapshot_events_per_s"], r["deltas"],
-                      r["etcd_write_seconds"], r["delta_seconds"], r["delta_events_per_s_per_watcher"],
-                      r["delta_events_per_s_total"], r["lease_service_cpu_seconds"]) for r in runs]))
+        print(
+            table(
+                [
+                    "N",
+                    "watchers",
+                    "snapshot s",
+                    "snapshot ev/s",
+                    "deltas",
+                    "etcd write s",
+                    "delta s",
+                    "delta ev/s/watcher",
+                    "delta ev/s total",
+                    "lease CPU s",
+                ],
+                [
+                    (
+                        r["peers"],
+                        r["watchers"],
+                        r["snapshot_seconds"],
+                        r["snapshot_events_per_s"],
+                        r["deltas"],
+                        r["etcd_write_seconds"],
+                        r["delta_seconds"],
+                        r["delta_events_per_s_per_watcher"],
+                        r["delta_events_per_s_total"],
+                        r["lease_service_cpu_seconds"],
+                    )
+                    for r in runs
+                ],
+            )
+        )
     if res:
-        print(table(["N", "resume s", "kernel changes", "lease RSS MB", "backend RSS MB"],
-                    [(res["peers"], res["resume_seconds"], res["kernel_changes"],
-                      res["rss_mb"].get("lease_service"), res["rss_mb"].get("backend_service"))]))  # type: ignore[union-attr]
+        print(
+            table(
+                ["N", "resume s", "kernel changes", "lease RSS MB", "backend RSS MB"],
+                [
+                    (
+                        res["peers"],
+                        res["resume_seconds"],
+                        res["kernel_changes"],
+                        res["rss_mb"].get("lease_service"),
+                        res["rss_mb"].get("backend_service"),
+                    )
+                ],
+            )
+        )  # type: ignore[union-attr]
     write_json(args.json, {"watch": runs, "resume": res, "commit": git_commit()})
     return 0
 

@@ -51,15 +51,25 @@ class Commands:
     @classmethod
     def from_backend_json(cls, text: str) -> Commands:
         doc = json.loads(text or "{}")
-        return cls(doc.get("PreStartupCommand", ""), doc.get("PostStartupCommand", ""),
-                   doc.get("SubnetAddCommand", ""), doc.get("SubnetRemoveCommand", ""))
+        return cls(
+            doc.get("PreStartupCommand", ""),
+            doc.get("PostStartupCommand", ""),
+            doc.get("SubnetAddCommand", ""),
+            doc.get("SubnetRemoveCommand", ""),
+        )
 
 
 async def sh(command: str, env: dict[str, str], stdin: str = "") -> tuple[int, str]:
     """Run ``sh -c command``; (exit status, combined output)."""
     proc = await asyncio.create_subprocess_exec(
-        "sh", "-c", command, env={**os.environ, **env}, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT)
+        "sh",
+        "-c",
+        command,
+        env={**os.environ, **env},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     out, _ = await proc.communicate((stdin + "\n").encode())
     return proc.returncode or 0, out.decode(errors="replace").strip()
 
@@ -72,7 +82,7 @@ class ExtensionBackend(backend_pb2_grpc.BackendServiceServicer):
         self.health = health.aio.HealthServicer()
         self.commands = Commands()
         self.own: lease_pb2.Lease | None = None
-        self.applied: dict[str, lease_pb2.Lease] = {}   # peers whose add command succeeded
+        self.applied: dict[str, lease_pb2.Lease] = {}  # peers whose add command succeeded
         self.rejected: dict[str, lease_pb2.RejectedLease] = {}
         self.cursor = ""
         self.synced = False
@@ -81,14 +91,23 @@ class ExtensionBackend(backend_pb2_grpc.BackendServiceServicer):
 
     # -- BackendService ------------------------------------------------------------------------
     async def Describe(self, request, context):  # type: ignore[no-untyped-def]
-        return lease_pb2.DescribeResponse(name="extension backend (example)", version="0.1.0",
-                                          api_versions=["flannel.v1"], capabilities=["extension"])
+        return lease_pb2.DescribeResponse(
+            name="extension backend (example)",
+            version="0.1.0",
+            api_versions=["flannel.v1"],
+            capabilities=["extension"],
+        )
 
     async def GetStatus(self, request, context):  # type: ignore[no-untyped-def]
         reply = backend_pb2.GetStatusResponse(
-            backend_type=TYPE, mtu=self.mtu, peers=[backend_pb2.Peer(lease=l, mode=TYPE) for l in self.applied.values()],
-            rejected=list(self.rejected.values()), applied_cursor=self.cursor, synced=self.synced,
-            last_reconcile_outcome="ok")
+            backend_type=TYPE,
+            mtu=self.mtu,
+            peers=[backend_pb2.Peer(lease=l, mode=TYPE) for l in self.applied.values()],
+            rejected=list(self.rejected.values()),
+            applied_cursor=self.cursor,
+            synced=self.synced,
+            last_reconcile_outcome="ok",
+        )
         if self.own is not None:
             reply.own_lease.CopyFrom(self.own)
         if self.last_reconcile is not None:
@@ -116,8 +135,9 @@ class ExtensionBackend(backend_pb2_grpc.BackendServiceServicer):
 
     async def start(self) -> None:
         await self.wait_for_the_lease_service()
-        reply = await self.leases.GetNetworkConfig(lease_pb2.GetNetworkConfigRequest(), wait_for_ready=True,
-                                                   timeout=30)
+        reply = await self.leases.GetNetworkConfig(
+            lease_pb2.GetNetworkConfigRequest(), wait_for_ready=True, timeout=30
+        )
         config = reply.config
         if config.backend_type != TYPE:  # a configuration error: exit 2, flanneld stops the node with it
             log.error("the network config's Backend.Type is %r, not %r", config.backend_type, TYPE)
@@ -130,7 +150,9 @@ class ExtensionBackend(backend_pb2_grpc.BackendServiceServicer):
             if status:
                 raise SystemExit(f"PreStartupCommand failed ({status}): {out}")
             data = json.dumps(out)  # flannel publishes the command's output as a JSON string
-        self.acquire_request = lease_pb2.AcquireLeaseRequest(backend_type=TYPE, backend_data=data, mtu=self.mtu)
+        self.acquire_request = lease_pb2.AcquireLeaseRequest(
+            backend_type=TYPE, backend_data=data, mtu=self.mtu
+        )
         await self._acquire(config)
 
     async def _acquire(self, config: lease_pb2.NetworkConfig | None = None) -> None:
@@ -138,8 +160,10 @@ class ExtensionBackend(backend_pb2_grpc.BackendServiceServicer):
         first = self.own is None
         self.own = reply.lease
         if first and config is not None and self.commands.post_startup:
-            status, out = await sh(self.commands.post_startup, {
-                "NETWORK": config.network, "SUBNET": self.own.subnet, "PUBLIC_IP": self.own.public_ip})
+            status, out = await sh(
+                self.commands.post_startup,
+                {"NETWORK": config.network, "SUBNET": self.own.subnet, "PUBLIC_IP": self.own.public_ip},
+            )
             if status:
                 raise SystemExit(f"PostStartupCommand failed ({status}): {out}")
 
@@ -188,8 +212,11 @@ class ExtensionBackend(backend_pb2_grpc.BackendServiceServicer):
             if key == self.own.key:
                 continue
             if lease.backend_type != TYPE:
-                self.rejected[key] = lease_pb2.RejectedLease(lease=lease, reason="BACKEND_MISMATCH",
-                                                             message=f"lease {key}: backend {lease.backend_type!r}")
+                self.rejected[key] = lease_pb2.RejectedLease(
+                    lease=lease,
+                    reason="BACKEND_MISMATCH",
+                    message=f"lease {key}: backend {lease.backend_type!r}",
+                )
                 continue
             self.rejected.pop(key, None)
             wanted[key] = lease
@@ -200,9 +227,11 @@ class ExtensionBackend(backend_pb2_grpc.BackendServiceServicer):
                 await self._run(self.commands.subnet_remove, lease, "SubnetRemoveCommand")
                 del self.applied[key]
         for key, lease in wanted.items():
-            if key not in self.applied:
-                if await self._run(self.commands.subnet_add, lease, "SubnetAddCommand"):
-                    self.applied[key] = lease
+            added = key in self.applied or await self._run(
+                self.commands.subnet_add, lease, "SubnetAddCommand"
+            )
+            if added and key not in self.applied:
+                self.applied[key] = lease
         self.last_reconcile = datetime.now(UTC)
 
     async def _run(self, command: str, lease: lease_pb2.Lease, name: str) -> bool:
@@ -228,9 +257,14 @@ async def main_async(args: argparse.Namespace) -> int:
     server = grpc.aio.server()
     backend_pb2_grpc.add_BackendServiceServicer_to_server(backend, server)
     health_pb2_grpc.add_HealthServicer_to_server(backend.health, server)
-    reflection.enable_server_reflection([
-        backend_pb2.DESCRIPTOR.services_by_name["BackendService"].full_name,
-        health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server)
+    reflection.enable_server_reflection(
+        [
+            backend_pb2.DESCRIPTOR.services_by_name["BackendService"].full_name,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ],
+        server,
+    )
     sock = Path(args.run_dir) / "backend.sock"
     sock.unlink(missing_ok=True)
     server.add_insecure_port(f"unix:{sock}")
@@ -251,10 +285,14 @@ async def main_async(args: argparse.Namespace) -> int:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--run-dir", default="/run/flannel")
     args, _ = parser.parse_known_args()  # flanneld may pass flags meant for flannel-backend
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
     return asyncio.run(main_async(args))
 
 

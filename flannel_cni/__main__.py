@@ -60,19 +60,33 @@ class CniArgs:
 def parse_env(env: Mapping[str, str]) -> CniArgs:
     command = env.get("CNI_COMMAND", "")
     if command not in _REQUIRED and command != "VERSION":
-        raise CniError(INVALID_ENVIRONMENT, f"unknown CNI_COMMAND {command[:40]!r}: expected one of "
-                       "ADD, DEL, CHECK, VERSION, STATUS, GC")
+        raise CniError(
+            INVALID_ENVIRONMENT,
+            f"unknown CNI_COMMAND {command[:40]!r}: expected one of ADD, DEL, CHECK, VERSION, STATUS, GC",
+        )
     missing = [name for name in _REQUIRED.get(command, ()) if not env.get(name)]
     if missing:
         raise CniError(INVALID_ENVIRONMENT, f"required environment variables missing: {', '.join(missing)}")
     container_id, ifname = env.get("CNI_CONTAINERID", ""), env.get("CNI_IFNAME", "")
     if container_id and not _CONTAINER_ID.fullmatch(container_id):
-        raise CniError(INVALID_ENVIRONMENT, "invalid CNI_CONTAINERID: expected a letter or digit, then letters, "
-                       "digits, '_', '.', '-' (at most 255)", container_id[:300])
-    if ifname and (len(ifname) > 15 or ifname in (".", "..") or any(c in ifname for c in "/:") or
-                   any(c.isspace() for c in ifname) or "\0" in ifname):
-        raise CniError(INVALID_ENVIRONMENT, "invalid CNI_IFNAME: at most 15 characters, no '/', ':' or spaces",
-                       ifname[:300])
+        raise CniError(
+            INVALID_ENVIRONMENT,
+            "invalid CNI_CONTAINERID: expected a letter or digit, then letters, "
+            "digits, '_', '.', '-' (at most 255)",
+            container_id[:300],
+        )
+    if ifname and (
+        len(ifname) > 15
+        or ifname in (".", "..")
+        or any(c in ifname for c in "/:")
+        or any(c.isspace() for c in ifname)
+        or "\0" in ifname
+    ):
+        raise CniError(
+            INVALID_ENVIRONMENT,
+            "invalid CNI_IFNAME: at most 15 characters, no '/', ':' or spaces",
+            ifname[:300],
+        )
     return CniArgs(command, container_id, env.get("CNI_NETNS", ""), ifname, env.get("CNI_PATH", ""), env)
 
 
@@ -90,7 +104,9 @@ def _saved(args: CniArgs, conf: NetConf) -> dict[str, Any] | None:
         return None
     saved = decode_json(data, f"saved delegate config {conf.data_dir / args.container_id}")
     if not isinstance(saved, dict):
-        raise CniError(DECODE_FAILURE, f"saved delegate config {conf.data_dir / args.container_id} is not an object")
+        raise CniError(
+            DECODE_FAILURE, f"saved delegate config {conf.data_dir / args.container_id} is not an object"
+        )
     return saved
 
 
@@ -112,41 +128,70 @@ def cmd_del(args: CniArgs, conf: NetConf) -> None:
 
 def cmd_check(args: CniArgs, conf: NetConf) -> None:
     if conf.cni_version and _version_tuple(conf.cni_version) < (0, 4, 0):
-        raise CniError(INCOMPATIBLE_VERSION, f"CHECK needs cniVersion 0.4.0 or later, the config has {conf.cni_version}")
+        raise CniError(
+            INCOMPATIBLE_VERSION, f"CHECK needs cniVersion 0.4.0 or later, the config has {conf.cni_version}"
+        )
     if conf.prev_result is None:
         raise CniError(INVALID_NETWORK_CONFIG, "CHECK needs 'prevResult' (the result of the container's ADD)")
     saved = _saved(args, conf)
     if saved is None:
-        raise CniError(UNKNOWN_CONTAINER, f"container {args.container_id} was not added through this plugin "
-                       f"(no saved delegate config in {conf.data_dir})")
+        raise CniError(
+            UNKNOWN_CONTAINER,
+            f"container {args.container_id} was not added through this plugin "
+            f"(no saved delegate config in {conf.data_dir})",
+        )
     now = delegate_config(conf, load_subnet_env(conf.subnet_file))
     was = saved.get("ipam", {}).get("ranges") if isinstance(saved.get("ipam"), dict) else None
     if was != now["ipam"]["ranges"]:
-        raise CniError(SUBNET_CHANGED, f"the node's subnet changed since ADD: the container's address came from "
-                       f"{json.dumps(was)}, {conf.subnet_file} now gives {json.dumps(now['ipam']['ranges'])}")
+        raise CniError(
+            SUBNET_CHANGED,
+            f"the node's subnet changed since ADD: the container's address came from "
+            f"{json.dumps(was)}, {conf.subnet_file} now gives {json.dumps(now['ipam']['ranges'])}",
+        )
     ipam = saved.get("ipam")
     if isinstance(ipam, dict):
-        run_plugin("CHECK", {"cniVersion": saved.get("cniVersion", ""), "name": saved.get("name", ""),
-                             "type": ipam.get("type", ""), "ipam": ipam, "prevResult": conf.prev_result}, args.env)
+        run_plugin(
+            "CHECK",
+            {
+                "cniVersion": saved.get("cniVersion", ""),
+                "name": saved.get("name", ""),
+                "type": ipam.get("type", ""),
+                "ipam": ipam,
+                "prevResult": conf.prev_result,
+            },
+            args.env,
+        )
     check_interface(args, conf.prev_result)
 
 
 def check_interface(args: CniArgs, prev_result: dict[str, Any]) -> None:
     """The container's interface is there with the addresses ADD gave it. (The bridge plugin's own CHECK
     is not used: Debian's bridge 1.1.1 wants a gateway on every route and flannel's routes have none.)"""
-    want = sorted(str(entry.get("address", "")) for entry in prev_result.get("ips", []) if isinstance(entry, dict))
+    want = sorted(
+        str(entry.get("address", "")) for entry in prev_result.get("ips", []) if isinstance(entry, dict)
+    )
     try:
-        proc = subprocess.run(["nsenter", f"--net={args.netns}", "ip", "-j", "addr", "show", "dev", args.ifname],
-                              capture_output=True, text=True, check=False, timeout=30)
+        proc = subprocess.run(
+            ["nsenter", f"--net={args.netns}", "ip", "-j", "addr", "show", "dev", args.ifname],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=30,
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise CniError(INTERNAL, f"cannot look at {args.ifname} in {args.netns} (nsenter, ip): {exc}") from None
+        raise CniError(
+            INTERNAL, f"cannot look at {args.ifname} in {args.netns} (nsenter, ip): {exc}"
+        ) from None
     try:
         links = json.loads(proc.stdout) if proc.returncode == 0 else []
     except ValueError:
         links = []
     if not links:
-        raise CniError(INTERNAL, f"container interface {args.ifname} not found in {args.netns}",
-                       proc.stderr.strip()[:300])
+        raise CniError(
+            INTERNAL,
+            f"container interface {args.ifname} not found in {args.netns}",
+            proc.stderr.strip()[:300],
+        )
     have = {f"{a.get('local')}/{a.get('prefixlen')}" for a in links[0].get("addr_info", [])}
     missing = [address for address in want if address not in have]
     if missing:
@@ -201,13 +246,18 @@ def _reply_version(stdin: bytes) -> str:
     return version if isinstance(version, str) and version in SUPPORTED_VERSIONS else LATEST_VERSION
 
 
-def main(env: Mapping[str, str] | None = None, stdin: BinaryIO | None = None, stdout: TextIO | None = None) -> int:
+def main(
+    env: Mapping[str, str] | None = None, stdin: BinaryIO | None = None, stdout: TextIO | None = None
+) -> int:
     env = os.environ if env is None else env
     out = stdout or sys.stdout
     if not env.get("CNI_COMMAND"):
         # A person, not a runtime: say what this is (as CNI's skel does).
-        print(f"{ABOUT}\nCNI protocol versions supported: {', '.join(SUPPORTED_VERSIONS)}\n"
-              "Run by a CNI runtime with CNI_COMMAND set; see the README's CNI section.", file=sys.stderr)
+        print(
+            f"{ABOUT}\nCNI protocol versions supported: {', '.join(SUPPORTED_VERSIONS)}\n"
+            "Run by a CNI runtime with CNI_COMMAND set; see the README's CNI section.",
+            file=sys.stderr,
+        )
         return 0
     data = (stdin or sys.stdin.buffer).read(MAX_CONFIG_BYTES + 1)
     try:
@@ -216,7 +266,9 @@ def main(env: Mapping[str, str] | None = None, stdin: BinaryIO | None = None, st
         print(exc.dumps(_reply_version(data)), file=out)
         return 1
     except Exception as exc:  # noqa: BLE001 - a runtime must get an error object, never a traceback
-        error = CniError(INTERNAL, f"flannel-cni {env.get('CNI_COMMAND')}: unexpected {type(exc).__name__}: {exc}")
+        error = CniError(
+            INTERNAL, f"flannel-cni {env.get('CNI_COMMAND')}: unexpected {type(exc).__name__}: {exc}"
+        )
         print(error.dumps(_reply_version(data)), file=out)
         return 1
     if reply is not None:

@@ -28,7 +28,9 @@ def _route(raw: Any, index: int) -> dict[str, Any]:
     """One ``ipam.routes`` entry as CNI's Route type reads it (``dst`` CIDR, optional ``gw`` and numbers)."""
     where = f"ipam.routes[{index}]"
     if not isinstance(raw, dict):
-        raise CniError(INVALID_NETWORK_CONFIG, f"failed to parse {where}: expected an object, got {raw!r}"[:300])
+        raise CniError(
+            INVALID_NETWORK_CONFIG, f"failed to parse {where}: expected an object, got {raw!r}"[:300]
+        )
     dst = raw.get("dst")
     try:
         route: dict[str, Any] = {"dst": str(ipaddress.ip_interface(dst))} if isinstance(dst, str) else {}
@@ -43,13 +45,17 @@ def _route(raw: Any, index: int) -> dict[str, Any]:
         except ValueError:
             route["gw"] = None
         if route["gw"] is None:
-            raise CniError(INVALID_NETWORK_CONFIG, f"failed to parse {where}: gw {gw!r} is not an IP address"[:300])
+            raise CniError(
+                INVALID_NETWORK_CONFIG, f"failed to parse {where}: gw {gw!r} is not an IP address"[:300]
+            )
     for key in _ROUTE_NUMBERS:
         value = raw.get(key)
         if value is None:
             continue
         if not isinstance(value, int) or isinstance(value, bool):
-            raise CniError(INVALID_NETWORK_CONFIG, f"failed to parse {where}: {key} {value!r} is not a number"[:300])
+            raise CniError(
+                INVALID_NETWORK_CONFIG, f"failed to parse {where}: {key} {value!r} is not a number"[:300]
+            )
         route[key] = value
     return route
 
@@ -62,7 +68,9 @@ def delegate_ipam(conf: NetConf, env: SubnetEnv) -> dict[str, Any]:
     ipam["ranges"] = ranges
     given = (conf.ipam or {}).get("routes")
     if given is not None and not isinstance(given, list):
-        raise CniError(INVALID_NETWORK_CONFIG, f"failed to parse ipam.routes: expected a list, got {given!r}"[:300])
+        raise CniError(
+            INVALID_NETWORK_CONFIG, f"failed to parse ipam.routes: expected a list, got {given!r}"[:300]
+        )
     routes = [_route(raw, i) for i, raw in enumerate(given or [])]
     routes += [{"dst": str(net)} for net in (*env.networks, *env.ipv6_networks)]
     ipam["routes"] = routes
@@ -73,11 +81,19 @@ def delegate_config(conf: NetConf, env: SubnetEnv) -> dict[str, Any]:
     """The whole delegate config handed to the delegate plugin on ADD (and saved for DEL)."""
     delegate = copy.deepcopy(conf.delegate) if conf.delegate is not None else {}
     if "type" in delegate and not isinstance(delegate["type"], str):
-        raise CniError(INVALID_NETWORK_CONFIG, f"'delegate.type' must be a string naming a plugin, got {delegate['type']!r}"[:300])
+        raise CniError(
+            INVALID_NETWORK_CONFIG,
+            f"'delegate.type' must be a string naming a plugin, got {delegate['type']!r}"[:300],
+        )
     if "name" in delegate:
-        raise CniError(INVALID_NETWORK_CONFIG, "'delegate' may not set 'name': flannel sets it to the network's name")
+        raise CniError(
+            INVALID_NETWORK_CONFIG, "'delegate' may not set 'name': flannel sets it to the network's name"
+        )
     if "ipam" in delegate:
-        raise CniError(INVALID_NETWORK_CONFIG, "'delegate' may not set 'ipam': flannel builds it from subnet.env (use the top-level 'ipam')")
+        raise CniError(
+            INVALID_NETWORK_CONFIG,
+            "'delegate' may not set 'ipam': flannel builds it from subnet.env (use the top-level 'ipam')",
+        )
     if conf.runtime_config is not None:
         delegate["runtimeConfig"] = copy.deepcopy(conf.runtime_config)
     delegate["name"] = conf.name

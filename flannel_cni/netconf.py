@@ -46,7 +46,9 @@ class NetConf:
 def decode_json(data: bytes, what: str) -> Any:
     """JSON with limits: size first, then depth and digit limits as Python's decoder enforces them."""
     if len(data) > MAX_CONFIG_BYTES:
-        raise CniError(DECODE_FAILURE, f"{what}: {len(data)} bytes, more than the {MAX_CONFIG_BYTES} accepted")
+        raise CniError(
+            DECODE_FAILURE, f"{what}: {len(data)} bytes, more than the {MAX_CONFIG_BYTES} accepted"
+        )
     try:
         return json.loads(data)
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
@@ -58,7 +60,9 @@ def _object(raw: dict[str, Any], key: str) -> dict[str, Any] | None:
     if value is None:
         return None
     if not isinstance(value, dict):
-        raise CniError(INVALID_NETWORK_CONFIG, f"network config: {key!r} must be an object, got {type(value).__name__}")
+        raise CniError(
+            INVALID_NETWORK_CONFIG, f"network config: {key!r} must be an object, got {type(value).__name__}"
+        )
     return value
 
 
@@ -67,7 +71,9 @@ def _string(raw: dict[str, Any], key: str, default: str = "") -> str:
     if value is None:
         return default
     if not isinstance(value, str):
-        raise CniError(INVALID_NETWORK_CONFIG, f"network config: {key!r} must be a string, got {value!r}"[:300])
+        raise CniError(
+            INVALID_NETWORK_CONFIG, f"network config: {key!r} must be a string, got {value!r}"[:300]
+        )
     return value
 
 
@@ -87,8 +93,10 @@ def parse_netconf(data: bytes) -> NetConf:
         raise CniError(DECODE_FAILURE, f"network config: expected a JSON object, got {type(raw).__name__}")
     version = _string(raw, "cniVersion")
     if version and version not in SUPPORTED_VERSIONS:
-        raise CniError(INCOMPATIBLE_VERSION, f"incompatible CNI versions: config is {version!r}, "
-                       f"plugin supports {list(SUPPORTED_VERSIONS)}")
+        raise CniError(
+            INCOMPATIBLE_VERSION,
+            f"incompatible CNI versions: config is {version!r}, plugin supports {list(SUPPORTED_VERSIONS)}",
+        )
     return NetConf(
         cni_version=version,
         name=_string(raw, "name"),

@@ -74,7 +74,9 @@ def parse_subnet_env(text: str, path: Path) -> SubnetEnv:
             ipv6_subnet = _family(path, key, _cidr(path, key, value), 6)
         elif key == "FLANNEL_MTU":
             if not _UINT32.fullmatch(value) or int(value) > 0xFFFFFFFF:
-                raise CniError(DECODE_FAILURE, f"{path}: FLANNEL_MTU={value!r} is not an unsigned 32-bit number")
+                raise CniError(
+                    DECODE_FAILURE, f"{path}: FLANNEL_MTU={value!r} is not an unsigned 32-bit number"
+                )
             mtu = int(value)
         elif key == "FLANNEL_IPMASQ":
             ipmasq = value == "true"
@@ -95,7 +97,8 @@ def parse_subnet_env(text: str, path: Path) -> SubnetEnv:
         subnet=subnet if isinstance(subnet, ipaddress.IPv4Network) else None,
         ipv6_networks=tuple(n for n in ipv6_networks if isinstance(n, ipaddress.IPv6Network)),
         ipv6_subnet=ipv6_subnet if isinstance(ipv6_subnet, ipaddress.IPv6Network) else None,
-        mtu=mtu, ipmasq=ipmasq,
+        mtu=mtu,
+        ipmasq=ipmasq,
     )
 
 

@@ -13,14 +13,26 @@ KIT = Path(__file__).with_name("test_conformance.py")
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("flannel-conformance", "flannel-py backend conformance kit")
-    group.addoption("--flannel-backend-cmd", default=None, metavar="COMMAND",
-                    help="the backend's command line ({run_dir} is replaced by the node's run dir); "
-                         "runs the conformance kit against it")
-    group.addoption("--flannel-backend-config", default=None, metavar="JSON",
-                    help='the "Backend" object of the network config, e.g. \'{"Type": "mine"}\' '
-                         '(default {"Type": "custom"})')
-    group.addoption("--flannel-peer-backend-data", default=None, metavar="JSON",
-                    help="the BackendData of the hand-made peer leases the kit writes (default: none)")
+    group.addoption(
+        "--flannel-backend-cmd",
+        default=None,
+        metavar="COMMAND",
+        help="the backend's command line ({run_dir} is replaced by the node's run dir); "
+        "runs the conformance kit against it",
+    )
+    group.addoption(
+        "--flannel-backend-config",
+        default=None,
+        metavar="JSON",
+        help='the "Backend" object of the network config, e.g. \'{"Type": "mine"}\' '
+        '(default {"Type": "custom"})',
+    )
+    group.addoption(
+        "--flannel-peer-backend-data",
+        default=None,
+        metavar="JSON",
+        help="the BackendData of the hand-made peer leases the kit writes (default: none)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:

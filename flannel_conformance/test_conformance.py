@@ -29,13 +29,14 @@ from typing import Any
 import grpc
 import pytest
 
-from proto.flannel.v1 import backend_pb2, backend_pb2_grpc
 from flannel_testkit.cluster import Cluster, Node, caps, ip
 from flannel_testkit.grpcurl import grpcurl
 from flannel_testkit.processes import health_status
 from flannel_testkit.wait import wait_until
+from proto.flannel.v1 import backend_pb2, backend_pb2_grpc
 
 pytestmark = pytest.mark.netns
+
 
 @dataclass(frozen=True)
 class Subject:
@@ -60,14 +61,21 @@ def subjects(config: pytest.Config) -> list[Subject]:
     if cmd:
         backend = _json_option(config, "flannel_backend_config", '{"Type": "custom"}')
         if not isinstance(backend, dict) or not isinstance(backend.get("Type", "custom"), str):
-            raise pytest.UsageError(f'--flannel-backend-config: expected an object with a string "Type", got {backend!r}')
+            raise pytest.UsageError(
+                f'--flannel-backend-config: expected an object with a string "Type", got {backend!r}'
+            )
         backend.setdefault("Type", "custom")
         data = _json_option(config, "flannel_peer_backend_data", "null")
         return [Subject(backend["Type"], backend, tuple(shlex.split(cmd)), data)]
     return [
         Subject("vxlan", {"Type": "vxlan"}, None, {"VNI": 1, "VtepMAC": "0a:58:c0:a8:4d:63"}),
         Subject("host-gw", {"Type": "host-gw"}, None, None),
-        Subject("wireguard", {"Type": "wireguard"}, None, {"PublicKey": "Jm6GSYlb6wvDvdcA9xb+vWnlZ1MvfLxLTmxHGA0vB1o="}),
+        Subject(
+            "wireguard",
+            {"Type": "wireguard"},
+            None,
+            {"PublicKey": "Jm6GSYlb6wvDvdcA9xb+vWnlZ1MvfLxLTmxHGA0vB1o="},
+        ),
     ]
 
 
@@ -89,14 +97,21 @@ def cluster(subject: Subject, tmp_path_factory: pytest.TempPathFactory) -> Itera
     if subject.backend.get("Type") == "wireguard" and shutil.which("wireguard-go") is None:
         pytest.skip("the wireguard backend needs wireguard-go (or kernel WireGuard) and wireguard-tools")
     # WireGuard's userspace devices keep their sockets in /run/wireguard: each node gets its own.
-    with Cluster(tmp_path_factory.mktemp(f"conf-{subject.name}"), nodes=2, config=config,
-                 backend_cmd=subject.cmd, private_wireguard=subject.backend.get("Type") == "wireguard") as made:
+    with Cluster(
+        tmp_path_factory.mktemp(f"conf-{subject.name}"),
+        nodes=2,
+        config=config,
+        backend_cmd=subject.cmd,
+        private_wireguard=subject.backend.get("Type") == "wireguard",
+    ) as made:
         yield made
 
 
 def status(node: Node) -> backend_pb2.GetStatusResponse:
     with grpc.insecure_channel(f"unix:{node.backend_socket}") as channel:
-        return backend_pb2_grpc.BackendServiceStub(channel).GetStatus(backend_pb2.GetStatusRequest(), timeout=5)
+        return backend_pb2_grpc.BackendServiceStub(channel).GetStatus(
+            backend_pb2.GetStatusRequest(), timeout=5
+        )
 
 
 def peer_keys(node: Node) -> set[str]:
@@ -110,7 +125,10 @@ def routes_to(cluster: Cluster, node: Node, subnet: str) -> str:
 def fake_peer(cluster: Cluster, subject: Subject, n: int) -> tuple[str, str]:
     """Write a peer lease by hand (as another flannel node would); its (key, subnet)."""
     subnet, key = f"10.244.{200 + n}.0/24", f"10.244.{200 + n}.0-24"
-    value: dict[str, Any] = {"PublicIP": f"{cluster.underlay}.{100 + n}", "BackendType": subject.backend["Type"]}
+    value: dict[str, Any] = {
+        "PublicIP": f"{cluster.underlay}.{100 + n}",
+        "BackendType": subject.backend["Type"],
+    }
     if subject.peer_data is not None:
         value["BackendData"] = subject.peer_data
     assert cluster.etcd_http is not None
@@ -150,8 +168,10 @@ def test_a_lease_it_cannot_serve_is_rejected_and_harms_nothing(cluster: Cluster,
     node = cluster.node(1)
     key, subnet = "10.244.230.0-24", "10.244.230.0/24"
     assert cluster.etcd_http is not None
-    cluster.etcd_http.put(f"{cluster.prefix}/subnets/{key}",
-                          json.dumps({"PublicIP": f"{cluster.underlay}.130", "BackendType": "not-" + subject.backend["Type"]}))
+    cluster.etcd_http.put(
+        f"{cluster.prefix}/subnets/{key}",
+        json.dumps({"PublicIP": f"{cluster.underlay}.130", "BackendType": "not-" + subject.backend["Type"]}),
+    )
     wait_until(lambda: key in {r.lease.key for r in status(node).rejected}, what=f"{key} rejected")
     assert key not in peer_keys(node) and not routes_to(cluster, node, subnet)
     assert node.runs(node.backend) and health_status(node.backend_socket) == "SERVING"

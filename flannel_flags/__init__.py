@@ -10,5 +10,15 @@ from flannel_flags.parse import Done, Parsed, UsageError, help_text, parse, vers
 from flannel_flags.table import FLAGS, Flag, flags_of
 from flannel_flags.values import BadValue
 
-__all__ = ["FLAGS", "BadValue", "Done", "Flag", "Parsed", "UsageError", "flags_of", "help_text", "parse",
-           "version"]
+__all__ = [
+    "FLAGS",
+    "BadValue",
+    "Done",
+    "Flag",
+    "Parsed",
+    "UsageError",
+    "flags_of",
+    "help_text",
+    "parse",
+    "version",
+]

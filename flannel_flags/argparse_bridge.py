@@ -41,9 +41,14 @@ def add_flags(parser: argparse.ArgumentParser, process: Process, *, defaults: bo
         names = [f"--{flag.name}", *([flag.short] if flag.short else [])]
         default = flag.default if defaults else argparse.SUPPRESS
         shown = flag.shown_default()
-        parser.add_argument(*names, dest=flag.dest, type=_argparse_type(flag), default=default,
-                            metavar=flag.metavar,
-                            help=flag.help + (f" (default {shown})" if shown else ""))
+        parser.add_argument(
+            *names,
+            dest=flag.dest,
+            type=_argparse_type(flag),
+            default=default,
+            metavar=flag.metavar,
+            help=flag.help + (f" (default {shown})" if shown else ""),
+        )
 
 
 def add_version(parser: argparse.ArgumentParser) -> None:

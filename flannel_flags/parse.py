@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flannel_flags.table import BY_NAME, ENV_PREFIX, FLAGS, OTHER_VARIABLES, Child, Flag, Process, flags_of
-from flannel_flags.values import BadValue, go_bool, shown as _shown
+from flannel_flags.values import BadValue, go_bool
+from flannel_flags.values import shown as _shown
 
 PACKAGE = "flannel-py"
 
@@ -103,8 +104,15 @@ def _convert(flag: Flag, text: str, where: str) -> Any:
         raise UsageError(f"invalid value for {where}: {exc}") from None
 
 
-def parse(process: Process, argv: Sequence[str], environ: Mapping[str, str], *, prog: str,
-          description: str = "", positionals: bool = False) -> Parsed:
+def parse(
+    process: Process,
+    argv: Sequence[str],
+    environ: Mapping[str, str],
+    *,
+    prog: str,
+    description: str = "",
+    positionals: bool = False,
+) -> Parsed:
     """Parse ``argv`` and ``environ`` for ``process`` (see the module docstring)."""
     table = {name: flag for name, flag in BY_NAME.items() if process in flag.takers}
     values: dict[str, Any] = {}
@@ -119,7 +127,7 @@ def parse(process: Process, argv: Sequence[str], environ: Mapping[str, str], *, 
             rest = words[i:]
             break
         if len(word) < 2 or not word.startswith("-"):
-            rest = words[i - 1:]
+            rest = words[i - 1 :]
             break
         body = word[2:] if word.startswith("--") else word[1:]
         if not body or body[0] in "-=":
@@ -130,9 +138,8 @@ def parse(process: Process, argv: Sequence[str], environ: Mapping[str, str], *, 
         if name in ("h", "help") and name not in table:
             raise Done(help_text(process, prog, description))
         if name == "version" and name not in table:
-            if eq:
-                if not _convert(_VERSION, text, shown):
-                    continue
+            if eq and not _convert(_VERSION, text, shown):
+                continue
             raise Done(version())
         flag = table.get(name)
         if flag is None:
@@ -192,8 +199,9 @@ def parse(process: Process, argv: Sequence[str], environ: Mapping[str, str], *, 
     return Parsed(process, values, given, tuple(rest), tuple(notices))
 
 
-_VERSION = Flag("version", go_bool, False, "print the version and exit", frozenset(), kind="bool",
-                flannel=True)
+_VERSION = Flag(
+    "version", go_bool, False, "print the version and exit", frozenset(), kind="bool", flannel=True
+)
 
 
 def _unknown_variables(process: Process, environ: Mapping[str, str]) -> list[str]:
@@ -207,8 +215,11 @@ def _unknown_variables(process: Process, environ: Mapping[str, str]) -> list[str
     if not unknown:
         return []
     stems = sorted(k.removeprefix(ENV_PREFIX) for k in known)
-    named = ", ".join(_shown(k, quote=False) + _suggest(k.removeprefix(ENV_PREFIX), stems).replace(
-        "mean ", "mean " + ENV_PREFIX) for k in unknown[:_MAX_NAMED])
+    named = ", ".join(
+        _shown(k, quote=False)
+        + _suggest(k.removeprefix(ENV_PREFIX), stems).replace("mean ", "mean " + ENV_PREFIX)
+        for k in unknown[:_MAX_NAMED]
+    )
     more = f" and {len(unknown) - _MAX_NAMED} more" if len(unknown) > _MAX_NAMED else ""
     return [f"ignoring environment variables that are not flags of this program: {named}{more}"]
 
@@ -221,10 +232,13 @@ def help_text(process: Process, prog: str, description: str) -> str:
     lines = [f"usage: {prog} [flags]", ""]
     if description:
         lines += [textwrap.fill(description, width=100), ""]
-    lines.append(textwrap.fill(
-        "Flags take one dash or two (-iface eth0, --iface=eth0); booleans are -flag or -flag=true|false|1|0|t|f. "
-        "Each flag is also read from the environment variable shown; a flag on the command line wins.",
-        width=100))
+    lines.append(
+        textwrap.fill(
+            "Flags take one dash or two (-iface eth0, --iface=eth0); booleans are -flag or -flag=true|false|1|0|t|f. "
+            "Each flag is also read from the environment variable shown; a flag on the command line wins.",
+            width=100,
+        )
+    )
     lines.append("")
     for flag in flags_of(process):
         if flag.hidden:
@@ -235,13 +249,21 @@ def help_text(process: Process, prog: str, description: str) -> str:
         if default:
             info.append(f"default {default}")
         if process == "flanneld" and flag.children:
-            info.append("for the " + " and the ".join(
-                "lease service" if c == "lease" else "backend" for c in flag.children))
+            info.append(
+                "for the "
+                + " and the ".join("lease service" if c == "lease" else "backend" for c in flag.children)
+            )
         if flag.flannel:
             info.append("flannel's" if not flag.no_effect else "flannel's, no effect here")
         lines.append(head)
-        lines.append(textwrap.fill(f"{'; '.join(info)} [{flag.env}]", width=100, initial_indent=" " * 8,
-                                   subsequent_indent=" " * 8))
+        lines.append(
+            textwrap.fill(
+                f"{'; '.join(info)} [{flag.env}]",
+                width=100,
+                initial_indent=" " * 8,
+                subsequent_indent=" " * 8,
+            )
+        )
     lines.append("  --version")
     lines.append("        print the version and exit")
     return "\n".join(lines)

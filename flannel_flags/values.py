@@ -29,7 +29,9 @@ def shown(text: str, *, quote: bool = True) -> str:
     """A value for a message: quoted, and shortened (with its length) when it is long."""
     if len(text) <= 80:
         return repr(text) if quote else text
-    return f"{text[:60]!r}... ({len(text)} characters)" if quote else f"{text[:60]}... ({len(text)} characters)"
+    return (
+        f"{text[:60]!r}... ({len(text)} characters)" if quote else f"{text[:60]}... ({len(text)} characters)"
+    )
 
 
 _shown = shown
@@ -55,7 +57,9 @@ def nonempty(value: str) -> str:
     return value
 
 
-_GO_INT = re.compile(r"([+-]?)(0[xX][0-9a-fA-F_]{1,20}|0[bB][01_]{1,70}|0[oO]?[0-7_]{1,30}|[1-9][0-9_]{0,20}|0)")
+_GO_INT = re.compile(
+    r"([+-]?)(0[xX][0-9a-fA-F_]{1,20}|0[bB][01_]{1,70}|0[oO]?[0-7_]{1,30}|[1-9][0-9_]{0,20}|0)"
+)
 
 
 def go_int(value: str) -> int:
@@ -81,8 +85,11 @@ def integer(lo: int | None = None, hi: int | None = None) -> Callable[[str], int
         number = go_int(value)
         if (lo is not None and number < lo) or (hi is not None and number > hi):
             bound = (
-                f"from {lo} to {hi}" if lo is not None and hi is not None
-                else f">= {lo}" if lo is not None else f"<= {hi}"
+                f"from {lo} to {hi}"
+                if lo is not None and hi is not None
+                else f">= {lo}"
+                if lo is not None
+                else f"<= {hi}"
             )
             raise BadValue(f"expected an integer {bound}, got {_shown(value)}")
         return number

@@ -4,5 +4,11 @@ checking and reflection, and a client channel to one."""
 from flannel_rpc.logs import configure_logging
 from flannel_rpc.serve import MAX_MESSAGE_BYTES, MESSAGE_LIMITS, STREAM_BATCH_BYTES, UnixServer, unix_target
 
-__all__ = ["MAX_MESSAGE_BYTES", "MESSAGE_LIMITS", "STREAM_BATCH_BYTES", "UnixServer", "configure_logging",
-           "unix_target"]
+__all__ = [
+    "MAX_MESSAGE_BYTES",
+    "MESSAGE_LIMITS",
+    "STREAM_BATCH_BYTES",
+    "UnixServer",
+    "configure_logging",
+    "unix_target",
+]

@@ -20,8 +20,7 @@ RECONNECT_MS = (100, 1000)
 """Reconnect back-off bounds: the two daemons start together, so the socket may appear a moment later."""
 
 
-def unix_channel(path: str | os.PathLike[str],
-                 options: Sequence[tuple[str, Any]] = ()) -> grpc.aio.Channel:
+def unix_channel(path: str | os.PathLike[str], options: Sequence[tuple[str, Any]] = ()) -> grpc.aio.Channel:
     """A channel to ``path`` that retries connecting every 0.1-1 s (gRPC's default starts at 1 s);
     ``options`` are added (e.g. :data:`flannel_rpc.MESSAGE_LIMITS`)."""
     low, high = RECONNECT_MS
@@ -52,8 +51,11 @@ async def wait_serving(channel: grpc.aio.Channel, what: str, service: str = "") 
                 if reply.status == health_pb2.HealthCheckResponse.SERVING:
                     return
                 if not said:
-                    log.info("waiting for %s to serve (health %s)", what,
-                             health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+                    log.info(
+                        "waiting for %s to serve (health %s)",
+                        what,
+                        health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status),
+                    )
                     said = True
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.UNIMPLEMENTED:

@@ -17,7 +17,11 @@ from collections.abc import Container, Hashable
 from datetime import UTC, datetime
 
 LOG_FORMAT_ENV = "FLANNEL_LOG_FORMAT"
-_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
+_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
+    "message",
+    "asctime",
+    "taskName",
+}
 
 
 class JsonFormatter(logging.Formatter):
@@ -62,7 +66,11 @@ def shorten(value: object, limit: int = 64, *, quote: bool = True) -> str:
 def label(name: str, limit: int = 80) -> str:
     """A key or a name for a log line: as it is when short and printable (``10.244.3.0-24``, ``node-1``),
     else quoted and shortened like :func:`shorten` (a key ending in a newline shows as ``'...\\n'``)."""
-    return name if len(name) <= limit and name.isprintable() and name.strip() == name and name else shorten(name, limit)
+    return (
+        name
+        if len(name) <= limit and name.isprintable() and name.strip() == name and name
+        else shorten(name, limit)
+    )
 
 
 class LogOnce:

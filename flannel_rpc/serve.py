@@ -65,7 +65,8 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
     logs a traceback). Aborts (``context.abort``) pass through unchanged."""
 
     async def intercept_service(
-        self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler | None:
         handler = await continuation(handler_call_details)
@@ -74,16 +75,22 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
         method = handler_call_details.method
         if not handler.response_streaming:
             return grpc.unary_unary_rpc_method_handler(
-                _guard_unary(method, handler.unary_unary), request_deserializer=_tolerant(handler.request_deserializer),
-                response_serializer=handler.response_serializer)
+                _guard_unary(method, handler.unary_unary),
+                request_deserializer=_tolerant(handler.request_deserializer),
+                response_serializer=handler.response_serializer,
+            )
         return grpc.unary_stream_rpc_method_handler(
-            _guard_stream(method, handler.unary_stream), request_deserializer=_tolerant(handler.request_deserializer),
-            response_serializer=handler.response_serializer)
+            _guard_stream(method, handler.unary_stream),
+            request_deserializer=_tolerant(handler.request_deserializer),
+            response_serializer=handler.response_serializer,
+        )
 
 
 async def _check_request(method: str, request: Any, context: grpc.aio.ServicerContext) -> None:
     if isinstance(request, _Undecodable):
-        log.warning("%s: undecodable request (%s); answered INVALID_ARGUMENT", method, type(request.error).__name__)
+        log.warning(
+            "%s: undecodable request (%s); answered INVALID_ARGUMENT", method, type(request.error).__name__
+        )
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"the request is not a valid {method} message")
 
 
@@ -164,11 +171,16 @@ class UnixServer:
         self.tcp_port: int | None = None
 
     async def start(self) -> None:
-        server = grpc.aio.server(options=[("grpc.so_reuseport", 0), *MESSAGE_LIMITS],
-                                 interceptors=[GuardInterceptor()])
+        server = grpc.aio.server(
+            options=[("grpc.so_reuseport", 0), *MESSAGE_LIMITS], interceptors=[GuardInterceptor()]
+        )
         self._add_servicers(server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        names = [*self.services, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME]
+        names = [
+            *self.services,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ]
         reflection.enable_server_reflection(names, server)
         self.socket_path.parent.mkdir(parents=True, exist_ok=True)
         try:

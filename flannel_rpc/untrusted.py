@@ -38,8 +38,16 @@ NUMBER_NOT_FINITE = "NUMBER_NOT_FINITE"
 NOT_JSON = "NOT_JSON"
 UNDECODABLE = "UNDECODABLE"
 
-REASONS = (TOO_LARGE, NOT_UTF8, TOO_DEEP, STRING_TOO_LONG, NUMBER_TOO_LONG, NUMBER_NOT_FINITE, NOT_JSON,
-           UNDECODABLE)
+REASONS = (
+    TOO_LARGE,
+    NOT_UTF8,
+    TOO_DEEP,
+    STRING_TOO_LONG,
+    NUMBER_TOO_LONG,
+    NUMBER_NOT_FINITE,
+    NOT_JSON,
+    UNDECODABLE,
+)
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -58,10 +66,10 @@ class Rejected(ValueError):
 class JsonLimits:
     """Bounds of one kind of document."""
 
-    max_bytes: int          #: the whole document, in bytes of UTF-8
-    max_depth: int = 32     #: nesting of arrays and objects
+    max_bytes: int  #: the whole document, in bytes of UTF-8
+    max_depth: int = 32  #: nesting of arrays and objects
     max_int_digits: int = 40  #: digits of one integer (Python's own limit is 4,300; ours is far lower)
-    max_string: int = 0     #: characters of one string as written; 0: as large as the document
+    max_string: int = 0  #: characters of one string as written; 0: as large as the document
 
     def __post_init__(self) -> None:
         if self.max_bytes <= 0 or self.max_depth <= 0 or self.max_int_digits <= 0 or self.max_string < 0:
@@ -78,7 +86,7 @@ NETWORK_CONFIG = JsonLimits(max_bytes=MIB)
 BACKEND_DATA = JsonLimits(max_bytes=MIB)
 
 # A JSON string as written: quotes around characters that are not quotes or backslashes, or escapes.
-_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _NOT_BRACKET = re.compile(r"[^\[\]{}]+")
 
 
@@ -113,17 +121,24 @@ def _decode(data: bytes | str, limits: JsonLimits, what: str) -> Any:
     if len(text) > max_string:
         longest = max((m.end() - m.start() - 2 for m in _STRING.finditer(text)), default=0)
         if longest > max_string:
-            raise Rejected(STRING_TOO_LONG, f"{what} holds a string of {longest} characters, "
-                                            f"more than the limit of {max_string}")
+            raise Rejected(
+                STRING_TOO_LONG,
+                f"{what} holds a string of {longest} characters, more than the limit of {max_string}",
+            )
     if text.count("[") + text.count("{") > limits.max_depth:
         depth = _max_depth(text)
         if depth > limits.max_depth:
-            raise Rejected(TOO_DEEP, f"{what} nests {depth} levels deep, more than the limit of {limits.max_depth}")
+            raise Rejected(
+                TOO_DEEP, f"{what} nests {depth} levels deep, more than the limit of {limits.max_depth}"
+            )
 
     def parse_int(digits: str) -> int:
         if len(digits.lstrip("-")) > limits.max_int_digits:
-            raise Rejected(NUMBER_TOO_LONG, f"{what} holds an integer of {len(digits.lstrip('-'))} digits, "
-                                            f"more than the limit of {limits.max_int_digits}")
+            raise Rejected(
+                NUMBER_TOO_LONG,
+                f"{what} holds an integer of {len(digits.lstrip('-'))} digits, "
+                f"more than the limit of {limits.max_int_digits}",
+            )
         return int(digits)
 
     def parse_float(spelling: str) -> float:
@@ -140,7 +155,9 @@ def _decode(data: bytes | str, limits: JsonLimits, what: str) -> Any:
     try:
         return json.loads(text, parse_int=parse_int, parse_float=parse_float, parse_constant=parse_constant)
     except json.JSONDecodeError as exc:
-        raise Rejected(NOT_JSON, f"{what}: not valid JSON (not JSON at character {exc.pos}: {exc.msg})") from None
+        raise Rejected(
+            NOT_JSON, f"{what}: not valid JSON (not JSON at character {exc.pos}: {exc.msg})"
+        ) from None
 
 
 def _utf8_size(text: str, limit: int) -> int:

@@ -42,23 +42,32 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self, TypeVar
 
+from flannel_testkit import profiles
 from flannel_testkit.cni import cni_call, node_cni_config, pod_address
 from flannel_testkit.etcd import EtcdServer
 from flannel_testkit.hostprofiles import HostProfile
 from flannel_testkit.processes import Daemon, health_status
 from flannel_testkit.wait import wait_until
-from flannel_testkit import profiles
 
 T = TypeVar("T")
 
 # Nodes lease from 10.244.1-199: tests write hand-made leases and stale routes at 10.244.200 and up.
-DEFAULT_CONFIG: dict[str, Any] = {"Network": "10.244.0.0/16", "SubnetMax": "10.244.199.0", "Backend": {"Type": "vxlan"}}
+DEFAULT_CONFIG: dict[str, Any] = {
+    "Network": "10.244.0.0/16",
+    "SubnetMax": "10.244.199.0",
+    "Backend": {"Type": "vxlan"},
+}
 DEFAULT_PREFIX = "/coreos.com/network"
 RTPROT_FLANNEL = 70  # the route protocol the backend marks its routes with
 
 NO_CAPS = ["setpriv", "--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-all", "--no-new-privs"]
-NET_CAPS = ["setpriv", "--inh-caps=-all,+net_admin,+net_raw", "--ambient-caps=-all,+net_admin,+net_raw",
-            "--bounding-set=-all,+net_admin,+net_raw", "--no-new-privs"]
+NET_CAPS = [
+    "setpriv",
+    "--inh-caps=-all,+net_admin,+net_raw",
+    "--ambient-caps=-all,+net_admin,+net_raw",
+    "--bounding-set=-all,+net_admin,+net_raw",
+    "--no-new-privs",
+]
 
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -67,14 +76,23 @@ _libc = ctypes.CDLL(None, use_errno=True)
 # --------------------------------------------------------------------------- namespaces
 
 
-def ns_exec(ns: str, argv: Sequence[str], *, check: bool = True, timeout: float = 30,
-            input: str | None = None) -> subprocess.CompletedProcess[str]:
+def ns_exec(
+    ns: str, argv: Sequence[str], *, check: bool = True, timeout: float = 30, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run ``argv`` inside namespace ``ns``; raise with its output when it fails and ``check``."""
-    proc = subprocess.run(["ip", "netns", "exec", ns, *argv], capture_output=True, text=True,
-                          timeout=timeout, check=False, input=input)
+    proc = subprocess.run(
+        ["ip", "netns", "exec", ns, *argv],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        input=input,
+    )
     if check and proc.returncode != 0:
-        raise RuntimeError(f"in netns {ns}: {' '.join(argv)} exited {proc.returncode}\n"
-                           f"stdout: {proc.stdout}\nstderr: {proc.stderr}")
+        raise RuntimeError(
+            f"in netns {ns}: {' '.join(argv)} exited {proc.returncode}\n"
+            f"stdout: {proc.stdout}\nstderr: {proc.stderr}"
+        )
     return proc
 
 
@@ -139,8 +157,12 @@ def delete_namespaces(names: Sequence[str]) -> None:
         kill_namespace_processes(ns)
     deadline = time.monotonic() + 5
     for ns in names:
-        while subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True,
-                             check=False).stdout.strip() and time.monotonic() < deadline:
+        while (
+            subprocess.run(
+                ["ip", "netns", "pids", ns], capture_output=True, text=True, check=False
+            ).stdout.strip()
+            and time.monotonic() < deadline
+        ):
             kill_namespace_processes(ns)
             time.sleep(0.02)
         subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
@@ -169,8 +191,12 @@ def parse_ping(output: str) -> PingResult:
 
 def ping(ns: str, to_ip: str, count: int = 5, interval: float = 0.01, timeout: float = 1) -> PingResult:
     """``ping -c count -i interval -W timeout to_ip`` from namespace ``ns``."""
-    out = ns_exec(ns, ["ping", "-n", "-q", "-c", str(count), "-i", str(interval), "-W", str(timeout), to_ip],
-                  check=False, timeout=count * interval + timeout + 30)
+    out = ns_exec(
+        ns,
+        ["ping", "-n", "-q", "-c", str(count), "-i", str(interval), "-W", str(timeout), to_ip],
+        check=False,
+        timeout=count * interval + timeout + 30,
+    )
     return parse_ping(out.stdout + out.stderr)
 
 
@@ -179,8 +205,26 @@ class BackgroundPing:
 
     def __init__(self, ns: str, to_ip: str, count: int, interval: float = 0.01, timeout: float = 1) -> None:
         self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", ns, "ping", "-n", "-q", "-c", str(count), "-i", str(interval), "-W",
-             str(timeout), to_ip], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            [
+                "ip",
+                "netns",
+                "exec",
+                ns,
+                "ping",
+                "-n",
+                "-q",
+                "-c",
+                str(count),
+                "-i",
+                str(interval),
+                "-W",
+                str(timeout),
+                to_ip,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
 
     def running(self) -> bool:
         return self.proc.poll() is None
@@ -239,8 +283,12 @@ class EchoServer:
     def __init__(self, ns: str, host: str, port: int = 7007) -> None:
         self.ns, self.host, self.port = ns, host, port
         self.peers: list[str] = []
-        self.proc = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-u", "-c", _ECHO_SERVER, host,
-                                      str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", ns, sys.executable, "-u", "-c", _ECHO_SERVER, host, str(port)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         assert self.proc.stdout is not None
         first = self.proc.stdout.readline().strip()
         if first != "ready":
@@ -269,10 +317,17 @@ class EchoServer:
 
 def tcp_echo(from_ns: str, host: str, port: int = 7007, payload: bytes = b"hello flannel\n") -> bytes:
     """Send ``payload`` to an echo server from namespace ``from_ns``; what came back."""
-    proc = subprocess.run(["ip", "netns", "exec", from_ns, sys.executable, "-c", _ECHO_CLIENT, host, str(port)],
-                          input=payload, capture_output=True, timeout=30, check=False)
+    proc = subprocess.run(
+        ["ip", "netns", "exec", from_ns, sys.executable, "-c", _ECHO_CLIENT, host, str(port)],
+        input=payload,
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
     if proc.returncode != 0:
-        raise RuntimeError(f"tcp client in {from_ns} -> {host}:{port} failed: {proc.stderr.decode(errors='replace')}")
+        raise RuntimeError(
+            f"tcp client in {from_ns} -> {host}:{port} failed: {proc.stderr.decode(errors='replace')}"
+        )
     return proc.stdout
 
 
@@ -299,8 +354,11 @@ class EtcdHttp:
         import urllib.request
 
         def go() -> dict[str, Any]:
-            req = urllib.request.Request(f"{self.endpoint}{path}", data=json.dumps(body).encode(),
-                                         headers={"Content-Type": "application/json"})
+            req = urllib.request.Request(
+                f"{self.endpoint}{path}",
+                data=json.dumps(body).encode(),
+                headers={"Content-Type": "application/json"},
+            )
             with urllib.request.urlopen(req, timeout=10) as resp:
                 return json.loads(resp.read() or b"{}")  # type: ignore[no-any-return]
 
@@ -319,8 +377,10 @@ class EtcdHttp:
     def get_prefix(self, prefix: str) -> dict[str, str]:
         end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
         reply = self._call("/v3/kv/range", {"key": self._b64(prefix), "range_end": self._b64(end)})
-        return {base64.b64decode(kv["key"]).decode(): base64.b64decode(kv.get("value", "")).decode()
-                for kv in reply.get("kvs", [])}
+        return {
+            base64.b64decode(kv["key"]).decode(): base64.b64decode(kv.get("value", "")).decode()
+            for kv in reply.get("kvs", [])
+        }
 
     def get(self, key: str) -> str | None:
         reply = self._call("/v3/kv/range", {"key": self._b64(key)})
@@ -333,7 +393,9 @@ class EtcdHttp:
     def compact(self) -> int:
         """Compact etcd's history up to now; the revision compacted at."""
         self.put("/compaction-marker", "x")
-        revision = int(self._call("/v3/kv/range", {"key": self._b64("/compaction-marker")})["header"]["revision"])
+        revision = int(
+            self._call("/v3/kv/range", {"key": self._b64("/compaction-marker")})["header"]["revision"]
+        )
         self._call("/v3/kv/compaction", {"revision": revision, "physical": True})
         return revision
 
@@ -630,13 +692,19 @@ class Cluster:
         from flannel_testkit.kubeapi import KubeApiProcess, make_node
 
         assert self.etcd is not None
-        self.apiserver = KubeApiProcess(self.etcd.endpoint, "/registry", listen=f"{self.etcd_ip}:0",
-                                        wrap=["ip", "netns", "exec", self.etcd_ns],
-                                        log_path=self.base_dir / "apiserver.log").start()
+        self.apiserver = KubeApiProcess(
+            self.etcd.endpoint,
+            "/registry",
+            listen=f"{self.etcd_ip}:0",
+            wrap=["ip", "netns", "exec", self.etcd_ns],
+            log_path=self.base_dir / "apiserver.log",
+        ).start()
         (self.base_dir / "net-conf.json").write_text(json.dumps(self.config))
         network = ipaddress.ip_network(self.config["Network"])
         for i in range(1, self.count + 1):
-            node = make_node(f"n{i}", str(list(network.subnets(new_prefix=24))[i]), addresses=f"{self.underlay}.{i}")
+            node = make_node(
+                f"n{i}", str(list(network.subnets(new_prefix=24))[i]), addresses=f"{self.underlay}.{i}"
+            )
             self.kube_api(lambda api, node=node: api.create_node(node))
 
     def kube_api(self, call: Callable[[Any], T]) -> T:
@@ -648,8 +716,15 @@ class Cluster:
         """How node ``i``'s lease service reaches the store: etcd, or the Kubernetes API."""
         assert self.etcd is not None
         if self.kube:
-            return ["--kube-subnet-mgr", "--kube-api-url", self.apiserver.url, "--node-name", f"n{i}",
-                    "--net-config-path", str(self.base_dir / "net-conf.json")]
+            return [
+                "--kube-subnet-mgr",
+                "--kube-api-url",
+                self.apiserver.url,
+                "--node-name",
+                f"n{i}",
+                "--net-config-path",
+                str(self.base_dir / "net-conf.json"),
+            ]
         return ["--etcd-endpoints", self.etcd.endpoint, "--etcd-prefix", self.prefix]
 
     def put_config(self, config: dict[str, Any]) -> None:
@@ -679,34 +754,70 @@ class Cluster:
         run_dir = self.base_dir / f"n{i}"
         run_dir.mkdir(parents=True, exist_ok=True)
         assert self.etcd is not None
-        lease_argv = ["--run-dir", str(run_dir), *self.store_args(i), *self.iface_args,
-                      *(["--ip-masq"] if self.ip_masq else []), *self.lease_args]
-        backend_argv = ["--run-dir", str(run_dir), *(["--ip-masq"] if self.ip_masq else []),
-                        *self.backend_args]
+        lease_argv = [
+            "--run-dir",
+            str(run_dir),
+            *self.store_args(i),
+            *self.iface_args,
+            *(["--ip-masq"] if self.ip_masq else []),
+            *self.lease_args,
+        ]
+        backend_argv = [
+            "--run-dir",
+            str(run_dir),
+            *(["--ip-masq"] if self.ip_masq else []),
+            *self.backend_args,
+        ]
         if self.backend_cmd:  # a third-party backend: its own command line, {run_dir} filled in
             backend_argv = [part.replace("{run_dir}", str(run_dir)) for part in self.backend_cmd]
         wrap = self.wireguard_wrap(run_dir)
         node = Node(
-            index=i, ns=ns, pod_ns=f"fpt{self.id}-p{i}", public_ip=public_ip, run_dir=run_dir,
-            lease=Daemon("lease_service", lease_argv, self.base_dir / f"n{i}-lease.log",
-                         prefix=["ip", "netns", "exec", ns, *NO_CAPS]),
-            backend=Daemon(self.backend_module if not self.backend_cmd else "", backend_argv,
-                           self.base_dir / f"n{i}-backend.log", prefix=["ip", "netns", "exec", ns, *wrap, *NET_CAPS],
-                           env=self.host_profile.backend_env(self.base_dir) if self.host_profile else None),
+            index=i,
+            ns=ns,
+            pod_ns=f"fpt{self.id}-p{i}",
+            public_ip=public_ip,
+            run_dir=run_dir,
+            lease=Daemon(
+                "lease_service",
+                lease_argv,
+                self.base_dir / f"n{i}-lease.log",
+                prefix=["ip", "netns", "exec", ns, *NO_CAPS],
+            ),
+            backend=Daemon(
+                self.backend_module if not self.backend_cmd else "",
+                backend_argv,
+                self.base_dir / f"n{i}-backend.log",
+                prefix=["ip", "netns", "exec", ns, *wrap, *NET_CAPS],
+                env=self.host_profile.backend_env(self.base_dir) if self.host_profile else None,
+            ),
         )
         if self.node_daemons is not None:
             made = self.node_daemons(self, i, ns)
-            node.lease, node.backend, node.run_dir, node.subnet_file = (made.lease, made.backend, made.run_dir,
-                                                                        made.subnet_file)
+            node.lease, node.backend, node.run_dir, node.subnet_file = (
+                made.lease,
+                made.backend,
+                made.run_dir,
+                made.subnet_file,
+            )
         if self.flanneld:
             # the default lease user (nobody) cannot run a venv under /root nor enter pytest's private
             # tmp dirs: unless the test chose a lease user or command, the lease service runs as root (warned)
             chosen = any(a.startswith(("--lease-user", "--lease-cmd")) for a in self.flanneld_args)
             lease_user = [] if chosen else ["--lease-user", "root"]
-            node.flanneld = Daemon("supervisor", [
-                "--run-dir", str(run_dir), *self.store_args(i),
-                *self.iface_args, *(["--ip-masq"] if self.ip_masq else []), *lease_user, *self.flanneld_args,
-            ], self.base_dir / f"n{i}-flanneld.log", prefix=["ip", "netns", "exec", ns, *wrap])
+            node.flanneld = Daemon(
+                "supervisor",
+                [
+                    "--run-dir",
+                    str(run_dir),
+                    *self.store_args(i),
+                    *self.iface_args,
+                    *(["--ip-masq"] if self.ip_masq else []),
+                    *lease_user,
+                    *self.flanneld_args,
+                ],
+                self.base_dir / f"n{i}-flanneld.log",
+                prefix=["ip", "netns", "exec", ns, *wrap],
+            )
             if self.flanneld_command is not None:
                 node.flanneld = self.flanneld_command(self, node)
         self.nodes.append(node)
@@ -726,8 +837,12 @@ class Cluster:
 
     def wg(self, node: Node, *args: str) -> str:
         """``wg ARGS`` on ``node`` (its namespace and its /run/wireguard)."""
-        out = subprocess.run(["ip", "netns", "exec", node.ns, *self.wireguard_wrap(node.run_dir), "wg", *args],
-                             capture_output=True, text=True, check=False)
+        out = subprocess.run(
+            ["ip", "netns", "exec", node.ns, *self.wireguard_wrap(node.run_dir), "wg", *args],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if out.returncode != 0:
             raise RuntimeError(f"wg {' '.join(args)} on {node.name}: {out.stderr.strip()}")
         return out.stdout
@@ -742,10 +857,13 @@ class Cluster:
                 ns_exec(ns, ["sysctl", "-q", "-w", "net.ipv6.conf.default.accept_dad=0"])
         # Without --ip-masq flannel's CNI asks the bridge to masquerade (ipMasq = !FLANNEL_IPMASQ); these
         # clusters test flannel's dataplane unmasqueraded, so their CNI config says ipMasq false.
-        node.cni_config = {**node_cni_config(node.run_dir, delegate=None if self.ip_masq else {"ipMasq": False}),
-                           "subnetFile": str(node.subnet_env_path)}
-        result = cni_call("ADD", node.ns, node.cni_config, container_id=node.pod_ns,
-                          netns=f"/run/netns/{node.pod_ns}").ok()
+        node.cni_config = {
+            **node_cni_config(node.run_dir, delegate=None if self.ip_masq else {"ipMasq": False}),
+            "subnetFile": str(node.subnet_env_path),
+        }
+        result = cni_call(
+            "ADD", node.ns, node.cni_config, container_id=node.pod_ns, netns=f"/run/netns/{node.pod_ns}"
+        ).ok()
         node.pod_added = True
         want = [f"{node.pod_ip}/{node.subnet.split('/')[1]}"]
         if "FLANNEL_IPV6_SUBNET" in node.subnet_env:
@@ -756,8 +874,14 @@ class Cluster:
     def _del_pod(self, node: Node) -> None:
         """CNI DEL for the node's pod, as kubelet does when the pod goes."""
         if node.pod_added and node.cni_config is not None:
-            cni_call("DEL", node.ns, node.cni_config, container_id=node.pod_ns, netns=f"/run/netns/{node.pod_ns}",
-                     timeout=20).ok()
+            cni_call(
+                "DEL",
+                node.ns,
+                node.cni_config,
+                container_id=node.pod_ns,
+                netns=f"/run/netns/{node.pod_ns}",
+                timeout=20,
+            ).ok()
             node.pod_added = False
 
     # ------------------------------------------------------------------ daemons
@@ -769,8 +893,11 @@ class Cluster:
 
     def wait_lease_service(self, node: Node, timeout: float = 90) -> None:
         log = node.flanneld or node.lease
-        wait_until(lambda: health_status(node.lease_socket) == "SERVING" or not node.runs(node.lease),
-                   timeout=timeout, what=f"{node.name} lease service SERVING")
+        wait_until(
+            lambda: health_status(node.lease_socket) == "SERVING" or not node.runs(node.lease),
+            timeout=timeout,
+            what=f"{node.name} lease service SERVING",
+        )
         if not node.runs(node.lease):
             raise RuntimeError(f"{node.name} lease service exited:\n{log.log()[-3000:]}")
 
@@ -782,8 +909,11 @@ class Cluster:
     def wait_backend(self, node: Node, timeout: float = 90) -> None:
         log = node.flanneld or node.backend
         try:
-            wait_until(lambda: health_status(node.backend_socket) == "SERVING" or not node.runs(node.backend),
-                       timeout=timeout, what=f"{node.name} backend SERVING")
+            wait_until(
+                lambda: health_status(node.backend_socket) == "SERVING" or not node.runs(node.backend),
+                timeout=timeout,
+                what=f"{node.name} backend SERVING",
+            )
         except AssertionError as exc:
             raise RuntimeError(f"{exc}\n{node.name} backend log:\n{log.log()[-3000:]}") from None
         if not node.runs(node.backend):
@@ -836,12 +966,16 @@ class Cluster:
     def leases(self) -> dict[str, dict[str, Any]]:
         """The leases in etcd: key (``10.244.3.0-24``) to the stored JSON."""
         base = f"{self.prefix}/subnets/"
-        return {k[len(base):]: json.loads(v) for k, v in self.etcd_get_prefix(base).items()}
+        return {k[len(base) :]: json.loads(v) for k, v in self.etcd_get_prefix(base).items()}
 
     def full_mesh_pings(self, count: int = 5) -> dict[tuple[int, int], PingResult]:
         """Every pod pings every other pod: ``{(from, to): result}``."""
-        return {(a.index, b.index): self.ping(a, b.pod_ip, count)
-                for a in self.nodes for b in self.nodes if a is not b}
+        return {
+            (a.index, b.index): self.ping(a, b.pod_ip, count)
+            for a in self.nodes
+            for b in self.nodes
+            if a is not b
+        }
 
     def mesh_ok(self, count: int = 3) -> bool:
         return all(r.received == r.sent == count for r in self.full_mesh_pings(count).values())
@@ -859,8 +993,11 @@ class Cluster:
             self._wait_routes(node, self.expected_peers(node), timeout)
 
     def _wait_routes(self, node: Node, want: set[str], timeout: float) -> None:
-        wait_until(lambda: want <= self.peer_subnets_routed(node), timeout=timeout,
-                   what=f"{node.name} routes to {sorted(want)}")
+        wait_until(
+            lambda: want <= self.peer_subnets_routed(node),
+            timeout=timeout,
+            what=f"{node.name} routes to {sorted(want)}",
+        )
 
 
 _COUNTERS = re.compile(r" \[\d+:\d+\]$")
@@ -883,16 +1020,31 @@ def kernel_objects(ns: str) -> dict[str, Any]:
     """The flannel-owned kernel objects of a node, normalised for comparison: the VXLAN devices
     (name, MAC, MTU, VNI, local address, addresses), routes with the backend's protocol or on a
     flannel device, permanent neighbours and FDB entries on the flannel devices, masquerade rules."""
-    devices = [link for link in ip_json(ns, "-d", "link", "show", "type", "vxlan")
-               if str(link.get("ifname", "")).startswith("flannel")]
+    devices = [
+        link
+        for link in ip_json(ns, "-d", "link", "show", "type", "vxlan")
+        if str(link.get("ifname", "")).startswith("flannel")
+    ]
     names = sorted(str(d["ifname"]) for d in devices)
     links = []
     for d in devices:
         info = d.get("linkinfo", {}).get("info_data", {})
-        addrs = [f"{a['local']}/{a['prefixlen']}" for entry in ip_json(ns, "addr", "show", "dev", d["ifname"])
-                 for a in entry.get("addr_info", [])]
-        links.append({"name": d["ifname"], "mac": d.get("address"), "mtu": d.get("mtu"), "vni": info.get("id"),
-                      "local": info.get("local"), "port": info.get("port"), "addrs": sorted(addrs)})
+        addrs = [
+            f"{a['local']}/{a['prefixlen']}"
+            for entry in ip_json(ns, "addr", "show", "dev", d["ifname"])
+            for a in entry.get("addr_info", [])
+        ]
+        links.append(
+            {
+                "name": d["ifname"],
+                "mac": d.get("address"),
+                "mtu": d.get("mtu"),
+                "vni": info.get("id"),
+                "local": info.get("local"),
+                "port": info.get("port"),
+                "addrs": sorted(addrs),
+            }
+        )
     routes: dict[str, dict[str, Any]] = {}
     candidates = ip_json(ns, "route", "show", "proto", str(RTPROT_FLANNEL))
     for name in names:
@@ -900,8 +1052,13 @@ def kernel_objects(ns: str) -> dict[str, Any]:
     for r in candidates:
         if r.get("protocol") == "kernel":
             continue
-        entry = {"dst": r["dst"], "gateway": r.get("gateway"), "dev": r.get("dev"),
-                 "flags": sorted(r.get("flags", [])), "protocol": str(r.get("protocol"))}
+        entry = {
+            "dst": r["dst"],
+            "gateway": r.get("gateway"),
+            "dev": r.get("dev"),
+            "flags": sorted(r.get("flags", [])),
+            "protocol": str(r.get("protocol")),
+        }
         routes[r["dst"]] = entry
     neighbours, fdb = [], []
     for name in names:
@@ -909,16 +1066,26 @@ def kernel_objects(ns: str) -> dict[str, Any]:
             neighbours.append({"dev": name, "dst": n.get("dst"), "lladdr": n.get("lladdr")})
         for f in ip_json(ns, "fdb", "show", "dev", name, tool="bridge"):
             if "permanent" in f.get("state", "") or f.get("dst"):
-                fdb.append({"dev": name, "mac": f.get("mac"), "dst": f.get("dst"), "state": f.get("state", "")})
+                fdb.append(
+                    {"dev": name, "mac": f.get("mac"), "dst": f.get("dst"), "state": f.get("state", "")}
+                )
+
     def key(d: dict[str, Any]) -> str:
         return json.dumps(d, sort_keys=True)
 
-    return {"links": sorted(links, key=key), "routes": sorted(routes.values(), key=key), "rules": flannel_rules(ns),
-            "neighbours": sorted(neighbours, key=key), "fdb": sorted(fdb, key=key)}
+    return {
+        "links": sorted(links, key=key),
+        "routes": sorted(routes.values(), key=key),
+        "rules": flannel_rules(ns),
+        "neighbours": sorted(neighbours, key=key),
+        "fdb": sorted(fdb, key=key),
+    }
 
 
 @contextmanager
-def cluster(base_dir: Path, nodes: int = 3, config: dict[str, Any] | None = None, **kwargs: Any) -> Iterator[Cluster]:
+def cluster(
+    base_dir: Path, nodes: int = 3, config: dict[str, Any] | None = None, **kwargs: Any
+) -> Iterator[Cluster]:
     """``with cluster(tmp, 3) as c: ...``: a running cluster, always torn down."""
     c = Cluster(base_dir, nodes, config, **kwargs)
     with c:

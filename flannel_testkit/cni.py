@@ -36,16 +36,22 @@ def flannel_cni_binary() -> Path:
 def cni_path() -> str:
     """``CNI_PATH``: where flannel-cni is, then the delegate plugins."""
     if not (CNI_PLUGIN_DIR / "bridge").exists():
-        raise RuntimeError(f"no bridge plugin in {CNI_PLUGIN_DIR}: apt-get install containernetworking-plugins")
+        raise RuntimeError(
+            f"no bridge plugin in {CNI_PLUGIN_DIR}: apt-get install containernetworking-plugins"
+        )
     return f"{flannel_cni_binary().parent}:{CNI_PLUGIN_DIR}"
 
 
-def node_cni_config(run_dir: Path, *, delegate: dict[str, Any] | None = None,
-                    cni_version: str = "1.0.0") -> dict[str, Any]:
+def node_cni_config(
+    run_dir: Path, *, delegate: dict[str, Any] | None = None, cni_version: str = "1.0.0"
+) -> dict[str, Any]:
     """kube-flannel's flannel entry (``type`` is the plugin's name here), with the node's own files."""
     return {
-        "cniVersion": cni_version, "name": NETWORK_NAME, "type": "flannel-cni",
-        "subnetFile": str(run_dir / "subnet.env"), "dataDir": str(run_dir / "cni" / "flannel"),
+        "cniVersion": cni_version,
+        "name": NETWORK_NAME,
+        "type": "flannel-cni",
+        "subnetFile": str(run_dir / "subnet.env"),
+        "dataDir": str(run_dir / "cni" / "flannel"),
         "ipam": {"dataDir": str(run_dir / "cni" / "networks")},
         "delegate": {"hairpinMode": True, "isDefaultGateway": True, **(delegate or {})},
     }
@@ -64,17 +70,31 @@ class CniReply:
         return self.reply or {}
 
 
-def cni_call(command: str, node_ns: str, config: dict[str, Any], *, container_id: str = "", netns: str = "",
-             ifname: str = "eth0", extra_env: dict[str, str] | None = None, timeout: float = 60) -> CniReply:
+def cni_call(
+    command: str,
+    node_ns: str,
+    config: dict[str, Any],
+    *,
+    container_id: str = "",
+    netns: str = "",
+    ifname: str = "eth0",
+    extra_env: dict[str, str] | None = None,
+    timeout: float = 60,
+) -> CniReply:
     """Run ``flannel-cni`` with ``CNI_COMMAND=command`` inside ``node_ns`` as a runtime would."""
     env = {**os.environ, "CNI_COMMAND": command, "CNI_PATH": cni_path()}
     for name, value in (("CNI_CONTAINERID", container_id), ("CNI_NETNS", netns), ("CNI_IFNAME", ifname)):
         if value and command not in ("VERSION", "STATUS", "GC"):
             env[name] = value
     env.update(extra_env or {})
-    proc = subprocess.run(["ip", "netns", "exec", node_ns, str(flannel_cni_binary())],
-                          input=json.dumps(config).encode(), capture_output=True, env=env, timeout=timeout,
-                          check=False)
+    proc = subprocess.run(
+        ["ip", "netns", "exec", node_ns, str(flannel_cni_binary())],
+        input=json.dumps(config).encode(),
+        capture_output=True,
+        env=env,
+        timeout=timeout,
+        check=False,
+    )
     out = proc.stdout.strip()
     return CniReply(proc.returncode, json.loads(out) if out else None, proc.stderr.decode(errors="replace"))
 

@@ -59,27 +59,36 @@ class EtcdServer:
     def start(self, timeout: float = 20.0) -> None:
         args = [
             etcd_binary(),
-            "--name", "test",
-            "--data-dir", str(self.data_dir),
-            "--listen-client-urls", self.endpoint,
-            "--advertise-client-urls", self.endpoint,
-            "--listen-peer-urls", f"http://{self.host}:{self.peer_port}",
-            "--initial-advertise-peer-urls", f"http://{self.host}:{self.peer_port}",
-            "--initial-cluster", f"test=http://{self.host}:{self.peer_port}",
-            "--log-level", "error",
+            "--name",
+            "test",
+            "--data-dir",
+            str(self.data_dir),
+            "--listen-client-urls",
+            self.endpoint,
+            "--advertise-client-urls",
+            self.endpoint,
+            "--listen-peer-urls",
+            f"http://{self.host}:{self.peer_port}",
+            "--initial-advertise-peer-urls",
+            f"http://{self.host}:{self.peer_port}",
+            "--initial-cluster",
+            f"test=http://{self.host}:{self.peer_port}",
+            "--log-level",
+            "error",
         ]
         if self.tls is not None:
             args += ["--cert-file", str(self.tls.cert_file), "--key-file", str(self.tls.key_file)]
             if self.tls.client_ca is not None:
                 args += ["--client-cert-auth", "--trusted-ca-file", str(self.tls.client_ca)]
         env = {**os.environ, "ETCD_UNSUPPORTED_ARCH": os.environ.get("ETCD_UNSUPPORTED_ARCH", "")}
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(args, stdout=log, stderr=log, env=env, start_new_session=True)
-        log.close()
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(args, stdout=log, stderr=log, env=env, start_new_session=True)
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"etcd exited with {self.proc.returncode}: {self.log_path.read_text()[-2000:]}")
+                raise RuntimeError(
+                    f"etcd exited with {self.proc.returncode}: {self.log_path.read_text()[-2000:]}"
+                )
             try:
                 with socket.create_connection((self.host, self.client_port), timeout=0.2):
                     pass

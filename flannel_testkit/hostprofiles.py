@@ -69,10 +69,19 @@ class HostProfile:
 
     def prepare_node(self, ns: str, ipv6: bool) -> None:
         """Apply the profile's rules inside node namespace ``ns``."""
-        for tool, text in (("iptables-restore", self.iptables), ("ip6tables-restore", self.ip6tables if ipv6 else "")):
+        for tool, text in (
+            ("iptables-restore", self.iptables),
+            ("ip6tables-restore", self.ip6tables if ipv6 else ""),
+        ):
             if text:
-                subprocess.run(["ip", "netns", "exec", ns, tool, "--noflush"], input=text, text=True,
-                               capture_output=True, check=True, timeout=30)
+                subprocess.run(
+                    ["ip", "netns", "exec", ns, tool, "--noflush"],
+                    input=text,
+                    text=True,
+                    capture_output=True,
+                    check=True,
+                    timeout=30,
+                )
 
     def backend_env(self, base_dir: Path) -> dict[str, str]:
         """Environment variables for the backend process."""

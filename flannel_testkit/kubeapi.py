@@ -162,11 +162,16 @@ def make_node(
                 }
             ],
             "nodeInfo": {
-                "architecture": "amd64", "bootID": str(uuid.uuid5(uuid.NAMESPACE_DNS, name + ".boot")),
-                "containerRuntimeVersion": "containerd://1.7.20", "kernelVersion": "6.1.0-fake",
-                "kubeProxyVersion": "v1.31.0", "kubeletVersion": "v1.31.0",
-                "machineID": uuid.uuid5(uuid.NAMESPACE_DNS, name).hex, "operatingSystem": "linux",
-                "osImage": "Debian GNU/Linux 12 (bookworm)", "systemUUID": str(uuid.uuid5(uuid.NAMESPACE_DNS, name)),
+                "architecture": "amd64",
+                "bootID": str(uuid.uuid5(uuid.NAMESPACE_DNS, name + ".boot")),
+                "containerRuntimeVersion": "containerd://1.7.20",
+                "kernelVersion": "6.1.0-fake",
+                "kubeProxyVersion": "v1.31.0",
+                "kubeletVersion": "v1.31.0",
+                "machineID": uuid.uuid5(uuid.NAMESPACE_DNS, name).hex,
+                "operatingSystem": "linux",
+                "osImage": "Debian GNU/Linux 12 (bookworm)",
+                "systemUUID": str(uuid.uuid5(uuid.NAMESPACE_DNS, name)),
             },
         },
     }
@@ -241,13 +246,16 @@ def _merge_list(old: Any, patch: list[Any], merge_key: str, path: tuple[str, ...
         if not isinstance(item, dict) or merge_key not in item:
             raise PatchError(f"map: {item!r} does not contain declared merge key: {merge_key}")
         found = next(
-            (i for i, o in enumerate(merged) if isinstance(o, dict) and o.get(merge_key) == item[merge_key]), None
+            (i for i, o in enumerate(merged) if isinstance(o, dict) and o.get(merge_key) == item[merge_key]),
+            None,
         )
         if item.get("$patch") == "delete":
             if found is not None:
                 del merged[found]
         elif found is None:
-            merged.append({k: copy.deepcopy(v) for k, v in item.items() if not k.startswith("$") and v is not None})
+            merged.append(
+                {k: copy.deepcopy(v) for k, v in item.items() if not k.startswith("$") and v is not None}
+            )
         else:
             merged[found] = strategic_merge_patch(merged[found], item, path)
     return merged
@@ -335,7 +343,9 @@ def json_patch(target: Any, ops: Any) -> Any:
             source = op.get("from")
             if not isinstance(source, str):
                 raise PatchError(f"{kind} operation needs 'from'")
-            value = remove(source) if kind == "move" else copy.deepcopy(_resolve(doc, _pointer(source), source))
+            value = (
+                remove(source) if kind == "move" else copy.deepcopy(_resolve(doc, _pointer(source), source))
+            )
             add(path, value)
         elif kind == "test":
             if _resolve(doc, _pointer(path), path) != op["value"]:
@@ -416,8 +426,15 @@ def _matcher(query: Any) -> Callable[[JSON], bool]:
 
 
 def status_body(code: int, reason: str, message: str, details: JSON | None = None) -> JSON:
-    body: JSON = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                  "message": message, "reason": reason, "code": code}
+    body: JSON = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }
     if details:
         body["details"] = details
     return body
@@ -440,8 +457,13 @@ def _not_found(name: str) -> ApiError:
 
 
 def _conflict(name: str) -> ApiError:
-    return ApiError(409, "Conflict", f'Operation cannot be fulfilled on nodes "{name}": the object has been '
-                    "modified; please apply your changes to the latest version and try again", name)
+    return ApiError(
+        409,
+        "Conflict",
+        f'Operation cannot be fulfilled on nodes "{name}": the object has been '
+        "modified; please apply your changes to the latest version and try again",
+        name,
+    )
 
 
 def _truthy(value: str | None) -> bool:
@@ -469,9 +491,17 @@ class _Watch:
 class KubeApiServer:
     """The API server in this event loop (``async with KubeApiServer(...) as api: api.url``)."""
 
-    def __init__(self, etcd_endpoints: str | Sequence[str], prefix: str = "/registry", host: str = "127.0.0.1",
-                 port: int = 0, *, user: str = DEFAULT_USER, bookmark_interval: float = 1.0,
-                 default_watch_timeout: float = 1800.0) -> None:
+    def __init__(
+        self,
+        etcd_endpoints: str | Sequence[str],
+        prefix: str = "/registry",
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        user: str = DEFAULT_USER,
+        bookmark_interval: float = 1.0,
+        default_watch_timeout: float = 1800.0,
+    ) -> None:
         endpoints = (etcd_endpoints,) if isinstance(etcd_endpoints, str) else tuple(etcd_endpoints)
         self.etcd = EtcdClient(EtcdSettings(endpoints=endpoints))
         root = "/" + prefix.strip("/") if prefix.strip("/") else ""
@@ -529,8 +559,12 @@ class KubeApiServer:
     def _make_app(self) -> web.Application:
         app = web.Application(middlewares=[self._middleware])
         r = app.router
-        for path, handler in (("/version", self.version), ("/api", self.api), ("/api/v1", self.api_v1),
-                              ("/apis", self.apis)):
+        for path, handler in (
+            ("/version", self.version),
+            ("/api", self.api),
+            ("/api/v1", self.api_v1),
+            ("/apis", self.apis),
+        ):
             r.add_get(path, handler)
             r.add_get(path + "/", handler)  # the client asks for "/version/", "/api/", ...
         for probe in ("/healthz", "/readyz", "/livez"):
@@ -553,8 +587,9 @@ class KubeApiServer:
         return app
 
     @staticmethod
-    def _bind(handler: Callable[[web.Request, bool], Awaitable[web.StreamResponse]],
-              sub: bool) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    def _bind(
+        handler: Callable[[web.Request, bool], Awaitable[web.StreamResponse]], sub: bool
+    ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def bound(request: web.Request) -> web.StreamResponse:
             return await handler(request, sub)
 
@@ -566,9 +601,16 @@ class KubeApiServer:
             body = ""
             if request.can_read_body and request.method in ("POST", "PUT", "PATCH", "DELETE"):
                 body = (await request.read()).decode("utf-8", "replace")
-            self.requests.append({"method": request.method, "path": request.path, "query": request.query_string,
-                                  "content_type": request.headers.get("Content-Type", ""), "body": body,
-                                  "time": time.time()})
+            self.requests.append(
+                {
+                    "method": request.method,
+                    "path": request.path,
+                    "query": request.query_string,
+                    "content_type": request.headers.get("Content-Type", ""),
+                    "body": body,
+                    "time": time.time(),
+                }
+            )
         try:
             return await handler(request)  # type: ignore[no-any-return]
         except ApiError as exc:
@@ -580,8 +622,11 @@ class KubeApiServer:
         except web.HTTPException as exc:
             if exc.status in (404, 405):  # unknown path / method: a Status, as the real server answers
                 reason = "NotFound" if exc.status == 404 else "MethodNotAllowed"
-                message = "the server could not find the requested resource" if exc.status == 404 else (
-                    "the server does not allow this method on the requested resource")
+                message = (
+                    "the server could not find the requested resource"
+                    if exc.status == 404
+                    else ("the server does not allow this method on the requested resource")
+                )
                 return ApiError(exc.status, reason, message).response()
             raise
 
@@ -593,26 +638,76 @@ class KubeApiServer:
         if self.deny_code == 400:
             raise ApiError(400, "BadRequest", f"the server rejected our request for {verb} {resource}")
         what = f'nodes "{name}"' if name else "nodes"
-        raise ApiError(403, "Forbidden", f'{what} is forbidden: User "{self.user}" cannot {verb} resource '
-                       f'"{resource}" in API group "" at the cluster scope', name or None)
+        raise ApiError(
+            403,
+            "Forbidden",
+            f'{what} is forbidden: User "{self.user}" cannot {verb} resource '
+            f'"{resource}" in API group "" at the cluster scope',
+            name or None,
+        )
 
     # -- discovery ----------------------------------------------------------------------------------
 
     async def version(self, request: web.Request) -> web.Response:
-        return web.json_response({"major": "1", "minor": "31", "gitVersion": "v1.31.0-flannel-py-fake",
-                                  "gitCommit": "0" * 40, "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z",
-                                  "goVersion": "go1.22", "compiler": "gc", "platform": "linux/amd64"})
+        return web.json_response(
+            {
+                "major": "1",
+                "minor": "31",
+                "gitVersion": "v1.31.0-flannel-py-fake",
+                "gitCommit": "0" * 40,
+                "gitTreeState": "clean",
+                "buildDate": "2026-01-01T00:00:00Z",
+                "goVersion": "go1.22",
+                "compiler": "gc",
+                "platform": "linux/amd64",
+            }
+        )
 
     async def api(self, request: web.Request) -> web.Response:
-        return web.json_response({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [
-            {"clientCIDR": "0.0.0.0/0", "serverAddress": f"{request.host}"}]})
+        return web.json_response(
+            {
+                "kind": "APIVersions",
+                "versions": ["v1"],
+                "serverAddressByClientCIDRs": [
+                    {"clientCIDR": "0.0.0.0/0", "serverAddress": f"{request.host}"}
+                ],
+            }
+        )
 
     async def api_v1(self, request: web.Request) -> web.Response:
-        return web.json_response({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "v1", "resources": [
-            {"name": "nodes", "singularName": "node", "namespaced": False, "kind": "Node", "shortNames": ["no"],
-             "verbs": ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]},
-            {"name": "nodes/status", "singularName": "", "namespaced": False, "kind": "Node",
-             "verbs": ["get", "patch", "update"]}]})
+        return web.json_response(
+            {
+                "kind": "APIResourceList",
+                "apiVersion": "v1",
+                "groupVersion": "v1",
+                "resources": [
+                    {
+                        "name": "nodes",
+                        "singularName": "node",
+                        "namespaced": False,
+                        "kind": "Node",
+                        "shortNames": ["no"],
+                        "verbs": [
+                            "create",
+                            "delete",
+                            "deletecollection",
+                            "get",
+                            "list",
+                            "patch",
+                            "update",
+                            "watch",
+                        ],
+                    },
+                    {
+                        "name": "nodes/status",
+                        "singularName": "",
+                        "namespaced": False,
+                        "kind": "Node",
+                        "verbs": ["get", "patch", "update"],
+                    },
+                ],
+            }
+        )
 
     async def apis(self, request: web.Request) -> web.Response:
         return web.json_response({"kind": "APIGroupList", "apiVersion": "v1", "groups": []})
@@ -632,7 +727,9 @@ class KubeApiServer:
             if not isinstance(obj, dict) or not isinstance(obj.get("metadata"), dict):
                 raise TypeError("not an object with metadata")
         except (TypeError, ValueError) as exc:
-            raise ApiError(500, "InternalError", f"unable to decode an object at revision {revision}: {exc}") from exc
+            raise ApiError(
+                500, "InternalError", f"unable to decode an object at revision {revision}: {exc}"
+            ) from exc
         obj["metadata"]["resourceVersion"] = str(revision)
         return obj
 
@@ -689,8 +786,11 @@ class KubeApiServer:
         token = request.query.get("continue", "")
         if token:  # the rest of an earlier list, at its revision (kept here as the watch cache keeps it)
             if token not in self._continues:
-                raise ApiError(410, "Expired", "The provided continue parameter is too old to display a "
-                                               "consistent list result.")
+                raise ApiError(
+                    410,
+                    "Expired",
+                    "The provided continue parameter is too old to display a consistent list result.",
+                )
             revision, kvs = self._continues.pop(token)
         else:
             kvs, revision = await self.etcd.get_prefix(self.node_prefix)
@@ -721,7 +821,9 @@ class KubeApiServer:
         watch = _Watch(request, _truthy(request.query.get("allowWatchBookmarks")))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        response = web.StreamResponse(headers={"Content-Type": "application/json", "Cache-Control": "no-cache"})
+        response = web.StreamResponse(
+            headers={"Content-Type": "application/json", "Cache-Control": "no-cache"}
+        )
         response.enable_chunked_encoding()
         await response.prepare(request)
         self.watches.add(watch)
@@ -729,7 +831,9 @@ class KubeApiServer:
         known: dict[str, JSON] = {}  # the last state of each Node sent on this stream (for DELETED)
 
         async def send(kind: str, obj: JSON) -> None:
-            await response.write(json.dumps({"type": kind, "object": obj}, separators=(",", ":")).encode() + b"\n")
+            await response.write(
+                json.dumps({"type": kind, "object": obj}, separators=(",", ":")).encode() + b"\n"
+            )
 
         try:
             if start == 0:  # "0"/absent: the current state as ADDED, then from now on (like the real server)
@@ -766,8 +870,12 @@ class KubeApiServer:
                     await response.write(item.data + b"\n")
                     continue
                 if isinstance(item, WatchCompacted):
-                    await send("ERROR", status_body(
-                        410, "Expired", f"too old resource version: {start} ({item.compact_revision})"))
+                    await send(
+                        "ERROR",
+                        status_body(
+                            410, "Expired", f"too old resource version: {start} ({item.compact_revision})"
+                        ),
+                    )
                     break
                 if isinstance(item, Exception):
                     await send("ERROR", status_body(500, "InternalError", f"watch failed: {item}"))
@@ -788,7 +896,9 @@ class KubeApiServer:
                         known[key] = obj
                         was, now = old is not None and matches(old), matches(obj)
                         if now:
-                            await send("MODIFIED" if was or (old is None and event.kv.version > 1) else "ADDED", obj)
+                            await send(
+                                "MODIFIED" if was or (old is None and event.kv.version > 1) else "ADDED", obj
+                            )
                         elif was:
                             await send("DELETED", obj)
                     else:
@@ -797,16 +907,29 @@ class KubeApiServer:
                                 prev = await self._value_at(key, event.kv.mod_revision - 1)
                             except WatchCompacted:
                                 prev = None
-                            old = self._decode(prev.value, prev.mod_revision) if prev is not None else {
-                                "kind": "Node", "apiVersion": "v1", "metadata": {"name": key[len(self.node_prefix):]}}
+                            old = (
+                                self._decode(prev.value, prev.mod_revision)
+                                if prev is not None
+                                else {
+                                    "kind": "Node",
+                                    "apiVersion": "v1",
+                                    "metadata": {"name": key[len(self.node_prefix) :]},
+                                }
+                            )
                         known.pop(key, None)
                         gone = copy.deepcopy(old)
                         gone["metadata"]["resourceVersion"] = str(event.kv.mod_revision)
                         if matches(gone):
                             await send("DELETED", gone)
                 if bookmark and watch.bookmarks:
-                    await send("BOOKMARK", {"kind": "Node", "apiVersion": "v1",
-                                            "metadata": {"resourceVersion": str(item.revision)}})
+                    await send(
+                        "BOOKMARK",
+                        {
+                            "kind": "Node",
+                            "apiVersion": "v1",
+                            "metadata": {"resourceVersion": str(item.revision)},
+                        },
+                    )
             await response.write_eof()
         except (_StreamDone, ConnectionError):
             pass
@@ -868,8 +991,11 @@ class KubeApiServer:
         name = meta.get("name") if isinstance(meta, dict) else None
         self._authorize("create", "nodes", name or "")
         if not isinstance(name, str) or not name:
-            raise ApiError(422, "Invalid", "Node \"\" is invalid: metadata.name: Required value: name or "
-                           "generateName is required")
+            raise ApiError(
+                422,
+                "Invalid",
+                'Node "" is invalid: metadata.name: Required value: name or generateName is required',
+            )
         self._validate(obj, name)
         obj.setdefault("kind", "Node")
         obj.setdefault("apiVersion", "v1")
@@ -883,7 +1009,9 @@ class KubeApiServer:
         kv, revision = await self.etcd.get(self._key(name))
         if kv is not None or not await self.etcd.create(self._key(name), value):
             raise ApiError(409, "AlreadyExists", f'nodes "{name}" already exists', name)
-        obj["metadata"]["resourceVersion"] = str(await self._written_revision(self._key(name), value, revision))
+        obj["metadata"]["resourceVersion"] = str(
+            await self._written_revision(self._key(name), value, revision)
+        )
         return web.json_response(obj, status=201)
 
     def _validate(self, obj: Any, name: str) -> None:
@@ -891,20 +1019,32 @@ class KubeApiServer:
             raise ApiError(422, "Invalid", f'Node "{name}" is invalid: metadata: Required value', name)
         meta = obj["metadata"]
         if not _NAME.match(str(meta.get("name", ""))) or len(str(meta.get("name"))) > 253:
-            raise ApiError(422, "Invalid", f'Node "{name}" is invalid: metadata.name: Invalid value: '
-                           f'"{meta.get("name")}": a lowercase RFC 1123 subdomain must consist of lower case '
-                           "alphanumeric characters, '-' or '.'", name)
+            raise ApiError(
+                422,
+                "Invalid",
+                f'Node "{name}" is invalid: metadata.name: Invalid value: '
+                f'"{meta.get("name")}": a lowercase RFC 1123 subdomain must consist of lower case '
+                "alphanumeric characters, '-' or '.'",
+                name,
+            )
         for part in ("labels", "annotations"):
             values = meta.get(part)
-            if values is not None and (not isinstance(values, dict)
-                                       or not all(isinstance(v, str) for v in values.values())):
-                raise ApiError(422, "Invalid", f'Node "{name}" is invalid: metadata.{part}: Invalid value: '
-                               "values must be strings", name)
+            if values is not None and (
+                not isinstance(values, dict) or not all(isinstance(v, str) for v in values.values())
+            ):
+                raise ApiError(
+                    422,
+                    "Invalid",
+                    f'Node "{name}" is invalid: metadata.{part}: Invalid value: values must be strings',
+                    name,
+                )
         for part in ("spec", "status"):
             if obj.get(part) is not None and not isinstance(obj.get(part), dict):
                 raise ApiError(422, "Invalid", f'Node "{name}" is invalid: {part}: Invalid value', name)
 
-    async def _update(self, name: str, sub: bool, change: Callable[[JSON], JSON], dry_run: bool = False) -> JSON:
+    async def _update(
+        self, name: str, sub: bool, change: Callable[[JSON], JSON], dry_run: bool = False
+    ) -> JSON:
         """Read, change, write back if the mod_revision is unchanged; retry on a concurrent write."""
         key = self._key(name)
         for _ in range(100):
@@ -912,9 +1052,15 @@ class KubeApiServer:
             new = change(copy.deepcopy(old))
             self._validate(new, name)
             if new["metadata"].get("name") != name:
-                raise ApiError(400, "BadRequest", f"the name of the object ({new['metadata'].get('name')}) does "
-                               f"not match the name on the URL ({name})")
-            if str(new["metadata"].get("resourceVersion") or old["metadata"]["resourceVersion"]) != str(revision):
+                raise ApiError(
+                    400,
+                    "BadRequest",
+                    f"the name of the object ({new['metadata'].get('name')}) does "
+                    f"not match the name on the URL ({name})",
+                )
+            if str(new["metadata"].get("resourceVersion") or old["metadata"]["resourceVersion"]) != str(
+                revision
+            ):
                 raise _conflict(name)
             # the node strategies: /status keeps the spec, the main resource keeps the status
             if sub:
@@ -934,8 +1080,12 @@ class KubeApiServer:
             if await self.etcd.replace(key, value, revision):
                 new["metadata"]["resourceVersion"] = str(await self._written_revision(key, value, revision))
                 return new
-        raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on nodes "{name}": too many concurrent '
-                       "writers", name)
+        raise ApiError(
+            409,
+            "Conflict",
+            f'Operation cannot be fulfilled on nodes "{name}": too many concurrent writers',
+            name,
+        )
 
     async def update(self, request: web.Request, sub: bool) -> web.Response:
         name = request.match_info["name"]
@@ -944,8 +1094,10 @@ class KubeApiServer:
         if not isinstance(body, dict) or not isinstance(body.get("metadata"), dict):
             raise BadRequest("the body must be a Node object with metadata")
         if body["metadata"].get("name") != name:
-            raise BadRequest(f"the name of the object ({body['metadata'].get('name')}) does not match the name "
-                             f"on the URL ({name})")
+            raise BadRequest(
+                f"the name of the object ({body['metadata'].get('name')}) does not match the name "
+                f"on the URL ({name})"
+            )
 
         def replace(old: JSON) -> JSON:
             new = copy.deepcopy(body)
@@ -960,14 +1112,20 @@ class KubeApiServer:
         self._authorize("patch", "nodes/status" if sub else "nodes", name)
         kind = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
         if kind not in PATCH_TYPES:
-            raise ApiError(415, "UnsupportedMediaType", f"the body of the request was in an unknown format - "
-                           f"accepted media types include: {', '.join(PATCH_TYPES)}")
+            raise ApiError(
+                415,
+                "UnsupportedMediaType",
+                f"the body of the request was in an unknown format - "
+                f"accepted media types include: {', '.join(PATCH_TYPES)}",
+            )
         patch = await self._body(request)
         if kind == JSON_PATCH and not isinstance(patch, list):
             raise BadRequest("json: cannot unmarshal object into Go value of type jsonpatch.Patch")
         if kind != JSON_PATCH and not isinstance(patch, dict):
-            raise BadRequest(f"error decoding patch: json: cannot unmarshal {type(patch).__name__} into Go value "
-                             "of type map[string]interface {}")
+            raise BadRequest(
+                f"error decoding patch: json: cannot unmarshal {type(patch).__name__} into Go value "
+                "of type map[string]interface {}"
+            )
 
         def apply(old: JSON) -> JSON:
             try:
@@ -977,8 +1135,12 @@ class KubeApiServer:
                     return strategic_merge_patch(old, patch)  # type: ignore[no-any-return]
                 return json_patch(old, patch)  # type: ignore[no-any-return]
             except PatchError as exc:
-                raise ApiError(422, "Invalid", f"the server rejected our request due to an error in our request: "
-                               f"{exc}", name) from exc
+                raise ApiError(
+                    422,
+                    "Invalid",
+                    f"the server rejected our request due to an error in our request: {exc}",
+                    name,
+                ) from exc
 
         return web.json_response(await self._update(name, sub, apply, "dryRun" in request.query))
 
@@ -990,14 +1152,23 @@ class KubeApiServer:
             options = await self._body(request)
         obj, _ = await self._read(name)
         preconditions = (options or {}).get("preconditions") or {}
-        if preconditions.get("resourceVersion") and preconditions["resourceVersion"] != obj["metadata"][
-                "resourceVersion"]:
+        if (
+            preconditions.get("resourceVersion")
+            and preconditions["resourceVersion"] != obj["metadata"]["resourceVersion"]
+        ):
             raise _conflict(name)
         if preconditions.get("uid") and preconditions["uid"] != obj["metadata"].get("uid"):
             raise _conflict(name)
         await self.etcd.delete(self._key(name))
-        return web.json_response({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
-                                  "details": {"name": name, "kind": "nodes", "uid": obj["metadata"].get("uid")}})
+        return web.json_response(
+            {
+                "kind": "Status",
+                "apiVersion": "v1",
+                "metadata": {},
+                "status": "Success",
+                "details": {"name": name, "kind": "nodes", "uid": obj["metadata"].get("uid")},
+            }
+        )
 
     # -- test controls ------------------------------------------------------------------------------
 
@@ -1068,8 +1239,12 @@ class KubeApiControl:
     def call(self, method: str, path: str, body: Any = None, content_type: str = "application/json") -> Any:
         """The decoded answer; raises :class:`KubeApiError` for a non-2xx answer."""
         data = body if isinstance(body, bytes) else json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.url + path, data=data, method=method,
-                                     headers={"Content-Type": content_type, "Accept": "application/json"})
+        req = urllib.request.Request(
+            self.url + path,
+            data=data,
+            method=method,
+            headers={"Content-Type": content_type, "Accept": "application/json"},
+        )
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
                 return json.loads(resp.read() or b"null")
@@ -1093,8 +1268,9 @@ class KubeApiControl:
     def replace_node(self, node: JSON, *, status: bool = False) -> JSON:
         return self.call("PUT", _path(node["metadata"]["name"], status), node)  # type: ignore[no-any-return]
 
-    def patch_node(self, name: str, patch: Any, *, status: bool = False,
-                   content_type: str = STRATEGIC_MERGE_PATCH) -> JSON:
+    def patch_node(
+        self, name: str, patch: Any, *, status: bool = False, content_type: str = STRATEGIC_MERGE_PATCH
+    ) -> JSON:
         return self.call("PATCH", _path(name, status), patch, content_type)  # type: ignore[no-any-return]
 
     def delete_node(self, name: str) -> JSON:
@@ -1110,7 +1286,11 @@ class KubeApiControl:
         self.call("POST", "/_test/deny", {"verb": verb, "resource": resource, "code": code})
 
     def inject_frame(self, frame: bytes) -> int:
-        return int(self.call("POST", "/_test/inject-frame", frame, content_type="application/octet-stream")["injected"])
+        return int(
+            self.call("POST", "/_test/inject-frame", frame, content_type="application/octet-stream")[
+                "injected"
+            ]
+        )
 
     def allow_all(self) -> None:
         self.call("POST", "/_test/allow-all")
@@ -1141,12 +1321,15 @@ class AsyncKubeApiControl:
             await self._session.close()
             self._session = None
 
-    async def call(self, method: str, path: str, body: Any = None, content_type: str = "application/json") -> Any:
+    async def call(
+        self, method: str, path: str, body: Any = None, content_type: str = "application/json"
+    ) -> Any:
         if self._session is None:
             self._session = ClientSession(timeout=ClientTimeout(total=self.timeout))
         data = json.dumps(body).encode() if body is not None else None
-        async with self._session.request(method, self.url + path, data=data,
-                                         headers={"Content-Type": content_type}) as resp:
+        async with self._session.request(
+            method, self.url + path, data=data, headers={"Content-Type": content_type}
+        ) as resp:
             raw = await resp.read()
             try:
                 decoded = json.loads(raw) if raw else None
@@ -1168,15 +1351,18 @@ class AsyncKubeApiControl:
     async def replace_node(self, node: JSON, *, status: bool = False) -> JSON:
         return await self.call("PUT", _path(node["metadata"]["name"], status), node)  # type: ignore[no-any-return]
 
-    async def patch_node(self, name: str, patch: Any, *, status: bool = False,
-                         content_type: str = STRATEGIC_MERGE_PATCH) -> JSON:
+    async def patch_node(
+        self, name: str, patch: Any, *, status: bool = False, content_type: str = STRATEGIC_MERGE_PATCH
+    ) -> JSON:
         return await self.call("PATCH", _path(name, status), patch, content_type)  # type: ignore[no-any-return]
 
     async def delete_node(self, name: str) -> JSON:
         return await self.call("DELETE", _path(name, False))  # type: ignore[no-any-return]
 
     async def drop_watches(self, clean: bool = False) -> int:
-        return int((await self.call("POST", "/_test/drop-watches" + ("?clean=1" if clean else "")))["dropped"])
+        return int(
+            (await self.call("POST", "/_test/drop-watches" + ("?clean=1" if clean else "")))["dropped"]
+        )
 
     async def compact(self) -> int:
         return int((await self.call("POST", "/_test/compact"))["revision"])
@@ -1201,8 +1387,16 @@ class KubeApiProcess:
     network namespace). ``stop()`` ends the child's process group (it runs in its own session).
     """
 
-    def __init__(self, etcd_endpoint: str, prefix: str, listen: str = "127.0.0.1:0", *,
-                 wrap: Sequence[str] = (), log_path: Path | None = None, extra_args: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        etcd_endpoint: str,
+        prefix: str,
+        listen: str = "127.0.0.1:0",
+        *,
+        wrap: Sequence[str] = (),
+        log_path: Path | None = None,
+        extra_args: Sequence[str] = (),
+    ) -> None:
         self.etcd_endpoint, self.prefix, self.listen = etcd_endpoint, prefix, listen
         self.wrap, self.log_path, self.extra_args = list(wrap), log_path, list(extra_args)
         self.proc: subprocess.Popen[bytes] | None = None
@@ -1220,12 +1414,24 @@ class KubeApiProcess:
 
     def start(self, timeout: float = 20.0) -> Self:
         root = Path(__file__).resolve().parents[1]  # where the package is importable from
-        argv = [*self.wrap, sys.executable, "-m", "flannel_testkit.kubeapi", "--etcd-endpoint", self.etcd_endpoint,
-                "--prefix", self.prefix, "--listen", self.listen, *self.extra_args]
+        argv = [
+            *self.wrap,
+            sys.executable,
+            "-m",
+            "flannel_testkit.kubeapi",
+            "--etcd-endpoint",
+            self.etcd_endpoint,
+            "--prefix",
+            self.prefix,
+            "--listen",
+            self.listen,
+            *self.extra_args,
+        ]
         stderr: Any = open(self.log_path, "ab") if self.log_path else None  # noqa: SIM115
         try:
-            self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=stderr, cwd=root,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(
+                argv, stdout=subprocess.PIPE, stderr=stderr, cwd=root, start_new_session=True
+            )
         finally:
             if stderr is not None:
                 stderr.close()
@@ -1245,7 +1451,7 @@ class KubeApiProcess:
         if not line.startswith("listening on "):
             self.stop()
             raise RuntimeError(f"kubeapi did not start: {line!r}")
-        self.host, _, port = line[len("listening on "):].rpartition(":")
+        self.host, _, port = line[len("listening on ") :].rpartition(":")
         self.host = self.host.strip("[]")
         self.port = int(port)
         return self
@@ -1286,8 +1492,14 @@ def running(etcd_endpoint: str, prefix: str, **kwargs: Any) -> Iterator[KubeApiP
 async def serve(args: argparse.Namespace) -> None:
     host, _, port = args.listen.rpartition(":")
     host = host.strip("[]") or "0.0.0.0"
-    server = KubeApiServer(args.etcd_endpoint, args.prefix, host, int(port), user=args.user,
-                           bookmark_interval=args.bookmark_interval)
+    server = KubeApiServer(
+        args.etcd_endpoint,
+        args.prefix,
+        host,
+        int(port),
+        user=args.user,
+        bookmark_interval=args.bookmark_interval,
+    )
     await server.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -1302,11 +1514,17 @@ async def serve(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m flannel_testkit.kubeapi", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--etcd-endpoint", action="append", required=True,
-                        help="etcd client URL (repeat for several members)")
-    parser.add_argument("--prefix", default="/registry", help="etcd key prefix; Nodes live at PREFIX/minions/NAME")
+    parser = argparse.ArgumentParser(
+        prog="python -m flannel_testkit.kubeapi",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--etcd-endpoint", action="append", required=True, help="etcd client URL (repeat for several members)"
+    )
+    parser.add_argument(
+        "--prefix", default="/registry", help="etcd key prefix; Nodes live at PREFIX/minions/NAME"
+    )
     parser.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT to serve on (port 0: a free port)")
     parser.add_argument("--user", default=DEFAULT_USER, help="the user named in 403 messages")
     parser.add_argument("--bookmark-interval", type=float, default=1.0, help="seconds between BOOKMARKs")

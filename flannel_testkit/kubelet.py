@@ -57,8 +57,14 @@ def podman(*args: str, check: bool = True, timeout: float = 120) -> subprocess.C
 
 def build_image(timeout: float = 1200) -> str:
     """``tools/build-image`` (a no-op when the image already holds these sources); the image's name."""
-    proc = subprocess.run([str(REPO / "tools" / "build-image")], capture_output=True, text=True, timeout=timeout,
-                          check=False, cwd=REPO)
+    proc = subprocess.run(
+        [str(REPO / "tools" / "build-image")],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        cwd=REPO,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"tools/build-image exited {proc.returncode}:\n{proc.stderr[-4000:]}")
     return proc.stdout.strip().splitlines()[-1]
@@ -72,20 +78,45 @@ def host_wheels(dest: Path, python_version: str = "3.11") -> Path:
 
     dest.mkdir(parents=True, exist_ok=True)
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet"]
-    subprocess.run([*pip, "wheel", "--no-deps", "--wheel-dir", str(dest), str(REPO)], check=True,
-                   capture_output=True, timeout=600)
+    subprocess.run(
+        [*pip, "wheel", "--no-deps", "--wheel-dir", str(dest), str(REPO)],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
     [wheel] = dest.glob("flannel_py-*.whl")
     arch = platform.machine()
-    platforms = [arg for tag in ("manylinux_2_28", "manylinux_2_17", "manylinux2014", "manylinux1", "linux")
-                 for arg in ("--platform", f"{tag}_{arch}")]
-    subprocess.run([*pip, "download", "--only-binary=:all:", "--dest", str(dest), "--python-version", python_version,
-                    "--implementation", "cp", *platforms, str(wheel)], check=True, capture_output=True, timeout=600)
+    platforms = [
+        arg
+        for tag in ("manylinux_2_28", "manylinux_2_17", "manylinux2014", "manylinux1", "linux")
+        for arg in ("--platform", f"{tag}_{arch}")
+    ]
+    subprocess.run(
+        [
+            *pip,
+            "download",
+            "--only-binary=:all:",
+            "--dest",
+            str(dest),
+            "--python-version",
+            python_version,
+            "--implementation",
+            "cp",
+            *platforms,
+            str(wheel),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
     return wheel
 
 
 def remove_labelled(test_id: str) -> None:
     """Remove every container (running or not) labelled with this test's id."""
-    ids = podman("ps", "--all", "--quiet", "--filter", f"label={TEST_LABEL}={test_id}", check=False).stdout.split()
+    ids = podman(
+        "ps", "--all", "--quiet", "--filter", f"label={TEST_LABEL}={test_id}", check=False
+    ).stdout.split()
     if ids:
         podman("rm", "--force", "--time", "0", *ids, check=False)
 
@@ -137,8 +168,8 @@ class PodPlacement:
 
     node_name: str
     netns: str
-    node_root: Path       # stands for the node's /: hostPath volumes live under it
-    pod_dir: Path         # emptyDir, configMap and projected volumes of this pod
+    node_root: Path  # stands for the node's /: hostPath volumes live under it
+    pod_dir: Path  # emptyDir, configMap and projected volumes of this pod
     test_id: str
     kubeconfig: Path | None = None
 
@@ -150,7 +181,9 @@ class PodPlacement:
 class Kubelet:
     """Runs the containers of one pod of ``manifest``'s DaemonSet on one node with podman."""
 
-    def __init__(self, manifest: Manifest, placement: PodPlacement, image_overrides: Mapping[str, str] = {}) -> None:
+    def __init__(
+        self, manifest: Manifest, placement: PodPlacement, image_overrides: Mapping[str, str] = {}
+    ) -> None:
         self.manifest = manifest
         self.pod = manifest.pod_spec
         self.at = placement
@@ -189,7 +222,9 @@ class Kubelet:
         elif "projected" in volume:
             for source in volume["projected"]["sources"]:
                 if "serviceAccountToken" in source:
-                    (path / source["serviceAccountToken"]["path"]).write_text(f"test-token-{self.at.pod_name}")
+                    (path / source["serviceAccountToken"]["path"]).write_text(
+                        f"test-token-{self.at.pod_name}"
+                    )
                 elif "configMap" in source:
                     for item in source["configMap"].get("items", []):
                         (path / item["path"]).write_text("# the test API server speaks HTTP: no CA\n")
@@ -197,7 +232,9 @@ class Kubelet:
                     for item in source["downwardAPI"]["items"]:
                         (path / item["path"]).write_text(self._field(item["fieldRef"]["fieldPath"]))
                 else:
-                    raise ManifestError(f"volume {name}: projected source {sorted(source)} is not played here")
+                    raise ManifestError(
+                        f"volume {name}: projected source {sorted(source)} is not played here"
+                    )
             for child in path.iterdir():
                 os.chmod(child, int(volume["projected"].get("defaultMode", 0o644)))
         else:
@@ -205,8 +242,11 @@ class Kubelet:
         return path
 
     def _field(self, field_path: str) -> str:
-        values = {"metadata.name": self.at.pod_name, "metadata.namespace": self.namespace,
-                  "spec.nodeName": self.at.node_name}
+        values = {
+            "metadata.name": self.at.pod_name,
+            "metadata.namespace": self.namespace,
+            "spec.nodeName": self.at.node_name,
+        }
         if field_path not in values:
             raise ManifestError(f"fieldRef {field_path!r} is not played here (known: {sorted(values)})")
         return values[field_path]
@@ -230,7 +270,9 @@ class Kubelet:
             elif "fieldRef" in item.get("valueFrom", {}):
                 env[item["name"]] = self._field(item["valueFrom"]["fieldRef"]["fieldPath"])
             else:
-                raise ManifestError(f"env {item['name']}: {sorted(item.get('valueFrom', {}))} is not played here")
+                raise ManifestError(
+                    f"env {item['name']}: {sorted(item.get('valueFrom', {}))} is not played here"
+                )
         return env
 
     def run_argv(self, name: str) -> list[str]:
@@ -240,13 +282,25 @@ class Kubelet:
         pod_sc = self.pod.get("securityContext", {})
         env = self.env(c)
         mounts_token = any(m["mountPath"].rstrip("/") == TOKEN_PATH for m in c.get("volumeMounts", []))
-        argv = ["--rm", "--name", self.container_name(name), "--label", f"{TEST_LABEL}={self.at.test_id}",
-                *RUN_FLAGS, "--network", f"ns:/run/netns/{self.at.netns}", "--hostname", self.at.node_name]
+        argv = [
+            "--rm",
+            "--name",
+            self.container_name(name),
+            "--label",
+            f"{TEST_LABEL}={self.at.test_id}",
+            *RUN_FLAGS,
+            "--network",
+            f"ns:/run/netns/{self.at.netns}",
+            "--hostname",
+            self.at.node_name,
+        ]
         if "runAsUser" in sc:
             user = str(sc["runAsUser"])
             argv += ["--user", f"{user}:{sc['runAsGroup']}" if "runAsGroup" in sc else user]
         if sc.get("runAsNonRoot") and sc.get("runAsUser", 0) == 0:
-            raise ManifestError(f"container {name}: runAsNonRoot with uid 0: kubelet would refuse to start it")
+            raise ManifestError(
+                f"container {name}: runAsNonRoot with uid 0: kubelet would refuse to start it"
+            )
         if "fsGroup" in pod_sc:
             argv += ["--group-add", str(pod_sc["fsGroup"])]
         caps = sc.get("capabilities", {})
@@ -265,11 +319,20 @@ class Kubelet:
         for mount in c.get("volumeMounts", []):
             volume = next(v for v in self.pod["volumes"] if v["name"] == mount["name"])
             read_only = mount.get("readOnly") or "configMap" in volume or "projected" in volume
-            argv += ["--volume", f"{self.volume_paths[mount['name']]}:{mount['mountPath'].rstrip('/')}"
-                                 f"{':ro' if read_only else ''}"]
+            argv += [
+                "--volume",
+                (
+                    f"{self.volume_paths[mount['name']]}:{mount['mountPath'].rstrip('/')}"
+                    f"{':ro' if read_only else ''}"
+                ),
+            ]
         if mounts_token and self.at.kubeconfig is not None:
-            argv += ["--volume", f"{self.at.kubeconfig}:{KUBECONFIG_PATH}:ro",
-                     "--env", f"FLANNELD_KUBECONFIG_FILE={KUBECONFIG_PATH}"]
+            argv += [
+                "--volume",
+                f"{self.at.kubeconfig}:{KUBECONFIG_PATH}:ro",
+                "--env",
+                f"FLANNELD_KUBECONFIG_FILE={KUBECONFIG_PATH}",
+            ]
         if "command" in c:
             argv += ["--entrypoint", json.dumps([expand(part, env) for part in c["command"]])]
         image = self.image_overrides.get(c["image"], c["image"])
@@ -281,11 +344,13 @@ class Kubelet:
         best: tuple[str, Path] | None = None
         for mount in self.container(name).get("volumeMounts", []):
             target = mount["mountPath"].rstrip("/")
-            if (path == target or path.startswith(target + "/")) and (best is None or len(target) > len(best[0])):
+            if (path == target or path.startswith(target + "/")) and (
+                best is None or len(target) > len(best[0])
+            ):
                 best = (target, self.volume_paths[mount["name"]])
         if best is None:
             raise ManifestError(f"container {name}: {path} is on no volume (the container's own filesystem)")
-        return best[1] / path[len(best[0]):].lstrip("/")
+        return best[1] / path[len(best[0]) :].lstrip("/")
 
     def flag(self, name: str, flag: str) -> str:
         """The value of ``--flag=value`` in container ``name``'s args (as written in the manifest)."""
@@ -307,8 +372,13 @@ class Kubelet:
     def probe(self, name: str, kind: str) -> subprocess.CompletedProcess[str]:
         """Run container ``name``'s ``kind`` probe (``readinessProbe``, ...) in it, as kubelet's exec probe."""
         probe = self.container(name)[kind]
-        return podman("exec", self.container_name(name), *probe["exec"]["command"], check=False,
-                      timeout=float(probe.get("timeoutSeconds", 1)) + 30)
+        return podman(
+            "exec",
+            self.container_name(name),
+            *probe["exec"]["command"],
+            check=False,
+            timeout=float(probe.get("timeoutSeconds", 1)) + 30,
+        )
 
 
 class Container(Daemon):

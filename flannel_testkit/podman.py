@@ -39,10 +39,26 @@ def local_base_image(packages: Sequence[str] = (), suite: str = "bookworm", vari
     with tempfile.TemporaryDirectory(prefix="flannel-py-base.") as tmp:
         tar = Path(tmp) / "base.tar"
         include = [f"--include={','.join(packages)}"] if packages else []
-        subprocess.run(["mmdebstrap", "--quiet", f"--variant={variant}", *include,
-                        "--dpkgopt=path-exclude=/usr/share/man/*", "--dpkgopt=path-exclude=/usr/share/doc/*",
-                        "--dpkgopt=path-exclude=/usr/share/locale/*", suite, str(tar)],
-                       check=True, capture_output=True, timeout=900)
-        subprocess.run(["podman", "import", "--quiet", "--change", 'CMD ["/bin/bash"]', str(tar), name],
-                       check=True, capture_output=True, timeout=300)
+        subprocess.run(
+            [
+                "mmdebstrap",
+                "--quiet",
+                f"--variant={variant}",
+                *include,
+                "--dpkgopt=path-exclude=/usr/share/man/*",
+                "--dpkgopt=path-exclude=/usr/share/doc/*",
+                "--dpkgopt=path-exclude=/usr/share/locale/*",
+                suite,
+                str(tar),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=900,
+        )
+        subprocess.run(
+            ["podman", "import", "--quiet", "--change", 'CMD ["/bin/bash"]', str(tar), name],
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
     return name

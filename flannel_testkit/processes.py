@@ -29,8 +29,14 @@ class Daemon:
     """One daemon process (``python -m <module> ...``, or ``args`` as a whole command line when
     ``module`` is empty) with its log in a file."""
 
-    def __init__(self, module: str, args: Sequence[str], log_path: Path, prefix: Sequence[str] = (),
-                 env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        module: str,
+        args: Sequence[str],
+        log_path: Path,
+        prefix: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.module = module
         self.env = dict(env or {})
         """Variables set (over this process's environment) for the daemon, e.g. a restricted PATH."""
@@ -40,12 +46,12 @@ class Daemon:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Daemon:
-        log = open(self.log_path, "ab")
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         command = [sys.executable, "-m", self.module, *self.args] if self.module else self.args
-        self.proc = subprocess.Popen([*self.prefix, *command],
-                                     stdout=log, stderr=log, env=env, start_new_session=True)
-        log.close()
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [*self.prefix, *command], stdout=log, stderr=log, env=env, start_new_session=True
+            )
         return self
 
     @property

@@ -10,13 +10,17 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def wait_until(predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.02, what: str = "") -> T:
+def wait_until(
+    predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.02, what: str = ""
+) -> T:
     """Poll ``predicate`` until it returns a truthy value; return it, or fail after ``timeout``."""
     deadline = time.monotonic() + timeout
     last: T = predicate()
     while not last:
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}; last value {last!r}")
+            raise AssertionError(
+                f"timed out after {timeout}s waiting for {what or predicate}; last value {last!r}"
+            )
         time.sleep(interval)
         last = predicate()
     return last
@@ -30,7 +34,9 @@ async def async_wait_until(
     last = await predicate()
     while not last:
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}; last value {last!r}")
+            raise AssertionError(
+                f"timed out after {timeout}s waiting for {what or predicate}; last value {last!r}"
+            )
         await asyncio.sleep(interval)
         last = await predicate()
     return last

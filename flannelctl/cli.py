@@ -10,6 +10,7 @@ from flannel_flags.argparse_bridge import OneLineParser, add_flags, add_version
 from flannelctl import doctor, health, leases, status, watch
 from flannelctl.connect import CtlError
 
+
 def _common(defaults: bool) -> argparse.ArgumentParser:
     """The options every command takes, before or after its name (given after it, they win); they are
     flannelctl's rows of the shared flag table."""
@@ -20,10 +21,11 @@ def _common(defaults: bool) -> argparse.ArgumentParser:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
-        prog="flannelctl", parents=[_common(True)],
+        prog="flannelctl",
+        parents=[_common(True)],
         description="Look at this node's flannel-py lease service and backend through their unix sockets, and at "
-                    "the kernel of the current network namespace. Exit status: 0 ok, 1 a problem found (doctor) "
-                    "or a service unhealthy (status), 2 a usage or connection error.",
+        "the kernel of the current network namespace. Exit status: 0 ok, 1 a problem found (doctor) "
+        "or a service unhealthy (status), 2 a usage or connection error.",
     )
     add_version(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

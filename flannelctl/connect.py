@@ -67,7 +67,9 @@ class Connection:
         self._channel = grpc.insecure_channel(unix_target(path), options=MESSAGE_LIMITS)
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if self._channel is not None:
             self._channel.close()
             self._channel = None
@@ -78,7 +80,9 @@ class Connection:
         return self._channel
 
     def unreachable(self, exc: grpc.RpcError) -> CtlError:
-        return CtlError(f"cannot reach the {self.endpoint.what} at {self.endpoint.socket}: {rpc_error_text(exc)}")
+        return CtlError(
+            f"cannot reach the {self.endpoint.what} at {self.endpoint.socket}: {rpc_error_text(exc)}"
+        )
 
     def health(self, service: str = "") -> str:
         """The grpc.health.v1 status name of ``service`` (the whole server when empty).

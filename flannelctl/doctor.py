@@ -66,8 +66,12 @@ def match_leases(target: str, leases: Sequence[lease_pb2.Lease]) -> list[lease_p
     by_public = [lease for lease in leases if str(addr) in (lease.public_ip, lease.public_ipv6)]
     if by_public:
         return by_public
-    return [lease for lease in leases for text in (lease.subnet, lease.ipv6_subnet)
-            if text and addr in ipaddress.ip_network(text, strict=False)]
+    return [
+        lease
+        for lease in leases
+        for text in (lease.subnet, lease.ipv6_subnet)
+        if text and addr in ipaddress.ip_network(text, strict=False)
+    ]
 
 
 def _vtep_mac(data: str) -> str | None:
@@ -97,13 +101,21 @@ def _route_text(route: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
-def kernel_checks(kernel: Kernel, lease: lease_pb2.Lease, mode: str, device: str,
-                  families: tuple[int, ...], wg_devices: Sequence[str] = ()) -> list[Check]:
+def kernel_checks(
+    kernel: Kernel,
+    lease: lease_pb2.Lease,
+    mode: str,
+    device: str,
+    families: tuple[int, ...],
+    wg_devices: Sequence[str] = (),
+) -> list[Check]:
     """What the backend should have put in the kernel for ``lease`` in ``mode``, checked one object at a time."""
     checks: list[Check] = []
     vni = device.rsplit(".", 1)[-1] if device else ""
-    for family, subnet, public, data in ((4, lease.subnet, lease.public_ip, lease.backend_data),
-                                         (6, lease.ipv6_subnet, lease.public_ipv6, lease.backend_v6_data)):
+    for family, subnet, public, data in (
+        (4, lease.subnet, lease.public_ip, lease.backend_data),
+        (6, lease.ipv6_subnet, lease.public_ipv6, lease.backend_v6_data),
+    ):
         if not subnet or family not in families:
             continue
         suffix = "" if family == 4 else "6"
@@ -127,88 +139,176 @@ def _route_check(kernel: Kernel, name: str, subnet: str, gateway: str, dev: str 
         expected = f"{subnet} dev {dev}"
     routes = [r for r in kernel.routes(subnet) if _same_net(r.get("dst", ""), subnet)]
     if not routes:
-        return Check(name, FAIL, f"no route to {subnet} (expected {expected})",
-                     f"the route to {subnet} is missing (expected {expected})")
-    good = [r for r in routes if r.get("gateway") == (gateway or None) and (dev is None or r.get("dev") == dev)]
+        return Check(
+            name,
+            FAIL,
+            f"no route to {subnet} (expected {expected})",
+            f"the route to {subnet} is missing (expected {expected})",
+        )
+    good = [
+        r for r in routes if r.get("gateway") == (gateway or None) and (dev is None or r.get("dev") == dev)
+    ]
     if not good:
         seen = "; ".join(_route_text(r) for r in routes)
-        return Check(name, FAIL, f"{seen} (expected {expected})",
-                     f"the route to {subnet} is wrong: {seen}, expected {expected}")
+        return Check(
+            name,
+            FAIL,
+            f"{seen} (expected {expected})",
+            f"the route to {subnet} is wrong: {seen}, expected {expected}",
+        )
     return Check(name, OK, _route_text(good[0]))
 
 
-def _vxlan_checks(kernel: Kernel, suffix: str, dev: str, subnet: str, gateway: str, public: str,
-                  mac: str | None) -> list[Check]:
+def _vxlan_checks(
+    kernel: Kernel, suffix: str, dev: str, subnet: str, gateway: str, public: str, mac: str | None
+) -> list[Check]:
     checks: list[Check] = []
     link = kernel.link(dev)
     if link is None:
-        checks.append(Check(f"device{suffix}", FAIL, f"no device {dev}", f"the VXLAN device {dev} does not exist"))
+        checks.append(
+            Check(f"device{suffix}", FAIL, f"no device {dev}", f"the VXLAN device {dev} does not exist")
+        )
     elif "UP" not in link.get("flags", []):
         checks.append(Check(f"device{suffix}", FAIL, f"{dev} is down", f"the VXLAN device {dev} is down"))
     else:
         checks.append(Check(f"device{suffix}", OK, f"{dev} is up (MTU {link.get('mtu', '?')})"))
     checks.append(_route_check(kernel, f"route{suffix}", subnet, gateway, dev))
     if mac is None:
-        checks.append(Check(f"neighbour{suffix}", FAIL, "the lease's backend data has no VtepMAC",
-                            f"the lease for {subnet} has no VtepMAC in its backend data"))
+        checks.append(
+            Check(
+                f"neighbour{suffix}",
+                FAIL,
+                "the lease's backend data has no VtepMAC",
+                f"the lease for {subnet} has no VtepMAC in its backend data",
+            )
+        )
         return checks
     neighbours = [n for n in kernel.neighbours(dev) if n.get("dst") == gateway]
     if not neighbours:
-        checks.append(Check(f"neighbour{suffix}", FAIL, f"no neighbour {gateway} on {dev} (expected lladdr {mac})",
-                            f"the neighbour {gateway} lladdr {mac} on {dev} is missing"))
+        checks.append(
+            Check(
+                f"neighbour{suffix}",
+                FAIL,
+                f"no neighbour {gateway} on {dev} (expected lladdr {mac})",
+                f"the neighbour {gateway} lladdr {mac} on {dev} is missing",
+            )
+        )
     elif str(neighbours[0].get("lladdr", "")).lower() != mac:
-        checks.append(Check(f"neighbour{suffix}", FAIL, f"{gateway} lladdr {neighbours[0].get('lladdr')} (expected {mac})",
-                            f"the neighbour {gateway} on {dev} has lladdr {neighbours[0].get('lladdr')}, expected {mac}"))
+        checks.append(
+            Check(
+                f"neighbour{suffix}",
+                FAIL,
+                f"{gateway} lladdr {neighbours[0].get('lladdr')} (expected {mac})",
+                f"the neighbour {gateway} on {dev} has lladdr {neighbours[0].get('lladdr')}, expected {mac}",
+            )
+        )
     else:
-        checks.append(Check(f"neighbour{suffix}", OK, f"{gateway} lladdr {mac} dev {dev} "
-                            f"{','.join(neighbours[0].get('state', []))}".rstrip()))
+        checks.append(
+            Check(
+                f"neighbour{suffix}",
+                OK,
+                f"{gateway} lladdr {mac} dev {dev} {','.join(neighbours[0].get('state', []))}".rstrip(),
+            )
+        )
     entries = [e for e in kernel.fdb(dev) if str(e.get("mac", "")).lower() == mac]
     if not entries:
-        checks.append(Check(f"fdb{suffix}", FAIL, f"no FDB entry for {mac} on {dev} (expected dst {public})",
-                            f"the FDB entry {mac} dst {public} on {dev} is missing"))
+        checks.append(
+            Check(
+                f"fdb{suffix}",
+                FAIL,
+                f"no FDB entry for {mac} on {dev} (expected dst {public})",
+                f"the FDB entry {mac} dst {public} on {dev} is missing",
+            )
+        )
     elif not any(e.get("dst") == public for e in entries):
         dsts = ", ".join(str(e.get("dst")) for e in entries)
-        checks.append(Check(f"fdb{suffix}", FAIL, f"{mac} dst {dsts} (expected {public})",
-                            f"the FDB entry for {mac} on {dev} points to {dsts}, expected {public}"))
+        checks.append(
+            Check(
+                f"fdb{suffix}",
+                FAIL,
+                f"{mac} dst {dsts} (expected {public})",
+                f"the FDB entry for {mac} on {dev} points to {dsts}, expected {public}",
+            )
+        )
     else:
         checks.append(Check(f"fdb{suffix}", OK, f"{mac} dst {public} dev {dev}"))
     return checks
 
 
-def diagnose(target: str, leases: Sequence[lease_pb2.Lease], status: backend_pb2.GetStatusResponse,
-             kernel: Kernel, families: tuple[int, ...] = (4, 6)) -> Diagnosis:
+def diagnose(
+    target: str,
+    leases: Sequence[lease_pb2.Lease],
+    status: backend_pb2.GetStatusResponse,
+    kernel: Kernel,
+    families: tuple[int, ...] = (4, 6),
+) -> Diagnosis:
     """The checks for ``target`` given the lease service's leases, the backend's status and the kernel."""
     matches = match_leases(target, leases)
     if not matches:
-        check = Check("lease", FAIL, f"none of the {len(leases)} leases matches {target!r}",
-                      f"no lease for {target}: the lease service knows {len(leases)} leases and none is it "
-                      "(has that node acquired one? does it use the same etcd prefix / cluster?)")
+        check = Check(
+            "lease",
+            FAIL,
+            f"none of the {len(leases)} leases matches {target!r}",
+            f"no lease for {target}: the lease service knows {len(leases)} leases and none is it "
+            "(has that node acquired one? does it use the same etcd prefix / cluster?)",
+        )
         return _verdict(Diagnosis(target, None, [check]), status)
     lease = matches[0]
-    more = f" ({len(matches) - 1} more match: {', '.join(m.key for m in matches[1:])})" if len(matches) > 1 else ""
+    more = (
+        f" ({len(matches) - 1} more match: {', '.join(m.key for m in matches[1:])})"
+        if len(matches) > 1
+        else ""
+    )
     subnets = ", ".join(s for s in (lease.subnet, lease.ipv6_subnet) if s) or "no subnet"
-    result = Diagnosis(target, lease, [Check(
-        "lease", OK, f"{lease.key}: {subnets}, public IP {lease.public_ip or lease.public_ipv6 or '-'}, "
-                     f"{lease.backend_type or '-'} {lease.backend_data or ''}".rstrip() + more)])
+    result = Diagnosis(
+        target,
+        lease,
+        [
+            Check(
+                "lease",
+                OK,
+                f"{lease.key}: {subnets}, public IP {lease.public_ip or lease.public_ipv6 or '-'}, "
+                f"{lease.backend_type or '-'} {lease.backend_data or ''}".rstrip()
+                + more,
+            )
+        ],
+    )
     if status.HasField("own_lease") and status.own_lease.key == lease.key:
         result.checks.append(Check("own", OK, "this is this node's own lease: nothing is programmed for it"))
         result.verdict = f"ok: {lease.key} is this node's own lease"
         return result
     rejected = next((r for r in status.rejected if r.lease.key == lease.key), None)
     if rejected is not None:
-        result.checks.append(Check("accepted", FAIL, f"rejected: {rejected.reason}: {rejected.message}",
-                                   f"the backend rejected lease {lease.key}: {rejected.reason}: {rejected.message}"))
+        result.checks.append(
+            Check(
+                "accepted",
+                FAIL,
+                f"rejected: {rejected.reason}: {rejected.message}",
+                f"the backend rejected lease {lease.key}: {rejected.reason}: {rejected.message}",
+            )
+        )
         return _verdict(result, status)
-    result.checks.append(Check("accepted", OK, f"not among the backend's {len(status.rejected)} rejected leases"))
+    result.checks.append(
+        Check("accepted", OK, f"not among the backend's {len(status.rejected)} rejected leases")
+    )
     peer = next((p for p in status.peers if p.lease.key == lease.key), None)
     if peer is None:
-        why = ("the backend has not applied the lease stream's snapshot yet (synced: false)" if not status.synced
-               else f"the backend has not programmed {lease.key}")
-        result.checks.append(Check("programmed", FAIL, f"not among the backend's {len(status.peers)} peers", why))
+        why = (
+            "the backend has not applied the lease stream's snapshot yet (synced: false)"
+            if not status.synced
+            else f"the backend has not programmed {lease.key}"
+        )
+        result.checks.append(
+            Check("programmed", FAIL, f"not among the backend's {len(status.peers)} peers", why)
+        )
         return _verdict(result, status)
-    result.checks.append(Check("programmed", OK, f"peer in mode {peer.mode} on {status.device or 'the underlay'}"))
+    result.checks.append(
+        Check("programmed", OK, f"peer in mode {peer.mode} on {status.device or 'the underlay'}")
+    )
     try:
-        result.checks += kernel_checks(kernel, lease, peer.mode, status.device, families, status.wireguard.devices)
+        result.checks += kernel_checks(
+            kernel, lease, peer.mode, status.device, families, status.wireguard.devices
+        )
     except KernelReadError as exc:
         result.checks.append(Check("kernel", FAIL, str(exc), f"cannot read the kernel: {exc}"))
     if peer.mode == "wireguard":
@@ -222,18 +322,32 @@ def wireguard_checks(lease: lease_pb2.Lease, wg: backend_pb2.WireGuardStatus) ->
         return [Check("wireguard", FAIL, wg.error, f"the WireGuard devices cannot be read: {wg.error}")]
     held = [p for p in wg.peers if p.lease_key == lease.key]
     if not held:
-        return [Check("wireguard", FAIL, f"no WireGuard peer for {lease.key} on {', '.join(wg.devices)}",
-                      f"the WireGuard peer of {lease.key} is missing")]
+        return [
+            Check(
+                "wireguard",
+                FAIL,
+                f"no WireGuard peer for {lease.key} on {', '.join(wg.devices)}",
+                f"the WireGuard peer of {lease.key} is missing",
+            )
+        ]
     checks = []
     for p in held:
-        where = f"{p.public_key} endpoint {p.endpoint or '-'} allowed-ips {','.join(p.allowed_ips)} on {p.device}"
+        where = (
+            f"{p.public_key} endpoint {p.endpoint or '-'} allowed-ips {','.join(p.allowed_ips)} on {p.device}"
+        )
         checks.append(Check("wireguard", OK, where))
         if not p.HasField("latest_handshake"):
             port = p.endpoint.rsplit(":", 1)[-1] if p.endpoint else "?"
-            checks.append(Check("handshake", FAIL, f"no handshake with {p.endpoint or p.public_key} yet",
-                                f"no WireGuard handshake with {lease.key} at {p.endpoint or '-'}: the two nodes' "
-                                f"keys or PSK differ, or UDP to port {port} is blocked between them (a handshake "
-                                "happens at the first packet: ping a pod there first)"))
+            checks.append(
+                Check(
+                    "handshake",
+                    FAIL,
+                    f"no handshake with {p.endpoint or p.public_key} yet",
+                    f"no WireGuard handshake with {lease.key} at {p.endpoint or '-'}: the two nodes' "
+                    f"keys or PSK differ, or UDP to port {port} is blocked between them (a handshake "
+                    "happens at the first packet: ping a pod there first)",
+                )
+            )
         else:
             stamp = p.latest_handshake.ToDatetime(tzinfo=UTC).isoformat().replace("+00:00", "Z")
             checks.append(Check("handshake", OK, f"latest {stamp}, {p.rx_bytes} bytes in, {p.tx_bytes} out"))
@@ -245,15 +359,18 @@ def _verdict(result: Diagnosis, status: backend_pb2.GetStatusResponse) -> Diagno
     if failed is None:
         assert result.lease is not None
         subnets = ", ".join(s for s in (result.lease.subnet, result.lease.ipv6_subnet) if s)
-        result.verdict = (f"ok: {result.lease.key} ({subnets}) has a lease, is accepted, programmed and in the "
-                          "kernel")
+        result.verdict = (
+            f"ok: {result.lease.key} ({subnets}) has a lease, is accepted, programmed and in the kernel"
+        )
         return result
     verdict = f"problem: {failed.problem}"
     outcome = status.last_reconcile_outcome
     if failed.name.startswith(("device", "route", "neighbour", "fdb")):
         if outcome == "ok":
-            verdict += ("; the backend's last reconcile succeeded, so something else changed the kernel since "
-                        "(the backend restores it on its next resync)")
+            verdict += (
+                "; the backend's last reconcile succeeded, so something else changed the kernel since "
+                "(the backend restores it on its next resync)"
+            )
         elif outcome:
             verdict += f"; the backend's last reconcile failed: {outcome}"
     elif failed.name == "programmed" and outcome and outcome != "ok":
@@ -262,12 +379,18 @@ def _verdict(result: Diagnosis, status: backend_pb2.GetStatusResponse) -> Diagno
     return result
 
 
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("doctor", parents=[common], help="why can this node not reach a peer?",
-                       description="Check one peer (a subnet, lease key, node name or IP) from lease to kernel: "
-                                   "its lease, whether the backend rejected it, whether it is programmed, and the "
-                                   "device, route, neighbour and FDB entry in this network namespace. Exit status "
-                                   "1 when something is wrong; the last line says what.")
+def add_parser(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    p = sub.add_parser(
+        "doctor",
+        parents=[common],
+        help="why can this node not reach a peer?",
+        description="Check one peer (a subnet, lease key, node name or IP) from lease to kernel: "
+        "its lease, whether the backend rejected it, whether it is programmed, and the "
+        "device, route, neighbour and FDB entry in this network namespace. Exit status "
+        "1 when something is wrong; the last line says what.",
+    )
     p.add_argument("peer", help="peer subnet (10.244.3.0/24), lease key, node name, public IP or pod IP")
     p.set_defaults(run=run)
 
@@ -278,8 +401,12 @@ def run(args: argparse.Namespace) -> int:
         snapshot = read_snapshot(conn)
         families: tuple[int, ...] = (4, 6)
         try:
-            config = conn.lease_stub().GetNetworkConfig(lease_pb2.GetNetworkConfigRequest(), timeout=conn.timeout)
-            families = tuple(f for f, on in ((4, config.config.enable_ipv4), (6, config.config.enable_ipv6)) if on)
+            config = conn.lease_stub().GetNetworkConfig(
+                lease_pb2.GetNetworkConfigRequest(), timeout=conn.timeout
+            )
+            families = tuple(
+                f for f, on in ((4, config.config.enable_ipv4), (6, config.config.enable_ipv6)) if on
+            )
         except grpc.RpcError:
             pass  # the config only narrows the address families checked
     with Connection(backend_endpoint(args.run_dir), args.timeout) as conn:
@@ -290,8 +417,15 @@ def run(args: argparse.Namespace) -> int:
             raise CtlError(f"GetStatus on {conn.endpoint.socket} failed: {rpc_error_text(exc)}") from None
     result = diagnose(args.peer, snapshot.leases, status, Kernel(), families)
     if args.output == JSON:
-        dump({"target": result.target, "lease": lease_dict(result.lease) if result.lease is not None else None,
-              "checks": [c.as_dict() for c in result.checks], "ok": result.ok, "verdict": result.verdict})
+        dump(
+            {
+                "target": result.target,
+                "lease": lease_dict(result.lease) if result.lease is not None else None,
+                "checks": [c.as_dict() for c in result.checks],
+                "ok": result.ok,
+                "verdict": result.verdict,
+            }
+        )
     else:
         width = max(len(c.name) for c in result.checks)
         for check in result.checks:

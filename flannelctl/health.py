@@ -35,17 +35,26 @@ def check(endpoint: Endpoint, timeout: float, live: bool) -> Verdict:
         return Verdict(False, f"{endpoint.what}: {exc}")
     healthy = live or status == "SERVING"
     kind = "alive" if live else "ready"
-    return Verdict(healthy, f"{endpoint.what} at {endpoint.socket}: {status} ({kind if healthy else 'not ' + kind})")
+    return Verdict(
+        healthy, f"{endpoint.what} at {endpoint.socket}: {status} ({kind if healthy else 'not ' + kind})"
+    )
 
 
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("health", parents=[common], help="one health check as an exit status (probes)",
-                       description="Check one service's grpc.health.v1 status on its socket in --run-dir. "
-                                   "Exit 0 when it is SERVING (with --live: when it answers at all), else 1; "
-                                   "prints one line either way.")
+def add_parser(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    p = sub.add_parser(
+        "health",
+        parents=[common],
+        help="one health check as an exit status (probes)",
+        description="Check one service's grpc.health.v1 status on its socket in --run-dir. "
+        "Exit 0 when it is SERVING (with --live: when it answers at all), else 1; "
+        "prints one line either way.",
+    )
     p.add_argument("target", choices=sorted(TARGETS), help="which socket: lease.sock or backend.sock")
-    p.add_argument("--live", action="store_true",
-                   help="liveness: healthy when the server answers, whatever its status")
+    p.add_argument(
+        "--live", action="store_true", help="liveness: healthy when the server answers, whatever its status"
+    )
     p.set_defaults(run=run)
 
 

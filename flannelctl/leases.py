@@ -41,9 +41,12 @@ def read_snapshot(conn: Connection) -> Snapshot:
                 return Snapshot(tuple(sorted(leases.values(), key=_order)), msg.cursor)
     except grpc.RpcError as exc:
         if exc.code() == grpc.StatusCode.UNAVAILABLE and not leases:
-            raise CtlError(f"the lease service at {conn.endpoint.socket} answered WatchLeases with "
-                           f"{rpc_error_text(exc)}") from None
-        raise CtlError(f"WatchLeases on {conn.endpoint.socket} failed before SYNCED: {rpc_error_text(exc)}") from None
+            raise CtlError(
+                f"the lease service at {conn.endpoint.socket} answered WatchLeases with {rpc_error_text(exc)}"
+            ) from None
+        raise CtlError(
+            f"WatchLeases on {conn.endpoint.socket} failed before SYNCED: {rpc_error_text(exc)}"
+        ) from None
     finally:
         call.cancel()
     raise CtlError(f"the lease service at {conn.endpoint.socket} closed WatchLeases before SYNCED")
@@ -63,9 +66,15 @@ def _order(lease: lease_pb2.Lease) -> tuple[int, object, str]:
     return (9, 0, lease.key)
 
 
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("leases", parents=[common], help="every lease in the cluster, as the lease service sees it",
-                       description="A table of every lease from one WatchLeases snapshot (read until SYNCED).")
+def add_parser(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    p = sub.add_parser(
+        "leases",
+        parents=[common],
+        help="every lease in the cluster, as the lease service sees it",
+        description="A table of every lease from one WatchLeases snapshot (read until SYNCED).",
+    )
     p.set_defaults(run=run)
 
 

@@ -23,8 +23,9 @@ def now() -> str:
 
 def message_dict(message: Message) -> dict[str, Any]:
     """A message as JSON-ready data with the proto field names and every scalar field present."""
-    data: dict[str, Any] = json_format.MessageToDict(message, always_print_fields_with_no_presence=True,
-                                                     preserving_proto_field_name=True)
+    data: dict[str, Any] = json_format.MessageToDict(
+        message, always_print_fields_with_no_presence=True, preserving_proto_field_name=True
+    )
     return data
 
 
@@ -36,8 +37,14 @@ def lease_dict(lease: lease_pb2.Lease) -> dict[str, Any]:
 
 
 def lease_row(lease: lease_pb2.Lease) -> list[str]:
-    return [lease.key, lease.subnet or "-", lease.ipv6_subnet or "-", lease.public_ip or lease.public_ipv6 or "-",
-            lease.backend_type or "-", lease.node_name or "-"]
+    return [
+        lease.key,
+        lease.subnet or "-",
+        lease.ipv6_subnet or "-",
+        lease.public_ip or lease.public_ipv6 or "-",
+        lease.backend_type or "-",
+        lease.node_name or "-",
+    ]
 
 
 LEASE_HEADER = ["KEY", "SUBNET", "IPV6 SUBNET", "PUBLIC IP", "BACKEND", "NODE"]
@@ -46,7 +53,10 @@ LEASE_HEADER = ["KEY", "SUBNET", "IPV6 SUBNET", "PUBLIC IP", "BACKEND", "NODE"]
 def table(header: Sequence[str], rows: Sequence[Sequence[str]], out: TextIO = sys.stdout) -> None:
     """Columns aligned with two spaces between them, like kubectl's."""
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
-    out.writelines("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() + "\n" for row in (header, *rows))
+    out.writelines(
+        "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() + "\n"
+        for row in (header, *rows)
+    )
 
 
 def dump(data: Any, out: TextIO = sys.stdout, *, lines: bool = False) -> None:

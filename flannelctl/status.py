@@ -44,12 +44,17 @@ def own_lease(conn: Connection, wait: float) -> lease_pb2.Lease | None:
 
 def lease_service_status(conn: Connection, lease_wait: float) -> dict[str, Any]:
     stub = conn.lease_stub()
-    section: dict[str, Any] = {"socket": str(conn.endpoint.socket), "health": conn.health(),
-                               "service_health": conn.health(conn.endpoint.service)}
+    section: dict[str, Any] = {
+        "socket": str(conn.endpoint.socket),
+        "health": conn.health(),
+        "service_health": conn.health(conn.endpoint.service),
+    }
     describe = _call(lambda: stub.Describe(lease_pb2.DescribeRequest(), timeout=conn.timeout))
     section["describe"] = describe if isinstance(describe, dict) else message_dict(describe)
     lease = _call(lambda: own_lease(conn, lease_wait))
-    section["own_lease"] = lease if isinstance(lease, dict) else (lease_dict(lease) if lease is not None else None)
+    section["own_lease"] = (
+        lease if isinstance(lease, dict) else (lease_dict(lease) if lease is not None else None)
+    )
     config = _call(lambda: stub.GetNetworkConfig(lease_pb2.GetNetworkConfigRequest(), timeout=conn.timeout))
     section["config"] = config if isinstance(config, dict) else message_dict(config.config)
     return section
@@ -57,8 +62,11 @@ def lease_service_status(conn: Connection, lease_wait: float) -> dict[str, Any]:
 
 def backend_status(conn: Connection) -> dict[str, Any]:
     stub = conn.backend_stub()
-    section: dict[str, Any] = {"socket": str(conn.endpoint.socket), "health": conn.health(),
-                               "service_health": conn.health(conn.endpoint.service)}
+    section: dict[str, Any] = {
+        "socket": str(conn.endpoint.socket),
+        "health": conn.health(),
+        "service_health": conn.health(conn.endpoint.service),
+    }
     describe = _call(lambda: stub.Describe(lease_pb2.DescribeRequest(), timeout=conn.timeout))
     section["describe"] = describe if isinstance(describe, dict) else message_dict(describe)
     status = _call(lambda: stub.GetStatus(backend_pb2.GetStatusRequest(), timeout=conn.timeout))
@@ -72,39 +80,71 @@ def status_dict(status: backend_pb2.GetStatusResponse) -> dict[str, Any]:
     if status.HasField("last_reconcile"):
         last = status.last_reconcile.ToDatetime(tzinfo=UTC).isoformat().replace("+00:00", "Z")
     return {
-        "backend_type": status.backend_type, "device": status.device, "mtu": status.mtu, "ip_masq": status.ip_masq,
+        "backend_type": status.backend_type,
+        "device": status.device,
+        "mtu": status.mtu,
+        "ip_masq": status.ip_masq,
         "own_lease": lease_dict(status.own_lease) if status.HasField("own_lease") else None,
-        "synced": status.synced, "applied_cursor": status.applied_cursor,
-        "last_reconcile": last, "last_reconcile_outcome": status.last_reconcile_outcome,
+        "synced": status.synced,
+        "applied_cursor": status.applied_cursor,
+        "last_reconcile": last,
+        "last_reconcile_outcome": status.last_reconcile_outcome,
         "peers": [{"mode": peer.mode, "lease": lease_dict(peer.lease)} for peer in status.peers],
-        "rejected": [{"reason": r.reason, "message": r.message, "lease": lease_dict(r.lease)} for r in status.rejected],
+        "rejected": [
+            {"reason": r.reason, "message": r.message, "lease": lease_dict(r.lease)} for r in status.rejected
+        ],
         "wireguard": wireguard_dict(status.wireguard) if status.HasField("wireguard") else None,
     }
 
 
 def wireguard_dict(wg: backend_pb2.WireGuardStatus) -> dict[str, Any]:
     """The WireGuard devices and peers, handshakes as RFC 3339 or null (never one)."""
+
     def when(peer: backend_pb2.WireGuardPeer) -> str | None:
         if not peer.HasField("latest_handshake"):
             return None
         return peer.latest_handshake.ToDatetime(tzinfo=UTC).isoformat().replace("+00:00", "Z")
 
     return {
-        "implementation": wg.implementation, "public_key": wg.public_key, "devices": list(wg.devices),
-        "listen_port": wg.listen_port, "listen_port_v6": wg.listen_port_v6, "error": wg.error,
-        "peers": [{"device": p.device, "public_key": p.public_key, "endpoint": p.endpoint,
-                   "allowed_ips": list(p.allowed_ips), "latest_handshake": when(p), "rx_bytes": p.rx_bytes,
-                   "tx_bytes": p.tx_bytes, "lease_key": p.lease_key} for p in wg.peers],
+        "implementation": wg.implementation,
+        "public_key": wg.public_key,
+        "devices": list(wg.devices),
+        "listen_port": wg.listen_port,
+        "listen_port_v6": wg.listen_port_v6,
+        "error": wg.error,
+        "peers": [
+            {
+                "device": p.device,
+                "public_key": p.public_key,
+                "endpoint": p.endpoint,
+                "allowed_ips": list(p.allowed_ips),
+                "latest_handshake": when(p),
+                "rx_bytes": p.rx_bytes,
+                "tx_bytes": p.tx_bytes,
+                "lease_key": p.lease_key,
+            }
+            for p in wg.peers
+        ],
     }
 
 
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("status", parents=[common], help="both services: health, own lease, config, dataplane",
-                       description="The lease service (Describe, health, this node's lease, network config) and "
-                                   "the backend (Describe, health, GetStatus: device, MTU, peers, rejected leases, "
-                                   "last reconcile). Exit status 1 when either service is not SERVING.")
-    p.add_argument("--lease-wait", type=float, default=1.0,
-                   help="seconds to wait for this node's lease on WatchLease (default %(default)s)")
+def add_parser(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    p = sub.add_parser(
+        "status",
+        parents=[common],
+        help="both services: health, own lease, config, dataplane",
+        description="The lease service (Describe, health, this node's lease, network config) and "
+        "the backend (Describe, health, GetStatus: device, MTU, peers, rejected leases, "
+        "last reconcile). Exit status 1 when either service is not SERVING.",
+    )
+    p.add_argument(
+        "--lease-wait",
+        type=float,
+        default=1.0,
+        help="seconds to wait for this node's lease on WatchLease (default %(default)s)",
+    )
     p.set_defaults(run=run)
 
 
@@ -132,8 +172,10 @@ def run(args: argparse.Namespace) -> int:
 def _describe_line(describe: dict[str, Any]) -> str:
     if "error" in describe:
         return str(describe["error"])
-    return (f"{describe.get('name', '?')} {describe.get('version', '?')} "
-            f"({', '.join(describe.get('api_versions', []))}; {', '.join(describe.get('capabilities', []))})")
+    return (
+        f"{describe.get('name', '?')} {describe.get('version', '?')} "
+        f"({', '.join(describe.get('api_versions', []))}; {', '.join(describe.get('capabilities', []))})"
+    )
 
 
 def _lease_line(lease: dict[str, Any] | None) -> str:
@@ -151,7 +193,9 @@ def _config_line(config: dict[str, Any]) -> str:
         return str(config["error"])
     nets = []
     if config.get("enable_ipv4"):
-        nets.append(f"{config['network']} (/{config['subnet_len']} from {config['subnet_min']} to {config['subnet_max']})")
+        nets.append(
+            f"{config['network']} (/{config['subnet_len']} from {config['subnet_min']} to {config['subnet_max']})"
+        )
     if config.get("enable_ipv6"):
         nets.append(f"{config['ipv6_network']} (/{config['ipv6_subnet_len']})")
     return f"{', '.join(nets)}  backend {config.get('backend') or config.get('backend_type')}"
@@ -181,24 +225,32 @@ def print_text(lease: dict[str, Any], backend: dict[str, Any], out: Any = sys.st
     if "error" in s:
         w(f"  status        {s['error']}\n")
         return
-    w(f"  dataplane     {s['backend_type'] or '-'}  device {s['device'] or '-'}  MTU {s['mtu']}  "
-      f"ip-masq {'on' if s['ip_masq'] else 'off'}\n")
+    w(
+        f"  dataplane     {s['backend_type'] or '-'}  device {s['device'] or '-'}  MTU {s['mtu']}  "
+        f"ip-masq {'on' if s['ip_masq'] else 'off'}\n"
+    )
     w(f"  synced        {'yes' if s['synced'] else 'no'}  applied cursor {s['applied_cursor'] or '-'}\n")
     w(f"  reconcile     {_age(s['last_reconcile'])}: {s['last_reconcile_outcome'] or '-'}\n")
     w(f"  peers         {len(s['peers'])}\n")
     for peer in s["peers"]:
         p = peer["lease"]
-        w(f"    {p['key']}  {p['subnet'] or p['ipv6_subnet']}  {p['public_ip'] or p['public_ipv6']}  {peer['mode']}\n")
+        w(
+            f"    {p['key']}  {p['subnet'] or p['ipv6_subnet']}  {p['public_ip'] or p['public_ipv6']}  {peer['mode']}\n"
+        )
     w(f"  rejected      {len(s['rejected'])}\n")
     for r in s["rejected"]:
         w(f"    {r['lease']['key']}  {r['reason']}: {r['message']}\n")
     wg = s.get("wireguard")
     if wg:
-        w(f"  wireguard     {wg['implementation'] or '-'}  {', '.join(wg['devices'])}  public key {wg['public_key']}  "
-          f"port {wg['listen_port']}\n")
+        w(
+            f"  wireguard     {wg['implementation'] or '-'}  {', '.join(wg['devices'])}  public key {wg['public_key']}  "
+            f"port {wg['listen_port']}\n"
+        )
         if wg["error"]:
             w(f"    error       {wg['error']}\n")
         for p in wg["peers"]:
             handshake = _age(p["latest_handshake"]) if p["latest_handshake"] else "no handshake yet"
-            w(f"    {p['lease_key'] or '(not ours)'}  {p['public_key']}  {p['endpoint'] or '-'}  "
-              f"{','.join(p['allowed_ips'])}  {p['device']}  handshake {handshake}\n")
+            w(
+                f"    {p['lease_key'] or '(not ours)'}  {p['public_key']}  {p['endpoint'] or '-'}  "
+                f"{','.join(p['allowed_ips'])}  {p['device']}  handshake {handshake}\n"
+            )

@@ -35,9 +35,16 @@ def records(msg: lease_pb2.WatchLeasesResponse) -> Iterator[dict[str, Any]]:
         if index == 1 and "reset" in extra:
             extra = {**extra, "reset": False}  # the reset applies once, before the first lease
         event_kind = "SNAPSHOT" if msg.kind == Msg.SNAPSHOT else Event.Type.Name(event.type)
-        yield {"time": stamp, "kind": event_kind, "key": lease.key, "subnet": lease.subnet,
-               "ipv6_subnet": lease.ipv6_subnet, "public_ip": lease.public_ip or lease.public_ipv6,
-               "lease": lease_dict(lease), **extra}
+        yield {
+            "time": stamp,
+            "kind": event_kind,
+            "key": lease.key,
+            "subnet": lease.subnet,
+            "ipv6_subnet": lease.ipv6_subnet,
+            "public_ip": lease.public_ip or lease.public_ipv6,
+            "lease": lease_dict(lease),
+            **extra,
+        }
     if not msg.events:
         yield {"time": stamp, "kind": kind, **extra}
 
@@ -55,15 +62,25 @@ def text_line(record: dict[str, Any]) -> str:
     return f"{record['time']} {record['kind']:<8} cursor={record.get('cursor', '')}"
 
 
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("watch", parents=[common], help="follow the lease stream live",
-                       description="Follow WatchLeases: one line per lease event (time, kind, key, subnet, public "
-                                   "IP) and per SYNCED/PROGRESS marker with its cursor. With -o json, one JSON "
-                                   "object per line. Pass a cursor from an earlier run to resume after it.")
+def add_parser(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    p = sub.add_parser(
+        "watch",
+        parents=[common],
+        help="follow the lease stream live",
+        description="Follow WatchLeases: one line per lease event (time, kind, key, subnet, public "
+        "IP) and per SYNCED/PROGRESS marker with its cursor. With -o json, one JSON "
+        "object per line. Pass a cursor from an earlier run to resume after it.",
+    )
     p.add_argument("--cursor", default="", help="resume after this cursor (default: a fresh snapshot first)")
     p.add_argument("--count", type=int, default=0, help="stop after this many lease events (default: never)")
-    p.add_argument("-v", "--verbose", action="store_true",
-                   help="print every PROGRESS marker (default: only those whose cursor moved)")
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="print every PROGRESS marker (default: only those whose cursor moved)",
+    )
     p.set_defaults(run=run)
 
 
@@ -82,7 +99,9 @@ def run(args: argparse.Namespace) -> int:
     with Connection(lease_endpoint(args.run_dir), args.timeout) as conn:
         conn.health()
         while True:
-            call = conn.lease_stub().WatchLeases(lease_pb2.WatchLeasesRequest(cursor=cursor), wait_for_ready=True)
+            call = conn.lease_stub().WatchLeases(
+                lease_pb2.WatchLeasesRequest(cursor=cursor), wait_for_ready=True
+            )
             try:
                 for msg in call:
                     cursor = msg.cursor or cursor
@@ -103,11 +122,17 @@ def run(args: argparse.Namespace) -> int:
                 if exc.code() == grpc.StatusCode.CANCELLED:
                     return 0
                 if exc.code() != grpc.StatusCode.UNAVAILABLE:
-                    raise CtlError(f"WatchLeases on {conn.endpoint.socket} ended: {rpc_error_text(exc)}") from None
+                    raise CtlError(
+                        f"WatchLeases on {conn.endpoint.socket} ended: {rpc_error_text(exc)}"
+                    ) from None
                 why = rpc_error_text(exc)
             finally:
                 call.cancel()
             # The lease service restarted (or is restarting): resume after the last cursor, as a backend does.
-            print(f"flannelctl: the lease stream on {conn.endpoint.socket} broke ({why}); resuming from "
-                  f"{'cursor ' + cursor if cursor else 'a fresh snapshot'}", file=sys.stderr, flush=True)
+            print(
+                f"flannelctl: the lease stream on {conn.endpoint.socket} broke ({why}); resuming from "
+                f"{'cursor ' + cursor if cursor else 'a fresh snapshot'}",
+                file=sys.stderr,
+                flush=True,
+            )
             time.sleep(0.5)

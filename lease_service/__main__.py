@@ -15,9 +15,9 @@ from flannel_rpc import UnixServer, configure_logging
 from flannel_rpc.exitcodes import ExitCode
 from lease_service import cli, metrics
 from lease_service.etcd import EtcdClient
+from lease_service.extiface import InterfaceError, InterfaceFlags, describe, lookup
 from lease_service.keeper import KeeperSettings, LeaseKeeper
 from lease_service.netconfig import ConfigError, NetworkConfig
-from lease_service.extiface import InterfaceError, InterfaceFlags, describe, lookup
 from lease_service.server import LeaseServicer
 from lease_service.stream import LeaseHub
 from lease_service.subnet.base import StoreUnavailable
@@ -45,7 +45,9 @@ async def _until_answered(call, what: str):  # type: ignore[no-untyped-def]
         delay = min(delay * 2, 5.0)
 
 
-async def _load_config(manager: EtcdSubnetManager | KubeSubnetManager, servicer: LeaseServicer) -> NetworkConfig:
+async def _load_config(
+    manager: EtcdSubnetManager | KubeSubnetManager, servicer: LeaseServicer
+) -> NetworkConfig:
     """Wait for a valid network config, NOT_SERVING meanwhile, saying why once per new reason."""
     last = ""
     delay = 0.2
@@ -76,20 +78,27 @@ async def _kube_manager(settings: cli.Settings) -> KubeSubnetManager:
         try:
             conn = kube_config.in_cluster()
         except ConfigError as exc:
-            raise cli.UsageError(f"--kube-subnet-mgr: no --kube-api-url or --kubeconfig-file, and {exc}") from exc
+            raise cli.UsageError(
+                f"--kube-subnet-mgr: no --kube-api-url or --kubeconfig-file, and {exc}"
+            ) from exc
     else:
         conn = kube_config.KubeConnection(kube.api_url)
     if kube.api_url is not None:
         conn = conn.with_server(kube.api_url)
     api = KubeApi(conn)
-    manager = KubeSubnetManager(api, kube.node_name or "", kube.net_config_path, kube.annotation_prefix,
-                                kube.set_network_unavailable)
+    manager = KubeSubnetManager(
+        api, kube.node_name or "", kube.net_config_path, kube.annotation_prefix, kube.set_network_unavailable
+    )
     if kube.node_name is None:
         if not (kube.pod_name and kube.pod_namespace):
             await api.close()
-            raise cli.UsageError("--kube-subnet-mgr needs the node name: set NODE_NAME (or --node-name, or POD_NAME and POD_NAMESPACE)")
-        node_name = await _until_answered(lambda: manager.pod_node_name(kube.pod_namespace, kube.pod_name),
-                                          f"reading pod {kube.pod_namespace}/{kube.pod_name}")
+            raise cli.UsageError(
+                "--kube-subnet-mgr needs the node name: set NODE_NAME (or --node-name, or POD_NAME and POD_NAMESPACE)"
+            )
+        node_name = await _until_answered(
+            lambda: manager.pod_node_name(kube.pod_namespace, kube.pod_name),
+            f"reading pod {kube.pod_namespace}/{kube.pod_name}",
+        )
         if not node_name:
             await api.close()
             raise cli.UsageError(f"pod {kube.pod_namespace}/{kube.pod_name} is not scheduled on a node yet")
@@ -129,9 +138,13 @@ async def _run(settings: cli.Settings) -> int:
         log.info("serving Prometheus metrics on http://%s:%d/metrics", host, port)
     kube_mode = settings.kube_subnet_mgr
     servicer = LeaseServicer("kube" if kube_mode else "etcd")
-    server = UnixServer(settings.socket_path, [SERVICE],
-                        lambda grpc_server: lease_pb2_grpc.add_LeaseServiceServicer_to_server(servicer, grpc_server),
-                        socket_gid=settings.socket_gid, tcp_listen=settings.grpc_listen)
+    server = UnixServer(
+        settings.socket_path,
+        [SERVICE],
+        lambda grpc_server: lease_pb2_grpc.add_LeaseServiceServicer_to_server(servicer, grpc_server),
+        socket_gid=settings.socket_gid,
+        tcp_listen=settings.grpc_listen,
+    )
     await server.start()  # health answers NOT_SERVING from here on, whatever is awaited next
     manager: EtcdSubnetManager | KubeSubnetManager | None = None
     tasks: list[asyncio.Task[None]] = []
@@ -144,15 +157,18 @@ async def _run(settings: cli.Settings) -> int:
                 log.error("%s", exc)
                 return ExitCode.USAGE
         else:
-            manager = EtcdSubnetManager(EtcdClient(settings.etcd), settings.etcd_prefix, lease_ttl=settings.lease_ttl)
+            manager = EtcdSubnetManager(
+                EtcdClient(settings.etcd), settings.etcd_prefix, lease_ttl=settings.lease_ttl
+            )
         config = await _load_config(manager, servicer)
         log.info("network config: %s, backend %s", config.network or config.ipv6_network, config.backend_type)
         public_ip, public_ipv6 = settings.public_ip, settings.public_ipv6
         if kube_mode:  # as flannel: the node's node-public-ip(v6) annotations replace the flags
             stored = await _until_answered(manager.stored_public_ips, "reading this node's annotations")  # type: ignore[union-attr]
             public_ip, public_ipv6 = stored[0] or public_ip, stored[1] or public_ipv6
-        flags = InterfaceFlags(settings.ifaces, settings.iface_regexes, settings.iface_can_reach,
-                               public_ip, public_ipv6)
+        flags = InterfaceFlags(
+            settings.ifaces, settings.iface_regexes, settings.iface_can_reach, public_ip, public_ipv6
+        )
         try:
             ext = await asyncio.to_thread(lookup, flags, ipv4=config.enable_ipv4, ipv6=config.enable_ipv6)
         except InterfaceError as exc:
@@ -164,8 +180,14 @@ async def _run(settings: cli.Settings) -> int:
             return await manager.state_at(config, revision)
 
         hub = LeaseHub(manager.store_id, state_at=state_at)
-        keeper = LeaseKeeper(manager, config, hub, KeeperSettings(
-            renew_margin=settings.renew_margin, subnet_file=settings.subnet_file, ip_masq=settings.ip_masq))
+        keeper = LeaseKeeper(
+            manager,
+            config,
+            hub,
+            KeeperSettings(
+                renew_margin=settings.renew_margin, subnet_file=settings.subnet_file, ip_masq=settings.ip_masq
+            ),
+        )
         servicer.waiting_for = "the first list of leases from the store"
         tasks.append(asyncio.create_task(manager.run_watch(config, hub), name="store-watch"))
         tasks.append(asyncio.create_task(keeper.run(), name="lease-keeper"))

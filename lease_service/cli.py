@@ -52,8 +52,8 @@ class Settings:
     iface_regexes: tuple[str, ...]
     iface_can_reach: IPv4Address | IPv6Address | None
     ip_masq: bool
-    renew_margin: float        # seconds
-    lease_ttl: int             # seconds
+    renew_margin: float  # seconds
+    lease_ttl: int  # seconds
     socket_gid: int | None  # the group owning lease.sock (--socket-group, a name or a number)
     grpc_listen: str | None
     verbosity: int
@@ -94,8 +94,10 @@ def parse(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Sett
     if margin is None:
         margin = got["subnet-lease-renew-margin"] * 60.0
     if margin >= ttl:
-        raise UsageError(f"--subnet-lease-renew-margin ({margin / 60:g} minutes) must be below the lease "
-                         f"lifetime ({ttl / 60:g} minutes)")
+        raise UsageError(
+            f"--subnet-lease-renew-margin ({margin / 60:g} minutes) must be below the lease "
+            f"lifetime ({ttl / 60:g} minutes)"
+        )
     return Settings(
         run_dir=run_dir,
         subnet_file=got["subnet-file"] or run_dir / "subnet.env",

@@ -58,8 +58,11 @@ class Link:
     def usable(self, version: int) -> list[IPAddress]:
         """flannel's GetInterfaceIP4Addrs/IP6Addrs: global or link-local unicast, not deprecated; global
         before link-local, permanent before dynamic, stable before temporary."""
-        found = [a for a in self.addresses if a.ip.version == version and not a.deprecated
-                 and (_global_unicast(a.ip) or a.ip.is_link_local)]
+        found = [
+            a
+            for a in self.addresses
+            if a.ip.version == version and not a.deprecated and (_global_unicast(a.ip) or a.ip.is_link_local)
+        ]
         found.sort(key=lambda a: (a.ip.is_link_local, not a.permanent, a.temporary))
         return [a.ip for a in found]
 
@@ -161,7 +164,9 @@ def _by_regex(host: HostView, pattern: str, ipv4: bool, ipv6: bool) -> _Found:
     for link in host.links:
         if regex.search(link.name):
             return _Found(link)
-    available = ", ".join(f"{link.name}:{[str(a) for a in link.usable(4 if ipv4 else 6)]}" for link in host.links)
+    available = ", ".join(
+        f"{link.name}:{[str(a) for a in link.usable(4 if ipv4 else 6)]}" for link in host.links
+    )
     raise InterfaceError(f"--iface-regex {pattern!r} matches no interface name or address ({available})")
 
 
@@ -174,22 +179,31 @@ def _by_route(host: HostView, target: IPAddress) -> _Found:
     if link is None:
         raise InterfaceError(f"--iface-can-reach {target}: its route leaves by {route.ifname!r}, not found")
     src = route.src
-    return _Found(link, ipv4=src if isinstance(src, IPv4Address) else None,
-                  ipv6=src if isinstance(src, IPv6Address) else None)
+    return _Found(
+        link,
+        ipv4=src if isinstance(src, IPv4Address) else None,
+        ipv6=src if isinstance(src, IPv6Address) else None,
+    )
 
 
 def _by_default_route(host: HostView, ipv4: bool, ipv6: bool) -> _Found:
     name4 = host.default_v4 if ipv4 else None
     name6 = host.default_v6 if ipv6 else None
     if ipv4 and name4 is None:
-        raise InterfaceError("no IPv4 default route to find the external interface by: give --iface, "
-                             "--iface-regex, --iface-can-reach or --public-ip")
+        raise InterfaceError(
+            "no IPv4 default route to find the external interface by: give --iface, "
+            "--iface-regex, --iface-can-reach or --public-ip"
+        )
     if ipv6 and name6 is None:
-        raise InterfaceError("no IPv6 default route to find the external interface by: give --iface, "
-                             "--iface-regex, --iface-can-reach or --public-ipv6")
+        raise InterfaceError(
+            "no IPv6 default route to find the external interface by: give --iface, "
+            "--iface-regex, --iface-can-reach or --public-ipv6"
+        )
     if ipv4 and ipv6 and name4 != name6:
-        raise InterfaceError(f"the IPv6 default route leaves by {name6!r} but the IPv4 one by {name4!r}: "
-                             "they must be the same interface (or give --iface)")
+        raise InterfaceError(
+            f"the IPv6 default route leaves by {name6!r} but the IPv4 one by {name4!r}: "
+            "they must be the same interface (or give --iface)"
+        )
     name = name4 or name6
     assert name is not None
     link = host.by_name(name)
@@ -198,7 +212,9 @@ def _by_default_route(host: HostView, ipv4: bool, ipv6: bool) -> _Found:
     return _Found(link)
 
 
-def choose(flags: InterfaceFlags, host: HostView, *, ipv4: bool = True, ipv6: bool = False) -> ExternalInterface:
+def choose(
+    flags: InterfaceFlags, host: HostView, *, ipv4: bool = True, ipv6: bool = False
+) -> ExternalInterface:
     """The external interface and addresses, in flannel's order (see the module docstring)."""
     if not (ipv4 or ipv6):
         raise InterfaceError("neither IPv4 nor IPv6 is enabled in the network config")
@@ -208,20 +224,29 @@ def choose(flags: InterfaceFlags, host: HostView, *, ipv4: bool = True, ipv6: bo
         if given is not None:
             link = host.by_address(given)
             if link is not None:
-                found = _Found(link, ipv4=given if isinstance(given, IPv4Address) else None,
-                               ipv6=given if isinstance(given, IPv6Address) else None)
+                found = _Found(
+                    link,
+                    ipv4=given if isinstance(given, IPv4Address) else None,
+                    ipv6=given if isinstance(given, IPv6Address) else None,
+                )
             else:  # flannel exits here; a NAT'ed public IP is common enough to carry on (README)
                 found = _by_default_route(host, ipv4, ipv6)
-                log.warning("public IP %s is on no interface of this node: using the default route's "
-                            "interface %s for the VXLAN local address (give --iface to choose)", given,
-                            found.link.name)
+                log.warning(
+                    "public IP %s is on no interface of this node: using the default route's "
+                    "interface %s for the VXLAN local address (give --iface to choose)",
+                    given,
+                    found.link.name,
+                )
         else:
             found = _by_default_route(host, ipv4, ipv6)
     else:
         tried: list[str] = []
         attempts: list[tuple[str, Callable[[], _Found]]] = [
             *((f"--iface {s}", lambda s=s: _by_spec(host, s, ipv4, ipv6)) for s in flags.ifaces),  # type: ignore[misc]
-            *((f"--iface-regex {p}", lambda p=p: _by_regex(host, p, ipv4, ipv6)) for p in flags.iface_regexes),  # type: ignore[misc]
+            *(
+                (f"--iface-regex {p}", lambda p=p: _by_regex(host, p, ipv4, ipv6))
+                for p in flags.iface_regexes
+            ),  # type: ignore[misc]
         ]
         reach = flags.iface_can_reach
         if reach is not None:
@@ -234,8 +259,10 @@ def choose(flags: InterfaceFlags, host: HostView, *, ipv4: bool = True, ipv6: bo
                 log.info("no interface from %s: %s", what, exc)
                 tried.append(str(exc))
         if found is None:
-            raise InterfaceError("no interface matches the --iface, --iface-regex and --iface-can-reach given: "
-                                 + "; ".join(tried))
+            raise InterfaceError(
+                "no interface matches the --iface, --iface-regex and --iface-can-reach given: "
+                + "; ".join(tried)
+            )
     return _complete(found, flags, ipv4, ipv6)
 
 
@@ -256,8 +283,11 @@ def _complete(found: _Found, flags: InterfaceFlags, ipv4: bool, ipv6: bool) -> E
     if link.mtu <= 0:
         raise InterfaceError(f"cannot determine the MTU of interface {link.name}")
     return ExternalInterface(
-        name=link.name, index=link.index, mtu=link.mtu,
-        iface_ipv4=v4 if ipv4 else None, iface_ipv6=v6 if ipv6 else None,
+        name=link.name,
+        index=link.index,
+        mtu=link.mtu,
+        iface_ipv4=v4 if ipv4 else None,
+        iface_ipv6=v6 if ipv6 else None,
         public_ip=(flags.public_ip or v4) if ipv4 else None,
         public_ipv6=(flags.public_ipv6 or v6) if ipv6 else None,
     )
@@ -289,10 +319,17 @@ def _link(doc: dict[str, Any]) -> Link:
             address = ip_address(info["local"])
         except (KeyError, ValueError, TypeError):
             continue
-        addresses.append(Address(address, permanent=not info.get("dynamic", False),
-                                 temporary=bool(info.get("temporary", False)),
-                                 deprecated=bool(info.get("deprecated", False))))
-    return Link(str(doc.get("ifname", "")), int(doc.get("ifindex", 0)), int(doc.get("mtu", 0)), tuple(addresses))
+        addresses.append(
+            Address(
+                address,
+                permanent=not info.get("dynamic", False),
+                temporary=bool(info.get("temporary", False)),
+                deprecated=bool(info.get("deprecated", False)),
+            )
+        )
+    return Link(
+        str(doc.get("ifname", "")), int(doc.get("ifindex", 0)), int(doc.get("mtu", 0)), tuple(addresses)
+    )
 
 
 def _default(family: str) -> str | None:
@@ -315,8 +352,9 @@ def read_host() -> HostView:
     return HostView(links, _default("-4"), _default("-6"), _route_get)
 
 
-def lookup(flags: InterfaceFlags, *, ipv4: bool = True, ipv6: bool = False,
-           host: HostView | None = None) -> ExternalInterface:
+def lookup(
+    flags: InterfaceFlags, *, ipv4: bool = True, ipv6: bool = False, host: HostView | None = None
+) -> ExternalInterface:
     """:func:`choose` over this node's kernel."""
     return choose(flags, host if host is not None else read_host(), ipv4=ipv4, ipv6=ipv6)
 
@@ -328,5 +366,16 @@ def describe(ext: ExternalInterface) -> str:
     return f"{ext.name} (index {ext.index}, MTU {ext.mtu}) local {local}, public {public}"
 
 
-__all__: Sequence[str] = ("ExternalInterface", "HostView", "InterfaceError", "InterfaceFlags", "Link",
-                          "Route", "Address", "choose", "lookup", "read_host", "describe")
+__all__: Sequence[str] = (
+    "Address",
+    "ExternalInterface",
+    "HostView",
+    "InterfaceError",
+    "InterfaceFlags",
+    "Link",
+    "Route",
+    "choose",
+    "describe",
+    "lookup",
+    "read_host",
+)

@@ -26,20 +26,22 @@ Event = lease_pb2.WatchLeaseResponse
 
 @dataclass(frozen=True)
 class KeeperSettings:
-    renew_margin: float = 3600.0     #: renew this many seconds before expiry (--subnet-lease-renew-margin)
+    renew_margin: float = 3600.0  #: renew this many seconds before expiry (--subnet-lease-renew-margin)
     subnet_file: Path | None = None  #: where subnet.env goes (None: not written)
-    ip_masq: bool = False            #: FLANNEL_IPMASQ
+    ip_masq: bool = False  #: FLANNEL_IPMASQ
     retry_initial: float = 0.5
     retry_max: float = 10.0
     conflict_retry_initial: float = 1.0  #: a second conflict soon after the first waits this long, doubling
     conflict_retry_max: float = 60.0
-    conflict_quiet: float = 600.0        #: after this long without a conflict, restores are immediate again
+    conflict_quiet: float = 600.0  #: after this long without a conflict, restores are immediate again
 
 
 class LeaseKeeper:
     """Holds the lease; one task (:meth:`run`) renews and re-acquires it."""
 
-    def __init__(self, manager: SubnetManager, config: NetworkConfig, hub: LeaseHub, settings: KeeperSettings) -> None:
+    def __init__(
+        self, manager: SubnetManager, config: NetworkConfig, hub: LeaseHub, settings: KeeperSettings
+    ) -> None:
         self.manager = manager
         self.config = config
         self.settings = settings
@@ -90,8 +92,11 @@ class LeaseKeeper:
         self._lost.clear()
         self._changed.set()
         if self.settings.subnet_file is not None:
-            await asyncio.to_thread(subnetfile.write, self.settings.subnet_file,
-                                    subnetfile.render(self.config, lease, self.mtu, self.settings.ip_masq))
+            await asyncio.to_thread(
+                subnetfile.write,
+                self.settings.subnet_file,
+                subnetfile.render(self.config, lease, self.mtu, self.settings.ip_masq),
+            )
         self._announce(kind, lease)
 
     def _announce(self, kind: int, lease: Lease, conflict: str = "") -> None:
@@ -102,8 +107,13 @@ class LeaseKeeper:
     def _fingerprint(self, attrs: LeaseAttrs) -> tuple[object, ...]:
         """What other nodes route by, for the families this network runs."""
         v4, v6 = self.config.enable_ipv4, self.config.enable_ipv6
-        return (attrs.public_ip if v4 else None, attrs.public_ipv6 if v6 else None, attrs.backend_type,
-                attrs.backend_data if v4 else "", attrs.backend_v6_data if v6 else "")
+        return (
+            attrs.public_ip if v4 else None,
+            attrs.public_ipv6 if v6 else None,
+            attrs.backend_type,
+            attrs.backend_data if v4 else "",
+            attrs.backend_v6_data if v6 else "",
+        )
 
     def _on_changes(self, changes: Sequence[Change]) -> None:
         if self.lease is None:
@@ -146,8 +156,9 @@ class LeaseKeeper:
             changed = asyncio.ensure_future(self._changed.wait())
             intruded = asyncio.ensure_future(self._intruded.wait())
             try:
-                done, _ = await asyncio.wait({lost, changed, intruded}, timeout=wait,
-                                             return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait(
+                    {lost, changed, intruded}, timeout=wait, return_when=asyncio.FIRST_COMPLETED
+                )
             finally:
                 lost.cancel()
                 changed.cancel()
@@ -169,11 +180,18 @@ class LeaseKeeper:
             return
         other = intruder.attrs.public_ip or intruder.attrs.public_ipv6 or "none"
         ours = held.attrs.public_ip or held.attrs.public_ipv6
-        self.conflict = (f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ}: lease {held.key} was overwritten by another "
-                         f"writer with PublicIP {other} (ours: {ours}); restored")
+        self.conflict = (
+            f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ}: lease {held.key} was overwritten by another "
+            f"writer with PublicIP {other} (ours: {ours}); restored"
+        )
         if self._conflicts_logged.first(held.key, str(other)):
-            log.error("lease %s was changed by another writer: PublicIP %s (ours: %s); restoring ours "
-                      "(OWN_LEASE_CONFLICT)", held.key, other, ours)
+            log.error(
+                "lease %s was changed by another writer: PublicIP %s (ours: %s); restoring ours "
+                "(OWN_LEASE_CONFLICT)",
+                held.key,
+                other,
+                ours,
+            )
         self._announce(Event.CONFLICT, intruder, conflict=self.conflict)
         now = asyncio.get_running_loop().time()
         if now - self._last_conflict < self.settings.conflict_quiet and self._last_conflict:
@@ -216,8 +234,11 @@ class LeaseKeeper:
             if self.lease is not lease:
                 # an acquire or re-acquire replaced the lease while the renewal was on its way: the
                 # newer lease stands, this renewal of the older one is dropped
-                log.info("renewal of lease %s superseded by a newer acquire; keeping %s", lease.key,
-                         self.lease.key if self.lease else "none")
+                log.info(
+                    "renewal of lease %s superseded by a newer acquire; keeping %s",
+                    lease.key,
+                    self.lease.key if self.lease else "none",
+                )
                 return
             self.lease = renewed
         log.info("renewed lease %s until %s", renewed.key, renewed.expiration)
@@ -231,14 +252,18 @@ class LeaseKeeper:
                 async with self._lock:
                     assert self._attrs is not None
                     self._written.append(self._fingerprint(self._attrs))
-                    lease = await self.manager.acquire_lease(self.config, self._attrs, (lost.subnet, lost.ipv6_subnet))
+                    lease = await self.manager.acquire_lease(
+                        self.config, self._attrs, (lost.subnet, lost.ipv6_subnet)
+                    )
                     self._written.append(self._fingerprint(lease.attrs))
                     await self._install(lease, Event.REACQUIRED)
                 log.info("re-acquired lease %s after losing %s", lease.key, lost.key)
                 return
             except StoreUnavailable as exc:
                 log.warning("cannot re-acquire the lease: %s; retrying in %.1fs", exc, delay)
-            except AcquireError as exc:  # e.g. the network is full: keep trying, an operator may free a subnet
+            except (
+                AcquireError
+            ) as exc:  # e.g. the network is full: keep trying, an operator may free a subnet
                 log.error("cannot re-acquire the lease: %s; retrying in %.1fs", exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.settings.retry_max)

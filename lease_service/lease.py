@@ -51,8 +51,8 @@ class LeaseAttrs:
     public_ip: IPv4Address | None
     public_ipv6: IPv6Address | None = None
     backend_type: str = ""
-    backend_data: str = ""       # JSON text, "" for none
-    backend_v6_data: str = ""    # JSON text, "" for none
+    backend_data: str = ""  # JSON text, "" for none
+    backend_v6_data: str = ""  # JSON text, "" for none
 
 
 @dataclass(frozen=True)
@@ -63,9 +63,9 @@ class Lease:
     subnet: IPv4Network | None
     ipv6_subnet: IPv6Network | None
     attrs: LeaseAttrs
-    expiration: datetime | None = None   # None: never expires (a reservation) or unknown
+    expiration: datetime | None = None  # None: never expires (a reservation) or unknown
     node_name: str = ""
-    store_lease_id: int = 0              # the etcd lease the key is bound to (0: none)
+    store_lease_id: int = 0  # the etcd lease the key is bound to (0: none)
     mod_revision: int = 0
 
     def with_attrs(self, attrs: LeaseAttrs) -> Lease:
@@ -120,13 +120,16 @@ def decode_attrs(key: str, value: bytes) -> LeaseAttrs:
     except Rejected as exc:
         raise CorruptLease(f"lease {key}: {exc.message}", exc.reason) from None
     if not isinstance(doc, dict):
-        raise CorruptLease(f"lease {key}: value must be a JSON object, got {type(doc).__name__}", VALUE_NOT_OBJECT)
+        raise CorruptLease(
+            f"lease {key}: value must be a JSON object, got {type(doc).__name__}", VALUE_NOT_OBJECT
+        )
     public_ip = _address(key, doc, "PublicIP", IPv4Address)
     public_ipv6 = _address(key, doc, "PublicIPv6", IPv6Address)
     backend_type = doc.get("BackendType", "")
     if not isinstance(backend_type, str) or len(backend_type) > MAX_BACKEND_TYPE:
-        raise CorruptLease(f"lease {key}: BackendType must be a short string, got {shorten(backend_type)}",
-                           FIELD_INVALID)
+        raise CorruptLease(
+            f"lease {key}: BackendType must be a short string, got {shorten(backend_type)}", FIELD_INVALID
+        )
     return LeaseAttrs(
         public_ip=public_ip,  # type: ignore[arg-type]
         public_ipv6=public_ipv6,  # type: ignore[arg-type]
@@ -142,24 +145,35 @@ def decode_lease(key: str, value: bytes, *, store_lease_id: int = 0, mod_revisio
     attrs = decode_attrs(key, value)
     if subnet is not None and attrs.public_ip is None:
         raise CorruptLease(f"lease {key}: PublicIP is missing", PUBLIC_IP_MISSING)
-    return Lease(key=key, subnet=subnet, ipv6_subnet=ipv6, attrs=attrs,
-                 store_lease_id=store_lease_id, mod_revision=mod_revision)
+    return Lease(
+        key=key,
+        subnet=subnet,
+        ipv6_subnet=ipv6,
+        attrs=attrs,
+        store_lease_id=store_lease_id,
+        mod_revision=mod_revision,
+    )
 
 
-def _address(key: str, doc: dict[str, Any], field: str, cls: type[IPv4Address | IPv6Address]) -> IPv4Address | IPv6Address | None:
+def _address(
+    key: str, doc: dict[str, Any], field: str, cls: type[IPv4Address | IPv6Address]
+) -> IPv4Address | IPv6Address | None:
     raw = doc.get(field)
     if raw in (None, ""):
         return None
     family = 4 if cls is IPv4Address else 6
     if not isinstance(raw, str):
-        raise CorruptLease(f"lease {key}: {field} must be an address string, got {shorten(raw)}", FIELD_INVALID)
+        raise CorruptLease(
+            f"lease {key}: {field} must be an address string, got {shorten(raw)}", FIELD_INVALID
+        )
     try:
         if len(raw) > 64 or not raw.isascii():
             raise ValueError(raw)
         address = cls(raw)
     except ValueError:
-        raise CorruptLease(f"lease {key}: {field} {shorten(raw)} is not an IPv{family} address",
-                           FIELD_INVALID) from None
+        raise CorruptLease(
+            f"lease {key}: {field} {shorten(raw)} is not an IPv{family} address", FIELD_INVALID
+        ) from None
     if cls is IPv4Address and address == IPv4Address("0.0.0.0"):
         return None
     return address
@@ -183,20 +197,27 @@ def check_against_config(lease: Lease, config: NetworkConfig) -> None:
     """Raise :class:`CorruptLease` when the lease's subnets do not fit the network config."""
     if config.enable_ipv4:
         if lease.subnet is None:
-            raise CorruptLease(f"lease {lease.key}: no IPv4 subnet, but the network config enables IPv4", OUTSIDE_NETWORK)
+            raise CorruptLease(
+                f"lease {lease.key}: no IPv4 subnet, but the network config enables IPv4", OUTSIDE_NETWORK
+            )
         if config.network is None or not lease.subnet.subnet_of(config.network):
-            raise CorruptLease(f"lease {lease.key}: subnet {lease.subnet} is outside the network {config.network}",
-                               OUTSIDE_NETWORK)
+            raise CorruptLease(
+                f"lease {lease.key}: subnet {lease.subnet} is outside the network {config.network}",
+                OUTSIDE_NETWORK,
+            )
         if lease.subnet.prefixlen != config.subnet_len:
             raise CorruptLease(
                 f"lease {lease.key}: subnet {lease.subnet} is not a /{config.subnet_len} as SubnetLen says",
-                OUTSIDE_NETWORK)
+                OUTSIDE_NETWORK,
+            )
     if config.enable_ipv6 and lease.ipv6_subnet is not None:
         if config.ipv6_network is None or not lease.ipv6_subnet.subnet_of(config.ipv6_network):
             raise CorruptLease(
                 f"lease {lease.key}: IPv6 subnet {lease.ipv6_subnet} is outside the network {config.ipv6_network}",
-                OUTSIDE_NETWORK)
+                OUTSIDE_NETWORK,
+            )
         if lease.ipv6_subnet.prefixlen != config.ipv6_subnet_len:
             raise CorruptLease(
                 f"lease {lease.key}: IPv6 subnet {lease.ipv6_subnet} is not a /{config.ipv6_subnet_len}",
-                OUTSIDE_NETWORK)
+                OUTSIDE_NETWORK,
+            )

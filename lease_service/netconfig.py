@@ -75,7 +75,9 @@ def _parse(text: str | bytes, source: str) -> NetworkConfig:
 
     enable_ipv4 = _bool(doc, "EnableIPv4", True, source)
     enable_ipv6 = _bool(doc, "EnableIPv6", False, source)
-    _bool(doc, "EnableNFTables", False, source)  # the backend reads it from ``raw``; refused here when not a bool
+    _bool(
+        doc, "EnableNFTables", False, source
+    )  # the backend reads it from ``raw``; refused here when not a bool
     if not enable_ipv4 and not enable_ipv6:
         raise ConfigError(f"{source}: EnableIPv4 and EnableIPv6 are both false: nothing to allocate")
 
@@ -85,15 +87,33 @@ def _parse(text: str | bytes, source: str) -> NetworkConfig:
     subnet_len = 0
     if enable_ipv4:
         network, subnet_len, subnet_min, subnet_max = _family(
-            doc, source, IPv4Network, IPv4Address, "Network", "SubnetLen", "SubnetMin", "SubnetMax",
-            max_len=30, default_len=24, widest_for_default=22,
+            doc,
+            source,
+            IPv4Network,
+            IPv4Address,
+            "Network",
+            "SubnetLen",
+            "SubnetMin",
+            "SubnetMax",
+            max_len=30,
+            default_len=24,
+            widest_for_default=22,
         )
     ipv6_network = ipv6_min = ipv6_max = None
     ipv6_len = 0
     if enable_ipv6:
         ipv6_network, ipv6_len, ipv6_min, ipv6_max = _family(
-            doc, source, IPv6Network, IPv6Address, "IPv6Network", "IPv6SubnetLen", "IPv6SubnetMin",
-            "IPv6SubnetMax", max_len=126, default_len=64, widest_for_default=62,
+            doc,
+            source,
+            IPv6Network,
+            IPv6Address,
+            "IPv6Network",
+            "IPv6SubnetLen",
+            "IPv6SubnetMin",
+            "IPv6SubnetMax",
+            max_len=126,
+            default_len=64,
+            widest_for_default=62,
         )
     return NetworkConfig(
         enable_ipv4=enable_ipv4,
@@ -124,11 +144,13 @@ def _backend(doc: dict[str, Any], source: str) -> tuple[str, dict[str, Any]]:
     supported = ", ".join(SUPPORTED_BACKENDS)
     if backend is None:
         raise ConfigError(
-            f"{source}: Backend is missing, which flannel reads as Backend.Type \"udp\"; "
+            f'{source}: Backend is missing, which flannel reads as Backend.Type "udp"; '
             f"flannel-py does not implement udp: set Backend.Type to one of {supported}"
         )
     if not isinstance(backend, dict):
-        raise ConfigError(f"{source}: Backend must be a JSON object like {{\"Type\": \"vxlan\"}}, got {shorten(backend)}")
+        raise ConfigError(
+            f'{source}: Backend must be a JSON object like {{"Type": "vxlan"}}, got {shorten(backend)}'
+        )
     backend_type = backend.get("Type", "udp")
     if not isinstance(backend_type, str):
         raise ConfigError(f"{source}: Backend.Type must be a string, got {shorten(backend_type)}")
@@ -158,13 +180,17 @@ def _family(
     bits = 32 if net_cls is IPv4Network else 128
     raw_net = doc.get(net_field)
     if raw_net in (None, ""):
-        raise ConfigError(f"{source}: {net_field} is required when {'EnableIPv4' if bits == 32 else 'EnableIPv6'} is true")
+        raise ConfigError(
+            f"{source}: {net_field} is required when {'EnableIPv4' if bits == 32 else 'EnableIPv6'} is true"
+        )
     if not isinstance(raw_net, str):
         raise ConfigError(f"{source}: {net_field} must be a CIDR string, got {shorten(raw_net)}")
     try:
         network = net_cls(raw_net, strict=False)
     except ValueError as exc:
-        raise ConfigError(f"{source}: {net_field} {shorten(raw_net)} is not an IPv{4 if bits == 32 else 6} CIDR") from exc
+        raise ConfigError(
+            f"{source}: {net_field} {shorten(raw_net)} is not an IPv{4 if bits == 32 else 6} CIDR"
+        ) from exc
 
     raw_len = doc.get(len_field, 0)
     if not isinstance(raw_len, int) or isinstance(raw_len, bool) or raw_len < 0:
@@ -180,7 +206,9 @@ def _family(
         subnet_len = raw_len
     else:
         if network.prefixlen > max_len - 2:
-            raise ConfigError(f"{source}: {net_field} {network} is too small: the narrowest usable network is /{max_len - 2}")
+            raise ConfigError(
+                f"{source}: {net_field} {network} is too small: the narrowest usable network is /{max_len - 2}"
+            )
         subnet_len = default_len if network.prefixlen <= widest_for_default else network.prefixlen + 2
 
     size = 1 << (bits - subnet_len)

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 import grpc
 
-from lease_service.extiface import ExternalInterface
 from flannel_rpc.logs import LogOnce, label, shorten
 from flannel_rpc.untrusted import BACKEND_DATA, TOO_LARGE, Rejected, decode_json
+from lease_service.extiface import ExternalInterface
 from lease_service.keeper import LeaseKeeper
 from lease_service.lease import LeaseAttrs, canonical_json
 from lease_service.netconfig import NetworkConfig
@@ -49,24 +49,33 @@ class LeaseServicer(lease_pb2_grpc.LeaseServiceServicer):
 
     async def _state(self, context: grpc.aio.ServicerContext) -> _Ready:
         if self._ready is None:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, f"lease service not ready: waiting for {self.waiting_for}")
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE, f"lease service not ready: waiting for {self.waiting_for}"
+            )
         assert self._ready is not None
         return self._ready
 
-    async def Describe(self, request: lease_pb2.DescribeRequest, context: grpc.aio.ServicerContext) -> lease_pb2.DescribeResponse:
+    async def Describe(
+        self, request: lease_pb2.DescribeRequest, context: grpc.aio.ServicerContext
+    ) -> lease_pb2.DescribeResponse:
         capabilities = [f"subnet-manager:{self.store_kind}", "batched-events", "resume-cursor"]
         if self._ready is not None and self._ready.config.enable_ipv6:
             capabilities.append("ipv6")
         return lease_pb2.DescribeResponse(
-            name="flannel-py lease service", version=VERSION, api_versions=["flannel.v1"], capabilities=capabilities
+            name="flannel-py lease service",
+            version=VERSION,
+            api_versions=["flannel.v1"],
+            capabilities=capabilities,
         )
 
     async def GetNetworkConfig(
         self, request: lease_pb2.GetNetworkConfigRequest, context: grpc.aio.ServicerContext
     ) -> lease_pb2.GetNetworkConfigResponse:
         state = await self._state(context)
-        return lease_pb2.GetNetworkConfigResponse(config=config_to_proto(state.config),
-                                                  external_interface=external_interface_to_proto(state.external))
+        return lease_pb2.GetNetworkConfigResponse(
+            config=config_to_proto(state.config),
+            external_interface=external_interface_to_proto(state.external),
+        )
 
     async def AcquireLease(
         self, request: lease_pb2.AcquireLeaseRequest, context: grpc.aio.ServicerContext
@@ -84,10 +93,16 @@ class LeaseServicer(lease_pb2_grpc.LeaseServiceServicer):
             try:
                 data[field] = canonical_json(decode_json(text, BACKEND_DATA, field)) if text else ""
             except Rejected as exc:
-                code = grpc.StatusCode.RESOURCE_EXHAUSTED if exc.reason == TOO_LARGE else grpc.StatusCode.INVALID_ARGUMENT
+                code = (
+                    grpc.StatusCode.RESOURCE_EXHAUSTED
+                    if exc.reason == TOO_LARGE
+                    else grpc.StatusCode.INVALID_ARGUMENT
+                )
                 await context.abort(code, f"{exc.message} ({exc.reason})")
         if not MTU_MIN <= request.mtu <= MTU_MAX:
-            await context.abort(grpc.StatusCode.OUT_OF_RANGE, f"mtu {request.mtu} is outside {MTU_MIN}..{MTU_MAX}")
+            await context.abort(
+                grpc.StatusCode.OUT_OF_RANGE, f"mtu {request.mtu} is outside {MTU_MIN}..{MTU_MAX}"
+            )
         attrs = LeaseAttrs(
             public_ip=state.external.public_ip,
             public_ipv6=state.external.public_ipv6,
@@ -110,8 +125,10 @@ class LeaseServicer(lease_pb2_grpc.LeaseServiceServicer):
     ) -> AsyncIterator[lease_pb2.WatchLeasesResponse]:
         state = await self._state(context)
         if request.max_batch > MAX_BATCH_LIMIT:
-            await context.abort(grpc.StatusCode.OUT_OF_RANGE,
-                                f"max_batch {request.max_batch} is above the limit {MAX_BATCH_LIMIT}")
+            await context.abort(
+                grpc.StatusCode.OUT_OF_RANGE,
+                f"max_batch {request.max_batch} is above the limit {MAX_BATCH_LIMIT}",
+            )
         async for msg in state.hub.watch(request.cursor, request.max_batch):
             yield msg
 
@@ -135,10 +152,16 @@ class LeaseServicer(lease_pb2_grpc.LeaseServiceServicer):
             if self._rejections_logged.first(rejected.lease.key, token):
                 new += 1
                 if new <= MAX_REJECTION_LINES:
-                    log.info("backend rejected lease %s: %s (%s)", label(rejected.lease.key), rejected.reason,
-                             shorten(rejected.message, 300, quote=False))
+                    log.info(
+                        "backend rejected lease %s: %s (%s)",
+                        label(rejected.lease.key),
+                        rejected.reason,
+                        shorten(rejected.message, 300, quote=False),
+                    )
         if new > MAX_REJECTION_LINES:
-            log.info("backend rejected %d more leases (see the backend's GetStatus)", new - MAX_REJECTION_LINES)
+            log.info(
+                "backend rejected %d more leases (see the backend's GetStatus)", new - MAX_REJECTION_LINES
+            )
         return lease_pb2.ReportBackendStatusResponse()
 
 
@@ -148,4 +171,3 @@ class _Ready:
     hub: LeaseHub
     keeper: LeaseKeeper
     external: ExternalInterface
-

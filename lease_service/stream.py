@@ -54,8 +54,8 @@ class HubSettings:
     """Bounds of the lease stream."""
 
     history_events: int = 100_000  #: events kept in memory for resuming by cursor
-    buffer_events: int = 20_000    #: events queued for one watcher before it is cut loose
-    snapshot_batch: int = 500      #: leases per SNAPSHOT message when the client names no max_batch
+    buffer_events: int = 20_000  #: events queued for one watcher before it is cut loose
+    snapshot_batch: int = 500  #: leases per SNAPSHOT message when the client names no max_batch
     batch_bytes: int = STREAM_BATCH_BYTES  #: bytes of leases per message, whatever the count
     progress_interval: float = 10.0  #: seconds of silence before a PROGRESS message
 
@@ -103,8 +103,11 @@ class LeaseHub:
         no cursor handed out before can be resumed: the history is dropped."""
         if store_id != self.store_id:
             if self._ready.is_set():
-                log.warning("the store is now %s (was %s): cursors handed out before get a fresh snapshot",
-                            store_id, self.store_id)
+                log.warning(
+                    "the store is now %s (was %s): cursors handed out before get a fresh snapshot",
+                    store_id,
+                    self.store_id,
+                )
             self.store_id = store_id
             self._history.clear()
             self._history_events = 0
@@ -125,8 +128,13 @@ class LeaseHub:
         self.too_large.add(key)
         if self._too_large.first(key, lease.mod_revision or size):
             metrics.CORRUPT_LEASES.inc()
-            log.warning("skipping lease %s: it is %d bytes, more than one stream message may carry (%d) "
-                        "(LEASE_TOO_LARGE)", label(key), size, self.settings.batch_bytes)
+            log.warning(
+                "skipping lease %s: it is %d bytes, more than one stream message may carry (%d) "
+                "(LEASE_TOO_LARGE)",
+                label(key),
+                size,
+                self.settings.batch_bytes,
+            )
         return None
 
     def reset(self, leases: dict[str, Lease], revision: int) -> None:
@@ -175,7 +183,9 @@ class LeaseHub:
         # then only the last part carries the cursor, so a client cut off in between resumes before it.
         parts = self._chunks(events, len(events) or 1)
         for number, part in enumerate(parts, 1):
-            msg = Msg(kind=Msg.DELTA, events=part, cursor=self.cursor(self.revision) if number == len(parts) else "")
+            msg = Msg(
+                kind=Msg.DELTA, events=part, cursor=self.cursor(self.revision) if number == len(parts) else ""
+            )
             self._remember(self.revision, msg)
             for watcher in self._watchers:
                 self._deliver(watcher, msg)
@@ -240,8 +250,10 @@ class LeaseHub:
             while True:
                 if watcher.fell_behind:
                     watcher.fell_behind = False
-                    log.warning("a lease watcher fell behind by more than %d events; sending a fresh snapshot",
-                                self.settings.buffer_events)
+                    log.warning(
+                        "a lease watcher fell behind by more than %d events; sending a fresh snapshot",
+                        self.settings.buffer_events,
+                    )
                     for msg in self._snapshot(Msg.FELL_BEHIND, batch):
                         metrics.EVENTS_STREAMED.inc(len(msg.events))
                         yield msg
@@ -266,7 +278,9 @@ class LeaseHub:
             return self._snapshot(Msg.INITIAL, batch)
         revision, why = self.parse_cursor(cursor)
         if revision is None:
-            log.info("cannot resume from cursor %s: %s; sending a snapshot (CURSOR_INVALID)", shorten(cursor), why)
+            log.info(
+                "cannot resume from cursor %s: %s; sending a snapshot (CURSOR_INVALID)", shorten(cursor), why
+            )
             return self._snapshot(Msg.CURSOR_INVALID, batch)
         if revision >= self._floor:
             replay = [msg for rev, msg in self._history if rev > revision]
@@ -281,13 +295,23 @@ class LeaseHub:
         return self._snapshot(Msg.CURSOR_COMPACTED, batch)
 
     def _diff(self, old: dict[str, Lease]) -> list[Msg]:
-        events = [LeaseEvent(type=LeaseEvent.REMOVE, lease=lease_to_proto(lease))
-                  for key, lease in old.items() if key not in self.state]
-        events += [LeaseEvent(type=LeaseEvent.UPSERT, lease=lease_to_proto(lease))
-                   for key, lease in self.state.items() if key not in old or not _same(old[key], lease)]
+        events = [
+            LeaseEvent(type=LeaseEvent.REMOVE, lease=lease_to_proto(lease))
+            for key, lease in old.items()
+            if key not in self.state
+        ]
+        events += [
+            LeaseEvent(type=LeaseEvent.UPSERT, lease=lease_to_proto(lease))
+            for key, lease in self.state.items()
+            if key not in old or not _same(old[key], lease)
+        ]
         parts = self._chunks(events, len(events) or 1)
-        return [Msg(kind=Msg.DELTA, events=part, cursor=self.cursor(self.revision) if number == len(parts) else "")
-                for number, part in enumerate(parts, 1)]
+        return [
+            Msg(
+                kind=Msg.DELTA, events=part, cursor=self.cursor(self.revision) if number == len(parts) else ""
+            )
+            for number, part in enumerate(parts, 1)
+        ]
 
     def _snapshot(self, reason: int, batch: int) -> list[Msg]:
         """The snapshot messages. Watchers that connect while the state stays the same share one set
@@ -295,7 +319,10 @@ class LeaseHub:
         message, which carries ``reset`` and the reason, is each watcher's own."""
         key = (self._generation, batch)
         if self._snapshot_cache is None or self._snapshot_cache[0] != key:
-            events = [LeaseEvent(type=LeaseEvent.UPSERT, lease=lease_to_proto(lease)) for lease in self.state.values()]
+            events = [
+                LeaseEvent(type=LeaseEvent.UPSERT, lease=lease_to_proto(lease))
+                for lease in self.state.values()
+            ]
             chunks = [Msg(kind=Msg.SNAPSHOT, events=part) for part in self._chunks(events, batch)]
             self._snapshot_cache = (key, chunks)
         chunks = self._snapshot_cache[1]

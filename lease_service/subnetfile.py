@@ -20,7 +20,9 @@ def render(config: NetworkConfig, lease: Lease, mtu: int, ip_masq: bool) -> str:
         lines.append(f"FLANNEL_SUBNET={lease.subnet.network_address + 1}/{lease.subnet.prefixlen}")
     if config.enable_ipv6 and lease.ipv6_subnet is not None:
         lines.append(f"FLANNEL_IPV6_NETWORK={config.ipv6_network}")
-        lines.append(f"FLANNEL_IPV6_SUBNET={lease.ipv6_subnet.network_address + 1}/{lease.ipv6_subnet.prefixlen}")
+        lines.append(
+            f"FLANNEL_IPV6_SUBNET={lease.ipv6_subnet.network_address + 1}/{lease.ipv6_subnet.prefixlen}"
+        )
     lines.append(f"FLANNEL_MTU={mtu}")
     lines.append(f"FLANNEL_IPMASQ={'true' if ip_masq else 'false'}")
     return "\n".join(lines) + "\n"

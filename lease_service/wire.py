@@ -57,7 +57,11 @@ def external_interface_to_proto(ext: ExternalInterface) -> lease_pb2.ExternalInt
         return "" if value is None else str(value)
 
     return lease_pb2.ExternalInterface(
-        name=ext.name, index=ext.index, mtu=ext.mtu,
-        iface_ipv4=text(ext.iface_ipv4), iface_ipv6=text(ext.iface_ipv6),
-        public_ip=text(ext.public_ip), public_ipv6=text(ext.public_ipv6),
+        name=ext.name,
+        index=ext.index,
+        mtu=ext.mtu,
+        iface_ipv4=text(ext.iface_ipv4),
+        iface_ipv6=text(ext.iface_ipv6),
+        public_ip=text(ext.public_ip),
+        public_ipv6=text(ext.public_ipv6),
     )

@@ -84,9 +84,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"flanneld: {exc}", file=sys.stderr)
             return ExitCode.USAGE
         if config.lease_identity is not None and config.lease_identity.uid == 0:
-            log.warning("--lease-user %s: the lease service runs as uid 0; without capabilities, but file "
-                        "ownership still lets it write root's files: prefer an unprivileged user",
-                        config.lease_identity.user or 0)
+            log.warning(
+                "--lease-user %s: the lease service runs as uid 0; without capabilities, but file "
+                "ownership still lets it write root's files: prefer an unprivileged user",
+                config.lease_identity.user or 0,
+            )
         return asyncio.run(_amain(config, sink))
     finally:
         sink.close()

@@ -165,8 +165,12 @@ class Child:
         assert process.stdout is not None and process.stderr is not None
         self._sink.forget(self.name)
         self._pumps = [
-            asyncio.create_task(self._sink.forward(self.name, process.stdout, "stdout"), name=f"{self.name}-out"),
-            asyncio.create_task(self._sink.forward(self.name, process.stderr, "stderr"), name=f"{self.name}-err"),
+            asyncio.create_task(
+                self._sink.forward(self.name, process.stdout, "stdout"), name=f"{self.name}-out"
+            ),
+            asyncio.create_task(
+                self._sink.forward(self.name, process.stderr, "stderr"), name=f"{self.name}-err"
+            ),
         ]
         log.info("%s started (pid %d): %s", self.name, process.pid, self.launch.display())
         return process
@@ -195,7 +199,9 @@ class Child:
                 exited.cancel()
         await self._drain_output()
         self.set_status("STOPPED")
-        return RunResult(process.returncode, time.monotonic() - started, reason, self._sink.last_error(self.name))
+        return RunResult(
+            process.returncode, time.monotonic() - started, reason, self._sink.last_error(self.name)
+        )
 
     async def _monitor(self) -> str:
         """Probe until the child must be considered dead; return why."""
@@ -220,7 +226,9 @@ class Child:
                         return f"{failures} consecutive health probes unanswered"
                 elif time.monotonic() - started > settings.startup_timeout:
                     return f"no health answer on {self.launch.socket} within {settings.startup_timeout:g}s"
-                await asyncio.sleep(settings.interval if served else min(settings.interval, STARTUP_PROBE_INTERVAL))
+                await asyncio.sleep(
+                    settings.interval if served else min(settings.interval, STARTUP_PROBE_INTERVAL)
+                )
         finally:
             await probe.close()
 

@@ -26,12 +26,15 @@ def main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="flanneld cleanup",
         description="Remove every device, route, neighbour, FDB entry and firewall rule flannel-py created "
-                    "on this node (through the backend, with its privileges). A normal stop never does this.")
+        "on this node (through the backend, with its privileges). A normal stop never does this.",
+    )
     parser.add_argument("--dry-run", action="store_true", help="print what would be removed; change nothing")
     parser.add_argument("--backend-cmd", default=None, help="the backend program, as given to flanneld")
     args = parser.parse_args(argv)
     try:
-        return subprocess.run(command(args.dry_run, shlex.split(args.backend_cmd or "")), check=False).returncode
+        return subprocess.run(
+            command(args.dry_run, shlex.split(args.backend_cmd or "")), check=False
+        ).returncode
     except OSError as exc:
         print(f"flanneld cleanup: cannot run the backend: {exc}", file=sys.stderr)
         return 1

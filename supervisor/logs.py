@@ -46,7 +46,11 @@ def parse_child_line(line: str, stream: str) -> dict[str, Any]:
             record = json.loads(line)
         except ValueError:
             record = None
-        if isinstance(record, dict) and isinstance(record.get("msg"), str) and isinstance(record.get("level"), str):
+        if (
+            isinstance(record, dict)
+            and isinstance(record.get("msg"), str)
+            and isinstance(record.get("level"), str)
+        ):
             if not isinstance(record.get("ts"), str):
                 record["ts"] = timestamp()
             record["level"] = record["level"].lower()
@@ -88,10 +92,17 @@ class LogSink:
 
     def render(self, process: str, record: Mapping[str, Any]) -> str:
         fields = {k: v for k, v in record.items() if k not in _RESERVED}
-        ts, level, msg = str(record.get("ts", "")), str(record.get("level", "info")), str(record.get("msg", ""))
+        ts, level, msg = (
+            str(record.get("ts", "")),
+            str(record.get("level", "info")),
+            str(record.get("msg", "")),
+        )
         if self.fmt == "json":
-            return json.dumps({"ts": ts, "level": level, "process": process, "msg": msg, **fields},
-                              ensure_ascii=False, default=str)
+            return json.dumps(
+                {"ts": ts, "level": level, "process": process, "msg": msg, **fields},
+                ensure_ascii=False,
+                default=str,
+            )
         logger = fields.pop("logger", None)
         exc = fields.pop("exc", None)
         text = f"{ts} {level.upper()} [{process}] {f'{logger}: ' if logger else ''}{msg}"
@@ -152,8 +163,16 @@ class LogSink:
                 closed = self._closed
                 self._writing = True
             if dropped:
-                batch.append(self.render(SELF, {"ts": timestamp(), "level": "warning",
-                                                "msg": f"{dropped} log lines dropped: the output was too slow"}))
+                batch.append(
+                    self.render(
+                        SELF,
+                        {
+                            "ts": timestamp(),
+                            "level": "warning",
+                            "msg": f"{dropped} log lines dropped: the output was too slow",
+                        },
+                    )
+                )
             if batch:
                 try:
                     self.stream.write("\n".join(batch) + "\n")

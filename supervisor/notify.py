@@ -64,7 +64,9 @@ class Notifier:
             self._sock = None
 
 
-async def run(notifier: Notifier, statuses: Callable[[], Mapping[str, str]], stopping: Callable[[], bool]) -> None:
+async def run(
+    notifier: Notifier, statuses: Callable[[], Mapping[str, str]], stopping: Callable[[], bool]
+) -> None:
     """READY/STATUS/WATCHDOG until cancelled; the caller sends STOPPING=1."""
     if not notifier.enabled:
         return

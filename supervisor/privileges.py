@@ -241,8 +241,10 @@ def check_lease_reach(config: Config, launch: Launch) -> None:
     if identity is None:
         return
     who = f"the lease user {identity.user or identity.uid} (uid {identity.uid}, gid {identity.gid})"
-    advice = ("install flannel-py where that user can read it (e.g. a venv under /opt/flannel-py, as "
-              "tools/install does), point --lease-cmd at such an interpreter, or give --lease-user root")
+    advice = (
+        "install flannel-py where that user can read it (e.g. a venv under /opt/flannel-py, as "
+        "tools/install does), point --lease-cmd at such an interpreter, or give --lease-user root"
+    )
     program = launch.argv[launch.argv.index("--") + 1]
     found = shutil.which(program)
     checks: list[tuple[Path, int]] = [(Path(found) if found else Path(program), 1)]
@@ -254,8 +256,10 @@ def check_lease_reach(config: Config, launch: Launch) -> None:
             raise PrivilegeError(f"{who} cannot run {program}: {why}; {advice}")
     why = _unreachable(config.run_dir.absolute().parent, identity.uid, identity.gid, 1)
     if why is not None:
-        raise PrivilegeError(f"{who} cannot reach --run-dir {config.run_dir}: {why}; give a run dir it can "
-                             "reach (the default /run/flannel is) or --lease-user")
+        raise PrivilegeError(
+            f"{who} cannot reach --run-dir {config.run_dir}: {why}; give a run dir it can "
+            "reach (the default /run/flannel is) or --lease-user"
+        )
 
 
 def effective_caps(pid: int | str = "self") -> int:

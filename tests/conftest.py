@@ -38,4 +38,3 @@ def own_etcd(tmp_path: Path) -> Iterator[EtcdServer]:
 def prefix() -> str:
     """A unique etcd prefix, so tests sharing one etcd never see each other's keys."""
     return f"/test-{uuid.uuid4().hex[:12]}/network"
-

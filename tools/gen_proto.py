@@ -56,7 +56,11 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         generated = generate(out)
-        stale = [rel for rel in generated if not (ROOT / rel).exists() or not filecmp.cmp(out / rel, ROOT / rel, shallow=False)]
+        stale = [
+            rel
+            for rel in generated
+            if not (ROOT / rel).exists() or not filecmp.cmp(out / rel, ROOT / rel, shallow=False)
+        ]
         if args.check:
             for rel in stale:
                 print(f"stale generated file: {rel}", file=sys.stderr)

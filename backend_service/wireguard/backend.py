@@ -51,7 +51,9 @@ class WireGuardBackend:
 
     backend_type = WIREGUARD
 
-    def __init__(self, ipr: AsyncIPRoute, config: NetworkConfig, public: PublicInterface, key_file: Path) -> None:
+    def __init__(
+        self, ipr: AsyncIPRoute, config: NetworkConfig, public: PublicInterface, key_file: Path
+    ) -> None:
         if not isinstance(config.backend, WireGuardOptions):
             raise TypeError(f"WireGuardBackend needs wireguard options, got {config.backend!r}")
         self.ipr = ipr
@@ -101,8 +103,15 @@ class WireGuardBackend:
         data = WireGuardData(str(self.public_key)).to_json()
         data4 = data if self.config.enable_ipv4 else ""
         data6 = data if self.config.enable_ipv6 else ""
-        log.info("WireGuard (%s) on %s, public key %s", self.implementation, ", ".join(self.devices), self.public_key)
-        return BackendSetup(WIREGUARD, data4, data6, self.options.device_mtu(self.public.mtu), self.devices[0])
+        log.info(
+            "WireGuard (%s) on %s, public key %s",
+            self.implementation,
+            ", ".join(self.devices),
+            self.public_key,
+        )
+        return BackendSetup(
+            WIREGUARD, data4, data6, self.options.device_mtu(self.public.mtu), self.devices[0]
+        )
 
     async def configure(self, node: LocalNode) -> None:
         if self.public_key is None:
@@ -158,15 +167,25 @@ class WireGuardBackend:
                     if subnet is None or data is None:
                         continue
                     dev = self._device_for(version)
-                    wg.append(WgPeer(dev, data.public_key, self._endpoint(peer, version), (subnet,), keepalive, psk))
+                    wg.append(
+                        WgPeer(dev, data.public_key, self._endpoint(peer, version), (subnet,), keepalive, psk)
+                    )
                     routes.append(Route(subnet, None, dev))
             else:
                 data = peer.wireguard or peer.wireguard_v6
                 nets = [subnet for _, subnet, _ in families if subnet is not None]
                 if data is None or not nets:
                     continue
-                wg.append(WgPeer(DEVICE, data.public_key, self._endpoint(peer, 4), sorted_networks(nets),
-                                 keepalive, psk))
+                wg.append(
+                    WgPeer(
+                        DEVICE,
+                        data.public_key,
+                        self._endpoint(peer, 4),
+                        sorted_networks(nets),
+                        keepalive,
+                        psk,
+                    )
+                )
                 routes += [Route(net, None, DEVICE) for net in nets]
             if wg:
                 out.add(PeerPlan(peer, MODE_WIREGUARD), routes=routes, wg_peers=wg)
@@ -176,8 +195,12 @@ class WireGuardBackend:
         """The devices as ``wg`` reads them now: every peer with its endpoint, allowed IPs, last handshake and
         traffic; ``programmed`` maps a peer's public key to the lease it was programmed for."""
         reply = backend_pb2.WireGuardStatus(
-            implementation=self.implementation, public_key=str(self.public_key or ""), devices=list(self.devices),
-            listen_port=self.options.listen_port, listen_port_v6=self.options.listen_port_v6)
+            implementation=self.implementation,
+            public_key=str(self.public_key or ""),
+            devices=list(self.devices),
+            listen_port=self.options.listen_port,
+            listen_port_v6=self.options.listen_port_v6,
+        )
         for name in self.devices:
             try:
                 state = await wgctl.show(name)
@@ -185,9 +208,15 @@ class WireGuardBackend:
                 reply.error = str(exc)
                 continue
             for key, peer in sorted(state.peers.items()):
-                out = reply.peers.add(device=name, public_key=key, endpoint=peer.peer.endpoint_text,
-                                      allowed_ips=[str(n) for n in peer.peer.allowed_ips], rx_bytes=peer.rx_bytes,
-                                      tx_bytes=peer.tx_bytes, lease_key=programmed.get(key, ""))
+                out = reply.peers.add(
+                    device=name,
+                    public_key=key,
+                    endpoint=peer.peer.endpoint_text,
+                    allowed_ips=[str(n) for n in peer.peer.allowed_ips],
+                    rx_bytes=peer.rx_bytes,
+                    tx_bytes=peer.tx_bytes,
+                    lease_key=programmed.get(key, ""),
+                )
                 if peer.latest_handshake:
                     stamp = Timestamp()
                     stamp.FromDatetime(datetime.fromtimestamp(peer.latest_handshake, UTC))

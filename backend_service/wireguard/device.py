@@ -72,21 +72,34 @@ def wireguard_go_argv(name: str) -> list[str]:
     """wireguard-go for ``name`` with CAP_NET_ADMIN alone (setpriv drops the rest, cannot regain any)."""
     binary = shutil.which("wireguard-go")
     if binary is None:
-        raise DeviceError("this kernel has no WireGuard and wireguard-go is not installed "
-                          "(Debian: apt install wireguard-go wireguard-tools)")
+        raise DeviceError(
+            "this kernel has no WireGuard and wireguard-go is not installed "
+            "(Debian: apt install wireguard-go wireguard-tools)"
+        )
     setpriv = shutil.which("setpriv")
     if setpriv is None:
         return [binary, name]
     caps = "-all,+net_admin"
-    return [setpriv, "--no-new-privs", f"--inh-caps={caps}", f"--ambient-caps={caps}", f"--bounding-set={caps}",
-            "--", binary, name]
+    return [
+        setpriv,
+        "--no-new-privs",
+        f"--inh-caps={caps}",
+        f"--ambient-caps={caps}",
+        f"--bounding-set={caps}",
+        "--",
+        binary,
+        name,
+    ]
 
 
 async def _start_wireguard_go(ipr: AsyncIPRoute, name: str) -> None:
     proc = await asyncio.create_subprocess_exec(
-        *wireguard_go_argv(name), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        *wireguard_go_argv(name),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
         start_new_session=True,  # its own session: stopping the backend (its process group) leaves it be
-        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+    )
     try:
         out, _ = await asyncio.wait_for(proc.communicate(), START_TIMEOUT)
     except TimeoutError:
@@ -94,8 +107,11 @@ async def _start_wireguard_go(ipr: AsyncIPRoute, name: str) -> None:
         await proc.wait()
         raise DeviceError(f"wireguard-go {name}: did not start within {START_TIMEOUT:.0f}s") from None
     if proc.returncode != 0:
-        lines = [line for line in out.decode(errors="replace").splitlines() if line.strip() and "│" not in line
-                 and "─" not in line]
+        lines = [
+            line
+            for line in out.decode(errors="replace").splitlines()
+            if line.strip() and "│" not in line and "─" not in line
+        ]
         raise DeviceError(f"wireguard-go {name}: exit status {proc.returncode}: {lines[-1] if lines else ''}")
     # The daemon has forked; its UAPI socket appears once the device is ready.
     deadline = asyncio.get_running_loop().time() + START_TIMEOUT
@@ -123,8 +139,10 @@ async def ensure(ipr: AsyncIPRoute, spec: DeviceSpec) -> str:
             raise DeviceError(f"{spec.name} vanished right after it was created")
     index, kind = link
     if kind not in ("wireguard", "tun"):
-        raise DeviceError(f"{spec.name} exists but is a {kind or 'plain'} device, not WireGuard; "
-                          f"remove it (ip link del {spec.name}) or run flanneld cleanup")
+        raise DeviceError(
+            f"{spec.name} exists but is a {kind or 'plain'} device, not WireGuard; "
+            f"remove it (ip link del {spec.name}) or run flanneld cleanup"
+        )
     try:
         state = await wgctl.show(spec.name)
         if state.public_key != spec.public_key or state.listen_port != spec.listen_port:

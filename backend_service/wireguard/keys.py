@@ -76,7 +76,9 @@ class Key:
         """A key from its base64 text (as ``wg`` prints it and flannel publishes it)."""
         text = text.strip()
         if len(text) != 44 or not text.endswith("="):
-            raise WireGuardKeyError(f"not a WireGuard key (44 base64 characters ending in '='): {text[:60]!r}")
+            raise WireGuardKeyError(
+                f"not a WireGuard key (44 base64 characters ending in '='): {text[:60]!r}"
+            )
         try:
             return cls(base64.b64decode(text, validate=True))
         except (binascii.Error, ValueError) as exc:
@@ -122,7 +124,9 @@ def load_or_create(path: Path) -> tuple[Key, bool]:
         pass
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise WireGuardKeyError(f"{path}: is a symlink; refusing to read a private key through it") from exc
+            raise WireGuardKeyError(
+                f"{path}: is a symlink; refusing to read a private key through it"
+            ) from exc
         raise WireGuardKeyError(f"{path}: cannot read the private key: {exc.strerror}") from exc
     else:
         with os.fdopen(fd, "r") as f:

@@ -67,7 +67,9 @@ def parse_dump(device_name: str, text: str) -> DeviceState:
             f = line.split("\t")
             allowed = () if f[3] == "(none)" else sorted_networks(ip_network(a) for a in f[3].split(","))
             keepalive = 0 if f[7] == "off" else int(f[7])
-            peer = WgPeer(device_name, f[0], _endpoint(f[2]), allowed, keepalive, None if f[1] == "(none)" else f[1])
+            peer = WgPeer(
+                device_name, f[0], _endpoint(f[2]), allowed, keepalive, None if f[1] == "(none)" else f[1]
+            )
             device.peers[f[0]] = PeerState(peer, int(f[4]), int(f[5]), int(f[6]))
     except (IndexError, ValueError) as exc:
         raise WgError(f"cannot read wg show dump output: {exc}: {text[:200]!r}") from exc
@@ -77,7 +79,11 @@ def parse_dump(device_name: str, text: str) -> DeviceState:
 async def _wg(args: Sequence[str], *, pass_fds: Sequence[int] = (), timeout: float = WG_TIMEOUT) -> str:
     try:
         proc = await asyncio.create_subprocess_exec(
-            "wg", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, pass_fds=tuple(pass_fds),
+            "wg",
+            *args,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            pass_fds=tuple(pass_fds),
         )
     except FileNotFoundError as exc:
         raise WgError("the wg command (wireguard-tools) is not installed") from exc
@@ -86,10 +92,14 @@ async def _wg(args: Sequence[str], *, pass_fds: Sequence[int] = (), timeout: flo
     except TimeoutError:
         proc.kill()
         await proc.wait()
-        raise WgError(f"wg {args[0]} {args[1] if len(args) > 1 else ''}: no answer within {timeout:.0f}s") from None
+        raise WgError(
+            f"wg {args[0]} {args[1] if len(args) > 1 else ''}: no answer within {timeout:.0f}s"
+        ) from None
     if proc.returncode != 0:
         message = err.decode(errors="replace").strip().splitlines()
-        raise WgError(f"wg {' '.join(args[:2])}: exit status {proc.returncode}: {message[-1] if message else ''}")
+        raise WgError(
+            f"wg {' '.join(args[:2])}: exit status {proc.returncode}: {message[-1] if message else ''}"
+        )
     return out.decode(errors="replace")
 
 
@@ -117,9 +127,14 @@ async def set_peers(device: str, upserts: Sequence[WgPeer], removes: Sequence[st
     fds: dict[str, int] = {}
     try:
         for peer in upserts:
-            args += ["peer", peer.public_key,
-                     "allowed-ips", ",".join(str(n) for n in peer.allowed_ips),
-                     "persistent-keepalive", str(peer.keepalive) if peer.keepalive else "off"]
+            args += [
+                "peer",
+                peer.public_key,
+                "allowed-ips",
+                ",".join(str(n) for n in peer.allowed_ips),
+                "persistent-keepalive",
+                str(peer.keepalive) if peer.keepalive else "off",
+            ]
             if peer.endpoint is not None:
                 args += ["endpoint", peer.endpoint_text]
             if peer.psk is not None:

@@ -33,7 +33,10 @@ class SubnetManager(Protocol):
         ...
 
     async def acquire_lease(
-        self, config: NetworkConfig, attrs: LeaseAttrs, previous: tuple[IPv4Network | None, IPv6Network | None]
+        self,
+        config: NetworkConfig,
+        attrs: LeaseAttrs,
+        previous: tuple[IPv4Network | None, IPv6Network | None],
     ) -> Lease:
         """This node's lease: its existing one (same public IP), else ``previous``'s subnet when
         free, else a random free subnet."""
@@ -51,5 +54,4 @@ class SubnetManager(Protocol):
         """Feed ``hub`` with every lease and every change, forever."""
         ...
 
-    async def close(self) -> None:
-        ...
+    async def close(self) -> None: ...

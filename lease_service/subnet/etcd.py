@@ -13,9 +13,9 @@ import random
 from datetime import UTC, datetime, timedelta
 from ipaddress import IPv4Network, IPv6Network
 
+from flannel_rpc.logs import LogOnce, label
 from lease_service import metrics
 from lease_service.etcd import EtcdClient, EtcdError, EtcdUnavailable, KeyValue, WatchCompacted
-from flannel_rpc.logs import LogOnce, label
 from lease_service.lease import (
     MALFORMED,
     CorruptLease,
@@ -41,7 +41,9 @@ ACQUIRE_ATTEMPTS = 20
 class EtcdSubnetManager:
     """flannel's etcd subnet manager, on our asyncio etcd client."""
 
-    def __init__(self, client: EtcdClient, prefix: str = DEFAULT_PREFIX, lease_ttl: int = DEFAULT_LEASE_TTL) -> None:
+    def __init__(
+        self, client: EtcdClient, prefix: str = DEFAULT_PREFIX, lease_ttl: int = DEFAULT_LEASE_TTL
+    ) -> None:
         self.client = client
         self.prefix = prefix.rstrip("/")
         self.subnets_prefix = f"{self.prefix}/subnets/"
@@ -71,7 +73,7 @@ class EtcdSubnetManager:
 
     def _decode(self, config: NetworkConfig, kv: KeyValue) -> Lease | None:
         """The lease at ``kv``, or None: a rejection, logged once per change of that key (its mod_revision)."""
-        key = kv.key[len(self.subnets_prefix):]
+        key = kv.key[len(self.subnets_prefix) :]
         try:
             lease = decode_lease(key, kv.value, store_lease_id=kv.lease, mod_revision=kv.mod_revision)
             check_against_config(lease, config)
@@ -88,7 +90,9 @@ class EtcdSubnetManager:
             log.warning("skipping corrupt lease at %s: %s (%s)", label(kv.key), message, reason)
         return None
 
-    async def _list(self, config: NetworkConfig, revision: int = 0) -> tuple[list[KeyValue], dict[str, Lease], int]:
+    async def _list(
+        self, config: NetworkConfig, revision: int = 0
+    ) -> tuple[list[KeyValue], dict[str, Lease], int]:
         if revision:
             kvs, rev = await self._store(self.client.get_prefix_at(self.subnets_prefix, revision))
         else:
@@ -111,7 +115,10 @@ class EtcdSubnetManager:
     # ---- the node's own lease ---------------------------------------------------------------
 
     async def acquire_lease(
-        self, config: NetworkConfig, attrs: LeaseAttrs, previous: tuple[IPv4Network | None, IPv6Network | None]
+        self,
+        config: NetworkConfig,
+        attrs: LeaseAttrs,
+        previous: tuple[IPv4Network | None, IPv6Network | None],
     ) -> Lease:
         value = encode_attrs(attrs)
         for _ in range(ACQUIRE_ATTEMPTS):
@@ -122,17 +129,25 @@ class EtcdSubnetManager:
                 if lease is not None:
                     return lease
                 continue
-            taken = [kv.key[len(self.subnets_prefix):] for kv in kvs]
+            taken = [kv.key[len(self.subnets_prefix) :] for kv in kvs]
             subnet, ipv6 = self._choose(config, taken, previous)
             key = make_subnet_key(subnet, ipv6)
             lease_id = await self._store(self.client.grant(self.lease_ttl))
             if await self._store(self.client.create(self.subnets_prefix + key, value, lease=lease_id)):
                 log.info("acquired lease %s for %s", key, attrs.public_ip or attrs.public_ipv6)
-                return Lease(key=key, subnet=subnet, ipv6_subnet=ipv6, attrs=attrs, store_lease_id=lease_id,
-                             expiration=self._expiry(self.lease_ttl))
+                return Lease(
+                    key=key,
+                    subnet=subnet,
+                    ipv6_subnet=ipv6,
+                    attrs=attrs,
+                    store_lease_id=lease_id,
+                    expiration=self._expiry(self.lease_ttl),
+                )
             await self._revoke_quietly(lease_id)
             log.info("subnet %s was taken by another node meanwhile; choosing again", key)
-        raise AcquireError(f"could not acquire a lease under {self.subnets_prefix} after {ACQUIRE_ATTEMPTS} attempts")
+        raise AcquireError(
+            f"could not acquire a lease under {self.subnets_prefix} after {ACQUIRE_ATTEMPTS} attempts"
+        )
 
     @staticmethod
     def _is_mine(lease: Lease, attrs: LeaseAttrs) -> bool:
@@ -154,11 +169,20 @@ class EtcdSubnetManager:
             return None
         await self._revoke_quietly(lease.store_lease_id)  # nothing is attached to it any more
         log.info("reusing our previous lease %s", lease.key)
-        return Lease(key=lease.key, subnet=lease.subnet, ipv6_subnet=lease.ipv6_subnet, attrs=attrs,
-                     store_lease_id=lease_id, expiration=self._expiry(self.lease_ttl))
+        return Lease(
+            key=lease.key,
+            subnet=lease.subnet,
+            ipv6_subnet=lease.ipv6_subnet,
+            attrs=attrs,
+            store_lease_id=lease_id,
+            expiration=self._expiry(self.lease_ttl),
+        )
 
     def _choose(
-        self, config: NetworkConfig, taken_keys: list[str], previous: tuple[IPv4Network | None, IPv6Network | None]
+        self,
+        config: NetworkConfig,
+        taken_keys: list[str],
+        previous: tuple[IPv4Network | None, IPv6Network | None],
     ) -> tuple[IPv4Network | None, IPv6Network | None]:
         taken4: set[IPv4Network] = set()
         taken6: set[IPv6Network] = set()
@@ -174,9 +198,13 @@ class EtcdSubnetManager:
         subnet = ipv6 = None
         prev4, prev6 = previous
         if config.enable_ipv4:
-            subnet = self._pick(config.subnet_min, config.subnet_max, config.subnet_len, taken4, prev4, "IPv4")  # type: ignore[assignment]
+            subnet = self._pick(
+                config.subnet_min, config.subnet_max, config.subnet_len, taken4, prev4, "IPv4"
+            )  # type: ignore[assignment]
         if config.enable_ipv6:
-            ipv6 = self._pick(config.ipv6_subnet_min, config.ipv6_subnet_max, config.ipv6_subnet_len, taken6, prev6, "IPv6")  # type: ignore[assignment]
+            ipv6 = self._pick(
+                config.ipv6_subnet_min, config.ipv6_subnet_max, config.ipv6_subnet_len, taken6, prev6, "IPv6"
+            )  # type: ignore[assignment]
         return subnet, ipv6
 
     @staticmethod
@@ -186,10 +214,17 @@ class EtcdSubnetManager:
         size = 1 << (low.max_prefixlen - prefix_len)
         base, top = int(low), int(high)
         count = (top - base) // size + 1
-        used = {(int(sn.network_address) - base) // size for sn in taken
-                if sn.prefixlen == prefix_len and base <= int(sn.network_address) <= top}
-        if previous is not None and previous.prefixlen == prefix_len and base <= int(previous.network_address) <= top \
-                and previous not in taken:
+        used = {
+            (int(sn.network_address) - base) // size
+            for sn in taken
+            if sn.prefixlen == prefix_len and base <= int(sn.network_address) <= top
+        }
+        if (
+            previous is not None
+            and previous.prefixlen == prefix_len
+            and base <= int(previous.network_address) <= top
+            and previous not in taken
+        ):
             return previous
         free = count - len(used)
         if free <= 0:
@@ -214,8 +249,14 @@ class EtcdSubnetManager:
         lease_id = await self._store(self.client.grant(self.lease_ttl))
         await self._store(self.client.put(key, value, lease=lease_id))
         await self._revoke_quietly(lease.store_lease_id)
-        return Lease(key=lease.key, subnet=lease.subnet, ipv6_subnet=lease.ipv6_subnet, attrs=attrs,
-                     store_lease_id=lease_id, expiration=self._expiry(self.lease_ttl))
+        return Lease(
+            key=lease.key,
+            subnet=lease.subnet,
+            ipv6_subnet=lease.ipv6_subnet,
+            attrs=attrs,
+            store_lease_id=lease_id,
+            expiration=self._expiry(self.lease_ttl),
+        )
 
     async def renew_lease(self, config: NetworkConfig, lease: Lease) -> Lease | None:
         if lease.store_lease_id == 0:
@@ -226,8 +267,15 @@ class EtcdSubnetManager:
         kv, _ = await self._store(self.client.get(self.subnets_prefix + lease.key))
         if kv is None or kv.lease != lease.store_lease_id:
             return None
-        return Lease(key=lease.key, subnet=lease.subnet, ipv6_subnet=lease.ipv6_subnet, attrs=lease.attrs,
-                     store_lease_id=lease.store_lease_id, expiration=self._expiry(ttl), mod_revision=kv.mod_revision)
+        return Lease(
+            key=lease.key,
+            subnet=lease.subnet,
+            ipv6_subnet=lease.ipv6_subnet,
+            attrs=lease.attrs,
+            store_lease_id=lease.store_lease_id,
+            expiration=self._expiry(ttl),
+            mod_revision=kv.mod_revision,
+        )
 
     # ---- watching ---------------------------------------------------------------------------
 
@@ -245,7 +293,7 @@ class EtcdSubnetManager:
                         continue
                     changes: list[Change] = []
                     for event in batch.events:
-                        key = event.kv.key[len(self.subnets_prefix):]
+                        key = event.kv.key[len(self.subnets_prefix) :]
                         if event.type == "delete":
                             self._reported.forget(event.kv.key)
                             changes.append((key, None))
@@ -253,7 +301,9 @@ class EtcdSubnetManager:
                             changes.append((key, self._decode(config, event.kv)))
                     hub.apply(changes, batch.revision)
             except WatchCompacted as exc:
-                log.warning("lease watch fell behind etcd compaction (revision %d); relisting", exc.compact_revision)
+                log.warning(
+                    "lease watch fell behind etcd compaction (revision %d); relisting", exc.compact_revision
+                )
             except StoreUnavailable as exc:
                 metrics.STORE_RECONNECTS.inc()
                 log.warning("cannot list leases: %s; retrying in %.1fs", exc, delay)

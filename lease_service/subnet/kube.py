@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_ANNOTATION_PREFIX = "flannel.alpha.coreos.com"
 DEFAULT_NET_CONFIG_PATH = Path("/etc/kube-flannel/net-conf.json")
-WATCH_TIMEOUT = 300          # seconds the server keeps one watch open
+WATCH_TIMEOUT = 300  # seconds the server keeps one watch open
 STRATEGIC = "application/strategic-merge-patch+json"
 T = TypeVar("T")
 
@@ -77,9 +77,23 @@ class Annotations:
             full += "-"
         if not re.fullmatch(r"(?:[a-z0-9_-]+\.)+[a-z0-9_-]+/(?:[a-z0-9_-]+-)?", full):
             raise ConfigError(f"--kube-annotation-prefix {prefix!r}: must look like fqdn/[0-9a-z-_]*")
-        return cls(*(full + name for name in (
-            "kube-subnet-manager", "backend-data", "backend-v6-data", "backend-type", "public-ip", "public-ipv6",
-            "node-public-ip", "node-public-ipv6", "public-ip-overwrite", "public-ipv6-overwrite")))
+        return cls(
+            *(
+                full + name
+                for name in (
+                    "kube-subnet-manager",
+                    "backend-data",
+                    "backend-v6-data",
+                    "backend-type",
+                    "public-ip",
+                    "public-ipv6",
+                    "node-public-ip",
+                    "node-public-ipv6",
+                    "public-ip-overwrite",
+                    "public-ipv6-overwrite",
+                )
+            )
+        )
 
 
 def pod_cidrs(node: NodeView | dict[str, Any]) -> tuple[IPv4Network | None, IPv6Network | None]:
@@ -138,7 +152,9 @@ class KubeSubnetManager:
         try:
             text = await asyncio.to_thread(self.net_config_path.read_bytes)
         except OSError as exc:
-            raise ConfigError(f"cannot read the network config {self.net_config_path}: {exc.strerror}") from exc
+            raise ConfigError(
+                f"cannot read the network config {self.net_config_path}: {exc.strerror}"
+            ) from exc
         return parse_network_config(text, source=str(self.net_config_path))
 
     # ---- calls ------------------------------------------------------------------------------
@@ -150,23 +166,31 @@ class KubeSubnetManager:
         except ApiStatus as exc:
             raise _api_error(what, exc.status, exc.message) from None
         except (TimeoutError, OSError) as exc:
-            raise StoreUnavailable(f"Kubernetes API unreachable ({what}): {exc or type(exc).__name__}") from exc
+            raise StoreUnavailable(
+                f"Kubernetes API unreachable ({what}): {exc or type(exc).__name__}"
+            ) from exc
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            raise StoreUnavailable(f"Kubernetes API answered {what} with unusable JSON: {str(exc)[:200]}") from None
+            raise StoreUnavailable(
+                f"Kubernetes API answered {what} with unusable JSON: {str(exc)[:200]}"
+            ) from None
 
     async def get_node(self, name: str) -> dict[str, Any]:
         return await self._call(f"get node {name}", lambda: self.api.get_node(name))
 
     async def pod_node_name(self, namespace: str, pod: str) -> str:
         """The node a pod runs on (``spec.nodeName``; "" while it is not scheduled)."""
-        doc = await self._call(f"get pod {namespace}/{pod}",
-                               lambda: self.api.get_json(f"/api/v1/namespaces/{namespace}/pods/{pod}"))
+        doc = await self._call(
+            f"get pod {namespace}/{pod}",
+            lambda: self.api.get_json(f"/api/v1/namespaces/{namespace}/pods/{pod}"),
+        )
         name = (doc.get("spec") or {}).get("nodeName")
         return name if isinstance(name, str) else ""
 
     async def _patch_status(self, patch: dict[str, Any]) -> None:
-        await self._call(f"patch nodes/{self.node_name}/status",
-                         lambda: self.api.patch_node_status(self.node_name, patch, STRATEGIC))
+        await self._call(
+            f"patch nodes/{self.node_name}/status",
+            lambda: self.api.patch_node_status(self.node_name, patch, STRATEGIC),
+        )
 
     # ---- leases -----------------------------------------------------------------------------
 
@@ -183,13 +207,18 @@ class KubeSubnetManager:
         if config.enable_ipv4 and subnet is None:
             raise CorruptLease(f"node {name}: no IPv4 pod CIDR (spec.podCIDR) yet")
         public_ip = _address(name, notes, self.names.public_ip, IPv4Address) if config.enable_ipv4 else None
-        public_ipv6 = _address(name, notes, self.names.public_ipv6, IPv6Address) if config.enable_ipv6 else None
+        public_ipv6 = (
+            _address(name, notes, self.names.public_ipv6, IPv6Address) if config.enable_ipv6 else None
+        )
         if config.enable_ipv4 and public_ip is None:
             raise CorruptLease(f"node {name}: annotation {self.names.public_ip} is missing")
         backend_type = notes.get(self.names.backend_type, "")
         if not isinstance(backend_type, str) or len(backend_type) > MAX_BACKEND_TYPE:
-            raise CorruptLease(f"node {label(name)}: annotation {self.names.backend_type}={shorten(backend_type)} "
-                               "is not a backend type", FIELD_INVALID)
+            raise CorruptLease(
+                f"node {label(name)}: annotation {self.names.backend_type}={shorten(backend_type)} "
+                "is not a backend type",
+                FIELD_INVALID,
+            )
         attrs = LeaseAttrs(
             public_ip=public_ip,  # type: ignore[arg-type]
             public_ipv6=public_ipv6,  # type: ignore[arg-type]
@@ -197,8 +226,13 @@ class KubeSubnetManager:
             backend_data=_json_object(name, notes, self.names.backend_data),
             backend_v6_data=_json_object(name, notes, self.names.backend_v6_data),
         )
-        lease = Lease(key=name, subnet=subnet if config.enable_ipv4 else None,
-                      ipv6_subnet=ipv6 if config.enable_ipv6 else None, attrs=attrs, node_name=name)
+        lease = Lease(
+            key=name,
+            subnet=subnet if config.enable_ipv4 else None,
+            ipv6_subnet=ipv6 if config.enable_ipv6 else None,
+            attrs=attrs,
+            node_name=name,
+        )
         check_against_config(lease, config)
         return lease
 
@@ -213,12 +247,20 @@ class KubeSubnetManager:
 
     def _decode(self, config: NetworkConfig, node: NodeView | dict[str, Any]) -> Lease | None:
         """The node's lease, or None (not ours to stream, or rejected: logged once per change of it)."""
-        name = node.metadata.name if isinstance(node, NodeView) else str((node.get("metadata") or {}).get("name"))
+        name = (
+            node.metadata.name
+            if isinstance(node, NodeView)
+            else str((node.get("metadata") or {}).get("name"))
+        )
         try:
             lease = self.node_to_lease(config, node)
         except CorruptLease as exc:
             reason, message = exc.reason, str(exc)
-        except (msgspec.ValidationError, TypeError, ValueError) as exc:  # any shape of Node: a named rejection
+        except (
+            msgspec.ValidationError,
+            TypeError,
+            ValueError,
+        ) as exc:  # any shape of Node: a named rejection
             reason, message = "MALFORMED", f"node {label(name)}: unusable object ({type(exc).__name__})"
         else:
             self._reported.forget(name)
@@ -245,11 +287,16 @@ class KubeSubnetManager:
         except NotFound:  # not registered yet: no annotations to read (flannel carries on as well)
             return None, None
         notes = (node.get("metadata") or {}).get("annotations") or {}
-        return (_address(self.node_name, notes, self.names.node_public_ip, IPv4Address),  # type: ignore[return-value]
-                _address(self.node_name, notes, self.names.node_public_ipv6, IPv6Address))
+        return (
+            _address(self.node_name, notes, self.names.node_public_ip, IPv4Address),  # type: ignore[return-value]
+            _address(self.node_name, notes, self.names.node_public_ipv6, IPv6Address),
+        )
 
     async def acquire_lease(
-        self, config: NetworkConfig, attrs: LeaseAttrs, previous: tuple[IPv4Network | None, IPv6Network | None]
+        self,
+        config: NetworkConfig,
+        attrs: LeaseAttrs,
+        previous: tuple[IPv4Network | None, IPv6Network | None],
     ) -> Lease:
         waited_for = ""
         while True:
@@ -259,7 +306,9 @@ class KubeSubnetManager:
             except (StoreUnavailable, CorruptLease) as exc:
                 reason = str(exc)
             else:
-                if (config.enable_ipv4 and subnet is None) or (config.enable_ipv6 and ipv6 is None and not config.enable_ipv4):
+                if (config.enable_ipv4 and subnet is None) or (
+                    config.enable_ipv6 and ipv6 is None and not config.enable_ipv4
+                ):
                     reason = f"node {self.node_name} has no pod CIDR yet (spec.podCIDR is empty)"
                 else:
                     break
@@ -269,7 +318,9 @@ class KubeSubnetManager:
             await asyncio.sleep(self.retry_interval)
         for family, net, network in (("IPv4", subnet, config.network), ("IPv6", ipv6, config.ipv6_network)):
             if net is not None and network is not None and not net.subnet_of(network):  # type: ignore[arg-type]
-                raise AcquireError(f"node {self.node_name}: {family} pod CIDR {net} is outside the network {network}")
+                raise AcquireError(
+                    f"node {self.node_name}: {family} pod CIDR {net} is outside the network {network}"
+                )
         notes = dict(node.get("metadata", {}).get("annotations") or {})
         wanted = self._wanted_annotations(attrs, notes)
         changed = {k: v for k, v in wanted.items() if notes.get(k) != v}
@@ -278,25 +329,54 @@ class KubeSubnetManager:
             await self._patch_status({"metadata": {"annotations": changed}})
         if self.set_network_unavailable and not _network_available(node):
             now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-            await self._patch_status({"status": {"conditions": [{
-                "type": "NetworkUnavailable", "status": "False", "reason": "FlannelIsUp",
-                "message": "Flannel is running on this node", "lastTransitionTime": now, "lastHeartbeatTime": now}]}})
-        public_ip = IPv4Address(wanted[self.names.public_ip]) if self.names.public_ip in wanted else attrs.public_ip
-        public_ipv6 = IPv6Address(wanted[self.names.public_ipv6]) if self.names.public_ipv6 in wanted else attrs.public_ipv6
-        final = LeaseAttrs(public_ip, public_ipv6, attrs.backend_type, attrs.backend_data, attrs.backend_v6_data)
-        return Lease(key=self.node_name, subnet=subnet if config.enable_ipv4 else None,
-                     ipv6_subnet=ipv6 if config.enable_ipv6 else None, attrs=final, node_name=self.node_name)
+            await self._patch_status(
+                {
+                    "status": {
+                        "conditions": [
+                            {
+                                "type": "NetworkUnavailable",
+                                "status": "False",
+                                "reason": "FlannelIsUp",
+                                "message": "Flannel is running on this node",
+                                "lastTransitionTime": now,
+                                "lastHeartbeatTime": now,
+                            }
+                        ]
+                    }
+                }
+            )
+        public_ip = (
+            IPv4Address(wanted[self.names.public_ip]) if self.names.public_ip in wanted else attrs.public_ip
+        )
+        public_ipv6 = (
+            IPv6Address(wanted[self.names.public_ipv6])
+            if self.names.public_ipv6 in wanted
+            else attrs.public_ipv6
+        )
+        final = LeaseAttrs(
+            public_ip, public_ipv6, attrs.backend_type, attrs.backend_data, attrs.backend_v6_data
+        )
+        return Lease(
+            key=self.node_name,
+            subnet=subnet if config.enable_ipv4 else None,
+            ipv6_subnet=ipv6 if config.enable_ipv6 else None,
+            attrs=final,
+            node_name=self.node_name,
+        )
 
     def _wanted_annotations(self, attrs: LeaseAttrs, notes: dict[str, str]) -> dict[str, str]:
         n = self.names
         wanted = {n.managed: "true", n.backend_type: attrs.backend_type}
         if attrs.public_ip is not None:
             wanted[n.backend_data] = attrs.backend_data or "null"
-            wanted[n.public_ip] = str(self._overwrite(notes, n.public_ip_overwrite, IPv4Address) or attrs.public_ip)
+            wanted[n.public_ip] = str(
+                self._overwrite(notes, n.public_ip_overwrite, IPv4Address) or attrs.public_ip
+            )
         if attrs.public_ipv6 is not None:
             wanted[n.backend_v6_data] = attrs.backend_v6_data or "null"
-            wanted[n.public_ipv6] = str(self._overwrite(notes, n.public_ipv6_overwrite, IPv6Address)
-                                        or attrs.public_ipv6)
+            wanted[n.public_ipv6] = str(
+                self._overwrite(notes, n.public_ipv6_overwrite, IPv6Address) or attrs.public_ipv6
+            )
         return wanted
 
     def _overwrite(self, notes: dict[str, str], key: str, cls: type[IPv4Address | IPv6Address]) -> object:
@@ -306,8 +386,12 @@ class KubeSubnetManager:
             return _address(self.node_name, notes, key, cls)
         except CorruptLease as exc:
             if self._reported.first((self.node_name, key), str(exc)):
-                log.error("ignoring annotation %s on node %s: %s (PUBLIC_IP_OVERWRITE_INVALID)",
-                          key, self.node_name, exc)
+                log.error(
+                    "ignoring annotation %s on node %s: %s (PUBLIC_IP_OVERWRITE_INVALID)",
+                    key,
+                    self.node_name,
+                    exc,
+                )
             return None
 
     async def restore_lease(self, config: NetworkConfig, lease: Lease, attrs: LeaseAttrs) -> Lease:
@@ -400,7 +484,6 @@ class KubeSubnetManager:
                 await asyncio.sleep(delay)
                 raise _Expired("unusable watch frame") from None
 
-
     def _event(self, config: NetworkConfig, hub: LeaseHub, line: bytes, revision: int) -> int:
         """Hand one watch event to the hub; the resourceVersion reached."""
         event = EVENT_DECODER.decode(line)
@@ -446,7 +529,8 @@ def _api_error(what: str, status: int, message: str) -> Exception:
     if status == 403:
         return AccessDenied(
             f"Kubernetes API refused {what} (403 Forbidden): {message}. flannel's RBAC is needed: "
-            "nodes get/list/watch and nodes/status patch (see deploy/kube-flannel-py.yml)")
+            "nodes get/list/watch and nodes/status patch (see deploy/kube-flannel-py.yml)"
+        )
     if status == 410:
         return StoreUnavailable(f"{what}: expired (410): {message}")
     if status == 404:
@@ -456,8 +540,9 @@ def _api_error(what: str, status: int, message: str) -> Exception:
     return AcquireError(f"Kubernetes API rejected {what} ({status}): {message}")
 
 
-def _address(node: str, notes: dict[str, str], key: str,
-             cls: type[IPv4Address | IPv6Address]) -> IPv4Address | IPv6Address | None:
+def _address(
+    node: str, notes: dict[str, str], key: str, cls: type[IPv4Address | IPv6Address]
+) -> IPv4Address | IPv6Address | None:
     raw = notes.get(key)
     if not raw:
         return None
@@ -467,8 +552,10 @@ def _address(node: str, notes: dict[str, str], key: str,
             raise ValueError(raw)
         return cls(raw)
     except ValueError:
-        raise CorruptLease(f"node {label(node)}: annotation {key}={shorten(raw)} is not an IPv{family} address",
-                           FIELD_INVALID) from None
+        raise CorruptLease(
+            f"node {label(node)}: annotation {key}={shorten(raw)} is not an IPv{family} address",
+            FIELD_INVALID,
+        ) from None
 
 
 def _json_object(node: str, notes: dict[str, str], key: str) -> str:

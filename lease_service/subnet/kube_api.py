@@ -25,24 +25,24 @@ import msgspec
 
 from lease_service.subnet.kube_config import BearerToken, KubeConnection
 
-PAGE_SIZE = 500                     # Nodes per list page (client-go's default)
-MAX_FRAME = 16 * 1024 * 1024        # bytes of one watch event at most (a Node is limited to ~1.5 MB by etcd)
+PAGE_SIZE = 500  # Nodes per list page (client-go's default)
+MAX_FRAME = 16 * 1024 * 1024  # bytes of one watch event at most (a Node is limited to ~1.5 MB by etcd)
 USER_AGENT = "flannel-py"
-MAX_LINE = 64 * 1024                # bytes of a status, header or chunk-size line
+MAX_LINE = 64 * 1024  # bytes of a status, header or chunk-size line
 MAX_HEADERS = 100
-MAX_BODY = 1024 * 1024 * 1024       # bytes of one answer (a page of 500 Nodes is ~5 MB)
+MAX_BODY = 1024 * 1024 * 1024  # bytes of one answer (a page of 500 Nodes is ~5 MB)
 
 
 class NodeMeta(msgspec.Struct, frozen=True, gc=False):
     name: str = "?"
     uid: str = ""
-    resourceVersion: str = ""  # noqa: N815 - the API's field name
+    resourceVersion: str = ""
     annotations: dict[str, str] | None = None
 
 
 class NodeSpec(msgspec.Struct, frozen=True, gc=False):
-    podCIDR: str = ""  # noqa: N815
-    podCIDRs: tuple[str, ...] = ()  # noqa: N815
+    podCIDR: str = ""
+    podCIDRs: tuple[str, ...] = ()
 
 
 class NodeView(msgspec.Struct, frozen=True, gc=False):
@@ -53,7 +53,7 @@ class NodeView(msgspec.Struct, frozen=True, gc=False):
 
 
 class _ListMeta(msgspec.Struct, frozen=True, gc=False):
-    resourceVersion: str = ""  # noqa: N815
+    resourceVersion: str = ""
     continue_: str = msgspec.field(default="", name="continue")
 
 
@@ -213,15 +213,29 @@ class KubeApi:
 
     async def _connect(self) -> _Connection:
         reader, writer = await asyncio.open_connection(
-            self._host, self._port, ssl=self._ssl, server_hostname=self._host if self._ssl else None,
-            limit=MAX_LINE)
+            self._host,
+            self._port,
+            ssl=self._ssl,
+            server_hostname=self._host if self._ssl else None,
+            limit=MAX_LINE,
+        )
         return _Connection(reader, writer)
 
-    def _head(self, method: str, path: str, query: dict[str, str] | None, body: bytes | None,
-              content_type: str | None) -> bytes:
+    def _head(
+        self,
+        method: str,
+        path: str,
+        query: dict[str, str] | None,
+        body: bytes | None,
+        content_type: str | None,
+    ) -> bytes:
         target = self._base + path + ("?" + urlencode(query) if query else "")
-        lines = [f"{method} {target} HTTP/1.1", f"Host: {self._authority}", f"User-Agent: {USER_AGENT}",
-                 "Accept: application/json"]
+        lines = [
+            f"{method} {target} HTTP/1.1",
+            f"Host: {self._authority}",
+            f"User-Agent: {USER_AGENT}",
+            "Accept: application/json",
+        ]
         auth = self._token.header()
         if auth is not None:
             lines.append(f"Authorization: {auth}")
@@ -229,14 +243,23 @@ class KubeApi:
             lines += [f"Content-Type: {content_type or 'application/json'}", f"Content-Length: {len(body)}"]
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
-    async def request(self, method: str, path: str, *, query: dict[str, str] | None = None,
-                      body: bytes | None = None, content_type: str | None = None,
-                      timeout: float = 30) -> bytearray:
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: dict[str, str] | None = None,
+        body: bytes | None = None,
+        content_type: str | None = None,
+        timeout: float = 30,
+    ) -> bytearray:
         """One call; the answer's body, or ApiStatus for a status >= 400."""
         head = self._head(method, path, query, body, content_type)
         async with asyncio.timeout(timeout):
             for attempt in (0, 1):
-                conn, reused = (self._idle, True) if self._idle is not None else (await self._connect(), False)
+                conn, reused = (
+                    (self._idle, True) if self._idle is not None else (await self._connect(), False)
+                )
                 self._idle = None
                 try:
                     await conn.send(head, body)
@@ -256,7 +279,8 @@ class KubeApi:
                     conn.close()
                     raise
                 if headers.get("connection", "").lower() == "close" or (
-                        "content-length" not in headers and "chunked" not in headers.get("transfer-encoding", "")):
+                    "content-length" not in headers and "chunked" not in headers.get("transfer-encoding", "")
+                ):
                     conn.close()
                 else:
                     if self._idle is not None:
@@ -279,8 +303,12 @@ class KubeApi:
         return await self.get_json(f"/api/v1/nodes/{quote(name, safe='')}")
 
     async def patch_node_status(self, name: str, patch: dict[str, Any], content_type: str) -> None:
-        await self.request("PATCH", f"/api/v1/nodes/{quote(name, safe='')}/status", body=msgspec.json.encode(patch),
-                           content_type=content_type)
+        await self.request(
+            "PATCH",
+            f"/api/v1/nodes/{quote(name, safe='')}/status",
+            body=msgspec.json.encode(patch),
+            content_type=content_type,
+        )
 
     async def list_nodes(self, page_size: int = PAGE_SIZE, timeout: float = 60) -> AsyncIterator[NodeList]:
         """The pages of one consistent list (every page at the first page's resourceVersion)."""
@@ -289,7 +317,9 @@ class KubeApi:
             query = {"limit": str(page_size)}
             if token:
                 query["continue"] = token
-            page = LIST_DECODER.decode(await self.request("GET", "/api/v1/nodes", query=query, timeout=timeout))
+            page = LIST_DECODER.decode(
+                await self.request("GET", "/api/v1/nodes", query=query, timeout=timeout)
+            )
             yield page
             token = page.metadata.continue_
             if not token:
@@ -297,8 +327,12 @@ class KubeApi:
 
     async def watch_nodes(self, resource_version: int, timeout_seconds: int) -> AsyncIterator[bytes]:
         """The raw JSON lines of one watch (bookmarks on, ends when the server's timeout closes it)."""
-        query = {"watch": "1", "resourceVersion": str(resource_version), "allowWatchBookmarks": "true",
-                 "timeoutSeconds": str(timeout_seconds)}
+        query = {
+            "watch": "1",
+            "resourceVersion": str(resource_version),
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": str(timeout_seconds),
+        }
         async with asyncio.timeout(timeout_seconds + 30):
             conn = await self._connect()
             try:

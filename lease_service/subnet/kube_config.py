@@ -31,19 +31,28 @@ TOKEN_REREAD = 60.0  # seconds between reads of a token file (projected tokens r
 class KubeConnection:
     """How to reach the API server; every file and secret already read (except a rotating token file)."""
 
-    server: str                        # https://host:port or http://host:port, no trailing slash
-    ca_pem: str | None = None          # the CA bundle (PEM text); None: the system's
-    cert_pem: bytes | None = None      # client certificate (PEM)
-    key_pem: bytes | None = None       # its key (PEM)
-    token: str | None = None           # a bearer token
-    token_file: Path | None = None     # a bearer token read from this file (wins over ``token``)
-    username: str | None = None        # basic auth (old kubeconfigs)
+    server: str  # https://host:port or http://host:port, no trailing slash
+    ca_pem: str | None = None  # the CA bundle (PEM text); None: the system's
+    cert_pem: bytes | None = None  # client certificate (PEM)
+    key_pem: bytes | None = None  # its key (PEM)
+    token: str | None = None  # a bearer token
+    token_file: Path | None = None  # a bearer token read from this file (wins over ``token``)
+    username: str | None = None  # basic auth (old kubeconfigs)
     password: str | None = None
-    insecure: bool = False             # insecure-skip-tls-verify
+    insecure: bool = False  # insecure-skip-tls-verify
 
     def with_server(self, url: str) -> KubeConnection:
-        return KubeConnection(url.rstrip("/"), self.ca_pem, self.cert_pem, self.key_pem, self.token,
-                              self.token_file, self.username, self.password, self.insecure)
+        return KubeConnection(
+            url.rstrip("/"),
+            self.ca_pem,
+            self.cert_pem,
+            self.key_pem,
+            self.token,
+            self.token_file,
+            self.username,
+            self.password,
+            self.insecure,
+        )
 
     def ssl_context(self) -> ssl.SSLContext | None:
         """The TLS context for an https server (None for http)."""
@@ -132,12 +141,15 @@ def from_kubeconfig(path: Path) -> KubeConnection:
     base = path.parent
     server = cluster.get("server")
     if not isinstance(server, str) or not server.startswith(("https://", "http://")):
-        raise ConfigError(f"kubeconfig {path}: cluster {context.get('cluster')!r} has no http(s) server, "
-                          f"got {server!r}")
+        raise ConfigError(
+            f"kubeconfig {path}: cluster {context.get('cluster')!r} has no http(s) server, got {server!r}"
+        )
     for plugin in ("exec", "auth-provider"):
         if user.get(plugin):
-            raise ConfigError(f"kubeconfig {path}: user {user_name!r} uses an {plugin} credential plugin, "
-                              "which flannel-py does not run; use a token, a token file or a client certificate")
+            raise ConfigError(
+                f"kubeconfig {path}: user {user_name!r} uses an {plugin} credential plugin, "
+                "which flannel-py does not run; use a token, a token file or a client certificate"
+            )
     token_file = user.get("tokenFile")
     return KubeConnection(
         server=server.rstrip("/"),

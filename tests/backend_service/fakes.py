@@ -57,8 +57,8 @@ class FakeVxlan:
     backend_type = "vxlan"
     devices = (DEVICE,)
 
-    def __init__(self, options: VxlanOptions = VxlanOptions()) -> None:
-        self.options = options
+    def __init__(self, options: VxlanOptions | None = None) -> None:
+        self.options = options or VxlanOptions()
         self.configured: list[LocalNode] = []
 
     async def setup(self) -> BackendSetup:

@@ -45,8 +45,14 @@ class Reconciled:
         return self.plan.peers
 
 
-async def reconcile_full(kernel: Kernel, planner: Planner, leases: Sequence[lease_pb2.Lease], node: LocalNode,
-                         *, synced: bool = True) -> Reconciled:
+async def reconcile_full(
+    kernel: Kernel,
+    planner: Planner,
+    leases: Sequence[lease_pb2.Lease],
+    node: LocalNode,
+    *,
+    synced: bool = True,
+) -> Reconciled:
     """Read the kernel, plan every lease, apply, commit."""
     snapshot = await kernel.read(planner.backend.devices)
     plan = planner.plan_full(leases, node, snapshot, synced=synced)
@@ -75,7 +81,9 @@ class KernelNode:
         assert index is not None
         # what the lease service would hand over for --iface eth0 (the harness's fixed addresses)
         public = PublicInterface(
-            "eth0", index, 1500,
+            "eth0",
+            index,
+            1500,
             ipv4=ip_address(f"192.168.77.{self.n}") if self.config.enable_ipv4 else None,  # type: ignore[arg-type]
             ipv6=ip_address(f"fd77::{self.n}") if self.config.enable_ipv6 else None,  # type: ignore[arg-type]
         )

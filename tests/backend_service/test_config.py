@@ -8,10 +8,10 @@ from ipaddress import ip_network
 import pytest
 
 from backend_service.config import (
-    WireGuardOptions,
     ConfigError,
     HostGwOptions,
     VxlanOptions,
+    WireGuardOptions,
     parse_backend,
     parse_network_config,
 )
@@ -126,21 +126,37 @@ def test_wireguard_options_default_as_flannel() -> None:
 
 def test_wireguard_options_are_read() -> None:
     psk = "cHNrcHNrcHNrcHNrcHNrcHNrcHNrcHNrcHNrcHNrcHM="
-    config = parse_network_config(netconf({"Type": "wireguard", "psk": psk, "ListenPort": 5000, "ListenPortV6": 5001,
-                                           "MTU": 9000, "PersistentKeepaliveInterval": 25, "Mode": "auto"}))
+    config = parse_network_config(
+        netconf(
+            {
+                "Type": "wireguard",
+                "psk": psk,
+                "ListenPort": 5000,
+                "ListenPortV6": 5001,
+                "MTU": 9000,
+                "PersistentKeepaliveInterval": 25,
+                "Mode": "auto",
+            }
+        )
+    )
     assert config.backend == WireGuardOptions(psk, 5000, 5001, 9000, 25, "auto")
     assert config.backend.device_mtu(1500) == 8920
 
 
-@pytest.mark.parametrize(("options", "field"), [
-    ({"PSK": "not a key"}, "Backend.PSK"),
-    ({"PSK": 12}, "Backend.PSK"),
-    ({"Mode": "both"}, "Backend.Mode"),
-    ({"ListenPort": 0}, "Backend.ListenPort"),
-    ({"ListenPortV6": 70000}, "Backend.ListenPortV6"),
-    ({"PersistentKeepaliveInterval": "25s"}, "Backend.PersistentKeepaliveInterval"),
-])
-def test_bad_wireguard_options_are_named_and_a_psk_is_never_echoed(options: dict[str, object], field: str) -> None:
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"PSK": "not a key"}, "Backend.PSK"),
+        ({"PSK": 12}, "Backend.PSK"),
+        ({"Mode": "both"}, "Backend.Mode"),
+        ({"ListenPort": 0}, "Backend.ListenPort"),
+        ({"ListenPortV6": 70000}, "Backend.ListenPortV6"),
+        ({"PersistentKeepaliveInterval": "25s"}, "Backend.PersistentKeepaliveInterval"),
+    ],
+)
+def test_bad_wireguard_options_are_named_and_a_psk_is_never_echoed(
+    options: dict[str, object], field: str
+) -> None:
     with pytest.raises(ConfigError) as err:
         parse_network_config(netconf({"Type": "wireguard", **options}))
     assert err.value.field == field

@@ -33,7 +33,9 @@ async def test_events_on_watched_devices_call_back_and_others_do_not() -> None:
             await async_wait_until(lambda: asyncio.sleep(0, len(calls) >= 1), timeout=5, what="a call")
             seen = len(calls)
             await asyncio.to_thread(ns.ip, "link", "del", "flannel.9")
-            await async_wait_until(lambda: asyncio.sleep(0, len(calls) > seen), timeout=5, what="another call")
+            await async_wait_until(
+                lambda: asyncio.sleep(0, len(calls) > seen), timeout=5, what="another call"
+            )
         finally:
             task.cancel()
             with pytest.raises(asyncio.CancelledError):

@@ -32,7 +32,10 @@ def peer_ops(count: int, *, ipv6: bool = False) -> list[Op]:
             subnet, public = ip_network(f"fd00:20:0:{i:x}::/64"), ip_address(f"fd77::1:{i:x}")
             dev = "flannel-v6.1"
         else:
-            subnet, public = ip_network(f"10.100.{i >> 8}.{i & 0xFF}/32"), ip_address(f"172.16.{i >> 8}.{i & 0xFF}")
+            subnet, public = (
+                ip_network(f"10.100.{i >> 8}.{i & 0xFF}/32"),
+                ip_address(f"172.16.{i >> 8}.{i & 0xFF}"),
+            )
             subnet = ip_network(f"10.{100 + (i >> 8)}.{i & 0xFF}.0/24")
             dev = DEV
         gw = subnet.network_address
@@ -51,7 +54,9 @@ async def test_raw_reader_reads_what_pyroute2_reads(two_nodes: TwoNodes) -> None
     ns = two_nodes.a
     async with node_pair(ns.name, two_nodes.b.name, config("vxlan", ipv6=True)) as (a, _):
         assert a.ipr is not None
-        ns.ip("route", "add", "10.99.0.0/24", "via", "192.168.77.9", "dev", "eth0", "metric", "7", "proto", "70")
+        ns.ip(
+            "route", "add", "10.99.0.0/24", "via", "192.168.77.9", "dev", "eth0", "metric", "7", "proto", "70"
+        )
         ns.ip("route", "add", "10.98.0.0/24", "dev", DEV, "proto", "static")  # on our device: ours
         ns.ip("route", "add", "10.97.0.0/24", "via", "192.168.77.9", "dev", "eth0")  # not ours, not connected
         await TemplateApplier(a.ipr).apply(peer_ops(300))
@@ -60,10 +65,15 @@ async def test_raw_reader_reads_what_pyroute2_reads(two_nodes: TwoNodes) -> None
         assert fast == slow
         assert sorted(map(str, fast.state.routes)) == sorted(map(str, slow.state.routes))
         assert len(fast.state.routes) == 300 + 2 + 2  # the peers, node 2 (v4, v6), 10.99 and 10.98
-        assert {c.network for c in fast.connected} >= {ip_network("192.168.77.0/24"), ip_network("10.244.1.0/24")}
+        assert {c.network for c in fast.connected} >= {
+            ip_network("192.168.77.0/24"),
+            ip_network("10.244.1.0/24"),
+        }
 
 
-async def test_template_applier_programs_what_pyroute2_programs_and_is_idempotent(two_nodes: TwoNodes) -> None:
+async def test_template_applier_programs_what_pyroute2_programs_and_is_idempotent(
+    two_nodes: TwoNodes,
+) -> None:
     cfg = config("vxlan", ipv6=True)
     devices = (DEV, "flannel-v6.1")
     async with node_pair(two_nodes.a.name, two_nodes.b.name, cfg) as (a, b):
@@ -74,23 +84,33 @@ async def test_template_applier_programs_what_pyroute2_programs_and_is_idempoten
         assert fast.ok and slow.ok and fast.applied == len(ops)
         fast_state = (await read_kernel(a.ipr, devices)).state
         slow_state = (await read_kernel(b.ipr, devices)).state
+
         # Apart from each node's peer (the other node), both kernels hold the same objects.
         def peers_only(state):  # type: ignore[no-untyped-def]
             node_nets = (ip_network("10.244.0.0/16"), ip_network("fd00:10::/56"))
             node_publics = (ip_network("192.168.77.0/24"), ip_network("fd77::/64"))
             outside = lambda addr, nets: not any(addr in net for net in nets if addr.version == net.version)
-            return ({str(kr.route) for kr in state.routes if outside(kr.route.dst.network_address, node_nets)},
-                    {str(n) for n in state.neighbours if outside(n.dst, node_nets)},
-                    {str(e) for e in state.fdb if outside(e.dst, node_publics)})
+            return (
+                {str(kr.route) for kr in state.routes if outside(kr.route.dst.network_address, node_nets)},
+                {str(n) for n in state.neighbours if outside(n.dst, node_nets)},
+                {str(e) for e in state.fdb if outside(e.dst, node_publics)},
+            )
+
         fast_objs, slow_objs = peers_only(fast_state), peers_only(slow_state)
-        assert fast_objs == slow_objs and [len(x) for x in fast_objs] == [450, 450, 400]  # v6 publics are in fd77::/64
+        assert fast_objs == slow_objs and [len(x) for x in fast_objs] == [
+            450,
+            450,
+            400,
+        ]  # v6 publics are in fd77::/64
         assert {kr.proto for kr in fast_state.routes} == {kr.proto for kr in slow_state.routes} == {70}
         # Again: replace changes nothing and fails nothing.
         again = await TemplateApplier(a.ipr).apply(ops)
         assert again.ok and (await read_kernel(a.ipr, devices)).state == fast_state
         # A replace with a new MAC and public IP rewrites in place.
-        moved = [Op(REPLACE, FdbEntry(DEV, "0a:58:00:00:00:00", ip_address("172.31.0.1"))),
-                 Op(REPLACE, Neighbour(DEV, ip_address("10.100.0.0"), "0a:58:00:00:00:00"))]
+        moved = [
+            Op(REPLACE, FdbEntry(DEV, "0a:58:00:00:00:00", ip_address("172.31.0.1"))),
+            Op(REPLACE, Neighbour(DEV, ip_address("10.100.0.0"), "0a:58:00:00:00:00")),
+        ]
         assert (await TemplateApplier(a.ipr).apply(moved)).ok
         assert "172.31.0.1" in two_nodes.a.run(["bridge", "fdb", "show", "dev", DEV]).stdout
         # Deleting everything, twice (the second time all are already gone: still ok).
@@ -111,16 +131,21 @@ async def test_template_applier_programs_what_pyroute2_programs_and_is_idempoten
 async def test_template_applier_reports_the_failing_op_and_applies_the_rest(two_nodes: TwoNodes) -> None:
     ns = two_nodes.a
     bad = Op(REPLACE, Route(ip_network("10.244.5.0/24"), ip_address("192.168.77.5"), "nosuch0"))
-    unreachable = Op(REPLACE, Route(ip_network("10.244.8.0/24"), ip_address("10.9.9.9"), "eth0"))  # gw not on link
+    unreachable = Op(
+        REPLACE, Route(ip_network("10.244.8.0/24"), ip_address("10.9.9.9"), "eth0")
+    )  # gw not on link
     good = Op(REPLACE, Route(ip_network("10.244.6.0/24"), ip_address("192.168.77.6"), "eth0"))
     gone = Op(DELETE, Route(ip_network("10.244.7.0/24"), ip_address("192.168.77.7"), "eth0"))
-    gone_metric = Op(DELETE, Route(ip_network("10.244.7.0/24"), ip_address("192.168.77.7"), "eth0"), priority=5)
+    gone_metric = Op(
+        DELETE, Route(ip_network("10.244.7.0/24"), ip_address("192.168.77.7"), "eth0"), priority=5
+    )
     gone_neigh = Op(DELETE, Neighbour("eth0", ip_address("192.168.77.99"), "02:00:00:00:00:99"))
     bad_neigh = Op(REPLACE, Neighbour("nosuch0", ip_address("192.168.77.98"), "02:00:00:00:00:98"))
     good_neigh = Op(REPLACE, Neighbour("eth0", ip_address("192.168.77.97"), "02:00:00:00:00:97"))
     async with AsyncIPRoute(netns=ns.name) as ipr:
         result = await TemplateApplier(ipr).apply(
-            [bad_neigh, good_neigh, bad, unreachable, good, gone, gone_metric, gone_neigh])
+            [bad_neigh, good_neigh, bad, unreachable, good, gone, gone_metric, gone_neigh]
+        )
     assert [f.op for f in result.failures] == [bad_neigh, bad, unreachable]
     assert "nosuch0" in result.failures[0].error and "ENETUNREACH" in result.failures[2].error
     assert result.applied == 5

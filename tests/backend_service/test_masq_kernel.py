@@ -64,10 +64,14 @@ async def test_iptables_rules_are_flannels_jumps_first_and_repaired_after_drift(
     assert chain(ns, "filter", "FLANNEL-FWD") == forward_rules(NET4)
     assert chain(ns, "nat", "FLANNEL-POSTRTG", "ip6tables") == masq_rules(NET6)
     assert chain(ns, "filter", "FLANNEL-FWD", "ip6tables") == forward_rules(NET6)
-    assert builtin(ns, "filter", "FORWARD") == ['-m comment --comment "flanneld forward" -j FLANNEL-FWD',
-                                                "-j REJECT --reject-with icmp-port-unreachable"]
-    assert builtin(ns, "nat", "POSTROUTING") == ['-m comment --comment "flanneld masq" -j FLANNEL-POSTRTG',
-                                                 "-s 172.17.0.0/16 -j MASQUERADE"]
+    assert builtin(ns, "filter", "FORWARD") == [
+        '-m comment --comment "flanneld forward" -j FLANNEL-FWD',
+        "-j REJECT --reject-with icmp-port-unreachable",
+    ]
+    assert builtin(ns, "nat", "POSTROUTING") == [
+        '-m comment --comment "flanneld masq" -j FLANNEL-POSTRTG',
+        "-s 172.17.0.0/16 -j MASQUERADE",
+    ]
     assert await masq.check() == []
     assert await masq.ensure() is False  # in place: nothing to do
 
@@ -93,7 +97,8 @@ async def test_iptables_rules_are_flannels_jumps_first_and_repaired_after_drift(
     assert chain(ns, "nat", "FLANNEL-POSTRTG") == masq_rules(NET4)
     assert chain(ns, "nat", "FLANNEL-POSTRTG", "ip6tables") == masq_rules(NET6)
     assert [r for r in builtin(ns, "filter", "FORWARD") if "FLANNEL-FWD" in r] == [
-        '-m comment --comment "flanneld forward" -j FLANNEL-FWD']
+        '-m comment --comment "flanneld forward" -j FLANNEL-FWD'
+    ]
 
     # Explicit cleanup only; foreign rules stay.
     await masq.cleanup()
@@ -133,7 +138,9 @@ async def test_random_fully_only_where_iptables_supports_it(one_node: Netns, tmp
     new = IptablesMasq([NET4], BOTH, commands=cmds(one_node))
     await new.ensure()
     assert chain(one_node, "nat", "FLANNEL-POSTRTG") == masq_rules(NET4, random_fully=True)
-    disabled = IptablesMasq([NET4], RuleOptions(masquerade=True, random_fully_disable=True), commands=cmds(one_node))
+    disabled = IptablesMasq(
+        [NET4], RuleOptions(masquerade=True, random_fully_disable=True), commands=cmds(one_node)
+    )
     await disabled.ensure()
     assert chain(one_node, "nat", "FLANNEL-POSTRTG") == masq_rules(NET4, random_fully=False)
     assert all("random-fully" not in r for r in chain(one_node, "nat", "FLANNEL-POSTRTG"))
@@ -142,8 +149,11 @@ async def test_random_fully_only_where_iptables_supports_it(one_node: Netns, tmp
 def nft_chain(ns: Netns, version: int, name: str) -> list[str]:
     fam, table = ("ip", "flannel-ipv4") if version == 4 else ("ip6", "flannel-ipv6")
     lines = ns.run(["nft", "list", "chain", fam, table, name]).stdout.splitlines()
-    return [line.strip() for line in lines if line.strip() and not line.strip().startswith(
-        ("table", "chain", "comment", "type", "}"))]
+    return [
+        line.strip()
+        for line in lines
+        if line.strip() and not line.strip().startswith(("table", "chain", "comment", "type", "}"))
+    ]
 
 
 async def test_nftables_mode_tables_are_flannels_and_repaired_after_drift(one_node: Netns) -> None:
@@ -176,14 +186,17 @@ async def test_nftables_mode_tables_are_flannels_and_repaired_after_drift(one_no
 
 async def test_nftables_mode_without_ipv6_still_has_both_tables_and_respects_options(one_node: Netns) -> None:
     ns = one_node
-    masq = NftablesMasq([NET4], RuleOptions(masquerade=False, forward=True, random_fully_disable=True),
-                        commands=cmds(ns))
+    masq = NftablesMasq(
+        [NET4], RuleOptions(masquerade=False, forward=True, random_fully_disable=True), commands=cmds(ns)
+    )
     await masq.ensure()
     tables = ns.run(["nft", "list", "tables"]).stdout
     assert "table ip flannel-ipv4" in tables and "table ip6 flannel-ipv6" in tables
     assert "postrtg" not in ns.run(["nft", "list", "table", "ip", "flannel-ipv4"]).stdout
     assert nft_chain(ns, 4, "forward") == nft_forward_rules(NET4)
-    await NftablesMasq([NET4], RuleOptions(masquerade=True, random_fully_disable=True), commands=cmds(ns)).ensure()
+    await NftablesMasq(
+        [NET4], RuleOptions(masquerade=True, random_fully_disable=True), commands=cmds(ns)
+    ).ensure()
     assert nft_chain(ns, 4, "postrtg") == nft_masq_rules(NET4, random_fully=False)
 
 
@@ -229,20 +242,28 @@ async def test_nftables_only_host_works_in_nft_mode_and_iptables_mode_says_why_n
     await nft.ensure()
     assert nft_chain(ns, 4, "forward") == nft_forward_rules(NET4)
     ipt = TrafficRules(BOTH, nftables=False, commands=cmds(ns, path))
-    with pytest.raises(ToolsMissing, match=r"iptables mode needs iptables, iptables-save, iptables-restore on "
-                                           r"PATH; not found: .*EnableNFTables"):
+    with pytest.raises(
+        ToolsMissing,
+        match=r"iptables mode needs iptables, iptables-save, iptables-restore on "
+        r"PATH; not found: .*EnableNFTables",
+    ):
         ipt.check_tools([4])
     # Nothing asked for (no --ip-masq, --iptables-forward-rules=false): no tools needed.
-    TrafficRules(RuleOptions(masquerade=False, forward=False), nftables=False, commands=cmds(ns, path)).check_tools([4])
+    TrafficRules(
+        RuleOptions(masquerade=False, forward=False), nftables=False, commands=cmds(ns, path)
+    ).check_tools([4])
 
 
-async def test_a_failing_command_is_logged_once_and_retried(one_node: Netns,
-                                                            caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_failing_command_is_logged_once_and_retried(
+    one_node: Netns, caplog: pytest.LogCaptureFixture
+) -> None:
     rules = TrafficRules(BOTH, nftables=False, commands=cmds(one_node))
     rules.update([NET4])
     assert await rules.ensure() is True
     assert await rules.ensure() is False  # in place
-    rules.rules = IptablesMasq([NET4], BOTH, commands=Commands(prefix=("ip", "netns", "exec", "fpt-does-not-exist")))
+    rules.rules = IptablesMasq(
+        [NET4], BOTH, commands=Commands(prefix=("ip", "netns", "exec", "fpt-does-not-exist"))
+    )
     assert await rules.ensure() is False
     assert await rules.ensure() is False
     assert sum("cannot apply iptables rules" in r.message for r in caplog.records) == 1
@@ -275,11 +296,16 @@ async def test_the_resync_task_applies_a_new_rule_set_at_once_and_repairs_drift(
     task = asyncio.ensure_future(rules.run_resync(3600))  # the period never comes: only update() wakes it
     try:
         rules.update([NET4])
-        await async_wait_until(lambda: _has_chain(ns, "FLANNEL-FWD"), timeout=20, what="rules applied at once")
+        await async_wait_until(
+            lambda: _has_chain(ns, "FLANNEL-FWD"), timeout=20, what="rules applied at once"
+        )
         moved = MasqNetwork(ip_network("10.244.0.0/16"), ip_network("10.244.9.0/24"))
         rules.update([moved])  # a new own lease
-        await async_wait_until(lambda: _chain_is(ns, "nat", "FLANNEL-POSTRTG", masq_rules(moved)), timeout=20,
-                               what="the new subnet's rules")
+        await async_wait_until(
+            lambda: _chain_is(ns, "nat", "FLANNEL-POSTRTG", masq_rules(moved)),
+            timeout=20,
+            what="the new subnet's rules",
+        )
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -291,4 +317,7 @@ async def _has_chain(ns: Netns, name: str) -> bool:
 
 
 async def _chain_is(ns: Netns, table: str, name: str, want: list[str]) -> bool:
-    return ns.run(["iptables", "-t", table, "-S"], check=False).returncode == 0 and chain(ns, table, name) == want
+    return (
+        ns.run(["iptables", "-t", table, "-S"], check=False).returncode == 0
+        and chain(ns, table, name) == want
+    )

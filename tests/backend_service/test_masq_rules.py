@@ -58,8 +58,12 @@ def test_nft_masquerade_rules_are_flannels_verbatim() -> None:
 def test_nft_ruleset_replaces_its_own_table_atomically() -> None:
     text = nft_ruleset(4, NET4, RuleOptions(masquerade=True, forward=True))
     lines = text.splitlines()
-    assert lines[:4] == ["table ip flannel-ipv4", "delete table ip flannel-ipv4", "table ip flannel-ipv4 {",
-                         '\tcomment "rules for flannel-ipv4"']
+    assert lines[:4] == [
+        "table ip flannel-ipv4",
+        "delete table ip flannel-ipv4",
+        "table ip flannel-ipv4 {",
+        '\tcomment "rules for flannel-ipv4"',
+    ]
     assert "\t\tip saddr 10.244.0.0/16 ip daddr != 224.0.0.0/4 masquerade fully-random" in lines
     assert "\tchain forward {" in lines
     assert "chain" not in nft_ruleset(6, None, RuleOptions(masquerade=True))

@@ -12,10 +12,14 @@ from backend_service.nodecheck import br_netfilter_missing, warn_if_br_netfilter
 
 def test_missing_switches_are_named_per_enabled_family(tmp_path: Path) -> None:
     assert br_netfilter_missing(ipv4=True, ipv6=True, root=tmp_path) == [
-        str(tmp_path / "bridge-nf-call-iptables"), str(tmp_path / "bridge-nf-call-ip6tables")]
+        str(tmp_path / "bridge-nf-call-iptables"),
+        str(tmp_path / "bridge-nf-call-ip6tables"),
+    ]
     (tmp_path / "bridge-nf-call-iptables").write_text("1\n")
     assert br_netfilter_missing(ipv4=True, ipv6=False, root=tmp_path) == []
-    assert br_netfilter_missing(ipv4=True, ipv6=True, root=tmp_path) == [str(tmp_path / "bridge-nf-call-ip6tables")]
+    assert br_netfilter_missing(ipv4=True, ipv6=True, root=tmp_path) == [
+        str(tmp_path / "bridge-nf-call-ip6tables")
+    ]
 
 
 def test_one_warning_that_says_what_to_do(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

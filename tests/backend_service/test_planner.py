@@ -41,7 +41,7 @@ async def test_an_added_peer_gets_exactly_what_a_full_plan_writes_and_a_removed_
     leases = {lease(2).key: lease(2)}
     await synced(planner, kernel, leases)
     added = await delta(planner, kernel, {lease(3).key: lease(3)})
-    full_planner, empty = fresh()
+    full_planner, _ = fresh()
     reference = full_planner.plan_full(
         [lease(2), lease(3)], node(1), await FakeKernel().read(()), synced=True
     )

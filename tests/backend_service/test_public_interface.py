@@ -17,10 +17,17 @@ pytestmark = pytest.mark.netns
 
 
 def test_the_contract_message_is_parsed_once() -> None:
-    msg = lease_pb2.ExternalInterface(name="eth1", index=3, mtu=9000, iface_ipv4="192.168.9.2",
-                                      iface_ipv6="fd09::2", public_ip="203.0.113.9")
-    assert public_interface_from(msg) == PublicInterface("eth1", 3, 9000, ip_address("192.168.9.2"),
-                                                         ip_address("fd09::2"))
+    msg = lease_pb2.ExternalInterface(
+        name="eth1",
+        index=3,
+        mtu=9000,
+        iface_ipv4="192.168.9.2",
+        iface_ipv6="fd09::2",
+        public_ip="203.0.113.9",
+    )
+    assert public_interface_from(msg) == PublicInterface(
+        "eth1", 3, 9000, ip_address("192.168.9.2"), ip_address("fd09::2")
+    )
 
 
 def test_no_interface_from_the_lease_service_is_refused_by_name() -> None:

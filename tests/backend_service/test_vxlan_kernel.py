@@ -18,7 +18,6 @@ from .conftest import TwoNodes
 from .factory import config
 from .kernelnode import KernelNode, node_pair
 
-
 pytestmark = pytest.mark.netns
 
 

@@ -71,7 +71,9 @@ def test_a_corrupt_key_file_is_named_not_replaced(tmp_path: Path) -> None:
 
 def test_key_file_location_follows_flannel() -> None:
     assert key_file(Path("/run/flannel"), {}) == Path("/run/flannel/wgkey")
-    assert key_file(Path("/run/flannel"), {"WIREGUARD_KEY_FILE": "/etc/flannel/key"}) == Path("/etc/flannel/key")
+    assert key_file(Path("/run/flannel"), {"WIREGUARD_KEY_FILE": "/etc/flannel/key"}) == Path(
+        "/etc/flannel/key"
+    )
 
 
 def test_dump_is_parsed() -> None:

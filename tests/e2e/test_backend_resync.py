@@ -41,7 +41,7 @@ def churn(c: Cluster, per_second: float = 2.0) -> Iterator[list[int]]:
                 else:
                     c.etcd_delete(f"{c.prefix}/subnets/{PROBE_KEY}")
                 writes[0] += 1
-        except BaseException as exc:  # reported by the test, not lost in the thread
+        except BaseException as exc:  # noqa: BLE001 - reported by the test, not lost in the thread
             failed.append(exc)
 
     thread = threading.Thread(target=run, name="lease-churn", daemon=True)

@@ -38,11 +38,15 @@ def all_kernel_objects(cluster: Cluster) -> dict[str, dict[str, Any]]:
 
 def assert_full_mesh(cluster: Cluster, count: int = 5) -> None:
     results = cluster.full_mesh_pings(count)
-    lossy = {pair: (r.sent, r.received) for pair, r in results.items() if r.sent != count or r.received != count}
+    lossy = {
+        pair: (r.sent, r.received) for pair, r in results.items() if r.sent != count or r.received != count
+    }
     assert not lossy, f"(from, to): (sent, received) {lossy}"
 
 
-def test_every_pod_pings_every_other_pod_and_tcp_echoes_across_nodes_over_vxlan(vxlan_cluster: Cluster) -> None:
+def test_every_pod_pings_every_other_pod_and_tcp_echoes_across_nodes_over_vxlan(
+    vxlan_cluster: Cluster,
+) -> None:
     c = vxlan_cluster
     assert len({node.subnet for node in c.nodes}) == 3
     assert_full_mesh(c, count=5)
@@ -64,10 +68,22 @@ def test_the_backend_holds_only_net_admin_and_net_raw_and_the_lease_service_hold
 ) -> None:
     for node in vxlan_cluster.nodes:
         backend, lease = caps(node.backend.pid), caps(node.lease.pid)
-        assert backend == {"CapInh": "0000000000003000", "CapPrm": "0000000000003000", "CapEff": "0000000000003000",
-                           "CapBnd": "0000000000003000", "CapAmb": "0000000000003000", "NoNewPrivs": "1"}
-        assert lease == {"CapInh": "0000000000000000", "CapPrm": "0000000000000000", "CapEff": "0000000000000000",
-                         "CapBnd": "0000000000000000", "CapAmb": "0000000000000000", "NoNewPrivs": "1"}
+        assert backend == {
+            "CapInh": "0000000000003000",
+            "CapPrm": "0000000000003000",
+            "CapEff": "0000000000003000",
+            "CapBnd": "0000000000003000",
+            "CapAmb": "0000000000003000",
+            "NoNewPrivs": "1",
+        }
+        assert lease == {
+            "CapInh": "0000000000000000",
+            "CapPrm": "0000000000000000",
+            "CapEff": "0000000000000000",
+            "CapBnd": "0000000000000000",
+            "CapAmb": "0000000000000000",
+            "NoNewPrivs": "1",
+        }
 
 
 def test_ip_masq_rewrites_traffic_leaving_the_overlay_to_the_node_ip_but_not_pod_to_pod_traffic(
@@ -91,11 +107,22 @@ def test_leases_the_backend_refuses_are_reported_as_rejected_and_healthy_pods_ke
     free = [n for n in range(250, 200, -1) if str(n) not in used][:3]
     vtep = {"VNI": 1, "VtepMAC": "0a:58:0a:f4:fa:01"}
     bad = {
-        f"10.244.{free[0]}.0-24": ({"PublicIP": "10.244.9.9", "BackendType": "vxlan", "BackendData": vtep},
-                                    "PUBLIC_IP_IN_OVERLAY"),
-        f"10.244.{free[1]}.0-24": ({"PublicIP": f"{c.underlay}.77", "BackendType": "host-gw"}, "BACKEND_MISMATCH"),
-        f"10.244.{free[2]}.0-24": ({"PublicIP": f"{c.underlay}.78", "BackendType": "vxlan",
-                                    "BackendData": {"VNI": 1, "VtepMAC": "not-a-mac"}}, "BACKEND_DATA_MALFORMED"),
+        f"10.244.{free[0]}.0-24": (
+            {"PublicIP": "10.244.9.9", "BackendType": "vxlan", "BackendData": vtep},
+            "PUBLIC_IP_IN_OVERLAY",
+        ),
+        f"10.244.{free[1]}.0-24": (
+            {"PublicIP": f"{c.underlay}.77", "BackendType": "host-gw"},
+            "BACKEND_MISMATCH",
+        ),
+        f"10.244.{free[2]}.0-24": (
+            {
+                "PublicIP": f"{c.underlay}.78",
+                "BackendType": "vxlan",
+                "BackendData": {"VNI": 1, "VtepMAC": "not-a-mac"},
+            },
+            "BACKEND_DATA_MALFORMED",
+        ),
     }
     before = all_kernel_objects(c)
     try:
@@ -128,11 +155,37 @@ def test_stale_flannel_objects_left_in_the_kernel_are_removed_when_the_backend_s
     before = all_kernel_objects(c)
     n1.backend.kill()
     stale_mac = "02:00:00:00:fa:01"
-    ip(n1.ns, "route", "add", "10.244.250.0/24", "via", "10.244.250.0", "dev", "flannel.1", "onlink", "proto", "70")
+    ip(
+        n1.ns,
+        "route",
+        "add",
+        "10.244.250.0/24",
+        "via",
+        "10.244.250.0",
+        "dev",
+        "flannel.1",
+        "onlink",
+        "proto",
+        "70",
+    )
     ip(n1.ns, "route", "add", "10.244.251.0/24", "via", f"{c.underlay}.99", "dev", "eth0", "proto", "70")
     ip(n1.ns, "neigh", "add", "10.244.250.0", "lladdr", stale_mac, "dev", "flannel.1", "nud", "permanent")
-    ns_bridge = ["ip", "netns", "exec", n1.ns, "bridge", "fdb", "add", stale_mac, "dev", "flannel.1", "dst",
-                 f"{c.underlay}.99", "self", "permanent"]
+    ns_bridge = [
+        "ip",
+        "netns",
+        "exec",
+        n1.ns,
+        "bridge",
+        "fdb",
+        "add",
+        stale_mac,
+        "dev",
+        "flannel.1",
+        "dst",
+        f"{c.underlay}.99",
+        "self",
+        "permanent",
+    ]
     subprocess.run(ns_bridge, check=True, capture_output=True)
     dirty = kernel_objects(n1.ns)
     assert {"10.244.250.0/24", "10.244.251.0/24"} <= {r["dst"] for r in dirty["routes"]}
@@ -177,9 +230,24 @@ def test_host_gw_routes_each_subnet_via_the_peer_public_ip_and_removes_stale_rou
     make_cluster: MakeCluster,
 ) -> None:
     def stale_route(c: Cluster, node: Any) -> None:  # left by an earlier run, before the backend ever started
-        ip(node.ns, "route", "add", "10.244.252.0/24", "via", f"{c.underlay}.99", "dev", "eth0", "proto", "70")
+        ip(
+            node.ns,
+            "route",
+            "add",
+            "10.244.252.0/24",
+            "via",
+            f"{c.underlay}.99",
+            "dev",
+            "eth0",
+            "proto",
+            "70",
+        )
 
-    c = make_cluster(3, {"Network": "10.244.0.0/16", "SubnetMax": "10.244.199.0", "Backend": {"Type": "host-gw"}}, before_backend=stale_route)
+    c = make_cluster(
+        3,
+        {"Network": "10.244.0.0/16", "SubnetMax": "10.244.199.0", "Backend": {"Type": "host-gw"}},
+        before_backend=stale_route,
+    )
     for node in c.nodes:
         routes = ip_routes(node.ns)
         assert "10.244.252.0/24" not in routes
@@ -193,8 +261,17 @@ def test_host_gw_routes_each_subnet_via_the_peer_public_ip_and_removes_stale_rou
         assert server.peers == [c.node(3).pod_ip]
 
 
-def test_direct_routing_on_one_l2_routes_via_the_peer_public_ip_instead_of_vxlan(make_cluster: MakeCluster) -> None:
-    c = make_cluster(3, {"Network": "10.244.0.0/16", "SubnetMax": "10.244.199.0", "Backend": {"Type": "vxlan", "DirectRouting": True}})
+def test_direct_routing_on_one_l2_routes_via_the_peer_public_ip_instead_of_vxlan(
+    make_cluster: MakeCluster,
+) -> None:
+    c = make_cluster(
+        3,
+        {
+            "Network": "10.244.0.0/16",
+            "SubnetMax": "10.244.199.0",
+            "Backend": {"Type": "vxlan", "DirectRouting": True},
+        },
+    )
     for node in c.nodes:
         routes = ip_routes(node.ns)
         for peer in c.nodes:
@@ -223,15 +300,18 @@ def test_a_deleted_lease_takes_its_routes_neighbours_and_fdb_entries_off_the_oth
 
     def n3_gone(ns: str) -> bool:
         objects = kernel_objects(ns)
-        return (n3.subnet not in {r["dst"] for r in objects["routes"]}
-                and gone_mac not in {n["lladdr"] for n in objects["neighbours"]}
-                and n3.public_ip not in {f["dst"] for f in objects["fdb"]}
-                and gone_mac not in {f["mac"] for f in objects["fdb"]})
+        return (
+            n3.subnet not in {r["dst"] for r in objects["routes"]}
+            and gone_mac not in {n["lladdr"] for n in objects["neighbours"]}
+            and n3.public_ip not in {f["dst"] for f in objects["fdb"]}
+            and gone_mac not in {f["mac"] for f in objects["fdb"]}
+        )
 
     for node in (c.node(1), c.node(2)):
         wait_until(partial(n3_gone, node.ns), timeout=15, what=f"{n3.subnet} gone from {node.name}")
         assert {r["dst"] for r in kernel_objects(node.ns)["routes"]} == {
-            other.subnet for other in (c.node(1), c.node(2)) if other is not node}
+            other.subnet for other in (c.node(1), c.node(2)) if other is not node
+        }
     assert c.ping(c.node(1), c.node(2).pod_ip, 3).received == 3
     assert c.ping(c.node(1), n3.pod_ip, 2, interval=0.2).received == 0
 
@@ -240,14 +320,19 @@ def assert_follows_the_store(c: Cluster, node: Any) -> None:
     """A peer lease written into etcd reaches ``node``'s kernel, and its deletion takes it away."""
     key = "10.244.240.0-24"
     assert key not in c.leases(), "pick another probe subnet"
-    value = {"PublicIP": f"{c.underlay}.97", "BackendType": "vxlan",
-             "BackendData": {"VNI": 1, "VtepMAC": "0a:58:0a:f4:c7:01"}}
+    value = {
+        "PublicIP": f"{c.underlay}.97",
+        "BackendType": "vxlan",
+        "BackendData": {"VNI": 1, "VtepMAC": "0a:58:0a:f4:c7:01"},
+    }
     c.etcd_put(f"{c.prefix}/subnets/{key}", json.dumps(value))
     try:
         wait_until(lambda: "10.244.240.0/24" in ip_routes(node.ns), timeout=15, what="the probe lease routed")
     finally:
         c.etcd_delete(f"{c.prefix}/subnets/{key}")
-    wait_until(lambda: "10.244.240.0/24" not in ip_routes(node.ns), timeout=15, what="the probe lease removed")
+    wait_until(
+        lambda: "10.244.240.0/24" not in ip_routes(node.ns), timeout=15, what="the probe lease removed"
+    )
 
 
 def rejected(c: Cluster, node: Any) -> dict[str, str]:
@@ -265,15 +350,26 @@ def ip_routes(ns: str) -> dict[str, tuple[str | None, str | None]]:
 
 
 def test_dual_stack_pods_reach_each_other_over_ipv4_and_ipv6(make_cluster: MakeCluster) -> None:
-    config = {"Network": "10.244.0.0/16", "SubnetMax": "10.244.199.0", "EnableIPv6": True,
-              "IPv6Network": "fd10::/48", "Backend": {"Type": "vxlan"}}
+    config = {
+        "Network": "10.244.0.0/16",
+        "SubnetMax": "10.244.199.0",
+        "EnableIPv6": True,
+        "IPv6Network": "fd10::/48",
+        "Backend": {"Type": "vxlan"},
+    }
     c = make_cluster(2, config)
     one, two = c.node(1), c.node(2)
     assert {"flannel.1", "flannel-v6.1"} <= {link["name"] for link in kernel_objects(one.ns)["links"]}
     # the device's own /128 skips duplicate address detection: usable at once, never "tentative"
-    v6 = [a for e in ip_json(one.ns, "-6", "addr", "show", "dev", "flannel-v6.1") for a in e["addr_info"]
-          if a.get("scope") == "global"]
-    assert len(v6) == 1 and v6[0]["prefixlen"] == 128 and v6[0].get("nodad") and not v6[0].get("tentative"), v6
+    v6 = [
+        a
+        for e in ip_json(one.ns, "-6", "addr", "show", "dev", "flannel-v6.1")
+        for a in e["addr_info"]
+        if a.get("scope") == "global"
+    ]
+    assert len(v6) == 1 and v6[0]["prefixlen"] == 128 and v6[0].get("nodad") and not v6[0].get("tentative"), (
+        v6
+    )
     for src, dst in ((one, two), (two, one)):
         assert c.ping(src, dst.pod_ip, 3).received == 3
         assert c.ping(src, dst.pod_ipv6, 3).received == 3, (src.name, dst.pod_ipv6)

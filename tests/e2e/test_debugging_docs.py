@@ -17,13 +17,13 @@ import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from flannelctl.cli import build_parser
-from proto.flannel.v1 import backend_pb2, lease_pb2, lease_pb2_grpc
-from tests.flannelctl.single_node import SingleNode, peer_value, require_namespaces
 from flannel_testkit.etcd import EtcdServer, free_port
 from flannel_testkit.grpcurl import grpcurl_binary
 from flannel_testkit.processes import Daemon, health_status
 from flannel_testkit.wait import wait_until
+from flannelctl.cli import build_parser
+from proto.flannel.v1 import backend_pb2, lease_pb2, lease_pb2_grpc
+from tests.flannelctl.single_node import SingleNode, peer_value, require_namespaces
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 SECTION = "## Debugging with grpcurl and flannelctl"
@@ -35,7 +35,7 @@ def section() -> str:
     text = README.read_text()
     start = text.index(SECTION)
     end = text.find("\n## ", start + len(SECTION))
-    return text[start:end if end != -1 else len(text)]
+    return text[start : end if end != -1 else len(text)]
 
 
 def code_lines(tool: str) -> list[str]:
@@ -50,28 +50,39 @@ def code_lines(tool: str) -> list[str]:
 
 
 GRPCURL = code_lines("grpcurl")
-STREAMING = {f"{service.full_name}/{method.name}"
-             for file in (lease_pb2.DESCRIPTOR, backend_pb2.DESCRIPTOR)
-             for service in file.services_by_name.values()
-             for method in service.methods if method.server_streaming}  # type: ignore[attr-defined]
+STREAMING = {
+    f"{service.full_name}/{method.name}"
+    for file in (lease_pb2.DESCRIPTOR, backend_pb2.DESCRIPTOR)
+    for service in file.services_by_name.values()
+    for method in service.methods
+    if method.server_streaming
+}  # type: ignore[attr-defined]
 
 
 def test_the_section_documents_the_essential_commands() -> None:
     joined = "\n".join(GRPCURL)
-    for needed in ("/run/flannel/lease.sock list", "describe flannel.v1.LeaseService",
-                   "describe flannel.v1.WatchLeasesResponse", "grpc.health.v1.Health/Check",
-                   "-d '{}' /run/flannel/lease.sock flannel.v1.LeaseService/WatchLeases",
-                   "/run/flannel/backend.sock flannel.v1.BackendService/GetStatus"):
+    for needed in (
+        "/run/flannel/lease.sock list",
+        "describe flannel.v1.LeaseService",
+        "describe flannel.v1.WatchLeasesResponse",
+        "grpc.health.v1.Health/Check",
+        "-d '{}' /run/flannel/lease.sock flannel.v1.LeaseService/WatchLeases",
+        "/run/flannel/backend.sock flannel.v1.BackendService/GetStatus",
+    ):
         assert needed in joined, f"the README's debugging section lost {needed!r}"
 
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SingleNode]:
     require_namespaces()
-    made = SingleNode(tmp_path_factory.mktemp("docs-node"), backend_args=("--metrics-listen", BACKEND_METRICS))
+    made = SingleNode(
+        tmp_path_factory.mktemp("docs-node"), backend_args=("--metrics-listen", BACKEND_METRICS)
+    )
     try:
         made.up(peers={"10.244.9.0-24": peer_value("192.168.77.2", "0a:58:0a:f4:09:01")})
-        wait_until(lambda: "10.244.9.0/24" in made.ip("route", "show", "proto", "70"), what="the peer's route")
+        wait_until(
+            lambda: "10.244.9.0/24" in made.ip("route", "show", "proto", "70"), what="the peer's route"
+        )
         yield made
     finally:
         print(made.logs())
@@ -84,9 +95,10 @@ def _argv(command: str, run_dir: Path) -> list[str]:
     sockets = [i for i, arg in enumerate(argv) if arg.startswith(DOC_RUN_DIR)]
     assert len(sockets) == 1, f"{command}: expected one socket path under {DOC_RUN_DIR}"
     index = sockets[0]
-    assert all(not arg.startswith("-") for arg in argv[index + 1:]), \
+    assert all(not arg.startswith("-") for arg in argv[index + 1 :]), (
         f"{command}: grpcurl takes no flag after the address"
-    argv[index] = str(run_dir / argv[index][len(DOC_RUN_DIR):])
+    )
+    argv[index] = str(run_dir / argv[index][len(DOC_RUN_DIR) :])
     return [grpcurl_binary(), *argv[1:]]
 
 
@@ -104,7 +116,9 @@ def test_every_grpcurl_command_of_the_readme_works(node: SingleNode, command: st
         want = '"kind": "SYNCED"' if method.endswith("/WatchLeases") else '"kind": "CURRENT"'
         try:
             wait_until(lambda: want in "".join(seen) or proc.poll() is not None, timeout=20, what=want)
-            assert proc.poll() is None, f"{command} exited {proc.returncode}: {proc.stderr.read() if proc.stderr else ''}"
+            assert proc.poll() is None, (
+                f"{command} exited {proc.returncode}: {proc.stderr.read() if proc.stderr else ''}"
+            )
             assert want in "".join(seen)
         finally:
             proc.kill()
@@ -168,20 +182,27 @@ def test_the_lease_gauge_equals_the_leases_in_etcd_and_every_documented_metric_i
     def put(key: str, value: str) -> None:
         import base64
 
-        body = {"key": base64.b64encode(f"{prefix}/{key}".encode()).decode(),
-                "value": base64.b64encode(value.encode()).decode()}
-        urllib.request.urlopen(urllib.request.Request(f"{etcd.endpoint}/v3/kv/put", data=json.dumps(body).encode()),
-                               timeout=10).close()
+        body = {
+            "key": base64.b64encode(f"{prefix}/{key}".encode()).decode(),
+            "value": base64.b64encode(value.encode()).decode(),
+        }
+        urllib.request.urlopen(
+            urllib.request.Request(f"{etcd.endpoint}/v3/kv/put", data=json.dumps(body).encode()), timeout=10
+        ).close()
 
     def keys_in_etcd() -> int:
         import base64
 
         start = f"{prefix}/subnets/"
         end = start[:-1] + chr(ord(start[-1]) + 1)
-        body = {"key": base64.b64encode(start.encode()).decode(), "range_end": base64.b64encode(end.encode()).decode(),
-                "count_only": True}
-        with urllib.request.urlopen(urllib.request.Request(f"{etcd.endpoint}/v3/kv/range",
-                                                           data=json.dumps(body).encode()), timeout=10) as reply:
+        body = {
+            "key": base64.b64encode(start.encode()).decode(),
+            "range_end": base64.b64encode(end.encode()).decode(),
+            "count_only": True,
+        }
+        with urllib.request.urlopen(
+            urllib.request.Request(f"{etcd.endpoint}/v3/kv/range", data=json.dumps(body).encode()), timeout=10
+        ) as reply:
             return int(json.loads(reply.read()).get("count", 0))
 
     put("config", json.dumps({"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan"}}))
@@ -190,27 +211,47 @@ def test_the_lease_gauge_equals_the_leases_in_etcd_and_every_documented_metric_i
     port = free_port()
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    daemon = Daemon("lease_service", ["--run-dir", str(run_dir), "--etcd-endpoints", etcd.endpoint, "--etcd-prefix",
-                                      prefix, "--public-ip", "192.168.50.1", "--metrics-listen", f"127.0.0.1:{port}"],
-                    tmp_path / "lease.log").start()
+    daemon = Daemon(
+        "lease_service",
+        [
+            "--run-dir",
+            str(run_dir),
+            "--etcd-endpoints",
+            etcd.endpoint,
+            "--etcd-prefix",
+            prefix,
+            "--public-ip",
+            "192.168.50.1",
+            "--metrics-listen",
+            f"127.0.0.1:{port}",
+        ],
+        tmp_path / "lease.log",
+    ).start()
     url = f"http://127.0.0.1:{port}/metrics"
     try:
-        wait_until(lambda: health_status(run_dir / "lease.sock") == "SERVING" or not daemon.alive(), timeout=20,
-                   what="lease service SERVING")
+        wait_until(
+            lambda: health_status(run_dir / "lease.sock") == "SERVING" or not daemon.alive(),
+            timeout=20,
+            what="lease service SERVING",
+        )
         assert daemon.alive(), daemon.log()
         assert wait_until(lambda: scrape(url)["flannel_lease_service_leases"] == keys_in_etcd() == 3)
         with grpc.insecure_channel(f"unix:{run_dir / 'lease.sock'}") as channel:
             stub = lease_pb2_grpc.LeaseServiceStub(channel)
             stub.AcquireLease(lease_pb2.AcquireLeaseRequest(backend_type="vxlan", mtu=1450), timeout=15)
-            wait_until(lambda: scrape(url)["flannel_lease_service_leases"] == keys_in_etcd() == 4,
-                       what="the gauge to count our own lease")
+            wait_until(
+                lambda: scrape(url)["flannel_lease_service_leases"] == keys_in_etcd() == 4,
+                what="the gauge to count our own lease",
+            )
             call = stub.WatchLeases(lease_pb2.WatchLeasesRequest())
             first = next(iter(call))
             assert len(first.events) == 4
             wait_until(lambda: scrape(url)["flannel_lease_service_watchers"] == 1, what="one watcher")
             call.cancel()
         put("subnets/10.244.6.0-24", "not json")
-        samples = wait_until(lambda: (s := scrape(url))["flannel_lease_service_corrupt_leases_total"] == 1 and s)
+        samples = wait_until(
+            lambda: (s := scrape(url))["flannel_lease_service_corrupt_leases_total"] == 1 and s
+        )
         assert samples["flannel_lease_service_leases"] == keys_in_etcd() - 1 == 4
         assert samples["flannel_lease_service_events_streamed_total"] >= 4
         documented = documented_metrics("flannel_lease_service_")
@@ -222,11 +263,17 @@ def test_the_lease_gauge_equals_the_leases_in_etcd_and_every_documented_metric_i
 
 @pytest.mark.etcd
 def test_a_bad_metrics_address_is_refused_naming_the_flag(etcd: EtcdServer, tmp_path: Path) -> None:
-    daemon = Daemon("lease_service", ["--run-dir", str(tmp_path), "--etcd-endpoints", etcd.endpoint,
-                                      "--metrics-listen", "9101"], tmp_path / "lease.log").start()
+    daemon = Daemon(
+        "lease_service",
+        ["--run-dir", str(tmp_path), "--etcd-endpoints", etcd.endpoint, "--metrics-listen", "9101"],
+        tmp_path / "lease.log",
+    ).start()
     assert daemon.wait_exit() == 2
     assert "--metrics-listen: expected HOST:PORT (e.g. 127.0.0.1:9101), got '9101'" in daemon.log()
-    backend = Daemon("backend_service", ["--run-dir", str(tmp_path), "--metrics-listen", "localhost:x"],
-                     tmp_path / "backend.log").start()
+    backend = Daemon(
+        "backend_service",
+        ["--run-dir", str(tmp_path), "--metrics-listen", "localhost:x"],
+        tmp_path / "backend.log",
+    ).start()
     assert backend.wait_exit() == 2
     assert "--metrics-listen: expected HOST:PORT (e.g. 127.0.0.1:9101), got 'localhost:x'" in backend.log()

@@ -22,16 +22,32 @@ KUBE_FLANNEL_ENV = ["EVENT_QUEUE_DEPTH=5000", "CONT_WHEN_CACHE_NOT_READY=false"]
 
 def unit_line(etcd_endpoint: str) -> list[str]:
     """A distribution's flanneld unit line (Go's single-dash flags, booleans as -flag=true)."""
-    return [f"-etcd-endpoints={etcd_endpoint}", "-etcd-prefix=/coreos.com/network", "-iface=eth0",
-            "-ip-masq=true"]
+    return [
+        f"-etcd-endpoints={etcd_endpoint}",
+        "-etcd-prefix=/coreos.com/network",
+        "-iface=eth0",
+        "-ip-masq=true",
+    ]
 
 
 def flanneld(node: Node, cluster: Cluster, argv: list[str], env: list[str]) -> Daemon:
     log = cluster.base_dir / f"{node.name}-flanneld.log"
     # FLANNELD_LEASE_USER=root: the default lease user (nobody) cannot run this checkout's venv under /root
-    return Daemon("", [sys.executable, "-m", "supervisor", *argv], log,
-                  prefix=["ip", "netns", "exec", node.ns, "env", f"FLANNELD_RUN_DIR={node.run_dir}",
-                          "FLANNELD_LEASE_USER=root", *env])
+    return Daemon(
+        "",
+        [sys.executable, "-m", "supervisor", *argv],
+        log,
+        prefix=[
+            "ip",
+            "netns",
+            "exec",
+            node.ns,
+            "env",
+            f"FLANNELD_RUN_DIR={node.run_dir}",
+            "FLANNELD_LEASE_USER=root",
+            *env,
+        ],
+    )
 
 
 def assert_pods_reach_each_other(cluster: Cluster) -> None:
@@ -62,9 +78,13 @@ def test_a_distributions_unit_line_with_single_dash_flags_starts_a_node(tmp_path
 
 def test_kube_flannel_yml_args_start_a_node(tmp_path: Path) -> None:
     def command(cluster: Cluster, node: Node) -> Daemon:
-        env = [f"FLANNELD_KUBE_API_URL={cluster.apiserver.url}", f"NODE_NAME={node.name}",
-               f"FLANNELD_NET_CONFIG_PATH={cluster.base_dir / 'net-conf.json'}", "FLANNELD_IFACE=eth0",
-               *KUBE_FLANNEL_ENV]
+        env = [
+            f"FLANNELD_KUBE_API_URL={cluster.apiserver.url}",
+            f"NODE_NAME={node.name}",
+            f"FLANNELD_NET_CONFIG_PATH={cluster.base_dir / 'net-conf.json'}",
+            "FLANNELD_IFACE=eth0",
+            *KUBE_FLANNEL_ENV,
+        ]
         return flanneld(node, cluster, KUBE_FLANNEL_ARGS, env)
 
     with Cluster(tmp_path, nodes=2, kube=True, flanneld=True, flanneld_command=command) as cluster:

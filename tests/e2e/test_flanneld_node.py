@@ -28,20 +28,30 @@ def child_pids(node: Node, child: str) -> list[int]:
 
 def restarted(node: Node, child: str, before: int) -> int:
     """Wait for flanneld to start ``child`` again after pid ``before``; the new pid."""
-    return wait_until(lambda: (pids := child_pids(node, child)) and pids[-1] != before and pids[-1],
-                      timeout=30, what=f"{child} restarted on {node.name}")
+    return wait_until(
+        lambda: (pids := child_pids(node, child)) and pids[-1] != before and pids[-1],
+        timeout=30,
+        what=f"{child} restarted on {node.name}",
+    )
 
 
 def healthy(node: Node) -> None:
-    wait_until(lambda: health_status(node.lease_socket) == "SERVING" == health_status(node.backend_socket),
-               timeout=30, what=f"{node.name} both children SERVING")
+    wait_until(
+        lambda: health_status(node.lease_socket) == "SERVING" == health_status(node.backend_socket),
+        timeout=30,
+        what=f"{node.name} both children SERVING",
+    )
 
 
 def test_crashes_of_either_child_or_both_and_a_flanneld_restart_lose_no_ping_and_change_no_kernel_object(
     tmp_path: Path,
 ) -> None:
-    with Cluster(tmp_path, nodes=2, flanneld=True,
-                 flanneld_args=["--probe-interval", "0.2", "--restart-backoff-initial", "0.1"]) as cluster:
+    with Cluster(
+        tmp_path,
+        nodes=2,
+        flanneld=True,
+        flanneld_args=["--probe-interval", "0.2", "--restart-backoff-initial", "0.1"],
+    ) as cluster:
         one, two = cluster.node(1), cluster.node(2)
         before = kernel_objects(one.ns)
         pinger = BackgroundPing(two.pod_ns, one.pod_ip, count=100_000, interval=0.01)  # until interrupted
@@ -51,7 +61,9 @@ def test_crashes_of_either_child_or_both_and_a_flanneld_restart_lose_no_ping_and
             os.kill(backend, signal.SIGKILL)
             backend = restarted(one, "backend", backend)
             healthy(one)
-            assert child_pids(one, "lease-service")[-1] == lease, "a backend crash must not restart the lease service"
+            assert child_pids(one, "lease-service")[-1] == lease, (
+                "a backend crash must not restart the lease service"
+            )
             assert caps(backend)["CapEff"] == NET_CAPS
 
             os.kill(lease, signal.SIGKILL)

@@ -52,8 +52,15 @@ def families(c: Cluster, node_index: int) -> list[tuple[str, MasqNetwork]]:
     node = c.node(node_index)
     out = [("iptables", MasqNetwork(ip_network(c.config["Network"]), ip_network(node.subnet)))]
     if c.ipv6:
-        out.append(("ip6tables", MasqNetwork(ip_network(c.config["IPv6Network"]),
-                                             ip_network(node.subnet_env["FLANNEL_IPV6_SUBNET"], strict=False))))
+        out.append(
+            (
+                "ip6tables",
+                MasqNetwork(
+                    ip_network(c.config["IPv6Network"]),
+                    ip_network(node.subnet_env["FLANNEL_IPV6_SUBNET"], strict=False),
+                ),
+            )
+        )
     return out
 
 
@@ -67,7 +74,9 @@ def assert_iptables_rules_are_flannels(c: Cluster, masquerade: bool) -> None:
             assert chain_rules(node.ns, "filter", "FLANNEL-FWD", tool) == forward_rules(net)
             if masquerade:
                 assert chain_rules(node.ns, "nat", "POSTROUTING", tool)[0] == MASQ_JUMP.split(" ", 2)[2]
-                assert chain_rules(node.ns, "nat", "FLANNEL-POSTRTG", tool) == masq_rules(net, random_fully=True)
+                assert chain_rules(node.ns, "nat", "FLANNEL-POSTRTG", tool) == masq_rules(
+                    net, random_fully=True
+                )
             else:
                 assert "FLANNEL-POSTRTG" not in "".join(flannel_rules(node.ns, f"{tool}-save"))
 
@@ -82,7 +91,9 @@ def assert_blackholes(c: Cluster) -> None:
             assert subnet6 in ns_exec(node.ns, ["ip", "-6", "route", "show", "type", "blackhole"]).stdout
 
 
-def test_docker_like_host_ipv4_without_ip_masq_and_a_deleted_jump_comes_back(make_cluster: MakeCluster) -> None:
+def test_docker_like_host_ipv4_without_ip_masq_and_a_deleted_jump_comes_back(
+    make_cluster: MakeCluster,
+) -> None:
     c = make_cluster(2, V4, host_profile=DOCKER_LIKE, backend_args=[*RESYNC_ARGS, "--ip-blackhole-route"])
     assert_pods_reach_each_other(c, ipv6=False)
     assert_iptables_rules_are_flannels(c, masquerade=False)
@@ -90,11 +101,17 @@ def test_docker_like_host_ipv4_without_ip_masq_and_a_deleted_jump_comes_back(mak
 
     one = c.node(1)
     ns_exec(one.ns, ["iptables", "-D", "FORWARD", "1"])  # flannel's jump, first in FORWARD
-    wait_until(lambda: chain_rules(one.ns, "filter", "FORWARD")[0] == FWD_JUMP.split(" ", 2)[2],
-               timeout=restored_in_time(), what="the FORWARD jump restored, first")
+    wait_until(
+        lambda: chain_rules(one.ns, "filter", "FORWARD")[0] == FWD_JUMP.split(" ", 2)[2],
+        timeout=restored_in_time(),
+        what="the FORWARD jump restored, first",
+    )
     ns_exec(one.ns, ["iptables", "-F", "FLANNEL-FWD"])
-    wait_until(lambda: chain_rules(one.ns, "filter", "FLANNEL-FWD") == forward_rules(families(c, 1)[0][1]),
-               timeout=restored_in_time(), what="FLANNEL-FWD refilled")
+    wait_until(
+        lambda: chain_rules(one.ns, "filter", "FLANNEL-FWD") == forward_rules(families(c, 1)[0][1]),
+        timeout=restored_in_time(),
+        what="FLANNEL-FWD refilled",
+    )
     assert_pods_reach_each_other(c, ipv6=False)
 
 
@@ -105,9 +122,12 @@ def test_docker_like_host_drops_pod_traffic_without_the_forward_rules(make_clust
     assert flannel_rules(c.node(1).ns) == []
 
 
-def test_docker_like_host_dual_stack_with_ip_masq_and_deleted_rules_come_back(make_cluster: MakeCluster) -> None:
-    c = make_cluster(2, DUAL, host_profile=DOCKER_LIKE, ip_masq=True,
-                     backend_args=[*RESYNC_ARGS, "--ip-blackhole-route"])
+def test_docker_like_host_dual_stack_with_ip_masq_and_deleted_rules_come_back(
+    make_cluster: MakeCluster,
+) -> None:
+    c = make_cluster(
+        2, DUAL, host_profile=DOCKER_LIKE, ip_masq=True, backend_args=[*RESYNC_ARGS, "--ip-blackhole-route"]
+    )
     assert_pods_reach_each_other(c, ipv6=True)
     assert_iptables_rules_are_flannels(c, masquerade=True)
     assert_blackholes(c)
@@ -117,21 +137,31 @@ def test_docker_like_host_dual_stack_with_ip_masq_and_deleted_rules_come_back(ma
     ns_exec(two.ns, ["iptables", "-t", "nat", "-D", "POSTROUTING", "1"])
     ns_exec(two.ns, ["ip6tables", "-t", "nat", "-D", "FLANNEL-POSTRTG", "2"])
     ns_exec(two.ns, ["ip6tables", "-D", "FORWARD", "1"])
-    wait_until(lambda: chain_rules(two.ns, "nat", "POSTROUTING")[0] == MASQ_JUMP.split(" ", 2)[2]
-               and chain_rules(two.ns, "nat", "FLANNEL-POSTRTG", "ip6tables") == masq_rules(net6)
-               and chain_rules(two.ns, "filter", "FORWARD", "ip6tables")[0] == FWD_JUMP.split(" ", 2)[2],
-               timeout=restored_in_time(), what="the deleted jumps and rule restored")
+    wait_until(
+        lambda: (
+            chain_rules(two.ns, "nat", "POSTROUTING")[0] == MASQ_JUMP.split(" ", 2)[2]
+            and chain_rules(two.ns, "nat", "FLANNEL-POSTRTG", "ip6tables") == masq_rules(net6)
+            and chain_rules(two.ns, "filter", "FORWARD", "ip6tables")[0] == FWD_JUMP.split(" ", 2)[2]
+        ),
+        timeout=restored_in_time(),
+        what="the deleted jumps and rule restored",
+    )
     assert chain_rules(two.ns, "nat", "FLANNEL-POSTRTG") == masq_rules(net4)
     assert_pods_reach_each_other(c, ipv6=True)
 
 
 def nft_chain(ns: str, fam: str, table: str, chain: str) -> list[str]:
     out = ns_exec(ns, ["nft", "list", "chain", fam, table, chain], check=False).stdout.splitlines()
-    return [line.strip() for line in out if line.strip() and not line.strip().startswith(
-        ("table", "chain", "comment", "type", "}"))]
+    return [
+        line.strip()
+        for line in out
+        if line.strip() and not line.strip().startswith(("table", "chain", "comment", "type", "}"))
+    ]
 
 
-@pytest.mark.parametrize(("config", "ip_masq"), [(V4, False), (DUAL, True)], ids=["ipv4", "dual-stack-ip-masq"])
+@pytest.mark.parametrize(
+    ("config", "ip_masq"), [(V4, False), (DUAL, True)], ids=["ipv4", "dual-stack-ip-masq"]
+)
 def test_nftables_only_host(make_cluster: MakeCluster, config: dict[str, Any], ip_masq: bool) -> None:
     c = make_cluster(2, config, host_profile=NFTABLES_ONLY, ip_masq=ip_masq, backend_args=RESYNC_ARGS)
     assert json.loads(c.etcd_http.get(f"{c.prefix}/config") or "{}")["EnableNFTables"] is True  # type: ignore[union-attr]
@@ -148,11 +178,17 @@ def test_nftables_only_host(make_cluster: MakeCluster, config: dict[str, Any], i
     one = c.node(1)
     net = families(c, 1)[0][1]
     ns_exec(one.ns, ["nft", "flush", "chain", "ip", "flannel-ipv4", "forward"])
-    wait_until(lambda: nft_chain(one.ns, "ip", "flannel-ipv4", "forward") == nft_forward_rules(net),
-               timeout=restored_in_time(), what="the flushed nftables chain refilled")
+    wait_until(
+        lambda: nft_chain(one.ns, "ip", "flannel-ipv4", "forward") == nft_forward_rules(net),
+        timeout=restored_in_time(),
+        what="the flushed nftables chain refilled",
+    )
     ns_exec(one.ns, ["nft", "delete", "table", "ip", "flannel-ipv4"])
-    wait_until(lambda: nft_chain(one.ns, "ip", "flannel-ipv4", "forward") == nft_forward_rules(net),
-               timeout=restored_in_time(), what="the deleted nftables table recreated")
+    wait_until(
+        lambda: nft_chain(one.ns, "ip", "flannel-ipv4", "forward") == nft_forward_rules(net),
+        timeout=restored_in_time(),
+        what="the deleted nftables table recreated",
+    )
     assert_pods_reach_each_other(c, ipv6=c.ipv6)
 
 

@@ -56,9 +56,14 @@ def etcd_corpus() -> dict[bytes, bytes]:
     }
     values: list[bytes] = [
         deep,
-        b'{"PublicIP":"192.168.77.91","BackendType":"vxlan","BackendData":' + b'{"a":' * 100_000 + b"1"
-        + b"}" * 100_000 + b"}",
-        lease(BackendData={"VNI": 1, "VtepMAC": VTEP["VtepMAC"]}).replace(b'"VNI": 1', b'"VNI": ' + b"7" * 5000),
+        b'{"PublicIP":"192.168.77.91","BackendType":"vxlan","BackendData":'
+        + b'{"a":' * 100_000
+        + b"1"
+        + b"}" * 100_000
+        + b"}",
+        lease(BackendData={"VNI": 1, "VtepMAC": VTEP["VtepMAC"]}).replace(
+            b'"VNI": 1', b'"VNI": ' + b"7" * 5000
+        ),
         b"9" * 5000,
         b"{nope",
         b"\xff\xfe\xfd",
@@ -93,9 +98,16 @@ def etcd_corpus() -> dict[bytes, bytes]:
 
 def big_leases() -> dict[str, bytes]:
     """Five valid leases of 1 MB each (backend data may be any JSON): programmed, never a wedge."""
-    return {f"10.244.{n}.0-24": json.dumps({"PublicIP": f"192.168.77.{n - 130}", "BackendType": "vxlan",
-                                            "BackendData": {**VTEP, "Pad": "p" * MIB}}).encode()
-            for n in range(235, 240)}
+    return {
+        f"10.244.{n}.0-24": json.dumps(
+            {
+                "PublicIP": f"192.168.77.{n - 130}",
+                "BackendType": "vxlan",
+                "BackendData": {**VTEP, "Pad": "p" * MIB},
+            }
+        ).encode()
+        for n in range(235, 240)
+    }
 
 
 def log_size(c: Cluster) -> int:
@@ -105,8 +117,11 @@ def log_size(c: Cluster) -> int:
 def mentions(text: str, key: str) -> int:
     """Lines that name ``key`` (as log lines show it) as a skipped or rejected item."""
     pattern = rf"(?<![\w.-]){re.escape(label(key))}(?![\w.-])"
-    return sum(1 for line in text.splitlines()
-               if ("skipping" in line or "rejected lease" in line) and re.search(pattern, line))
+    return sum(
+        1
+        for line in text.splitlines()
+        if ("skipping" in line or "rejected lease" in line) and re.search(pattern, line)
+    )
 
 
 @pytest.fixture
@@ -114,8 +129,9 @@ def cluster2(make_cluster: Callable[..., Cluster]) -> Cluster:
     return make_cluster(nodes=2)
 
 
-def test_a_hostile_etcd_corpus_costs_each_bad_item_one_line_and_nothing_else(cluster2: Cluster,
-                                                                             tmp_path: Path) -> None:
+def test_a_hostile_etcd_corpus_costs_each_bad_item_one_line_and_nothing_else(
+    cluster2: Cluster, tmp_path: Path
+) -> None:
     c = cluster2
     n1, n2 = c.node(1), c.node(2)
     sub = f"{c.prefix}/subnets/"
@@ -129,16 +145,27 @@ def test_a_hostile_etcd_corpus_costs_each_bad_item_one_line_and_nothing_else(clu
         for key, value in big.items():
             c.etcd_put(sub + key, value)
         # the own key taken over by another writer: noticed, named, restored
-        c.etcd_put(sub + n1.lease_key, json.dumps({"PublicIP": "192.168.77.99", "BackendType": "vxlan",
-                                                   "BackendData": VTEP}))
+        c.etcd_put(
+            sub + n1.lease_key,
+            json.dumps({"PublicIP": "192.168.77.99", "BackendType": "vxlan", "BackendData": VTEP}),
+        )
         for node in c.nodes:  # every big lease programmed: the stream carried 5 MB without a wedge
-            wait_until(lambda node=node: {f"10.244.{n}.0/24" for n in range(235, 240)} <= routes(node),
-                       timeout=60, what=f"{node.name} routes to the 1 MB leases")
+            wait_until(
+                lambda node=node: {f"10.244.{n}.0/24" for n in range(235, 240)} <= routes(node),
+                timeout=60,
+                what=f"{node.name} routes to the 1 MB leases",
+            )
         assert c.etcd_http is not None
-        wait_until(lambda: json.loads(c.etcd_http.get(sub + n1.lease_key) or "{}").get("PublicIP") == n1.public_ip,
-                   timeout=30, what="n1's lease restored")
-        wait_until(lambda: "192.168.77.99" in c.backend_status(n1).own_lease_conflict, timeout=30,
-                   what="the conflict in n1's GetStatus")
+        wait_until(
+            lambda: json.loads(c.etcd_http.get(sub + n1.lease_key) or "{}").get("PublicIP") == n1.public_ip,
+            timeout=30,
+            what="n1's lease restored",
+        )
+        wait_until(
+            lambda: "192.168.77.99" in c.backend_status(n1).own_lease_conflict,
+            timeout=30,
+            what="the conflict in n1's GetStatus",
+        )
         grpc_corpus = hostile_requests(n1)
         config_corpus = hostile_configs(c, n1, tmp_path)
         # afterwards: both nodes SERVING, good peers programmed, pods talk
@@ -151,8 +178,16 @@ def test_a_hostile_etcd_corpus_costs_each_bad_item_one_line_and_nothing_else(clu
             other = n2 if node is n1 else n1
             assert other.subnet in routes(node)
             fdb = {f.get("dst") for f in ip_json(node.ns, "fdb", "show", "dev", "flannel.1", tool="bridge")}
-            for bad_ip in ("255.255.255.255", "224.0.0.1", "224.0.0.251", "127.0.0.1", "0.0.0.0", "240.0.0.1",
-                           "169.254.1.1", "192.168.77.99"):
+            for bad_ip in (
+                "255.255.255.255",
+                "224.0.0.1",
+                "224.0.0.251",
+                "127.0.0.1",
+                "0.0.0.0",
+                "240.0.0.1",
+                "169.254.1.1",
+                "192.168.77.99",
+            ):
                 assert bad_ip not in fdb, (node.name, bad_ip, fdb)
             assert "lost the lease service" not in node.backend.log()
         assert c.mesh_ok(count=3)
@@ -188,16 +223,16 @@ def hostile_requests(node: Node) -> int:
     with grpc.insecure_channel(f"unix:{node.lease_socket}", options=options) as channel:
         stub = lease_pb2_grpc.LeaseServiceStub(channel)
         acquire = [
-            (dict(backend_data=json.dumps({"Pad": "p" * (3 * MIB)})), grpc.StatusCode.RESOURCE_EXHAUSTED),
-            (dict(backend_data="[" * 100_000 + "]" * 100_000), grpc.StatusCode.INVALID_ARGUMENT),
-            (dict(backend_data="7" * 5000), grpc.StatusCode.INVALID_ARGUMENT),
-            (dict(backend_data='{"VNI": NaN}'), grpc.StatusCode.INVALID_ARGUMENT),
-            (dict(backend_data="{nope"), grpc.StatusCode.INVALID_ARGUMENT),
-            (dict(backend_v6_data="[" * 5000), grpc.StatusCode.INVALID_ARGUMENT),
-            (dict(backend_type="x" * MIB), grpc.StatusCode.INVALID_ARGUMENT),
-            (dict(mtu=0), grpc.StatusCode.OUT_OF_RANGE),
-            (dict(mtu=2**32 - 1), grpc.StatusCode.OUT_OF_RANGE),
-            (dict(backend_data=json.dumps({"Pad": "p" * (17 * MIB)})), grpc.StatusCode.RESOURCE_EXHAUSTED),
+            ({"backend_data": json.dumps({"Pad": "p" * (3 * MIB)})}, grpc.StatusCode.RESOURCE_EXHAUSTED),
+            ({"backend_data": "[" * 100_000 + "]" * 100_000}, grpc.StatusCode.INVALID_ARGUMENT),
+            ({"backend_data": "7" * 5000}, grpc.StatusCode.INVALID_ARGUMENT),
+            ({"backend_data": '{"VNI": NaN}'}, grpc.StatusCode.INVALID_ARGUMENT),
+            ({"backend_data": "{nope"}, grpc.StatusCode.INVALID_ARGUMENT),
+            ({"backend_v6_data": "[" * 5000}, grpc.StatusCode.INVALID_ARGUMENT),
+            ({"backend_type": "x" * MIB}, grpc.StatusCode.INVALID_ARGUMENT),
+            ({"mtu": 0}, grpc.StatusCode.OUT_OF_RANGE),
+            ({"mtu": 2**32 - 1}, grpc.StatusCode.OUT_OF_RANGE),
+            ({"backend_data": json.dumps({"Pad": "p" * (17 * MIB)})}, grpc.StatusCode.RESOURCE_EXHAUSTED),
         ]
         for fields, code in acquire:
             request = lease_pb2.AcquireLeaseRequest(**{"backend_type": "vxlan", "mtu": 1450, **fields})
@@ -210,14 +245,23 @@ def hostile_requests(node: Node) -> int:
         assert info.value.code() == grpc.StatusCode.OUT_OF_RANGE
         sent += 1
         store = base64.urlsafe_b64decode(_first_cursor(stub) + "==").decode().split("|")[1]
-        for cursor in (_cursor(store, 0), _cursor("etcd:00000000deadbeef:/coreos.com/network", 5),
-                       _cursor(store, 10**30), "A" * 100_000, "v1|||", "%%%"):
+        for cursor in (
+            _cursor(store, 0),
+            _cursor("etcd:00000000deadbeef:/coreos.com/network", 5),
+            _cursor(store, 10**30),
+            "A" * 100_000,
+            "v1|||",
+            "%%%",
+        ):
             first = next(iter(stub.WatchLeases(lease_pb2.WatchLeasesRequest(cursor=cursor), timeout=10)))
             assert first.kind == Msg.SNAPSHOT and first.reset and first.reason == Msg.CURSOR_INVALID
             sent += 1
         for method in ("AcquireLease", "GetNetworkConfig", "Describe", "ReportBackendStatus", "WatchLeases"):
-            raw = channel.unary_unary(f"/flannel.v1.LeaseService/{method}") if method != "WatchLeases" else \
-                channel.unary_stream(f"/flannel.v1.LeaseService/{method}")
+            raw = (
+                channel.unary_unary(f"/flannel.v1.LeaseService/{method}")
+                if method != "WatchLeases"
+                else channel.unary_stream(f"/flannel.v1.LeaseService/{method}")
+            )
             with pytest.raises(grpc.RpcError) as info:
                 result = raw(b"\xff\xff\xff\xff\x0f", timeout=10)
                 if method == "WatchLeases":
@@ -250,29 +294,56 @@ def hostile_configs(c: Cluster, node: Node, tmp_path: Path) -> int:
     prefix = "/hostile-conf"
     configs: list[tuple[bytes, str]] = [
         (b"[" * 100_000 + b"]" * 100_000, "TOO_DEEP"),
-        (json.dumps({"Network": "10.50.0.0/16", "Backend": {"Type": "vxlan"}}).encode()[:-1]
-         + b', "SubnetLen": ' + b"2" * 5000 + b"}", "NUMBER_TOO_LONG"),
+        (
+            json.dumps({"Network": "10.50.0.0/16", "Backend": {"Type": "vxlan"}}).encode()[:-1]
+            + b', "SubnetLen": '
+            + b"2" * 5000
+            + b"}",
+            "NUMBER_TOO_LONG",
+        ),
         (b'{"Network": NaN, "Backend": {"Type": "vxlan"}}', "NUMBER_NOT_FINITE"),
         (b"\xff\xfe{}", "NOT_UTF8"),
-        (json.dumps({"Network": "10.50.0.0/16", "Backend": {"Type": "vxlan"}, "Pad": "p" * (MIB + 10)}).encode(),
-         "TOO_LARGE"),
+        (
+            json.dumps(
+                {"Network": "10.50.0.0/16", "Backend": {"Type": "vxlan"}, "Pad": "p" * (MIB + 10)}
+            ).encode(),
+            "TOO_LARGE",
+        ),
         (json.dumps({"Network": ["10.50.0.0/16"], "Backend": {"Type": "vxlan"}}).encode(), "Network must be"),
-        (json.dumps({"Network": "10.50.0.0/16", "SubnetMin": {"a": 1}, "Backend": {"Type": "vxlan"}}).encode(),
-         "SubnetMin must be"),
+        (
+            json.dumps(
+                {"Network": "10.50.0.0/16", "SubnetMin": {"a": 1}, "Backend": {"Type": "vxlan"}}
+            ).encode(),
+            "SubnetMin must be",
+        ),
         (json.dumps({"Network": "10.50.0.0/16", "Backend": "vxlan"}).encode(), "Backend must be"),
     ]
     run_dir = tmp_path / "hostile-conf"
     run_dir.mkdir()
     assert c.etcd is not None
-    daemon = Daemon("lease_service", ["--run-dir", str(run_dir), "--etcd-endpoints", c.etcd.endpoint,
-                                      "--etcd-prefix", prefix, "--iface", "eth0"],
-                    tmp_path / "hostile-conf.log", prefix=["ip", "netns", "exec", node.ns])
+    daemon = Daemon(
+        "lease_service",
+        [
+            "--run-dir",
+            str(run_dir),
+            "--etcd-endpoints",
+            c.etcd.endpoint,
+            "--etcd-prefix",
+            prefix,
+            "--iface",
+            "eth0",
+        ],
+        tmp_path / "hostile-conf.log",
+        prefix=["ip", "netns", "exec", node.ns],
+    )
     c.etcd_put(f"{prefix}/config", configs[0][0])
     daemon.start()
     try:
         for text, reason in configs:
             c.etcd_put(f"{prefix}/config", text)
-            wait_until(lambda reason=reason: reason in daemon.log(), timeout=30, what=f"config refused: {reason}")
+            wait_until(
+                lambda reason=reason: reason in daemon.log(), timeout=30, what=f"config refused: {reason}"
+            )
             assert daemon.alive(), daemon.log()[-2000:]
             assert health_status(run_dir / "lease.sock") == "NOT_SERVING"
         c.etcd_put(f"{prefix}/config", json.dumps({"Network": "10.50.0.0/16", "Backend": {"Type": "vxlan"}}))
@@ -289,9 +360,15 @@ P = "flannel.alpha.coreos.com/"
 
 def kube_corpus() -> dict[str, dict[str, Any]]:
     """Node name to (pod CIDR, annotations): every one managed by a kube subnet manager, every one bad."""
+
     def notes(**extra: str) -> dict[str, str]:
-        return {P + "kube-subnet-manager": "true", P + "backend-type": "vxlan", P + "public-ip": "192.168.77.60",
-                P + "backend-data": json.dumps(VTEP), **{P + k.replace("_", "-"): v for k, v in extra.items()}}
+        return {
+            P + "kube-subnet-manager": "true",
+            P + "backend-type": "vxlan",
+            P + "public-ip": "192.168.77.60",
+            P + "backend-data": json.dumps(VTEP),
+            **{P + k.replace("_", "-"): v for k, v in extra.items()},
+        }
 
     return {
         "h1": {"cidr": "10.244.201.0/24", "notes": notes(public_ip="1" * 200_000)},
@@ -310,20 +387,32 @@ def kube_corpus() -> dict[str, dict[str, Any]]:
     }
 
 
-FRAMES = [b"{nope", b"[" * 100_000, b"\xff\xfe", b'{"type":"ADDED","object":[]}',
-          b'{"type":"MODIFIED","object":{"metadata":{"name":"n9","resourceVersion":"abc"}}}']
+FRAMES = [
+    b"{nope",
+    b"[" * 100_000,
+    b"\xff\xfe",
+    b'{"type":"ADDED","object":[]}',
+    b'{"type":"MODIFIED","object":{"metadata":{"name":"n9","resourceVersion":"abc"}}}',
+]
 
 
 def kube_mentions(text: str, name: str) -> list[int]:
     """Per run of the daemon (a restarted process remembers nothing): lines naming node ``name``."""
     pattern = rf"(?<![\w.-]){re.escape(label(name))}(?![\w.-])"
     runs = re.split(r"\n(?=\S+ \S+ INFO flannel_rpc.serve: serving )", text)
-    return [sum(1 for line in run.splitlines()
-                if ("skipping node" in line or "rejected lease" in line) and re.search(pattern, line)) for run in runs]
+    return [
+        sum(
+            1
+            for line in run.splitlines()
+            if ("skipping node" in line or "rejected lease" in line) and re.search(pattern, line)
+        )
+        for run in runs
+    ]
 
 
 def test_hostile_nodes_frames_and_refusals_in_kube_mode_cost_one_line_each(
-        make_cluster: Callable[..., Cluster]) -> None:
+    make_cluster: Callable[..., Cluster],
+) -> None:
     from flannel_testkit.kubeapi import make_node
 
     c = make_cluster(nodes=2, kube=True)
@@ -333,7 +422,10 @@ def test_hostile_nodes_frames_and_refusals_in_kube_mode_cost_one_line_each(
     for name, item in corpus.items():
         node = make_node(name, item["cidr"], annotations=item["notes"])
         c.kube_api(lambda api, node=node: api.create_node(node))
-    for number, frame in enumerate(FRAMES, 1):  # a frame that is not a JSON event: the watch restarts (relist)
+    for number, frame in enumerate(
+        FRAMES, 1
+    ):  # a frame that is not a JSON event: the watch restarts (relist)
+
         def relisted(frame: bytes = frame, number: int = number) -> bool:
             # injected again until each node read it: a watch that is just restarting may miss one
             if all(node.lease.log().count("unusable frame") >= number for node in c.nodes):
@@ -343,8 +435,11 @@ def test_hostile_nodes_frames_and_refusals_in_kube_mode_cost_one_line_each(
 
         wait_until(relisted, timeout=60, interval=1.0, what=f"both nodes relisted after frame {number}")
     # an invalid public-ip-overwrite on n1 is refused by name, never published
-    c.kube_api(lambda api: api.patch_node(n1.name, {"metadata": {"annotations": {
-        P + "public-ip-overwrite": "not-an-ip" + "x" * 1000}}}))
+    c.kube_api(
+        lambda api: api.patch_node(
+            n1.name, {"metadata": {"annotations": {P + "public-ip-overwrite": "not-an-ip" + "x" * 1000}}}
+        )
+    )
     c.restart_backend(n1)
     wait_until(lambda: "PUBLIC_IP_OVERWRITE_INVALID" in n1.lease.log(), timeout=30, what="overwrite refused")
     notes = c.kube_api(lambda api: api.get_node(n1.name))["metadata"]["annotations"]
@@ -363,11 +458,16 @@ def test_hostile_nodes_frames_and_refusals_in_kube_mode_cost_one_line_each(
     c.wait_backend(n2, timeout=60)
     for node in c.nodes:
         assert node.lease.alive() and node.backend.alive()
-        wait_until(lambda node=node: health_status(node.backend_socket) == "SERVING", timeout=60,
-                   what=f"{node.name} backend SERVING")
+        wait_until(
+            lambda node=node: health_status(node.backend_socket) == "SERVING",
+            timeout=60,
+            what=f"{node.name} backend SERVING",
+        )
         assert health_status(node.lease_socket) == "SERVING"
         other = n2 if node is n1 else n1
-        wait_until(lambda node=node, other=other: other.subnet in routes(node), timeout=30, what="peer routed")
+        wait_until(
+            lambda node=node, other=other: other.subnet in routes(node), timeout=30, what="peer routed"
+        )
         fdb = {f.get("dst") for f in ip_json(node.ns, "fdb", "show", "dev", "flannel.1", tool="bridge")}
         assert not {"255.255.255.255", "224.0.0.1"} & fdb, fdb
     assert c.mesh_ok(count=3)

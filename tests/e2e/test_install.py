@@ -64,8 +64,14 @@ def test_the_wheel_requires_the_runtime_dependencies_only(wheels: Path) -> None:
     assert isinstance(project, dict)
     required = [r for r in metadata.get_all("Requires-Dist", []) if "extra ==" not in r]
     assert sorted(map(normalized, required)) == sorted(map(normalized, project["dependencies"]))
-    assert {name.split("/")[0] for name in names} >= {"lease_service", "backend_service", "supervisor", "flannelctl",
-                                                     "proto", "flannel_rpc"}
+    assert {name.split("/")[0] for name in names} >= {
+        "lease_service",
+        "backend_service",
+        "supervisor",
+        "flannelctl",
+        "proto",
+        "flannel_rpc",
+    }
     assert not [n for n in names if n.startswith(("tests/", "bench/", "tools/"))]
 
 
@@ -74,7 +80,7 @@ def test_tools_install_on_a_fresh_debian_12(fresh_debian: str, wheels: Path) -> 
         /src/tools/install --find-links /wheels
         echo "== verify"; systemd-analyze verify /etc/systemd/system/flanneld.service && echo verified
         echo "== security"; systemd-analyze security --offline=true /etc/systemd/system/flanneld.service | tail -n 1
-        echo "== links"; for s in {' '.join(SCRIPTS)}; do echo "$s -> $(readlink /usr/local/bin/$s)"; done
+        echo "== links"; for s in {" ".join(SCRIPTS)}; do echo "$s -> $(readlink /usr/local/bin/$s)"; done
         echo "== user"; id flannel
         echo "== the lease user runs the lease service"
         setpriv --reuid flannel --regid flannel --clear-groups --inh-caps=-all flannel-lease-service --help >/dev/null
@@ -89,16 +95,39 @@ def test_tools_install_on_a_fresh_debian_12(fresh_debian: str, wheels: Path) -> 
     """
     test_id = uuid.uuid4().hex[:6]
     try:
-        proc = subprocess.run(["podman", "run", "--rm", "--name", f"fpt{test_id}-install", "--label",
-                               f"{TEST_LABEL}={test_id}", *RUN_FLAGS, "--network", "none",
-                               "--volume", f"{REPO}:/src:ro", "--volume", f"{wheels}:/wheels:ro",
-                               fresh_debian, "bash", "-c", script],
-                              capture_output=True, text=True, timeout=900, check=False)
+        proc = subprocess.run(
+            [
+                "podman",
+                "run",
+                "--rm",
+                "--name",
+                f"fpt{test_id}-install",
+                "--label",
+                f"{TEST_LABEL}={test_id}",
+                *RUN_FLAGS,
+                "--network",
+                "none",
+                "--volume",
+                f"{REPO}:/src:ro",
+                "--volume",
+                f"{wheels}:/wheels:ro",
+                fresh_debian,
+                "bash",
+                "-c",
+                script,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
     finally:
         remove_labelled(test_id)
     out = proc.stdout
     assert proc.returncode == 0, f"{out}\n{proc.stderr}"
-    section = {m.group(1): m.group(2) for m in re.finditer(r"== (\w[\w ]*)\n(.*?)(?=\n== |\Z)", out, re.S)}
+    section = {
+        m.group(1): m.group(2) for m in re.finditer(r"== (\w[\w ]*)\n(.*?)(?=\n== |\Z)", out, re.DOTALL)
+    }
 
     assert section["verify"].strip() == "verified", proc.stderr
     assert re.search(r"Overall exposure level for flanneld.service: \d\.\d", section["security"])

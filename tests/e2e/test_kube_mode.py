@@ -11,12 +11,12 @@ from pathlib import Path
 import grpc
 import pytest
 
-from proto.flannel.v1 import lease_pb2, lease_pb2_grpc
 from flannel_testkit.etcd import EtcdServer
 from flannel_testkit.kubeapi import KubeApiControl, make_node, running
 from flannel_testkit.leasestream import Stream
 from flannel_testkit.processes import Daemon, health_status
 from flannel_testkit.wait import wait_until
+from proto.flannel.v1 import lease_pb2, lease_pb2_grpc
 
 Msg = lease_pb2.WatchLeasesResponse
 UPSERT, REMOVE = lease_pb2.LeaseEvent.UPSERT, lease_pb2.LeaseEvent.REMOVE
@@ -27,31 +27,57 @@ VXLAN_DATA = '{"VNI":1,"VtepMAC":"0a:58:0a:f4:01:01"}'
 
 def managed(name: str, cidr: str, ip: str, **extra: str) -> dict[str, object]:
     """A node another flannel node has already annotated."""
-    notes = {P + "kube-subnet-manager": "true", P + "backend-type": "vxlan", P + "public-ip": ip,
-             P + "backend-data": '{"VNI":1,"VtepMAC":"0a:58:0a:f4:09:09"}', **extra}
+    notes = {
+        P + "kube-subnet-manager": "true",
+        P + "backend-type": "vxlan",
+        P + "public-ip": ip,
+        P + "backend-data": '{"VNI":1,"VtepMAC":"0a:58:0a:f4:09:09"}',
+        **extra,
+    }
     return make_node(name, cidr, annotations=notes)
 
 
 class KubeLeaseService:
-    def __init__(self, api: KubeApiControl, tmp: Path, node: str = "n1", net_conf: object = NET_CONF,
-                 kubeconfig: Path | None = None) -> None:
+    def __init__(
+        self,
+        api: KubeApiControl,
+        tmp: Path,
+        node: str = "n1",
+        net_conf: object = NET_CONF,
+        kubeconfig: Path | None = None,
+    ) -> None:
         self.run_dir = tmp / "run"
         self.run_dir.mkdir(exist_ok=True)
         self.conf = tmp / "net-conf.json"
         self.conf.write_text(net_conf if isinstance(net_conf, str) else json.dumps(net_conf))
         self.socket = self.run_dir / "lease.sock"
         where = ["--kubeconfig-file", str(kubeconfig)] if kubeconfig else ["--kube-api-url", api.url]
-        self.daemon = Daemon("lease_service", [
-            "--kube-subnet-mgr", *where, "--net-config-path", str(self.conf),
-            "--node-name", node, "--public-ip", "192.168.70.1", "--run-dir", str(self.run_dir)],
-            tmp / "lease.log")
+        self.daemon = Daemon(
+            "lease_service",
+            [
+                "--kube-subnet-mgr",
+                *where,
+                "--net-config-path",
+                str(self.conf),
+                "--node-name",
+                node,
+                "--public-ip",
+                "192.168.70.1",
+                "--run-dir",
+                str(self.run_dir),
+            ],
+            tmp / "lease.log",
+        )
 
     def start(self, wait: bool = True) -> KubeLeaseService:
         self.daemon.start()
         if wait:
             try:
-                wait_until(lambda: health_status(self.socket) == "SERVING" or not self.daemon.alive(), timeout=60,
-                           what="SERVING")
+                wait_until(
+                    lambda: health_status(self.socket) == "SERVING" or not self.daemon.alive(),
+                    timeout=60,
+                    what="SERVING",
+                )
                 assert self.daemon.alive(), self.daemon.log()
             except BaseException:
                 self.daemon.kill()  # the caller never got it to clean up: no lease service left running
@@ -60,9 +86,14 @@ class KubeLeaseService:
 
     def acquire(self, timeout: float = 20) -> lease_pb2.Lease:
         with grpc.insecure_channel(f"unix:{self.socket}") as ch:
-            return lease_pb2_grpc.LeaseServiceStub(ch).AcquireLease(
-                lease_pb2.AcquireLeaseRequest(backend_type="vxlan", backend_data=VXLAN_DATA, mtu=1450),
-                timeout=timeout).lease
+            return (
+                lease_pb2_grpc.LeaseServiceStub(ch)
+                .AcquireLease(
+                    lease_pb2.AcquireLeaseRequest(backend_type="vxlan", backend_data=VXLAN_DATA, mtu=1450),
+                    timeout=timeout,
+                )
+                .lease
+            )
 
 
 @pytest.fixture
@@ -90,11 +121,19 @@ def test_acquire_annotates_the_node_through_status_once_and_a_restart_patches_no
     service = KubeLeaseService(api, tmp_path)
     services.append(service.start())
     lease = service.acquire()
-    assert (lease.key, lease.subnet, lease.public_ip, lease.node_name) == ("n1", "10.244.7.0/24", "192.168.70.1", "n1")
+    assert (lease.key, lease.subnet, lease.public_ip, lease.node_name) == (
+        "n1",
+        "10.244.7.0/24",
+        "192.168.70.1",
+        "n1",
+    )
     node = api.get_node("n1")
     notes = node["metadata"]["annotations"]
     assert notes[P + "kube-subnet-manager"] == "true" and notes[P + "backend-type"] == "vxlan"
-    assert json.loads(notes[P + "backend-data"]) == json.loads(VXLAN_DATA) and notes[P + "public-ip"] == "192.168.70.1"
+    assert (
+        json.loads(notes[P + "backend-data"]) == json.loads(VXLAN_DATA)
+        and notes[P + "public-ip"] == "192.168.70.1"
+    )
     assert notes["node.alpha.kubernetes.io/ttl"] == "0"  # kubelet's annotations are kept
     condition = next(c for c in node["status"]["conditions"] if c["type"] == "NetworkUnavailable")
     assert (condition["status"], condition["reason"]) == ("False", "FlannelIsUp")
@@ -138,8 +177,11 @@ def test_acquire_waits_for_the_pod_cidr_and_says_so(
     waiter = threading.Thread(target=lambda: result.append(service.acquire(timeout=30)), daemon=True)
     waiter.start()
     wait_until(lambda: "node n1 has no pod CIDR yet" in service.daemon.log(), what="the wait logged")
-    api.patch_node("n1", {"spec": {"podCIDR": "10.244.8.0/24", "podCIDRs": ["10.244.8.0/24"]}},
-                   content_type="application/merge-patch+json")
+    api.patch_node(
+        "n1",
+        {"spec": {"podCIDR": "10.244.8.0/24", "podCIDRs": ["10.244.8.0/24"]}},
+        content_type="application/merge-patch+json",
+    )
     waiter.join(30)
     assert result and result[0].subnet == "10.244.8.0/24"
 
@@ -154,23 +196,30 @@ def test_the_stream_follows_nodes_without_duplicates_across_drops_and_a_410_reli
     streams.append(stream)
     wait_until(stream.synced, what="SYNCED")
 
-    api.create_node(make_node("n2"))                                      # not managed: no lease
+    api.create_node(make_node("n2"))  # not managed: no lease
     api.patch_node("n2", {"spec": {"podCIDR": "10.244.2.0/24"}}, content_type="application/merge-patch+json")
-    api.patch_node("n2", {"metadata": {"annotations": managed("n2", "", "192.168.70.2")["metadata"]["annotations"]}},
-                   status=True)                                           # now a lease
-    api.patch_node("n2", {"metadata": {"annotations": {P + "backend-data": '{"VNI":1,"VtepMAC":"0a:58:0a:f4:02:02"}'}}},
-                   status=True)                                           # changed lease
-    api.patch_node("n2", {"status": {"conditions": [{"type": "Ready", "status": "True", "reason": "beat"}]}},
-                   status=True)                                           # no lease change: no event
+    api.patch_node(
+        "n2",
+        {"metadata": {"annotations": managed("n2", "", "192.168.70.2")["metadata"]["annotations"]}},
+        status=True,
+    )  # now a lease
+    api.patch_node(
+        "n2",
+        {"metadata": {"annotations": {P + "backend-data": '{"VNI":1,"VtepMAC":"0a:58:0a:f4:02:02"}'}}},
+        status=True,
+    )  # changed lease
+    api.patch_node(
+        "n2", {"status": {"conditions": [{"type": "Ready", "status": "True", "reason": "beat"}]}}, status=True
+    )  # no lease change: no event
     api.delete_node("n2")
     want = [(UPSERT, "n2"), (UPSERT, "n2"), (REMOVE, "n2")]
     wait_until(lambda: stream.events() == want, what=f"{want}")
 
-    assert api.drop_watches() >= 1                                        # a dropped watch resumes
+    assert api.drop_watches() >= 1  # a dropped watch resumes
     api.create_node(managed("n3", "10.244.3.0/24", "192.168.70.3"))
     wait_until(lambda: stream.events() == [*want, (UPSERT, "n3")], what="n3 after a dropped watch")
 
-    api.deny("watch", "nodes")                                            # away while n3 goes and history is compacted
+    api.deny("watch", "nodes")  # away while n3 goes and history is compacted
     api.drop_watches()
     api.delete_node("n3")
     api.create_node(managed("n4", "10.244.4.0/24", "192.168.70.4"))
@@ -178,8 +227,11 @@ def test_the_stream_follows_nodes_without_duplicates_across_drops_and_a_410_reli
     api.allow_all()
     api.drop_watches()
     final = [*want, (UPSERT, "n3"), (UPSERT, "n4"), (REMOVE, "n3")]
-    wait_until(lambda: sorted(stream.events()[len(want) + 1:]) == sorted(final[len(want) + 1:]), timeout=30,
-               what="the relist's difference")
+    wait_until(
+        lambda: sorted(stream.events()[len(want) + 1 :]) == sorted(final[len(want) + 1 :]),
+        timeout=30,
+        what="the relist's difference",
+    )
     assert "relisting" in service.daemon.log()
     assert len(stream.events()) == len(final), stream.events()
 
@@ -223,10 +275,13 @@ def test_a_forbidden_patch_names_the_missing_permission(
 def test_a_malformed_net_conf_keeps_the_service_not_serving_and_says_why(
     api: KubeApiControl, tmp_path: Path, services: list[KubeLeaseService]
 ) -> None:
-    service = KubeLeaseService(api, tmp_path, net_conf='{"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan"')
+    service = KubeLeaseService(
+        api, tmp_path, net_conf='{"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan"'
+    )
     services.append(service.start(wait=False))
-    wait_until(lambda: "net-conf.json: not valid JSON" in service.daemon.log(), timeout=60,
-               what="the reason logged")
+    wait_until(
+        lambda: "net-conf.json: not valid JSON" in service.daemon.log(), timeout=60, what="the reason logged"
+    )
     assert health_status(service.socket) == "NOT_SERVING"
     service.conf.write_text(json.dumps(NET_CONF))
     wait_until(lambda: health_status(service.socket) == "SERVING", timeout=20, what="SERVING once fixed")
@@ -239,7 +294,9 @@ def test_three_nodes_in_kube_mode_ping_across_nodes(tmp_path: Path) -> None:
     with Cluster(tmp_path / "cluster", nodes=3, kube=True) as cluster:
         for node in cluster.nodes:
             assert node.subnet == f"10.244.{node.index}.0/24"  # the node's spec.podCIDR
-            notes = cluster.kube_api(lambda api, name=node.name: api.get_node(name))["metadata"]["annotations"]
+            notes = cluster.kube_api(lambda api, name=node.name: api.get_node(name))["metadata"][
+                "annotations"
+            ]
             assert notes[P + "public-ip"] == node.public_ip and notes[P + "kube-subnet-manager"] == "true"
         for src in cluster.nodes:
             for dst in cluster.nodes:

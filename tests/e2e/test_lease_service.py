@@ -13,13 +13,13 @@ from pathlib import Path
 import grpc
 import pytest
 
-from lease_service.etcd import EtcdClient, EtcdSettings
-from proto.flannel.v1 import lease_pb2, lease_pb2_grpc
 from flannel_testkit.etcd import EtcdServer
 from flannel_testkit.grpcurl import grpcurl
 from flannel_testkit.leasestream import Stream
 from flannel_testkit.processes import Daemon, health_status
 from flannel_testkit.wait import wait_until
+from lease_service.etcd import EtcdClient, EtcdSettings
+from proto.flannel.v1 import lease_pb2, lease_pb2_grpc
 
 Msg = lease_pb2.WatchLeasesResponse
 UPSERT, REMOVE = lease_pb2.LeaseEvent.UPSERT, lease_pb2.LeaseEvent.REMOVE
@@ -32,6 +32,7 @@ def put(etcd: EtcdServer, key: str, value: bytes | str, ttl: int = 0) -> None:
         async with EtcdClient(EtcdSettings(endpoints=(etcd.endpoint,))) as client:
             lease = await client.grant(ttl) if ttl else 0
             await client.put(key, value.encode() if isinstance(value, str) else value, lease=lease)
+
     asyncio.run(go())
 
 
@@ -39,6 +40,7 @@ def delete(etcd: EtcdServer, key: str) -> None:
     async def go() -> None:
         async with EtcdClient(EtcdSettings(endpoints=(etcd.endpoint,))) as client:
             await client.delete(key)
+
     asyncio.run(go())
 
 
@@ -49,10 +51,23 @@ class LeaseNode:
         run_dir.mkdir(parents=True, exist_ok=True)
         self.run_dir = run_dir
         self.socket = run_dir / "lease.sock"
-        self.daemon = Daemon("lease_service", [
-            "--run-dir", str(run_dir), "--etcd-endpoints", etcd.endpoint, "--etcd-prefix", prefix,
-            "--public-ip", public_ip, "--etcd-call-timeout", "1", *extra,
-        ], run_dir.parent / f"{run_dir.name}.log")
+        self.daemon = Daemon(
+            "lease_service",
+            [
+                "--run-dir",
+                str(run_dir),
+                "--etcd-endpoints",
+                etcd.endpoint,
+                "--etcd-prefix",
+                prefix,
+                "--public-ip",
+                public_ip,
+                "--etcd-call-timeout",
+                "1",
+                *extra,
+            ],
+            run_dir.parent / f"{run_dir.name}.log",
+        )
 
     def start(self, wait: bool = True) -> LeaseNode:
         self.daemon.start()
@@ -61,8 +76,11 @@ class LeaseNode:
         return self
 
     def wait_serving(self) -> None:
-        wait_until(lambda: health_status(self.socket) == "SERVING" or not self.daemon.alive(), timeout=20,
-                   what="lease service SERVING")
+        wait_until(
+            lambda: health_status(self.socket) == "SERVING" or not self.daemon.alive(),
+            timeout=20,
+            what="lease service SERVING",
+        )
         assert self.daemon.alive(), self.daemon.log()
 
     def channel(self) -> grpc.Channel:
@@ -71,8 +89,9 @@ class LeaseNode:
     def acquire(self, mtu: int = 1450, data: str = VXLAN_DATA, backend: str = "vxlan") -> lease_pb2.Lease:
         with self.channel() as ch:
             stub = lease_pb2_grpc.LeaseServiceStub(ch)
-            return stub.AcquireLease(lease_pb2.AcquireLeaseRequest(backend_type=backend, backend_data=data, mtu=mtu),
-                                     timeout=15).lease
+            return stub.AcquireLease(
+                lease_pb2.AcquireLeaseRequest(backend_type=backend, backend_data=data, mtu=mtu), timeout=15
+            ).lease
 
 
 @pytest.fixture
@@ -98,15 +117,20 @@ def test_acquire_writes_subnet_env_and_a_restart_gets_the_same_subnet(
     assert re.fullmatch(r"10\.244\.\d+\.0/24", lease.subnet) and lease.public_ip == "192.168.50.1"
     env = dict(line.split("=", 1) for line in (node.run_dir / "subnet.env").read_text().splitlines())
     first_ip = lease.subnet.replace(".0/24", ".1/24")
-    assert env == {"FLANNEL_NETWORK": "10.244.0.0/16", "FLANNEL_SUBNET": first_ip, "FLANNEL_MTU": "1450",
-                   "FLANNEL_IPMASQ": "true"}
+    assert env == {
+        "FLANNEL_NETWORK": "10.244.0.0/16",
+        "FLANNEL_SUBNET": first_ip,
+        "FLANNEL_MTU": "1450",
+        "FLANNEL_IPMASQ": "true",
+    }
     node.daemon.kill()
     node.start()
     assert node.acquire().subnet == lease.subnet
 
 
-def test_the_lease_is_stored_as_flannel_stores_it(etcd: EtcdServer, configured: str, tmp_path: Path,
-                                                  nodes: list[LeaseNode]) -> None:
+def test_the_lease_is_stored_as_flannel_stores_it(
+    etcd: EtcdServer, configured: str, tmp_path: Path, nodes: list[LeaseNode]
+) -> None:
     node = LeaseNode(etcd, configured, tmp_path / "n1", "192.168.50.7")
     nodes.append(node.start())
     lease = node.acquire()
@@ -118,17 +142,24 @@ def test_the_lease_is_stored_as_flannel_stores_it(etcd: EtcdServer, configured: 
             return kv.value, kv.lease, await client.time_to_live(kv.lease)
 
     value, etcd_lease, ttl = asyncio.run(read())
-    assert json.loads(value) == {"PublicIP": "192.168.50.7", "BackendType": "vxlan",
-                                 "BackendData": {"VNI": 1, "VtepMAC": "0a:58:0a:f4:01:01"}}
+    assert json.loads(value) == {
+        "PublicIP": "192.168.50.7",
+        "BackendType": "vxlan",
+        "BackendData": {"VNI": 1, "VtepMAC": "0a:58:0a:f4:01:01"},
+    }
     assert etcd_lease != 0 and 23 * 3600 < ttl <= 24 * 3600
     assert lease.key == lease.subnet.replace("/", "-")
 
 
-def test_reservations_are_never_taken_by_another_node(etcd: EtcdServer, prefix: str, tmp_path: Path,
-                                                      nodes: list[LeaseNode]) -> None:
+def test_reservations_are_never_taken_by_another_node(
+    etcd: EtcdServer, prefix: str, tmp_path: Path, nodes: list[LeaseNode]
+) -> None:
     # Only two subnets can be leased: 10.5.1.0/24 (reserved for .99) and 10.5.2.0/24.
-    put(etcd, f"{prefix}/config", json.dumps({**CONFIG, "Network": "10.5.0.0/16", "SubnetMin": "10.5.1.0",
-                                              "SubnetMax": "10.5.2.0"}))
+    put(
+        etcd,
+        f"{prefix}/config",
+        json.dumps({**CONFIG, "Network": "10.5.0.0/16", "SubnetMin": "10.5.1.0", "SubnetMax": "10.5.2.0"}),
+    )
     put(etcd, f"{prefix}/subnets/10.5.1.0-24", '{"PublicIP":"192.168.50.99"}')
     other = LeaseNode(etcd, prefix, tmp_path / "n1", "192.168.50.1")
     nodes.append(other.start())
@@ -139,8 +170,9 @@ def test_reservations_are_never_taken_by_another_node(etcd: EtcdServer, prefix: 
     assert lease.subnet == "10.5.1.0/24" and not lease.HasField("expiration")
 
 
-def test_bad_acquire_requests_are_refused_with_the_field_named(etcd: EtcdServer, configured: str, tmp_path: Path,
-                                                               nodes: list[LeaseNode]) -> None:
+def test_bad_acquire_requests_are_refused_with_the_field_named(
+    etcd: EtcdServer, configured: str, tmp_path: Path, nodes: list[LeaseNode]
+) -> None:
     node = LeaseNode(etcd, configured, tmp_path / "n1", "192.168.50.1")
     nodes.append(node.start())
     cases = [
@@ -154,7 +186,11 @@ def test_bad_acquire_requests_are_refused_with_the_field_named(etcd: EtcdServer,
             node.acquire(**kwargs)  # type: ignore[arg-type]
         assert err.value.code() == code and word in err.value.details()  # type: ignore[attr-defined]
     with node.channel() as ch, pytest.raises(grpc.RpcError) as err:
-        next(iter(lease_pb2_grpc.LeaseServiceStub(ch).WatchLeases(lease_pb2.WatchLeasesRequest(max_batch=10**9))))
+        next(
+            iter(
+                lease_pb2_grpc.LeaseServiceStub(ch).WatchLeases(lease_pb2.WatchLeasesRequest(max_batch=10**9))
+            )
+        )
     assert err.value.code() == grpc.StatusCode.OUT_OF_RANGE  # type: ignore[attr-defined]
     assert node.daemon.alive()
 
@@ -214,16 +250,20 @@ def test_own_lease_deleted_is_reacquired_and_watchers_are_told(
         wait_until(lambda: lease_pb2.WatchLeaseResponse.REACQUIRED in kinds, what="REACQUIRED")
         call.cancel()
         reader.join(5)
-    assert kinds[:3] == [lease_pb2.WatchLeaseResponse.CURRENT, lease_pb2.WatchLeaseResponse.LOST,
-                         lease_pb2.WatchLeaseResponse.REACQUIRED]
+    assert kinds[:3] == [
+        lease_pb2.WatchLeaseResponse.CURRENT,
+        lease_pb2.WatchLeaseResponse.LOST,
+        lease_pb2.WatchLeaseResponse.REACQUIRED,
+    ]
     assert node.acquire().subnet == lease.subnet  # the same subnet came back: it was free
 
 
 PREFIX = "/coreos.com/network"
 
 
-def node_with_one_peer(etcd: EtcdServer, tmp_path: Path, nodes: list[LeaseNode],
-                       streams: list[Stream]) -> tuple[LeaseNode, Stream]:
+def node_with_one_peer(
+    etcd: EtcdServer, tmp_path: Path, nodes: list[LeaseNode], streams: list[Stream]
+) -> tuple[LeaseNode, Stream]:
     """A lease service on ``etcd`` with one peer lease (10.244.7.0/24), and a stream past SYNCED."""
     put(etcd, f"{PREFIX}/config", json.dumps(CONFIG))
     put(etcd, f"{PREFIX}/subnets/10.244.7.0-24", '{"PublicIP":"192.168.50.7","BackendType":"vxlan"}')
@@ -256,13 +296,18 @@ def test_a_cursor_resumes_across_a_lease_service_restart_and_compaction_forces_a
             await client.put("/unrelated", b"x")
             _, revision = await client.get("/unrelated")
             await client.compact(revision)
+
     node.daemon.kill()
     asyncio.run(compact())
     node.start()
     fresh = Stream(node.socket, cursor)
     streams.append(fresh)
     wait_until(lambda: any(m.kind == Msg.SYNCED for m in fresh.msgs), what="SYNCED after compaction")
-    assert (fresh.msgs[0].kind, fresh.msgs[0].reset, fresh.msgs[0].reason) == (Msg.SNAPSHOT, True, Msg.CURSOR_COMPACTED)
+    assert (fresh.msgs[0].kind, fresh.msgs[0].reset, fresh.msgs[0].reason) == (
+        Msg.SNAPSHOT,
+        True,
+        Msg.CURSOR_COMPACTED,
+    )
     assert fresh.snapshot_keys() == {"10.244.9.0-24"}
 
 
@@ -274,7 +319,11 @@ def test_etcd_killed_and_restarted_mid_stream_loses_nothing_and_removes_nothing(
     own_etcd.kill()
     own_etcd.start()
     for n in range(10, 15):
-        put(own_etcd, f"{prefix}/subnets/10.244.{n}.0-24", f'{{"PublicIP":"192.168.50.{n}","BackendType":"vxlan"}}')
+        put(
+            own_etcd,
+            f"{prefix}/subnets/10.244.{n}.0-24",
+            f'{{"PublicIP":"192.168.50.{n}","BackendType":"vxlan"}}',
+        )
     want = [(UPSERT, f"10.244.{n}.0-24") for n in range(10, 15)]
     wait_until(lambda: stream.events() == want, timeout=30, what="every post-restart lease exactly once")
     assert not any(m.kind == Msg.SNAPSHOT and m.reset for m in stream.msgs[1:]), "no second snapshot"
@@ -290,10 +339,15 @@ def test_etcd_down_or_config_missing_at_start_means_not_serving_with_the_reason(
     node.start(wait=False)
     try:
         wait_until(lambda: health_status(node.socket) == "NOT_SERVING", what="NOT_SERVING while etcd is down")
-        wait_until(lambda: "waiting for a usable network config" in node.daemon.log(), what="the reason logged")
+        wait_until(
+            lambda: "waiting for a usable network config" in node.daemon.log(), what="the reason logged"
+        )
         etcd.start()
-        wait_until(lambda: "no network config in etcd at /coreos.com/network/config" in node.daemon.log(), timeout=20,
-                   what="the missing config named")
+        wait_until(
+            lambda: "no network config in etcd at /coreos.com/network/config" in node.daemon.log(),
+            timeout=20,
+            what="the missing config named",
+        )
         assert health_status(node.socket) == "NOT_SERVING"
         put(etcd, "/coreos.com/network/config", '{"Network": "10.244.0.0/16"}')
         wait_until(lambda: "udp" in node.daemon.log(), timeout=20, what="the udp refusal logged")
@@ -310,13 +364,23 @@ def test_grpcurl_lists_describes_checks_health_and_streams_leases(
     node = LeaseNode(etcd, configured, tmp_path / "n1", "192.168.50.1")
     nodes.append(node.start())
     listed = grpcurl(node.socket, "list").stdout.split()
-    assert {"flannel.v1.LeaseService", "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"} <= set(listed)
+    assert {
+        "flannel.v1.LeaseService",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+    } <= set(listed)
     described = grpcurl(node.socket, "describe", "flannel.v1.LeaseService").stdout
-    assert "rpc WatchLeases ( .flannel.v1.WatchLeasesRequest ) returns ( stream .flannel.v1.WatchLeasesResponse )" in described
-    health = grpcurl(node.socket, "grpc.health.v1.Health/Check", data='{"service": "flannel.v1.LeaseService"}')
+    assert (
+        "rpc WatchLeases ( .flannel.v1.WatchLeasesRequest ) returns ( stream .flannel.v1.WatchLeasesResponse )"
+        in described
+    )
+    health = grpcurl(
+        node.socket, "grpc.health.v1.Health/Check", data='{"service": "flannel.v1.LeaseService"}'
+    )
     assert json.loads(health.stdout) == {"status": "SERVING"}
-    streamed = grpcurl(node.socket, "flannel.v1.LeaseService/WatchLeases", data="{}", flags=("-max-time", "2"),
-                       check=False)
+    streamed = grpcurl(
+        node.socket, "flannel.v1.LeaseService/WatchLeases", data="{}", flags=("-max-time", "2"), check=False
+    )
     docs = [json.loads(doc) for doc in re.split(r"(?<=})\n(?={)", streamed.stdout.strip())]
     assert docs[0]["kind"] == "SNAPSHOT" and docs[0]["reset"] is True
     assert docs[0]["events"][0]["lease"]["subnet"] == "10.244.7.0/24"
@@ -331,16 +395,23 @@ def test_ten_racing_acquirers_get_ten_distinct_subnets(etcd: EtcdServer, prefix:
     from lease_service.subnet.etcd import EtcdSubnetManager
 
     # 12 subnets for 10 nodes: collisions are likely, and must be resolved by the Txn.
-    config_text = json.dumps({**CONFIG, "Network": "10.9.0.0/16", "SubnetMin": "10.9.1.0", "SubnetMax": "10.9.12.0"})
+    config_text = json.dumps(
+        {**CONFIG, "Network": "10.9.0.0/16", "SubnetMin": "10.9.1.0", "SubnetMax": "10.9.12.0"}
+    )
     config = parse_network_config(config_text)
 
     async def race() -> list[str]:
         clients = [EtcdClient(EtcdSettings(endpoints=(etcd.endpoint,))) for _ in range(10)]
         try:
             managers = [EtcdSubnetManager(c, prefix) for c in clients]
-            leases = await asyncio.gather(*(
-                m.acquire_lease(config, LeaseAttrs(IPv4Address(f"192.168.60.{i}"), backend_type="vxlan"), (None, None))
-                for i, m in enumerate(managers, start=1)))
+            leases = await asyncio.gather(
+                *(
+                    m.acquire_lease(
+                        config, LeaseAttrs(IPv4Address(f"192.168.60.{i}"), backend_type="vxlan"), (None, None)
+                    )
+                    for i, m in enumerate(managers, start=1)
+                )
+            )
             return [str(lease.subnet) for lease in leases]
         finally:
             for c in clients:
@@ -350,8 +421,9 @@ def test_ten_racing_acquirers_get_ten_distinct_subnets(etcd: EtcdServer, prefix:
     assert len(set(subnets)) == 10
 
 
-def test_a_dual_stack_lease_is_stored_under_flannels_combined_key(etcd: EtcdServer, prefix: str, tmp_path: Path,
-                                                                  nodes: list[LeaseNode]) -> None:
+def test_a_dual_stack_lease_is_stored_under_flannels_combined_key(
+    etcd: EtcdServer, prefix: str, tmp_path: Path, nodes: list[LeaseNode]
+) -> None:
     put(etcd, f"{prefix}/config", json.dumps({**CONFIG, "EnableIPv6": True, "IPv6Network": "fd10::/48"}))
     node = LeaseNode(etcd, prefix, tmp_path / "n1", "192.168.50.1", "--public-ipv6", "fd99::1")
     nodes.append(node.start())
@@ -364,24 +436,37 @@ def test_a_dual_stack_lease_is_stored_under_flannels_combined_key(etcd: EtcdServ
     assert "FLANNEL_IPV6_NETWORK=fd10::/48\n" in env and f"FLANNEL_IPV6_SUBNET={v6_network}1/64\n" in env
 
 
-def test_the_lease_is_renewed_before_it_expires(etcd: EtcdServer, configured: str, tmp_path: Path,
-                                                nodes: list[LeaseNode]) -> None:
+def test_the_lease_is_renewed_before_it_expires(
+    etcd: EtcdServer, configured: str, tmp_path: Path, nodes: list[LeaseNode]
+) -> None:
     # A 6 s lease renewed 4 s before expiry: without renewal it would vanish after 6 s.
-    node = LeaseNode(etcd, configured, tmp_path / "n1", "192.168.50.1", "--subnet-lease-ttl", "6",
-                     "--subnet-lease-renew-margin-seconds", "4")
+    node = LeaseNode(
+        etcd,
+        configured,
+        tmp_path / "n1",
+        "192.168.50.1",
+        "--subnet-lease-ttl",
+        "6",
+        "--subnet-lease-renew-margin-seconds",
+        "4",
+    )
     nodes.append(node.start())
     lease = node.acquire()
-    wait_until(lambda: node.daemon.log().count(f"renewed lease {lease.key}") >= 4, timeout=20, what="four renewals")
+    wait_until(
+        lambda: node.daemon.log().count(f"renewed lease {lease.key}") >= 4, timeout=20, what="four renewals"
+    )
 
     async def alive() -> bool:
         async with EtcdClient(EtcdSettings(endpoints=(etcd.endpoint,))) as client:
             kv, _ = await client.get(f"{configured}/subnets/{lease.key}")
             return kv is not None
+
     assert asyncio.run(alive())
 
 
-def test_the_socket_is_group_accessible_only(etcd: EtcdServer, configured: str, tmp_path: Path,
-                                             nodes: list[LeaseNode]) -> None:
+def test_the_socket_is_group_accessible_only(
+    etcd: EtcdServer, configured: str, tmp_path: Path, nodes: list[LeaseNode]
+) -> None:
     import grp
     import stat
 
@@ -392,8 +477,9 @@ def test_the_socket_is_group_accessible_only(etcd: EtcdServer, configured: str, 
     assert stat.S_IMODE(mode) == 0o660 and node.socket.stat().st_gid == 0
 
 
-def test_tcp_is_served_only_when_grpc_listen_is_given(etcd: EtcdServer, configured: str, tmp_path: Path,
-                                                      nodes: list[LeaseNode]) -> None:
+def test_tcp_is_served_only_when_grpc_listen_is_given(
+    etcd: EtcdServer, configured: str, tmp_path: Path, nodes: list[LeaseNode]
+) -> None:
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     from flannel_testkit.etcd import free_port
@@ -404,8 +490,14 @@ def test_tcp_is_served_only_when_grpc_listen_is_given(etcd: EtcdServer, configur
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
-    assert f"pid={node.daemon.pid}," in subprocess.run(["ss", "-Htlnp"], capture_output=True, text=True, check=True).stdout
+    assert (
+        f"pid={node.daemon.pid},"
+        in subprocess.run(["ss", "-Htlnp"], capture_output=True, text=True, check=True).stdout
+    )
     node.daemon.kill()
     plain = LeaseNode(etcd, configured, tmp_path / "n2", "192.168.50.2")
     nodes.append(plain.start())
-    assert f"pid={plain.daemon.pid}," not in subprocess.run(["ss", "-Htlnp"], capture_output=True, text=True, check=True).stdout
+    assert (
+        f"pid={plain.daemon.pid},"
+        not in subprocess.run(["ss", "-Htlnp"], capture_output=True, text=True, check=True).stdout
+    )

@@ -38,7 +38,21 @@ def lease_of(cluster: Cluster, node: Node) -> dict[str, Any]:
 
 def df_ping(src: Node, dst: str, size: int, *, v6: bool = False) -> bool:
     """One ``ping -M do -s size`` (don't fragment) from ``src``'s pod; True when the reply came."""
-    argv = ["ping", *(["-6"] if v6 else []), "-n", "-q", "-c", "1", "-W", "2", "-M", "do", "-s", str(size), dst]
+    argv = [
+        "ping",
+        *(["-6"] if v6 else []),
+        "-n",
+        "-q",
+        "-c",
+        "1",
+        "-W",
+        "2",
+        "-M",
+        "do",
+        "-s",
+        str(size),
+        dst,
+    ]
     return ns_exec(src.pod_ns, argv, check=False).returncode == 0
 
 
@@ -48,12 +62,16 @@ def df_ping_settled(src: Node, dst: str, size: int, *, v6: bool = False) -> bool
 
 
 @pytest.mark.parametrize("config", STACKS)
-@pytest.mark.parametrize("choice", [
-    pytest.param(["--iface-regex", "^eth1$"], id="iface-regex"),
-    pytest.param(["--iface-can-reach", "192.168.77.250"], id="iface-can-reach"),
-])
+@pytest.mark.parametrize(
+    "choice",
+    [
+        pytest.param(["--iface-regex", "^eth1$"], id="iface-regex"),
+        pytest.param(["--iface-can-reach", "192.168.77.250"], id="iface-can-reach"),
+    ],
+)
 def test_the_underlay_on_the_second_nic_is_chosen_once_for_vxlan_local_and_the_published_ip(
-        make_cluster: MakeCluster, config: dict[str, Any], choice: list[str]) -> None:
+    make_cluster: MakeCluster, config: dict[str, Any], choice: list[str]
+) -> None:
     c = make_cluster(2, config, profile=TWO_NICS, lease_args=choice)
     for node in c.nodes:
         link = vxlan_link(node)
@@ -75,7 +93,8 @@ def test_the_underlay_on_the_second_nic_is_chosen_once_for_vxlan_local_and_the_p
 @pytest.mark.parametrize("config", STACKS)
 @pytest.mark.parametrize("profile", [pytest.param(MTU_1400, id="1400"), pytest.param(MTU_9000, id="9000")])
 def test_the_mtu_option_is_the_underlay_mtu_and_df_pings_fit_to_the_byte(
-        make_cluster: MakeCluster, config: dict[str, Any], profile: HostProfile) -> None:
+    make_cluster: MakeCluster, config: dict[str, Any], profile: HostProfile
+) -> None:
     mtu = profile.underlay_mtu
     assert mtu is not None
     c = make_cluster(2, {**config, "Backend": {"Type": "vxlan", "MTU": mtu}}, profile=profile)
@@ -94,7 +113,8 @@ def test_the_mtu_option_is_the_underlay_mtu_and_df_pings_fit_to_the_byte(
 
 @pytest.mark.parametrize("config", STACKS)
 def test_a_deleted_or_changed_vxlan_device_is_restored_while_pods_ping(
-        make_cluster: MakeCluster, config: dict[str, Any]) -> None:
+    make_cluster: MakeCluster, config: dict[str, Any]
+) -> None:
     c = make_cluster(2, config)
     a, b = c.node(1), c.node(2)
     before = vxlan_link(a)
@@ -104,8 +124,11 @@ def test_a_deleted_or_changed_vxlan_device_is_restored_while_pods_ping(
         wait_until(lambda: ping(a.pod_ns, b.pod_ip, count=1, timeout=1).lost == 0, what="pods ping")
         ip(a.ns, "link", "del", "flannel.1")
         started = time.monotonic()
-        wait_until(lambda: ping(a.pod_ns, b.pod_ip, count=1, timeout=0.5).lost == 0, timeout=10,
-                   what="pods reach each other again after flannel.1 was deleted")
+        wait_until(
+            lambda: ping(a.pod_ns, b.pod_ip, count=1, timeout=0.5).lost == 0,
+            timeout=10,
+            what="pods reach each other again after flannel.1 was deleted",
+        )
         took = time.monotonic() - started
         during = background.result()
     finally:
@@ -119,26 +142,39 @@ def test_a_deleted_or_changed_vxlan_device_is_restored_while_pods_ping(
     assert c.ping(b, a.pod_ip, count=3).lost == 0
     if "EnableIPv6" in config:
         ip(a.ns, "link", "del", "flannel-v6.1")
-        wait_until(lambda: ping(a.pod_ns, b.pod_ipv6, count=1, timeout=0.5).lost == 0, timeout=10,
-                   what="IPv6 pods reach each other again after flannel-v6.1 was deleted")
+        wait_until(
+            lambda: ping(a.pod_ns, b.pod_ipv6, count=1, timeout=0.5).lost == 0,
+            timeout=10,
+            what="IPv6 pods reach each other again after flannel-v6.1 was deleted",
+        )
     # a MAC changed by someone else is put back: the peers know the published one
     ip(a.ns, "link", "set", "flannel.1", "address", "02:11:22:33:44:55")
     wait_until(lambda: vxlan_link(a)["address"] == before["address"], timeout=5, what="MAC restored")
     # so is the address
     ip(a.ns, "addr", "flush", "dev", "flannel.1")
-    wait_until(lambda: kernel_objects(a.ns)["links"][0]["addrs"] == [f"{a.subnet.split('/')[0]}/32"],
-               timeout=5, what="address restored")
+    wait_until(
+        lambda: kernel_objects(a.ns)["links"][0]["addrs"] == [f"{a.subnet.split('/')[0]}/32"],
+        timeout=5,
+        what="address restored",
+    )
     assert c.ping(a, b.pod_ip, count=3).lost == 0
 
 
 def flanneld_cleanup(node: Node, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ip", "netns", "exec", node.ns, sys.executable, "-m", "supervisor", "cleanup", *args],
-                          capture_output=True, text=True, timeout=60, check=False)
+    return subprocess.run(
+        ["ip", "netns", "exec", node.ns, sys.executable, "-m", "supervisor", "cleanup", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def foreign_state(node: Node) -> tuple[list[str], list[str]]:
     routes = sorted(r["dst"] for r in ip_json(node.ns, "route", "show") if r["dst"].startswith("10.99."))
-    links = sorted(link["ifname"] for link in ip_json(node.ns, "link", "show") if link["ifname"].startswith("fx"))
+    links = sorted(
+        link["ifname"] for link in ip_json(node.ns, "link", "show") if link["ifname"].startswith("fx")
+    )
     return routes, links
 
 

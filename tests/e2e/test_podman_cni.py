@@ -30,21 +30,32 @@ class NodePodman:
         net_d = conf_dir / "net.d"
         net_d.mkdir(parents=True)
         plugin = {k: v for k, v in node.cni_config.items() if k not in ("cniVersion", "name")}
-        conflist = {"cniVersion": node.cni_config["cniVersion"], "name": NETWORK_NAME,
-                    "plugins": [plugin, {"type": "portmap", "capabilities": {"portMappings": True}}]}
+        conflist = {
+            "cniVersion": node.cni_config["cniVersion"],
+            "name": NETWORK_NAME,
+            "plugins": [plugin, {"type": "portmap", "capabilities": {"portMappings": True}}],
+        }
         (net_d / f"10-{NETWORK_NAME}.conflist").write_text(json.dumps(conflist, indent=2))
         self.containers_conf = conf_dir / "containers.conf"
         self.containers_conf.write_text(
             "[network]\n"
             'network_backend = "cni"\n'
             f'cni_plugin_dirs = ["{flannel_cni_binary().parent}", "{CNI_PLUGIN_DIR}"]\n'
-            f'network_config_dir = "{net_d}"\n')
+            f'network_config_dir = "{net_d}"\n'
+        )
 
-    def __call__(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    def __call__(
+        self, *args: str, check: bool = True, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
         # nsenter, not `ip netns exec`: podman's own netns mounts must stay visible to its next call.
-        proc = subprocess.run(["nsenter", f"--net=/run/netns/{self.node.ns}", "podman", *args],
-                              env={**os.environ, "CONTAINERS_CONF": str(self.containers_conf)},
-                              capture_output=True, text=True, timeout=timeout, check=False)
+        proc = subprocess.run(
+            ["nsenter", f"--net=/run/netns/{self.node.ns}", "podman", *args],
+            env={**os.environ, "CONTAINERS_CONF": str(self.containers_conf)},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
         if check and proc.returncode != 0:
             raise AssertionError(f"podman {' '.join(args)} exited {proc.returncode}: {proc.stderr}")
         return proc
@@ -72,7 +83,10 @@ def container_name() -> Iterator[Callable[[NodePodman], str]]:
 
 @pytest.mark.timeout(900)
 def test_a_podman_container_on_a_node_reaches_a_pod_on_another_node_through_flannel_cni(
-    image: str, make_cluster: Callable[..., Cluster], tmp_path: Path, container_name: Callable[[NodePodman], str],
+    image: str,
+    make_cluster: Callable[..., Cluster],
+    tmp_path: Path,
+    container_name: Callable[[NodePodman], str],
 ) -> None:
     c = make_cluster(2)
     one, two = c.node(1), c.node(2)

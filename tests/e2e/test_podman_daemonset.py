@@ -51,12 +51,18 @@ def image() -> str:
 
 
 def write_kubeconfig(path: Path, url: str) -> Path:
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "test",
-        "clusters": [{"name": "test", "cluster": {"server": url}}],
-        "users": [{"name": "flannel-py", "user": {"token": "test"}}],
-        "contexts": [{"name": "test", "context": {"cluster": "test", "user": "flannel-py"}}],
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "test",
+                "clusters": [{"name": "test", "cluster": {"server": url}}],
+                "users": [{"name": "flannel-py", "user": {"token": "test"}}],
+                "contexts": [{"name": "test", "context": {"cluster": "test", "user": "flannel-py"}}],
+            }
+        )
+    )
     return path
 
 
@@ -73,11 +79,19 @@ class DaemonSetNodes:
         # a real node has a default route; the lease service picks its interface by it (no --iface in the manifest)
         ip(ns, "route", "add", "default", "via", f"{cluster.underlay}.254", "dev", "eth0", "onlink")
         kubeconfig = write_kubeconfig(cluster.base_dir / "kubeconfig", cluster.apiserver.url)
-        placement = PodPlacement(node_name=f"n{i}", netns=ns, node_root=cluster.base_dir / f"n{i}-root",
-                                 pod_dir=cluster.base_dir / f"n{i}-pod", test_id=cluster.id, kubeconfig=kubeconfig)
+        placement = PodPlacement(
+            node_name=f"n{i}",
+            netns=ns,
+            node_root=cluster.base_dir / f"n{i}-root",
+            pod_dir=cluster.base_dir / f"n{i}-pod",
+            test_id=cluster.id,
+            kubeconfig=kubeconfig,
+        )
         kubelet = Kubelet(self.manifest, placement)
         for init in kubelet.pod.get("initContainers", []):
-            if init["image"].rpartition(":")[0] != "flannel-py":  # flannel's CNI plugin image is not built here
+            if (
+                init["image"].rpartition(":")[0] != "flannel-py"
+            ):  # flannel's CNI plugin image is not built here
                 self.skipped_init.append(init["name"])
                 continue
             kubelet.run_init(init["name"])
@@ -98,8 +112,9 @@ def podman_cluster(image: str) -> Iterator[tuple[Cluster, DaemonSetNodes]]:
     # A short base: the sockets live below it, and a unix socket path has at most 107 bytes (pytest's
     # tmp_path alone can take 80 of them).
     base = Path(tempfile.mkdtemp(prefix="fpd-", dir="/tmp"))
-    cluster = Cluster(base / "c", nodes=2, config=net_conf, kube=True, node_daemons=nodes,
-                      start_timeout=300)  # a loaded machine starts Python slowly (the startupProbe allows 120 s)
+    cluster = Cluster(
+        base / "c", nodes=2, config=net_conf, kube=True, node_daemons=nodes, start_timeout=300
+    )  # a loaded machine starts Python slowly (the startupProbe allows 120 s)
     try:
         cluster.up()
         yield cluster, nodes
@@ -161,6 +176,11 @@ def test_the_daemonset_under_podman_connects_pods_across_nodes_with_the_privileg
         # every probe's command passes in the running container, as kubelet's exec probe runs it
         for container in ("lease-service", "backend"):
             for kind in PROBES:
-                outcome = wait_until(lambda c=container, k=kind: (p := kubelet.probe(c, k)).returncode == 0 and p,
-                                     timeout=60, what=f"{node.name} {container} {kind}")
+                outcome = wait_until(
+                    lambda c=container, k=kind, kubelet=kubelet: (
+                        (p := kubelet.probe(c, k)).returncode == 0 and p
+                    ),
+                    timeout=60,
+                    what=f"{node.name} {container} {kind}",
+                )
                 assert "SERVING" in outcome.stdout, outcome

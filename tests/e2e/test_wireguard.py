@@ -23,16 +23,19 @@ from flannel_testkit.wait import wait_until
 pytestmark = [
     pytest.mark.netns,
     pytest.mark.etcd,
-    pytest.mark.skipif(shutil.which("wireguard-go") is None or shutil.which("wg") is None,
-                       reason="needs wireguard-go and wireguard-tools"),
+    pytest.mark.skipif(
+        shutil.which("wireguard-go") is None or shutil.which("wg") is None,
+        reason="needs wireguard-go and wireguard-tools",
+    ),
 ]
 
 MakeCluster = Callable[..., Cluster]
 WG = {"Network": "10.244.0.0/16", "Backend": {"Type": "wireguard"}}
 
 
-def wg_cluster(make_cluster: MakeCluster, nodes: int = 2, config: dict[str, Any] | None = None,
-               **kwargs: Any) -> Cluster:
+def wg_cluster(
+    make_cluster: MakeCluster, nodes: int = 2, config: dict[str, Any] | None = None, **kwargs: Any
+) -> Cluster:
     return make_cluster(nodes, config or WG, private_wireguard=True, **kwargs)
 
 
@@ -57,17 +60,24 @@ def status(node: Any) -> dict[str, Any]:
 def doctor(node: Any, target: str) -> dict[str, Any]:
     """``flannelctl doctor TARGET -o json`` in ``node``'s namespace."""
     ctl = str(Path(sys.executable).parent / "flannelctl")
-    out = subprocess.run(["ip", "netns", "exec", node.ns, ctl, "--run-dir", str(node.run_dir), "doctor", target,
-                          "-o", "json"], capture_output=True, text=True, timeout=60, check=False)
+    out = subprocess.run(
+        ["ip", "netns", "exec", node.ns, ctl, "--run-dir", str(node.run_dir), "doctor", target, "-o", "json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert out.stdout, out.stderr
     return dict(json.loads(out.stdout))
 
 
 def capture(ns: str, port: str, traffic: Callable[[], None], path: Path) -> list[str]:
     """tcpdump on one port of the underlay bridge while ``traffic()`` runs; the decoded lines."""
-    proc = subprocess.Popen(["ip", "netns", "exec", ns, "tcpdump", "-i", port, "-n", "--immediate-mode", "-U",
-                             "-w", str(path)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", ns, "tcpdump", "-i", port, "-n", "--immediate-mode", "-U", "-w", str(path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         assert proc.stderr is not None
         line = proc.stderr.readline()  # "listening on br0, ..." once the capture runs
@@ -83,7 +93,8 @@ def capture(ns: str, port: str, traffic: Callable[[], None], path: Path) -> list
 
 
 def test_pods_reach_each_other_over_wireguard_and_the_underlay_sees_only_encrypted_udp(
-    make_cluster: MakeCluster, tmp_path: Path,
+    make_cluster: MakeCluster,
+    tmp_path: Path,
 ) -> None:
     c = wg_cluster(make_cluster, nodes=3)
     for node in c.nodes:
@@ -123,7 +134,9 @@ def test_pods_reach_each_other_over_wireguard_and_the_underlay_sees_only_encrypt
     assert {check["name"] for check in verdict["checks"]} >= {"route", "wireguard", "handshake"}
 
 
-def test_a_backend_restart_keeps_the_key_changes_nothing_and_loses_no_packet(make_cluster: MakeCluster) -> None:
+def test_a_backend_restart_keeps_the_key_changes_nothing_and_loses_no_packet(
+    make_cluster: MakeCluster,
+) -> None:
     c = wg_cluster(make_cluster, nodes=2)
     n1, n2 = c.node(1), c.node(2)
     before_key = public_key(c, n1)
@@ -153,22 +166,30 @@ def test_a_removed_lease_removes_its_peer_and_route(make_cluster: MakeCluster) -
     gone.lease.stop()
     c.etcd_delete(f"{c.prefix}/subnets/{gone.lease_key}")
     for node in c.nodes[:2]:
-        wait_until(lambda node=node: key not in peers(c, node), timeout=30, what=f"peer of n3 gone from {node.name}")
+        wait_until(
+            lambda node=node: key not in peers(c, node), timeout=30, what=f"peer of n3 gone from {node.name}"
+        )
         routes = ip_json(node.ns, "route", "show", "dev", "flannel-wg", "proto", "70")
         assert gone.subnet not in {r["dst"] for r in routes}
     assert c.ping(c.node(1), c.node(2).pod_ip, count=3).received == 3
 
 
 def test_dual_stack_in_separate_mode_uses_one_device_per_family(make_cluster: MakeCluster) -> None:
-    config = {"Network": "10.244.0.0/16", "EnableIPv6": True, "IPv6Network": "fd10::/56",
-              "Backend": {"Type": "wireguard", "Mode": "separate"}}
+    config = {
+        "Network": "10.244.0.0/16",
+        "EnableIPv6": True,
+        "IPv6Network": "fd10::/56",
+        "Backend": {"Type": "wireguard", "Mode": "separate"},
+    }
     c = wg_cluster(make_cluster, nodes=2, config=config)
     one, two = c.node(1), c.node(2)
     assert c.ping(one, two.pod_ip, count=3).received == 3
     assert c.ping(one, two.pod_ipv6, count=3).received == 3
     v6 = peers(c, one, "flannel-wg-v6")
-    assert [p["endpoint"] for p in v6.values()] == [f"[fd77::2]:51821"]
-    assert [p["allowed_ips"] for p in v6.values()] == [two.subnet_env["FLANNEL_IPV6_SUBNET"].replace("::1/", "::/")]
+    assert [p["endpoint"] for p in v6.values()] == ["[fd77::2]:51821"]
+    assert [p["allowed_ips"] for p in v6.values()] == [
+        two.subnet_env["FLANNEL_IPV6_SUBNET"].replace("::1/", "::/")
+    ]
 
 
 def test_a_node_with_another_psk_gets_no_traffic_and_no_handshake(make_cluster: MakeCluster) -> None:

@@ -21,7 +21,9 @@ from flannel_testkit.netns import Netns, create_netns, delete_netns
 
 pytestmark = pytest.mark.netns
 
-SUBNET_ENV = "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.7.1/24\nFLANNEL_MTU=1400\nFLANNEL_IPMASQ={masq}\n"
+SUBNET_ENV = (
+    "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.7.1/24\nFLANNEL_MTU=1400\nFLANNEL_IPMASQ={masq}\n"
+)
 
 
 @dataclass
@@ -39,8 +41,14 @@ class Host:
         return node_cni_config(self.run_dir, delegate=delegate or None)
 
     def call(self, command: str, pod: Netns | None, config: dict[str, Any], **kw: Any) -> Any:
-        return cni_call(command, self.node.name, config, container_id=f"c-{pod.name}" if pod else "",
-                        netns=f"/run/netns/{pod.name}" if pod else "", **kw)
+        return cni_call(
+            command,
+            self.node.name,
+            config,
+            container_id=f"c-{pod.name}" if pod else "",
+            netns=f"/run/netns/{pod.name}" if pod else "",
+            **kw,
+        )
 
 
 @pytest.fixture
@@ -64,7 +72,9 @@ def test_add_wires_the_pod_to_cni0_with_flannels_subnet_mtu_and_routes(host: Hos
     assert result["cniVersion"] == "1.0.0"
     assert [entry["address"] for entry in result["ips"]] == ["10.244.7.2/24"]
     (bridge,) = ip_json(host.node.name, "addr", "show", "dev", "cni0")
-    assert bridge["mtu"] == 1400 and [a["local"] for a in bridge["addr_info"] if a["family"] == "inet"] == ["10.244.7.1"]
+    assert bridge["mtu"] == 1400 and [a["local"] for a in bridge["addr_info"] if a["family"] == "inet"] == [
+        "10.244.7.1"
+    ]
     (eth0,) = ip_json(pod.name, "addr", "show", "dev", "eth0")
     assert eth0["mtu"] == 1400
     routes = {r["dst"]: r.get("gateway") for r in ip_json(pod.name, "route", "show")}
@@ -84,7 +94,9 @@ def test_check_passes_after_add_and_fails_when_the_nodes_subnet_changed(host: Ho
     result = host.call("ADD", pod, config).ok()
     with_prev = {**config, "prevResult": result}
     assert host.call("CHECK", pod, with_prev).returncode == 0
-    (host.run_dir / "subnet.env").write_text(SUBNET_ENV.format(masq="true").replace("10.244.7.1", "10.244.9.1"))
+    (host.run_dir / "subnet.env").write_text(
+        SUBNET_ENV.format(masq="true").replace("10.244.7.1", "10.244.9.1")
+    )
     failed = host.call("CHECK", pod, with_prev)
     assert failed.returncode == 1 and failed.reply["code"] == 100 and "subnet changed" in failed.reply["msg"]
     (host.run_dir / "subnet.env").write_text(SUBNET_ENV.format(masq="true"))
@@ -137,24 +149,34 @@ def test_version_lists_every_spec_version_up_to_1_1_0(host: Host) -> None:
     assert SUPPORTED_VERSIONS[-1] == "1.1.0"
 
 
-@pytest.mark.parametrize(("env", "config", "code", "words"), [
-    ({"CNI_COMMAND": "FROB"}, None, 4, "unknown CNI_COMMAND"),
-    ({"CNI_NETNS": ""}, None, 4, "CNI_NETNS"),
-    ({"CNI_CONTAINERID": "../../etc/passwd"}, None, 4, "invalid CNI_CONTAINERID"),
-    ({"CNI_IFNAME": "eth0/../x"}, None, 4, "invalid CNI_IFNAME"),
-    ({}, {"cniVersion": "2.0.0"}, 1, "incompatible CNI versions"),
-    ({}, {"delegate": {"name": "mine"}}, 7, "'name'"),
-    ({}, {"delegate": {"type": "no-such-plugin"}}, 4, "failed to find plugin 'no-such-plugin'"),
-    ({}, {"delegate": {"type": "../bridge"}}, 7, "not a plain executable name"),
-])
-def test_bad_calls_are_cni_errors_with_the_specs_codes(host: Host, env: dict[str, str], config: dict[str, Any] | None,
-                                                      code: int, words: str) -> None:
+@pytest.mark.parametrize(
+    ("env", "config", "code", "words"),
+    [
+        ({"CNI_COMMAND": "FROB"}, None, 4, "unknown CNI_COMMAND"),
+        ({"CNI_NETNS": ""}, None, 4, "CNI_NETNS"),
+        ({"CNI_CONTAINERID": "../../etc/passwd"}, None, 4, "invalid CNI_CONTAINERID"),
+        ({"CNI_IFNAME": "eth0/../x"}, None, 4, "invalid CNI_IFNAME"),
+        ({}, {"cniVersion": "2.0.0"}, 1, "incompatible CNI versions"),
+        ({}, {"delegate": {"name": "mine"}}, 7, "'name'"),
+        ({}, {"delegate": {"type": "no-such-plugin"}}, 4, "failed to find plugin 'no-such-plugin'"),
+        ({}, {"delegate": {"type": "../bridge"}}, 7, "not a plain executable name"),
+    ],
+)
+def test_bad_calls_are_cni_errors_with_the_specs_codes(
+    host: Host, env: dict[str, str], config: dict[str, Any] | None, code: int, words: str
+) -> None:
     pod = host.pod()
     full = host.config()
     if config:
         delegate = {**full["delegate"], **config.pop("delegate", {})}
         full = {**full, **config, "delegate": delegate}
-    reply = cni_call(env.get("CNI_COMMAND", "ADD"), host.node.name, full, container_id=f"c-{pod.name}",
-                     netns=f"/run/netns/{pod.name}", extra_env=env)
+    reply = cni_call(
+        env.get("CNI_COMMAND", "ADD"),
+        host.node.name,
+        full,
+        container_id=f"c-{pod.name}",
+        netns=f"/run/netns/{pod.name}",
+        extra_env=env,
+    )
     assert reply.returncode == 1 and reply.reply is not None
     assert reply.reply["code"] == code and words in reply.reply["msg"], reply.reply

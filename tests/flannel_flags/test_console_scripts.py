@@ -18,8 +18,14 @@ BIN = Path(sys.executable).parent
 
 def run(script: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("FLANNELD_")}
-    return subprocess.run([str(BIN / script), *argv], capture_output=True, text=True, timeout=60,
-                          env={**environ, **(env or {})}, check=False)
+    return subprocess.run(
+        [str(BIN / script), *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**environ, **(env or {})},
+        check=False,
+    )
 
 
 @pytest.mark.parametrize("script", ["flanneld", "flannel-lease-service", "flannel-backend", "flannelctl"])
@@ -37,11 +43,19 @@ BAD = [
     ("flanneld", ["--iface-regex", "eth[0"], {}, ["--iface-regex", "'eth[0'", "regular expression"]),
     ("flanneld", [], {"FLANNELD_IP_MASQ": "on"}, ["FLANNELD_IP_MASQ", "'on'", "boolean"]),
     ("flanneld", ["--lease-user", "no-such-user-x"], {}, ["--lease-user", "'no-such-user-x'"]),
-    ("flannel-lease-service", ["--etcd-endpoints", "http://10.0.0.1:2379/v2/keys"], {},
-     ["--etcd-endpoints", "'http://10.0.0.1:2379/v2/keys'", "nothing after the host and port"]),
+    (
+        "flannel-lease-service",
+        ["--etcd-endpoints", "http://10.0.0.1:2379/v2/keys"],
+        {},
+        ["--etcd-endpoints", "'http://10.0.0.1:2379/v2/keys'", "nothing after the host and port"],
+    ),
     ("flannel-lease-service", ["--public-ip", "10.0.0.300"], {}, ["--public-ip", "'10.0.0.300'", "IPv4"]),
-    ("flannel-lease-service", ["--subnet-lease-renew-margin", "1440"], {},
-     ["--subnet-lease-renew-margin", "1440"]),
+    (
+        "flannel-lease-service",
+        ["--subnet-lease-renew-margin", "1440"],
+        {},
+        ["--subnet-lease-renew-margin", "1440"],
+    ),
     ("flannel-lease-service", [], {"FLANNELD_IP_MASQ": "on"}, ["FLANNELD_IP_MASQ", "'on'"]),
     ("flannel-lease-service", ["--metrics-listen", "9101"], {}, ["--metrics-listen", "'9101'", "HOST:PORT"]),
     ("flannel-backend", ["--iptables-resync", "0"], {}, ["--iptables-resync", "from 1 to 86400", "0"]),

@@ -60,28 +60,31 @@ def files(tmp_path: Path) -> dict[str, str]:
 
 
 def sample(name: str, files: dict[str, str]) -> str:
-    return files.get(name) or {
-        "etcd-endpoints": "https://10.0.0.10:2379,http://[fd00::10]:2379",
-        "etcd-prefix": "/my/net",
-        "etcd-username": "flannel",
-        "etcd-password": "secret",
-        "iface": "eth1",
-        "iface-regex": "^en.*",
-        "iface-can-reach": "10.0.0.1",
-        "subnet-file": "/tmp/subnet.env",
-        "public-ip": "10.0.0.2",
-        "public-ipv6": "fd00::2",
-        "subnet-lease-renew-margin": "30",
-        "kube-api-url": "https://10.0.0.1:6443",
-        "kube-annotation-prefix": "example.com",
-        "healthz-ip": "127.0.0.1",
-        "healthz-port": "8471",
-        "iptables-resync": "9",
-        "net-config-path": "/etc/net-conf.json",
-        "v": "4",
-        "vmodule": "main=2",
-        "log_backtrace_at": "main.go:10",
-    }[name]
+    return (
+        files.get(name)
+        or {
+            "etcd-endpoints": "https://10.0.0.10:2379,http://[fd00::10]:2379",
+            "etcd-prefix": "/my/net",
+            "etcd-username": "flannel",
+            "etcd-password": "secret",
+            "iface": "eth1",
+            "iface-regex": "^en.*",
+            "iface-can-reach": "10.0.0.1",
+            "subnet-file": "/tmp/subnet.env",
+            "public-ip": "10.0.0.2",
+            "public-ipv6": "fd00::2",
+            "subnet-lease-renew-margin": "30",
+            "kube-api-url": "https://10.0.0.1:6443",
+            "kube-annotation-prefix": "example.com",
+            "healthz-ip": "127.0.0.1",
+            "healthz-port": "8471",
+            "iptables-resync": "9",
+            "net-config-path": "/etc/net-conf.json",
+            "v": "4",
+            "vmodule": "main=2",
+            "log_backtrace_at": "main.go:10",
+        }[name]
+    )
 
 
 def test_the_table_has_every_flannel_flag_and_marks_no_other_as_flannels() -> None:
@@ -127,14 +130,35 @@ def test_every_flannel_flag_reaches_the_process_that_acts_on_it(files: dict[str,
         argv += [f"--{name}"] if name in BOOLEANS else [f"--{name}", sample(name, files)]
     config = cli.parse(argv, {})
     lease, backend = " ".join(config.lease_args), " ".join(config.backend_args)
-    for name in ("etcd-endpoints", "etcd-prefix", "etcd-keyfile", "etcd-certfile", "etcd-cafile",
-                 "etcd-username", "etcd-password", "iface", "iface-regex", "iface-can-reach", "public-ip",
-                 "public-ipv6", "subnet-file",
-                 "subnet-lease-renew-margin", "kube-subnet-mgr", "kube-api-url", "kube-annotation-prefix",
-                 "kubeconfig-file", "net-config-path", "set-node-network-unavailable"):
+    for name in (
+        "etcd-endpoints",
+        "etcd-prefix",
+        "etcd-keyfile",
+        "etcd-certfile",
+        "etcd-cafile",
+        "etcd-username",
+        "etcd-password",
+        "iface",
+        "iface-regex",
+        "iface-can-reach",
+        "public-ip",
+        "public-ipv6",
+        "subnet-file",
+        "subnet-lease-renew-margin",
+        "kube-subnet-mgr",
+        "kube-api-url",
+        "kube-annotation-prefix",
+        "kubeconfig-file",
+        "net-config-path",
+        "set-node-network-unavailable",
+    ):
         assert f"--{name}" in config.lease_args and f"--{name}" not in config.backend_args, name
-    for name in ("iptables-resync", "iptables-forward-rules", "ip-masq-fully-random-disable",
-                 "ip-blackhole-route"):
+    for name in (
+        "iptables-resync",
+        "iptables-forward-rules",
+        "ip-masq-fully-random-disable",
+        "ip-blackhole-route",
+    ):
         assert f"--{name}" in config.backend_args and f"--{name}" not in config.lease_args, name
     # the interface is decided once, by the lease service, and handed to the backend through the contract
     assert "--ip-masq" in config.lease_args and "--ip-masq" in config.backend_args

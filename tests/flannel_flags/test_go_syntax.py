@@ -104,8 +104,13 @@ def test_a_repeated_flag_keeps_its_last_value_and_a_list_flag_keeps_them_all() -
 
 
 def test_flags_win_over_variables_which_win_over_defaults_and_empty_variables_are_unset() -> None:
-    env = {"FLANNELD_ETCD_PREFIX": "/env", "FLANNELD_IFACE": "eth8, eth9", "FLANNELD_HEALTHZ_PORT": "",
-           "FLANNELD_IPTABLES_FORWARD_RULES": "false", "FLANNELD_V": "2"}
+    env = {
+        "FLANNELD_ETCD_PREFIX": "/env",
+        "FLANNELD_IFACE": "eth8, eth9",
+        "FLANNELD_HEALTHZ_PORT": "",
+        "FLANNELD_IPTABLES_FORWARD_RULES": "false",
+        "FLANNELD_V": "2",
+    }
     got = flanneld(["--etcd-prefix", "/flag"], env)
     assert got["etcd-prefix"] == "/flag" and got["iface"] == ("eth8", "eth9") and got["healthz-port"] == 0
     assert got["iptables-forward-rules"] is False and got["v"] == 2
@@ -114,8 +119,13 @@ def test_flags_win_over_variables_which_win_over_defaults_and_empty_variables_ar
 
 
 def test_unknown_flanneld_variables_get_one_notice_naming_all_of_them() -> None:
-    env = {"FLANNELD_NFTABLE": "true", "FLANNELD_METRICS_LISTEN": "127.0.0.1:9", "FLANNELD_IP_MASQ": "1",
-           "FLANNELD_SETPRIV": "/usr/bin/setpriv", "NODE_NAME": "n1"}
+    env = {
+        "FLANNELD_NFTABLE": "true",
+        "FLANNELD_METRICS_LISTEN": "127.0.0.1:9",
+        "FLANNELD_IP_MASQ": "1",
+        "FLANNELD_SETPRIV": "/usr/bin/setpriv",
+        "NODE_NAME": "n1",
+    }
     got = flanneld([], env)
     assert len(got.notices) == 1
     (notice,) = got.notices
@@ -174,8 +184,15 @@ def test_hostile_words_are_named_shortened() -> None:
 
 @pytest.mark.parametrize(
     ("text", "number"),
-    [("8471", 8471), ("0x2117", 8471), ("020427", 8471), ("0o20427", 8471), ("0b10000100010111", 8471),
-     ("8_471", 8471), ("+8471", 8471)],
+    [
+        ("8471", 8471),
+        ("0x2117", 8471),
+        ("020427", 8471),
+        ("0o20427", 8471),
+        ("0b10000100010111", 8471),
+        ("8_471", 8471),
+        ("+8471", 8471),
+    ],
 )
 def test_integers_are_read_as_go_reads_them(text: str, number: int) -> None:
     assert flanneld([f"--healthz-port={text}"])["healthz-port"] == number

@@ -39,14 +39,17 @@ def require_namespaces() -> None:
 
 def peer_value(public_ip: str, mac: str, vni: int = 1) -> str:
     """A vxlan peer's lease value, as flannel writes it."""
-    return json.dumps({"PublicIP": public_ip, "BackendType": "vxlan",
-                       "BackendData": {"VNI": vni, "VtepMAC": mac}})
+    return json.dumps(
+        {"PublicIP": public_ip, "BackendType": "vxlan", "BackendData": {"VNI": vni, "VtepMAC": mac}}
+    )
 
 
 class SingleNode:
     """etcd + lease service + backend in namespace ``fpc-<id>``; ``run_dir`` holds the sockets."""
 
-    def __init__(self, base_dir: Path, *, lease_args: tuple[str, ...] = (), backend_args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, base_dir: Path, *, lease_args: tuple[str, ...] = (), backend_args: tuple[str, ...] = ()
+    ) -> None:
         self.ns = f"fpc-{uuid.uuid4().hex[:8]}"
         self.base_dir = base_dir
         self.run_dir = base_dir / "run"
@@ -80,17 +83,39 @@ class SingleNode:
         self.etcd_http.put(f"{PREFIX}/config", json.dumps(CONFIG))
         for key, value in (peers or {}).items():
             self.put_lease(key, value)
-        self.lease = Daemon("lease_service", [
-            "--run-dir", str(self.run_dir), "--etcd-endpoints", etcd.endpoint, "--iface", "eth0",
-            "--etcd-call-timeout", "1", *self.lease_args], self.base_dir / "lease.log", prefix=self.exec_prefix).start()
-        wait_until(lambda: health_status(self.run_dir / "lease.sock") == "SERVING" or not self.lease.alive(),  # type: ignore[union-attr]
-                   timeout=30, what="lease service SERVING")
+        self.lease = Daemon(
+            "lease_service",
+            [
+                "--run-dir",
+                str(self.run_dir),
+                "--etcd-endpoints",
+                etcd.endpoint,
+                "--iface",
+                "eth0",
+                "--etcd-call-timeout",
+                "1",
+                *self.lease_args,
+            ],
+            self.base_dir / "lease.log",
+            prefix=self.exec_prefix,
+        ).start()
+        wait_until(
+            lambda: health_status(self.run_dir / "lease.sock") == "SERVING" or not self.lease.alive(),  # type: ignore[union-attr]
+            timeout=30,
+            what="lease service SERVING",
+        )
         assert self.lease.alive(), self.lease.log()
-        self.backend = Daemon("backend_service", [
-            "--run-dir", str(self.run_dir), "--resync-period", "600", *self.backend_args],
-            self.base_dir / "backend.log", prefix=self.exec_prefix).start()
-        wait_until(lambda: health_status(self.run_dir / "backend.sock") == "SERVING" or not self.backend.alive(),  # type: ignore[union-attr]
-                   timeout=30, what="backend SERVING")
+        self.backend = Daemon(
+            "backend_service",
+            ["--run-dir", str(self.run_dir), "--resync-period", "600", *self.backend_args],
+            self.base_dir / "backend.log",
+            prefix=self.exec_prefix,
+        ).start()
+        wait_until(
+            lambda: health_status(self.run_dir / "backend.sock") == "SERVING" or not self.backend.alive(),  # type: ignore[union-attr]
+            timeout=30,
+            what="backend SERVING",
+        )
         assert self.backend.alive(), self.backend.log()
         return self
 
@@ -105,17 +130,21 @@ class SingleNode:
     def leases_in_etcd(self) -> dict[str, str]:
         assert self.etcd_http is not None
         prefix = f"{PREFIX}/subnets/"
-        return {key[len(prefix):]: value for key, value in self.etcd_http.get_prefix(prefix).items()}
+        return {key[len(prefix) :]: value for key, value in self.etcd_http.get_prefix(prefix).items()}
 
     def run(self, argv: list[str], timeout: float = 30) -> subprocess.CompletedProcess[str]:
         """``argv`` inside the namespace."""
-        return subprocess.run([*self.exec_prefix, *argv], capture_output=True, text=True, timeout=timeout, check=False)
+        return subprocess.run(
+            [*self.exec_prefix, *argv], capture_output=True, text=True, timeout=timeout, check=False
+        )
 
     def ip(self, *args: str) -> str:
         return ip(self.ns, *args)
 
     def logs(self) -> str:
-        return "\n".join(f"----- {d.module} -----\n{d.log()[-4000:]}" for d in (self.lease, self.backend) if d)
+        return "\n".join(
+            f"----- {d.module} -----\n{d.log()[-4000:]}" for d in (self.lease, self.backend) if d
+        )
 
     def down(self) -> None:
         for daemon in (self.backend, self.lease):

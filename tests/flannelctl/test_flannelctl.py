@@ -17,20 +17,32 @@ import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from proto.flannel.v1 import backend_pb2, backend_pb2_grpc, lease_pb2
-from tests.flannelctl.single_node import SingleNode, peer_value, require_namespaces
 from flannel_testkit.etcd import EtcdServer
 from flannel_testkit.processes import Daemon, health_status
 from flannel_testkit.wait import wait_until
+from proto.flannel.v1 import backend_pb2, backend_pb2_grpc, lease_pb2
+from tests.flannelctl.single_node import SingleNode, peer_value, require_namespaces
 
 CONFIG = {"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan"}}
 FLANNELCTL = str(Path(sys.executable).parent / "flannelctl")
-PEER_KEY, PEER_SUBNET, PEER_IP, PEER_MAC = "10.244.9.0-24", "10.244.9.0/24", "192.168.77.2", "0a:58:0a:f4:09:01"
+PEER_KEY, PEER_SUBNET, PEER_IP, PEER_MAC = (
+    "10.244.9.0-24",
+    "10.244.9.0/24",
+    "192.168.77.2",
+    "0a:58:0a:f4:09:01",
+)
 
 
-def flannelctl(run_dir: Path, *args: str, prefix: tuple[str, ...] = (), timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*prefix, FLANNELCTL, "--run-dir", str(run_dir), *args], capture_output=True, text=True,
-                          timeout=timeout, check=False)
+def flannelctl(
+    run_dir: Path, *args: str, prefix: tuple[str, ...] = (), timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*prefix, FLANNELCTL, "--run-dir", str(run_dir), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def as_json(proc: subprocess.CompletedProcess[str]) -> Any:
@@ -51,8 +63,11 @@ class Etcd:
     def _call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         import urllib.request
 
-        req = urllib.request.Request(f"{self.endpoint}{path}", data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            f"{self.endpoint}{path}",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(req, timeout=10) as resp:
             return json.loads(resp.read() or b"{}")  # type: ignore[no-any-return]
 
@@ -82,12 +97,28 @@ def lease_service(etcd: EtcdServer, prefix: str, store: Etcd, tmp_path: Path) ->
     store.put("subnets/10.244.8.0-24", peer_value("192.168.50.8", "0a:58:0a:f4:08:01"))
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    daemon = Daemon("lease_service", ["--run-dir", str(run_dir), "--etcd-endpoints", etcd.endpoint, "--etcd-prefix",
-                                      prefix, "--public-ip", "192.168.50.1", "--etcd-call-timeout", "1"],
-                    tmp_path / "lease.log").start()
+    daemon = Daemon(
+        "lease_service",
+        [
+            "--run-dir",
+            str(run_dir),
+            "--etcd-endpoints",
+            etcd.endpoint,
+            "--etcd-prefix",
+            prefix,
+            "--public-ip",
+            "192.168.50.1",
+            "--etcd-call-timeout",
+            "1",
+        ],
+        tmp_path / "lease.log",
+    ).start()
     try:
-        wait_until(lambda: health_status(run_dir / "lease.sock") == "SERVING" or not daemon.alive(), timeout=20,
-                   what="lease service SERVING")
+        wait_until(
+            lambda: health_status(run_dir / "lease.sock") == "SERVING" or not daemon.alive(),
+            timeout=20,
+            what="lease service SERVING",
+        )
         assert daemon.alive(), daemon.log()
         yield run_dir
     finally:
@@ -98,8 +129,9 @@ def acquire(run_dir: Path) -> lease_pb2.Lease:
     from proto.flannel.v1 import lease_pb2_grpc
 
     with grpc.insecure_channel(f"unix:{run_dir / 'lease.sock'}") as channel:
-        request = lease_pb2.AcquireLeaseRequest(backend_type="vxlan", mtu=1450,
-                                                backend_data='{"VNI":1,"VtepMAC":"0a:58:0a:f4:01:01"}')
+        request = lease_pb2.AcquireLeaseRequest(
+            backend_type="vxlan", mtu=1450, backend_data='{"VNI":1,"VtepMAC":"0a:58:0a:f4:01:01"}'
+        )
         return lease_pb2_grpc.LeaseServiceStub(channel).AcquireLease(request, timeout=15).lease
 
 
@@ -114,9 +146,17 @@ def test_leases_shows_every_lease_of_one_snapshot_as_a_table_and_as_json(lease_s
     by_key = {lease["key"]: lease for lease in listed["leases"]}
     assert set(by_key) == {"10.244.7.0-24", "10.244.8.0-24", own.key}
     assert by_key["10.244.7.0-24"] | {"backend_data": None} == {
-        "key": "10.244.7.0-24", "subnet": "10.244.7.0/24", "ipv6_subnet": "", "public_ip": "192.168.50.7",
-        "public_ipv6": "", "backend_type": "vxlan", "backend_data": None, "backend_v6_data": "", "node_name": "",
-        "expiration": None}
+        "key": "10.244.7.0-24",
+        "subnet": "10.244.7.0/24",
+        "ipv6_subnet": "",
+        "public_ip": "192.168.50.7",
+        "public_ipv6": "",
+        "backend_type": "vxlan",
+        "backend_data": None,
+        "backend_v6_data": "",
+        "node_name": "",
+        "expiration": None,
+    }
     assert json.loads(by_key["10.244.7.0-24"]["backend_data"]) == {"VNI": 1, "VtepMAC": "0a:58:0a:f4:07:01"}
     assert by_key[own.key]["public_ip"] == "192.168.50.1" and listed["cursor"]
 
@@ -132,8 +172,12 @@ class WatchProcess:
     """``flannelctl watch -o json`` running, its lines read as they come."""
 
     def __init__(self, run_dir: Path, *args: str) -> None:
-        self.proc = subprocess.Popen([FLANNELCTL, "--run-dir", str(run_dir), "watch", "-o", "json", *args],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [FLANNELCTL, "--run-dir", str(run_dir), "watch", "-o", "json", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         self.records: list[dict[str, Any]] = []
         self.thread = threading.Thread(target=self._read, daemon=True)
         self.thread.start()
@@ -153,18 +197,28 @@ class WatchProcess:
         self.thread.join(5)
 
 
-def test_watch_prints_the_snapshot_then_live_events_and_resumes_from_a_cursor(lease_service: Path, store: Etcd) -> None:
+def test_watch_prints_the_snapshot_then_live_events_and_resumes_from_a_cursor(
+    lease_service: Path, store: Etcd
+) -> None:
     watch = WatchProcess(lease_service)
     try:
         wait_until(lambda: ("SYNCED", "") in watch.kinds(), what="SYNCED")
         synced = next(r for r in watch.records if r["kind"] == "SYNCED")
-        assert watch.kinds()[:3] == [("SNAPSHOT", "10.244.7.0-24"), ("SNAPSHOT", "10.244.8.0-24"), ("SYNCED", "")]
+        assert watch.kinds()[:3] == [
+            ("SNAPSHOT", "10.244.7.0-24"),
+            ("SNAPSHOT", "10.244.8.0-24"),
+            ("SYNCED", ""),
+        ]
         assert watch.records[0]["reset"] is True and watch.records[0]["reason"] == "INITIAL"
         store.put("subnets/10.244.5.0-24", peer_value("192.168.50.5", "0a:58:0a:f4:05:01"))
         store.delete("subnets/10.244.8.0-24")
         wait_until(lambda: ("REMOVE", "10.244.8.0-24") in watch.kinds(), what="the removal")
         upsert = next(r for r in watch.records if r["kind"] == "UPSERT")
-        assert (upsert["key"], upsert["subnet"], upsert["public_ip"]) == ("10.244.5.0-24", "10.244.5.0/24", "192.168.50.5")
+        assert (upsert["key"], upsert["subnet"], upsert["public_ip"]) == (
+            "10.244.5.0-24",
+            "10.244.5.0/24",
+            "192.168.50.5",
+        )
         assert upsert["cursor"] and upsert["time"].endswith("Z")
     finally:
         watch.stop()
@@ -172,8 +226,10 @@ def test_watch_prints_the_snapshot_then_live_events_and_resumes_from_a_cursor(le
     resumed = flannelctl(lease_service, "watch", "--cursor", synced["cursor"], "--count", "2")
     assert resumed.returncode == 0, resumed.stderr
     lines = [line.split() for line in resumed.stdout.splitlines()]
-    assert [line[1:5] for line in lines] == [["UPSERT", "10.244.5.0-24", "10.244.5.0/24", "192.168.50.5"],
-                                             ["REMOVE", "10.244.8.0-24", "10.244.8.0/24", "192.168.50.8"]]
+    assert [line[1:5] for line in lines] == [
+        ["UPSERT", "10.244.5.0-24", "10.244.5.0/24", "192.168.50.5"],
+        ["REMOVE", "10.244.8.0-24", "10.244.8.0/24", "192.168.50.8"],
+    ]
 
 
 def test_watch_resumes_by_cursor_when_the_lease_service_restarts(
@@ -183,8 +239,20 @@ def test_watch_resumes_by_cursor_when_the_lease_service_restarts(
     store.put("subnets/10.244.7.0-24", peer_value("192.168.50.7", "0a:58:0a:f4:07:01"))
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    daemon = Daemon("lease_service", ["--run-dir", str(run_dir), "--etcd-endpoints", etcd.endpoint, "--etcd-prefix",
-                                      prefix, "--public-ip", "192.168.50.1"], tmp_path / "lease.log")
+    daemon = Daemon(
+        "lease_service",
+        [
+            "--run-dir",
+            str(run_dir),
+            "--etcd-endpoints",
+            etcd.endpoint,
+            "--etcd-prefix",
+            prefix,
+            "--public-ip",
+            "192.168.50.1",
+        ],
+        tmp_path / "lease.log",
+    )
     watch: WatchProcess | None = None
     try:
         daemon.start()
@@ -194,8 +262,11 @@ def test_watch_resumes_by_cursor_when_the_lease_service_restarts(
         daemon.kill()
         store.put("subnets/10.244.5.0-24", peer_value("192.168.50.5", "0a:58:0a:f4:05:01"))
         daemon.start()
-        wait_until(lambda: ("UPSERT", "10.244.5.0-24") in watch.kinds(), timeout=20,  # type: ignore[union-attr]
-                   what="the lease written while the lease service was down")
+        wait_until(
+            lambda: ("UPSERT", "10.244.5.0-24") in watch.kinds(),
+            timeout=20,  # type: ignore[union-attr]
+            what="the lease written while the lease service was down",
+        )
         assert watch.proc.poll() is None
         # the restarted lease service resumed the cursor (a DELTA), it did not send a second snapshot
         assert [k for k in watch.kinds() if k[0] == "SNAPSHOT"] == [("SNAPSHOT", "10.244.7.0-24")]
@@ -213,7 +284,10 @@ def test_status_shows_the_lease_service_and_names_the_missing_backend_socket(lea
     status = as_json(proc)
     lease = status["lease_service"]
     assert (lease["health"], lease["service_health"]) == ("SERVING", "SERVING")
-    assert lease["describe"]["name"] == "flannel-py lease service" and "flannel.v1" in lease["describe"]["api_versions"]
+    assert (
+        lease["describe"]["name"] == "flannel-py lease service"
+        and "flannel.v1" in lease["describe"]["api_versions"]
+    )
     assert lease["own_lease"]["key"] == own.key and lease["own_lease"]["public_ip"] == "192.168.50.1"
     assert lease["config"]["network"] == "10.244.0.0/16" and lease["config"]["backend_type"] == "vxlan"
     assert status["healthy"] is False and "backend.sock" in status["backend"]["error"]
@@ -264,19 +338,40 @@ def test_status_exits_1_when_a_service_is_not_serving_and_says_what_the_lease_se
 ) -> None:
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    daemon = Daemon("lease_service", ["--run-dir", str(run_dir), "--etcd-endpoints", etcd.endpoint, "--etcd-prefix",
-                                      prefix, "--public-ip", "192.168.50.1"], tmp_path / "lease.log").start()
+    daemon = Daemon(
+        "lease_service",
+        [
+            "--run-dir",
+            str(run_dir),
+            "--etcd-endpoints",
+            etcd.endpoint,
+            "--etcd-prefix",
+            prefix,
+            "--public-ip",
+            "192.168.50.1",
+        ],
+        tmp_path / "lease.log",
+    ).start()
     backend = FakeBackend(run_dir / "backend.sock")
     try:  # no network config in etcd: the lease service stays NOT_SERVING
-        wait_until(lambda: health_status(run_dir / "lease.sock") == "NOT_SERVING", timeout=20, what="NOT_SERVING")
+        wait_until(
+            lambda: health_status(run_dir / "lease.sock") == "NOT_SERVING", timeout=20, what="NOT_SERVING"
+        )
         proc = flannelctl(run_dir, "status", "-o", "json")
         assert proc.returncode == 1, proc.stderr
         status = as_json(proc)
-        assert status["lease_service"]["health"] == "NOT_SERVING" and status["backend"]["health"] == "NOT_SERVING"
+        assert (
+            status["lease_service"]["health"] == "NOT_SERVING"
+            and status["backend"]["health"] == "NOT_SERVING"
+        )
         assert "waiting for a usable network config" in status["lease_service"]["config"]["error"]
         assert status["backend"]["status"]["device"] == "flannel.1"
         text = flannelctl(run_dir, "status")
-        assert text.returncode == 1 and "NOT_SERVING" in text.stdout and "device flannel.1  MTU 1450" in text.stdout
+        assert (
+            text.returncode == 1
+            and "NOT_SERVING" in text.stdout
+            and "device flannel.1  MTU 1450" in text.stdout
+        )
     finally:
         backend.stop()
         daemon.kill()
@@ -290,8 +385,12 @@ def node(tmp_path: Path) -> Iterator[SingleNode]:
     require_namespaces()
     made = SingleNode(tmp_path, backend_args=("--metrics-listen", "127.0.0.1:9102"))
     try:
-        made.up(peers={PEER_KEY: peer_value(PEER_IP, PEER_MAC),
-                       "10.244.10.0-24": peer_value("192.168.77.3", "0a:58:0a:f4:0a:01", vni=2)})
+        made.up(
+            peers={
+                PEER_KEY: peer_value(PEER_IP, PEER_MAC),
+                "10.244.10.0-24": peer_value("192.168.77.3", "0a:58:0a:f4:0a:01", vni=2),
+            }
+        )
         yield made
     finally:
         print(made.logs())
@@ -311,9 +410,18 @@ def test_doctor_follows_a_peer_from_lease_to_kernel_and_names_what_is_missing(no
     wait_until(lambda: "10.244.9.0/24" in node.ip("route", "show", "proto", "70"), what="the peer's route")
     code, result, text = doctor(node, PEER_SUBNET)
     assert code == 0, text
-    assert [c["name"] for c in result["checks"]] == ["lease", "accepted", "programmed", "device", "route",
-                                                      "neighbour", "fdb"]
-    assert all(c["status"] == "ok" for c in result["checks"]) and result["verdict"].startswith("ok: 10.244.9.0-24")
+    assert [c["name"] for c in result["checks"]] == [
+        "lease",
+        "accepted",
+        "programmed",
+        "device",
+        "route",
+        "neighbour",
+        "fdb",
+    ]
+    assert all(c["status"] == "ok" for c in result["checks"]) and result["verdict"].startswith(
+        "ok: 10.244.9.0-24"
+    )
     assert text.splitlines()[-1].startswith("ok: ")
     for other_name in (PEER_KEY, PEER_IP, "10.244.9.77"):  # by key, by public IP, by pod IP
         assert doctor(node, other_name)[0] == 0
@@ -322,8 +430,10 @@ def test_doctor_follows_a_peer_from_lease_to_kernel_and_names_what_is_missing(no
     code, result, text = doctor(node, PEER_SUBNET)
     assert code == 1
     assert [c["name"] for c in result["checks"] if c["status"] == "fail"] == ["route"]
-    assert result["verdict"].startswith(f"problem: the route to {PEER_SUBNET} is missing "
-                                        f"(expected {PEER_SUBNET} via 10.244.9.0 dev flannel.1 onlink)")
+    assert result["verdict"].startswith(
+        f"problem: the route to {PEER_SUBNET} is missing "
+        f"(expected {PEER_SUBNET} via 10.244.9.0 dev flannel.1 onlink)"
+    )
     assert text.splitlines()[-1] == result["verdict"] and "[FAIL] route" in text
 
     node.run(["bridge", "fdb", "del", PEER_MAC, "dev", "flannel.1", "dst", PEER_IP])
@@ -333,7 +443,9 @@ def test_doctor_follows_a_peer_from_lease_to_kernel_and_names_what_is_missing(no
 
     # a device set down is no longer the doctor's to find: the backend's device watcher brings it back up
     node.ip("link", "set", "flannel.1", "down")
-    wait_until(lambda: re.search(r"[<,]UP[,>]", node.ip("link", "show", "flannel.1")), what="flannel.1 up again")
+    wait_until(
+        lambda: re.search(r"[<,]UP[,>]", node.ip("link", "show", "flannel.1")), what="flannel.1 up again"
+    )
     _, result, _ = doctor(node, PEER_KEY)
     assert [c["status"] for c in result["checks"] if c["name"] == "device"] == ["ok"]
 
@@ -346,7 +458,9 @@ def test_doctor_names_a_rejected_lease_with_its_reason_and_a_peer_with_no_lease(
     assert result["verdict"].startswith("problem: the backend rejected lease 10.244.10.0-24: VNI_MISMATCH: ")
     code, result, _ = doctor(node, "10.244.99.0/24")
     assert code == 1 and result["lease"] is None
-    assert result["verdict"].startswith("problem: no lease for 10.244.99.0/24: the lease service knows 3 leases")
+    assert result["verdict"].startswith(
+        "problem: no lease for 10.244.99.0/24: the lease service knows 3 leases"
+    )
     own = json.loads(flannelctl(node.run_dir, "leases", "-o", "json").stdout)["leases"]
     own_key = next(lease["key"] for lease in own if lease["public_ip"] == "192.168.77.1")
     code, result, _ = doctor(node, own_key)
@@ -362,16 +476,25 @@ def test_status_of_a_running_node_shows_peers_rejections_and_the_last_reconcile(
     backend = as_json(proc)["backend"]
     assert (backend["health"], backend["describe"]["name"]) == ("SERVING", "flannel-py backend")
     status = backend["status"]
-    assert (status["backend_type"], status["device"], status["mtu"], status["synced"]) == ("vxlan", "flannel.1", 1450, True)
+    assert (status["backend_type"], status["device"], status["mtu"], status["synced"]) == (
+        "vxlan",
+        "flannel.1",
+        1450,
+        True,
+    )
     assert [(p["lease"]["key"], p["mode"]) for p in status["peers"]] == [(PEER_KEY, "vxlan")]
-    assert [(r["lease"]["key"], r["reason"]) for r in status["rejected"]] == [("10.244.10.0-24", "VNI_MISMATCH")]
+    assert [(r["lease"]["key"], r["reason"]) for r in status["rejected"]] == [
+        ("10.244.10.0-24", "VNI_MISMATCH")
+    ]
     assert status["last_reconcile_outcome"] == "ok" and status["last_reconcile"].endswith("Z")
     text = flannelctl(node.run_dir, "status").stdout
     assert f"{PEER_KEY}  {PEER_SUBNET}  {PEER_IP}  vxlan" in text and "10.244.10.0-24  VNI_MISMATCH: " in text
 
     scrape = "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:9102/metrics').read().decode())"
     metrics = node.run(["python3", "-c", scrape]).stdout
-    values = {line.split()[0]: float(line.split()[1]) for line in metrics.splitlines() if line and line[0] != "#"}
+    values = {
+        line.split()[0]: float(line.split()[1]) for line in metrics.splitlines() if line and line[0] != "#"
+    }
     assert values["flannel_backend_peers"] == 1 and values["flannel_backend_rejected_leases"] == 1
     assert values["flannel_backend_kernel_ops_applied_total"] >= 3  # route, neighbour, FDB entry
     assert values["flannel_backend_reconcile_duration_seconds_count"] >= 1
@@ -384,12 +507,19 @@ def test_status_of_a_running_node_shows_peers_rejections_and_the_last_reconcile(
 class FakeKernel:
     """What ``ip -json`` / ``bridge -json`` would print, from plain data."""
 
-    def __init__(self, links: dict[str, list[str]], routes: list[dict[str, Any]],
-                 neighbours: dict[str, list[dict[str, Any]]], fdb: dict[str, list[dict[str, Any]]]) -> None:
+    def __init__(
+        self,
+        links: dict[str, list[str]],
+        routes: list[dict[str, Any]],
+        neighbours: dict[str, list[dict[str, Any]]],
+        fdb: dict[str, list[dict[str, Any]]],
+    ) -> None:
         self._links, self._routes, self._neighbours, self._fdb = links, routes, neighbours, fdb
 
     def link(self, device: str) -> dict[str, Any] | None:
-        return {"ifname": device, "flags": self._links[device], "mtu": 1450} if device in self._links else None
+        return (
+            {"ifname": device, "flags": self._links[device], "mtu": 1450} if device in self._links else None
+        )
 
     def routes(self, subnet: str) -> list[dict[str, Any]]:
         return [r for r in self._routes if r["dst"] == subnet]
@@ -401,15 +531,27 @@ class FakeKernel:
         return self._fdb.get(device, [])
 
 
-DUAL = lease_pb2.Lease(key="10.244.9.0-24&fd10::9:0-112", subnet="10.244.9.0/24", ipv6_subnet="fd10::9:0/112",
-                       public_ip="192.168.77.2", public_ipv6="fd00::2", backend_type="vxlan", node_name="node-9",
-                       backend_data='{"VNI":1,"VtepMAC":"0a:58:0a:f4:09:01"}',
-                       backend_v6_data='{"VNI":1,"VtepMAC":"0a:58:0a:f4:09:06"}')
+DUAL = lease_pb2.Lease(
+    key="10.244.9.0-24&fd10::9:0-112",
+    subnet="10.244.9.0/24",
+    ipv6_subnet="fd10::9:0/112",
+    public_ip="192.168.77.2",
+    public_ipv6="fd00::2",
+    backend_type="vxlan",
+    node_name="node-9",
+    backend_data='{"VNI":1,"VtepMAC":"0a:58:0a:f4:09:01"}',
+    backend_v6_data='{"VNI":1,"VtepMAC":"0a:58:0a:f4:09:06"}',
+)
 
 
 def _status(lease: lease_pb2.Lease, mode: str) -> backend_pb2.GetStatusResponse:
-    return backend_pb2.GetStatusResponse(backend_type="vxlan", device="flannel.1", synced=True,
-                                         last_reconcile_outcome="ok", peers=[backend_pb2.Peer(lease=lease, mode=mode)])
+    return backend_pb2.GetStatusResponse(
+        backend_type="vxlan",
+        device="flannel.1",
+        synced=True,
+        last_reconcile_outcome="ok",
+        peers=[backend_pb2.Peer(lease=lease, mode=mode)],
+    )
 
 
 def test_a_dual_stack_peer_is_checked_on_both_vxlan_devices() -> None:
@@ -417,37 +559,59 @@ def test_a_dual_stack_peer_is_checked_on_both_vxlan_devices() -> None:
 
     kernel = FakeKernel(
         links={"flannel.1": ["BROADCAST", "UP"], "flannel-v6.1": ["BROADCAST", "UP"]},
-        routes=[{"dst": "10.244.9.0/24", "gateway": "10.244.9.0", "dev": "flannel.1"},
-                {"dst": "fd10::9:0/112", "gateway": "fd10::9:0", "dev": "flannel-v6.1"}],
-        neighbours={"flannel.1": [{"dst": "10.244.9.0", "lladdr": "0a:58:0a:f4:09:01", "state": ["PERMANENT"]}],
-                    "flannel-v6.1": [{"dst": "fd10::9:0", "lladdr": "0a:58:0a:f4:09:06", "state": ["PERMANENT"]}]},
-        fdb={"flannel.1": [{"mac": "0a:58:0a:f4:09:01", "dst": "192.168.77.2"}],
-             "flannel-v6.1": [{"mac": "0a:58:0a:f4:09:06", "dst": "fd00::2"}]})
+        routes=[
+            {"dst": "10.244.9.0/24", "gateway": "10.244.9.0", "dev": "flannel.1"},
+            {"dst": "fd10::9:0/112", "gateway": "fd10::9:0", "dev": "flannel-v6.1"},
+        ],
+        neighbours={
+            "flannel.1": [{"dst": "10.244.9.0", "lladdr": "0a:58:0a:f4:09:01", "state": ["PERMANENT"]}],
+            "flannel-v6.1": [{"dst": "fd10::9:0", "lladdr": "0a:58:0a:f4:09:06", "state": ["PERMANENT"]}],
+        },
+        fdb={
+            "flannel.1": [{"mac": "0a:58:0a:f4:09:01", "dst": "192.168.77.2"}],
+            "flannel-v6.1": [{"mac": "0a:58:0a:f4:09:06", "dst": "fd00::2"}],
+        },
+    )
     result = diagnose("node-9", [DUAL], _status(DUAL, "vxlan"), kernel)  # type: ignore[arg-type]
-    assert [c.name for c in result.checks] == ["lease", "accepted", "programmed", "device", "route", "neighbour",
-                                               "fdb", "device6", "route6", "neighbour6", "fdb6"]
+    assert [c.name for c in result.checks] == [
+        "lease",
+        "accepted",
+        "programmed",
+        "device",
+        "route",
+        "neighbour",
+        "fdb",
+        "device6",
+        "route6",
+        "neighbour6",
+        "fdb6",
+    ]
     assert result.ok, result.checks
     only_v4 = diagnose("node-9", [DUAL], _status(DUAL, "vxlan"), kernel, families=(4,))  # type: ignore[arg-type]
     assert [c.name for c in only_v4.checks][-1] == "fdb"
 
     kernel._fdb["flannel-v6.1"] = [{"mac": "0a:58:0a:f4:09:06", "dst": "fd00::99"}]
     result = diagnose("fd10::9:5", [DUAL], _status(DUAL, "vxlan"), kernel)  # type: ignore[arg-type]
-    assert result.verdict.startswith("problem: the FDB entry for 0a:58:0a:f4:09:06 on flannel-v6.1 points to "
-                                     "fd00::99, expected fd00::2")
+    assert result.verdict.startswith(
+        "problem: the FDB entry for 0a:58:0a:f4:09:06 on flannel-v6.1 points to fd00::99, expected fd00::2"
+    )
 
 
 def test_a_host_gw_peer_needs_only_its_route_via_the_public_ip() -> None:
     from flannelctl.doctor import diagnose
 
-    lease = lease_pb2.Lease(key="10.244.9.0-24", subnet="10.244.9.0/24", public_ip="192.168.77.2",
-                            backend_type="host-gw")
+    lease = lease_pb2.Lease(
+        key="10.244.9.0-24", subnet="10.244.9.0/24", public_ip="192.168.77.2", backend_type="host-gw"
+    )
     good = FakeKernel({}, [{"dst": "10.244.9.0/24", "gateway": "192.168.77.2", "dev": "eth0"}], {}, {})
     result = diagnose("10.244.9.0/24", [lease], _status(lease, "host-gw"), good)  # type: ignore[arg-type]
     assert result.ok and [c.name for c in result.checks][-1] == "route"
     wrong = FakeKernel({}, [{"dst": "10.244.9.0/24", "gateway": "192.168.77.9", "dev": "eth0"}], {}, {})
     result = diagnose("10.244.9.0/24", [lease], _status(lease, "host-gw"), wrong)  # type: ignore[arg-type]
-    assert result.verdict.startswith("problem: the route to 10.244.9.0/24 is wrong: 10.244.9.0/24 via 192.168.77.9 "
-                                     "dev eth0, expected 10.244.9.0/24 via 192.168.77.2")
+    assert result.verdict.startswith(
+        "problem: the route to 10.244.9.0/24 is wrong: 10.244.9.0/24 via 192.168.77.9 "
+        "dev eth0, expected 10.244.9.0/24 via 192.168.77.2"
+    )
 
 
 def test_a_peer_the_backend_has_not_programmed_yet_is_named_with_the_reason() -> None:
@@ -456,7 +620,11 @@ def test_a_peer_the_backend_has_not_programmed_yet_is_named_with_the_reason() ->
     lease = lease_pb2.Lease(key="10.244.9.0-24", subnet="10.244.9.0/24", public_ip="192.168.77.2")
     unsynced = backend_pb2.GetStatusResponse(device="flannel.1", synced=False)
     assert diagnose("10.244.9.0-24", [lease], unsynced, FakeKernel({}, [], {}, {})).verdict == (  # type: ignore[arg-type]
-        "problem: the backend has not applied the lease stream's snapshot yet (synced: false)")
-    failing = backend_pb2.GetStatusResponse(device="flannel.1", synced=True, last_reconcile_outcome="error: boom")
+        "problem: the backend has not applied the lease stream's snapshot yet (synced: false)"
+    )
+    failing = backend_pb2.GetStatusResponse(
+        device="flannel.1", synced=True, last_reconcile_outcome="error: boom"
+    )
     assert diagnose("10.244.9.0-24", [lease], failing, FakeKernel({}, [], {}, {})).verdict == (  # type: ignore[arg-type]
-        "problem: the backend has not programmed 10.244.9.0-24; last reconcile: error: boom")
+        "problem: the backend has not programmed 10.244.9.0-24; last reconcile: error: boom"
+    )

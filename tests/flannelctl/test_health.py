@@ -46,8 +46,13 @@ def servers() -> Iterator[list[HealthServer]]:
 
 
 def health_cmd(run_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([FLANNELCTL, "--run-dir", str(run_dir), "--timeout", "2", "health", *args],
-                          capture_output=True, text=True, timeout=30, check=False)
+    return subprocess.run(
+        [FLANNELCTL, "--run-dir", str(run_dir), "--timeout", "2", "health", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
 
 
 @pytest.mark.parametrize("target, sock", [("lease-service", "lease.sock"), ("backend", "backend.sock")])
@@ -87,5 +92,7 @@ def test_a_socket_nobody_answers_on_fails_the_liveness_probe(run_dir: Path) -> N
 
 
 def test_an_unknown_target_is_a_usage_error() -> None:
-    proc = subprocess.run([FLANNELCTL, "health", "etcd"], capture_output=True, text=True, timeout=30, check=False)
+    proc = subprocess.run(
+        [FLANNELCTL, "health", "etcd"], capture_output=True, text=True, timeout=30, check=False
+    )
     assert proc.returncode == 2 and "invalid choice: 'etcd'" in proc.stderr

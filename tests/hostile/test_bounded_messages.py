@@ -22,9 +22,13 @@ Msg = lease_pb2.WatchLeasesResponse
 
 def lease(n: int, data_bytes: int = 0, revision: int = 0) -> Lease:
     data = f'"{"x" * data_bytes}"' if data_bytes else ""
-    return Lease(key=f"10.244.{n}.0-24", subnet=IPv4Network(f"10.244.{n}.0/24"), ipv6_subnet=None,
-                 attrs=LeaseAttrs(IPv4Address(f"192.168.0.{n}"), backend_type="vxlan", backend_data=data),
-                 mod_revision=revision)
+    return Lease(
+        key=f"10.244.{n}.0-24",
+        subnet=IPv4Network(f"10.244.{n}.0/24"),
+        ipv6_subnet=None,
+        attrs=LeaseAttrs(IPv4Address(f"192.168.0.{n}"), backend_type="vxlan", backend_data=data),
+        mod_revision=revision,
+    )
 
 
 async def take_until_synced(stream: AsyncIterator[Msg]) -> list[Msg]:
@@ -61,7 +65,8 @@ async def test_a_delta_larger_than_the_cap_is_split_and_only_its_last_part_carri
 
 
 async def test_one_lease_larger_than_a_message_is_refused_by_name_and_the_rest_flow(
-        caplog: pytest.LogCaptureFixture) -> None:
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     hub = LeaseHub("t", HubSettings(batch_bytes=10_000))
     with caplog.at_level(logging.WARNING):
         hub.reset({lease(1).key: lease(1), lease(2).key: lease(2, 20_000, revision=3)}, revision=5)
@@ -77,20 +82,27 @@ class Exploding(lease_pb2_grpc.LeaseServiceServicer):
     async def Describe(self, request: lease_pb2.DescribeRequest, context: grpc.aio.ServicerContext) -> None:
         raise KeyError("a bug")
 
-    async def WatchLeases(self, request: lease_pb2.WatchLeasesRequest,
-                          context: grpc.aio.ServicerContext) -> AsyncIterator[Msg]:
+    async def WatchLeases(
+        self, request: lease_pb2.WatchLeasesRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[Msg]:
         yield Msg(kind=Msg.PROGRESS, cursor="c")
         raise ValueError("a bug in a stream")
 
 
 async def test_the_guard_answers_internal_and_invalid_argument_with_one_line_each(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     service = lease_pb2.DESCRIPTOR.services_by_name["LeaseService"].full_name
-    server = UnixServer(tmp_path / "s.sock", [service],
-                        lambda s: lease_pb2_grpc.add_LeaseServiceServicer_to_server(Exploding(), s))
+    server = UnixServer(
+        tmp_path / "s.sock",
+        [service],
+        lambda s: lease_pb2_grpc.add_LeaseServiceServicer_to_server(Exploding(), s),
+    )
     await server.start()
     try:
-        async with grpc.aio.insecure_channel(unix_target(tmp_path / "s.sock"), options=MESSAGE_LIMITS) as channel:
+        async with grpc.aio.insecure_channel(
+            unix_target(tmp_path / "s.sock"), options=MESSAGE_LIMITS
+        ) as channel:
             stub = lease_pb2_grpc.LeaseServiceStub(channel)
             with caplog.at_level(logging.INFO):
                 with pytest.raises(grpc.aio.AioRpcError) as info:

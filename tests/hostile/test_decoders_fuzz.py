@@ -27,10 +27,14 @@ from lease_service.stream import LeaseHub
 from proto.flannel.v1 import lease_pb2
 
 T = TypeVar("T")
-SECONDS = 10.0              # one decode, on a loaded 2-core machine shared by many test runs
+SECONDS = 10.0  # one decode, on a loaded 2-core machine shared by many test runs
 PEAK_BYTES = 64 * 1024 * 1024
-FUZZ = settings(max_examples=60, deadline=None, database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = settings(
+    max_examples=60,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 # Shapes that broke decoders before: deep nesting, long integers, long strings, odd digits and endings.
 hostile_bytes = st.one_of(
@@ -43,17 +47,27 @@ hostile_bytes = st.one_of(
     st.integers(0, 2 * 1024 * 1024).map(lambda n: b'"' + b"a" * n + b'"'),
 )
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=40),
-    lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=40),
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5)
+    ),
     max_leaves=30,
 )
-lease_docs = st.fixed_dictionaries({}, optional={
-    "PublicIP": st.one_of(st.text(max_size=20), st.sampled_from(["10.0.0.1", "255.255.255.255", "1" * 5000]),
-                          json_values),
-    "PublicIPv6": st.one_of(st.text(max_size=20), st.just("fc00::1"), json_values),
-    "BackendType": st.one_of(st.sampled_from(["vxlan", "host-gw", ""]), json_values),
-    "BackendData": json_values,
-})
+lease_docs = st.fixed_dictionaries(
+    {},
+    optional={
+        "PublicIP": st.one_of(
+            st.text(max_size=20), st.sampled_from(["10.0.0.1", "255.255.255.255", "1" * 5000]), json_values
+        ),
+        "PublicIPv6": st.one_of(st.text(max_size=20), st.just("fc00::1"), json_values),
+        "BackendType": st.one_of(st.sampled_from(["vxlan", "host-gw", ""]), json_values),
+        "BackendData": json_values,
+    },
+)
 
 
 def bounded(call: Callable[[], T]) -> T:
@@ -94,8 +108,10 @@ def test_valid_json_within_the_bounds_is_decoded_as_json(value: Any) -> None:
 
 
 @FUZZ
-@given(st.one_of(hostile_bytes, lease_docs.map(lambda d: json.dumps(d).encode())),
-       st.sampled_from(["10.244.3.0-24", "10.244.3.0-24&fc00:0:0:3::-64"]))
+@given(
+    st.one_of(hostile_bytes, lease_docs.map(lambda d: json.dumps(d).encode())),
+    st.sampled_from(["10.244.3.0-24", "10.244.3.0-24&fc00:0:0:3::-64"]),
+)
 def test_a_lease_value_decodes_to_a_lease_or_a_named_rejection(value: bytes, key: str) -> None:
     result = outcome(lambda: decode_lease(key, value), CorruptLease)
     if isinstance(result, CorruptLease):
@@ -109,8 +125,16 @@ def test_a_lease_value_decodes_to_a_lease_or_a_named_rejection(value: bytes, key
 keys = st.one_of(
     st.text(max_size=60),
     st.from_regex(r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}-[0-9]{1,2}", fullmatch=True),
-    st.sampled_from(["10.244.241.0-２４", "10.244.3.0-24\n", "１0.244.3.0-24", "10.244.3.0-24&FC00::-64",
-                     "10.244.3.0-24&fc00::-64\n", "10.244.3.0-" + "4" * 5000]),
+    st.sampled_from(
+        [
+            "10.244.241.0-２４",
+            "10.244.3.0-24\n",
+            "１0.244.3.0-24",
+            "10.244.3.0-24&FC00::-64",
+            "10.244.3.0-24&fc00::-64\n",
+            "10.244.3.0-" + "4" * 5000,
+        ]
+    ),
 )
 
 
@@ -146,18 +170,36 @@ def kube_manager() -> Any:
     return KubeSubnetManager(KubeApi(KubeConnection("http://127.0.0.1:1")), "n1")
 
 
-annotation_values = st.one_of(st.text(max_size=80), json_values.map(str),
-                              hostile_bytes.map(lambda b: b.decode("utf-8", "replace")))
+annotation_values = st.one_of(
+    st.text(max_size=80), json_values.map(str), hostile_bytes.map(lambda b: b.decode("utf-8", "replace"))
+)
 
 
 @FUZZ
-@given(st.dictionaries(st.sampled_from(["public-ip", "public-ipv6", "backend-data", "backend-type",
-                                         "backend-v6-data", "public-ip-overwrite"]), annotation_values),
-       st.one_of(st.none(), st.text(max_size=20), st.just("10.244.3.0/24")))
-def test_node_annotations_decode_to_a_lease_or_a_named_rejection(notes: dict[str, str], cidr: str | None) -> None:
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            [
+                "public-ip",
+                "public-ipv6",
+                "backend-data",
+                "backend-type",
+                "backend-v6-data",
+                "public-ip-overwrite",
+            ]
+        ),
+        annotation_values,
+    ),
+    st.one_of(st.none(), st.text(max_size=20), st.just("10.244.3.0/24")),
+)
+def test_node_annotations_decode_to_a_lease_or_a_named_rejection(
+    notes: dict[str, str], cidr: str | None
+) -> None:
     manager = kube_manager()
-    annotations = {"flannel.alpha.coreos.com/kube-subnet-manager": "true",
-                   **{f"flannel.alpha.coreos.com/{k}": v for k, v in notes.items()}}
+    annotations = {
+        "flannel.alpha.coreos.com/kube-subnet-manager": "true",
+        **{f"flannel.alpha.coreos.com/{k}": v for k, v in notes.items()},
+    }
     name = f"n{next(_names)}"  # a new node each time: each rejection is logged (and counted) once per node
     node = {"metadata": {"name": name, "annotations": annotations}, "spec": {"podCIDR": cidr} if cidr else {}}
     config = parse_network_config('{"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan"}}')
@@ -173,10 +215,17 @@ def test_node_annotations_decode_to_a_lease_or_a_named_rejection(notes: dict[str
 
 netconf_docs = st.one_of(
     hostile_bytes,
-    st.fixed_dictionaries({"Network": st.one_of(st.just("10.244.0.0/16"), json_values)}, optional={
-        "SubnetLen": json_values, "SubnetMin": json_values, "SubnetMax": json_values, "EnableIPv6": json_values,
-        "IPv6Network": json_values, "Backend": st.one_of(st.just({"Type": "vxlan"}), json_values),
-    }).map(lambda d: json.dumps(d).encode()),
+    st.fixed_dictionaries(
+        {"Network": st.one_of(st.just("10.244.0.0/16"), json_values)},
+        optional={
+            "SubnetLen": json_values,
+            "SubnetMin": json_values,
+            "SubnetMax": json_values,
+            "EnableIPv6": json_values,
+            "IPv6Network": json_values,
+            "Backend": st.one_of(st.just({"Type": "vxlan"}), json_values),
+        },
+    ).map(lambda d: json.dumps(d).encode()),
 )
 
 
@@ -190,12 +239,16 @@ def test_a_network_config_parses_or_is_a_config_error(text: bytes) -> None:
 
 
 @FUZZ
-@given(st.one_of(
-    st.text(max_size=200),
-    st.binary(max_size=200).map(lambda b: base64.urlsafe_b64encode(b).decode()),
-    st.sampled_from(["djF8ZXRjZDphYmM6L3h8MA", ""]),
-    st.integers(0, 10**30).map(lambda r: base64.urlsafe_b64encode(f"v1|etcd:0000000000000001:/p|{r}".encode()).decode()),
-))
+@given(
+    st.one_of(
+        st.text(max_size=200),
+        st.binary(max_size=200).map(lambda b: base64.urlsafe_b64encode(b).decode()),
+        st.sampled_from(["djF8ZXRjZDphYmM6L3h8MA", ""]),
+        st.integers(0, 10**30).map(
+            lambda r: base64.urlsafe_b64encode(f"v1|etcd:0000000000000001:/p|{r}".encode()).decode()
+        ),
+    )
+)
 def test_a_cursor_resolves_to_a_revision_this_store_has_or_a_reason(cursor: str) -> None:
     hub = LeaseHub("etcd:0000000000000001:/p")
     hub.revision = 1000
@@ -216,9 +269,17 @@ def test_revision_zero_and_another_clusters_cursor_are_not_resumed() -> None:
     assert hub.parse_cursor(hub.cursor(5)) == (5, "")
 
 
-requests = st.one_of(st.binary(max_size=300), st.builds(
-    lambda t, d, m: lease_pb2.AcquireLeaseRequest(backend_type=t, backend_data=d, mtu=m).SerializeToString(),
-    st.text(max_size=10), annotation_values, st.integers(0, 2**32 - 1)))
+requests = st.one_of(
+    st.binary(max_size=300),
+    st.builds(
+        lambda t, d, m: lease_pb2.AcquireLeaseRequest(
+            backend_type=t, backend_data=d, mtu=m
+        ).SerializeToString(),
+        st.text(max_size=10),
+        annotation_values,
+        st.integers(0, 2**32 - 1),
+    ),
+)
 
 
 @FUZZ
@@ -232,13 +293,29 @@ def test_request_bytes_decode_to_the_message_or_to_undecodable(data: bytes) -> N
 
 
 peer_leases = st.builds(
-    lambda subnet, ip, data, key: lease_pb2.Lease(subnet=subnet, public_ip=ip, backend_type="vxlan",
-                                                   backend_data=data, key=key),
+    lambda subnet, ip, data, key: lease_pb2.Lease(
+        subnet=subnet, public_ip=ip, backend_type="vxlan", backend_data=data, key=key
+    ),
     st.one_of(st.just("10.244.5.0/24"), st.text(max_size=20)),
-    st.one_of(st.sampled_from(["192.168.1.5", "255.255.255.255", "224.0.0.1", "0.0.0.0", "127.0.0.1",
-                               "169.254.1.1", "240.0.0.1", "x" * 100_000]), st.ip_addresses(v=4).map(str),
-              st.text(max_size=20)),
-    annotation_values, st.text(max_size=30))
+    st.one_of(
+        st.sampled_from(
+            [
+                "192.168.1.5",
+                "255.255.255.255",
+                "224.0.0.1",
+                "0.0.0.0",
+                "127.0.0.1",
+                "169.254.1.1",
+                "240.0.0.1",
+                "x" * 100_000,
+            ]
+        ),
+        st.ip_addresses(v=4).map(str),
+        st.text(max_size=20),
+    ),
+    annotation_values,
+    st.text(max_size=30),
+)
 
 
 @FUZZ
@@ -256,8 +333,9 @@ def test_a_streamed_lease_parses_to_a_peer_or_a_named_rejection(msg: lease_pb2.L
             assert ip != IPv4Address("255.255.255.255")
 
 
-@pytest.mark.parametrize("ip", ["255.255.255.255", "224.0.0.1", "0.0.0.0", "127.0.0.1", "224.0.0.251",
-                                "169.254.0.1", "240.0.0.1"])
+@pytest.mark.parametrize(
+    "ip", ["255.255.255.255", "224.0.0.1", "0.0.0.0", "127.0.0.1", "224.0.0.251", "169.254.0.1", "240.0.0.1"]
+)
 def test_public_ips_no_node_can_have_are_refused_by_name(ip: str) -> None:
     with pytest.raises(LeaseError) as info:
         parse_lease(lease_pb2.Lease(subnet="10.244.5.0/24", public_ip=ip, backend_type="host-gw"))

@@ -58,8 +58,9 @@ def node_body(name: str, **kwargs: Any) -> Any:
     return make_node(name, **kwargs)
 
 
-async def watch_events(v1: kc.CoreV1Api, rv: str, until: int, timeout: int = 10,
-                       **kwargs: Any) -> list[tuple[str, str, str]]:
+async def watch_events(
+    v1: kc.CoreV1Api, rv: str, until: int, timeout: int = 10, **kwargs: Any
+) -> list[tuple[str, str, str]]:
     """(type, name, resourceVersion) of events until ``until`` non-BOOKMARK events were seen."""
     seen: list[tuple[str, str, str]] = []
     async with kw.Watch() as w:
@@ -105,21 +106,26 @@ async def test_watch_from_a_listed_version_sees_every_change_in_order_with_bookm
 
     events = await watch_events(v1, rv, 4, allow_watch_bookmarks=True)
     changes = [e for e in events if e[0] != "BOOKMARK"]
-    assert changes[:3] == [("ADDED", "n2", added["metadata"]["resourceVersion"]),
-                           ("MODIFIED", "n1", modified["metadata"]["resourceVersion"]),
-                           ("MODIFIED", "n2", last_n2["metadata"]["resourceVersion"])]
+    assert changes[:3] == [
+        ("ADDED", "n2", added["metadata"]["resourceVersion"]),
+        ("MODIFIED", "n1", modified["metadata"]["resourceVersion"]),
+        ("MODIFIED", "n2", last_n2["metadata"]["resourceVersion"]),
+    ]
     kind, name, deleted_rv = changes[3]
     assert (kind, name) == ("DELETED", "n2") and int(deleted_rv) > int(last_n2["metadata"]["resourceVersion"])
 
     # an idle watch from the deletion gets bookmarks about every second, each one fresher
     async with kw.Watch() as w:
         bookmarks: list[int] = []
-        async for event in w.stream(v1.list_node, resource_version=deleted_rv, allow_watch_bookmarks=True,
-                                    timeout_seconds=4):
+        async for event in w.stream(
+            v1.list_node, resource_version=deleted_rv, allow_watch_bookmarks=True, timeout_seconds=4
+        ):
             assert event["type"] == "BOOKMARK", event
-            assert event["raw_object"] == {"kind": "Node", "apiVersion": "v1",
-                                           "metadata": {"resourceVersion": event["raw_object"]["metadata"][
-                                               "resourceVersion"]}}
+            assert event["raw_object"] == {
+                "kind": "Node",
+                "apiVersion": "v1",
+                "metadata": {"resourceVersion": event["raw_object"]["metadata"]["resourceVersion"]},
+            }
             bookmarks.append(int(event["raw_object"]["metadata"]["resourceVersion"]))
         assert w.resource_version == str(bookmarks[-1])
     assert len(bookmarks) >= 2 and bookmarks == sorted(set(bookmarks)) and bookmarks[0] > int(deleted_rv)
@@ -135,21 +141,26 @@ async def test_deleted_carries_the_last_state_even_for_a_watch_started_after_it(
     events = [e async for e in _raw_watch(api, rv, 2)]
     assert [e["type"] for e in events] == ["ADDED", "DELETED"]
     assert events[1]["object"]["metadata"]["annotations"]["k"] == "v"
-    assert int(events[1]["object"]["metadata"]["resourceVersion"]) > int(events[0]["object"]["metadata"][
-        "resourceVersion"])
+    assert int(events[1]["object"]["metadata"]["resourceVersion"]) > int(
+        events[0]["object"]["metadata"]["resourceVersion"]
+    )
 
 
 async def _raw_watch(api: KubeApiProcess, rv: str, count: int) -> AsyncIterator[dict[str, Any]]:
     params = {"watch": "1", "resourceVersion": rv, "timeoutSeconds": "5"}
-    async with aiohttp.ClientSession() as session, session.get(f"{api.url}/api/v1/nodes", params=params) as resp:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{api.url}/api/v1/nodes", params=params) as resp,
+    ):
         assert resp.status == 200 and resp.headers["Content-Type"].startswith("application/json")
         for _ in range(count):
             line = await resp.content.readline()
             yield json.loads(line)
 
 
-async def test_a_watch_without_a_version_starts_with_the_current_nodes(api: KubeApiProcess,
-                                                                         v1: kc.CoreV1Api) -> None:
+async def test_a_watch_without_a_version_starts_with_the_current_nodes(
+    api: KubeApiProcess, v1: kc.CoreV1Api
+) -> None:
     control = api.control
     control.create_node(node_body("a"))
     control.create_node(node_body("b"))
@@ -193,8 +204,9 @@ async def test_selectors_filter_lists_and_watches(api: KubeApiProcess, v1: kc.Co
     assert [(t, n) for t, n, _ in events] == [("MODIFIED", "n2")]
 
 
-async def test_a_watch_resumed_across_dropped_connections_loses_nothing(api: KubeApiProcess,
-                                                                          v1: kc.CoreV1Api) -> None:
+async def test_a_watch_resumed_across_dropped_connections_loses_nothing(
+    api: KubeApiProcess, v1: kc.CoreV1Api
+) -> None:
     """The server aborts every watch connection several times while Nodes change; the client resumes
     from the last resourceVersion it saw (the reflector's loop) and sees each change exactly once."""
     control = AsyncKubeApiControl(api.url)
@@ -209,8 +221,9 @@ async def test_a_watch_resumed_across_dropped_connections_loses_nothing(api: Kub
         while not done.is_set() or len(seen) < len(expected):
             w = kw.Watch()
             try:
-                async for event in w.stream(v1.list_node, resource_version=resume, allow_watch_bookmarks=True,
-                                            timeout_seconds=30):
+                async for event in w.stream(
+                    v1.list_node, resource_version=resume, allow_watch_bookmarks=True, timeout_seconds=30
+                ):
                     if event["type"] != "BOOKMARK":
                         seen.append((event["type"], event["raw_object"]["metadata"]["name"]))
                     if done.is_set() and len(seen) >= len(expected):
@@ -243,8 +256,9 @@ async def test_a_watch_resumed_across_dropped_connections_loses_nothing(api: Kub
     assert errors and set(errors) <= {"ClientPayloadError", "ServerDisconnectedError"}, errors
 
 
-async def test_a_cleanly_ended_watch_is_resumed_by_the_client_itself(api: KubeApiProcess,
-                                                                     v1: kc.CoreV1Api) -> None:
+async def test_a_cleanly_ended_watch_is_resumed_by_the_client_itself(
+    api: KubeApiProcess, v1: kc.CoreV1Api
+) -> None:
     """Without timeout_seconds, kubernetes.aio re-watches on its own from the last version it saw when
     the server ends a stream cleanly (``drop-watches?clean=1``, like an expired server-side timeout)."""
     control = AsyncKubeApiControl(api.url)
@@ -311,21 +325,30 @@ async def test_a_compacted_version_is_410_expired(own_etcd: EtcdServer, prefix: 
                 lines = (await resp.read()).splitlines()
             error = json.loads(lines[0])
             assert len(lines) == 1 and error["type"] == "ERROR"
-            assert error["object"] | {"message": ""} == {"kind": "Status", "apiVersion": "v1", "metadata": {},
-                                                         "status": "Failure", "message": "", "reason": "Expired",
-                                                         "code": 410}
+            assert error["object"] | {"message": ""} == {
+                "kind": "Status",
+                "apiVersion": "v1",
+                "metadata": {},
+                "status": "Failure",
+                "message": "",
+                "reason": "Expired",
+                "code": 410,
+            }
 
             # relist and watch again works; so does a bookmark's version taken after the compaction
             fresh = await v1.list_node()
             control.patch_node("n1", {"metadata": {"annotations": {"a": "c"}}})
             assert [e[:2] for e in await watch_events(v1, fresh.metadata.resource_version, 1)] == [
-                ("MODIFIED", "n1")]
+                ("MODIFIED", "n1")
+            ]
 
             # an idle watch open across a compaction: its bookmarks move its version past the compaction,
             # so after a dropped connection it resumes from the bookmark without a 410
             listed = (await v1.list_node()).metadata.resource_version
             w = kw.Watch()
-            stream = w.stream(v1.list_node, resource_version=listed, allow_watch_bookmarks=True, timeout_seconds=10)
+            stream = w.stream(
+                v1.list_node, resource_version=listed, allow_watch_bookmarks=True, timeout_seconds=10
+            )
             compacted = 0
             async for event in stream:
                 assert event["type"] == "BOOKMARK"
@@ -353,27 +376,44 @@ async def test_status_patch_merges_annotations_and_conditions_and_keeps_the_spec
     patch = {
         "metadata": {"annotations": {"flannel.alpha.coreos.com/public-ip": "10.0.0.1"}},
         "spec": {"podCIDR": "10.99.0.0/24"},
-        "status": {"conditions": [{"type": "NetworkUnavailable", "status": "False", "reason": "FlannelIsUp",
-                                   "message": "Flannel is running on this node"}]},
+        "status": {
+            "conditions": [
+                {
+                    "type": "NetworkUnavailable",
+                    "status": "False",
+                    "reason": "FlannelIsUp",
+                    "message": "Flannel is running on this node",
+                }
+            ]
+        },
     }
     node = await v1.patch_node_status("n1", patch, _content_type=SMP)
     assert node.spec.pod_cidr == "10.244.1.0/24"  # /status keeps the spec
     assert node.metadata.annotations["flannel.alpha.coreos.com/public-ip"] == "10.0.0.1"
     assert node.metadata.annotations["node.alpha.kubernetes.io/ttl"] == "0"
-    assert [(c.type, c.status) for c in node.status.conditions] == [("Ready", "True"), ("NetworkUnavailable", "False")]
+    assert [(c.type, c.status) for c in node.status.conditions] == [
+        ("Ready", "True"),
+        ("NetworkUnavailable", "False"),
+    ]
 
     # merged by type: the same condition again replaces its fields, the list keeps both
-    again = await v1.patch_node_status("n1", {"status": {"conditions": [
-        {"type": "NetworkUnavailable", "status": "True", "reason": "Down"}]}}, _content_type=SMP)
+    again = await v1.patch_node_status(
+        "n1",
+        {"status": {"conditions": [{"type": "NetworkUnavailable", "status": "True", "reason": "Down"}]}},
+        _content_type=SMP,
+    )
     assert [(c.type, c.status, c.reason) for c in again.status.conditions] == [
-        ("Ready", "True", "KubeletReady"), ("NetworkUnavailable", "True", "Down")]
+        ("Ready", "True", "KubeletReady"),
+        ("NetworkUnavailable", "True", "Down"),
+    ]
     assert again.status.conditions[1].message == "Flannel is running on this node"
     assert int(again.metadata.resource_version) > int(node.metadata.resource_version)
 
     # an object patch without _content_type: kubernetes.aio sends it as a strategic merge patch
     api.control.clear_requests()
-    same = await v1.patch_node_status("n1", {"metadata": {"annotations": {
-        "flannel.alpha.coreos.com/public-ip": "10.0.0.1"}}})
+    same = await v1.patch_node_status(
+        "n1", {"metadata": {"annotations": {"flannel.alpha.coreos.com/public-ip": "10.0.0.1"}}}
+    )
     assert api.control.requests()[-1]["content_type"] == SMP
     assert same.metadata.resource_version == again.metadata.resource_version  # a no-op writes nothing
 
@@ -381,24 +421,35 @@ async def test_status_patch_merges_annotations_and_conditions_and_keeps_the_spec
 async def test_patches_on_the_main_resource_keep_the_status(api: KubeApiProcess, v1: kc.CoreV1Api) -> None:
     control = api.control
     control.create_node(node_body("n1", pod_cidr="10.244.1.0/24", annotations={"drop": "me"}))
-    node = await v1.patch_node("n1", {"spec": {"podCIDR": "10.244.9.0/24", "podCIDRs": ["10.244.9.0/24"]},
-                                      "metadata": {"annotations": {"drop": None}},
-                                      "status": {"conditions": []}}, _content_type=MERGE_PATCH)
+    node = await v1.patch_node(
+        "n1",
+        {
+            "spec": {"podCIDR": "10.244.9.0/24", "podCIDRs": ["10.244.9.0/24"]},
+            "metadata": {"annotations": {"drop": None}},
+            "status": {"conditions": []},
+        },
+        _content_type=MERGE_PATCH,
+    )
     assert node.spec.pod_cidrs == ["10.244.9.0/24"]
     assert "drop" not in node.metadata.annotations
     assert [c.type for c in node.status.conditions] == ["Ready"]
 
-    node = await v1.patch_node("n1", [
-        {"op": "add", "path": "/metadata/labels/zone", "value": "a"},
-        {"op": "replace", "path": "/spec/podCIDR", "value": "10.244.7.0/24"},
-        {"op": "remove", "path": "/metadata/annotations/node.alpha.kubernetes.io~1ttl"},
-    ], _content_type=JSON_PATCH)
+    node = await v1.patch_node(
+        "n1",
+        [
+            {"op": "add", "path": "/metadata/labels/zone", "value": "a"},
+            {"op": "replace", "path": "/spec/podCIDR", "value": "10.244.7.0/24"},
+            {"op": "remove", "path": "/metadata/annotations/node.alpha.kubernetes.io~1ttl"},
+        ],
+        _content_type=JSON_PATCH,
+    )
     assert node.metadata.labels["zone"] == "a" and node.spec.pod_cidr == "10.244.7.0/24"
     assert "node.alpha.kubernetes.io/ttl" not in node.metadata.annotations
 
     with pytest.raises(ApiException) as err:
-        await v1.patch_node("n1", [{"op": "remove", "path": "/metadata/annotations/missing"}],
-                            _content_type=JSON_PATCH)
+        await v1.patch_node(
+            "n1", [{"op": "remove", "path": "/metadata/annotations/missing"}], _content_type=JSON_PATCH
+        )
     assert err.value.status == 422
     with pytest.raises(KubeApiError) as bad:
         control.patch_node("n1", {"op": "add"}, content_type=JSON_PATCH)  # an object is no JSON patch
@@ -411,8 +462,12 @@ async def test_patches_on_the_main_resource_keep_the_status(api: KubeApiProcess,
 async def test_concurrent_patches_never_lose_an_update(etcd: EtcdServer, prefix: str) -> None:
     async with KubeApiServer(etcd.endpoint, prefix) as server, AsyncKubeApiControl(server.url) as control:
         await control.create_node(node_body("n1"))
-        await asyncio.gather(*(control.patch_node("n1", {"metadata": {"annotations": {f"k{i}": str(i)}}},
-                                                  status=bool(i % 2)) for i in range(20)))
+        await asyncio.gather(
+            *(
+                control.patch_node("n1", {"metadata": {"annotations": {f"k{i}": str(i)}}}, status=bool(i % 2))
+                for i in range(20)
+            )
+        )
         node = await control.get_node("n1")
         assert {f"k{i}" for i in range(20)} <= set(node["metadata"]["annotations"])
         # every returned version was a real write: the final one is the key's mod_revision
@@ -423,8 +478,9 @@ async def test_concurrent_patches_never_lose_an_update(etcd: EtcdServer, prefix:
 # ---- errors -----------------------------------------------------------------------------------------
 
 
-async def test_forbidden_not_found_and_conflicts_are_status_objects(api: KubeApiProcess,
-                                                                      v1: kc.CoreV1Api) -> None:
+async def test_forbidden_not_found_and_conflicts_are_status_objects(
+    api: KubeApiProcess, v1: kc.CoreV1Api
+) -> None:
     control = api.control
     created = await v1.create_node(kc.V1Node.from_dict(node_body("n1")))
     assert created.metadata.uid and created.metadata.creation_timestamp
@@ -436,16 +492,26 @@ async def test_forbidden_not_found_and_conflicts_are_status_objects(api: KubeApi
     status = json.loads(err.value.body)
     assert status["reason"] == "Forbidden" and status["message"] == (
         'nodes "n1" is forbidden: User "system:serviceaccount:kube-flannel:flannel" cannot patch resource '
-        '"nodes/status" in API group "" at the cluster scope')
-    await v1.patch_node("n1", {"metadata": {"annotations": {"a": "b"}}}, _content_type=SMP)  # other verbs pass
+        '"nodes/status" in API group "" at the cluster scope'
+    )
+    await v1.patch_node(
+        "n1", {"metadata": {"annotations": {"a": "b"}}}, _content_type=SMP
+    )  # other verbs pass
     control.allow_all()
     await v1.patch_node_status("n1", {"metadata": {"annotations": {"a": "c"}}}, _content_type=SMP)
     patches = [r for r in control.requests() if r["method"] == "PATCH"]
-    assert [r["path"] for r in patches] == ["/api/v1/nodes/n1/status", "/api/v1/nodes/n1", "/api/v1/nodes/n1/status"]
+    assert [r["path"] for r in patches] == [
+        "/api/v1/nodes/n1/status",
+        "/api/v1/nodes/n1",
+        "/api/v1/nodes/n1/status",
+    ]
     assert json.loads(patches[0]["body"]) == {"metadata": {"annotations": {"a": "b"}}}
 
-    for call in (v1.read_node("ghost"), v1.patch_node_status("ghost", {"metadata": {}}, _content_type=SMP),
-                 v1.delete_node("ghost")):
+    for call in (
+        v1.read_node("ghost"),
+        v1.patch_node_status("ghost", {"metadata": {}}, _content_type=SMP),
+        v1.delete_node("ghost"),
+    ):
         with pytest.raises(ApiException) as err:
             await call
         assert err.value.status == 404
@@ -491,21 +557,36 @@ def test_the_command_line_prints_where_it_listens_and_stops_on_sigterm(etcd: Etc
 
 def test_patch_functions() -> None:
     node = make_node("n1", addresses="10.0.0.5")
-    assert node["status"]["addresses"] == [{"type": "InternalIP", "address": "10.0.0.5"},
-                                           {"type": "Hostname", "address": "n1"}]
-    patched = strategic_merge_patch(node, {
-        "metadata": {"finalizers": ["a"], "$setElementOrder/conditions": [{"type": "Ready"}]},
-        "status": {"addresses": [{"type": "InternalIP", "address": "10.0.0.6"}],
-                   "conditions": [{"type": "Ready", "$patch": "delete"}]},
-    })
+    assert node["status"]["addresses"] == [
+        {"type": "InternalIP", "address": "10.0.0.5"},
+        {"type": "Hostname", "address": "n1"},
+    ]
+    patched = strategic_merge_patch(
+        node,
+        {
+            "metadata": {"finalizers": ["a"], "$setElementOrder/conditions": [{"type": "Ready"}]},
+            "status": {
+                "addresses": [{"type": "InternalIP", "address": "10.0.0.6"}],
+                "conditions": [{"type": "Ready", "$patch": "delete"}],
+            },
+        },
+    )
     assert patched["status"]["addresses"][0] == {"type": "InternalIP", "address": "10.0.0.6"}
     assert patched["status"]["conditions"] == [] and patched["metadata"]["finalizers"] == ["a"]
     assert "$setElementOrder/conditions" not in patched["metadata"]
     assert node["status"]["addresses"][0]["address"] == "10.0.0.5"  # the input is not changed
-    assert merge_patch({"a": {"b": 1, "c": 2}, "l": [1]}, {"a": {"b": None}, "l": [2]}) == {"a": {"c": 2}, "l": [2]}
-    assert json_patch({"l": [1, 2]}, [{"op": "add", "path": "/l/-", "value": 3},
-                                      {"op": "move", "from": "/l/0", "path": "/m"},
-                                      {"op": "test", "path": "/m", "value": 1}]) == {"l": [2, 3], "m": 1}
+    assert merge_patch({"a": {"b": 1, "c": 2}, "l": [1]}, {"a": {"b": None}, "l": [2]}) == {
+        "a": {"c": 2},
+        "l": [2],
+    }
+    assert json_patch(
+        {"l": [1, 2]},
+        [
+            {"op": "add", "path": "/l/-", "value": 3},
+            {"op": "move", "from": "/l/0", "path": "/m"},
+            {"op": "test", "path": "/m", "value": 1},
+        ],
+    ) == {"l": [2, 3], "m": 1}
 
 
 def test_sync_control_raises_status_errors(api: KubeApiProcess) -> None:

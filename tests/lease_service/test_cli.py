@@ -8,7 +8,9 @@ from lease_service import cli
 
 
 def test_flags_win_over_the_environment() -> None:
-    settings = cli.parse(["--etcd-prefix", "/flag"], {"FLANNELD_ETCD_PREFIX": "/env", "FLANNELD_IP_MASQ": "true"})
+    settings = cli.parse(
+        ["--etcd-prefix", "/flag"], {"FLANNELD_ETCD_PREFIX": "/env", "FLANNELD_IP_MASQ": "true"}
+    )
     assert settings.etcd_prefix == "/flag" and settings.ip_masq
 
 

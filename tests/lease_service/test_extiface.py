@@ -12,6 +12,7 @@ from ipaddress import IPv4Address, IPv6Address, ip_address
 
 import pytest
 
+from flannel_testkit.netns import Netns, netns
 from lease_service.extiface import (
     Address,
     ExternalInterface,
@@ -22,21 +23,30 @@ from lease_service.extiface import (
     Route,
     choose,
 )
-from flannel_testkit.netns import Netns, netns
 
 A = ip_address
 
 
-def host(*links: Link, default_v4: str | None = None, default_v6: str | None = None,
-         routes: dict[str, Route] | None = None) -> HostView:
+def host(
+    *links: Link,
+    default_v4: str | None = None,
+    default_v6: str | None = None,
+    routes: dict[str, Route] | None = None,
+) -> HostView:
     return HostView(links, default_v4, default_v6, lambda target: (routes or {}).get(str(target)))
 
 
 LO = Link("lo", 1, 65536, (Address(A("127.0.0.1")), Address(A("::1"))))
 ETH0 = Link("eth0", 2, 1500, (Address(A("10.0.2.15")), Address(A("fd00::15")), Address(A("fe80::1"))))
 ETH1 = Link("eth1", 3, 9000, (Address(A("192.168.56.10")), Address(A("fd56::10"))))
-HOST = host(LO, ETH0, ETH1, default_v4="eth0", default_v6="eth0",
-            routes={"192.168.56.1": Route("eth1", A("192.168.56.10")), "10.9.9.9": Route("eth0", A("10.0.2.15"))})
+HOST = host(
+    LO,
+    ETH0,
+    ETH1,
+    default_v4="eth0",
+    default_v6="eth0",
+    routes={"192.168.56.1": Route("eth1", A("192.168.56.10")), "10.9.9.9": Route("eth0", A("10.0.2.15"))},
+)
 
 
 def chosen(flags: InterfaceFlags, view: HostView = HOST, **family: bool) -> tuple[str, str, str]:
@@ -46,7 +56,8 @@ def chosen(flags: InterfaceFlags, view: HostView = HOST, **family: bool) -> tupl
 
 def test_nothing_given_is_the_default_route_interface() -> None:
     assert choose(InterfaceFlags(), HOST) == ExternalInterface(
-        "eth0", 2, 1500, IPv4Address("10.0.2.15"), None, IPv4Address("10.0.2.15"), None)
+        "eth0", 2, 1500, IPv4Address("10.0.2.15"), None, IPv4Address("10.0.2.15"), None
+    )
 
 
 def test_dual_stack_takes_both_addresses_of_the_interface_and_needs_one_default_interface() -> None:
@@ -94,28 +105,50 @@ def test_can_reach_with_no_route_is_an_error_naming_every_attempt() -> None:
 
 def test_public_ip_alone_picks_the_interface_holding_it() -> None:
     assert chosen(InterfaceFlags(public_ip=IPv4Address("192.168.56.10"))) == (
-        "eth1", "192.168.56.10", "192.168.56.10")
+        "eth1",
+        "192.168.56.10",
+        "192.168.56.10",
+    )
     # flannel exits when no interface holds it; we take the default route's interface (a NAT'ed address)
-    assert chosen(InterfaceFlags(public_ip=IPv4Address("203.0.113.7"))) == ("eth0", "10.0.2.15", "203.0.113.7")
+    assert chosen(InterfaceFlags(public_ip=IPv4Address("203.0.113.7"))) == (
+        "eth0",
+        "10.0.2.15",
+        "203.0.113.7",
+    )
     with pytest.raises(InterfaceError, match="no IPv4 default route"):
         choose(InterfaceFlags(public_ip=IPv4Address("203.0.113.7")), host(ETH0, ETH1))
 
 
 def test_public_ip_with_an_interface_is_what_is_published_the_interface_address_stays_local() -> None:
-    flags = InterfaceFlags(ifaces=("eth1",), public_ip=IPv4Address("203.0.113.7"),
-                           public_ipv6=IPv6Address("2001:db8::7"))
+    flags = InterfaceFlags(
+        ifaces=("eth1",), public_ip=IPv4Address("203.0.113.7"), public_ipv6=IPv6Address("2001:db8::7")
+    )
     ext = choose(flags, HOST, ipv6=True)
     assert (ext.iface_ipv4, ext.public_ip, ext.iface_ipv6, ext.public_ipv6) == (
-        A("192.168.56.10"), A("203.0.113.7"), A("fd56::10"), A("2001:db8::7"))
+        A("192.168.56.10"),
+        A("203.0.113.7"),
+        A("fd56::10"),
+        A("2001:db8::7"),
+    )
     assert choose(flags, HOST).public_ipv6 is None  # IPv6 disabled: nothing published for it
 
 
 def test_usable_addresses_are_ranked_as_flannel_ranks_them() -> None:
-    link = Link("eth2", 4, 1500, (
-        Address(A("fe80::2")), Address(A("fd01::9"), permanent=False), Address(A("fd01::8"), temporary=True),
-        Address(A("fd01::7"), deprecated=True), Address(A("fd01::6")), Address(A("169.254.1.1")),
-        Address(A("10.3.3.3"), deprecated=True), Address(A("10.4.4.4"), permanent=False),
-    ))
+    link = Link(
+        "eth2",
+        4,
+        1500,
+        (
+            Address(A("fe80::2")),
+            Address(A("fd01::9"), permanent=False),
+            Address(A("fd01::8"), temporary=True),
+            Address(A("fd01::7"), deprecated=True),
+            Address(A("fd01::6")),
+            Address(A("169.254.1.1")),
+            Address(A("10.3.3.3"), deprecated=True),
+            Address(A("10.4.4.4"), permanent=False),
+        ),
+    )
     assert [str(a) for a in link.usable(6)] == ["fd01::6", "fd01::8", "fd01::9", "fe80::2"]
     assert [str(a) for a in link.usable(4)] == ["10.4.4.4", "169.254.1.1"]
     with pytest.raises(InterfaceError, match="lo has no usable IPv4"):
@@ -124,13 +157,24 @@ def test_usable_addresses_are_ranked_as_flannel_ranks_them() -> None:
 
 # --------------------------------------------------------------------------- the real kernel
 
+
 @pytest.fixture(scope="module")
 def ns() -> Iterator[Netns]:
     """Two NICs: the default route on the first, the underlay (and the peer to reach) on the second."""
     with netns() as made:
         for name, address in (("ens3", "10.9.8.7/24"), ("ens4", "192.168.31.5/24")):
-            made.ip("link", "add", name, "mtu", "1400" if name == "ens4" else "1500", "type", "veth",
-                    "peer", "name", f"{name}p")
+            made.ip(
+                "link",
+                "add",
+                name,
+                "mtu",
+                "1400" if name == "ens4" else "1500",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                f"{name}p",
+            )
             made.ip("addr", "add", address, "dev", name)
             made.ip("link", "set", name, "up")
             made.ip("link", "set", f"{name}p", "up")
@@ -151,18 +195,30 @@ def lookup(ns: Netns, **flags: object) -> dict[str, object]:
         "except InterfaceError as e:\n"
         "    print(json.dumps({'error': str(e)}))\n"
     )
-    out = subprocess.run([*ns.exec_prefix, sys.executable, "-c", code, json.dumps(flags)], capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(
+        [*ns.exec_prefix, sys.executable, "-c", code, json.dumps(flags)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return json.loads(out)  # type: ignore[no-any-return]
 
 
 @pytest.mark.netns
 def test_kernel_default_route_regex_and_can_reach(ns: Netns) -> None:
     assert lookup(ns) == {"name": "ens3", "mtu": 1500, "local": "10.9.8.7", "public": "10.9.8.7"}
-    assert lookup(ns, regex=["^192"]) == {"name": "ens4", "mtu": 1400, "local": "192.168.31.5",
-                                          "public": "192.168.31.5"}
-    assert lookup(ns, reach="172.20.1.1") == {"name": "ens4", "mtu": 1400, "local": "192.168.31.5",
-                                              "public": "192.168.31.5"}
+    assert lookup(ns, regex=["^192"]) == {
+        "name": "ens4",
+        "mtu": 1400,
+        "local": "192.168.31.5",
+        "public": "192.168.31.5",
+    }
+    assert lookup(ns, reach="172.20.1.1") == {
+        "name": "ens4",
+        "mtu": 1400,
+        "local": "192.168.31.5",
+        "public": "192.168.31.5",
+    }
     assert lookup(ns, iface=["192.168.31.5"])["name"] == "ens4"
     assert lookup(ns, ip="192.168.31.5")["name"] == "ens4"
     assert "wlan9" in str(lookup(ns, iface=["wlan9"])["error"])

@@ -18,8 +18,13 @@ ATTRS = LeaseAttrs(public_ip=IPv4Address("192.168.1.10"), backend_type="vxlan")
 
 
 def _lease(subnet: str, expires_in: float) -> Lease:
-    return Lease(key=subnet.replace("/", "-"), subnet=IPv4Network(subnet), ipv6_subnet=None, attrs=ATTRS,
-                 expiration=datetime.now(UTC) + timedelta(seconds=expires_in))
+    return Lease(
+        key=subnet.replace("/", "-"),
+        subnet=IPv4Network(subnet),
+        ipv6_subnet=None,
+        attrs=ATTRS,
+        expiration=datetime.now(UTC) + timedelta(seconds=expires_in),
+    )
 
 
 class SlowRenewals:
@@ -70,8 +75,12 @@ async def test_subnet_env_is_written_off_the_event_loop(tmp_path: Path, monkeypa
     monkeypatch.setattr(subnetfile, "write", write)  # type: ignore[attr-defined]
     config = parse_network_config('{"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan"}}')
     manager = SlowRenewals()
-    keeper = LeaseKeeper(manager, config, LeaseHub("test"),  # type: ignore[arg-type]
-                         KeeperSettings(subnet_file=tmp_path / "subnet.env"))
+    keeper = LeaseKeeper(
+        manager,
+        config,
+        LeaseHub("test"),  # type: ignore[arg-type]
+        KeeperSettings(subnet_file=tmp_path / "subnet.env"),
+    )
     await keeper.acquire(ATTRS, 1450)
     assert threads and threads[0] != threading.main_thread().name
     assert "FLANNEL_SUBNET=10.244.1.1/24" in (tmp_path / "subnet.env").read_text()

@@ -26,8 +26,16 @@ def api(etcd: EtcdServer, prefix: str, tmp_path: Path) -> Iterator[KubeApiContro
 
 
 def managed(name: str, cidr: str) -> dict[str, object]:
-    return make_node(name, cidr, annotations={P + "kube-subnet-manager": "true", P + "backend-type": "vxlan",
-                                              P + "public-ip": "192.168.70.9", P + "backend-data": '{"VNI":1}'})
+    return make_node(
+        name,
+        cidr,
+        annotations={
+            P + "kube-subnet-manager": "true",
+            P + "backend-type": "vxlan",
+            P + "public-ip": "192.168.70.9",
+            P + "backend-data": '{"VNI":1}',
+        },
+    )
 
 
 async def test_a_list_comes_in_pages_all_at_the_first_pages_version(api: KubeApiControl) -> None:
@@ -62,7 +70,9 @@ async def test_an_error_answer_names_the_status_and_message(api: KubeApiControl)
         await client.close()
 
 
-async def test_the_watch_yields_one_line_per_event_and_heartbeats_change_no_lease(api: KubeApiControl) -> None:
+async def test_the_watch_yields_one_line_per_event_and_heartbeats_change_no_lease(
+    api: KubeApiControl,
+) -> None:
     api.create_node(managed("n1", "10.244.1.0/24"))
     client = KubeApi(KubeConnection(api.url))
     manager = KubeSubnetManager(client, "n1")
@@ -70,8 +80,11 @@ async def test_the_watch_yields_one_line_per_event_and_heartbeats_change_no_leas
         first = view_of(api.get_node("n1"))
         assert manager._changed(CONFIG, first) is not None  # a new node: its lease
         version = int(first.metadata.resourceVersion)
-        api.patch_node("n1", {"status": {"conditions": [{"type": "Ready", "status": "True", "reason": "beat"}]}},
-                       status=True)
+        api.patch_node(
+            "n1",
+            {"status": {"conditions": [{"type": "Ready", "status": "True", "reason": "beat"}]}},
+            status=True,
+        )
         api.patch_node("n1", {"metadata": {"annotations": {P + "public-ip": "192.168.70.10"}}}, status=True)
         events = []
         async for line in client.watch_nodes(version, timeout_seconds=1):
@@ -82,6 +95,8 @@ async def test_the_watch_yields_one_line_per_event_and_heartbeats_change_no_leas
                 break
         heartbeat, change = (manager._changed(CONFIG, e.object.node()) for e in events)
         assert heartbeat is None
-        assert change is not None and change[1] is not None and str(change[1].attrs.public_ip) == "192.168.70.10"
+        assert (
+            change is not None and change[1] is not None and str(change[1].attrs.public_ip) == "192.168.70.10"
+        )
     finally:
         await client.close()

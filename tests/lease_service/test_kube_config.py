@@ -38,16 +38,40 @@ users:
 def pem(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, bytes]:
     """A self-signed certificate and its key (PEM)."""
     tmp = tmp_path_factory.mktemp("pem")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=flannel",
-                    "-keyout", str(tmp / "k.pem"), "-out", str(tmp / "c.pem")], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=flannel",
+            "-keyout",
+            str(tmp / "k.pem"),
+            "-out",
+            str(tmp / "c.pem"),
+        ],
+        check=True,
+        capture_output=True,
+    )
     return (tmp / "c.pem").read_bytes(), (tmp / "k.pem").read_bytes()
 
 
 def test_the_current_context_gives_the_server_token_and_ca_file_relative_to_the_kubeconfig(
-        tmp_path: Path, pem: tuple[bytes, bytes]) -> None:
+    tmp_path: Path, pem: tuple[bytes, bytes]
+) -> None:
     (tmp_path / "ca.crt").write_bytes(pem[0])
-    conn = from_kubeconfig(kubeconfig(tmp_path, "    server: https://10.0.0.1:6443/\n    certificate-authority: ca.crt",
-                                      "    token: abc"))
+    conn = from_kubeconfig(
+        kubeconfig(
+            tmp_path,
+            "    server: https://10.0.0.1:6443/\n    certificate-authority: ca.crt",
+            "    token: abc",
+        )
+    )
     assert (conn.server, conn.token, conn.ca_pem) == ("https://10.0.0.1:6443", "abc", pem[0].decode())
     assert BearerToken(conn).header() == "Bearer abc"
     ctx = conn.ssl_context()
@@ -56,9 +80,13 @@ def test_the_current_context_gives_the_server_token_and_ca_file_relative_to_the_
 
 def test_client_certificate_data_and_insecure_skip_verify(tmp_path: Path, pem: tuple[bytes, bytes]) -> None:
     cert, key = (base64.b64encode(x).decode() for x in pem)
-    conn = from_kubeconfig(kubeconfig(
-        tmp_path, "    server: https://k.example:6443\n    insecure-skip-tls-verify: true",
-        f"    client-certificate-data: {cert}\n    client-key-data: {key}"))
+    conn = from_kubeconfig(
+        kubeconfig(
+            tmp_path,
+            "    server: https://k.example:6443\n    insecure-skip-tls-verify: true",
+            f"    client-certificate-data: {cert}\n    client-key-data: {key}",
+        )
+    )
     assert conn.insecure and conn.cert_pem == pem[0] and conn.key_pem == pem[1]
     ctx = conn.ssl_context()
     assert ctx is not None and not ctx.check_hostname
@@ -72,15 +100,23 @@ def test_a_token_file_is_read_and_followed(tmp_path: Path) -> None:
     assert BearerToken(conn).header() == "Bearer first"
 
 
-@pytest.mark.parametrize(("cluster", "user", "words"), [
-    ("    server: https://x", "    exec: {command: aws}", ["exec credential plugin"]),
-    ("    server: ftp://x", "    token: a", ["no http(s) server"]),
-    ("    server: https://x", "    token: a", ["no user named 'v'"]),
-    ("    server: https://x\n    certificate-authority: missing.crt", "    token: a", ["missing.crt", "cannot read"]),
-    ("    server: https://x\n    certificate-authority-data: '%%%'", "    token: a", ["not base64"]),
-])
-def test_unusable_kubeconfigs_are_refused_naming_what(tmp_path: Path, cluster: str, user: str,
-                                                       words: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("cluster", "user", "words"),
+    [
+        ("    server: https://x", "    exec: {command: aws}", ["exec credential plugin"]),
+        ("    server: ftp://x", "    token: a", ["no http(s) server"]),
+        ("    server: https://x", "    token: a", ["no user named 'v'"]),
+        (
+            "    server: https://x\n    certificate-authority: missing.crt",
+            "    token: a",
+            ["missing.crt", "cannot read"],
+        ),
+        ("    server: https://x\n    certificate-authority-data: '%%%'", "    token: a", ["not base64"]),
+    ],
+)
+def test_unusable_kubeconfigs_are_refused_naming_what(
+    tmp_path: Path, cluster: str, user: str, words: list[str]
+) -> None:
     with pytest.raises(ConfigError) as err:
         from_kubeconfig(kubeconfig(tmp_path, cluster, user, context_user="v" if "'v'" in words[0] else "u"))
     for word in words:

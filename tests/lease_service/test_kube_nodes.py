@@ -15,9 +15,13 @@ CONFIG = parse_network_config('{"Network": "10.244.0.0/16", "Backend": {"Type": 
 
 
 def node(name: str = "n1", pod_cidr: str | None = "10.244.3.0/24", **notes: str) -> dict[str, Any]:
-    annotations = {"node.alpha.kubernetes.io/ttl": "0", P + "kube-subnet-manager": "true",
-                   P + "public-ip": "192.168.1.3", P + "backend-type": "vxlan",
-                   P + "backend-data": '{"VNI":1,"VtepMAC":"0a:00:00:00:00:03"}'}
+    annotations = {
+        "node.alpha.kubernetes.io/ttl": "0",
+        P + "kube-subnet-manager": "true",
+        P + "public-ip": "192.168.1.3",
+        P + "backend-type": "vxlan",
+        P + "backend-data": '{"VNI":1,"VtepMAC":"0a:00:00:00:00:03"}',
+    }
     annotations.update({P + k.replace("_", "-"): v for k, v in notes.items()})
     spec = {"podCIDR": pod_cidr, "podCIDRs": [pod_cidr]} if pod_cidr else {}
     return {"metadata": {"name": name, "annotations": annotations}, "spec": spec}
@@ -34,7 +38,11 @@ def manager() -> KubeSubnetManager:
 def test_a_managed_node_becomes_a_lease_keyed_by_its_name(manager: KubeSubnetManager) -> None:
     lease = manager.node_to_lease(CONFIG, node())
     assert lease is not None
-    assert (lease.key, str(lease.subnet), str(lease.attrs.public_ip)) == ("n1", "10.244.3.0/24", "192.168.1.3")
+    assert (lease.key, str(lease.subnet), str(lease.attrs.public_ip)) == (
+        "n1",
+        "10.244.3.0/24",
+        "192.168.1.3",
+    )
     assert lease.attrs.backend_data == '{"VNI":1,"VtepMAC":"0a:00:00:00:00:03"}'
 
 
@@ -55,7 +63,9 @@ def test_a_node_not_managed_by_a_kube_subnet_manager_is_no_lease(manager: KubeSu
         (node(pod_cidr="banana"), ["n1", "banana"]),
     ],
 )
-def test_bad_nodes_are_refused_naming_the_node(manager: KubeSubnetManager, bad: dict[str, Any], words: list[str]) -> None:
+def test_bad_nodes_are_refused_naming_the_node(
+    manager: KubeSubnetManager, bad: dict[str, Any], words: list[str]
+) -> None:
     with pytest.raises(CorruptLease) as err:
         manager.node_to_lease(CONFIG, bad)
     for word in words:

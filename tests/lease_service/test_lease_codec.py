@@ -29,8 +29,11 @@ def test_keys_are_flannels() -> None:
 def test_values_round_trip_with_flannels_field_names() -> None:
     attrs = LeaseAttrs(IPv4Address("192.168.1.5"), None, "vxlan", '{"VNI":1,"VtepMAC":"0a:00:00:00:00:01"}')
     raw = json.loads(encode_attrs(attrs))
-    assert raw == {"PublicIP": "192.168.1.5", "BackendType": "vxlan",
-                   "BackendData": {"VNI": 1, "VtepMAC": "0a:00:00:00:00:01"}}
+    assert raw == {
+        "PublicIP": "192.168.1.5",
+        "BackendType": "vxlan",
+        "BackendData": {"VNI": 1, "VtepMAC": "0a:00:00:00:00:01"},
+    }
     assert decode_lease("10.244.3.0-24", encode_attrs(attrs)).attrs == attrs
 
 

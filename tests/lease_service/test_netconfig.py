@@ -18,7 +18,11 @@ def config(**fields: object) -> str:
 
 def test_a_wide_network_gets_slash_24_subnets_from_the_second_to_the_last() -> None:
     c = parse_network_config(config())
-    assert (c.subnet_len, c.subnet_min, c.subnet_max) == (24, IPv4Address("10.244.1.0"), IPv4Address("10.244.255.0"))
+    assert (c.subnet_len, c.subnet_min, c.subnet_max) == (
+        24,
+        IPv4Address("10.244.1.0"),
+        IPv4Address("10.244.255.0"),
+    )
     assert c.subnet_count() == 255
     assert c.enable_ipv4 and not c.enable_ipv6
 
@@ -58,7 +62,9 @@ def test_ipv6_defaults_to_slash_64() -> None:
         ({"Backend": "vxlan"}, ["Backend", "object"]),
     ],
 )
-def test_bad_configs_are_refused_naming_the_field_and_value(fields: dict[str, object], words: list[str]) -> None:
+def test_bad_configs_are_refused_naming_the_field_and_value(
+    fields: dict[str, object], words: list[str]
+) -> None:
     with pytest.raises(ConfigError) as err:
         parse_network_config(config(**fields))
     for word in words:
@@ -72,7 +78,10 @@ def test_text_that_is_not_a_json_object_is_refused(text: str | bytes) -> None:
 
 
 def test_a_type_we_do_not_build_in_is_left_to_a_third_party_backend() -> None:
-    assert parse_network_config(config(Backend={"Type": "extension", "SubnetAddCommand": "true"})).backend_type == "extension"
+    assert (
+        parse_network_config(config(Backend={"Type": "extension", "SubnetAddCommand": "true"})).backend_type
+        == "extension"
+    )
 
 
 def test_enable_nftables_is_accepted_and_must_be_a_boolean() -> None:

@@ -19,8 +19,12 @@ UPSERT, REMOVE = lease_pb2.LeaseEvent.UPSERT, lease_pb2.LeaseEvent.REMOVE
 
 def lease(n: int, ip: str = "") -> Lease:
     key = f"10.244.{n}.0-24"
-    return Lease(key=key, subnet=IPv4Network(f"10.244.{n}.0/24"), ipv6_subnet=None,
-                 attrs=LeaseAttrs(IPv4Address(ip or f"192.168.0.{n}"), backend_type="vxlan"))
+    return Lease(
+        key=key,
+        subnet=IPv4Network(f"10.244.{n}.0/24"),
+        ipv6_subnet=None,
+        attrs=LeaseAttrs(IPv4Address(ip or f"192.168.0.{n}"), backend_type="vxlan"),
+    )
 
 
 async def take(stream: AsyncIterator[Msg], count: int) -> list[Msg]:
@@ -46,7 +50,12 @@ async def test_an_empty_store_still_sends_a_reset_and_synced() -> None:
     hub = LeaseHub("test")
     hub.reset({}, revision=3)
     msgs = await take(hub.watch(), 2)
-    assert (msgs[0].kind, msgs[0].reset, len(msgs[0].events), msgs[1].kind) == (Msg.SNAPSHOT, True, 0, Msg.SYNCED)
+    assert (msgs[0].kind, msgs[0].reset, len(msgs[0].events), msgs[1].kind) == (
+        Msg.SNAPSHOT,
+        True,
+        0,
+        Msg.SYNCED,
+    )
 
 
 async def test_changes_arrive_as_deltas_and_a_removal_is_sent_once() -> None:
@@ -56,10 +65,14 @@ async def test_changes_arrive_as_deltas_and_a_removal_is_sent_once() -> None:
     await take(stream, 2)
     hub.apply([(lease(2).key, lease(2))], revision=2)
     hub.apply([(lease(1).key, None), (lease(9).key, None)], revision=3)  # 9 was never there
-    hub.apply([(lease(1).key, None)], revision=4)                        # already gone
+    hub.apply([(lease(1).key, None)], revision=4)  # already gone
     hub.apply([(lease(3).key, lease(3))], revision=5)
     msgs = await take(stream, 3)
-    assert [keys(m) for m in msgs] == [[(UPSERT, "10.244.2.0-24")], [(REMOVE, "10.244.1.0-24")], [(UPSERT, "10.244.3.0-24")]]
+    assert [keys(m) for m in msgs] == [
+        [(UPSERT, "10.244.2.0-24")],
+        [(REMOVE, "10.244.1.0-24")],
+        [(UPSERT, "10.244.3.0-24")],
+    ]
     assert [hub.parse_cursor(m.cursor)[0] for m in msgs] == [2, 3, 5]
     assert msgs[1].events[0].lease.subnet == "10.244.1.0/24"  # a removal says what is removed
 
@@ -77,7 +90,9 @@ async def test_a_cursor_resumes_from_memory_without_a_snapshot() -> None:
     assert hub.parse_cursor(msgs[2].cursor)[0] == 4
 
 
-@pytest.mark.parametrize("cursor", ["garbage!", LeaseHub("other-store").cursor(1), LeaseHub("test").cursor(99)])
+@pytest.mark.parametrize(
+    "cursor", ["garbage!", LeaseHub("other-store").cursor(1), LeaseHub("test").cursor(99)]
+)
 async def test_a_foreign_malformed_or_future_cursor_gets_a_typed_snapshot(cursor: str) -> None:
     hub = LeaseHub("test")
     hub.reset({lease(1).key: lease(1)}, revision=5)
@@ -158,8 +173,10 @@ async def test_watchers_at_the_same_state_share_the_snapshot_and_a_change_refres
     hub.reset({lease(n).key: lease(n) for n in range(1, 6)}, revision=1)
     one = await take(hub.watch(max_batch=2), 4)
     two = await take(hub.watch("garbage", max_batch=2), 4)
-    assert one[1] is two[1] and one[2] is two[2]          # shared
-    assert (one[0].reason, two[0].reason) == (Msg.INITIAL, Msg.CURSOR_INVALID) and one[0].reset and two[0].reset
+    assert one[1] is two[1] and one[2] is two[2]  # shared
+    assert (
+        (one[0].reason, two[0].reason) == (Msg.INITIAL, Msg.CURSOR_INVALID) and one[0].reset and two[0].reset
+    )
     assert not one[1].reset
     hub.apply([(lease(9).key, lease(9))], revision=2)
     three = await take(hub.watch(max_batch=2), 4)

@@ -55,7 +55,9 @@ class EtcdNode:
     prefix: str = "/coreos.com/network"
 
     def put_config(self, config: dict[str, object]) -> None:
-        self.ns.run(["etcdctl", "--endpoints", self.etcd.endpoint, "put", f"{self.prefix}/config", json.dumps(config)])
+        self.ns.run(
+            ["etcdctl", "--endpoints", self.etcd.endpoint, "put", f"{self.prefix}/config", json.dumps(config)]
+        )
 
 
 @pytest.fixture

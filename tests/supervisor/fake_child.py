@@ -61,8 +61,14 @@ def main() -> None:
     print(f"{args.name}: started pid {os.getpid()} argv {' '.join(sys.argv[1:])}", flush=True)
     print(f"{args.name}: a line on stderr", file=sys.stderr, flush=True)
     if os.environ.get("FLANNEL_LOG_FORMAT") == "json":  # what flanneld asks of its children
-        record = {"ts": "2026-01-02T03:04:05.678Z", "level": "WARNING", "logger": "fake", "msg": f"{args.name}: structured",
-                  "node": "n1", "count": 3}
+        record = {
+            "ts": "2026-01-02T03:04:05.678Z",
+            "level": "WARNING",
+            "logger": "fake",
+            "msg": f"{args.name}: structured",
+            "node": "n1",
+            "count": 3,
+        }
         print(json.dumps(record), file=sys.stderr, flush=True)
     if args.try_link_add:
         proc = subprocess.run(

@@ -126,8 +126,11 @@ class Flanneld:
             *(["--healthz-ip", "127.0.0.1", "--healthz-port", str(self.port)] if healthz else []),
             # the default lease user (nobody) cannot run this venv's interpreter under /root nor reach
             # pytest's private tmp dirs: tests of the default identity pass lease_user=None
-            *([] if lease_user is None or any(a.startswith("--lease-user") for a in args)
-              else ["--lease-user", lease_user]),
+            *(
+                []
+                if lease_user is None or any(a.startswith("--lease-user") for a in args)
+                else ["--lease-user", lease_user]
+            ),
             *args,
         ]
         self.env = {**os.environ, **(env or {})}

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from flannel_testkit.wait import wait_until
 from supervisor import cli, privileges
 from tests.supervisor.harness import Flanneld, proc_status
-from flannel_testkit.wait import wait_until
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
@@ -164,9 +164,12 @@ def test_the_default_lease_user_cannot_write_a_root_owned_file(
     target = open_dir / "root-owned"
     target.write_text("untouched\n")
     target.chmod(0o644)
-    script = f"if echo x >> {target}; then echo lease-write=ok; else echo lease-write=denied; fi; exec sleep 60"
-    f = flanneld(lease_cmd=f"/bin/sh -c '{script}' lease", lease_user=None,
-                 args=["--run-dir", str(open_dir / "run")])
+    script = (
+        f"if echo x >> {target}; then echo lease-write=ok; else echo lease-write=denied; fi; exec sleep 60"
+    )
+    f = flanneld(
+        lease_cmd=f"/bin/sh -c '{script}' lease", lease_user=None, args=["--run-dir", str(open_dir / "run")]
+    )
     assert f.wait_line("[lease-service] lease-write=").endswith("lease-write=denied")
     assert target.read_text() == "untouched\n"
     pid = int(f.wait_line("lease-service started (pid").split("(pid ")[1].split(")")[0])

@@ -228,9 +228,13 @@ def test_no_object_collides_with_an_existing_kube_flannel_install() -> None:
 
 
 def test_the_daemonset_runs_only_on_nodes_handed_over_with_the_opt_in_label() -> None:
-    terms = _pod()["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    terms = _pod()["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"
+    ]
     assert len(terms) == 1
-    assert {"key": "flannel-py.io/agent", "operator": "In", "values": ["true"]} in terms[0]["matchExpressions"]
+    assert {"key": "flannel-py.io/agent", "operator": "In", "values": ["true"]} in terms[0][
+        "matchExpressions"
+    ]
 
 
 def test_probes_run_flannelctl_health_on_each_containers_own_socket() -> None:

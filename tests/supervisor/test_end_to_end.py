@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.supervisor.harness import Flanneld, alive
 from flannel_testkit.cluster import Cluster, ip, ns_exec, ping, read_subnet_env
 from flannel_testkit.wait import wait_until
+from tests.supervisor.harness import Flanneld, alive
 
 pytestmark = [
     pytest.mark.netns,

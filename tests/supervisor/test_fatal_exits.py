@@ -29,8 +29,14 @@ def run_flanneld(tmp_path: Path, node: EtcdNode) -> Iterator[Callable[..., tuple
     started: list[Flanneld] = []
 
     def run(*args: str) -> tuple[int, float, Flanneld]:
-        f = Flanneld(tmp_path / f"f{len(started)}", args=args, real_children=True, healthz=False,
-                     prefix=node.ns.exec_prefix, env={"FLANNELD_LOG_FORMAT": "json"})
+        f = Flanneld(
+            tmp_path / f"f{len(started)}",
+            args=args,
+            real_children=True,
+            healthz=False,
+            prefix=node.ns.exec_prefix,
+            env={"FLANNELD_LOG_FORMAT": "json"},
+        )
         f.tmp.mkdir()
         started.append(f)
         f.start()
@@ -67,15 +73,21 @@ def _assert_fatal(result: tuple[int, float, Flanneld], cause: str) -> None:
     assert cause in stderr, stderr
     assert took <= DEADLINE, f"flanneld took {took:.2f}s to stop after the child's fatal exit"
     assert "giving up" not in stderr and "restarting in" not in "\n".join(f.lines)
-    assert len([line for line in f.lines if "started (pid" in line]) <= 2  # each child once at most: no restart
+    assert (
+        len([line for line in f.lines if "started (pid" in line]) <= 2
+    )  # each child once at most: no restart
 
 
-def test_an_interface_that_does_not_exist(node: EtcdNode, run_flanneld: Callable[..., tuple[int, float, Flanneld]]) -> None:
+def test_an_interface_that_does_not_exist(
+    node: EtcdNode, run_flanneld: Callable[..., tuple[int, float, Flanneld]]
+) -> None:
     node.put_config({"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan"}})
     _assert_fatal(run_flanneld(*_etcd(node), "--iface", "eth9"), "eth9")
 
 
-def test_an_etcd_endpoint_without_a_scheme(node: EtcdNode, run_flanneld: Callable[..., tuple[int, float, Flanneld]]) -> None:
+def test_an_etcd_endpoint_without_a_scheme(
+    node: EtcdNode, run_flanneld: Callable[..., tuple[int, float, Flanneld]]
+) -> None:
     _assert_fatal(run_flanneld("--etcd-endpoints", "127.0.0.1:2379"), "127.0.0.1:2379")
 
 

@@ -40,7 +40,12 @@ def python_for_anyone(base: Path) -> str:
         pytest.skip("needs a system python3 outside /root")
     venv = base / "venv"
     subprocess.run([system, "-m", "venv", "--without-pip", str(venv)], check=True, capture_output=True)
-    packages = Path(sys.prefix) / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
+    packages = (
+        Path(sys.prefix)
+        / "lib"
+        / f"python{sys.version_info.major}.{sys.version_info.minor}"
+        / "site-packages"
+    )
     site = next((venv / "lib").glob("python3*/site-packages"))
     (site / "flannel-py.pth").write_text(f"{packages}\n{ROOT}\n")
     return str(venv / "bin" / "python")
@@ -54,8 +59,12 @@ def test_the_lease_service_runs_as_nobody_by_default_and_the_node_works(world_re
         assert cluster.ping(one, two.pod_ip, count=3).received == 3
         assert one.flanneld is not None
         flanneld = one.flanneld
-        pid = int(wait_until(lambda: re.search(r"lease-service started \(pid (\d+)\)", flanneld.log()),
-                             what="the lease service's pid").group(1))
+        pid = int(
+            wait_until(
+                lambda: re.search(r"lease-service started \(pid (\d+)\)", flanneld.log()),
+                what="the lease service's pid",
+            ).group(1)
+        )
         status = Path(f"/proc/{pid}/status").read_text()
         uids = re.search(r"^Uid:\s+(\d+)\s+(\d+)\s+(\d+)", status, re.MULTILINE)
         assert uids is not None and set(uids.groups()) == {"65534"}, status

@@ -17,8 +17,12 @@ def test_text_lines_carry_one_timestamp_a_level_and_the_process(flanneld: Callab
     f.wait_line("[lease-service] lease: SERVING")  # the two start together: wait for both
     f.signal(signal.SIGTERM)
     f.wait()
-    assert any(re.fullmatch(STAMP + r" ERROR \[lease-service\] lease: a line on stderr", line) for line in f.lines)
-    assert any(re.fullmatch(STAMP + r" INFO \[backend\] backend: started pid \d+ .*", line) for line in f.lines)
+    assert any(
+        re.fullmatch(STAMP + r" ERROR \[lease-service\] lease: a line on stderr", line) for line in f.lines
+    )
+    assert any(
+        re.fullmatch(STAMP + r" INFO \[backend\] backend: started pid \d+ .*", line) for line in f.lines
+    )
     assert any(
         re.fullmatch(STAMP + r" INFO \[flanneld\] backend started \(pid \d+\): .*", line) for line in f.lines
     )
@@ -40,6 +44,15 @@ def test_json_lines_have_level_process_msg_and_fields(flanneld: Callable[..., Fl
     ).items()
     assert any(r["process"] == "backend" and r["msg"] == "backend: got SIGTERM" for r in records)
     assert any(r["process"] == "flanneld" and r["level"] == "info" for r in records)
-    structured = next(r for r in records if r["process"] == "lease-service" and r["msg"] == "lease: structured")
-    assert structured == {"ts": "2026-01-02T03:04:05.678Z", "level": "warning", "process": "lease-service",
-                          "msg": "lease: structured", "logger": "fake", "node": "n1", "count": 3}
+    structured = next(
+        r for r in records if r["process"] == "lease-service" and r["msg"] == "lease: structured"
+    )
+    assert structured == {
+        "ts": "2026-01-02T03:04:05.678Z",
+        "level": "warning",
+        "process": "lease-service",
+        "msg": "lease: structured",
+        "logger": "fake",
+        "node": "n1",
+        "count": 3,
+    }

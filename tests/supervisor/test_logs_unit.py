@@ -43,7 +43,10 @@ def test_a_childs_json_record_is_rendered_with_its_own_timestamp_and_fields() ->
     sink = LogSink("text", out)
     sink.record("lease-service", parsed)
     sink.close()
-    assert out.getvalue() == f"{parsed['ts']} ERROR [lease-service] lease_service: lost lease k key=10.244.1.0-24\n"
+    assert (
+        out.getvalue()
+        == f"{parsed['ts']} ERROR [lease-service] lease_service: lost lease k key=10.244.1.0-24\n"
+    )
     assert sink.last_error("lease-service") == "lost lease k"
 
 
@@ -86,7 +89,10 @@ def test_a_blocked_output_never_blocks_the_caller_and_drops_are_counted() -> Non
     out.release.set()
     sink.close()
     lines = out.getvalue().splitlines()
-    drops = [re.search(r"WARNING \[flanneld\] (\d+) log lines dropped: the output was too slow", line) for line in lines]
+    drops = [
+        re.search(r"WARNING \[flanneld\] (\d+) log lines dropped: the output was too slow", line)
+        for line in lines
+    ]
     kept = [line for line, drop in zip(lines, drops) if drop is None]
     assert drops[-1] is not None, lines[-1]
     assert len(kept) + sum(int(d.group(1)) for d in drops if d) == 1000 and len(kept) <= 2 * sink.capacity

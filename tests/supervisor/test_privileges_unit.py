@@ -131,8 +131,12 @@ def test_leftovers_of_a_root_run_are_handed_to_a_new_lease_user(tmp_path: Path) 
     assert (run_dir / "backend.sock").exists()
 
 
-def test_the_etcd_password_reaches_the_lease_service_by_environment_not_by_command_line(tmp_path: Path) -> None:
-    config = cli.parse(["--run-dir", str(tmp_path), "--etcd-password", "s3cret", "--etcd-username", "flannel"], {})
+def test_the_etcd_password_reaches_the_lease_service_by_environment_not_by_command_line(
+    tmp_path: Path,
+) -> None:
+    config = cli.parse(
+        ["--run-dir", str(tmp_path), "--etcd-password", "s3cret", "--etcd-username", "flannel"], {}
+    )
     launch = privileges.lease_launch(config)
     assert not any("s3cret" in word for word in launch.argv)
     assert dict(launch.secrets) == {"FLANNELD_ETCD_PASSWORD": "s3cret"}
@@ -171,7 +175,9 @@ def test_a_lease_user_that_cannot_reach_the_interpreter_is_refused_by_name(tmp_p
         assert "is mode 0700 owned by 0:0" in str(exc) and "--lease-cmd" in str(exc)
     else:
         raise AssertionError("an interpreter the lease user cannot reach must be refused")
-    root = cli.parse(["--run-dir", "/run/flannel-test", "--lease-cmd", str(program), "--lease-user", "root"], {})
+    root = cli.parse(
+        ["--run-dir", "/run/flannel-test", "--lease-cmd", str(program), "--lease-user", "root"], {}
+    )
     privileges.check_lease_reach(root, privileges.lease_launch(root))
 
 

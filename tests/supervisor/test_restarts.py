@@ -6,8 +6,8 @@ import os
 import signal
 from collections.abc import Callable
 
-from tests.supervisor.harness import Flanneld, alive
 from flannel_testkit.wait import wait_until
+from tests.supervisor.harness import Flanneld, alive
 
 
 def test_a_killed_backend_comes_back_and_the_lease_service_is_untouched(

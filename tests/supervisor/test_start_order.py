@@ -6,8 +6,8 @@ import signal
 import time
 from collections.abc import Callable
 
-from tests.supervisor.harness import Flanneld
 from flannel_testkit.wait import wait_until
+from tests.supervisor.harness import Flanneld
 
 
 def test_both_children_start_at_once_and_healthz_waits_for_both(flanneld: Callable[..., Flanneld]) -> None:
@@ -37,7 +37,7 @@ def test_healthz_says_200_within_200_ms_of_both_children_serving(flanneld: Calla
         if code == 200:
             first_200 = time.time()
         else:
-            time.sleep(0.01)  # noqa: ASYNC251 - polling pace, not synchronisation
+            time.sleep(0.01)
     assert first_200 is not None, f.tail()
     served = [float(e.detail) for e in f.events() if e.what == "serving"]
     assert len(served) == 2

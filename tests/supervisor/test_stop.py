@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.supervisor.harness import Flanneld, alive
 from flannel_testkit.wait import wait_until
+from tests.supervisor.harness import Flanneld, alive
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])

@@ -28,8 +28,14 @@ def start(tmp_path: Path, node: EtcdNode) -> Iterator[Callable[..., Flanneld]]:
     def run(*args: str) -> Flanneld:
         # a generous start-up timeout: on a loaded machine the Kubernetes client alone takes seconds
         args = (*args, "--startup-timeout", "90")
-        f = Flanneld(tmp_path / f"f{len(started)}", args=args, real_children=True, healthz=True,
-                     prefix=node.ns.exec_prefix, netns=node.ns.name)
+        f = Flanneld(
+            tmp_path / f"f{len(started)}",
+            args=args,
+            real_children=True,
+            healthz=True,
+            prefix=node.ns.exec_prefix,
+            netns=node.ns.name,
+        )
         f.tmp.mkdir()
         started.append(f)
         return f.start()
@@ -50,10 +56,12 @@ def _stop_promptly(f: Flanneld) -> None:
     assert "still running after" not in output, output  # nobody needed SIGKILL
     assert "Traceback" not in output and "CancelledError" not in output, output
     assert took < 2 * GRACE, f"flanneld took {took:.1f}s to stop"
-    after = f.lines[next(i for i, line in enumerate(f.lines) if "received SIGTERM" in line):]
+    after = f.lines[next(i for i, line in enumerate(f.lines) if "received SIGTERM" in line) :]
     stopped = [line for line in after if "[flanneld]" in line and ") stopped: " in line]
     # a child still starting (importing, before its handler is installed) dies of the signal: as prompt
-    assert len(stopped) == 2 and all(("exit code 0" in line or "killed by SIGTERM" in line) for line in stopped), stopped
+    assert len(stopped) == 2 and all(
+        ("exit code 0" in line or "killed by SIGTERM" in line) for line in stopped
+    ), stopped
 
 
 def test_sigterm_while_the_lease_service_waits_for_etcd(start: Callable[..., Flanneld]) -> None:
@@ -64,10 +72,12 @@ def test_sigterm_while_the_lease_service_waits_for_etcd(start: Callable[..., Fla
 
 
 def test_sigterm_while_the_lease_service_waits_for_the_kubernetes_api(start: Callable[..., Flanneld]) -> None:
-    f = start("--kube-subnet-mgr", "--kube-api-url", "http://127.0.0.1:1", "--node-name", "n1", "--iface", "eth0")
+    f = start(
+        "--kube-subnet-mgr", "--kube-api-url", "http://127.0.0.1:1", "--node-name", "n1", "--iface", "eth0"
+    )
     f.wait_line("[lease-service]", timeout=30)
     f.wait_line("waiting for the lease service to serve")
-    time.sleep(1)  # noqa: ASYNC251 - let the client get into its API wait; the stop must end it
+    time.sleep(1)
     _stop_promptly(f)
 
 

@@ -95,7 +95,9 @@ async def test_a_fatal_exit_stops_everything_at_once_with_exit_2(
     assert backend.runs == 1 and delays == []  # never restarted
     assert (backend.stopped, lease.stopped) == (1, 1)
     err = capsys.readouterr().err
-    assert f"backend stopped with {'usage or configuration error' if code == 2 else 'permanent failure'}" in err
+    assert (
+        f"backend stopped with {'usage or configuration error' if code == 2 else 'permanent failure'}" in err
+    )
     assert f"(exit code {code}): cannot run: no interface 'eth9'" in err
 
 

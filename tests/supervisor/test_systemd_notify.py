@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from flannel_testkit.wait import wait_until
 from supervisor.notify import Notifier
 from tests.supervisor.harness import Flanneld
-from flannel_testkit.wait import wait_until
 
 
 class NotifySocket:
@@ -78,7 +78,9 @@ def test_ready_status_watchdog_and_stopping_reach_the_notify_socket(
 
     # the watchdog is fed about every 0.2 s (half of 0.4 s)
     beats = len([line for line in notify_socket.lines() if line == "WATCHDOG=1"])
-    wait_until(lambda: notify_socket.lines().count("WATCHDOG=1") >= beats + 5, timeout=10, what="5 more beats")
+    wait_until(
+        lambda: notify_socket.lines().count("WATCHDOG=1") >= beats + 5, timeout=10, what="5 more beats"
+    )
 
     f.signal(signal.SIGTERM)
     assert f.wait() == 0

@@ -26,13 +26,17 @@ EXTENSION = {
 def test_flanneld_runs_the_extension_example_with_only_net_admin_and_net_raw(tmp_path: Path) -> None:
     command = shlex.join([sys.executable, "-m", "examples.extension_backend"])
     config = {"Network": "10.244.0.0/16", "SubnetMax": "10.244.199.0", "Backend": EXTENSION}
-    with Cluster(tmp_path, nodes=2, config=config, flanneld=True, flanneld_args=["--backend-cmd", command]) as cluster:
+    with Cluster(
+        tmp_path, nodes=2, config=config, flanneld=True, flanneld_args=["--backend-cmd", command]
+    ) as cluster:
         one, two = cluster.node(1), cluster.node(2)
         assert cluster.ping(one, two.pod_ip, count=5).received == 5
         assert one.flanneld is not None
         flanneld = one.flanneld
-        match = wait_until(lambda: re.search(r"backend started \(pid (\d+)\)", flanneld.log()),
-                           what="the backend's pid in flanneld's log")
+        match = wait_until(
+            lambda: re.search(r"backend started \(pid (\d+)\)", flanneld.log()),
+            what="the backend's pid in flanneld's log",
+        )
         held = caps(int(match.group(1)))
         assert held["CapEff"] == held["CapBnd"] == held["CapAmb"] == "0000000000003000", held
         assert held["NoNewPrivs"] == "1"

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from lease_service.etcd import EtcdClient, EtcdSettings, WatchBatch, WatchEvent
 from flannel_testkit.etcd import EtcdServer
+from lease_service.etcd import EtcdClient, EtcdSettings, WatchBatch, WatchEvent
 
 
 def fast_settings(*endpoints: str, **overrides: object) -> EtcdSettings:

@@ -8,10 +8,10 @@ import time
 
 import pytest
 
-from lease_service.etcd import EtcdClient, EtcdUnavailable, WatchBatch
-from tests.lease_service.etcd.conftest import collect, events_of, fast_settings, polled, reached
 from flannel_testkit.etcd import EtcdServer, free_port
 from flannel_testkit.wait import async_wait_until
+from lease_service.etcd import EtcdClient, EtcdUnavailable, WatchBatch
+from tests.lease_service.etcd.conftest import collect, events_of, fast_settings, polled, reached
 
 pytestmark = pytest.mark.etcd
 

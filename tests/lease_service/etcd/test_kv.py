@@ -7,9 +7,9 @@ import asyncio
 import grpc
 import pytest
 
+from flannel_testkit.etcd import EtcdServer
 from lease_service.etcd import EtcdClient
 from lease_service.etcd.proto import rpc_pb2, rpc_pb2_grpc
-from flannel_testkit.etcd import EtcdServer
 
 pytestmark = pytest.mark.etcd
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from flannel_testkit.etcd import EtcdServer, EtcdTls
 from lease_service.etcd import EtcdClient, EtcdError, EtcdUnavailable
 from tests.lease_service.etcd.conftest import Pki, collect, events_of, fast_settings, reached
-from flannel_testkit.etcd import EtcdServer, EtcdTls
 
 pytestmark = pytest.mark.etcd
 

@@ -7,10 +7,10 @@ import asyncio
 import grpc
 import pytest
 
+from flannel_testkit.etcd import EtcdServer
 from lease_service.etcd import EtcdClient, EtcdError, WatchCompacted
 from lease_service.etcd.proto import rpc_pb2, rpc_pb2_grpc
 from tests.lease_service.etcd.conftest import collect, events_of, fast_settings, reached
-from flannel_testkit.etcd import EtcdServer
 
 pytestmark = pytest.mark.etcd
 
