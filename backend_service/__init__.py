@@ -1,11 +1,16 @@
-"""flannel-py backend service: the dataplane (vxlan, host-gw), the only process with CAP_NET_ADMIN.
+"""flannel-py backend service: the dataplane (vxlan, host-gw, wireguard), the only process with CAP_NET_ADMIN.
 
 A small controller (``controller``) runs two owned tasks: the ``session`` with the lease service
-(which runs the ``follow``-er of the lease stream) and the ``reconciler``. The data path, one module
-per step, each calling only the ones below it: ``config`` (network config → typed options) →
-``leases`` (proto Lease → PeerLease) → ``validate`` (reject bad leases with reason codes) →
-``vxlan`` / ``hostgw`` (behind the ``backend.Backend`` protocol: devices, peers → ``desired``
-state) → ``diff`` against what the kernel holds → ``kernel`` (read what we own, apply ops);
-``planner`` runs those steps for every peer or for a delta's peers. ``masq`` keeps flannel's
-masquerade rules.
+(which runs the ``follow``-er of the lease stream) and the ``reconciler``. The package stands on
+floors, each importing only from the floors below it (an import-linter ``layers`` contract in
+pyproject.toml checks it):
+
+- ``__main__``; ``cleanup``, ``server``, ``session``; ``controller``; ``reconciler``; ``planner``;
+- the backends, one package each (``vxlan/``, ``hostgw/``, ``wireguard/``: ``backend`` over its
+  ``device`` and its pure ``desired`` state), ``masq`` (flannel's masquerade and forward rules) and
+  ``validate`` (reject bad leases with reason codes);
+- ``backend`` (the ``Backend`` protocol every backend implements);
+- ``kernel/`` (the kernel model, the diff, reading and applying) and ``blackhole``;
+- ``desired`` (routes, neighbours, FDB entries, WireGuard peers as values), ``leases`` (proto Lease →
+  PeerLease), and at the bottom ``config``, ``node`` and the small leaves.
 """

@@ -15,7 +15,7 @@ import flannel_flags
 from backend_service import cli, metrics
 from backend_service.controller import EXIT_USAGE, Controller
 from backend_service.follow import LeaseView
-from backend_service.kernel import NetlinkKernel
+from backend_service.kernel.apply import NetlinkKernel
 from backend_service.masq import RuleOptions, TrafficRules
 from backend_service.server import BackendServicer
 from backend_service.session import Session, local_dataplane

@@ -27,8 +27,9 @@ from typing import Any
 from pyroute2 import AsyncIPRoute
 
 from .blackhole import remove_blackholes
-from .diff import DELETE, Op
-from .kernel import KernelError, TemplateApplier, read_kernel
+from .kernel.apply import TemplateApplier
+from .kernel.model import DELETE, KernelError, Op
+from .kernel.read import read_kernel
 from .masq import Commands, MasqError, cleanup_all
 
 log = logging.getLogger(__name__)

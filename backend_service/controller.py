@@ -22,7 +22,7 @@ from flannel_rpc.exitcodes import ExitCode
 
 from .config import ConfigError
 from .follow import LeaseView
-from .kernel import Kernel
+from .kernel.model import Kernel
 from .node import LocalNode
 from .planner import Planner
 from .reconciler import Reconciler

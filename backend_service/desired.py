@@ -1,7 +1,7 @@
 """Desired dataplane state: the routes, neighbours and FDB entries the peers need.
 
-Pure values, computed by a backend (:mod:`backend_service.vxlan`, :mod:`backend_service.hostgw`)
-from the accepted peer leases; :mod:`backend_service.diff` compares them with the kernel.
+Pure values, computed by a backend (:mod:`backend_service.vxlan.desired`, :mod:`backend_service.hostgw.desired`)
+from the accepted peer leases; :mod:`backend_service.kernel.diff` compares them with the kernel.
 
 Ownership: every route we create carries the route protocol :data:`RTPROT_FLANNEL`; routes,
 permanent neighbours and permanent FDB entries on our VXLAN devices are ours as well.

@@ -1,8 +1,8 @@
 """Facts about this node that the backends need: its own lease and its underlay.
 
 Filled in by the session from the node's lease (``AcquireLease``/``WatchLease``), from the lease
-service's external interface (:func:`backend_service.kernel.public_interface_from`) and from the
-kernel (the connected networks come with every :func:`backend_service.kernel.read_kernel`).
+service's external interface (:func:`backend_service.kernel.read.public_interface_from`) and from the
+kernel (the connected networks come with every :func:`backend_service.kernel.read.read_kernel`).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ plan covers the leases a ``DELTA`` changed, plus every lease that shares a subne
 cluster), and diffs against the objects the last plans wrote for those peers. Both run the same
 code: :func:`~backend_service.validate.check_one` and
 :func:`~backend_service.validate.resolve_overlaps` for validation, the backend's ``desired``, and
-:func:`~backend_service.diff.diff` for op order and object identities; a delta is a plan over a
+:func:`~backend_service.kernel.diff.diff` for op order and object identities; a delta is a plan over a
 subset of the peers.
 
 The planner remembers, per peer, what the last committed plan wrote. A delta is planned only
@@ -29,8 +29,8 @@ from proto.flannel.v1 import lease_pb2
 from .backend import Backend
 from .config import NetworkConfig
 from .desired import PeerPlan
-from .diff import KernelObject, KernelState, Op, diff, identity
-from .kernel import KernelSnapshot
+from .kernel.diff import diff
+from .kernel.model import KernelObject, KernelSnapshot, KernelState, Op, identity
 from .leases import PeerLease
 from .node import LocalNode
 from .validate import Rejection, check_one, resolve_overlaps, subnets

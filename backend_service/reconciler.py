@@ -24,7 +24,7 @@ from flannel_rpc.logs import LogOnce, shorten
 
 from . import metrics
 from .follow import LeaseView
-from .kernel import ApplyResult, Kernel, KernelError
+from .kernel.model import ApplyResult, Kernel, KernelError
 from .node import LocalNode
 from .planner import Plan, Planner
 from .status import Health, Status

@@ -32,14 +32,15 @@ from .config import HOST_GW, VXLAN, WIREGUARD, ConfigError, NetworkConfig, parse
 from .controller import EXIT_PERMANENT, EXIT_USAGE, Fatal
 from .devwatch import DeviceWatcher
 from .follow import LeaseView, follow
-from .hostgw import HostGwBackend
-from .kernel import KernelError, check_public_interface, public_interface_from
+from .hostgw.backend import HostGwBackend
+from .kernel.model import KernelError
+from .kernel.read import check_public_interface, public_interface_from
 from .leases import LeaseError, parse_wireguard_data
 from .masq import MasqNetwork, ToolsMissing, TrafficRules
 from .node import LocalNode, PublicInterface
 from .nodecheck import warn_if_br_netfilter_missing
 from .status import Status
-from .vxlan import VxlanBackend
+from .vxlan.backend import VxlanBackend
 from .wireguard.backend import WireGuardBackend
 from .wireguard.keys import key_file
 

@@ -29,11 +29,12 @@ from proto.flannel.v1 import backend_pb2
 from ..backend import BackendSetup
 from ..config import WIREGUARD, NetworkConfig, WireGuardOptions
 from ..desired import MODE_WIREGUARD, DesiredBuilder, DesiredState, PeerPlan, Route, WgPeer, sorted_networks
-from ..kernel import KernelError, link_index
+from ..kernel import wgctl
+from ..kernel.links import ensure_address, link_index
+from ..kernel.model import KernelError
 from ..leases import PeerLease, WireGuardData
 from ..node import LocalNode, PublicInterface
-from ..vxlan import ensure_address
-from . import device, wgctl
+from . import device
 from .keys import Key, WireGuardKeyError, load_or_create
 
 log = logging.getLogger(__name__)

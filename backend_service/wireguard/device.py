@@ -23,7 +23,7 @@ from pathlib import Path
 from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from . import wgctl
+from ..kernel import wgctl
 
 log = logging.getLogger(__name__)
 

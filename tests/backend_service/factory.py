@@ -7,7 +7,7 @@ from ipaddress import ip_address, ip_network
 
 from backend_service.config import NetworkConfig, parse_network_config
 from backend_service.node import ConnectedNetwork, LocalNode
-from backend_service.vxlan import vtep_mac
+from backend_service.vxlan.device import vtep_mac
 from proto.flannel.v1 import lease_pb2
 
 

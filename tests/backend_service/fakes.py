@@ -8,11 +8,20 @@ from ipaddress import ip_address, ip_network
 from backend_service.backend import BackendSetup
 from backend_service.config import VxlanOptions
 from backend_service.desired import DesiredState
-from backend_service.diff import DELETE, KernelObject, KernelState, Op, identity
-from backend_service.kernel import ApplyResult, KernelSnapshot, OpFailure
+from backend_service.kernel.model import (
+    DELETE,
+    ApplyResult,
+    KernelObject,
+    KernelSnapshot,
+    KernelState,
+    Op,
+    OpFailure,
+    identity,
+)
 from backend_service.leases import PeerLease, VxlanData
 from backend_service.node import ConnectedNetwork, LocalNode
-from backend_service.vxlan import vtep_mac, vxlan_desired
+from backend_service.vxlan.desired import vxlan_desired
+from backend_service.vxlan.device import vtep_mac
 
 DEVICE = "flannel.1"
 

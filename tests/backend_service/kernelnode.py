@@ -12,8 +12,9 @@ from pyroute2 import AsyncIPRoute
 from backend_service.backend import Backend, BackendSetup
 from backend_service.config import NetworkConfig
 from backend_service.desired import PeerPlan
-from backend_service.diff import Op
-from backend_service.kernel import ApplyResult, Kernel, NetlinkKernel, link_index
+from backend_service.kernel.apply import NetlinkKernel
+from backend_service.kernel.links import link_index
+from backend_service.kernel.model import ApplyResult, Kernel, Op
 from backend_service.node import LocalNode, PublicInterface
 from backend_service.planner import Plan, Planner
 from backend_service.session import make_backend

@@ -1,8 +1,8 @@
 """Reference implementations, kept in the tests as oracles for the fast production paths.
 
 :func:`read_kernel_pyroute2` reads what we own through pyroute2's parsers (about 10x slower than
-:func:`backend_service.kernel.read_kernel` at 5,000 peers); :class:`PyrouteApplier` applies ops
-one pyroute2 request at a time (the kernel effect :class:`backend_service.kernel.TemplateApplier`
+:func:`backend_service.kernel.read.read_kernel` at 5,000 peers); :class:`PyrouteApplier` applies ops
+one pyroute2 request at a time (the kernel effect :class:`backend_service.kernel.apply.TemplateApplier`
 must have).
 """
 
@@ -19,18 +19,18 @@ from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from backend_service.desired import RTPROT_FLANNEL, FdbEntry, Neighbour, Route
-from backend_service.diff import DELETE, KernelRoute, KernelState, Op
-from backend_service.kernel import (
-    RT_SCOPE_LINK,
-    RTPROT_KERNEL,
+from backend_service.kernel.links import link_index, link_names
+from backend_service.kernel.model import (
+    DELETE,
     ApplyResult,
     KernelError,
+    KernelRoute,
     KernelSnapshot,
+    KernelState,
+    Op,
     OpFailure,
-    link_index,
-    link_names,
 )
-from backend_service.netlink_fast import (
+from backend_service.kernel.netlink_fast import (
     NTF_SELF,
     NUD_NOARP,
     NUD_PERMANENT,
@@ -38,6 +38,7 @@ from backend_service.netlink_fast import (
     RTN_UNICAST,
     RTNH_F_ONLINK,
 )
+from backend_service.kernel.read import RT_SCOPE_LINK, RTPROT_KERNEL
 from backend_service.node import ConnectedNetwork
 
 

@@ -17,9 +17,8 @@ import pytest
 
 from backend_service import cli
 from backend_service.controller import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, Controller
-from backend_service.diff import Op
 from backend_service.follow import LeaseView
-from backend_service.kernel import ApplyResult
+from backend_service.kernel.model import ApplyResult, Op
 from backend_service.node import PublicInterface
 from backend_service.session import Session
 from backend_service.status import Health, Status

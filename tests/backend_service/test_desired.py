@@ -6,9 +6,10 @@ from ipaddress import ip_address, ip_network
 
 from backend_service.config import VxlanOptions
 from backend_service.desired import MODE_DIRECT, MODE_HOST_GW, MODE_VXLAN, FdbEntry, Neighbour, Route
-from backend_service.hostgw import hostgw_desired
+from backend_service.hostgw.desired import hostgw_desired
 from backend_service.validate import validate_leases
-from backend_service.vxlan import device_name, vtep_mac, vxlan_desired
+from backend_service.vxlan.desired import vxlan_desired
+from backend_service.vxlan.device import device_name, vtep_mac
 
 from .factory import config, lease, node
 

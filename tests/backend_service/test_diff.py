@@ -5,7 +5,8 @@ from __future__ import annotations
 from ipaddress import ip_address, ip_network
 
 from backend_service.desired import DesiredState, FdbEntry, Neighbour, Route
-from backend_service.diff import DELETE, REPLACE, KernelRoute, KernelState, Op, diff
+from backend_service.kernel.diff import diff
+from backend_service.kernel.model import DELETE, REPLACE, KernelRoute, KernelState, Op
 
 
 def route(n: int, via: str | None = None, dev: str = "flannel.1") -> Route:

@@ -8,8 +8,9 @@ import pytest
 from pyroute2 import AsyncIPRoute
 
 from backend_service.desired import FdbEntry, Neighbour, Route
-from backend_service.diff import DELETE, REPLACE, Op
-from backend_service.kernel import NetlinkKernel, TemplateApplier, read_kernel
+from backend_service.kernel.apply import NetlinkKernel, TemplateApplier
+from backend_service.kernel.model import DELETE, REPLACE, Op
+from backend_service.kernel.read import read_kernel
 from backend_service.planner import Planner
 from flannel_testkit.wait import wait_until
 
@@ -184,7 +185,7 @@ class _DroppingSocket:
 
 
 def test_send_batch_maps_answers_and_reports_the_unanswered_when_the_socket_fails() -> None:
-    from backend_service.netlink_fast import send_batch
+    from backend_service.kernel.netlink_fast import send_batch
 
     sock = _DroppingSocket()
     messages = [(seq, b"x" * 20) for seq in range(1, 7)]

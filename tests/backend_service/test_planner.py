@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping
 
-from backend_service.diff import DELETE, REPLACE
+from backend_service.kernel.model import DELETE, REPLACE
 from backend_service.planner import Plan, Planner
 from proto.flannel.v1 import lease_pb2
 

@@ -7,7 +7,9 @@ from ipaddress import ip_address
 import pytest
 from pyroute2 import AsyncIPRoute
 
-from backend_service.kernel import KernelError, check_public_interface, link_index, public_interface_from
+from backend_service.kernel.links import link_index
+from backend_service.kernel.model import KernelError
+from backend_service.kernel.read import check_public_interface, public_interface_from
 from backend_service.node import PublicInterface
 from proto.flannel.v1 import lease_pb2
 

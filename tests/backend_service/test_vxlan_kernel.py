@@ -9,9 +9,10 @@ from ipaddress import ip_address, ip_network
 import pytest
 
 from backend_service.desired import Route
-from backend_service.diff import REPLACE, Op
-from backend_service.kernel import NetlinkKernel
-from backend_service.vxlan import VxlanBackend, vtep_mac
+from backend_service.kernel.apply import NetlinkKernel
+from backend_service.kernel.model import REPLACE, Op
+from backend_service.vxlan.backend import VxlanBackend
+from backend_service.vxlan.device import vtep_mac
 from flannel_testkit.wait import wait_until
 
 from .conftest import TwoNodes

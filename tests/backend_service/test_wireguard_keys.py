@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from backend_service.kernel.wgctl import WgError, parse_dump
 from backend_service.wireguard.keys import Key, WireGuardKeyError, key_file, load_or_create
-from backend_service.wireguard.wgctl import WgError, parse_dump
 
 needs_wg = pytest.mark.skipif(shutil.which("wg") is None, reason="wireguard-tools (wg) is not installed")
 

@@ -3,7 +3,7 @@
 pyroute2 spends ~190 us encoding each request (its request filters and NLA machinery), ten times
 what the kernel needs to carry it out. The backend only ever sends a handful of message shapes
 (route / neighbour / FDB entry, add-or-replace / delete, IPv4 / IPv6), so
-:class:`~backend_service.kernel.TemplateApplier` has pyroute2 encode each shape *once*, with sentinel values, remembers
+:class:`~backend_service.kernel.apply.TemplateApplier` has pyroute2 encode each shape *once*, with sentinel values, remembers
 where the sentinels landed, and for every operation copies the template and writes the few
 fields that change (sequence number, addresses, prefix length, ifindex, metric). Messages are
 sent many to a ``sendmsg`` with ``NLM_F_ACK``; the ACKs are read after each chunk and mapped back
@@ -39,8 +39,8 @@ from pyroute2.netlink.rtnl import RTM_DELNEIGH, RTM_DELROUTE, RTM_NEWNEIGH, RTM_
 from pyroute2.netlink.rtnl.ndmsg import ndmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
-from .desired import RTPROT_FLANNEL, FdbEntry, Neighbour, Route
-from .diff import DELETE, Op
+from ..desired import RTPROT_FLANNEL, FdbEntry, Neighbour, Route
+from .model import DELETE, Op
 
 NETLINK_ROUTE = 0
 NLMSG_ERROR, NLMSG_DONE = 2, 3

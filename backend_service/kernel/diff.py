@@ -4,7 +4,7 @@ Pure logic. Objects that are already right produce no operation; new and changed
 *replaced* (netlink's create-or-replace: never deleted and re-added, so traffic to a still-wanted
 peer never sees a gap); objects we own that nobody wants any more are deleted, unless the caller
 forbids deletes (before the lease stream is SYNCED we only know part of the cluster, so we write
-but delete nothing). :func:`identity` is what the kernel keys each object by.
+but delete nothing). Objects are matched by :func:`~backend_service.kernel.model.identity`.
 
 Operations come out in a safe order: FDB and neighbour entries before the routes that use
 them; route deletes before the neighbour and FDB entries they used.
@@ -14,87 +14,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
 
-from .desired import RTPROT_FLANNEL, DesiredState, FdbEntry, Neighbour, Route, WgPeer
-
-REPLACE = "replace"
-DELETE = "delete"
-
-KernelObject = Route | Neighbour | FdbEntry | WgPeer
-
-
-def identity(obj: KernelObject) -> tuple[object, ...]:
-    """What the kernel keys ``obj`` by: a replace of the same identity rewrites it in place."""
-    if isinstance(obj, Route):
-        return ("route", obj.dst)
-    if isinstance(obj, Neighbour):
-        return ("neigh", obj.ifname, obj.dst)
-    if isinstance(obj, WgPeer):
-        return ("wgpeer", obj.ifname, obj.public_key)
-    return ("fdb", obj.ifname, obj.lladdr)
-
-
-def default_metric(route: Route) -> int:
-    """The metric the kernel gives a route added without one: 0 for IPv4, 1024 for IPv6."""
-    return 0 if route.dst.version == 4 else 1024
-
-
-@dataclass(frozen=True)
-class KernelRoute:
-    """A route we own as read from the kernel: the route plus what makes it differ from ours."""
-
-    route: Route
-    proto: int = RTPROT_FLANNEL
-    priority: int = 0
-
-    @property
-    def is_exactly(self) -> Route | None:
-        """The route, if the kernel holds it exactly as we would have created it."""
-        exact = self.proto == RTPROT_FLANNEL and self.priority == default_metric(self.route)
-        return self.route if exact else None
-
-
-@dataclass(frozen=True)
-class KernelState:
-    """Routes, permanent neighbours, permanent FDB entries and WireGuard peers that we own, as the
-    kernel (and the WireGuard devices) have them."""
-
-    routes: tuple[KernelRoute, ...] = ()
-    neighbours: frozenset[Neighbour] = frozenset()
-    fdb: frozenset[FdbEntry] = frozenset()
-    wg_peers: frozenset[WgPeer] = frozenset()
-
-    @classmethod
-    def holding(cls, objects: Iterable[KernelObject]) -> KernelState:
-        """The state of a kernel that holds exactly ``objects``, as we would have written them."""
-        routes: list[KernelRoute] = []
-        neighbours: set[Neighbour] = set()
-        fdb: set[FdbEntry] = set()
-        wg: set[WgPeer] = set()
-        for obj in objects:
-            if isinstance(obj, Route):
-                routes.append(KernelRoute(obj, priority=default_metric(obj)))
-            elif isinstance(obj, Neighbour):
-                neighbours.add(obj)
-            elif isinstance(obj, WgPeer):
-                wg.add(obj)
-            else:
-                fdb.add(obj)
-        return cls(tuple(routes), frozenset(neighbours), frozenset(fdb), frozenset(wg))
-
-
-@dataclass(frozen=True)
-class Op:
-    """One kernel change. ``priority`` is the metric of a route being deleted."""
-
-    action: str
-    obj: KernelObject
-    priority: int = 0
-
-    def __str__(self) -> str:
-        metric = f" metric {self.priority}" if self.priority else ""
-        return f"{self.action} {self.obj}{metric}"
+from ..desired import DesiredState, FdbEntry, Neighbour, Route, WgPeer
+from .model import DELETE, REPLACE, KernelRoute, KernelState, Op, default_metric
 
 
 def _diff_routes(

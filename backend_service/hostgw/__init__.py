@@ -1,0 +1,1 @@
+"""The host-gw backend: ``desired`` (a route per peer, pure) and ``backend``."""

@@ -1,0 +1,56 @@
+"""Links by name and index, and a device's own address: the small pyroute2 look-ups every backend needs."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from socket import AF_INET, AF_INET6
+from typing import Any
+
+from pyroute2 import AsyncIPRoute
+
+from ..desired import IPAddress
+
+log = logging.getLogger(__name__)
+
+IFA_F_NODAD = 0x02
+
+
+def _attr(msg: Any, name: str) -> Any:
+    return msg.get_attr(name)
+
+
+async def link_names(ipr: AsyncIPRoute) -> dict[int, str]:
+    """ifindex → ifname for every link."""
+    return {link["index"]: _attr(link, "IFLA_IFNAME") async for link in await ipr.link("dump")}
+
+
+async def link_index(ipr: AsyncIPRoute, ifname: str) -> int | None:
+    """The index of ``ifname``, or None."""
+    found = await ipr.link_lookup(ifname=ifname)
+    return found[0] if found else None
+
+
+async def ensure_address(ipr: AsyncIPRoute, ifindex: int, address: IPAddress) -> bool:
+    """Make ``address`` (as /32 or /128) the device's only global address of its family; True if changed."""
+    changed = False
+    family = AF_INET if address.version == 4 else AF_INET6
+    prefixlen = address.max_prefixlen
+    present = False
+    async for msg in await ipr.addr("dump", family=family, index=ifindex):
+        if msg["index"] != ifindex or msg["scope"] != 0:
+            continue
+        addr = ipaddress.ip_address(msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS"))
+        if addr == address and msg["prefixlen"] == prefixlen:
+            present = True
+        else:
+            log.info("removing stale address %s/%d from ifindex %d", addr, msg["prefixlen"], ifindex)
+            await ipr.addr("del", index=ifindex, address=str(addr), prefixlen=msg["prefixlen"])
+            changed = True
+    if not present:
+        # IPv6: no duplicate address detection, which would leave the address "tentative" (unusable
+        # as a source) for a second or more after every device creation; it is ours alone anyway.
+        extra = {"flags": IFA_F_NODAD} if address.version == 6 else {}
+        await ipr.addr("add", index=ifindex, address=str(address), prefixlen=prefixlen, **extra)
+        changed = True
+    return changed

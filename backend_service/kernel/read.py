@@ -1,0 +1,172 @@
+"""Read the state we own from the kernel, with raw netlink dumps; and check the public interface.
+
+:func:`read_kernel` dumps links, main-table routes, and the neighbour and FDB tables of our devices
+once, and returns what we own (see :mod:`backend_service.desired` for the ownership rule) plus the
+directly connected networks (link-scope routes without a gateway, which host-gw and DirectRouting
+need). :func:`read_owned` adds the peers of our WireGuard devices (through ``wg``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import ipaddress
+import socket
+from collections.abc import Iterable
+from socket import AF_INET, AF_INET6
+from typing import Any
+
+from pyroute2 import AsyncIPRoute
+
+from ..desired import RTPROT_FLANNEL, FdbEntry, Neighbour, Route, WgPeer
+from ..node import ConnectedNetwork, PublicInterface
+from . import wgctl
+from .links import link_names
+from .model import KernelError, KernelRoute, KernelSnapshot, KernelState
+from .netlink_fast import (
+    AF_BRIDGE,
+    NUD_PERMANENT,
+    RT_TABLE_MAIN,
+    RTN_UNICAST,
+    RTNH_F_ONLINK,
+    RawRoute,
+    dump_neighbours,
+    dump_routes,
+    ip_from,
+    mac_from,
+    open_netlink_socket,
+)
+
+RTPROT_KERNEL = 2
+RT_SCOPE_LINK = 253
+
+
+async def read_kernel(ipr: AsyncIPRoute, devices: Iterable[str] = ()) -> KernelSnapshot:
+    """Read the routes, neighbours and FDB entries we own, and the directly connected networks.
+
+    Ours: main-table routes with protocol RTPROT_FLANNEL, and non-kernel routes, permanent
+    neighbours and permanent FDB entries on ``devices`` (our VXLAN devices).
+
+    The route, neighbour and FDB dumps go over a raw socket in ``ipr``'s namespace and only the
+    fields needed are parsed (:mod:`backend_service.netlink_fast`), in a worker thread.
+    """
+    links = await link_names(ipr)
+    sock = open_netlink_socket(ipr)  # in the loop thread: pyroute2 sockets are per thread
+    try:
+        return await asyncio.to_thread(_read_dumps, sock, links, set(devices))
+    finally:
+        sock.close()
+
+
+# Destination networks by their raw bytes: building an ip_network is most of the cost of turning
+# a dump into values (3.5 us each), and a reconcile re-reads thousands of unchanged routes. Only
+# the networks are kept between reads (about 250 bytes a route), not whole objects. Bounded:
+# emptied when it grows well past what one read returns.
+_networks: dict[tuple[bytes, int], ipaddress.IPv4Network | ipaddress.IPv6Network] = {}
+
+
+def _route_of(r: RawRoute, ifname: str) -> Route:
+    key = (r.dst, r.dst_len)
+    dst = _networks.get(key)
+    if dst is None:
+        dst_ip = ip_from(r.dst)
+        if dst_ip.version == 4:
+            dst = ipaddress.IPv4Network((dst_ip, r.dst_len), strict=False)
+        else:
+            dst = ipaddress.IPv6Network((dst_ip, r.dst_len), strict=False)
+        _networks[key] = dst
+    return Route(
+        dst=dst,
+        gateway=ip_from(r.gateway) if r.gateway else None,
+        ifname=ifname,
+        onlink=bool(r.flags & RTNH_F_ONLINK),
+    )
+
+
+def _read_dumps(sock: socket.socket, links: dict[int, str], devices: set[str]) -> KernelSnapshot:
+    device_index = {idx for idx, name in links.items() if name in devices}
+    routes: list[KernelRoute] = []
+    connected: list[ConnectedNetwork] = []
+    for family in (AF_INET, AF_INET6):
+        for r in dump_routes(sock, family, seq=family):
+            if r.table != RT_TABLE_MAIN or r.type != RTN_UNICAST or not r.dst or r.dst_len == 0:
+                continue
+            oif = r.oif
+            owned = r.proto == RTPROT_FLANNEL or (oif in device_index and r.proto != RTPROT_KERNEL)
+            if not owned and (r.gateway is not None or oif is None or oif in device_index):
+                continue
+            ifname = links.get(oif, f"if{oif}") if oif is not None else ""
+            if owned:
+                routes.append(KernelRoute(_route_of(r, ifname), proto=r.proto, priority=r.priority))
+            elif r.scope == RT_SCOPE_LINK and not r.multipath and links.get(oif) not in (None, "lo"):  # type: ignore[arg-type]
+                connected.append(ConnectedNetwork(_route_of(r, ifname).dst, ifname))
+    neighbours: set[Neighbour] = set()
+    fdb: set[FdbEntry] = set()
+    if device_index:
+        for n in dump_neighbours(sock, 0, seq=100):  # AF_UNSPEC: the ARP and ND tables
+            if (
+                n.ifindex in device_index
+                and n.state & NUD_PERMANENT
+                and n.family in (AF_INET, AF_INET6)
+                and n.dst
+                and n.lladdr
+            ):
+                neighbours.add(Neighbour(links[n.ifindex], ip_from(n.dst), mac_from(n.lladdr)))
+        for n in dump_neighbours(sock, AF_BRIDGE, seq=101):
+            if n.ifindex in device_index and n.state & NUD_PERMANENT and n.dst and n.lladdr:
+                fdb.add(FdbEntry(links[n.ifindex], mac_from(n.lladdr), ip_from(n.dst)))
+    if len(_networks) > 2 * (len(routes) + len(connected)) + 1024:
+        _networks.clear()
+    state = KernelState(tuple(routes), frozenset(neighbours), frozenset(fdb))
+    return KernelSnapshot(state, tuple(connected), links)
+
+
+async def read_owned(ipr: AsyncIPRoute, devices: Iterable[str]) -> KernelSnapshot:
+    """:func:`read_kernel`, and the peers of those of ``devices`` that are our WireGuard devices."""
+    devices = tuple(devices)
+    snapshot = await read_kernel(ipr, devices)
+    present = set(snapshot.links.values())
+    wg_devices = [d for d in devices if d in wgctl.DEVICES and d in present]
+    if not wg_devices:
+        return snapshot
+    peers: set[WgPeer] = set()
+    for device in wg_devices:
+        try:
+            state = await wgctl.show(device)
+        except wgctl.WgError as e:
+            raise KernelError(str(e)) from e
+        peers.update(p.peer for p in state.peers.values())
+    return dataclasses.replace(snapshot, state=dataclasses.replace(snapshot.state, wg_peers=frozenset(peers)))
+
+
+def public_interface_from(msg: Any) -> PublicInterface:
+    """The lease service's ``ExternalInterface`` message as a :class:`PublicInterface` (parsed once, here).
+
+    The backend never chooses an interface itself: the lease service chose this one and published its
+    addresses, so the VXLAN device's ``dev``/``local`` and the lease's public IP are one decision.
+    """
+    if not msg.name or msg.index <= 0:
+        raise KernelError(
+            "the lease service sent no external interface (GetNetworkConfigResponse."
+            "external_interface is empty): it must speak flannel.v1 with ExternalInterface"
+        )
+    try:
+        ipv4 = ipaddress.IPv4Address(msg.iface_ipv4) if msg.iface_ipv4 else None
+        ipv6 = ipaddress.IPv6Address(msg.iface_ipv6) if msg.iface_ipv6 else None
+    except ValueError as exc:
+        raise KernelError(f"external interface {msg.name!r}: bad address: {exc}") from exc
+    return PublicInterface(ifname=msg.name, ifindex=msg.index, mtu=msg.mtu, ipv4=ipv4, ipv6=ipv6)
+
+
+async def check_public_interface(ipr: AsyncIPRoute, public: PublicInterface) -> None:
+    """Refuse an interface this process does not see as the lease service described it: the two daemons
+    would then be in different network namespaces, or the interface was replaced meanwhile."""
+    links = await link_names(ipr)
+    seen = links.get(public.ifindex)
+    if seen != public.ifname:
+        where = f"is {seen!r}" if seen else "does not exist"
+        raise KernelError(
+            f"the lease service chose interface {public.ifname!r} (index {public.ifindex}) but "
+            f"index {public.ifindex} {where} here: the lease service and the backend must run in "
+            "the same network namespace"
+        )

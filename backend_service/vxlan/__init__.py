@@ -1,0 +1,1 @@
+"""The vxlan backend: ``device`` (the VXLAN device), ``desired`` (per-peer kernel objects, pure), ``backend``."""
