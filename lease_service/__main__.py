@@ -7,8 +7,8 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
 import flannel_flags
 from flannel_rpc import UnixServer, configure_logging
@@ -20,18 +20,16 @@ from lease_service.keeper import KeeperSettings, LeaseKeeper
 from lease_service.netconfig import ConfigError, NetworkConfig
 from lease_service.server import LeaseServicer
 from lease_service.stream import LeaseHub
-from lease_service.subnet.base import StoreUnavailable
+from lease_service.subnet.base import StoreUnavailable, SubnetManager
 from lease_service.subnet.etcd import EtcdSubnetManager
-
-if TYPE_CHECKING:  # imported only in kube mode
-    from lease_service.subnet.kube import KubeSubnetManager
 from proto.flannel.v1 import lease_pb2, lease_pb2_grpc
 
 log = logging.getLogger("lease_service")
+T = TypeVar("T")
 SERVICE = lease_pb2.DESCRIPTOR.services_by_name["LeaseService"].full_name
 
 
-async def _until_answered(call, what: str):  # type: ignore[no-untyped-def]
+async def _until_answered(call: Callable[[], Awaitable[T]], what: str) -> T:
     """Retry a store call while the store is unavailable, logging each new reason once."""
     last, delay = "", 0.2
     while True:
@@ -45,9 +43,7 @@ async def _until_answered(call, what: str):  # type: ignore[no-untyped-def]
         delay = min(delay * 2, 5.0)
 
 
-async def _load_config(
-    manager: EtcdSubnetManager | KubeSubnetManager, servicer: LeaseServicer
-) -> NetworkConfig:
+async def _load_config(manager: SubnetManager, servicer: LeaseServicer) -> NetworkConfig:
     """Wait for a valid network config, NOT_SERVING meanwhile, saying why once per new reason."""
     last = ""
     delay = 0.2
@@ -64,7 +60,7 @@ async def _load_config(
         delay = min(delay * 2, 5.0)
 
 
-async def _kube_manager(settings: cli.Settings) -> KubeSubnetManager:
+async def _kube_manager(settings: cli.Settings) -> SubnetManager:
     """The Kubernetes API connection as flannel builds it: --kube-api-url and/or --kubeconfig-file, else
     in-cluster; the node name from --node-name / $NODE_NAME, else the node running $POD_NAME."""
     from lease_service.subnet import kube_config
@@ -146,7 +142,7 @@ async def _run(settings: cli.Settings) -> int:
         tcp_listen=settings.grpc_listen,
     )
     await server.start()  # health answers NOT_SERVING from here on, whatever is awaited next
-    manager: EtcdSubnetManager | KubeSubnetManager | None = None
+    manager: SubnetManager | None = None
     tasks: list[asyncio.Task[None]] = []
     try:
         if kube_mode:
@@ -163,9 +159,9 @@ async def _run(settings: cli.Settings) -> int:
         config = await _load_config(manager, servicer)
         log.info("network config: %s, backend %s", config.network or config.ipv6_network, config.backend_type)
         public_ip, public_ipv6 = settings.public_ip, settings.public_ipv6
-        if kube_mode:  # as flannel: the node's node-public-ip(v6) annotations replace the flags
-            stored = await _until_answered(manager.stored_public_ips, "reading this node's annotations")  # type: ignore[union-attr]
-            public_ip, public_ipv6 = stored[0] or public_ip, stored[1] or public_ipv6
+        # as flannel: the node's node-public-ip(v6) annotations (Kubernetes mode) replace the flags
+        stored = await _until_answered(manager.stored_public_ips, "reading this node's stored public IPs")
+        public_ip, public_ipv6 = stored[0] or public_ip, stored[1] or public_ipv6
         flags = InterfaceFlags(
             settings.ifaces, settings.iface_regexes, settings.iface_can_reach, public_ip, public_ipv6
         )
@@ -175,15 +171,11 @@ async def _run(settings: cli.Settings) -> int:
             log.error("cannot determine the external interface: %s", exc)
             return ExitCode.USAGE
         log.info("external interface %s", describe(ext))
-
-        async def state_at(revision: int):  # type: ignore[no-untyped-def]
-            return await manager.state_at(config, revision)
-
-        hub = LeaseHub(manager.store_id, state_at=state_at)
+        hub = LeaseHub(manager.store_id)
         keeper = LeaseKeeper(
             manager,
             config,
-            hub,
+            hub.subscribe(),
             KeeperSettings(
                 renew_margin=settings.renew_margin, subnet_file=settings.subnet_file, ip_masq=settings.ip_masq
             ),
@@ -195,7 +187,7 @@ async def _run(settings: cli.Settings) -> int:
         done, _ = await asyncio.wait({ready, *tasks}, return_when=asyncio.FIRST_COMPLETED)
         if ready in done:
             # the gate of the contract: nothing is answered (config, lease, stream) before this point
-            servicer.attach(config, hub, keeper, ext)
+            servicer.attach(config, manager, hub, keeper, ext)
             await server.set_serving(True)
             log.info("serving leases on %s", settings.socket_path)
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,8 +15,7 @@ from flannel_rpc.logs import LogOnce
 from lease_service import subnetfile
 from lease_service.lease import Lease, LeaseAttrs
 from lease_service.netconfig import NetworkConfig
-from lease_service.stream import Change, LeaseHub
-from lease_service.subnet.base import AcquireError, StoreUnavailable, SubnetManager
+from lease_service.subnet.base import AcquireError, Change, StoreUnavailable, SubnetManager
 from lease_service.wire import lease_to_proto
 from proto.flannel.v1 import lease_pb2
 
@@ -37,10 +36,15 @@ class KeeperSettings:
 
 
 class LeaseKeeper:
-    """Holds the lease; one task (:meth:`run`) renews and re-acquires it."""
+    """Holds the lease; one task (:meth:`run`) follows the store's changes to it (``changes``: the lease
+    hub's subscription), renews it and re-acquires it."""
 
     def __init__(
-        self, manager: SubnetManager, config: NetworkConfig, hub: LeaseHub, settings: KeeperSettings
+        self,
+        manager: SubnetManager,
+        config: NetworkConfig,
+        changes: AsyncIterable[Sequence[Change]],
+        settings: KeeperSettings,
     ) -> None:
         self.manager = manager
         self.config = config
@@ -61,7 +65,7 @@ class LeaseKeeper:
         self._conflicts_logged = LogOnce(capacity=64)
         self._conflict_delay = settings.conflict_retry_initial
         self._last_conflict = 0.0
-        hub.add_listener(self._on_changes)
+        self._changes = changes
 
     async def acquire(self, attrs: LeaseAttrs, mtu: int) -> Lease:
         """Acquire (or take back) the lease with the backend's attributes; writes subnet.env."""
@@ -142,8 +146,18 @@ class LeaseKeeper:
         finally:
             self._watchers.discard(queue)
 
+    async def _follow(self) -> None:
+        async for changes in self._changes:
+            self._on_changes(changes)
+
     async def run(self) -> None:
-        """Renew before expiry; on loss, announce it and re-acquire with back-off."""
+        """Follow the store's changes; renew before expiry; on loss, announce it and re-acquire with
+        back-off."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._follow(), name="lease-keeper-changes")
+            await self._keep()
+
+    async def _keep(self) -> None:
         while True:
             lease = self.lease
             if lease is None:

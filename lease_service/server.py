@@ -12,10 +12,16 @@ from flannel_rpc.logs import LogOnce, label, shorten
 from flannel_rpc.untrusted import BACKEND_DATA, TOO_LARGE, Rejected, decode_json
 from lease_service.extiface import ExternalInterface
 from lease_service.keeper import LeaseKeeper
-from lease_service.lease import LeaseAttrs, canonical_json
+from lease_service.lease import Lease, LeaseAttrs, canonical_json
 from lease_service.netconfig import NetworkConfig
 from lease_service.stream import LeaseHub
-from lease_service.subnet.base import AccessDenied, AcquireError, StoreUnavailable
+from lease_service.subnet.base import (
+    AccessDenied,
+    AcquireError,
+    StateUnavailable,
+    StoreUnavailable,
+    SubnetManager,
+)
 from lease_service.wire import config_to_proto, external_interface_to_proto, lease_to_proto
 from proto.flannel.v1 import lease_pb2, lease_pb2_grpc
 
@@ -33,19 +39,19 @@ class LeaseServicer(lease_pb2_grpc.LeaseServiceServicer):
     def __init__(self, store_kind: str) -> None:
         self.store_kind = store_kind
         self.waiting_for = "the network config"  #: why the service is not ready, for UNAVAILABLE errors
-        self.backend_report: lease_pb2.ReportBackendStatusRequest | None = None
         self._ready: _Ready | None = None
         self._rejections_logged = LogOnce()
 
     def attach(
         self,
         config: NetworkConfig,
+        manager: SubnetManager,
         hub: LeaseHub,
         keeper: LeaseKeeper,
         external: ExternalInterface,
     ) -> None:
         """Start answering: until then every call is UNAVAILABLE, naming what is awaited."""
-        self._ready = _Ready(config, hub, keeper, external)
+        self._ready = _Ready(config, manager, hub, keeper, external)
 
     async def _state(self, context: grpc.aio.ServicerContext) -> _Ready:
         if self._ready is None:
@@ -129,7 +135,14 @@ class LeaseServicer(lease_pb2_grpc.LeaseServiceServicer):
                 grpc.StatusCode.OUT_OF_RANGE,
                 f"max_batch {request.max_batch} is above the limit {MAX_BATCH_LIMIT}",
             )
-        async for msg in state.hub.watch(request.cursor, request.max_batch):
+        old_state: dict[str, Lease] | None = None
+        revision = state.hub.beyond_memory(request.cursor)
+        if revision is not None:  # resumed by diffing the store's state then against now, when it has it
+            try:
+                old_state = await state.manager.state_at(state.config, revision)
+            except StateUnavailable as exc:
+                log.info("cannot resume from revision %d (%s); sending a snapshot", revision, exc)
+        async for msg in state.hub.watch(request.cursor, request.max_batch, old_state):
             yield msg
 
     async def WatchLease(
@@ -142,7 +155,6 @@ class LeaseServicer(lease_pb2_grpc.LeaseServiceServicer):
     async def ReportBackendStatus(
         self, request: lease_pb2.ReportBackendStatusRequest, context: grpc.aio.ServicerContext
     ) -> lease_pb2.ReportBackendStatusResponse:
-        self.backend_report = request
         # Logged once per change of each rejected lease (not on every report: a report follows every
         # delta and every resync, and a restarted backend reports everything again), values shortened;
         # memory is the LogOnce's bound (the least recently rejected keys are forgotten first).
@@ -168,6 +180,7 @@ class LeaseServicer(lease_pb2_grpc.LeaseServiceServicer):
 @dataclass(frozen=True)
 class _Ready:
     config: NetworkConfig
+    manager: SubnetManager
     hub: LeaseHub
     keeper: LeaseKeeper
     external: ExternalInterface

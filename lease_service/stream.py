@@ -5,11 +5,15 @@ The store side (etcd or Kubernetes) feeds :class:`LeaseHub` with whole store rev
 for progress notifications). Each watcher gets a snapshot then SYNCED, or a resume from its cursor,
 then deltas, each message built once and shared by every watcher.
 
-A cursor is resumable from memory while the hub still holds the history after it; an older cursor
-is resumed by diffing the store's state at that revision against now (``state_at``), and when even
-that is impossible (compacted, from another store) the watcher gets a fresh snapshot that replaces
-its state. A watcher that reads too slowly is cut loose from its backlog and gets a fresh snapshot
-(FELL_BEHIND): it never stalls the others.
+A cursor is resumable from memory while the hub still holds the history after it; for an older cursor
+(:meth:`LeaseHub.beyond_memory`) the caller may read the store's state at that revision and hand it to
+:meth:`LeaseHub.watch`, which resumes by diffing it against now; when even that is impossible (compacted,
+from another store) the watcher gets a fresh snapshot that replaces its state. A watcher that reads too
+slowly is cut loose from its backlog and gets a fresh snapshot (FELL_BEHIND): it never stalls the others.
+
+Data flows one way: the store pushes into the hub (the hub is the store's :class:`LeaseSink`), the hub
+pushes to the gRPC watchers and to its subscribers (:meth:`LeaseHub.subscribe`: the keeper); the hub
+never calls the store or a subscriber.
 """
 
 from __future__ import annotations
@@ -18,13 +22,14 @@ import asyncio
 import base64
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from flannel_rpc import STREAM_BATCH_BYTES
 from flannel_rpc.logs import LogOnce, label, shorten
 from lease_service import metrics
 from lease_service.lease import Lease
+from lease_service.subnet.base import Change
 from lease_service.wire import lease_to_proto
 from proto.flannel.v1 import lease_pb2
 
@@ -32,13 +37,8 @@ log = logging.getLogger(__name__)
 
 Msg = lease_pb2.WatchLeasesResponse
 LeaseEvent = lease_pb2.LeaseEvent
-Change = tuple[str, Lease | None]  # (key, the lease now, or None when removed)
 MAX_CURSOR_CHARS = 1024
 _EVENT_OVERHEAD = 16  # tag and length bytes of an event in a message, and the message's own fields
-
-
-class StateUnavailable(Exception):
-    """The store cannot tell its state at an old revision (compacted, or not supported)."""
 
 
 @dataclass(eq=False)
@@ -60,6 +60,22 @@ class HubSettings:
     progress_interval: float = 10.0  #: seconds of silence before a PROGRESS message
 
 
+class Changes:
+    """One subscriber's feed: the effective changes of every published delta, in order."""
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[list[Change]] = asyncio.Queue()
+
+    def __aiter__(self) -> Changes:
+        return self
+
+    async def __anext__(self) -> list[Change]:
+        return await self._queue.get()
+
+    def _push(self, changes: list[Change]) -> None:
+        self._queue.put_nowait(changes)
+
+
 def _same(a: Lease, b: Lease) -> bool:
     return (a.subnet, a.ipv6_subnet, a.attrs, a.node_name) == (b.subnet, b.ipv6_subnet, b.attrs, b.node_name)
 
@@ -67,15 +83,9 @@ def _same(a: Lease, b: Lease) -> bool:
 class LeaseHub:
     """The current set of leases at a store revision, its recent history, and its watchers."""
 
-    def __init__(
-        self,
-        store_id: str,
-        settings: HubSettings = HubSettings(),
-        state_at: Callable[[int], Awaitable[dict[str, Lease]]] | None = None,
-    ) -> None:
+    def __init__(self, store_id: str, settings: HubSettings = HubSettings()) -> None:
         self.store_id = store_id
         self.settings = settings
-        self._state_at = state_at
         self.state: dict[str, Lease] = {}
         self.revision = 0
         self._generation = 0  # counts changes of ``state``: the snapshot cache's key
@@ -85,7 +95,7 @@ class LeaseHub:
         self._history_events = 0
         self._floor = 0  # every change after this revision is in _history
         self._watchers: set[_Watcher] = set()
-        self._listeners: list[Callable[[Sequence[Change]], None]] = []
+        self._subscribers: list[Changes] = []
         self._too_large = LogOnce()
         self.too_large: set[str] = set()  #: keys of leases refused because one alone exceeds a message
 
@@ -189,16 +199,18 @@ class LeaseHub:
             self._remember(self.revision, msg)
             for watcher in self._watchers:
                 self._deliver(watcher, msg)
-        for listener in self._listeners:
-            listener(effective)
+        for subscriber in self._subscribers:
+            subscriber._push(effective)
 
     def progress(self, revision: int) -> None:
         """Nothing changed up to ``revision``."""
         self.revision = max(self.revision, revision)
 
-    def add_listener(self, listener: Callable[[Sequence[Change]], None]) -> None:
-        """Call ``listener`` synchronously with the effective changes of every published delta."""
-        self._listeners.append(listener)
+    def subscribe(self) -> Changes:
+        """A feed of the effective changes of every delta published from now on."""
+        subscriber = Changes()
+        self._subscribers.append(subscriber)
+        return subscriber
 
     # ---- cursors ----------------------------------------------------------------------------
 
@@ -231,15 +243,22 @@ class LeaseHub:
 
     # ---- watcher side -----------------------------------------------------------------------
 
-    @property
-    def watcher_count(self) -> int:
-        return len(self._watchers)
+    def beyond_memory(self, cursor: str) -> int | None:
+        """The revision of a valid ``cursor`` older than the history in memory: a resume from it needs
+        the store's state at that revision (see :meth:`watch`); None for any other cursor."""
+        if not cursor:
+            return None
+        revision, _ = self.parse_cursor(cursor)
+        return revision if revision is not None and revision < self._floor else None
 
-    async def watch(self, cursor: str = "", max_batch: int = 0) -> AsyncIterator[Msg]:
-        """The stream for one watcher: see the module docstring."""
+    async def watch(
+        self, cursor: str = "", max_batch: int = 0, old_state: Mapping[str, Lease] | None = None
+    ) -> AsyncIterator[Msg]:
+        """The stream for one watcher: see the module docstring. ``old_state`` is the store's state at
+        the cursor's revision when that is :meth:`beyond_memory` (None: it could not be read)."""
         await self._ready.wait()
         batch = max_batch or self.settings.snapshot_batch
-        initial = await self._start(cursor, batch)
+        initial = self._start(cursor, batch, old_state)
         watcher = _Watcher()
         self._watchers.add(watcher)  # no await between computing ``initial`` and this: no gap
         metrics.WATCHERS.inc()
@@ -273,7 +292,7 @@ class LeaseHub:
             self._watchers.discard(watcher)
             metrics.WATCHERS.dec()
 
-    async def _start(self, cursor: str, batch: int) -> list[Msg]:
+    def _start(self, cursor: str, batch: int, old_state: Mapping[str, Lease] | None) -> list[Msg]:
         if not cursor:
             return self._snapshot(Msg.INITIAL, batch)
         revision, why = self.parse_cursor(cursor)
@@ -285,16 +304,11 @@ class LeaseHub:
         if revision >= self._floor:
             replay = [msg for rev, msg in self._history if rev > revision]
             return [*replay, Msg(kind=Msg.PROGRESS, cursor=self.cursor(self.revision))]
-        if self._state_at is not None:
-            try:
-                old = await self._state_at(revision)
-            except StateUnavailable as exc:
-                log.info("cannot resume from revision %d (%s); sending a snapshot", revision, exc)
-                return self._snapshot(Msg.CURSOR_COMPACTED, batch)
-            return self._diff(old)
+        if old_state is not None:
+            return self._diff(old_state)
         return self._snapshot(Msg.CURSOR_COMPACTED, batch)
 
-    def _diff(self, old: dict[str, Lease]) -> list[Msg]:
+    def _diff(self, old: Mapping[str, Lease]) -> list[Msg]:
         events = [
             LeaseEvent(type=LeaseEvent.REMOVE, lease=lease_to_proto(lease))
             for key, lease in old.items()

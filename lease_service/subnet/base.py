@@ -1,17 +1,27 @@
-"""The one protocol every subnet manager implements."""
+"""What every subnet manager (store) offers, what it raises, and where it pushes leases.
+
+A manager owns the node's own lease (acquire, renew, restore) and feeds a :class:`LeaseSink` (the lease
+stream's hub) with every lease and every change: the store pushes, it is never pulled from by the hub.
+"""
 
 from __future__ import annotations
 
-from ipaddress import IPv4Network, IPv6Network
+from collections.abc import Iterable
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Protocol
 
 from lease_service.lease import Lease, LeaseAttrs
 from lease_service.netconfig import NetworkConfig
-from lease_service.stream import LeaseHub
+
+Change = tuple[str, Lease | None]  #: (key, the lease now, or None when removed)
 
 
 class StoreUnavailable(Exception):
     """The store (etcd, the Kubernetes API) cannot be reached right now; retrying may help."""
+
+
+class StateUnavailable(Exception):
+    """The store cannot tell its state at an old revision (compacted, or not supported)."""
 
 
 class AcquireError(Exception):
@@ -22,14 +32,40 @@ class AccessDenied(AcquireError):
     """The store refused us a permission; the message names it."""
 
 
+class LeaseSink(Protocol):
+    """Where a manager's watch pushes the store's leases, whole store revisions at a time."""
+
+    def set_store(self, store_id: str) -> None:
+        """The store's identity as of the latest list (called before each :meth:`reset`)."""
+        ...
+
+    def reset(self, leases: dict[str, Lease], revision: int) -> None:
+        """Every valid lease, listed at ``revision``."""
+        ...
+
+    def apply(self, changes: Iterable[Change], revision: int) -> None:
+        """The changes of whole store revisions, up to and including ``revision``."""
+        ...
+
+    def progress(self, revision: int) -> None:
+        """Nothing changed up to ``revision``."""
+        ...
+
+
 class SubnetManager(Protocol):
     """Where leases live. Every method may raise :class:`StoreUnavailable`."""
 
     #: identifies the store in cursors: a cursor from another store is never resumed
-    store_id: str
+    @property
+    def store_id(self) -> str: ...
 
     async def get_network_config(self) -> NetworkConfig:
         """The validated network config; raises ``ConfigError`` when it is missing or invalid."""
+        ...
+
+    async def stored_public_ips(self) -> tuple[IPv4Address | None, IPv6Address | None]:
+        """The public IPs the store holds for this node, which replace the flags (flannel's
+        node-public-ip annotations in Kubernetes mode); (None, None) when the store keeps none."""
         ...
 
     async def acquire_lease(
@@ -50,8 +86,13 @@ class SubnetManager(Protocol):
         """Extend the lease; None when it no longer exists in the store."""
         ...
 
-    async def run_watch(self, config: NetworkConfig, hub: LeaseHub) -> None:
-        """Feed ``hub`` with every lease and every change, forever."""
+    async def state_at(self, config: NetworkConfig, revision: int) -> dict[str, Lease]:
+        """Every valid lease as it was at ``revision``; raises :class:`StateUnavailable` when the store
+        cannot tell (compacted, or it keeps no history)."""
+        ...
+
+    async def run_watch(self, config: NetworkConfig, hub: LeaseSink) -> None:
+        """Push every lease and every change into ``hub``, forever."""
         ...
 
     async def close(self) -> None: ...

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import random
 from datetime import UTC, datetime, timedelta
-from ipaddress import IPv4Network, IPv6Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 from flannel_rpc.logs import LogOnce, label
 from lease_service import metrics
@@ -28,8 +28,7 @@ from lease_service.lease import (
     parse_subnet_key,
 )
 from lease_service.netconfig import ConfigError, NetworkConfig, parse_network_config, subnet_at
-from lease_service.stream import Change, LeaseHub, StateUnavailable
-from lease_service.subnet.base import AcquireError, StoreUnavailable
+from lease_service.subnet.base import AcquireError, Change, LeaseSink, StateUnavailable, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +67,10 @@ class EtcdSubnetManager:
         if kv is None:
             raise ConfigError(f"no network config in etcd at {key}: put flannel's config JSON there")
         return parse_network_config(kv.value, source=f"etcd key {key}")
+
+    async def stored_public_ips(self) -> tuple[IPv4Address | None, IPv6Address | None]:
+        """etcd keeps no public IP per node apart from the leases: the flags stand."""
+        return None, None
 
     # ---- reading leases ---------------------------------------------------------------------
 
@@ -279,7 +282,7 @@ class EtcdSubnetManager:
 
     # ---- watching ---------------------------------------------------------------------------
 
-    async def run_watch(self, config: NetworkConfig, hub: LeaseHub) -> None:
+    async def run_watch(self, config: NetworkConfig, hub: LeaseSink) -> None:
         delay = 0.2
         while True:
             try:

@@ -39,8 +39,14 @@ from lease_service.lease import (
     check_against_config,
 )
 from lease_service.netconfig import ConfigError, NetworkConfig, parse_network_config
-from lease_service.stream import Change, LeaseHub, StateUnavailable
-from lease_service.subnet.base import AccessDenied, AcquireError, StoreUnavailable
+from lease_service.subnet.base import (
+    AccessDenied,
+    AcquireError,
+    Change,
+    LeaseSink,
+    StateUnavailable,
+    StoreUnavailable,
+)
 from lease_service.subnet.kube_api import EVENT_DECODER, ApiStatus, KubeApi, NodeView, view_of
 
 log = logging.getLogger(__name__)
@@ -406,7 +412,7 @@ class KubeSubnetManager:
 
     # ---- the reflector ----------------------------------------------------------------------
 
-    async def run_watch(self, config: NetworkConfig, hub: LeaseHub) -> None:
+    async def run_watch(self, config: NetworkConfig, hub: LeaseSink) -> None:
         delay = self.retry_interval / 4
         while True:
             try:
@@ -423,7 +429,7 @@ class KubeSubnetManager:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
 
-    async def _list(self, config: NetworkConfig, hub: LeaseHub) -> int:
+    async def _list(self, config: NetworkConfig, hub: LeaseSink) -> int:
         """List every Node (page by page), hand the leases to the hub; the list's resourceVersion."""
         leases: dict[str, Lease] = {}
         seen: dict[str, bytes] = {}
@@ -455,7 +461,7 @@ class KubeSubnetManager:
         hub.reset(leases, revision)
         return revision
 
-    async def _watch(self, config: NetworkConfig, hub: LeaseHub, revision: int) -> None:
+    async def _watch(self, config: NetworkConfig, hub: LeaseSink, revision: int) -> None:
         """Watch from ``revision`` until a 410; resume from the last seen version after a drop."""
         delay = self.retry_interval / 4
         while True:
@@ -484,7 +490,7 @@ class KubeSubnetManager:
                 await asyncio.sleep(delay)
                 raise _Expired("unusable watch frame") from None
 
-    def _event(self, config: NetworkConfig, hub: LeaseHub, line: bytes, revision: int) -> int:
+    def _event(self, config: NetworkConfig, hub: LeaseSink, line: bytes, revision: int) -> int:
         """Hand one watch event to the hub; the resourceVersion reached."""
         event = EVENT_DECODER.decode(line)
         kind, obj = event.type, event.object

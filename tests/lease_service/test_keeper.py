@@ -13,7 +13,9 @@ from lease_service.keeper import KeeperSettings, LeaseKeeper
 from lease_service.lease import Lease, LeaseAttrs
 from lease_service.netconfig import NetworkConfig, parse_network_config
 from lease_service.stream import LeaseHub
+from proto.flannel.v1 import lease_pb2
 
+Event = lease_pb2.WatchLeaseResponse
 ATTRS = LeaseAttrs(public_ip=IPv4Address("192.168.1.10"), backend_type="vxlan")
 
 
@@ -47,7 +49,7 @@ class SlowRenewals:
 async def test_a_renewal_in_flight_does_not_overwrite_a_newer_acquire() -> None:
     config = parse_network_config('{"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan"}}')
     manager = SlowRenewals()
-    keeper = LeaseKeeper(manager, config, LeaseHub("test"), KeeperSettings(renew_margin=3600))  # type: ignore[arg-type]
+    keeper = LeaseKeeper(manager, config, LeaseHub("test").subscribe(), KeeperSettings(renew_margin=3600))  # type: ignore[arg-type]
     await keeper.acquire(ATTRS, 1450)  # expires in 1 s, inside the margin: renewed at once
     runner = asyncio.create_task(keeper.run())
     try:
@@ -78,9 +80,46 @@ async def test_subnet_env_is_written_off_the_event_loop(tmp_path: Path, monkeypa
     keeper = LeaseKeeper(
         manager,
         config,
-        LeaseHub("test"),  # type: ignore[arg-type]
+        LeaseHub("test").subscribe(),
         KeeperSettings(subnet_file=tmp_path / "subnet.env"),
     )
     await keeper.acquire(ATTRS, 1450)
     assert threads and threads[0] != threading.main_thread().name
     assert "FLANNEL_SUBNET=10.244.1.1/24" in (tmp_path / "subnet.env").read_text()
+
+
+class Reacquiring(SlowRenewals):
+    """A subnet manager that hands out its leases in turn and never expires them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.acquired = [_lease("10.244.1.0/24", 36000), _lease("10.244.2.0/24", 36000)]
+
+
+async def test_the_keeper_follows_the_hub_a_removed_lease_is_lost_and_reacquired() -> None:
+    config = parse_network_config('{"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan"}}')
+    hub = LeaseHub("test")
+    hub.reset({}, revision=1)
+    keeper = LeaseKeeper(
+        Reacquiring(),  # type: ignore[arg-type]
+        config,
+        hub.subscribe(),
+        KeeperSettings(retry_initial=0.01),
+    )
+    held = await keeper.acquire(ATTRS, 1450)
+    events = keeper.watch()
+    assert (await asyncio.wait_for(anext(events), 5)).kind == Event.CURRENT
+    runner = asyncio.create_task(keeper.run())
+    try:
+        hub.apply([(held.key, held)], revision=2)  # our own write: no event
+        hub.apply([("10.244.9.0-24", _lease("10.244.9.0/24", 36000))], revision=3)  # another node's
+        hub.apply([(held.key, None)], revision=4)  # ours removed from the store
+        lost = await asyncio.wait_for(anext(events), 5)
+        again = await asyncio.wait_for(anext(events), 5)
+        assert (lost.kind, lost.lease.key) == (Event.LOST, held.key)
+        assert (again.kind, again.lease.subnet) == (Event.REACQUIRED, "10.244.2.0/24")
+        assert keeper.lease is not None and str(keeper.lease.subnet) == "10.244.2.0/24"
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+        await events.aclose()

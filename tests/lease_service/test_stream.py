@@ -10,7 +10,7 @@ from ipaddress import IPv4Address, IPv4Network
 import pytest
 
 from lease_service.lease import Lease, LeaseAttrs
-from lease_service.stream import HubSettings, LeaseHub, StateUnavailable
+from lease_service.stream import HubSettings, LeaseHub
 from proto.flannel.v1 import lease_pb2
 
 Msg = lease_pb2.WatchLeasesResponse
@@ -102,25 +102,18 @@ async def test_a_foreign_malformed_or_future_cursor_gets_a_typed_snapshot(cursor
 
 async def test_a_cursor_older_than_memory_is_resumed_by_diffing_the_stores_old_state() -> None:
     old_state = {lease(1).key: lease(1), lease(2).key: lease(2)}
-
-    async def state_at(revision: int) -> dict[str, Lease]:
-        assert revision == 3
-        return old_state
-
-    hub = LeaseHub("test", state_at=state_at)
+    hub = LeaseHub("test")
     hub.reset({lease(2).key: lease(2), lease(4).key: lease(4)}, revision=7)
-    msg = (await take(hub.watch(hub.cursor(3)), 1))[0]
+    assert hub.beyond_memory(hub.cursor(3)) == 3
+    msg = (await take(hub.watch(hub.cursor(3), old_state=old_state), 1))[0]
     assert msg.kind == Msg.DELTA
     assert sorted(keys(msg)) == [(UPSERT, "10.244.4.0-24"), (REMOVE, "10.244.1.0-24")]
 
 
 async def test_a_compacted_cursor_gets_a_snapshot_marked_compacted() -> None:
-    async def state_at(revision: int) -> dict[str, Lease]:
-        raise StateUnavailable("compacted")
-
-    hub = LeaseHub("test", state_at=state_at)
+    hub = LeaseHub("test")
     hub.reset({lease(1).key: lease(1)}, revision=7)
-    first = (await take(hub.watch(hub.cursor(3)), 1))[0]
+    first = (await take(hub.watch(hub.cursor(3)), 1))[0]  # the store's state at 3 could not be read
     assert (first.kind, first.reason) == (Msg.SNAPSHOT, Msg.CURSOR_COMPACTED)
 
 
