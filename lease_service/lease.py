@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import TYPE_CHECKING, Any
@@ -67,9 +67,6 @@ class Lease:
     node_name: str = ""
     store_lease_id: int = 0  # the etcd lease the key is bound to (0: none)
     mod_revision: int = 0
-
-    def with_attrs(self, attrs: LeaseAttrs) -> Lease:
-        return replace(self, attrs=attrs)
 
 
 def make_subnet_key(subnet: IPv4Network | None, ipv6_subnet: IPv6Network | None) -> str:

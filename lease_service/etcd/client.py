@@ -17,6 +17,7 @@ from types import TracebackType
 from typing import Any, Literal, Self, TypeVar
 
 import grpc
+from google.protobuf.message import Message
 from grpc import aio
 
 from lease_service.etcd.errors import EtcdError, EtcdUnavailable, WatchCompacted
@@ -26,6 +27,7 @@ from lease_service.etcd.settings import Endpoint, EtcdSettings
 log = logging.getLogger(__name__)
 
 R = TypeVar("R")
+M = TypeVar("M", bound=Message)
 Metadata = tuple[tuple[str, str], ...]
 
 #: Keys per Range page in get_prefix (all pages are read at the first page's revision).
@@ -246,14 +248,16 @@ class EtcdClient:
             async with self._auth_lock:
                 if self._token is None:
                     request = rpc_pb2.AuthenticateRequest(name=s.username, password=s.password or "")
-
-                    async def authenticate(conn: _Connection, timeout: float, metadata: Metadata) -> str:
-                        response = await conn.auth.Authenticate(request, timeout=timeout)
-                        return str(response.token)
-
-                    self._token = await self._retrying(
-                        "authenticate", s.username, authenticate, deadline=deadline, authenticated=False
+                    response = await self._unary(
+                        "authenticate",
+                        s.username,
+                        lambda conn: conn.auth.Authenticate,
+                        request,
+                        rpc_pb2.AuthenticateResponse,
+                        deadline=deadline,
+                        authenticated=False,
                     )
+                    self._token = str(response.token)
                     log.info("etcd: authenticated as %s", s.username)
                 token = self._token
         return (("token", token),)
@@ -340,6 +344,30 @@ class EtcdClient:
                 await asyncio.sleep(pause)
                 delay = min(delay * 2, s.backoff_max)
 
+    async def _unary(
+        self,
+        op: str,
+        subject: str,
+        rpc: Callable[[_Connection], Any],
+        request: Message,
+        returns: type[M],
+        *,
+        deadline: float | None = None,
+        authenticated: bool = True,
+        attempts: list[BaseException] | None = None,
+    ) -> M:
+        """One unary call, ``rpc(connection)(request)``, retried by :meth:`_retrying`; ``returns`` names
+        the response type (the generated stubs are untyped). ``authenticated`` False: no token is sent
+        (the call that gets one)."""
+
+        async def attempt(conn: _Connection, timeout: float, md: Metadata) -> M:
+            response: M = await rpc(conn)(request, timeout=timeout, metadata=md)
+            return response
+
+        return await self._retrying(
+            op, subject, attempt, deadline=deadline, authenticated=authenticated, attempts=attempts
+        )
+
     def _raise_if_closed(self, op: str, subject: str, url: str) -> None:
         """grpc cancels the calls of a closed channel; report that as the client being closed,
         unless our own task is the one being cancelled."""
@@ -357,12 +385,7 @@ class EtcdClient:
     async def get(self, key: str) -> tuple[KeyValue | None, int]:
         """The key (or None) and the store revision of the read."""
         request = rpc_pb2.RangeRequest(key=_key_bytes(key))
-
-        async def attempt(conn: _Connection, timeout: float, md: Metadata) -> rpc_pb2.RangeResponse:
-            response: rpc_pb2.RangeResponse = await conn.kv.Range(request, timeout=timeout, metadata=md)
-            return response
-
-        response = await self._retrying("get", key, attempt)
+        response = await self._unary("get", key, lambda conn: conn.kv.Range, request, rpc_pb2.RangeResponse)
         self.cluster_id = response.header.cluster_id
         kv = _kv(response.kvs[0]) if response.kvs else None
         return kv, response.header.revision
@@ -403,14 +426,9 @@ class EtcdClient:
         kvs: list[KeyValue] = []
         while True:
             request = rpc_pb2.RangeRequest(key=start, range_end=end, limit=PAGE_SIZE, revision=revision)
-
-            async def attempt(
-                conn: _Connection, timeout: float, md: Metadata, request: rpc_pb2.RangeRequest = request
-            ) -> rpc_pb2.RangeResponse:
-                response: rpc_pb2.RangeResponse = await conn.kv.Range(request, timeout=timeout, metadata=md)
-                return response
-
-            response = await self._retrying("get_prefix", prefix, attempt)
+            response = await self._unary(
+                "get_prefix", prefix, lambda conn: conn.kv.Range, request, rpc_pb2.RangeResponse
+            )
             self.cluster_id = response.header.cluster_id
             if revision == 0:
                 revision = response.header.revision
@@ -423,25 +441,15 @@ class EtcdClient:
         """Write the key; return the revision of the write. Retried like every call: a put
         that timed out may have been applied and is then applied once more."""
         request = rpc_pb2.PutRequest(key=_key_bytes(key), value=value, lease=lease)
-
-        async def attempt(conn: _Connection, timeout: float, md: Metadata) -> rpc_pb2.PutResponse:
-            response: rpc_pb2.PutResponse = await conn.kv.Put(request, timeout=timeout, metadata=md)
-            return response
-
-        response = await self._retrying("put", key, attempt)
+        response = await self._unary("put", key, lambda conn: conn.kv.Put, request, rpc_pb2.PutResponse)
         return int(response.header.revision)
 
     async def delete(self, key: str) -> int:
         """Delete the key (absent is fine); return the revision after the call."""
         request = rpc_pb2.DeleteRangeRequest(key=_key_bytes(key))
-
-        async def attempt(conn: _Connection, timeout: float, md: Metadata) -> rpc_pb2.DeleteRangeResponse:
-            response: rpc_pb2.DeleteRangeResponse = await conn.kv.DeleteRange(
-                request, timeout=timeout, metadata=md
-            )
-            return response
-
-        response = await self._retrying("delete", key, attempt)
+        response = await self._unary(
+            "delete", key, lambda conn: conn.kv.DeleteRange, request, rpc_pb2.DeleteRangeResponse
+        )
         return int(response.header.revision)
 
     async def create(self, key: str, value: bytes, lease: int = 0) -> bool:
@@ -473,13 +481,10 @@ class EtcdClient:
     async def _put_if(self, op: str, key: str, compare: rpc_pb2.Compare, value: bytes, lease: int) -> bool:
         put = rpc_pb2.PutRequest(key=_key_bytes(key), value=value, lease=lease)
         request = rpc_pb2.TxnRequest(compare=[compare], success=[rpc_pb2.RequestOp(request_put=put)])
-
-        async def attempt(conn: _Connection, timeout: float, md: Metadata) -> rpc_pb2.TxnResponse:
-            response: rpc_pb2.TxnResponse = await conn.kv.Txn(request, timeout=timeout, metadata=md)
-            return response
-
         failed: list[BaseException] = []
-        response = await self._retrying(op, key, attempt, attempts=failed)
+        response = await self._unary(
+            op, key, lambda conn: conn.kv.Txn, request, rpc_pb2.TxnResponse, attempts=failed
+        )
         if response.succeeded:
             return True
         if not any(_may_have_been_applied(exc) for exc in failed):
@@ -498,15 +503,10 @@ class EtcdClient:
     async def compact(self, revision: int) -> None:
         """Compact the history up to ``revision`` (already compacted further is fine)."""
         request = rpc_pb2.CompactionRequest(revision=revision)
-
-        async def attempt(conn: _Connection, timeout: float, md: Metadata) -> rpc_pb2.CompactionResponse:
-            response: rpc_pb2.CompactionResponse = await conn.kv.Compact(
-                request, timeout=timeout, metadata=md
-            )
-            return response
-
         try:
-            await self._retrying("compact", str(revision), attempt)
+            await self._unary(
+                "compact", str(revision), lambda conn: conn.kv.Compact, request, rpc_pb2.CompactionResponse
+            )
         except EtcdError as exc:
             if exc.code == grpc.StatusCode.OUT_OF_RANGE.name and "compacted" in str(exc):
                 return
@@ -517,14 +517,9 @@ class EtcdClient:
     async def grant(self, ttl: int) -> int:
         """A new lease of ``ttl`` seconds (etcd raises short TTLs to its minimum); its id."""
         request = rpc_pb2.LeaseGrantRequest(TTL=ttl)
-
-        async def attempt(conn: _Connection, timeout: float, md: Metadata) -> rpc_pb2.LeaseGrantResponse:
-            response: rpc_pb2.LeaseGrantResponse = await conn.lease.LeaseGrant(
-                request, timeout=timeout, metadata=md
-            )
-            return response
-
-        response = await self._retrying("grant", f"ttl={ttl}", attempt)
+        response = await self._unary(
+            "grant", f"ttl={ttl}", lambda conn: conn.lease.LeaseGrant, request, rpc_pb2.LeaseGrantResponse
+        )
         if response.error:
             raise EtcdError(f"etcd grant ttl={ttl}: {response.error}")
         return int(response.ID)
@@ -532,15 +527,14 @@ class EtcdClient:
     async def revoke(self, lease_id: int) -> None:
         """Revoke the lease and delete its keys; a lease that is already gone is fine."""
         request = rpc_pb2.LeaseRevokeRequest(ID=lease_id)
-
-        async def attempt(conn: _Connection, timeout: float, md: Metadata) -> rpc_pb2.LeaseRevokeResponse:
-            response: rpc_pb2.LeaseRevokeResponse = await conn.lease.LeaseRevoke(
-                request, timeout=timeout, metadata=md
-            )
-            return response
-
         try:
-            await self._retrying("revoke", f"lease {lease_id:x}", attempt)
+            await self._unary(
+                "revoke",
+                f"lease {lease_id:x}",
+                lambda conn: conn.lease.LeaseRevoke,
+                request,
+                rpc_pb2.LeaseRevokeResponse,
+            )
         except EtcdError as exc:
             if exc.code == grpc.StatusCode.NOT_FOUND.name:
                 return
@@ -566,14 +560,13 @@ class EtcdClient:
     async def time_to_live(self, lease_id: int) -> int:
         """Seconds the lease has left, -1 if it is gone."""
         request = rpc_pb2.LeaseTimeToLiveRequest(ID=lease_id)
-
-        async def attempt(conn: _Connection, timeout: float, md: Metadata) -> rpc_pb2.LeaseTimeToLiveResponse:
-            response: rpc_pb2.LeaseTimeToLiveResponse = await conn.lease.LeaseTimeToLive(
-                request, timeout=timeout, metadata=md
-            )
-            return response
-
-        response = await self._retrying("time_to_live", f"lease {lease_id:x}", attempt)
+        response = await self._unary(
+            "time_to_live",
+            f"lease {lease_id:x}",
+            lambda conn: conn.lease.LeaseTimeToLive,
+            request,
+            rpc_pb2.LeaseTimeToLiveResponse,
+        )
         return int(response.TTL)
 
     # -- watch -----------------------------------------------------------------------------
@@ -612,7 +605,6 @@ class EtcdClient:
                 )
                 await call.write(rpc_pb2.WatchRequest(create_request=create))
                 created = await asyncio.wait_for(call.read(), s.call_timeout)
-                pending: list[kv_pb2.Event] = []
                 response = created
                 while True:
                     if response is aio.EOF:
@@ -648,12 +640,8 @@ class EtcdClient:
                                 failures,
                             )
                         failures, denied, established = 0, 0, loop.time()
-                    elif response.fragment:
-                        pending.extend(response.events)  # etcd split one big response: join it
-                    else:
-                        pending.extend(response.events)
-                        fresh = [e for e in pending if e.kv.mod_revision >= next_rev]
-                        pending = []
+                    else:  # whole revisions: fragments are never asked for (WatchCreateRequest.fragment)
+                        fresh = [e for e in response.events if e.kv.mod_revision >= next_rev]
                         if fresh:
                             last = fresh[-1].kv.mod_revision
                             next_rev = last + 1
