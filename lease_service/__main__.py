@@ -22,7 +22,7 @@ from lease_service.server import LeaseServicer
 from lease_service.stream import LeaseHub
 from lease_service.subnet.base import StoreUnavailable, SubnetManager
 from lease_service.subnet.etcd import EtcdSubnetManager
-from proto.flannel.v1 import lease_pb2, lease_pb2_grpc
+from proto.flannel.v1 import lease_pb2
 
 log = logging.getLogger("lease_service")
 T = TypeVar("T")
@@ -86,18 +86,18 @@ async def _kube_manager(settings: cli.Settings) -> SubnetManager:
         api, kube.node_name or "", kube.net_config_path, kube.annotation_prefix, kube.set_network_unavailable
     )
     if kube.node_name is None:
-        if not (kube.pod_name and kube.pod_namespace):
+        namespace, pod = kube.pod_namespace, kube.pod_name
+        if not (pod and namespace):
             await api.close()
             raise cli.UsageError(
                 "--kube-subnet-mgr needs the node name: set NODE_NAME (or --node-name, or POD_NAME and POD_NAMESPACE)"
             )
         node_name = await _until_answered(
-            lambda: manager.pod_node_name(kube.pod_namespace, kube.pod_name),
-            f"reading pod {kube.pod_namespace}/{kube.pod_name}",
+            lambda: manager.pod_node_name(namespace, pod), f"reading pod {namespace}/{pod}"
         )
         if not node_name:
             await api.close()
-            raise cli.UsageError(f"pod {kube.pod_namespace}/{kube.pod_name} is not scheduled on a node yet")
+            raise cli.UsageError(f"pod {namespace}/{pod} is not scheduled on a node yet")
         manager.node_name = node_name
     return manager
 
@@ -137,7 +137,7 @@ async def _run(settings: cli.Settings) -> int:
     server = UnixServer(
         settings.socket_path,
         [SERVICE],
-        lambda grpc_server: lease_pb2_grpc.add_LeaseServiceServicer_to_server(servicer, grpc_server),
+        servicer.add_to,
         socket_gid=settings.socket_gid,
         tcp_listen=settings.grpc_listen,
     )

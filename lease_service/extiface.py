@@ -242,11 +242,11 @@ def choose(
     else:
         tried: list[str] = []
         attempts: list[tuple[str, Callable[[], _Found]]] = [
-            *((f"--iface {s}", lambda s=s: _by_spec(host, s, ipv4, ipv6)) for s in flags.ifaces),  # type: ignore[misc]
+            *((f"--iface {s}", lambda s=s: _by_spec(host, s, ipv4, ipv6)) for s in flags.ifaces),
             *(
                 (f"--iface-regex {p}", lambda p=p: _by_regex(host, p, ipv4, ipv6))
                 for p in flags.iface_regexes
-            ),  # type: ignore[misc]
+            ),
         ]
         reach = flags.iface_can_reach
         if reach is not None:

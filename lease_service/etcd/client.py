@@ -84,11 +84,16 @@ class _Connection:
     def __init__(self, endpoint: Endpoint, channel: aio.Channel) -> None:
         self.endpoint = endpoint
         self.channel = channel
-        # The generated grpc stubs are untyped; each call site names its response type.
-        self.kv: Any = rpc_pb2_grpc.KVStub(channel)  # type: ignore[no-untyped-call]
-        self.watch: Any = rpc_pb2_grpc.WatchStub(channel)  # type: ignore[no-untyped-call]
-        self.lease: Any = rpc_pb2_grpc.LeaseStub(channel)  # type: ignore[no-untyped-call]
-        self.auth: Any = rpc_pb2_grpc.AuthStub(channel)  # type: ignore[no-untyped-call]
+        self.kv = _stub(rpc_pb2_grpc.KVStub, channel)
+        self.watch = _stub(rpc_pb2_grpc.WatchStub, channel)
+        self.lease = _stub(rpc_pb2_grpc.LeaseStub, channel)
+        self.auth = _stub(rpc_pb2_grpc.AuthStub, channel)
+
+
+def _stub(make: Callable[[aio.Channel], Any], channel: aio.Channel) -> Any:
+    """A generated grpc stub on ``channel``: untyped (grpc generates no type stubs), so each call site
+    names its response type (see ``EtcdClient._unary``)."""
+    return make(channel)
 
 
 def _key_bytes(key: str) -> bytes:

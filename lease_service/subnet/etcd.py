@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Awaitable, Collection
 from datetime import UTC, datetime, timedelta
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+from typing import TypeVar
 
 from flannel_rpc.logs import LogOnce, label
 from lease_service import metrics
@@ -31,6 +33,7 @@ from lease_service.netconfig import ConfigError, NetworkConfig, parse_network_co
 from lease_service.subnet.base import AcquireError, Change, LeaseSink, StateUnavailable, StoreUnavailable
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DEFAULT_PREFIX = "/coreos.com/network"
 DEFAULT_LEASE_TTL = 24 * 3600
@@ -198,22 +201,36 @@ class EtcdSubnetManager:
                 taken4.add(sn4)
             if sn6 is not None:
                 taken6.add(sn6)
-        subnet = ipv6 = None
+        subnet: IPv4Network | None = None
+        ipv6: IPv6Network | None = None
         prev4, prev6 = previous
         if config.enable_ipv4:
-            subnet = self._pick(
+            picked = self._pick(
                 config.subnet_min, config.subnet_max, config.subnet_len, taken4, prev4, "IPv4"
-            )  # type: ignore[assignment]
+            )
+            assert isinstance(picked, IPv4Network)
+            subnet = picked
         if config.enable_ipv6:
-            ipv6 = self._pick(
+            picked = self._pick(
                 config.ipv6_subnet_min, config.ipv6_subnet_max, config.ipv6_subnet_len, taken6, prev6, "IPv6"
-            )  # type: ignore[assignment]
+            )
+            assert isinstance(picked, IPv6Network)
+            ipv6 = picked
         return subnet, ipv6
 
     @staticmethod
-    def _pick(low, high, prefix_len, taken, previous, family):  # type: ignore[no-untyped-def]
+    def _pick(
+        low: IPv4Address | IPv6Address | None,
+        high: IPv4Address | IPv6Address | None,
+        prefix_len: int,
+        taken: Collection[IPv4Network | IPv6Network],
+        previous: IPv4Network | IPv6Network | None,
+        family: str,
+    ) -> IPv4Network | IPv6Network:
         """A random free subnet between ``low`` and ``high`` (``previous`` when it is free), in
-        integer arithmetic: a /8 in /24s is 65,535 candidates."""
+        integer arithmetic: a /8 in /24s is 65,535 candidates. ``low`` and ``high`` are set for every
+        family the config enables (netconfig fills them in)."""
+        assert low is not None and high is not None
         size = 1 << (low.max_prefixlen - prefix_len)
         base, top = int(low), int(high)
         count = (top - base) // size + 1
@@ -315,7 +332,7 @@ class EtcdSubnetManager:
 
     # ---- helpers ----------------------------------------------------------------------------
 
-    async def _store(self, call):  # type: ignore[no-untyped-def]
+    async def _store(self, call: Awaitable[T]) -> T:
         try:
             return await call
         except EtcdUnavailable as exc:

@@ -580,5 +580,5 @@ def _json_object(node: str, notes: dict[str, str], key: str) -> str:
 def _network_available(node: dict[str, Any]) -> bool:
     for condition in (node.get("status") or {}).get("conditions") or []:
         if condition.get("type") == "NetworkUnavailable":
-            return condition.get("status") == "False" and condition.get("reason") == "FlannelIsUp"
+            return bool(condition.get("status") == "False" and condition.get("reason") == "FlannelIsUp")
     return False

@@ -17,7 +17,7 @@ connection, ``TimeoutError`` and ``OSError`` from the transport;
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -310,7 +310,9 @@ class KubeApi:
             content_type=content_type,
         )
 
-    async def list_nodes(self, page_size: int = PAGE_SIZE, timeout: float = 60) -> AsyncIterator[NodeList]:
+    async def list_nodes(
+        self, page_size: int = PAGE_SIZE, timeout: float = 60
+    ) -> AsyncGenerator[NodeList, None]:
         """The pages of one consistent list (every page at the first page's resourceVersion)."""
         token = ""
         while True:
@@ -325,7 +327,7 @@ class KubeApi:
             if not token:
                 return
 
-    async def watch_nodes(self, resource_version: int, timeout_seconds: int) -> AsyncIterator[bytes]:
+    async def watch_nodes(self, resource_version: int, timeout_seconds: int) -> AsyncGenerator[bytes, None]:
         """The raw JSON lines of one watch (bookmarks on, ends when the server's timeout closes it)."""
         query = {
             "watch": "1",
