@@ -19,8 +19,6 @@ ignores unknown keys, so we do too):
 
 from __future__ import annotations
 
-import base64
-import binascii
 import dataclasses
 import ipaddress
 import json
@@ -29,6 +27,8 @@ from ipaddress import IPv4Network, IPv6Network
 from typing import Any
 
 from proto.flannel.v1 import lease_pb2
+
+from .wgkey import is_key
 
 VXLAN = "vxlan"
 HOST_GW = "host-gw"
@@ -207,7 +207,7 @@ def parse_backend(backend_json: str, backend_type: str = "") -> tuple[str, Backe
 def _wireguard_options(obj: dict[str, Any]) -> WireGuardOptions:
     found, psk = _lookup(obj, "PSK")
     if found and psk not in (None, ""):
-        if not isinstance(psk, str) or not _is_wg_key(psk):
+        if not isinstance(psk, str) or not is_key(psk):
             # Never echo a secret back into a log line.
             raise ConfigError(
                 "Backend.PSK", "<hidden>", "a WireGuard key: 44 characters of base64 (wg genpsk)"
@@ -226,13 +226,6 @@ def _wireguard_options(obj: dict[str, Any]) -> WireGuardOptions:
         keepalive=_get_int(obj, "PersistentKeepaliveInterval", 0, 0, 65535),
         mode=mode,
     )
-
-
-def _is_wg_key(text: str) -> bool:
-    try:
-        return len(text) == 44 and len(base64.b64decode(text, validate=True)) == 32
-    except (binascii.Error, ValueError):
-        return False
 
 
 def _network(field: str, text: str, version: int) -> IPv4Network | IPv6Network:

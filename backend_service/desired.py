@@ -122,11 +122,6 @@ class DesiredState:
     peers: tuple[PeerPlan, ...] = ()
     wg_peers: frozenset[WgPeer] = frozenset()
 
-    @property
-    def object_count(self) -> int:
-        """Routes + neighbours + FDB entries + WireGuard peers."""
-        return len(self.routes) + len(self.neighbours) + len(self.fdb) + len(self.wg_peers)
-
 
 class DesiredBuilder:
     """Collects objects peer by peer; :meth:`build` freezes them."""

@@ -20,6 +20,7 @@ from flannel_rpc.untrusted import MIB, JsonLimits, Rejected, decode_json
 from proto.flannel.v1 import lease_pb2
 
 from .config import MAX_VNI, VXLAN, WIREGUARD
+from .wgkey import is_key
 
 # Reason codes raised while parsing (validate.py adds the semantic ones).
 MALFORMED_LEASE = "MALFORMED_LEASE"
@@ -178,9 +179,6 @@ def parse_vxlan_data(fieldname: str, text: str) -> VxlanData:
     return VxlanData(vni=vni, vtep_mac=mac)
 
 
-_WG_KEY_RE = re.compile(r"[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=", re.ASCII)
-
-
 def parse_wireguard_data(fieldname: str, text: str) -> WireGuardData:
     """Parse wireguard backend data ``{"PublicKey": "<44 characters of base64>"}`` (key case-insensitive)."""
     try:
@@ -190,8 +188,7 @@ def parse_wireguard_data(fieldname: str, text: str) -> WireGuardData:
     if not isinstance(obj, dict):
         raise LeaseError(BACKEND_DATA_MALFORMED, f"{fieldname} is not a JSON object")
     key = {str(k).lower(): v for k, v in obj.items()}.get("publickey")
-    # A Curve25519 key is 32 bytes: 43 base64 digits (the last one holding 4 bits) and one "=".
-    if not isinstance(key, str) or not _WG_KEY_RE.fullmatch(key):
+    if not is_key(key):
         shown = key[:60] if isinstance(key, str) else key
         raise LeaseError(BACKEND_DATA_MALFORMED, f"{fieldname}: PublicKey={shown!r} is not a WireGuard key")
     return WireGuardData(key)

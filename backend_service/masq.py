@@ -46,6 +46,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from . import command
 from .blackhole import ensure_blackholes
 from .desired import IPNetwork
 
@@ -162,7 +163,7 @@ def nft_ruleset(
     ]
     if net is not None and options.masquerade:
         lines += [
-            "\tchain postrtg {",
+            f"\tchain {NFT_POSTRTG} {{",
             '\t\tcomment "chain to manage traffic masquerading by flannel"',
             "\t\ttype nat hook postrouting priority srcnat; policy accept;",
         ]
@@ -170,7 +171,7 @@ def nft_ruleset(
         lines.append("\t}")
     if net is not None and options.forward:
         lines += [
-            "\tchain forward {",
+            f"\tchain {NFT_FORWARD} {{",
             '\t\tcomment "chain to accept flannel traffic"',
             "\t\ttype filter hook forward priority filter; policy accept;",
         ]
@@ -200,27 +201,15 @@ class Commands:
     async def run(self, argv: Sequence[str], stdin: str | None = None, *, check: bool = True) -> str:
         """Run a command; its stdout. :class:`MasqError` with stderr when it fails (and ``check``)."""
         cmd = [*self.prefix, *argv]
-        proc = await asyncio.create_subprocess_exec(
-            *cmd,
-            stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
         try:
-            out, err = await asyncio.wait_for(
-                proc.communicate(stdin.encode() if stdin is not None else None), self.timeout
+            done = await command.run(
+                cmd, stdin=stdin.encode() if stdin is not None else None, timeout=self.timeout
             )
         except TimeoutError:
             raise MasqError(f"{' '.join(argv)} did not finish within {self.timeout:g} s") from None
-        finally:
-            if proc.returncode is None:  # timed out or cancelled: never leave it running
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-        if check and proc.returncode != 0:
-            raise MasqError(
-                f"{' '.join(argv)} exited {proc.returncode}: {err.decode(errors='replace').strip()}"
-            )
-        return out.decode(errors="replace")
+        if check and done.returncode != 0:
+            raise MasqError(f"{' '.join(argv)} exited {done.returncode}: {done.err.strip()}")
+        return done.out
 
 
 def iptables_version(text: str) -> tuple[int, int, int] | None:

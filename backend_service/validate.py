@@ -3,7 +3,8 @@
 The lease service already validates what it stores, but the backend is the process that turns
 a lease into routes, so it checks again: a bad lease is rejected with a machine-readable reason
 code and a message, and never stops the other leases from being programmed. Nothing here
-raises: :func:`validate_leases` returns what it accepted and what it rejected.
+raises: :func:`check_one` answers a peer, a :class:`Rejection` or None (our own lease), and
+:func:`resolve_overlaps` splits the candidates into accepted and rejected.
 
 Reason codes (``Rejection.reason``):
 
@@ -116,16 +117,17 @@ def trimmed(lease: lease_pb2.Lease) -> lease_pb2.Lease:
     return copy
 
 
-@dataclass(frozen=True)
-class ValidationResult:
-    """The leases that may be programmed (sorted by key) and the rejected ones."""
-
-    accepted: tuple[PeerLease, ...]
-    rejected: tuple[Rejection, ...]
-
-
 def _lease_name(msg: lease_pb2.Lease) -> str:
     return label(msg.node_name or msg.key or msg.subnet or msg.ipv6_subnet or "<unnamed lease>")
+
+
+def _inside(subnet: IPv4Network | IPv6Network, network: IPv4Network | IPv6Network) -> bool:
+    """``subnet`` lies within ``network`` (of the same address family)."""
+    if isinstance(subnet, IPv4Network) and isinstance(network, IPv4Network):
+        return subnet.subnet_of(network)
+    if isinstance(subnet, IPv6Network) and isinstance(network, IPv6Network):
+        return subnet.subnet_of(network)
+    return False
 
 
 def _check_family(
@@ -143,7 +145,7 @@ def _check_family(
 ) -> None:
     """Checks for one address family; raises LeaseError on the first failure."""
     assert network is not None
-    if subnet.version != network.version or not subnet.subnet_of(network):  # type: ignore[arg-type]
+    if not _inside(subnet, network):
         raise LeaseError(
             SUBNET_OUTSIDE_NETWORK, f"{family} subnet {subnet} is not inside the network {network}"
         )
@@ -152,7 +154,7 @@ def _check_family(
             WRONG_PREFIX_LENGTH,
             f"{family} subnet {subnet} has prefix length {subnet.prefixlen}, expected {subnet_len}",
         )
-    if own_subnet is not None and subnet.overlaps(own_subnet):  # type: ignore[arg-type]
+    if own_subnet is not None and subnet.overlaps(own_subnet):
         raise LeaseError(OWN_SUBNET, f"{family} subnet {subnet} is this node's own subnet {own_subnet}")
     if public is None:
         raise LeaseError(
@@ -320,22 +322,3 @@ def resolve_overlaps(candidates: Iterable[PeerLease]) -> tuple[list[PeerLease], 
             taken[net] = peer
         accepted.append(peer)
     return accepted, rejected
-
-
-def validate_leases(
-    leases: Iterable[lease_pb2.Lease], config: NetworkConfig, node: LocalNode
-) -> ValidationResult:
-    """Validate every lease; never raises. Overlaps are resolved by key order: the first key wins.
-
-    ``leases`` may include this node's own lease, which is skipped (neither accepted nor rejected).
-    """
-    rejected: list[Rejection] = []
-    candidates: list[PeerLease] = []
-    for msg in leases:
-        verdict = check_one(msg, config, node)
-        if isinstance(verdict, Rejection):
-            rejected.append(verdict)
-        elif verdict is not None:
-            candidates.append(verdict)
-    accepted, overlaps = resolve_overlaps(candidates)
-    return ValidationResult(tuple(accepted), tuple(rejected + overlaps))

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flannel_flags.table import FLAGS
+from flannel_rpc.setpriv import setpriv_prefix
 from supervisor.cli import Config, Identity
 from supervisor.runlock import open_run_dir
 
@@ -79,25 +80,21 @@ def _setpriv() -> str:
 
 def lease_launcher(identity: Identity | None) -> list[str]:
     """``setpriv`` prefix for the lease service: no capabilities at all, optionally another uid/gid."""
-    argv = [_setpriv(), "--no-new-privs", "--pdeathsig", "SIGTERM"]
+    options = ["--pdeathsig", "SIGTERM"]
     uid = identity.uid if identity else 0
     if identity is not None:
-        argv += ["--regid", str(identity.gid), "--clear-groups"]
+        options += ["--regid", str(identity.gid), "--clear-groups"]
         if identity.uid != 0:
-            argv += ["--reuid", str(identity.uid)]
+            options += ["--reuid", str(identity.uid)]
     if uid == 0:
-        argv += ["--securebits", _ROOT_IS_NOT_SPECIAL]
-    argv += ["--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-all", "--"]
-    return argv
+        options += ["--securebits", _ROOT_IS_NOT_SPECIAL]
+    return setpriv_prefix(_setpriv(), (), options)
 
 
 def backend_launcher(lease_gid: int | None) -> list[str]:
     """``setpriv`` prefix for the backend: uid 0 with CAP_NET_ADMIN and CAP_NET_RAW only."""
-    caps = "-all," + ",".join(f"+{c}" for c in BACKEND_CAPS)
-    argv = [_setpriv(), "--no-new-privs", "--pdeathsig", "SIGTERM"]
-    argv += ["--groups", str(lease_gid)] if lease_gid else ["--clear-groups"]
-    argv += [f"--inh-caps={caps}", f"--ambient-caps={caps}", f"--bounding-set={caps}", "--"]
-    return argv
+    groups = ["--groups", str(lease_gid)] if lease_gid else ["--clear-groups"]
+    return setpriv_prefix(_setpriv(), BACKEND_CAPS, ["--pdeathsig", "SIGTERM", *groups])
 
 
 def _default_cmd(module: str) -> list[str]:

@@ -1,8 +1,7 @@
 """Apply operations to the kernel: netlink message templates in bulk, ``wg set`` for WireGuard peers.
 
-:class:`Applier` is a one-method interface (``apply(ops)``); :class:`TemplateApplier` sends
-pyroute2-encoded templates, many per ``sendmsg`` (about 10x faster than one pyroute2 request per
-op). A failing operation is recorded and the others still run.
+:class:`TemplateApplier` sends pyroute2-encoded templates, many per ``sendmsg`` (about 10x faster than
+one pyroute2 request per op). A failing operation is recorded and the others still run.
 
 :class:`NetlinkKernel` is the real :class:`~backend_service.kernel.model.Kernel`: it reads with
 :func:`~backend_service.kernel.read.read_owned` and applies with a :class:`TemplateApplier` and ``wg``.
@@ -15,7 +14,6 @@ import errno
 import logging
 import os
 from collections.abc import Iterable, Sequence
-from typing import Protocol
 
 from pyroute2 import AsyncIPRoute
 
@@ -29,17 +27,11 @@ from .read import read_owned
 log = logging.getLogger(__name__)
 
 
-class Applier(Protocol):
-    """Carries out kernel operations; must try every op even when some fail."""
-
-    async def apply(self, ops: Sequence[Op]) -> ApplyResult: ...
-
-
 class TemplateApplier:
     """Applies ops as pyroute2-encoded message templates, ``chunk`` per ``sendmsg``, ACKs read after.
 
     Netlink *replace* (create or replace) for every write; a delete of something already gone
-    counts as done. Without pyroute2's per-request encoding cost; see :mod:`backend_service.netlink_fast`. The kernel carries out one socket's messages
+    counts as done. Without pyroute2's per-request encoding cost; see :mod:`backend_service.kernel.netlink_fast`. The kernel carries out one socket's messages
     in order, so the phase order of ``ops`` (FDB, neighbours, then routes) is kept without waiting
     between phases. The sending runs in a worker thread; the event loop stays free.
     """

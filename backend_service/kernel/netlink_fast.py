@@ -264,8 +264,8 @@ class MessageEncoder:
             dst = obj.dst.network_address.packed
             buf[t.dst : t.dst + len(dst)] = dst
             buf[17] = obj.dst.prefixlen  # rtm_dst_len
-            if has_gw:
-                gw = obj.gateway.packed  # type: ignore[union-attr]
+            if obj.gateway is not None:
+                gw = obj.gateway.packed
                 buf[t.gateway : t.gateway + len(gw)] = gw
             if has_oif:
                 _U32.pack_into(buf, t.ifindex, ifindex)

@@ -48,7 +48,7 @@ async def read_kernel(ipr: AsyncIPRoute, devices: Iterable[str] = ()) -> KernelS
     neighbours and permanent FDB entries on ``devices`` (our VXLAN devices).
 
     The route, neighbour and FDB dumps go over a raw socket in ``ipr``'s namespace and only the
-    fields needed are parsed (:mod:`backend_service.netlink_fast`), in a worker thread.
+    fields needed are parsed (:mod:`backend_service.kernel.netlink_fast`), in a worker thread.
     """
     links = await link_names(ipr)
     sock = open_netlink_socket(ipr)  # in the loop thread: pyroute2 sockets are per thread
@@ -98,7 +98,12 @@ def _read_dumps(sock: socket.socket, links: dict[int, str], devices: set[str]) -
             ifname = links.get(oif, f"if{oif}") if oif is not None else ""
             if owned:
                 routes.append(KernelRoute(_route_of(r, ifname), proto=r.proto, priority=r.priority))
-            elif r.scope == RT_SCOPE_LINK and not r.multipath and links.get(oif) not in (None, "lo"):  # type: ignore[arg-type]
+            elif (
+                oif is not None
+                and r.scope == RT_SCOPE_LINK
+                and not r.multipath
+                and links.get(oif) not in (None, "lo")
+            ):
                 connected.append(ConnectedNetwork(_route_of(r, ifname).dst, ifname))
     neighbours: set[Neighbour] = set()
     fdb: set[FdbEntry] = set()

@@ -9,13 +9,13 @@ handed to ``wg`` as ``/dev/fd/N`` (each open of it starts at the beginning, so o
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
 from pathlib import Path
 
+from .. import command
 from ..desired import WgPeer, sorted_networks
 
 DEVICES = ("flannel-wg", "flannel-wg-v6")
@@ -78,29 +78,19 @@ def parse_dump(device_name: str, text: str) -> DeviceState:
 
 async def _wg(args: Sequence[str], *, pass_fds: Sequence[int] = (), timeout: float = WG_TIMEOUT) -> str:
     try:
-        proc = await asyncio.create_subprocess_exec(
-            "wg",
-            *args,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            pass_fds=tuple(pass_fds),
-        )
+        done = await command.run(["wg", *args], pass_fds=pass_fds, timeout=timeout)
     except FileNotFoundError as exc:
         raise WgError("the wg command (wireguard-tools) is not installed") from exc
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout)
     except TimeoutError:
-        proc.kill()
-        await proc.wait()
         raise WgError(
             f"wg {args[0]} {args[1] if len(args) > 1 else ''}: no answer within {timeout:.0f}s"
         ) from None
-    if proc.returncode != 0:
-        message = err.decode(errors="replace").strip().splitlines()
+    if done.returncode != 0:
+        message = done.err.strip().splitlines()
         raise WgError(
-            f"wg {' '.join(args[:2])}: exit status {proc.returncode}: {message[-1] if message else ''}"
+            f"wg {' '.join(args[:2])}: exit status {done.returncode}: {message[-1] if message else ''}"
         )
-    return out.decode(errors="replace")
+    return done.out
 
 
 async def show(device: str) -> DeviceState:

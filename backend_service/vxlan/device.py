@@ -108,7 +108,7 @@ async def _get_link(ipr: AsyncIPRoute, index: int) -> Any:
 async def ensure_device(ipr: AsyncIPRoute, spec: VxlanDeviceSpec) -> VxlanDevice:
     """Reuse the device named ``spec.ifname`` when it matches (fixing only its MTU), else (re)create it.
 
-    The device is left up; addresses are :func:`ensure_address`'s job.
+    The device is left up; addresses are :func:`~backend_service.kernel.links.ensure_address`'s job.
     """
     created = False
     index = await link_index(ipr, spec.ifname)

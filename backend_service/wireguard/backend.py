@@ -34,8 +34,9 @@ from ..kernel.links import ensure_address, link_index
 from ..kernel.model import KernelError
 from ..leases import PeerLease, WireGuardData
 from ..node import LocalNode, PublicInterface
+from ..wgkey import Key, WireGuardKeyError
 from . import device
-from .keys import Key, WireGuardKeyError, load_or_create
+from .keys import load_or_create
 
 log = logging.getLogger(__name__)
 

@@ -23,6 +23,9 @@ from pathlib import Path
 from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from flannel_rpc.setpriv import setpriv_prefix
+
+from .. import command
 from ..kernel import wgctl
 
 log = logging.getLogger(__name__)
@@ -79,40 +82,25 @@ def wireguard_go_argv(name: str) -> list[str]:
     setpriv = shutil.which("setpriv")
     if setpriv is None:
         return [binary, name]
-    caps = "-all,+net_admin"
-    return [
-        setpriv,
-        "--no-new-privs",
-        f"--inh-caps={caps}",
-        f"--ambient-caps={caps}",
-        f"--bounding-set={caps}",
-        "--",
-        binary,
-        name,
-    ]
+    return [*setpriv_prefix(setpriv, ("net_admin",)), binary, name]
 
 
 async def _start_wireguard_go(ipr: AsyncIPRoute, name: str) -> None:
-    proc = await asyncio.create_subprocess_exec(
-        *wireguard_go_argv(name),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        start_new_session=True,  # its own session: stopping the backend (its process group) leaves it be
-        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
-    )
     try:
-        out, _ = await asyncio.wait_for(proc.communicate(), START_TIMEOUT)
+        done = await command.run(
+            wireguard_go_argv(name),
+            timeout=START_TIMEOUT,
+            merge_stderr=True,
+            start_new_session=True,  # its own session: stopping the backend (its process group) leaves it be
+            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+        )
     except TimeoutError:
-        proc.kill()
-        await proc.wait()
         raise DeviceError(f"wireguard-go {name}: did not start within {START_TIMEOUT:.0f}s") from None
-    if proc.returncode != 0:
+    if done.returncode != 0:
         lines = [
-            line
-            for line in out.decode(errors="replace").splitlines()
-            if line.strip() and "│" not in line and "─" not in line
+            line for line in done.out.splitlines() if line.strip() and "│" not in line and "─" not in line
         ]
-        raise DeviceError(f"wireguard-go {name}: exit status {proc.returncode}: {lines[-1] if lines else ''}")
+        raise DeviceError(f"wireguard-go {name}: exit status {done.returncode}: {lines[-1] if lines else ''}")
     # The daemon has forked; its UAPI socket appears once the device is ready.
     deadline = asyncio.get_running_loop().time() + START_TIMEOUT
     while not (UAPI_DIR / f"{name}.sock").exists() or await _link(ipr, name) is None:

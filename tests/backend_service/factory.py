@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
+from dataclasses import dataclass
 from ipaddress import ip_address, ip_network
 
 from backend_service.config import NetworkConfig, parse_network_config
+from backend_service.leases import PeerLease
 from backend_service.node import ConnectedNetwork, LocalNode
+from backend_service.validate import Rejection, check_one, resolve_overlaps
 from backend_service.vxlan.device import vtep_mac
 from proto.flannel.v1 import lease_pb2
 
@@ -72,3 +76,30 @@ def node(
         public_ipv6=ip_address(f"fd77::{n:x}") if ipv6 else None,  # type: ignore[arg-type]
         connected=tuple(ConnectedNetwork(ip_network(net), ifname) for net, ifname in connected),
     )
+
+
+@dataclass(frozen=True)
+class ValidationResult:
+    """The leases that may be programmed (sorted by key) and the rejected ones."""
+
+    accepted: tuple[PeerLease, ...]
+    rejected: tuple[Rejection, ...]
+
+
+def validate_leases(
+    leases: Iterable[lease_pb2.Lease], config: NetworkConfig, node: LocalNode
+) -> ValidationResult:
+    """Validate every lease; never raises. Overlaps are resolved by key order: the first key wins.
+
+    ``leases`` may include this node's own lease, which is skipped (neither accepted nor rejected).
+    """
+    rejected: list[Rejection] = []
+    candidates: list[PeerLease] = []
+    for msg in leases:
+        verdict = check_one(msg, config, node)
+        if isinstance(verdict, Rejection):
+            rejected.append(verdict)
+        elif verdict is not None:
+            candidates.append(verdict)
+    accepted, overlaps = resolve_overlaps(candidates)
+    return ValidationResult(tuple(accepted), tuple(rejected + overlaps))

@@ -7,11 +7,10 @@ from ipaddress import ip_address, ip_network
 from backend_service.config import VxlanOptions
 from backend_service.desired import MODE_DIRECT, MODE_HOST_GW, MODE_VXLAN, FdbEntry, Neighbour, Route
 from backend_service.hostgw.desired import hostgw_desired
-from backend_service.validate import validate_leases
 from backend_service.vxlan.desired import vxlan_desired
 from backend_service.vxlan.device import device_name, vtep_mac
 
-from .factory import config, lease, node
+from .factory import config, lease, node, validate_leases
 
 
 def peers(*leases, cfg=None, me=None):  # type: ignore[no-untyped-def]
@@ -29,7 +28,7 @@ def test_vxlan_peer_gets_route_neighbour_and_fdb_entry() -> None:
     assert state.neighbours == {Neighbour("flannel.1", ip_address("10.244.2.0"), mac)}
     assert state.fdb == {FdbEntry("flannel.1", mac, ip_address("192.168.77.2"))}
     assert [(p.peer.node_name, p.mode) for p in state.peers] == [("node-2", MODE_VXLAN)]
-    assert state.object_count == 3
+    assert len(state.routes) + len(state.neighbours) + len(state.fdb) + len(state.wg_peers) == 3
 
 
 def test_many_peers_three_objects_each() -> None:

@@ -7,10 +7,9 @@ import json
 import pytest
 
 from backend_service import validate as v
-from backend_service.validate import validate_leases
 from proto.flannel.v1 import lease_pb2
 
-from .factory import config, lease, node
+from .factory import config, lease, node, validate_leases
 
 VXLAN = config("vxlan")
 HOSTGW = config("host-gw")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import shutil
 import stat
@@ -10,8 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from backend_service.config import ConfigError, WireGuardOptions, parse_backend
 from backend_service.kernel.wgctl import WgError, parse_dump
-from backend_service.wireguard.keys import Key, WireGuardKeyError, key_file, load_or_create
+from backend_service.leases import LeaseError, parse_wireguard_data
+from backend_service.wgkey import Key, WireGuardKeyError, is_key
+from backend_service.wireguard.keys import key_file, load_or_create
 
 needs_wg = pytest.mark.skipif(shutil.which("wg") is None, reason="wireguard-tools (wg) is not installed")
 
@@ -95,3 +100,37 @@ def test_dump_is_parsed() -> None:
 def test_unreadable_dump_is_an_error() -> None:
     with pytest.raises(WgError, match="cannot read"):
         parse_dump("flannel-wg", "key\tpub\tnot-a-port\toff\n")
+
+
+def _non_canonical(key: Key) -> str:
+    """``key``'s text with the two spare bits of its last base64 digit set: the same 32 bytes to a lax
+    decoder, but not a key to ``wg``."""
+    text = str(key)
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    return text[:42] + alphabet[alphabet.index(text[42]) | 3] + "="
+
+
+def test_one_parser_for_every_key_text() -> None:
+    """The key file, the config's PSK and a peer's PublicKey are all read by Key.parse: what wg accepts."""
+    key = Key.generate()
+    bad = _non_canonical(key)
+    assert bad != str(key) and base64.b64decode(bad) == key.raw
+    for text in (bad, f" {key}", f"{key}\n"):
+        with pytest.raises(WireGuardKeyError, match="WireGuard key"):
+            Key.parse(text)
+        assert not is_key(text)
+        with pytest.raises(ConfigError, match="Backend.PSK"):
+            parse_backend(json.dumps({"Type": "wireguard", "PSK": text}))
+        with pytest.raises(LeaseError, match="PublicKey"):
+            parse_wireguard_data("backend_data", json.dumps({"PublicKey": text}))
+    assert Key.parse(str(key)) == key and is_key(str(key))
+    options = parse_backend(json.dumps({"Type": "wireguard", "PSK": str(key)}))[1]
+    assert isinstance(options, WireGuardOptions) and options.psk == str(key)
+    assert parse_wireguard_data("backend_data", json.dumps({"PublicKey": str(key)})).public_key == str(key)
+
+
+@needs_wg
+def test_wg_refuses_what_the_parser_refuses() -> None:
+    bad = _non_canonical(Key.generate())
+    refused = subprocess.run(["wg", "pubkey"], input=bad, capture_output=True, text=True, check=False)
+    assert refused.returncode != 0

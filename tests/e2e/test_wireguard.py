@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from backend_service.wireguard.keys import Key
+from backend_service.wgkey import Key
 from flannel_testkit.cluster import BackgroundPing, Cluster, EchoServer, ip_json, tcp_echo
 from flannel_testkit.grpcurl import grpcurl
 from flannel_testkit.wait import wait_until
