@@ -25,7 +25,10 @@ import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lease_service.netconfig import AddressT
 
 log = logging.getLogger(__name__)
 
@@ -55,16 +58,14 @@ class Link:
     mtu: int
     addresses: tuple[Address, ...] = ()
 
-    def usable(self, version: int) -> list[IPAddress]:
+    def usable(self, family: type[AddressT]) -> list[AddressT]:
         """flannel's GetInterfaceIP4Addrs/IP6Addrs: global or link-local unicast, not deprecated; global
         before link-local, permanent before dynamic, stable before temporary."""
         found = [
-            a
-            for a in self.addresses
-            if a.ip.version == version and not a.deprecated and (_global_unicast(a.ip) or a.ip.is_link_local)
+            a for a in self.addresses if not a.deprecated and (_global_unicast(a.ip) or a.ip.is_link_local)
         ]
         found.sort(key=lambda a: (a.ip.is_link_local, not a.permanent, a.temporary))
-        return [a.ip for a in found]
+        return [a.ip for a in found if isinstance(a.ip, family)]
 
     def has(self, address: IPAddress) -> bool:
         return any(a.ip == address for a in self.addresses)
@@ -157,15 +158,16 @@ def _by_regex(host: HostView, pattern: str, ipv4: bool, ipv6: bool) -> _Found:
     except re.error as exc:
         raise InterfaceError(f"--iface-regex {pattern!r} is not a regular expression: {exc}") from exc
     for link in host.links:
-        v4 = next((a for a in link.usable(4) if regex.search(str(a))), None) if ipv4 else None
-        v6 = next((a for a in link.usable(6) if regex.search(str(a))), None) if ipv6 else None
+        v4 = next((a for a in link.usable(IPv4Address) if regex.search(str(a))), None) if ipv4 else None
+        v6 = next((a for a in link.usable(IPv6Address) if regex.search(str(a))), None) if ipv6 else None
         if (v4 is not None or not ipv4) and (v6 is not None or not ipv6):
-            return _Found(link, ipv4=v4, ipv6=v6)  # type: ignore[arg-type]
+            return _Found(link, ipv4=v4, ipv6=v6)
     for link in host.links:
         if regex.search(link.name):
             return _Found(link)
     available = ", ".join(
-        f"{link.name}:{[str(a) for a in link.usable(4 if ipv4 else 6)]}" for link in host.links
+        f"{link.name}:{[str(a) for a in (link.usable(IPv4Address) if ipv4 else link.usable(IPv6Address))]}"
+        for link in host.links
     )
     raise InterfaceError(f"--iface-regex {pattern!r} matches no interface name or address ({available})")
 
@@ -271,15 +273,15 @@ def _complete(found: _Found, flags: InterfaceFlags, ipv4: bool, ipv6: bool) -> E
     link = found.link
     v4, v6 = found.ipv4, found.ipv6
     if ipv4 and v4 is None:
-        first4 = link.usable(4)
+        first4 = link.usable(IPv4Address)
         if not first4:
             raise InterfaceError(f"interface {link.name} has no usable IPv4 address")
-        v4 = first4[0]  # type: ignore[assignment]
+        v4 = first4[0]
     if ipv6 and v6 is None:
-        first6 = link.usable(6)
+        first6 = link.usable(IPv6Address)
         if not first6:
             raise InterfaceError(f"interface {link.name} has no usable IPv6 address")
-        v6 = first6[0]  # type: ignore[assignment]
+        v6 = first6[0]
     if link.mtu <= 0:
         raise InterfaceError(f"cannot determine the MTU of interface {link.name}")
     return ExternalInterface(

@@ -90,7 +90,7 @@ class LeaseKeeper:
             await self._install(lease, kind)
             return lease
 
-    async def _install(self, lease: Lease, kind: int) -> None:
+    async def _install(self, lease: Lease, kind: Event.Kind) -> None:
         """Hold ``lease`` (the caller holds the lock); subnet.env is written and fsynced off the loop."""
         self.lease = lease
         self._lost.clear()
@@ -103,8 +103,8 @@ class LeaseKeeper:
             )
         self._announce(kind, lease)
 
-    def _announce(self, kind: int, lease: Lease, conflict: str = "") -> None:
-        event = Event(kind=kind, lease=lease_to_proto(lease), conflict=conflict)  # type: ignore[arg-type]
+    def _announce(self, kind: Event.Kind, lease: Lease, conflict: str = "") -> None:
+        event = Event(kind=kind, lease=lease_to_proto(lease), conflict=conflict)
         for queue in self._watchers:
             queue.put_nowait(event)
 

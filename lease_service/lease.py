@@ -18,7 +18,7 @@ from flannel_rpc.logs import label, shorten
 from flannel_rpc.untrusted import LEASE_VALUE, Rejected, decode_json
 
 if TYPE_CHECKING:
-    from lease_service.netconfig import NetworkConfig
+    from lease_service.netconfig import AddressT, NetworkConfig
 
 # flannel's key pattern (subnet.go): ASCII digits, anchored at the very end (Go's ``$`` is ``\Z``). Matched
 # with fullmatch, so full-width digits and a trailing newline are not keys.
@@ -128,8 +128,8 @@ def decode_attrs(key: str, value: bytes) -> LeaseAttrs:
             f"lease {key}: BackendType must be a short string, got {shorten(backend_type)}", FIELD_INVALID
         )
     return LeaseAttrs(
-        public_ip=public_ip,  # type: ignore[arg-type]
-        public_ipv6=public_ipv6,  # type: ignore[arg-type]
+        public_ip=public_ip,
+        public_ipv6=public_ipv6,
         backend_type=backend_type,
         backend_data=_backend_data(key, doc, "BackendData"),
         backend_v6_data=_backend_data(key, doc, "BackendV6Data"),
@@ -152,26 +152,28 @@ def decode_lease(key: str, value: bytes, *, store_lease_id: int = 0, mod_revisio
     )
 
 
-def _address(
-    key: str, doc: dict[str, Any], field: str, cls: type[IPv4Address | IPv6Address]
-) -> IPv4Address | IPv6Address | None:
+def parse_address(raw: object, cls: type[AddressT], what: str) -> AddressT:
+    """``raw`` (untrusted) as an address of ``cls``'s family; raises :class:`CorruptLease` saying that
+    ``what`` (the place and the value) is not one."""
+    try:
+        if not isinstance(raw, str) or len(raw) > 64 or not raw.isascii():
+            raise ValueError(raw)
+        return cls(raw)
+    except ValueError:
+        family = 4 if cls is IPv4Address else 6
+        raise CorruptLease(f"{what} is not an IPv{family} address", FIELD_INVALID) from None
+
+
+def _address(key: str, doc: dict[str, Any], field: str, cls: type[AddressT]) -> AddressT | None:
     raw = doc.get(field)
     if raw in (None, ""):
         return None
-    family = 4 if cls is IPv4Address else 6
     if not isinstance(raw, str):
         raise CorruptLease(
             f"lease {key}: {field} must be an address string, got {shorten(raw)}", FIELD_INVALID
         )
-    try:
-        if len(raw) > 64 or not raw.isascii():
-            raise ValueError(raw)
-        address = cls(raw)
-    except ValueError:
-        raise CorruptLease(
-            f"lease {key}: {field} {shorten(raw)} is not an IPv{family} address", FIELD_INVALID
-        ) from None
-    if cls is IPv4Address and address == IPv4Address("0.0.0.0"):
+    address = parse_address(raw, cls, f"lease {key}: {field} {shorten(raw)}")
+    if address.version == 4 and not int(address):  # 0.0.0.0: none
         return None
     return address
 

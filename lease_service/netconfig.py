@@ -9,10 +9,13 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
-from typing import Any
+from typing import Any, TypeVar
 
 from flannel_rpc.logs import shorten
 from flannel_rpc.untrusted import NETWORK_CONFIG, Rejected, decode_json
+
+AddressT = TypeVar("AddressT", IPv4Address, IPv6Address)  #: an address of one family, either
+NetworkT = TypeVar("NetworkT", IPv4Network, IPv6Network)  #: a network of one family, either
 
 #: Backends flannel-backend implements. Any other type is left to a third-party backend
 #: (flanneld --backend-cmd), except flannel's default, udp, which nobody here implements.
@@ -44,12 +47,6 @@ class NetworkConfig:
 
     def __hash__(self) -> int:  # ``backend`` is a dict; the raw text identifies the config
         return hash(self.raw)
-
-    def subnet_count(self) -> int:
-        """How many IPv4 subnets lie between SubnetMin and SubnetMax (inclusive)."""
-        if self.subnet_min is None or self.subnet_max is None:
-            return 0
-        return (int(self.subnet_max) - int(self.subnet_min)) // (1 << (32 - self.subnet_len)) + 1
 
 
 def parse_network_config(text: str | bytes, source: str = "network config") -> NetworkConfig:
@@ -83,7 +80,9 @@ def _parse(text: str | bytes, source: str) -> NetworkConfig:
 
     backend_type, backend = _backend(doc, source)
 
-    network = subnet_min = subnet_max = None
+    network: IPv4Network | None = None
+    subnet_min: IPv4Address | None = None
+    subnet_max: IPv4Address | None = None
     subnet_len = 0
     if enable_ipv4:
         network, subnet_len, subnet_min, subnet_max = _family(
@@ -99,7 +98,9 @@ def _parse(text: str | bytes, source: str) -> NetworkConfig:
             default_len=24,
             widest_for_default=22,
         )
-    ipv6_network = ipv6_min = ipv6_max = None
+    ipv6_network: IPv6Network | None = None
+    ipv6_min: IPv6Address | None = None
+    ipv6_max: IPv6Address | None = None
     ipv6_len = 0
     if enable_ipv6:
         ipv6_network, ipv6_len, ipv6_min, ipv6_max = _family(
@@ -118,14 +119,14 @@ def _parse(text: str | bytes, source: str) -> NetworkConfig:
     return NetworkConfig(
         enable_ipv4=enable_ipv4,
         enable_ipv6=enable_ipv6,
-        network=network,  # type: ignore[arg-type]
+        network=network,
         subnet_len=subnet_len,
-        subnet_min=subnet_min,  # type: ignore[arg-type]
-        subnet_max=subnet_max,  # type: ignore[arg-type]
-        ipv6_network=ipv6_network,  # type: ignore[arg-type]
+        subnet_min=subnet_min,
+        subnet_max=subnet_max,
+        ipv6_network=ipv6_network,
         ipv6_subnet_len=ipv6_len,
-        ipv6_subnet_min=ipv6_min,  # type: ignore[arg-type]
-        ipv6_subnet_max=ipv6_max,  # type: ignore[arg-type]
+        ipv6_subnet_min=ipv6_min,
+        ipv6_subnet_max=ipv6_max,
         backend_type=backend_type,
         backend=backend,
         raw=text,
@@ -166,8 +167,8 @@ def _backend(doc: dict[str, Any], source: str) -> tuple[str, dict[str, Any]]:
 def _family(
     doc: dict[str, Any],
     source: str,
-    net_cls: type[IPv4Network | IPv6Network],
-    addr_cls: type[IPv4Address | IPv6Address],
+    net_cls: type[NetworkT],
+    addr_cls: type[AddressT],
     net_field: str,
     len_field: str,
     min_field: str,
@@ -176,7 +177,7 @@ def _family(
     max_len: int,
     default_len: int,
     widest_for_default: int,
-) -> tuple[IPv4Network | IPv6Network, int, IPv4Address | IPv6Address, IPv4Address | IPv6Address]:
+) -> tuple[NetworkT, int, AddressT, AddressT]:
     bits = 32 if net_cls is IPv4Network else 128
     raw_net = doc.get(net_field)
     if raw_net in (None, ""):
@@ -224,12 +225,12 @@ def _family(
 def _bound(
     doc: dict[str, Any],
     source: str,
-    addr_cls: type[IPv4Address | IPv6Address],
+    addr_cls: type[AddressT],
     field: str,
     network: IPv4Network | IPv6Network,
     subnet_len: int,
-    default: IPv4Address | IPv6Address,
-) -> IPv4Address | IPv6Address:
+    default: AddressT,
+) -> AddressT:
     raw = doc.get(field)
     if raw in (None, ""):
         return default

@@ -97,7 +97,6 @@ class LeaseHub:
         self._watchers: set[_Watcher] = set()
         self._subscribers: list[Changes] = []
         self._too_large = LogOnce()
-        self.too_large: set[str] = set()  #: keys of leases refused because one alone exceeds a message
 
     # ---- store side -------------------------------------------------------------------------
 
@@ -128,14 +127,11 @@ class LeaseHub:
         refused by name, logged once per change, rather than wedging every watcher)."""
         if lease is None:
             self._too_large.forget(key)
-            self.too_large.discard(key)
             return None
         size = lease_to_proto(lease).ByteSize()
         if size + _EVENT_OVERHEAD <= self.settings.batch_bytes:
             self._too_large.forget(key)
-            self.too_large.discard(key)
             return lease
-        self.too_large.add(key)
         if self._too_large.first(key, lease.mod_revision or size):
             metrics.CORRUPT_LEASES.inc()
             log.warning(
@@ -327,7 +323,7 @@ class LeaseHub:
             for number, part in enumerate(parts, 1)
         ]
 
-    def _snapshot(self, reason: int, batch: int) -> list[Msg]:
+    def _snapshot(self, reason: Msg.ResyncReason, batch: int) -> list[Msg]:
         """The snapshot messages. Watchers that connect while the state stays the same share one set
         of messages (100 watchers of 10,000 leases would otherwise hold 100 copies); only the first
         message, which carries ``reset`` and the reason, is each watcher's own."""
@@ -342,7 +338,7 @@ class LeaseHub:
         chunks = self._snapshot_cache[1]
         first = Msg()
         first.CopyFrom(chunks[0])
-        first.reset, first.reason = True, reason  # type: ignore[assignment]
+        first.reset, first.reason = True, reason
         return [first, *chunks[1:], Msg(kind=Msg.SYNCED, cursor=self.cursor(self.revision))]
 
     def _chunks(self, events: list[LeaseEvent], batch: int) -> list[list[LeaseEvent]]:

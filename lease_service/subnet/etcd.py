@@ -50,7 +50,6 @@ class EtcdSubnetManager:
         self.prefix = prefix.rstrip("/")
         self.subnets_prefix = f"{self.prefix}/subnets/"
         self.lease_ttl = lease_ttl
-        self.corrupt_leases = 0
         self._reported = LogOnce()
 
     @property
@@ -91,7 +90,6 @@ class EtcdSubnetManager:
             self._reported.forget(kv.key)
             return lease
         if self._reported.first(kv.key, kv.mod_revision):
-            self.corrupt_leases += 1
             metrics.CORRUPT_LEASES.inc()
             log.warning("skipping corrupt lease at %s: %s (%s)", label(kv.key), message, reason)
         return None

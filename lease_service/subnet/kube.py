@@ -37,8 +37,9 @@ from lease_service.lease import (
     LeaseAttrs,
     canonical_json,
     check_against_config,
+    parse_address,
 )
-from lease_service.netconfig import ConfigError, NetworkConfig, parse_network_config
+from lease_service.netconfig import AddressT, ConfigError, NetworkConfig, parse_network_config
 from lease_service.subnet.base import (
     AccessDenied,
     AcquireError,
@@ -226,8 +227,8 @@ class KubeSubnetManager:
                 FIELD_INVALID,
             )
         attrs = LeaseAttrs(
-            public_ip=public_ip,  # type: ignore[arg-type]
-            public_ipv6=public_ipv6,  # type: ignore[arg-type]
+            public_ip=public_ip,
+            public_ipv6=public_ipv6,
             backend_type=backend_type,
             backend_data=_json_object(name, notes, self.names.backend_data),
             backend_v6_data=_json_object(name, notes, self.names.backend_v6_data),
@@ -294,7 +295,7 @@ class KubeSubnetManager:
             return None, None
         notes = (node.get("metadata") or {}).get("annotations") or {}
         return (
-            _address(self.node_name, notes, self.names.node_public_ip, IPv4Address),  # type: ignore[return-value]
+            _address(self.node_name, notes, self.names.node_public_ip, IPv4Address),
             _address(self.node_name, notes, self.names.node_public_ipv6, IPv6Address),
         )
 
@@ -323,7 +324,11 @@ class KubeSubnetManager:
                 waited_for = reason
             await asyncio.sleep(self.retry_interval)
         for family, net, network in (("IPv4", subnet, config.network), ("IPv6", ipv6, config.ipv6_network)):
-            if net is not None and network is not None and not net.subnet_of(network):  # type: ignore[arg-type]
+            if (
+                net is not None
+                and network is not None
+                and not (net.network_address in network and net.broadcast_address in network)
+            ):
                 raise AcquireError(
                     f"node {self.node_name}: {family} pod CIDR {net} is outside the network {network}"
                 )
@@ -385,7 +390,7 @@ class KubeSubnetManager:
             )
         return wanted
 
-    def _overwrite(self, notes: dict[str, str], key: str, cls: type[IPv4Address | IPv6Address]) -> object:
+    def _overwrite(self, notes: dict[str, str], key: str, cls: type[AddressT]) -> AddressT | None:
         """flannel's public-ip-overwrite annotation, parsed; an invalid one is refused by name (logged once
         per value) and the detected address is published instead, never the annotation verbatim."""
         try:
@@ -546,22 +551,11 @@ def _api_error(what: str, status: int, message: str) -> Exception:
     return AcquireError(f"Kubernetes API rejected {what} ({status}): {message}")
 
 
-def _address(
-    node: str, notes: dict[str, str], key: str, cls: type[IPv4Address | IPv6Address]
-) -> IPv4Address | IPv6Address | None:
+def _address(node: str, notes: dict[str, str], key: str, cls: type[AddressT]) -> AddressT | None:
     raw = notes.get(key)
     if not raw:
         return None
-    family = 4 if cls is IPv4Address else 6
-    try:
-        if not isinstance(raw, str) or len(raw) > 64 or not raw.isascii():
-            raise ValueError(raw)
-        return cls(raw)
-    except ValueError:
-        raise CorruptLease(
-            f"node {label(node)}: annotation {key}={shorten(raw)} is not an IPv{family} address",
-            FIELD_INVALID,
-        ) from None
+    return parse_address(raw, cls, f"node {label(node)}: annotation {key}={shorten(raw)}")
 
 
 def _json_object(node: str, notes: dict[str, str], key: str) -> str:

@@ -87,7 +87,6 @@ class _Status(msgspec.Struct, frozen=True, gc=False):
 
 LIST_DECODER = msgspec.json.Decoder(NodeList)
 EVENT_DECODER = msgspec.json.Decoder(WatchEvent)
-NODE_DECODER = msgspec.json.Decoder(NodeView)
 _STATUS_DECODER = msgspec.json.Decoder(_Status)
 _ANY_DECODER = msgspec.json.Decoder()
 

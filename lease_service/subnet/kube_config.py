@@ -153,9 +153,9 @@ def from_kubeconfig(path: Path) -> KubeConnection:
     token_file = user.get("tokenFile")
     return KubeConnection(
         server=server.rstrip("/"),
-        ca_pem=_pem(path, base, cluster, "certificate-authority", text=True),  # type: ignore[arg-type]
-        cert_pem=_pem(path, base, user, "client-certificate"),  # type: ignore[arg-type]
-        key_pem=_pem(path, base, user, "client-key"),  # type: ignore[arg-type]
+        ca_pem=_pem_text(path, base, cluster, "certificate-authority"),
+        cert_pem=_pem(path, base, user, "client-certificate"),
+        key_pem=_pem(path, base, user, "client-key"),
         token=_string(path, user, "token"),
         token_file=(base / token_file) if isinstance(token_file, str) and token_file else None,
         username=_string(path, user, "username"),
@@ -182,7 +182,7 @@ def _string(path: Path, section: dict[str, Any], key: str) -> str | None:
     return value
 
 
-def _pem(path: Path, base: Path, section: dict[str, Any], key: str, text: bool = False) -> bytes | str | None:
+def _pem(path: Path, base: Path, section: dict[str, Any], key: str) -> bytes | None:
     """``key-data`` (base64 PEM) or ``key`` (a file, relative to the kubeconfig's directory)."""
     data = section.get(key + "-data")
     if data:
@@ -195,12 +195,16 @@ def _pem(path: Path, base: Path, section: dict[str, Any], key: str, text: bool =
         if not file:
             return None
         raw = _read_bytes(base / str(file), f"kubeconfig {path}: {key}")
-    if text:
-        try:
-            return raw.decode("ascii")
-        except UnicodeDecodeError as exc:
-            raise ConfigError(f"kubeconfig {path}: {key} is not PEM text") from exc
     return raw
+
+
+def _pem_text(path: Path, base: Path, section: dict[str, Any], key: str) -> str | None:
+    """:func:`_pem` as ASCII text."""
+    raw = _pem(path, base, section, key)
+    try:
+        return None if raw is None else raw.decode("ascii")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"kubeconfig {path}: {key} is not PEM text") from exc
 
 
 def _read_bytes(path: Path, what: str) -> bytes:

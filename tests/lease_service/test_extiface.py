@@ -149,8 +149,8 @@ def test_usable_addresses_are_ranked_as_flannel_ranks_them() -> None:
             Address(A("10.4.4.4"), permanent=False),
         ),
     )
-    assert [str(a) for a in link.usable(6)] == ["fd01::6", "fd01::8", "fd01::9", "fe80::2"]
-    assert [str(a) for a in link.usable(4)] == ["10.4.4.4", "169.254.1.1"]
+    assert [str(a) for a in link.usable(IPv6Address)] == ["fd01::6", "fd01::8", "fd01::9", "fe80::2"]
+    assert [str(a) for a in link.usable(IPv4Address)] == ["10.4.4.4", "169.254.1.1"]
     with pytest.raises(InterfaceError, match="lo has no usable IPv4"):
         choose(InterfaceFlags(ifaces=("lo",)), HOST)
 

@@ -23,7 +23,6 @@ def test_a_wide_network_gets_slash_24_subnets_from_the_second_to_the_last() -> N
         IPv4Address("10.244.1.0"),
         IPv4Address("10.244.255.0"),
     )
-    assert c.subnet_count() == 255
     assert c.enable_ipv4 and not c.enable_ipv6
 
 
