@@ -22,7 +22,7 @@ from lease_service.server import LeaseServicer
 from lease_service.stream import LeaseHub
 from lease_service.subnet.base import StoreUnavailable, SubnetManager
 from lease_service.subnet.etcd import EtcdSubnetManager
-from proto.flannel.v1 import lease_pb2
+from proto.flannel.v1 import lease_pb2, lease_pb2_grpc
 
 log = logging.getLogger("lease_service")
 T = TypeVar("T")
@@ -137,7 +137,7 @@ async def _run(settings: cli.Settings) -> int:
     server = UnixServer(
         settings.socket_path,
         [SERVICE],
-        servicer.add_to,
+        lambda grpc_server: lease_pb2_grpc.add_LeaseServiceServicer_to_server(servicer, grpc_server),
         socket_gid=settings.socket_gid,
         tcp_listen=settings.grpc_listen,
     )

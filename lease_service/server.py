@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import grpc
@@ -41,14 +41,6 @@ class LeaseServicer(lease_pb2_grpc.LeaseServiceServicer):
         self.waiting_for = "the network config"  #: why the service is not ready, for UNAVAILABLE errors
         self._ready: _Ready | None = None
         self._rejections_logged = LogOnce()
-
-    def add_to(self, server: grpc.aio.Server) -> None:
-        """Serve this servicer on ``server``."""
-        # the generated function is untyped (grpc generates no type stubs): named here with its type
-        add: Callable[[LeaseServicer, grpc.aio.Server], None] = (
-            lease_pb2_grpc.add_LeaseServiceServicer_to_server
-        )
-        add(self, server)
 
     def attach(
         self,

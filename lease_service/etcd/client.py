@@ -84,16 +84,11 @@ class _Connection:
     def __init__(self, endpoint: Endpoint, channel: aio.Channel) -> None:
         self.endpoint = endpoint
         self.channel = channel
-        self.kv = _stub(rpc_pb2_grpc.KVStub, channel)
-        self.watch = _stub(rpc_pb2_grpc.WatchStub, channel)
-        self.lease = _stub(rpc_pb2_grpc.LeaseStub, channel)
-        self.auth = _stub(rpc_pb2_grpc.AuthStub, channel)
-
-
-def _stub(make: Callable[[aio.Channel], Any], channel: aio.Channel) -> Any:
-    """A generated grpc stub on ``channel``: untyped (grpc generates no type stubs), so each call site
-    names its response type (see ``EtcdClient._unary``)."""
-    return make(channel)
+        # The generated grpc stubs are untyped; each call site names its response type (EtcdClient._unary).
+        self.kv: Any = rpc_pb2_grpc.KVStub(channel)
+        self.watch: Any = rpc_pb2_grpc.WatchStub(channel)
+        self.lease: Any = rpc_pb2_grpc.LeaseStub(channel)
+        self.auth: Any = rpc_pb2_grpc.AuthStub(channel)
 
 
 def _key_bytes(key: str) -> bytes:
