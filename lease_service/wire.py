@@ -31,21 +31,22 @@ def lease_to_proto(lease: Lease) -> lease_pb2.Lease:
     return msg
 
 
-def config_to_proto(config: NetworkConfig) -> lease_pb2.NetworkConfig:
-    def text(value: object) -> str:
-        return "" if value is None else str(value)
+def _text(value: object) -> str:
+    return "" if value is None else str(value)
 
+
+def config_to_proto(config: NetworkConfig) -> lease_pb2.NetworkConfig:
     return lease_pb2.NetworkConfig(
         enable_ipv4=config.enable_ipv4,
         enable_ipv6=config.enable_ipv6,
-        network=text(config.network),
+        network=_text(config.network),
         subnet_len=config.subnet_len,
-        subnet_min=text(config.subnet_min),
-        subnet_max=text(config.subnet_max),
-        ipv6_network=text(config.ipv6_network),
+        subnet_min=_text(config.subnet_min),
+        subnet_max=_text(config.subnet_max),
+        ipv6_network=_text(config.ipv6_network),
         ipv6_subnet_len=config.ipv6_subnet_len,
-        ipv6_subnet_min=text(config.ipv6_subnet_min),
-        ipv6_subnet_max=text(config.ipv6_subnet_max),
+        ipv6_subnet_min=_text(config.ipv6_subnet_min),
+        ipv6_subnet_max=_text(config.ipv6_subnet_max),
         backend_type=config.backend_type,
         backend=json.dumps(config.backend, separators=(",", ":"), sort_keys=True),
         raw=config.raw,
@@ -53,15 +54,12 @@ def config_to_proto(config: NetworkConfig) -> lease_pb2.NetworkConfig:
 
 
 def external_interface_to_proto(ext: ExternalInterface) -> lease_pb2.ExternalInterface:
-    def text(value: object) -> str:
-        return "" if value is None else str(value)
-
     return lease_pb2.ExternalInterface(
         name=ext.name,
         index=ext.index,
         mtu=ext.mtu,
-        iface_ipv4=text(ext.iface_ipv4),
-        iface_ipv6=text(ext.iface_ipv6),
-        public_ip=text(ext.public_ip),
-        public_ipv6=text(ext.public_ipv6),
+        iface_ipv4=_text(ext.iface_ipv4),
+        iface_ipv6=_text(ext.iface_ipv6),
+        public_ip=_text(ext.public_ip),
+        public_ipv6=_text(ext.public_ipv6),
     )

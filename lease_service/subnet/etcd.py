@@ -139,14 +139,7 @@ class EtcdSubnetManager:
             lease_id = await self._store(self.client.grant(self.lease_ttl))
             if await self._store(self.client.create(self.subnets_prefix + key, value, lease=lease_id)):
                 log.info("acquired lease %s for %s", key, attrs.public_ip or attrs.public_ipv6)
-                return Lease(
-                    key=key,
-                    subnet=subnet,
-                    ipv6_subnet=ipv6,
-                    attrs=attrs,
-                    store_lease_id=lease_id,
-                    expiration=self._expiry(self.lease_ttl),
-                )
+                return self._held(key, subnet, ipv6, attrs, lease_id)
             await self._revoke_quietly(lease_id)
             log.info("subnet %s was taken by another node meanwhile; choosing again", key)
         raise AcquireError(
@@ -166,21 +159,14 @@ class EtcdSubnetManager:
             if not await self._store(self.client.replace(key, value, lease.mod_revision)):
                 return None
             log.info("using reserved subnet %s", lease.key)
-            return Lease(key=lease.key, subnet=lease.subnet, ipv6_subnet=lease.ipv6_subnet, attrs=attrs)
+            return self._held(lease.key, lease.subnet, lease.ipv6_subnet, attrs, 0)
         lease_id = await self._store(self.client.grant(self.lease_ttl))
         if not await self._store(self.client.replace(key, value, lease.mod_revision, lease=lease_id)):
             await self._revoke_quietly(lease_id)
             return None
         await self._revoke_quietly(lease.store_lease_id)  # nothing is attached to it any more
         log.info("reusing our previous lease %s", lease.key)
-        return Lease(
-            key=lease.key,
-            subnet=lease.subnet,
-            ipv6_subnet=lease.ipv6_subnet,
-            attrs=attrs,
-            store_lease_id=lease_id,
-            expiration=self._expiry(self.lease_ttl),
-        )
+        return self._held(lease.key, lease.subnet, lease.ipv6_subnet, attrs, lease_id)
 
     def _choose(
         self,
@@ -263,18 +249,11 @@ class EtcdSubnetManager:
         value = encode_attrs(attrs)
         if lease.store_lease_id == 0:
             await self._store(self.client.put(key, value))
-            return Lease(key=lease.key, subnet=lease.subnet, ipv6_subnet=lease.ipv6_subnet, attrs=attrs)
+            return self._held(lease.key, lease.subnet, lease.ipv6_subnet, attrs, 0)
         lease_id = await self._store(self.client.grant(self.lease_ttl))
         await self._store(self.client.put(key, value, lease=lease_id))
         await self._revoke_quietly(lease.store_lease_id)
-        return Lease(
-            key=lease.key,
-            subnet=lease.subnet,
-            ipv6_subnet=lease.ipv6_subnet,
-            attrs=attrs,
-            store_lease_id=lease_id,
-            expiration=self._expiry(self.lease_ttl),
-        )
+        return self._held(lease.key, lease.subnet, lease.ipv6_subnet, attrs, lease_id)
 
     async def renew_lease(self, config: NetworkConfig, lease: Lease) -> Lease | None:
         if lease.store_lease_id == 0:
@@ -343,6 +322,18 @@ class EtcdSubnetManager:
             await self.client.revoke(lease_id)
         except EtcdError as exc:
             log.info("could not revoke etcd lease %x (it will expire): %s", lease_id, exc)
+
+    def _held(
+        self,
+        key: str,
+        subnet: IPv4Network | None,
+        ipv6: IPv6Network | None,
+        attrs: LeaseAttrs,
+        lease_id: int,
+    ) -> Lease:
+        """The lease we just wrote, bound to etcd lease ``lease_id`` (0: a reservation, which never expires)."""
+        expiration = self._expiry(self.lease_ttl) if lease_id else None
+        return Lease(key, subnet, ipv6, attrs, expiration=expiration, store_lease_id=lease_id)
 
     @staticmethod
     def _expiry(ttl: int) -> datetime:
