@@ -15,6 +15,7 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
+from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from .desired import RTPROT_FLANNEL, IPNetwork
@@ -26,7 +27,7 @@ RT_TABLE_MAIN = 254
 RTN_BLACKHOLE = 6
 
 
-async def ensure_blackholes(ipr: Any, subnets: Iterable[IPNetwork]) -> list[IPNetwork]:
+async def ensure_blackholes(ipr: AsyncIPRoute, subnets: Iterable[IPNetwork]) -> list[IPNetwork]:
     """Add ``blackhole <subnet> proto 70 metric 4294967295`` for each subnet that lacks it; the ones added."""
     added = []
     for subnet in subnets:
@@ -48,7 +49,7 @@ async def ensure_blackholes(ipr: Any, subnets: Iterable[IPNetwork]) -> list[IPNe
     return added
 
 
-async def remove_blackholes(ipr: Any) -> list[str]:
+async def remove_blackholes(ipr: AsyncIPRoute) -> list[str]:
     """Delete every blackhole route of ours (protocol 70, main table); their destinations. Explicit cleanup only."""
     removed = []
     for family in (2, 10):  # AF_INET, AF_INET6
@@ -70,8 +71,5 @@ async def remove_blackholes(ipr: Any) -> list[str]:
     return removed
 
 
-async def _dump(ipr: Any, family: int) -> list[Any]:
-    result = await ipr.route("dump", family=family)
-    if hasattr(result, "__aiter__"):
-        return [msg async for msg in result]
-    return list(result)
+async def _dump(ipr: AsyncIPRoute, family: int) -> list[Any]:
+    return [msg async for msg in await ipr.route("dump", family=family)]

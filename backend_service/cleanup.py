@@ -22,7 +22,7 @@ import shutil
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TextIO
 
 from pyroute2 import AsyncIPRoute
 
@@ -111,7 +111,7 @@ async def remove_firewall() -> list[str]:
     return []
 
 
-async def cleanup(*, dry_run: bool, out: Any = sys.stdout) -> int:
+async def cleanup(*, dry_run: bool, out: TextIO = sys.stdout) -> int:
     """List (and unless ``dry_run`` remove) everything ours; 0 when done, 1 when something stayed."""
     async with AsyncIPRoute() as ipr:
         items, route_ops, devices = await kernel_items(ipr)

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, NoReturn, Protocol
+from collections.abc import Awaitable, Callable
+from typing import Generic, NoReturn, Protocol, TypeVar
 
 from flannel_rpc.exitcodes import ExitCode
 
-from .config import ConfigError
+from .backend import Backend
+from .config import ConfigError, NetworkConfig
 from .follow import LeaseView
 from .kernel.model import Kernel
 from .node import LocalNode
@@ -49,29 +50,43 @@ class Stopped(Exception):
     """Raised inside the task group to stop it when asked to (not a failure)."""
 
 
-class SessionLike(Protocol):
+class PreparedLike(Protocol):
+    """What the session's :meth:`SessionLike.prepare` gives the controller (:class:`backend_service.session.Prepared`)."""
+
+    @property
+    def config(self) -> NetworkConfig: ...
+
+    @property
+    def backend(self) -> Backend: ...
+
+
+P = TypeVar("P", bound=PreparedLike)
+
+
+class SessionLike(Protocol[P]):
     """The session as the controller drives it (:class:`backend_service.session.Session`)."""
 
-    async def prepare(self) -> Any: ...
+    async def prepare(self) -> P: ...
 
     async def run(
-        self, prepared: Any, adopted: Callable[[LocalNode], None], changed: Callable[[], None]
+        self, prepared: P, adopted: Callable[[LocalNode], None], changed: Callable[[], None]
     ) -> NoReturn: ...
 
     async def report(self) -> None: ...
 
     async def ensure_masq(self) -> None: ...
 
-    async def watch_devices(self, prepared: Any, repaired: Callable[[LocalNode], None]) -> NoReturn: ...
+    async def watch_devices(self, prepared: P, repaired: Callable[[LocalNode], None]) -> NoReturn: ...
+
     async def keep_rules(self) -> None: ...
 
 
-class Controller:
+class Controller(Generic[P]):
     """Runs the session and the reconciler as owned tasks (see the module docstring)."""
 
     def __init__(
         self,
-        session: SessionLike,
+        session: SessionLike[P],
         kernel: Kernel,
         view: LeaseView,
         status: Status,
@@ -154,7 +169,7 @@ async def _stop_on(stop: asyncio.Event) -> NoReturn:
     raise Stopped()
 
 
-async def _forever(name: str, work: Coroutine[Any, Any, Any] | Awaitable[Any]) -> NoReturn:
+async def _forever(name: str, work: Awaitable[object]) -> NoReturn:
     """``work`` must never end; if it returns, that is a bug like any exception."""
     await work
     raise RuntimeError(f"the {name} task ended")

@@ -13,7 +13,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
-from typing import Any
+from typing import TypeVar
 
 from flannel_rpc.logs import shorten
 from flannel_rpc.untrusted import MIB, JsonLimits, Rejected, decode_json
@@ -93,23 +93,29 @@ class PeerLease:
         return self.node_name or self.key or str(self.subnet or self.ipv6_subnet)
 
 
-def _opt_network(fieldname: str, text: str, version: int) -> Any:
+_Network = TypeVar("_Network", IPv4Network, IPv6Network)
+_Address = TypeVar("_Address", IPv4Address, IPv6Address)
+
+
+def _opt_network(fieldname: str, text: str, kind: type[_Network]) -> _Network | None:
     if not text:
         return None
+    version = 4 if kind is IPv4Network else 6
     try:
         if len(text) > 64 or not text.isascii():
             raise ValueError("not an address")
         net = ipaddress.ip_network(text, strict=True)
     except ValueError as e:
         raise LeaseError(MALFORMED_LEASE, f"{fieldname}={shorten(text)} is not an IPv{version} CIDR") from e
-    if net.version != version:
+    if not isinstance(net, kind):
         raise LeaseError(MALFORMED_LEASE, f"{fieldname}={shorten(text)} is not an IPv{version} CIDR")
     return net
 
 
-def _opt_address(fieldname: str, text: str, version: int) -> Any:
+def _opt_address(fieldname: str, text: str, kind: type[_Address]) -> _Address | None:
     if not text:
         return None
+    version = 4 if kind is IPv4Address else 6
     try:
         if len(text) > 64 or not text.isascii():
             raise ValueError("not an address")
@@ -118,15 +124,15 @@ def _opt_address(fieldname: str, text: str, version: int) -> Any:
         raise LeaseError(
             MALFORMED_LEASE, f"{fieldname}={shorten(text)} is not an IPv{version} address"
         ) from e
-    if addr.version != version:
+    if not isinstance(addr, kind):
         raise LeaseError(MALFORMED_LEASE, f"{fieldname}={shorten(text)} is not an IPv{version} address")
     return addr
 
 
-def _public_address(fieldname: str, text: str, version: int) -> Any:
+def _public_address(fieldname: str, text: str, kind: type[_Address]) -> _Address | None:
     """A peer's underlay address: a unicast address of the family that no node can fail to be
     (never 0.0.0.0, broadcast, multicast, loopback, link-local or reserved)."""
-    addr = _opt_address(fieldname, text, version)
+    addr = _opt_address(fieldname, text, kind)
     if addr is None:
         return None
     what = _not_unicast(addr)
@@ -211,10 +217,10 @@ def parse_lease(msg: lease_pb2.Lease) -> PeerLease:
     return PeerLease(
         key=msg.key,
         node_name=msg.node_name,
-        subnet=_opt_network("subnet", msg.subnet, 4),
-        ipv6_subnet=_opt_network("ipv6_subnet", msg.ipv6_subnet, 6),
-        public_ip=_public_address("public_ip", msg.public_ip, 4),
-        public_ipv6=_public_address("public_ipv6", msg.public_ipv6, 6),
+        subnet=_opt_network("subnet", msg.subnet, IPv4Network),
+        ipv6_subnet=_opt_network("ipv6_subnet", msg.ipv6_subnet, IPv6Network),
+        public_ip=_public_address("public_ip", msg.public_ip, IPv4Address),
+        public_ipv6=_public_address("public_ipv6", msg.public_ipv6, IPv6Address),
         backend_type=msg.backend_type,
         vxlan=vxlan4,
         vxlan_v6=vxlan6,

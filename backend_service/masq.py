@@ -44,7 +44,9 @@ import re
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
+
+from pyroute2 import AsyncIPRoute
 
 from . import command
 from .blackhole import ensure_blackholes
@@ -590,7 +592,7 @@ class TrafficRules:
     options: RuleOptions
     nftables: bool
     commands: Commands = field(default_factory=Commands)
-    blackhole_ipr: Any = None
+    blackhole_ipr: AsyncIPRoute | None = None
     """With ``--ip-blackhole-route``: the netlink handle that keeps a blackhole route for each own subnet."""
     rules: Rules | None = None
     subnets: tuple[IPNetwork, ...] = ()

@@ -19,7 +19,7 @@ from pyroute2 import AsyncIPRoute
 
 from ..desired import WgPeer
 from . import wgctl
-from .links import link_index
+from .links import LinkIndexes
 from .model import DELETE, ApplyResult, KernelError, KernelSnapshot, Op, OpFailure
 from .netlink_fast import CHUNK, MessageEncoder, open_netlink_socket, send_batch
 from .read import read_owned
@@ -40,26 +40,17 @@ class TemplateApplier:
         self._ipr = ipr
         self._chunk = chunk
         self._encoder = MessageEncoder()
-        self._index: dict[str, int] = {}
+        self._indexes = LinkIndexes(ipr)
         self._seq = 0
 
-    async def _ifindex(self, ifname: str) -> int:
-        idx = self._index.get(ifname)
-        if idx is None:
-            found = await link_index(self._ipr, ifname)
-            if found is None:
-                raise KernelError(f"device {ifname!r} does not exist")
-            idx = self._index[ifname] = found
-        return idx
-
     async def apply(self, ops: Sequence[Op]) -> ApplyResult:
-        self._index.clear()
+        self._indexes.clear()
         failed: dict[int, OpFailure] = {}
         messages: list[tuple[int, bytes]] = []
         by_seq: dict[int, int] = {}
         for n, op in enumerate(ops):
             try:
-                idx = await self._ifindex(op.obj.ifname) if op.obj.ifname else 0
+                idx = await self._indexes.get(op.obj.ifname) if op.obj.ifname else 0
                 self._seq = self._seq % 0x7FFFFFFF + 1
                 messages.append((self._seq, self._encoder.encode(op, self._seq, idx)))
                 by_seq[self._seq] = n

@@ -10,6 +10,7 @@ from typing import Any
 from pyroute2 import AsyncIPRoute
 
 from ..desired import IPAddress
+from .model import KernelError
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,28 @@ async def link_index(ipr: AsyncIPRoute, ifname: str) -> int | None:
     """The index of ``ifname``, or None."""
     found = await ipr.link_lookup(ifname=ifname)
     return found[0] if found else None
+
+
+class LinkIndexes:
+    """ifname → ifindex, each looked up once until :meth:`clear` (call it per batch of operations: a
+    device re-created in between has a new index)."""
+
+    def __init__(self, ipr: AsyncIPRoute) -> None:
+        self._ipr = ipr
+        self._index: dict[str, int] = {}
+
+    def clear(self) -> None:
+        self._index.clear()
+
+    async def get(self, ifname: str) -> int:
+        """The index of ``ifname``; :class:`KernelError` when there is no such device."""
+        idx = self._index.get(ifname)
+        if idx is None:
+            found = await link_index(self._ipr, ifname)
+            if found is None:
+                raise KernelError(f"device {ifname!r} does not exist")
+            idx = self._index[ifname] = found
+        return idx
 
 
 async def ensure_address(ipr: AsyncIPRoute, ifindex: int, address: IPAddress) -> bool:

@@ -175,7 +175,7 @@ def route_template(
     msg["dst_len"] = dst.max_prefixlen
     msg["table"] = RT_TABLE_MAIN
     msg["type"] = RTN_UNICAST
-    attrs: list[tuple[str, Any]] = [("RTA_TABLE", RT_TABLE_MAIN), ("RTA_DST", str(dst))]
+    attrs: list[tuple[str, object]] = [("RTA_TABLE", RT_TABLE_MAIN), ("RTA_DST", str(dst))]
     if gateway:
         attrs.append(("RTA_GATEWAY", str(gw)))
     if oif:
@@ -207,7 +207,7 @@ def neigh_template(delete: bool, version: int, fdb: bool) -> Template:
     msg = ndmsg()
     msg["family"] = AF_BRIDGE if fdb else (AF_INET if version == 4 else AF_INET6)
     msg["ifindex"] = _SENTINEL_IFINDEX
-    attrs: list[tuple[str, Any]] = [("NDA_DST", str(dst))]
+    attrs: list[tuple[str, object]] = [("NDA_DST", str(dst))]
     if fdb or not delete:
         attrs.insert(0, ("NDA_LLADDR", _SENTINEL_MAC))
     if fdb:
@@ -232,9 +232,9 @@ class MessageEncoder:
     """Turns an :class:`Op` into netlink bytes from cached pyroute2-encoded templates."""
 
     def __init__(self) -> None:
-        self._templates: dict[tuple[Any, ...], Template] = {}
+        self._templates: dict[tuple[object, ...], Template] = {}
 
-    def _template(self, key: tuple[Any, ...], make: Callable[[], Template]) -> Template:
+    def _template(self, key: tuple[object, ...], make: Callable[[], Template]) -> Template:
         t = self._templates.get(key)
         if t is None:
             t = self._templates[key] = make()

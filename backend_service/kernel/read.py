@@ -14,9 +14,10 @@ import ipaddress
 import socket
 from collections.abc import Iterable
 from socket import AF_INET, AF_INET6
-from typing import Any
 
 from pyroute2 import AsyncIPRoute
+
+from proto.flannel.v1 import lease_pb2
 
 from ..desired import RTPROT_FLANNEL, FdbEntry, Neighbour, Route, WgPeer
 from ..node import ConnectedNetwork, PublicInterface
@@ -144,7 +145,7 @@ async def read_owned(ipr: AsyncIPRoute, devices: Iterable[str]) -> KernelSnapsho
     return dataclasses.replace(snapshot, state=dataclasses.replace(snapshot.state, wg_peers=frozenset(peers)))
 
 
-def public_interface_from(msg: Any) -> PublicInterface:
+def public_interface_from(msg: lease_pb2.ExternalInterface) -> PublicInterface:
     """The lease service's ``ExternalInterface`` message as a :class:`PublicInterface` (parsed once, here).
 
     The backend never chooses an interface itself: the lease service chose this one and published its

@@ -18,8 +18,11 @@ from pathlib import Path
 from .. import command
 from ..desired import WgPeer, sorted_networks
 
-DEVICES = ("flannel-wg", "flannel-wg-v6")
-"""flannel's WireGuard devices: one for IPv4 (or both families in the auto/ipv4/ipv6 modes), one for IPv6."""
+DEVICE = "flannel-wg"
+"""flannel's WireGuard device for IPv4 (both families in the auto/ipv4/ipv6 modes)."""
+DEVICE_V6 = "flannel-wg-v6"
+"""flannel's WireGuard device for IPv6 (``separate`` mode)."""
+DEVICES = (DEVICE, DEVICE_V6)
 WG_TIMEOUT = 10.0
 """Seconds one ``wg`` call may take."""
 

@@ -6,11 +6,9 @@ network address as a /32 (/128), has MTU ``MTU - 80`` (the option, else the exte
 listens on ``ListenPort`` (``ListenPortV6``). The private key is flannel's key file (made once, reused);
 the lease publishes ``{"PublicKey": "<base64>"}`` in ``BackendData`` (IPv4) and ``BackendV6Data`` (IPv6).
 
-Per peer: a WireGuard peer (its public key; endpoint ``<public IP>:<our listen port>``, as flannel
-assumes every node listens on the same port; allowed IPs its subnet(s); the PSK and keepalive of the
-config) and a route ``<peer subnet> dev flannel-wg proto 70`` for each of its subnets. Both are kernel
-objects of the one planner: diffed, applied by delta, repaired on the resync clock, and stale ones
-removed after the lease stream is synced.
+Per peer: a WireGuard peer and a route per subnet (:mod:`.desired`); the device: :mod:`.device`. Both
+are kernel objects of the one planner: diffed, applied by delta, repaired on the resync clock, and
+stale ones removed after the lease stream is synced.
 """
 
 from __future__ import annotations
@@ -18,7 +16,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -28,24 +25,19 @@ from proto.flannel.v1 import backend_pb2
 
 from ..backend import BackendSetup
 from ..config import WIREGUARD, NetworkConfig, WireGuardOptions
-from ..desired import MODE_WIREGUARD, DesiredBuilder, DesiredState, PeerPlan, Route, WgPeer, sorted_networks
+from ..desired import DesiredState
 from ..kernel import wgctl
 from ..kernel.links import ensure_address, link_index
 from ..kernel.model import KernelError
+from ..kernel.wgctl import DEVICE, DEVICE_V6
 from ..leases import PeerLease, WireGuardData
 from ..node import LocalNode, PublicInterface
 from ..wgkey import Key, WireGuardKeyError
 from . import device
+from .desired import device_for, wireguard_desired
 from .keys import load_or_create
 
 log = logging.getLogger(__name__)
-
-DEVICE = "flannel-wg"
-DEVICE_V6 = "flannel-wg-v6"
-
-
-def _is_private(addr: IPv4Address | IPv6Address) -> bool:
-    return addr.is_private
 
 
 class WireGuardBackend:
@@ -84,9 +76,6 @@ class WireGuardBackend:
     def devices(self) -> tuple[str, ...]:
         return tuple(name for name, _ in self.specs())
 
-    def _device_for(self, version: int) -> str:
-        return DEVICE_V6 if version == 6 and self.separate else DEVICE
-
     async def setup(self) -> BackendSetup:
         try:
             key, created = load_or_create(self.key_file)
@@ -121,9 +110,9 @@ class WireGuardBackend:
         for version, subnet in ((4, node.subnet), (6, node.ipv6_subnet)):
             if subnet is None:
                 continue
-            index = await link_index(self.ipr, self._device_for(version))
+            index = await link_index(self.ipr, device_for(version, self.options))
             if index is None:
-                raise KernelError(f"{self._device_for(version)} vanished")
+                raise KernelError(f"{device_for(version, self.options)} vanished")
             await ensure_address(self.ipr, index, subnet.network_address)
 
     async def repair(self, node: LocalNode | None) -> list[str]:
@@ -137,61 +126,8 @@ class WireGuardBackend:
             await self.configure(node)
         return [f"{name} re-created" for name in missing]
 
-    def _endpoint(self, peer: PeerLease, version: int) -> tuple[IPv4Address | IPv6Address, int] | None:
-        """Where to send to ``peer``: per family in separate mode; by the mode otherwise."""
-        if self.separate:
-            addr: IPv4Address | IPv6Address | None = peer.public_ip if version == 4 else peer.public_ipv6
-            port = self.options.listen_port if version == 4 else self.options.listen_port_v6
-            return (addr, port) if addr is not None else None
-        v4, v6 = peer.public_ip, peer.public_ipv6
-        if self.options.mode == "ipv4" or v6 is None:
-            chosen: IPv4Address | IPv6Address | None = v4
-        elif self.options.mode == "ipv6" or v4 is None:
-            chosen = v6
-        # auto: IPv4 when the peer's is public and we have one; else IPv6 when both ends' are public.
-        elif not _is_private(v4) and self.public.ipv4 is not None:
-            chosen = v4
-        elif not _is_private(v6) and self.public.ipv6 is not None and not _is_private(self.public.ipv6):
-            chosen = v6
-        else:
-            chosen = v4
-        return (chosen, self.options.listen_port) if chosen is not None else None
-
     def desired(self, peers: Sequence[PeerLease], node: LocalNode) -> DesiredState:
-        out = DesiredBuilder()
-        keepalive, psk = self.options.keepalive, self.options.psk
-        for peer in peers:
-            wg: list[WgPeer] = []
-            routes: list[Route] = []
-            families = [(4, peer.subnet, peer.wireguard), (6, peer.ipv6_subnet, peer.wireguard_v6)]
-            if self.separate:
-                for version, subnet, data in families:
-                    if subnet is None or data is None:
-                        continue
-                    dev = self._device_for(version)
-                    wg.append(
-                        WgPeer(dev, data.public_key, self._endpoint(peer, version), (subnet,), keepalive, psk)
-                    )
-                    routes.append(Route(subnet, None, dev))
-            else:
-                data = peer.wireguard or peer.wireguard_v6
-                nets = [subnet for _, subnet, _ in families if subnet is not None]
-                if data is None or not nets:
-                    continue
-                wg.append(
-                    WgPeer(
-                        DEVICE,
-                        data.public_key,
-                        self._endpoint(peer, 4),
-                        sorted_networks(nets),
-                        keepalive,
-                        psk,
-                    )
-                )
-                routes += [Route(net, None, DEVICE) for net in nets]
-            if wg:
-                out.add(PeerPlan(peer, MODE_WIREGUARD), routes=routes, wg_peers=wg)
-        return out.build()
+        return wireguard_desired(peers, self.options, self.public)
 
     async def status(self, programmed: Mapping[str, str]) -> backend_pb2.WireGuardStatus:
         """The devices as ``wg`` reads them now: every peer with its endpoint, allowed IPs, last handshake and

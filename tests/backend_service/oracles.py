@@ -19,7 +19,7 @@ from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from backend_service.desired import RTPROT_FLANNEL, FdbEntry, Neighbour, Route
-from backend_service.kernel.links import link_index, link_names
+from backend_service.kernel.links import LinkIndexes, link_names
 from backend_service.kernel.model import (
     DELETE,
     ApplyResult,
@@ -133,16 +133,7 @@ class PyrouteApplier:
     def __init__(self, ipr: AsyncIPRoute, *, concurrency: int = 64) -> None:
         self._ipr = ipr
         self._concurrency = concurrency
-        self._index: dict[str, int] = {}
-
-    async def _ifindex(self, ifname: str) -> int:
-        idx = self._index.get(ifname)
-        if idx is None:
-            found = await link_index(self._ipr, ifname)
-            if found is None:
-                raise KernelError(f"device {ifname!r} does not exist")
-            idx = self._index[ifname] = found
-        return idx
+        self._indexes = LinkIndexes(ipr)
 
     async def _one(self, op: Op) -> None:
         obj = op.obj
@@ -150,7 +141,7 @@ class PyrouteApplier:
         if isinstance(obj, Route):
             kw: dict[str, Any] = {"dst": str(obj.dst), "table": RT_TABLE_MAIN}
             if obj.ifname:
-                kw["oif"] = await self._ifindex(obj.ifname)
+                kw["oif"] = await self._indexes.get(obj.ifname)
             if obj.gateway is not None:
                 kw["gateway"] = str(obj.gateway)
             if op.action == DELETE:
@@ -162,7 +153,7 @@ class PyrouteApplier:
                     "replace", proto=RTPROT_FLANNEL, flags=RTNH_F_ONLINK if obj.onlink else 0, **kw
                 )
         elif isinstance(obj, Neighbour):
-            idx = await self._ifindex(obj.ifname)
+            idx = await self._indexes.get(obj.ifname)
             if op.action == DELETE:
                 await ipr.neigh("del", ifindex=idx, dst=str(obj.dst))
             else:
@@ -170,7 +161,7 @@ class PyrouteApplier:
                     "replace", ifindex=idx, dst=str(obj.dst), lladdr=obj.lladdr, state=NUD_PERMANENT
                 )
         else:
-            idx = await self._ifindex(obj.ifname)
+            idx = await self._indexes.get(obj.ifname)
             if op.action == DELETE:
                 await ipr.fdb("del", ifindex=idx, lladdr=obj.lladdr, dst=str(obj.dst))
             else:
@@ -196,7 +187,7 @@ class PyrouteApplier:
             return None
 
     async def apply(self, ops: Sequence[Op]) -> ApplyResult:
-        self._index.clear()
+        self._indexes.clear()
         sem = asyncio.Semaphore(self._concurrency)
         failures: list[OpFailure] = []
         for phase in _phases(ops):

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from ipaddress import ip_address, ip_network
+import json
+from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
 
-from backend_service.config import VxlanOptions
+from backend_service.config import VxlanOptions, WireGuardOptions
 from backend_service.desired import MODE_DIRECT, MODE_HOST_GW, MODE_VXLAN, FdbEntry, Neighbour, Route
 from backend_service.hostgw.desired import hostgw_desired
+from backend_service.leases import PeerLease, parse_lease
+from backend_service.node import PublicInterface
 from backend_service.vxlan.desired import vxlan_desired
 from backend_service.vxlan.device import device_name, vtep_mac
+from backend_service.wgkey import Key
+from backend_service.wireguard.desired import wireguard_desired
 
 from .factory import config, lease, node, validate_leases
 
@@ -100,3 +105,52 @@ def test_vtep_mac_is_stable_unicast_and_locally_administered() -> None:
     assert mac != vtep_mac(2, ip_address("192.168.77.1")) != vtep_mac(1, ip_address("192.168.77.2"))
     first = int(mac[:2], 16)
     assert first & 0x02 and not first & 0x01
+
+
+def _wg_peer(n: int, *, public_ip: str, public_ipv6: str) -> PeerLease:
+    data = json.dumps({"PublicKey": str(Key.generate().public())})
+    return parse_lease(
+        lease(
+            n,
+            backend="wireguard",
+            ipv6=True,
+            public_ip=public_ip,
+            public_ipv6=public_ipv6,
+            backend_data=data,
+            backend_v6_data=data,
+        )
+    )
+
+
+# Global unicast addresses (never contacted: the state is only computed); documentation ranges count as private.
+PUBLIC = PublicInterface("eth0", 2, 1500, IPv4Address("9.9.9.1"), IPv6Address("2606:4700::1"))
+
+
+def test_wireguard_separate_mode_has_a_peer_per_family_on_its_own_device() -> None:
+    peer = _wg_peer(2, public_ip="192.168.77.2", public_ipv6="fd77::2")
+    state = wireguard_desired([peer], WireGuardOptions(mode="separate", keepalive=25), PUBLIC)
+    assert {(p.ifname, p.endpoint, p.allowed_ips, p.keepalive) for p in state.wg_peers} == {
+        ("flannel-wg", (ip_address("192.168.77.2"), 51820), (ip_network("10.244.2.0/24"),), 25),
+        ("flannel-wg-v6", (ip_address("fd77::2"), 51821), (ip_network("fd00:10:0:2::/64"),), 25),
+    }
+    assert state.routes == {
+        Route(ip_network("10.244.2.0/24"), None, "flannel-wg"),
+        Route(ip_network("fd00:10:0:2::/64"), None, "flannel-wg-v6"),
+    }
+
+
+def test_wireguard_one_device_modes_pick_the_endpoint_by_mode() -> None:
+    private_v4 = _wg_peer(2, public_ip="192.168.77.2", public_ipv6="2606:4700::2")
+    public_v4 = _wg_peer(3, public_ip="9.9.9.3", public_ipv6="2606:4700::3")
+    picked: dict[str, list[str]] = {}
+    for mode in ("auto", "ipv4", "ipv6"):
+        state = wireguard_desired([private_v4, public_v4], WireGuardOptions(mode=mode), PUBLIC)
+        assert {p.ifname for p in state.wg_peers} == {"flannel-wg"}
+        assert all(len(p.allowed_ips) == 2 for p in state.wg_peers)
+        picked[mode] = sorted(str(p.endpoint[0]) for p in state.wg_peers if p.endpoint is not None)
+    # auto: a public IPv4 first; a private one yields to a public IPv6 (this node has one)
+    assert picked == {
+        "auto": ["2606:4700::2", "9.9.9.3"],
+        "ipv4": ["192.168.77.2", "9.9.9.3"],
+        "ipv6": ["2606:4700::2", "2606:4700::3"],
+    }
