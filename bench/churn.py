@@ -22,7 +22,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (
-    KernelMonitor,
     Node,
     bench_node,
     cpu_delta,
@@ -38,17 +37,16 @@ from bench.common import (
     write_json,
     write_peers,
 )
+from flannel_testkit.netlink import KernelMonitor
 
 
 async def drive(
     node: Node, present: list[int], first: int, rate: float, seconds: float
 ) -> tuple[dict[tuple[str, str], float], float]:
     """Issue the writes; {(kind, dst): time issued}, and the time of the last write."""
-    from lease_service.etcd import EtcdClient, EtcdSettings
-
     issued: dict[tuple[str, str], float] = {}
     tasks: set[asyncio.Task[object]] = set()
-    async with EtcdClient(EtcdSettings(endpoints=(node.etcd_url,), call_timeout=30)) as client:
+    async with node.etcd_client() as client:
         lease = await client.grant(24 * 3600)
         total = int(rate * seconds)
         t0 = time.monotonic()

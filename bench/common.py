@@ -1,6 +1,7 @@
 """What every benchmark needs: a node namespace with etcd inside, peer leases in etcd, the real
-processes, a kernel object counter and monitor (raw netlink, no parsing library in the hot path),
-and per-process peak RSS / CPU.
+processes, a kernel object counter and monitor (raw netlink, no parsing library in the hot path:
+``flannel_testkit.netlink``), and per-process peak RSS / CPU. Namespaces, ``setns``, process
+wrappers, health checks and the etcd client come from the test harness, ``flannel_testkit``.
 
 Everything lives in namespaces named ``fpb-<hex>`` created here and deleted at the end, even on
 error or Ctrl-C; every process started here is killed. The bench process itself moves into the
@@ -15,30 +16,32 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from flannel_testkit.etcd import EtcdClient, etcd_binary, etcd_client, port_open
+from flannel_testkit.netlink import KernelCounter
+from flannel_testkit.netns import Netns, create_netns, delete_netns, enter_netns, unique_name
+from flannel_testkit.processes import Daemon, descendant_running, health_status, pid_usage
+from flannel_testkit.wait import wait_until
+
+T = TypeVar("T")
+
 PREFIX = "/coreos.com/network"
 NETWORK_CONFIG = {"Network": "10.0.0.0/8", "SubnetLen": 24, "Backend": {"Type": "vxlan"}}
 NODE_ADDR, PEER_ADDR = "192.168.200.1", "192.168.200.2"
-DEVICE = "flannel.1"
-RTPROT_FLANNEL = 70
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 # --- peers -------------------------------------------------------------------------------------
@@ -86,37 +89,21 @@ def run(
     return proc
 
 
-def setns(name: str) -> None:
-    """Move this process (its main thread, before any other thread exists) into netns ``name``."""
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    fd = os.open(f"/var/run/netns/{name}", os.O_RDONLY)
-    try:
-        if libc.setns(fd, 0x40000000) != 0:  # CLONE_NEWNET
-            err = ctypes.get_errno()
-            raise OSError(err, f"setns {name}: {os.strerror(err)}")
-    finally:
-        os.close(fd)
-
-
 class Namespaces:
     """Creates ``fpb-*`` namespaces and deletes every one of them in :meth:`close`."""
 
     def __init__(self) -> None:
-        self.tag = uuid.uuid4().hex[:8]
+        self.tag = unique_name("fpb")
         self.made: list[str] = []
 
     def add(self, suffix: str) -> str:
-        name = f"fpb-{self.tag}{suffix}"
-        run(["ip", "netns", "add", name])
+        name = create_netns(f"{self.tag}{suffix}").name
         self.made.append(name)
-        run(["ip", "-n", name, "link", "set", "lo", "up"])
         return name
 
     def close(self) -> None:
         for name in reversed(self.made):
-            subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
+            delete_netns(name)
         self.made.clear()
 
 
@@ -124,95 +111,45 @@ def node_with_underlay(nss: Namespaces, suffix: str = "") -> str:
     """A node namespace whose ``eth0`` (192.168.200.1/24) is a veth to a second namespace (.2)."""
     node = nss.add(suffix or "n")
     other = nss.add((suffix or "n") + "u")
-    run(["ip", "-n", node, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", other])
-    run(["ip", "-n", node, "addr", "add", f"{NODE_ADDR}/24", "dev", "eth0"])
-    run(["ip", "-n", other, "addr", "add", f"{PEER_ADDR}/24", "dev", "eth0"])
-    for ns in (node, other):
-        run(["ip", "-n", ns, "link", "set", "eth0", "up"])
+    Netns(node).ip("link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", other)
+    for ns, addr in ((node, NODE_ADDR), (other, PEER_ADDR)):
+        Netns(ns).ip("addr", "add", f"{addr}/24", "dev", "eth0")
+        Netns(ns).ip("link", "set", "eth0", "up")
     return node
 
 
 # --- processes ---------------------------------------------------------------------------------
 
 
-class Proc:
+class Proc(Daemon):
     """One process started by the bench (in its own process group), with peak RSS and CPU."""
 
     def __init__(
         self, name: str, argv: Sequence[str], log_path: Path, env: dict[str, str] | None = None
     ) -> None:
+        super().__init__("", argv, log_path, env=env, cwd=REPO)
         self.name = name
-        self.log_path = log_path
-        with open(log_path, "ab") as log:
-            self.popen = subprocess.Popen(
-                list(argv),
-                stdout=log,
-                stderr=log,
-                start_new_session=True,
-                cwd=REPO,
-                env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
-            )
+        self.start()
         self.started = time.monotonic()
+        self.started_pid = self.pid
         self.final: tuple[float, float] | None = None
 
     @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
+    def returncode(self) -> int | None:
+        return self.proc.returncode if self.proc is not None else None
 
     def usage(self) -> tuple[float, float]:
         """(peak RSS in MB, CPU seconds) so far; the last values seen once it has exited."""
-        self.final = pid_usage(self.pid) or self.final
+        self.final = pid_usage(self.started_pid) or self.final
         return self.final or (0.0, 0.0)
 
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.popen.poll() is None:
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
+        if self.alive():
             self.usage()
-            try:
-                os.killpg(self.pid, sig)
-            except ProcessLookupError:
-                pass
-            try:
-                self.popen.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.pid, signal.SIGKILL)
-                self.popen.wait()
+        return super().stop(sig, timeout)
 
     def tail(self, n: int = 3000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-n:]
-        except OSError:
-            return ""
-
-
-def pid_usage(pid: int) -> tuple[float, float] | None:
-    """(peak RSS in MB, CPU seconds) of one live process, or None once it is gone."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            hwm = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return hwm / 1024, (int(fields[11]) + int(fields[12])) / CLK_TCK
-    except (OSError, StopIteration, IndexError):
-        return None
-
-
-def descendants(pid: int) -> list[int]:
-    """Every live descendant of ``pid`` (children first), read from /proc/<pid>/task/*/children."""
-    found: list[int] = []
-    todo = [pid]
-    while todo:
-        parent = todo.pop()
-        for task in Path(f"/proc/{parent}/task").glob("*"):
-            try:
-                kids = [int(k) for k in (task / "children").read_text().split()]
-            except OSError:
-                continue
-            found.extend(kids)
-            todo.extend(kids)
-    return found
+        return self.log()[-n:]
 
 
 class Supervised:
@@ -225,21 +162,11 @@ class Supervised:
         self.parent = parent
         self.final: tuple[float, float] | None = None
 
-    def _pid(self) -> int | None:
-        for pid in descendants(self.parent.pid):
-            try:
-                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if self.module.encode() in argv:
-                return pid
-        return None
-
     def alive(self) -> bool:
         return self.parent.alive()
 
     def usage(self) -> tuple[float, float]:
-        pid = self._pid()
+        pid = descendant_running(self.parent.started_pid, self.module)
         if pid is not None:
             self.final = pid_usage(pid) or self.final
         return self.final or (0.0, 0.0)
@@ -263,6 +190,10 @@ class Node:
         self.procs.append(proc)
         return proc
 
+    def etcd_client(self) -> EtcdClient:
+        """A client of this node's etcd (``async with`` it)."""
+        return etcd_client(self.etcd_url)
+
     def start_etcd(self) -> Proc:
         data = Path(
             tempfile.mkdtemp(prefix="fpb-etcd-", dir="/dev/shm" if Path("/dev/shm").is_dir() else None)
@@ -271,7 +202,7 @@ class Node:
         proc = self.start(
             "etcd",
             [
-                shutil.which("etcd") or "/usr/bin/etcd",
+                etcd_binary(),
                 "--name",
                 "bench",
                 "--data-dir",
@@ -294,7 +225,7 @@ class Node:
                 "1000000",
             ],
         )
-        wait_for(lambda: _port_open(2379) or not proc.alive(), 30, "etcd listening")
+        wait_for(lambda: port_open("127.0.0.1", 2379) or not proc.alive(), 30, "etcd listening")
         if not proc.alive():
             raise RuntimeError(f"etcd exited: {proc.tail()}")
         return proc
@@ -358,28 +289,15 @@ class Node:
     def close(self) -> None:
         for proc in reversed(self.procs):
             proc.stop()
-        data = getattr(self, "_etcd_data", None)
+        data: Path | None = getattr(self, "_etcd_data", None)
         if data is not None:
             shutil.rmtree(data, ignore_errors=True)
 
 
-def _port_open(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-    except OSError:
-        return False
-
-
 def wait_for(cond: Callable[[], object], timeout: float, what: str, interval: float = 0.02) -> float:
     """Poll until ``cond()`` is true; the monotonic time it became true. Raises on timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if cond():
-            return time.monotonic()
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
+    wait_until(cond, timeout, interval, what)
+    return time.monotonic()
 
 
 @contextmanager
@@ -397,7 +315,7 @@ def bench_node(keep_tmp: bool = False) -> Iterator[Node]:
     old = signal.signal(signal.SIGTERM, on_term)
     try:
         ns = node_with_underlay(nss)
-        setns(ns)
+        enter_netns(ns)
         node = Node(ns, tmp, nss)
         node.start_etcd()
         yield node
@@ -413,13 +331,12 @@ def bench_node(keep_tmp: bool = False) -> Iterator[Node]:
 # --- etcd --------------------------------------------------------------------------------------
 
 
-def etcd_call(node: Node, fn: Callable[..., object]) -> object:
-    """Run ``await fn(client)`` with a fresh EtcdClient on its own event loop."""
-    from lease_service.etcd import EtcdClient, EtcdSettings
+def etcd_call(node: Node, fn: Callable[[EtcdClient], Awaitable[T]]) -> T:
+    """Run ``await fn(client)`` with a fresh etcd client on its own event loop."""
 
-    async def go() -> object:
-        async with EtcdClient(EtcdSettings(endpoints=(node.etcd_url,), call_timeout=30)) as client:
-            return await fn(client)  # type: ignore[misc]
+    async def go() -> T:
+        async with node.etcd_client() as client:
+            return await fn(client)
 
     return asyncio.run(go())
 
@@ -431,7 +348,7 @@ def write_config(node: Node) -> None:
 def write_peers(node: Node, indices: Sequence[int], concurrency: int = 64) -> int:
     """Write peer leases (one shared etcd lease of 24 h, as flannel's leases carry one); the etcd lease id."""
 
-    async def go(client) -> int:  # type: ignore[no-untyped-def]
+    async def go(client: EtcdClient) -> int:
         lease = await client.grant(24 * 3600)
         sem = asyncio.Semaphore(concurrency)
 
@@ -442,152 +359,7 @@ def write_peers(node: Node, indices: Sequence[int], concurrency: int = 64) -> in
         await asyncio.gather(*(one(i) for i in indices))
         return int(lease)
 
-    return int(etcd_call(node, go))  # type: ignore[arg-type]
-
-
-# --- kernel: raw netlink counting and monitoring ------------------------------------------------
-
-NETLINK_ROUTE = 0
-NLMSG_ERROR, NLMSG_DONE = 2, 3
-RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
-RTM_NEWNEIGH, RTM_DELNEIGH, RTM_GETNEIGH = 28, 29, 30
-NLM_F_REQUEST, NLM_F_DUMP = 1, 0x300
-NUD_PERMANENT = 0x80
-AF_BRIDGE = 7
-RTMGRP_NEIGH, RTMGRP_IPV4_ROUTE = 0x4, 0x40
-_HDR = struct.Struct("=IHHII")
-
-
-def _nl_socket(groups: int = 0) -> socket.socket:
-    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, 33, 64 << 20)  # SO_RCVBUFFORCE
-    except OSError:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 20)
-    sock.bind((0, groups))
-    return sock
-
-
-def ifindex(name: str) -> int:
-    try:
-        return socket.if_nametoindex(name)
-    except OSError:
-        return 0
-
-
-class KernelCounter:
-    """Counts our routes (proto 70), permanent neighbours and FDB entries on flannel.1 by dump."""
-
-    def __init__(self) -> None:
-        self.sock = _nl_socket()
-        self.seq = 0
-
-    def _dump(self, msg_type: int, family: int, body: bytes, handle: Callable[[bytes, int], None]) -> None:
-        self.seq += 1
-        hdr = _HDR.pack(_HDR.size + len(body), msg_type, NLM_F_REQUEST | NLM_F_DUMP, self.seq, 0)
-        self.sock.send(hdr + body)
-        while True:
-            data = self.sock.recv(1 << 20)
-            off = 0
-            while off < len(data):
-                length, mtype, _, _, _ = _HDR.unpack_from(data, off)
-                if mtype == NLMSG_DONE:
-                    return
-                if mtype == NLMSG_ERROR:
-                    raise OSError(-struct.unpack_from("=i", data, off + 16)[0], "netlink dump failed")
-                handle(data, off + 16)
-                off += (length + 3) & ~3
-
-    def counts(self) -> tuple[int, int, int]:
-        """(routes with proto 70, permanent neighbours on flannel.1, permanent FDB entries on flannel.1)."""
-        dev = ifindex(DEVICE)
-        n = [0, 0, 0]
-
-        def route(data: bytes, off: int) -> None:
-            if data[off + 5] == RTPROT_FLANNEL:
-                n[0] += 1
-
-        def neigh(which: int) -> Callable[[bytes, int], None]:
-            def h(data: bytes, off: int) -> None:
-                idx, state = struct.unpack_from("=iH", data, off + 4)
-                if idx == dev and state & NUD_PERMANENT:
-                    n[which] += 1
-
-            return h
-
-        self._dump(
-            RTM_GETROUTE,
-            socket.AF_INET,
-            struct.pack("=BBBBBBBBI", socket.AF_INET, 0, 0, 0, 0, 0, 0, 0, 0),
-            route,
-        )
-        if dev:
-            self._dump(
-                RTM_GETNEIGH, socket.AF_INET, struct.pack("=BxxxiHBB", socket.AF_INET, 0, 0, 0, 0), neigh(1)
-            )
-            self._dump(RTM_GETNEIGH, AF_BRIDGE, struct.pack("=BxxxiHBB", AF_BRIDGE, 0, 0, 0, 0), neigh(2))
-        return n[0], n[1], n[2]
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-@dataclass(frozen=True)
-class KernelEvent:
-    t: float
-    kind: str  # "route+", "route-", "neigh+", "neigh-"
-    dst: str  # route destination "10.A.B.0", or "" for neighbour/FDB events
-
-
-class KernelMonitor:
-    """Records every IPv4 route and neighbour/FDB change with the time it arrived (a thread)."""
-
-    def __init__(self) -> None:
-        self.sock = _nl_socket(RTMGRP_IPV4_ROUTE | RTMGRP_NEIGH)
-        self.sock.settimeout(0.2)
-        self.events: list[KernelEvent] = []
-        self.overruns = 0
-        self._stop = False
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        recv = self.sock.recv
-        append = self.events.append
-        while not self._stop:
-            try:
-                data = recv(1 << 20)
-            except TimeoutError:
-                continue
-            except OSError:  # ENOBUFS: we fell behind
-                self.overruns += 1
-                continue
-            now = time.monotonic()
-            off = 0
-            while off + 16 <= len(data):
-                length, mtype, _, _, _ = _HDR.unpack_from(data, off)
-                if mtype in (RTM_NEWROUTE, RTM_DELROUTE):
-                    dst = ""
-                    a = off + 16 + 12
-                    end = off + length
-                    while a + 4 <= end:
-                        alen, atype = struct.unpack_from("=HH", data, a)
-                        if alen < 4:
-                            break
-                        if atype == 1 and alen == 8:  # RTA_DST
-                            dst = socket.inet_ntoa(data[a + 4 : a + 8])
-                            break
-                        a += (alen + 3) & ~3
-                    if data[off + 16 + 5] == RTPROT_FLANNEL or mtype == RTM_DELROUTE:
-                        append(KernelEvent(now, "route+" if mtype == RTM_NEWROUTE else "route-", dst))
-                elif mtype in (RTM_NEWNEIGH, RTM_DELNEIGH):
-                    append(KernelEvent(now, "neigh+" if mtype == RTM_NEWNEIGH else "neigh-", ""))
-                off += (max(length, 16) + 3) & ~3
-
-    def close(self) -> None:
-        self._stop = True
-        self.thread.join(2)
-        self.sock.close()
+    return etcd_call(node, go)
 
 
 # --- reporting ---------------------------------------------------------------------------------
@@ -638,20 +410,10 @@ def mean(values: Sequence[float]) -> float:
 
 def lease_serving(node: Node, lease: Proc) -> bool:
     """True once the lease service answers grpc.health.v1 with SERVING (what the supervisor waits for)."""
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
     if not lease.alive():
-        raise RuntimeError(f"lease_service exited {lease.popen.returncode}:\n{lease.tail()}")
+        raise RuntimeError(f"lease_service exited {lease.returncode}:\n{lease.tail()}")
     sock = node.tmp / "run" / "lease.sock"
-    if not sock.exists():
-        return False
-    try:
-        with grpc.insecure_channel(f"unix:{sock}") as channel:
-            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
-            return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
-    except grpc.RpcError:
-        return False
+    return sock.exists() and health_status(sock) == "SERVING"
 
 
 def start_both(node: Node, supervised: bool = True) -> tuple[Proc, Proc, float]:
@@ -675,7 +437,7 @@ def start_and_sync(node: Node, n: int, timeout: float = 600) -> tuple[Proc, Proc
         def synced() -> bool:
             for proc in (lease, backend):
                 if not proc.alive():
-                    raise RuntimeError(f"{proc.name} exited {proc.popen.returncode}:\n{proc.tail()}")
+                    raise RuntimeError(f"{proc.name} exited {proc.returncode}:\n{proc.tail()}")
             routes, neigh, fdb = counter.counts()
             return routes >= n and neigh >= n and fdb >= n
 

@@ -26,9 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (
-    DEVICE,
     NODE_ADDR,
-    KernelCounter,
     Namespaces,
     Proc,
     Supervised,
@@ -45,6 +43,7 @@ from bench.common import (
     write_json,
     write_peers,
 )
+from flannel_testkit.netlink import DEVICE, KernelCounter
 
 MODES = ("flanneld", "daemons", "together")
 

@@ -29,8 +29,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (
     NODE_ADDR,
-    KernelCounter,
-    KernelMonitor,
     Node,
     bench_node,
     git_commit,
@@ -43,6 +41,7 @@ from bench.common import (
     write_json,
 )
 from bench.initial_sync import baseline
+from flannel_testkit.netlink import KernelCounter, KernelMonitor
 
 KUBE_PREFIX = "/registry-bench"
 ANNOTATION = "flannel.alpha.coreos.com"
@@ -158,10 +157,9 @@ def encode(node: dict[str, object]) -> bytes:
 
 
 def etcd_put_many(node: Node, items: list[tuple[str, bytes]], concurrency: int = 64) -> None:
-    from lease_service.etcd import EtcdClient, EtcdSettings
 
     async def go() -> None:
-        async with EtcdClient(EtcdSettings(endpoints=(node.etcd_url,), call_timeout=30)) as client:
+        async with node.etcd_client() as client:
             sem = asyncio.Semaphore(concurrency)
 
             async def one(key: str, value: bytes) -> None:
@@ -218,9 +216,8 @@ async def heartbeats(
 ) -> tuple[int, dict[str, float]]:
     """Write ``rate`` heartbeats a second for ``seconds`` round-robin over the N nodes, and one new Node
     every 0.2 s (indices from ``first_new``). (heartbeats written, {new subnet's network address: write time})."""
-    from lease_service.etcd import EtcdClient, EtcdSettings
 
-    async with EtcdClient(EtcdSettings(endpoints=(node.etcd_url,), call_timeout=30)) as client:
+    async with node.etcd_client() as client:
         writes, new_nodes = 0, {}
         t0 = time.monotonic()
         tick = 1.0 / rate

@@ -27,8 +27,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (
-    KernelCounter,
-    KernelMonitor,
     Node,
     bench_node,
     git_commit,
@@ -42,6 +40,7 @@ from bench.common import (
     write_json,
     write_peers,
 )
+from flannel_testkit.netlink import KernelCounter, KernelMonitor
 
 
 async def watch_run(
@@ -49,7 +48,6 @@ async def watch_run(
 ) -> dict[str, object]:
     import grpc
 
-    from lease_service.etcd import EtcdClient, EtcdSettings
     from proto.flannel.v1 import lease_pb2, lease_pb2_grpc
 
     Msg = lease_pb2.WatchLeasesResponse
@@ -81,7 +79,7 @@ async def watch_run(
         tasks = [asyncio.ensure_future(watcher(ch)) for ch in channels]
         await asyncio.wait_for(all_synced.wait(), 600)
         snapshot_s = max(synced_at) - t0
-        async with EtcdClient(EtcdSettings(endpoints=(node.etcd_url,), call_timeout=30)) as client:
+        async with node.etcd_client() as client:
             lease = await client.grant(24 * 3600)
             sem = asyncio.Semaphore(64)
 

@@ -12,11 +12,30 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from lease_service.etcd import EtcdClient, EtcdSettings
+
+__all__ = ["EtcdClient", "EtcdServer", "EtcdTls", "etcd_binary", "etcd_client", "free_port", "port_open"]
+
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def port_open(host: str, port: int) -> bool:
+    """True when something accepts TCP connections on ``host:port``."""
+    try:
+        with socket.create_connection((host, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def etcd_client(endpoint: str, call_timeout: float = 30) -> EtcdClient:
+    """The lease service's own etcd v3 client on ``endpoint`` (``async with`` it), for tests and benchmarks
+    that write or read the store as another node would."""
+    return EtcdClient(EtcdSettings(endpoints=(endpoint,), call_timeout=call_timeout))
 
 
 def etcd_binary() -> str:
@@ -89,13 +108,8 @@ class EtcdServer:
                 raise RuntimeError(
                     f"etcd exited with {self.proc.returncode}: {self.log_path.read_text()[-2000:]}"
                 )
-            try:
-                with socket.create_connection((self.host, self.client_port), timeout=0.2):
-                    pass
-                if self._healthy():
-                    return
-            except OSError:
-                pass
+            if port_open(self.host, self.client_port) and self._healthy():
+                return
             if time.monotonic() > deadline:
                 raise RuntimeError(f"etcd did not become ready: {self.log_path.read_text()[-2000:]}")
             time.sleep(0.05)

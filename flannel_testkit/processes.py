@@ -25,6 +25,49 @@ def health_status(socket_path: Path, service: str = "", timeout: float = 1.0) ->
         return str(exc.code().name)  # type: ignore[attr-defined]
 
 
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def pid_usage(pid: int) -> tuple[float, float] | None:
+    """(peak RSS in MB, CPU seconds) of one live process, from /proc, or None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            hwm = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return hwm / 1024, (int(fields[11]) + int(fields[12])) / CLK_TCK
+    except (OSError, StopIteration, IndexError):
+        return None
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live descendant of ``pid`` (children first), read from /proc/<pid>/task/*/children."""
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        for task in Path(f"/proc/{parent}/task").glob("*"):
+            try:
+                kids = [int(k) for k in (task / "children").read_text().split()]
+            except OSError:
+                continue
+            found.extend(kids)
+            todo.extend(kids)
+    return found
+
+
+def descendant_running(pid: int, word: str) -> int | None:
+    """The first descendant of ``pid`` with ``word`` as a whole word of its command line, or None."""
+    for child in descendants(pid):
+        try:
+            argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if word.encode() in argv:
+            return child
+    return None
+
+
 class Daemon:
     """One daemon process (``python -m <module> ...``, or ``args`` as a whole command line when
     ``module`` is empty) with its log in a file."""
@@ -36,8 +79,10 @@ class Daemon:
         log_path: Path,
         prefix: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
     ) -> None:
         self.module = module
+        self.cwd = cwd
         self.env = dict(env or {})
         """Variables set (over this process's environment) for the daemon, e.g. a restricted PATH."""
         self.args = list(args)
@@ -50,7 +95,12 @@ class Daemon:
         command = [sys.executable, "-m", self.module, *self.args] if self.module else self.args
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [*self.prefix, *command], stdout=log, stderr=log, env=env, start_new_session=True
+                [*self.prefix, *command],
+                stdout=log,
+                stderr=log,
+                env=env,
+                start_new_session=True,
+                cwd=self.cwd,
             )
         return self
 

@@ -1,0 +1,165 @@
+"""Raw rtnetlink observers of what the backend programmed, with no parsing library in the hot path (the
+benchmarks count tens of thousands of objects many times a second): :class:`KernelCounter` dumps and
+counts, :class:`KernelMonitor` timestamps every change as it arrives. Both see the network namespace of
+the thread that creates them.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+RTPROT_FLANNEL = 70
+"""The route protocol the backend marks its routes with."""
+DEVICE = "flannel.1"
+"""The VXLAN device of VNI 1, where the backend keeps its neighbour and FDB entries."""
+
+NETLINK_ROUTE = 0
+NLMSG_ERROR, NLMSG_DONE = 2, 3
+RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
+RTM_NEWNEIGH, RTM_DELNEIGH, RTM_GETNEIGH = 28, 29, 30
+NLM_F_REQUEST, NLM_F_DUMP = 1, 0x300
+NUD_PERMANENT = 0x80
+AF_BRIDGE = 7
+RTMGRP_NEIGH, RTMGRP_IPV4_ROUTE = 0x4, 0x40
+RTA_DST = 1
+SO_RCVBUFFORCE = 33
+_HDR = struct.Struct("=IHHII")
+
+
+def _nl_socket(groups: int = 0) -> socket.socket:
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 64 << 20)
+    except OSError:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 20)
+    sock.bind((0, groups))
+    return sock
+
+
+def ifindex(name: str) -> int:
+    """The index of device ``name`` in this thread's namespace, 0 when there is none."""
+    try:
+        return socket.if_nametoindex(name)
+    except OSError:
+        return 0
+
+
+class KernelCounter:
+    """Counts our routes (proto 70), and the permanent neighbours and FDB entries on ``device``, by dump."""
+
+    def __init__(self, device: str = DEVICE) -> None:
+        self.device = device
+        self.sock = _nl_socket()
+        self.seq = 0
+
+    def _dump(self, msg_type: int, family: int, body: bytes, handle: Callable[[bytes, int], None]) -> None:
+        self.seq += 1
+        hdr = _HDR.pack(_HDR.size + len(body), msg_type, NLM_F_REQUEST | NLM_F_DUMP, self.seq, 0)
+        self.sock.send(hdr + body)
+        while True:
+            data = self.sock.recv(1 << 20)
+            off = 0
+            while off < len(data):
+                length, mtype, _, _, _ = _HDR.unpack_from(data, off)
+                if mtype == NLMSG_DONE:
+                    return
+                if mtype == NLMSG_ERROR:
+                    raise OSError(-struct.unpack_from("=i", data, off + 16)[0], "netlink dump failed")
+                handle(data, off + 16)
+                off += (length + 3) & ~3
+
+    def counts(self) -> tuple[int, int, int]:
+        """(routes with proto 70, permanent neighbours on the device, permanent FDB entries on the device)."""
+        dev = ifindex(self.device)
+        n = [0, 0, 0]
+
+        def route(data: bytes, off: int) -> None:
+            if data[off + 5] == RTPROT_FLANNEL:
+                n[0] += 1
+
+        def neigh(which: int) -> Callable[[bytes, int], None]:
+            def h(data: bytes, off: int) -> None:
+                idx, state = struct.unpack_from("=iH", data, off + 4)
+                if idx == dev and state & NUD_PERMANENT:
+                    n[which] += 1
+
+            return h
+
+        self._dump(
+            RTM_GETROUTE,
+            socket.AF_INET,
+            struct.pack("=BBBBBBBBI", socket.AF_INET, 0, 0, 0, 0, 0, 0, 0, 0),
+            route,
+        )
+        if dev:
+            self._dump(
+                RTM_GETNEIGH, socket.AF_INET, struct.pack("=BxxxiHBB", socket.AF_INET, 0, 0, 0, 0), neigh(1)
+            )
+            self._dump(RTM_GETNEIGH, AF_BRIDGE, struct.pack("=BxxxiHBB", AF_BRIDGE, 0, 0, 0, 0), neigh(2))
+        return n[0], n[1], n[2]
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@dataclass(frozen=True)
+class KernelEvent:
+    t: float
+    kind: str  # "route+", "route-", "neigh+", "neigh-"
+    dst: str  # route destination "10.A.B.0", or "" for neighbour/FDB events
+
+
+class KernelMonitor:
+    """Records every IPv4 route and neighbour/FDB change with the time it arrived (a thread)."""
+
+    def __init__(self) -> None:
+        self.sock = _nl_socket(RTMGRP_IPV4_ROUTE | RTMGRP_NEIGH)
+        self.sock.settimeout(0.2)
+        self.events: list[KernelEvent] = []
+        self.overruns = 0
+        self._stop = False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        recv = self.sock.recv
+        append = self.events.append
+        while not self._stop:
+            try:
+                data = recv(1 << 20)
+            except TimeoutError:
+                continue
+            except OSError:  # ENOBUFS: we fell behind
+                self.overruns += 1
+                continue
+            now = time.monotonic()
+            off = 0
+            while off + 16 <= len(data):
+                length, mtype, _, _, _ = _HDR.unpack_from(data, off)
+                if mtype in (RTM_NEWROUTE, RTM_DELROUTE):
+                    dst = ""
+                    a = off + 16 + 12
+                    end = off + length
+                    while a + 4 <= end:
+                        alen, atype = struct.unpack_from("=HH", data, a)
+                        if alen < 4:
+                            break
+                        if atype == RTA_DST and alen == 8:
+                            dst = socket.inet_ntoa(data[a + 4 : a + 8])
+                            break
+                        a += (alen + 3) & ~3
+                    if data[off + 16 + 5] == RTPROT_FLANNEL or mtype == RTM_DELROUTE:
+                        append(KernelEvent(now, "route+" if mtype == RTM_NEWROUTE else "route-", dst))
+                elif mtype in (RTM_NEWNEIGH, RTM_DELNEIGH):
+                    append(KernelEvent(now, "neigh+" if mtype == RTM_NEWNEIGH else "neigh-", ""))
+                off += (max(length, 16) + 3) & ~3
+
+    def close(self) -> None:
+        self._stop = True
+        self.thread.join(2)
+        self.sock.close()
