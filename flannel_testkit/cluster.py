@@ -24,7 +24,6 @@ namespaces) and etcd from a thread that entered the etcd namespace with ``setns(
 from __future__ import annotations
 
 import base64
-import ctypes
 import ipaddress
 import json
 import os
@@ -46,8 +45,11 @@ from flannel_testkit import profiles
 from flannel_testkit.cni import cni_call, node_cni_config, pod_address
 from flannel_testkit.etcd import EtcdServer
 from flannel_testkit.hostprofiles import HostProfile
+from flannel_testkit.netlink import RTPROT_FLANNEL
+from flannel_testkit.netns import enter_netns
 from flannel_testkit.processes import Daemon, health_status
 from flannel_testkit.wait import wait_until
+from supervisor.privileges import backend_launcher, lease_launcher
 
 T = TypeVar("T")
 
@@ -58,19 +60,23 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "Backend": {"Type": "vxlan"},
 }
 DEFAULT_PREFIX = "/coreos.com/network"
-RTPROT_FLANNEL = 70  # the route protocol the backend marks its routes with
 
-NO_CAPS = ["setpriv", "--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-all", "--no-new-privs"]
-NET_CAPS = [
-    "setpriv",
-    "--inh-caps=-all,+net_admin,+net_raw",
-    "--ambient-caps=-all,+net_admin,+net_raw",
-    "--bounding-set=-all,+net_admin,+net_raw",
-    "--no-new-privs",
-]
 
-CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
+def child_launchers(keep: bool = False) -> tuple[list[str], list[str]]:
+    """The privilege prefixes (lease service, backend) exactly as flanneld builds them
+    (``supervisor.privileges``): the lease service with no capability at all (and uid 0 made
+    unspecial), the backend with CAP_NET_ADMIN + CAP_NET_RAW only, both told SIGTERM when their
+    parent goes. ``keep``: without that parent-death signal, for a cluster meant to outlive its
+    starter (``tools/demo``)."""
+    lease, backend = lease_launcher(None), backend_launcher(None)
+    if keep:
+        lease, backend = (_without_pdeathsig(argv) for argv in (lease, backend))
+    return lease, backend
+
+
+def _without_pdeathsig(argv: list[str]) -> list[str]:
+    at = argv.index("--pdeathsig")
+    return argv[:at] + argv[at + 2 :]
 
 
 # --------------------------------------------------------------------------- namespaces
@@ -117,13 +123,7 @@ def in_netns(ns: str, fn: Callable[[], T]) -> T:
 
     def target() -> None:
         try:
-            fd = os.open(f"/var/run/netns/{ns}", os.O_RDONLY)
-            try:
-                if _libc.setns(fd, CLONE_NEWNET) != 0:
-                    err = ctypes.get_errno()
-                    raise OSError(err, f"setns({ns}): {os.strerror(err)}")
-            finally:
-                os.close(fd)
+            enter_netns(ns)
             result["value"] = fn()
         except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
             result["error"] = exc
@@ -771,6 +771,7 @@ class Cluster:
         if self.backend_cmd:  # a third-party backend: its own command line, {run_dir} filled in
             backend_argv = [part.replace("{run_dir}", str(run_dir)) for part in self.backend_cmd]
         wrap = self.wireguard_wrap(run_dir)
+        no_caps, net_caps = child_launchers(self.keep)
         node = Node(
             index=i,
             ns=ns,
@@ -781,13 +782,13 @@ class Cluster:
                 "lease_service",
                 lease_argv,
                 self.base_dir / f"n{i}-lease.log",
-                prefix=["ip", "netns", "exec", ns, *NO_CAPS],
+                prefix=["ip", "netns", "exec", ns, *no_caps],
             ),
             backend=Daemon(
                 self.backend_module if not self.backend_cmd else "",
                 backend_argv,
                 self.base_dir / f"n{i}-backend.log",
-                prefix=["ip", "netns", "exec", ns, *wrap, *NET_CAPS],
+                prefix=["ip", "netns", "exec", ns, *wrap, *net_caps],
                 env=self.host_profile.backend_env(self.base_dir) if self.host_profile else None,
             ),
         )
