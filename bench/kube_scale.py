@@ -5,11 +5,16 @@ Kubernetes API server (flannel_testkit/kubeapi.py, backed by the bench's real et
 
 1. Initial sync: from starting ``flanneld`` until the kernel holds all N peers, against ``ip -batch`` +
    ``bridge -batch`` loading the same 3N objects in the same run.
-2. Heartbeats: kubelet-like status updates that change no lease (``lastHeartbeatTime`` of every
+2. Idle: the lease service's CPU over ``--idle`` seconds with nothing written (its timers, gRPC, the
+   server's bookmarks and the supervisor's probes), reported per second and subtracted below.
+3. Heartbeats: kubelet-like status updates that change no lease (``lastHeartbeatTime`` of every
    condition), at each ``--rates`` per second for ``--seconds``, written to the API server's etcd the way
-   the API server stores them. Meanwhile one real lease change (a new Node) every 0.2 s; its latency is
-   timed from the write to its route in the kernel. Reported: lease service CPU per update, peak RSS,
-   lease events streamed to a ``WatchLeases`` watcher (only the new Nodes should be), latency p50/p99.
+   the API server stores them by a writer process of its own (``bench/kube_writer.py``). Meanwhile one
+   real lease change (a new Node) every 0.2 s; its latency is timed from the write (and from etcd's
+   acknowledgement of it) to its route in the kernel, and split at the moment a ``WatchLeases`` watcher
+   receives it (API server + lease service | backend + kernel). Reported: lease service CPU per update
+   (gross, and net of the idle CPU), peak RSS, lease events streamed to the watcher (only the new Nodes
+   should be), latency p50/p99.
 
     sudo .venv/bin/python bench/kube_scale.py --nodes 1000 5000 --rates 50 500 --seconds 10 --json kube.json
 """
@@ -19,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import subprocess
 import sys
 import threading
 import time
@@ -176,7 +182,8 @@ def node_key(name: str) -> str:
 
 
 class LeaseEventCounter:
-    """A ``WatchLeases`` watcher on the lease socket in a thread: counts events after SYNCED."""
+    """A ``WatchLeases`` watcher on the lease socket in a thread: counts events after SYNCED and notes when
+    each key's first UPSERT after SYNCED arrived (``time.monotonic()``)."""
 
     def __init__(self, socket_path: Path) -> None:
         import grpc
@@ -184,6 +191,7 @@ class LeaseEventCounter:
         from proto.flannel.v1 import lease_pb2, lease_pb2_grpc
 
         self.events = 0
+        self.arrived: dict[str, float] = {}
         self.synced = threading.Event()
         self._channel = grpc.insecure_channel(f"unix:{socket_path}")
         self._call = lease_pb2_grpc.LeaseServiceStub(self._channel).WatchLeases(
@@ -201,7 +209,10 @@ class LeaseEventCounter:
                 if msg.kind == self._kinds.SYNCED:
                     self.synced.set()
                 elif msg.kind == self._kinds.DELTA and self.synced.is_set():
+                    now = time.monotonic()
                     self.events += len(msg.events)
+                    for event in msg.events:
+                        self.arrived.setdefault(event.lease.key, now)
         except grpc.RpcError:
             pass
 
@@ -211,40 +222,39 @@ class LeaseEventCounter:
         self.thread.join(2)
 
 
-async def heartbeats(
-    node: Node, n: int, rate: float, seconds: float, first_new: int
-) -> tuple[int, dict[str, float]]:
-    """Write ``rate`` heartbeats a second for ``seconds`` round-robin over the N nodes, and one new Node
-    every 0.2 s (indices from ``first_new``). (heartbeats written, {new subnet's network address: write time})."""
+class Writer:
+    """``bench/kube_writer.py`` in a process of its own, started and ready (every Node's JSON prepared)."""
 
-    async with node.etcd_client() as client:
-        writes, new_nodes = 0, {}
-        t0 = time.monotonic()
-        tick = 1.0 / rate
-        next_new = t0
-        pending: set[asyncio.Task[object]] = set()
-        k = first_new
-        while (now := time.monotonic()) < t0 + seconds:
-            i = writes % n
-            beat = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-            task = asyncio.create_task(
-                client.put(node_key(f"node-{i:05d}"), encode(kube_node(i, heartbeat=beat)))
-            )
-            pending.add(task)
-            task.add_done_callback(pending.discard)
-            writes += 1
-            if now >= next_new:
-                next_new += 0.2
-                subnet = peer_subnet(k)
-                new_nodes[subnet.split("/")[0]] = time.monotonic()
-                await client.put(node_key(f"node-{k:05d}"), encode(kube_node(k)))
-                k += 1
-            await asyncio.sleep(max(0.0, t0 + writes * tick - time.monotonic()))
-        await asyncio.gather(*pending)
-        return writes, new_nodes
+    def __init__(self, node: Node, n: int, rate: float, seconds: float, first_new: int) -> None:
+        argv = [sys.executable, "-m", "bench.kube_writer", "--etcd", node.etcd_url, "--nodes", str(n)]
+        argv += ["--rate", str(rate), "--seconds", str(seconds), "--first-new", str(first_new)]
+        self.proc = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parent.parent
+        )
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if line.strip() != "ready":
+            self.close()
+            raise RuntimeError(f"the heartbeat writer did not start: {line!r}")
+
+    def run(self) -> dict[str, object]:
+        """Start writing; the writer's result once it is done."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        self.close()
+        if not line:
+            raise RuntimeError("the heartbeat writer failed")
+        return json.loads(line)  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
 
 
-def measure(n: int, rates: list[float], seconds: float, timeout: float) -> dict[str, object]:
+def measure(n: int, rates: list[float], seconds: float, idle: float, timeout: float) -> dict[str, object]:
     from flannel_testkit.kubeapi import KubeApiProcess
 
     with bench_node() as node:
@@ -305,37 +315,69 @@ def measure(n: int, rates: list[float], seconds: float, timeout: float) -> dict[
             }
             watcher = LeaseEventCounter(node.tmp / "run" / "lease.sock")
             wait_for(watcher.synced.is_set, 60, "a WatchLeases watcher SYNCED")
+            time.sleep(1.0)  # the sync's last gRPC calls and logs
+            t_idle, cpu_idle = time.monotonic(), lease.usage()[1]
+            time.sleep(idle)
+            idle_cpu_per_s = (lease.usage()[1] - cpu_idle) / (time.monotonic() - t_idle)
+            result["lease_idle_cpu_ms_per_s"] = round(idle_cpu_per_s * 1000, 2)
+            print(f"  N={n}: lease service idle CPU {idle_cpu_per_s * 1000:.2f} ms/s", flush=True)
             next_new = n
             for rate in rates:
+                writer = Writer(node, n, rate, seconds, next_new)
                 monitor = KernelMonitor()
-                cpu0 = lease.usage()[1]
+                t_cpu, cpu0 = time.monotonic(), lease.usage()[1]
                 events0 = watcher.events
-                writes, new_nodes = asyncio.run(heartbeats(node, n, rate, seconds, next_new))
+                wrote = writer.run()
+                new_nodes = {
+                    subnet: (name, issued, acked) for subnet, name, issued, acked in wrote["new_nodes"]
+                }  # type: ignore[attr-defined]
                 next_new += len(new_nodes)
 
                 def arrived(
-                    monitor: KernelMonitor = monitor, new_nodes: dict[str, float] = new_nodes
+                    monitor: KernelMonitor = monitor, new_nodes: dict[str, object] = new_nodes
                 ) -> bool:
                     seen = {e.dst for e in monitor.events if e.kind == "route+"}
                     return all(dst in seen for dst in new_nodes)
 
                 wait_for(arrived, 30, "every new Node's route")
                 time.sleep(1.0)  # let the last heartbeats be processed before reading the CPU
+                cpu = lease.usage()[1] - cpu0
+                cpu_seconds = time.monotonic() - t_cpu
                 monitor.close()
                 first_seen: dict[str, float] = {}
                 for e in monitor.events:
                     if e.kind == "route+" and e.dst in new_nodes:
                         first_seen.setdefault(e.dst, e.t)
-                lat = [(first_seen[d] - w) * 1000 for d, w in new_nodes.items()]
-                cpu = lease.usage()[1] - cpu0
+                lat = [(first_seen[d] - issued) * 1000 for d, (_, issued, _) in new_nodes.items()]
+                lat_acked = [(first_seen[d] - acked) * 1000 for d, (_, _, acked) in new_nodes.items()]
+                to_stream = [
+                    (watcher.arrived[name] - issued) * 1000
+                    for name, issued, _ in new_nodes.values()
+                    if name in watcher.arrived
+                ]
+                to_kernel = [
+                    (first_seen[d] - watcher.arrived[name]) * 1000
+                    for d, (name, _, _) in new_nodes.items()
+                    if name in watcher.arrived
+                ]
+                writes = int(wrote["writes"])  # type: ignore[call-overload]
+                net = cpu - idle_cpu_per_s * cpu_seconds
                 row = {
                     "rate": rate,
                     "writes": writes,
+                    "writer_behind_s": wrote["behind_seconds"],
                     "lease_cpu_ms_per_update": round(cpu * 1000 / writes, 3),
+                    "lease_cpu_ms_per_update_net": round(net * 1000 / writes, 3),
                     "lease_events": watcher.events - events0,
                     "new_nodes": len(new_nodes),
                     "latency_ms_p50": round(percentile(lat, 50), 1),
                     "latency_ms_p99": round(percentile(lat, 99), 1),
+                    "latency_from_ack_ms_p50": round(percentile(lat_acked, 50), 1),
+                    "latency_from_ack_ms_p99": round(percentile(lat_acked, 99), 1),
+                    "to_lease_stream_ms_p50": round(percentile(to_stream, 50), 1),
+                    "to_lease_stream_ms_p99": round(percentile(to_stream, 99), 1),
+                    "stream_to_kernel_ms_p50": round(percentile(to_kernel, 50), 1),
+                    "stream_to_kernel_ms_p99": round(percentile(to_kernel, 99), 1),
                     "lease_rss_mb": round(lease.usage()[0], 1),
                 }
                 result["heartbeats"].append(row)  # type: ignore[attr-defined]
@@ -355,10 +397,11 @@ def main() -> int:
         "--rates", type=float, nargs="+", default=[50, 500], help="heartbeats per second (default 50 500)"
     )
     p.add_argument("--seconds", type=float, default=10, help="seconds per heartbeat rate (default 10)")
+    p.add_argument("--idle", type=float, default=10, help="seconds of idle CPU measured (default 10)")
     p.add_argument("--timeout", type=float, default=600, help="seconds to wait for the kernel (default 600)")
     p.add_argument("--json", help="write the results here")
     args = p.parse_args()
-    results = [measure(n, args.rates, args.seconds, args.timeout) for n in args.nodes]
+    results = [measure(n, args.rates, args.seconds, args.idle, args.timeout) for n in args.nodes]
     print(
         table(
             ["N", "KB/Node", "first object s", "all peers s", "ip -batch s", "ratio", "lease RSS MB"],
@@ -382,11 +425,13 @@ def main() -> int:
                 "N",
                 "heartbeats/s",
                 "written",
-                "lease CPU ms/update",
+                "lease idle CPU ms/s",
+                "lease CPU ms/update (net of idle)",
                 "lease events",
                 "new Nodes",
-                "latency p50 ms",
-                "p99 ms",
+                "latency p50 / p99 ms",
+                "from etcd ack p50 / p99 ms",
+                "to lease stream p50 / p99 ms",
                 "lease RSS MB",
             ],
             [
@@ -394,11 +439,13 @@ def main() -> int:
                     r["nodes"],
                     h["rate"],
                     h["writes"],
-                    h["lease_cpu_ms_per_update"],
+                    r["lease_idle_cpu_ms_per_s"],
+                    f"{h['lease_cpu_ms_per_update']} ({h['lease_cpu_ms_per_update_net']})",
                     h["lease_events"],
                     h["new_nodes"],
-                    h["latency_ms_p50"],
-                    h["latency_ms_p99"],
+                    f"{h['latency_ms_p50']} / {h['latency_ms_p99']}",
+                    f"{h['latency_from_ack_ms_p50']} / {h['latency_from_ack_ms_p99']}",
+                    f"{h['to_lease_stream_ms_p50']} / {h['to_lease_stream_ms_p99']}",
                     h["lease_rss_mb"],
                 )
                 for r in results

@@ -895,10 +895,13 @@ class KubeApiServer:
                     break
                 if request.transport is None or request.transport.is_closing():
                     return response  # the client went away
-                try:
-                    item = await asyncio.wait_for(watch.queue.get(), min(remaining, 1.0))
-                except TimeoutError:
-                    continue
+                try:  # what is queued already without a timer (wait_for makes a task per call)
+                    item = watch.queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    try:
+                        item = await asyncio.wait_for(watch.queue.get(), min(remaining, 1.0))
+                    except TimeoutError:
+                        continue
                 if item is _DROP:
                     return response
                 if item is _END:
