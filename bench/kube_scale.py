@@ -30,6 +30,7 @@ import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -237,8 +238,8 @@ class Writer:
             self.close()
             raise RuntimeError(f"the heartbeat writer did not start: {line!r}")
 
-    def run(self) -> dict[str, object]:
-        """Start writing; the writer's result once it is done."""
+    def run(self) -> dict[str, Any]:
+        """Start writing; the writer's result once it is done (see ``kube_writer.write``)."""
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.proc.stdin.write("go\n")
         self.proc.stdin.flush()
@@ -246,7 +247,8 @@ class Writer:
         self.close()
         if not line:
             raise RuntimeError("the heartbeat writer failed")
-        return json.loads(line)  # type: ignore[no-any-return]
+        result: dict[str, Any] = json.loads(line)
+        return result
 
     def close(self) -> None:
         if self.proc.poll() is None:
@@ -254,7 +256,7 @@ class Writer:
         self.proc.wait()
 
 
-def measure(n: int, rates: list[float], seconds: float, idle: float, timeout: float) -> dict[str, object]:
+def measure(n: int, rates: list[float], seconds: float, idle: float, timeout: float) -> dict[str, Any]:
     from flannel_testkit.kubeapi import KubeApiProcess
 
     with bench_node() as node:
@@ -302,7 +304,7 @@ def measure(n: int, rates: list[float], seconds: float, idle: float, timeout: fl
 
             sync = wait_for(synced, timeout, f"{n} peers in the kernel", interval=0.05) - t0
             counter.close()
-            result: dict[str, object] = {
+            result: dict[str, Any] = {
                 "nodes": n,
                 "node_json_bytes": round(size),
                 "seconds": round(sync, 3),
@@ -328,13 +330,14 @@ def measure(n: int, rates: list[float], seconds: float, idle: float, timeout: fl
                 t_cpu, cpu0 = time.monotonic(), lease.usage()[1]
                 events0 = watcher.events
                 wrote = writer.run()
-                new_nodes = {
+                new_nodes: dict[str, tuple[str, float, float]] = {
                     subnet: (name, issued, acked) for subnet, name, issued, acked in wrote["new_nodes"]
-                }  # type: ignore[attr-defined]
+                }
                 next_new += len(new_nodes)
 
                 def arrived(
-                    monitor: KernelMonitor = monitor, new_nodes: dict[str, object] = new_nodes
+                    monitor: KernelMonitor = monitor,
+                    new_nodes: dict[str, tuple[str, float, float]] = new_nodes,
                 ) -> bool:
                     seen = {e.dst for e in monitor.events if e.kind == "route+"}
                     return all(dst in seen for dst in new_nodes)
@@ -360,7 +363,7 @@ def measure(n: int, rates: list[float], seconds: float, idle: float, timeout: fl
                     for d, (name, _, _) in new_nodes.items()
                     if name in watcher.arrived
                 ]
-                writes = int(wrote["writes"])  # type: ignore[call-overload]
+                writes = int(wrote["writes"])
                 net = cpu - idle_cpu_per_s * cpu_seconds
                 row = {
                     "rate": rate,
@@ -380,7 +383,7 @@ def measure(n: int, rates: list[float], seconds: float, idle: float, timeout: fl
                     "stream_to_kernel_ms_p99": round(percentile(to_kernel, 99), 1),
                     "lease_rss_mb": round(lease.usage()[0], 1),
                 }
-                result["heartbeats"].append(row)  # type: ignore[attr-defined]
+                result["heartbeats"].append(row)
                 print(f"  N={n} {rate}/s: {row}", flush=True)
             watcher.close()
             result["rss_mb"] = {p.name: round(p.usage()[0], 1) for p in (flanneld, lease, backend)}
@@ -410,7 +413,7 @@ def main() -> int:
                     r["nodes"],
                     round(r["node_json_bytes"] / 1024, 1),
                     r["first_object_seconds"],
-                    r["seconds"],  # type: ignore[operator]
+                    r["seconds"],
                     r["baseline_seconds"],
                     r["ratio"],
                     r["rss_mb"]["lease_service"],
@@ -418,7 +421,7 @@ def main() -> int:
                 for r in results
             ],
         )
-    )  # type: ignore[index]
+    )
     print(
         table(
             [
@@ -452,7 +455,7 @@ def main() -> int:
                 for h in r["heartbeats"]
             ],
         )
-    )  # type: ignore[attr-defined]
+    )
     write_json(args.json, results[0] if len(results) == 1 else results)
     return 0
 

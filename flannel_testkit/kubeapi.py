@@ -960,7 +960,7 @@ class KubeApiServer:
                                 prev = None
                             stored = (prev.value, prev.mod_revision) if prev is not None else None
                         try:
-                            gone = (
+                            gone: JSON = (
                                 self._decode(*stored)
                                 if stored is not None
                                 else {
