@@ -25,12 +25,15 @@ import msgspec
 
 from lease_service.subnet.kube_config import BearerToken, KubeConnection
 
-PAGE_SIZE = 500  # Nodes per list page (client-go's default)
+#: Nodes per list page. client-go's reflector asks for 500; a page is held whole while it is decoded, and
+#: 500 kubelet Nodes are ~5 MB of JSON (the lease service's peak RSS at 5,000 Nodes was 7 MB higher with
+#: 500 than with 100; the extra round trips cost nothing measurable).
+PAGE_SIZE = 100
 MAX_FRAME = 16 * 1024 * 1024  # bytes of one watch event at most (a Node is limited to ~1.5 MB by etcd)
 USER_AGENT = "flannel-py"
 MAX_LINE = 64 * 1024  # bytes of a status, header or chunk-size line
 MAX_HEADERS = 100
-MAX_BODY = 1024 * 1024 * 1024  # bytes of one answer (a page of 500 Nodes is ~5 MB)
+MAX_BODY = 1024 * 1024 * 1024  # bytes of one answer (a page of 100 kubelet Nodes is ~1 MB)
 
 
 class NodeMeta(msgspec.Struct, frozen=True, gc=False):
@@ -287,7 +290,7 @@ class KubeApi:
                     self._idle = conn
                 if status >= 400:
                     raise ApiStatus(status, bytes(data))
-                return data  # not copied into bytes: a page of 500 Nodes is ~5 MB
+                return data  # not copied into bytes: a page of Nodes is ~1 MB
         raise HttpError("unreachable")  # pragma: no cover - the loop returns or raises
 
     async def get_json(self, path: str) -> dict[str, Any]:
