@@ -17,7 +17,7 @@ from lease_service import cli, metrics
 from lease_service.etcd import EtcdClient
 from lease_service.extiface import InterfaceError, InterfaceFlags, describe, lookup
 from lease_service.keeper import KeeperSettings, LeaseKeeper
-from lease_service.netconfig import ConfigError, NetworkConfig
+from lease_service.netconfig import ConfigError
 from lease_service.server import LeaseServicer
 from lease_service.stream import LeaseHub
 from lease_service.subnet.base import StoreUnavailable, SubnetManager
@@ -29,38 +29,30 @@ T = TypeVar("T")
 SERVICE = lease_pb2.DESCRIPTOR.services_by_name["LeaseService"].full_name
 
 
-async def _until_answered(call: Callable[[], Awaitable[T]], what: str) -> T:
-    """Retry a store call while the store is unavailable, logging each new reason once."""
+async def _until_answered(
+    call: Callable[[], Awaitable[T]],
+    waiting_for: str,
+    servicer: LeaseServicer,
+    errors: tuple[type[Exception], ...] = (StoreUnavailable,),
+    level: int = logging.WARNING,
+) -> T:
+    """Retry a store call while it fails with one of ``errors`` (0.2 s, doubling up to 5 s), NOT_SERVING
+    meanwhile: each new reason is logged once and named in the servicer's UNAVAILABLE answers."""
     last, delay = "", 0.2
     while True:
         try:
             return await call()
-        except StoreUnavailable as exc:
-            if str(exc) != last:
-                log.warning("%s: %s; retrying", what, exc)
-                last = str(exc)
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 5.0)
-
-
-async def _load_config(manager: SubnetManager, servicer: LeaseServicer) -> NetworkConfig:
-    """Wait for a valid network config, NOT_SERVING meanwhile, saying why once per new reason."""
-    last = ""
-    delay = 0.2
-    while True:
-        try:
-            return await manager.get_network_config()
-        except (ConfigError, StoreUnavailable) as exc:
+        except errors as exc:
             reason = str(exc)
             if reason != last:
-                log.error("waiting for a usable network config: %s", reason)
-                servicer.waiting_for = f"a usable network config ({reason})"
+                log.log(level, "waiting for %s: %s", waiting_for, reason)
+                servicer.waiting_for = f"{waiting_for} ({reason})"
                 last = reason
         await asyncio.sleep(delay)
         delay = min(delay * 2, 5.0)
 
 
-async def _kube_manager(settings: cli.Settings) -> SubnetManager:
+async def _kube_manager(settings: cli.Settings, servicer: LeaseServicer) -> SubnetManager:
     """The Kubernetes API connection as flannel builds it: --kube-api-url and/or --kubeconfig-file, else
     in-cluster; the node name from --node-name / $NODE_NAME, else the node running $POD_NAME."""
     from lease_service.subnet import kube_config
@@ -93,7 +85,7 @@ async def _kube_manager(settings: cli.Settings) -> SubnetManager:
                 "--kube-subnet-mgr needs the node name: set NODE_NAME (or --node-name, or POD_NAME and POD_NAMESPACE)"
             )
         node_name = await _until_answered(
-            lambda: manager.pod_node_name(namespace, pod), f"reading pod {namespace}/{pod}"
+            lambda: manager.pod_node_name(namespace, pod), f"pod {namespace}/{pod}", servicer
         )
         if not node_name:
             await api.close()
@@ -148,7 +140,7 @@ async def _run(settings: cli.Settings) -> int:
         if kube_mode:
             servicer.waiting_for = "the Kubernetes client"
             try:
-                manager = await _kube_manager(settings)
+                manager = await _kube_manager(settings, servicer)
             except (cli.UsageError, ConfigError) as exc:
                 log.error("%s", exc)
                 return ExitCode.USAGE
@@ -156,11 +148,17 @@ async def _run(settings: cli.Settings) -> int:
             manager = EtcdSubnetManager(
                 EtcdClient(settings.etcd), settings.etcd_prefix, lease_ttl=settings.lease_ttl
             )
-        config = await _load_config(manager, servicer)
+        config = await _until_answered(
+            manager.get_network_config,
+            "a usable network config",
+            servicer,
+            (ConfigError, StoreUnavailable),
+            logging.ERROR,
+        )
         log.info("network config: %s, backend %s", config.network or config.ipv6_network, config.backend_type)
         public_ip, public_ipv6 = settings.public_ip, settings.public_ipv6
         # as flannel: the node's node-public-ip(v6) annotations (Kubernetes mode) replace the flags
-        stored = await _until_answered(manager.stored_public_ips, "reading this node's stored public IPs")
+        stored = await _until_answered(manager.stored_public_ips, "this node's stored public IPs", servicer)
         public_ip, public_ipv6 = stored[0] or public_ip, stored[1] or public_ipv6
         flags = InterfaceFlags(
             settings.ifaces, settings.iface_regexes, settings.iface_can_reach, public_ip, public_ipv6
