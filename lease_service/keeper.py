@@ -166,9 +166,9 @@ class LeaseKeeper:
                 continue
             wait = self._seconds_until_renewal(lease)
             self._changed.clear()
-            lost = asyncio.ensure_future(self._lost.wait())
-            changed = asyncio.ensure_future(self._changed.wait())
-            intruded = asyncio.ensure_future(self._intruded.wait())
+            lost = asyncio.create_task(self._lost.wait())
+            changed = asyncio.create_task(self._changed.wait())
+            intruded = asyncio.create_task(self._intruded.wait())
             try:
                 done, _ = await asyncio.wait(
                     {lost, changed, intruded}, timeout=wait, return_when=asyncio.FIRST_COMPLETED

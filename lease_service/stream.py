@@ -100,10 +100,6 @@ class LeaseHub:
 
     # ---- store side -------------------------------------------------------------------------
 
-    @property
-    def ready(self) -> bool:
-        return self._ready.is_set()
-
     async def wait_ready(self) -> None:
         await self._ready.wait()
 
