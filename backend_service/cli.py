@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import flannel_flags
+from flannel_rpc.serve import BACKEND_SOCKET, LEASE_SOCKET
 
 UsageError = flannel_flags.UsageError
 """A flag or environment variable has a bad value; the message names it."""
@@ -40,11 +41,11 @@ class Settings:
 
     @property
     def lease_socket(self) -> Path:
-        return self.run_dir / "lease.sock"
+        return self.run_dir / LEASE_SOCKET
 
     @property
     def backend_socket(self) -> Path:
-        return self.run_dir / "backend.sock"
+        return self.run_dir / BACKEND_SOCKET
 
 
 DESCRIPTION = (

@@ -11,7 +11,7 @@ from typing import Self
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from flannel_rpc import MESSAGE_LIMITS, unix_target
+from flannel_rpc import BACKEND_SOCKET, LEASE_SOCKET, MESSAGE_LIMITS, unix_target
 from proto.flannel.v1 import backend_pb2, backend_pb2_grpc, lease_pb2, lease_pb2_grpc
 
 LEASE_SERVICE = lease_pb2.DESCRIPTOR.services_by_name["LeaseService"].full_name
@@ -39,11 +39,11 @@ class Endpoint:
 
 
 def lease_endpoint(run_dir: Path) -> Endpoint:
-    return Endpoint("lease service", run_dir / "lease.sock", LEASE_SERVICE)
+    return Endpoint("lease service", run_dir / LEASE_SOCKET, LEASE_SERVICE)
 
 
 def backend_endpoint(run_dir: Path) -> Endpoint:
-    return Endpoint("backend", run_dir / "backend.sock", BACKEND_SERVICE)
+    return Endpoint("backend", run_dir / BACKEND_SOCKET, BACKEND_SERVICE)
 
 
 class Connection:

@@ -14,6 +14,7 @@ from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 
 import flannel_flags
+from flannel_rpc.serve import LEASE_SOCKET
 from lease_service.etcd import EtcdSettings
 
 DEFAULT_RUN_DIR = Path("/run/flannel")
@@ -62,7 +63,7 @@ class Settings:
 
     @property
     def socket_path(self) -> Path:
-        return self.run_dir / "lease.sock"
+        return self.run_dir / LEASE_SOCKET
 
 
 DESCRIPTION = (

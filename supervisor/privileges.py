@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flannel_flags.table import FLAGS
+from flannel_rpc.serve import BACKEND_SOCKET, LEASE_SOCKET
 from flannel_rpc.setpriv import setpriv_prefix
 from supervisor.cli import Config, Identity
 from supervisor.runlock import open_run_dir
@@ -46,9 +47,6 @@ BACKEND_CAP_MASK = (1 << CAP_NET_ADMIN) | (1 << CAP_NET_RAW)
 _ROOT_IS_NOT_SPECIAL = "+noroot,+noroot_locked,+no_setuid_fixup,+no_setuid_fixup_locked,+keep_caps_locked"
 
 SECRET_FLAGS = frozenset("--" + flag.name for flag in FLAGS if flag.secret)
-
-LEASE_SOCKET = "lease.sock"
-BACKEND_SOCKET = "backend.sock"
 
 
 class PrivilegeError(RuntimeError):
