@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
-from ipaddress import ip_address, ip_network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 
 from backend_service.config import NetworkConfig, parse_network_config
 from backend_service.leases import PeerLease
@@ -70,10 +70,10 @@ def node(
 ) -> LocalNode:
     """This node as node ``n`` of :func:`lease`, with ``connected`` (network, ifname) pairs."""
     return LocalNode(
-        subnet=ip_network(f"10.244.{n}.0/24"),
-        ipv6_subnet=ip_network(f"fd00:10:0:{n:x}::/64") if ipv6 else None,  # type: ignore[arg-type]
-        public_ip=ip_address(f"192.168.77.{n}"),  # type: ignore[arg-type]
-        public_ipv6=ip_address(f"fd77::{n:x}") if ipv6 else None,  # type: ignore[arg-type]
+        subnet=IPv4Network(f"10.244.{n}.0/24"),
+        ipv6_subnet=IPv6Network(f"fd00:10:0:{n:x}::/64") if ipv6 else None,
+        public_ip=IPv4Address(f"192.168.77.{n}"),
+        public_ipv6=IPv6Address(f"fd77::{n:x}") if ipv6 else None,
         connected=tuple(ConnectedNetwork(ip_network(net), ifname) for net, ifname in connected),
     )
 

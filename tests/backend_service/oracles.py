@@ -161,6 +161,9 @@ class PyrouteApplier:
                     "replace", ifindex=idx, dst=str(obj.dst), lladdr=obj.lladdr, state=NUD_PERMANENT
                 )
         else:
+            assert isinstance(obj, FdbEntry), (
+                f"the oracle applies routes, neighbours and FDB entries, not {obj}"
+            )
             idx = await self._indexes.get(obj.ifname)
             if op.action == DELETE:
                 await ipr.fdb("del", ifindex=idx, lladdr=obj.lladdr, dst=str(obj.dst))

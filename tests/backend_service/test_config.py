@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from ipaddress import ip_network
 
 import pytest
@@ -18,7 +19,7 @@ from backend_service.config import (
 from proto.flannel.v1 import lease_pb2
 
 
-def netconf(backend: dict[str, object] | str, **kw: object) -> lease_pb2.NetworkConfig:
+def netconf(backend: Mapping[str, object] | str, **kw: object) -> lease_pb2.NetworkConfig:
     text = backend if isinstance(backend, str) else json.dumps(backend)
     fields: dict[str, object] = {
         "enable_ipv4": True,

@@ -121,8 +121,8 @@ async def test_template_applier_programs_what_pyroute2_programs_and_is_idempoten
         assert two_nodes.a.ip("route", "show", "proto", "70").count("\n") == 1  # node 2 only
         # The dataplane with the template applier puts node 2 back, and packets flow.
         kernel, planner = NetlinkKernel(a.ipr), Planner(cfg, a.backend)  # type: ignore[arg-type]
-        gone = await reconcile_full(kernel, planner, [a.lease()], a.local())
-        assert gone.ok and len(gone.ops) == 6
+        emptied = await reconcile_full(kernel, planner, [a.lease()], a.local())
+        assert emptied.ok and len(emptied.ops) == 6
         back = await reconcile_full(kernel, planner, [a.lease(), b.lease()], a.local())
         assert back.ok and len(back.ops) == 6
         assert wait_until(lambda: two_nodes.a.ping("10.244.2.1", src="10.244.1.1"), timeout=5)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping
 
+from backend_service.desired import FdbEntry
 from backend_service.kernel.model import DELETE, REPLACE
 from backend_service.planner import Plan, Planner
 from proto.flannel.v1 import lease_pb2
@@ -94,15 +95,11 @@ async def test_overlaps_are_decided_by_key_in_a_delta_as_in_a_full_plan() -> Non
     assert plan.scope == {twin.key, lease(2).key}
     assert [p.peer.key for p in plan.peers] == [twin.key]
     assert [(r.lease.key, r.reason) for r in plan.rejected] == [(lease(2).key, "OVERLAPS_LEASE")]
-    assert {str(obj.dst) for obj in kernel.objects.values() if type(obj).__name__ == "FdbEntry"} == {
-        "192.168.77.20"
-    }
+    assert {str(obj.dst) for obj in kernel.objects.values() if isinstance(obj, FdbEntry)} == {"192.168.77.20"}
     # the winner goes: the other lease is accepted again
     await delta(planner, kernel, {twin.key: None})
     assert planner.modes == {lease(2).key: "vxlan"} and planner.rejected == {}
-    assert {str(obj.dst) for obj in kernel.objects.values() if type(obj).__name__ == "FdbEntry"} == {
-        "192.168.77.2"
-    }
+    assert {str(obj.dst) for obj in kernel.objects.values() if isinstance(obj, FdbEntry)} == {"192.168.77.2"}
 
 
 async def test_the_own_lease_in_a_delta_is_skipped_as_in_a_full_plan() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ipaddress import ip_address
+from ipaddress import IPv4Address, IPv6Address
 
 import pytest
 from pyroute2 import AsyncIPRoute
@@ -28,7 +28,7 @@ def test_the_contract_message_is_parsed_once() -> None:
         public_ip="203.0.113.9",
     )
     assert public_interface_from(msg) == PublicInterface(
-        "eth1", 3, 9000, ip_address("192.168.9.2"), ip_address("fd09::2")
+        "eth1", 3, 9000, IPv4Address("192.168.9.2"), IPv6Address("fd09::2")
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from ipaddress import ip_address, ip_network
+from ipaddress import IPv4Network, ip_address, ip_network
 
 import pytest
 
@@ -266,7 +266,7 @@ async def test_a_new_own_subnet_replaces_the_device_address(two_nodes: TwoNodes)
         assert node.backend is not None
         await node.backend.configure(node.local())
         assert "inet 10.244.1.0/32" in ns.ip("addr", "show", "dev", "flannel.1")
-        moved = dataclasses.replace(node.local(), subnet=ip_network("10.244.42.0/24"))
+        moved = dataclasses.replace(node.local(), subnet=IPv4Network("10.244.42.0/24"))
         await node.backend.configure(moved)
         addrs = ns.ip("addr", "show", "dev", "flannel.1")
         assert "inet 10.244.42.0/32" in addrs and "10.244.1.0" not in addrs
