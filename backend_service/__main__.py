@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pyroute2 import AsyncIPRoute
 
 import flannel_flags
-from backend_service import cli, metrics
+from backend_service import cli
 from backend_service.controller import EXIT_USAGE, Controller
 from backend_service.follow import LeaseView
 from backend_service.kernel.apply import NetlinkKernel
@@ -22,6 +22,7 @@ from backend_service.session import Session, local_dataplane
 from backend_service.status import Health, Status
 from flannel_rpc import MESSAGE_LIMITS, UnixServer, configure_logging
 from flannel_rpc.channel import unix_channel, wait_serving
+from flannel_rpc.metrics import serve_metrics
 from proto.flannel.v1 import backend_pb2, backend_pb2_grpc, lease_pb2_grpc
 
 log = logging.getLogger("backend_service")
@@ -29,14 +30,8 @@ SERVICE = backend_pb2.DESCRIPTOR.services_by_name["BackendService"].full_name
 
 
 async def serve(settings: cli.Settings) -> int:
-    if settings.metrics_listen is not None:
-        host, port = settings.metrics_listen
-        try:
-            port = metrics.serve(host, port)
-        except OSError as exc:
-            log.error("cannot serve metrics on --metrics-listen %s:%d: %s", host, port, exc)
-            return EXIT_USAGE
-        log.info("serving Prometheus metrics on http://%s:%d/metrics", host, port)
+    if not serve_metrics(settings.metrics_listen, log):
+        return EXIT_USAGE
     status = Status()
     server = UnixServer(
         settings.backend_socket,

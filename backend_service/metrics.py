@@ -1,11 +1,11 @@
-"""Prometheus metrics of the backend, served only with ``--metrics-listen HOST:PORT``.
+"""Prometheus metrics of the backend, served only with ``--metrics-listen HOST:PORT`` (:mod:`flannel_rpc.metrics`).
 
 Module-level metrics in prometheus_client's default registry (with its process and platform collectors).
 """
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram
 
 PEERS = Gauge("flannel_backend_peers", "Peers programmed into the kernel by the last successful reconcile.")
 REJECTED_LEASES = Gauge(
@@ -29,9 +29,3 @@ LEASE_SERVICE_RECONNECTS = Counter(
     "flannel_backend_lease_service_reconnects",
     "Times the connection to the lease service was lost and resumed from the cursor.",
 )
-
-
-def serve(host: str, port: int) -> int:
-    """Serve ``/metrics`` on ``host:port`` from a daemon thread; the port actually bound (for port 0)."""
-    server, _ = start_http_server(port, addr=host)
-    return int(server.server_address[1])

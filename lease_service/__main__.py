@@ -13,7 +13,8 @@ from typing import TypeVar
 import flannel_flags
 from flannel_rpc import UnixServer, configure_logging
 from flannel_rpc.exitcodes import ExitCode
-from lease_service import cli, metrics
+from flannel_rpc.metrics import serve_metrics
+from lease_service import cli
 from lease_service.etcd import EtcdClient
 from lease_service.extiface import InterfaceError, InterfaceFlags, describe, lookup
 from lease_service.keeper import KeeperSettings, LeaseKeeper
@@ -116,14 +117,8 @@ async def serve(settings: cli.Settings) -> int:
 
 
 async def _run(settings: cli.Settings) -> int:
-    if settings.metrics_listen is not None:
-        host, port = settings.metrics_listen
-        try:
-            port = metrics.serve(host, port)
-        except OSError as exc:
-            log.error("cannot serve metrics on --metrics-listen %s:%d: %s", host, port, exc)
-            return ExitCode.USAGE
-        log.info("serving Prometheus metrics on http://%s:%d/metrics", host, port)
+    if not serve_metrics(settings.metrics_listen, log):
+        return ExitCode.USAGE
     kube_mode = settings.kube_subnet_mgr
     servicer = LeaseServicer("kube" if kube_mode else "etcd")
     server = UnixServer(

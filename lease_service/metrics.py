@@ -1,4 +1,4 @@
-"""Prometheus metrics of the lease service, served only with ``--metrics-listen HOST:PORT``.
+"""Prometheus metrics of the lease service, served only with ``--metrics-listen HOST:PORT`` (:mod:`flannel_rpc.metrics`).
 
 The metrics are module-level, in prometheus_client's default registry (with its process and
 platform collectors); updating them costs nothing worth measuring when nobody scrapes.
@@ -6,7 +6,7 @@ platform collectors); updating them costs nothing worth measuring when nobody sc
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, start_http_server
+from prometheus_client import Counter, Gauge
 
 LEASES = Gauge(
     "flannel_lease_service_leases",
@@ -29,9 +29,3 @@ CORRUPT_LEASES = Counter(
     "flannel_lease_service_corrupt_leases",
     "Leases skipped because their value, key or node annotations were invalid (each version counted once).",
 )
-
-
-def serve(host: str, port: int) -> int:
-    """Serve ``/metrics`` on ``host:port`` from a daemon thread; the port actually bound (for port 0)."""
-    server, _ = start_http_server(port, addr=host)
-    return int(server.server_address[1])
