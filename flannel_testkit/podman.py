@@ -16,6 +16,21 @@ from pathlib import Path
 
 RUN_FLAGS = ("--runtime", "runc", "--ulimit", "nofile=10000:10000", "--ulimit", "nproc=4096:4096")
 
+SYSTEMD_RUN_FLAGS = (*RUN_FLAGS, "--systemd=always", "--cap-add", "NET_ADMIN,NET_RAW,SYS_ADMIN")
+"""A container that boots systemd as PID 1 (``/sbin/init``) and runs flanneld.service as on a node:
+
+* ``--systemd=always``: podman mounts /run, /tmp and the cgroup hierarchy (this host's hybrid v1 layout
+  included, with runc) as systemd wants them and stops it with SIGRTMIN+3; no ``--privileged`` and the
+  default cgroup namespace suffice;
+* ``NET_ADMIN``, ``NET_RAW``: the bounding set the unit hands to the backend (podman's default set lacks
+  both, and flanneld refuses to start without them);
+* ``SYS_ADMIN``: for systemd to build the unit's sandbox (ProtectSystem=, PrivateTmp=, ProtectHome=, ...:
+  a mount namespace per service). Without it systemd 252 runs the service unsandboxed, silently for the
+  mount options, so the unit would pass here and fail on a real node.
+
+/proc/sys stays read-only (podman's default): nothing inside can change the host's kernel settings.
+"""
+
 
 def podman_missing() -> str | None:
     """What this machine lacks to run containers (None when nothing)."""

@@ -80,6 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 privileges.prepare_run_dir(config, dir_fd)
             finally:
                 os.close(dir_fd)
+            privileges.join_socket_group(config)
         except (privileges.PrivilegeError, RunDirBusy, RunDirUnsafe, OSError) as exc:
             print(f"flanneld: {exc}", file=sys.stderr)
             return ExitCode.USAGE

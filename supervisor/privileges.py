@@ -13,7 +13,9 @@ Children are started through util-linux ``setpriv``, which changes ids and capab
 Both get ``--pdeathsig SIGTERM``: if flanneld itself dies, its children are told to stop.
 
 flanneld itself stays root with its capabilities: whatever restarts the backend must be able to give it
-its capabilities again.
+its capabilities again. It joins the lease group too (:func:`join_socket_group`): its health probe must
+reach a lease socket owned by the lease user, and root without ``CAP_DAC_OVERRIDE`` (which the systemd
+unit's bounding set leaves out) is refused like anyone else outside the socket's group.
 """
 
 from __future__ import annotations
@@ -150,6 +152,19 @@ def socket_gid(config: Config) -> int | None:
     if config.lease_identity is not None and config.lease_identity.gid != 0:
         return config.lease_identity.gid
     return None
+
+
+def join_socket_group(config: Config) -> int | None:
+    """Add the socket group to flanneld's own supplementary groups (it holds ``CAP_SETGID``), so that
+    its health probe reaches the lease socket (mode 0660, owned by the lease user) without
+    ``CAP_DAC_OVERRIDE``; the gid joined, or None when the socket group is root's."""
+    gid = socket_gid(config)
+    if gid is None:
+        return None
+    groups = os.getgroups()
+    if gid not in groups:
+        os.setgroups([*groups, gid])
+    return gid
 
 
 def prepare_run_dir(config: Config, dir_fd: int | None = None) -> None:
