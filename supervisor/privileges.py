@@ -163,7 +163,12 @@ def join_socket_group(config: Config) -> int | None:
         return None
     groups = os.getgroups()
     if gid not in groups:
-        os.setgroups([*groups, gid])
+        try:
+            os.setgroups([*groups, gid])
+        except PermissionError as exc:
+            raise PrivilegeError(
+                f"cannot join the lease socket's group {gid} (flanneld needs CAP_SETGID): {exc.strerror}"
+            ) from exc
     return gid
 
 
