@@ -385,8 +385,8 @@ def test_systemctl_start_flanneld_brings_up_the_node(fresh_debian: str, wheels: 
             for line in node.sh("cat /run/flannel/subnet.env").stdout.split()
             if "=" in line
         )
-        subnet = ipaddress.ip_interface(subnet_env["FLANNEL_SUBNET"]).network
-        assert subnet_env["FLANNEL_NETWORK"] == NETWORK and subnet.subnet_of(ipaddress.ip_network(NETWORK))
+        subnet = ipaddress.IPv4Interface(subnet_env["FLANNEL_SUBNET"]).network
+        assert subnet_env["FLANNEL_NETWORK"] == NETWORK and subnet.subnet_of(ipaddress.IPv4Network(NETWORK))
         assert (subnet_env["FLANNEL_MTU"], subnet_env["FLANNEL_IPMASQ"]) == ("1450", "true"), subnet_env
         [device] = json.loads(ns.ip("-d", "-j", "link", "show", "flannel.1"))
         assert (
