@@ -15,6 +15,8 @@ Kubernetes API server (flannel_testkit/kubeapi.py, backed by the bench's real et
    receives it (API server + lease service | backend + kernel). Reported: lease service CPU per update
    (gross, and net of the idle CPU), peak RSS, lease events streamed to the watcher (only the new Nodes
    should be), latency p50/p99.
+4. The wakeup floor, per rate: the same heartbeats written again while ``bench/kube_floor.py``, a bare
+   asyncio watcher that only counts events, measures its own CPU per update (``--no-floor`` skips it).
 
     sudo .venv/bin/python bench/kube_scale.py --nodes 1000 5000 --rates 50 500 --seconds 10 --json kube.json
 """
@@ -223,6 +225,32 @@ class LeaseEventCounter:
         self.thread.join(2)
 
 
+def wakeup_floor(node: Node, api_url: str, n: int, rate: float, seconds: float, first_new: int) -> float:
+    """CPU ms per update of ``bench/kube_floor.py`` (a bare watcher) under the same heartbeats, written again
+    (a phase of its own: a second watcher would double the test API server's work during the measured one)."""
+    floor = subprocess.Popen(
+        [sys.executable, "-m", "bench.kube_floor", api_url],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).parent.parent,
+    )
+    try:
+        assert floor.stdin is not None and floor.stdout is not None
+        if floor.stdout.readline().strip() != "ready":
+            raise RuntimeError("the floor watcher did not start")
+        wrote = Writer(node, n, rate, seconds, first_new).run()
+        time.sleep(1.0)
+        floor.stdin.write("stop\n")
+        floor.stdin.flush()
+        got = json.loads(floor.stdout.readline())
+        return round(got["cpu_seconds"] * 1000 / max(int(wrote["writes"]), 1), 3)
+    finally:
+        if floor.poll() is None:
+            floor.kill()
+        floor.wait()
+
+
 class Writer:
     """``bench/kube_writer.py`` in a process of its own, started and ready (every Node's JSON prepared)."""
 
@@ -256,7 +284,9 @@ class Writer:
         self.proc.wait()
 
 
-def measure(n: int, rates: list[float], seconds: float, idle: float, timeout: float) -> dict[str, Any]:
+def measure(
+    n: int, rates: list[float], seconds: float, idle: float, timeout: float, floor: bool = True
+) -> dict[str, Any]:
     from flannel_testkit.kubeapi import KubeApiProcess
 
     with bench_node() as node:
@@ -383,6 +413,9 @@ def measure(n: int, rates: list[float], seconds: float, idle: float, timeout: fl
                     "stream_to_kernel_ms_p99": round(percentile(to_kernel, 99), 1),
                     "lease_rss_mb": round(lease.usage()[0], 1),
                 }
+                if floor:
+                    row["floor_ms_per_update"] = wakeup_floor(node, api.url, n, rate, seconds, next_new)
+                    next_new += int(seconds / 0.2) + 1
                 result["heartbeats"].append(row)
                 print(f"  N={n} {rate}/s: {row}", flush=True)
             watcher.close()
@@ -401,10 +434,15 @@ def main() -> int:
     )
     p.add_argument("--seconds", type=float, default=10, help="seconds per heartbeat rate (default 10)")
     p.add_argument("--idle", type=float, default=10, help="seconds of idle CPU measured (default 10)")
+    p.add_argument(
+        "--no-floor", action="store_true", help="skip the wakeup floor phase (bench/kube_floor.py) per rate"
+    )
     p.add_argument("--timeout", type=float, default=600, help="seconds to wait for the kernel (default 600)")
     p.add_argument("--json", help="write the results here")
     args = p.parse_args()
-    results = [measure(n, args.rates, args.seconds, args.idle, args.timeout) for n in args.nodes]
+    results = [
+        measure(n, args.rates, args.seconds, args.idle, args.timeout, not args.no_floor) for n in args.nodes
+    ]
     print(
         table(
             ["N", "KB/Node", "first object s", "all peers s", "ip -batch s", "ratio", "lease RSS MB"],
@@ -430,6 +468,7 @@ def main() -> int:
                 "written",
                 "lease idle CPU ms/s",
                 "lease CPU ms/update (net of idle)",
+                "floor ms/update",
                 "lease events",
                 "new Nodes",
                 "latency p50 / p99 ms",
@@ -444,6 +483,7 @@ def main() -> int:
                     h["writes"],
                     r["lease_idle_cpu_ms_per_s"],
                     f"{h['lease_cpu_ms_per_update']} ({h['lease_cpu_ms_per_update_net']})",
+                    h.get("floor_ms_per_update", "-"),
                     h["lease_events"],
                     h["new_nodes"],
                     f"{h['latency_ms_p50']} / {h['latency_ms_p99']}",
