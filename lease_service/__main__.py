@@ -19,15 +19,13 @@ from lease_service.etcd import EtcdClient
 from lease_service.extiface import InterfaceError, InterfaceFlags, describe, lookup
 from lease_service.keeper import KeeperSettings, LeaseKeeper
 from lease_service.netconfig import ConfigError
-from lease_service.server import LeaseServicer
+from lease_service.server import SERVICE, LeaseServicer
 from lease_service.stream import LeaseHub
 from lease_service.subnet.base import StoreUnavailable, SubnetManager
 from lease_service.subnet.etcd import EtcdSubnetManager
-from proto.flannel.v1 import lease_pb2, lease_pb2_grpc
 
 log = logging.getLogger("lease_service")
 T = TypeVar("T")
-SERVICE = lease_pb2.DESCRIPTOR.services_by_name["LeaseService"].full_name
 
 
 async def _until_answered(
@@ -124,7 +122,7 @@ async def _run(settings: cli.Settings) -> int:
     server = UnixServer(
         settings.socket_path,
         [SERVICE],
-        lambda grpc_server: lease_pb2_grpc.add_LeaseServiceServicer_to_server(servicer, grpc_server),
+        servicer.add_to,
         socket_gid=settings.socket_gid,
         tcp_listen=settings.grpc_listen,
     )

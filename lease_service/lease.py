@@ -44,7 +44,7 @@ class CorruptLease(ValueError):
         super().__init__(message)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: one per lease in the cluster, kept for as long as it lives
 class LeaseAttrs:
     """What a node publishes about itself."""
 
@@ -55,7 +55,7 @@ class LeaseAttrs:
     backend_v6_data: str = ""  # JSON text, "" for none
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Lease:
     """A node's lease on its pod subnet(s)."""
 

@@ -26,6 +26,7 @@ from lease_service.wire import config_to_proto, external_interface_to_proto, lea
 from proto.flannel.v1 import lease_pb2, lease_pb2_grpc
 
 log = logging.getLogger(__name__)
+SERVICE = lease_pb2.DESCRIPTOR.services_by_name["LeaseService"].full_name
 
 VERSION = "0.1.0"
 MTU_MIN, MTU_MAX = 576, 65535
@@ -41,6 +42,21 @@ class LeaseServicer(lease_pb2_grpc.LeaseServiceServicer):
         self.waiting_for = "the network config"  #: why the service is not ready, for UNAVAILABLE errors
         self._ready: _Ready | None = None
         self._rejections_logged = LogOnce()
+
+    def add_to(self, server: grpc.aio.Server) -> None:
+        """Serve this servicer on ``server``: the generated method handlers, except that WatchLeases sends
+        the hub's messages as they are (they are held in wire form, see :mod:`lease_service.stream`)."""
+        # the generated function is untyped (grpc generates no type stubs): named here with its type
+        add: Callable[[LeaseServicer, _Handlers], None] = lease_pb2_grpc.add_LeaseServiceServicer_to_server
+        handlers = _Handlers()
+        add(self, handlers)
+        handlers.methods["WatchLeases"] = grpc.unary_stream_rpc_method_handler(
+            self.WatchLeases,
+            request_deserializer=lease_pb2.WatchLeasesRequest.FromString,
+            response_serializer=bytes,  # already serialized
+        )
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers.methods),))
+        server.add_registered_method_handlers(SERVICE, handlers.methods)
 
     def attach(
         self,
@@ -128,7 +144,8 @@ class LeaseServicer(lease_pb2_grpc.LeaseServiceServicer):
 
     async def WatchLeases(
         self, request: lease_pb2.WatchLeasesRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[lease_pb2.WatchLeasesResponse]:
+    ) -> AsyncIterator[bytes]:
+        """The hub's stream: each message a ``WatchLeasesResponse`` already in wire form."""
         state = await self._state(context)
         if request.max_batch > MAX_BATCH_LIMIT:
             await context.abort(
@@ -175,6 +192,19 @@ class LeaseServicer(lease_pb2_grpc.LeaseServiceServicer):
                 "backend rejected %d more leases (see the backend's GetStatus)", new - MAX_REJECTION_LINES
             )
         return lease_pb2.ReportBackendStatusResponse()
+
+
+class _Handlers:
+    """Collects the generated method handlers (the generated function's view of a server)."""
+
+    def __init__(self) -> None:
+        self.methods: dict[str, grpc.RpcMethodHandler] = {}
+
+    def add_generic_rpc_handlers(self, handlers: object) -> None:
+        pass  # the same handlers come again by name below
+
+    def add_registered_method_handlers(self, service: str, methods: dict[str, grpc.RpcMethodHandler]) -> None:
+        self.methods.update(methods)
 
 
 @dataclass(frozen=True)

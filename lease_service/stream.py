@@ -5,6 +5,12 @@ The store side (etcd or Kubernetes) feeds :class:`LeaseHub` with whole store rev
 for progress notifications). Each watcher gets a snapshot then SYNCED, or a resume from its cursor,
 then deltas, each message built once and shared by every watcher.
 
+Messages are held in wire form (:class:`Frame`: the serialized ``WatchLeasesResponse``), never as protobuf
+objects: a lease as a protobuf object costs ~1.5 KB, serialized ~120 bytes. Each lease's UPSERT event is
+encoded once when it changes; a message is its header fields joined with its events' bytes (protobuf
+parses concatenated fields of a message as one message, appending repeated fields), and the gRPC method
+sends the bytes as they are (:func:`lease_service.server.LeaseServicer.add_to`).
+
 A cursor is resumable from memory while the hub still holds the history after it; for an older cursor
 (:meth:`LeaseHub.beyond_memory`) the caller may read the store's state at that revision and hand it to
 :meth:`LeaseHub.watch`, which resumes by diffing it against now; when even that is impossible (compacted,
@@ -27,6 +33,7 @@ from dataclasses import dataclass, field
 
 from flannel_rpc import STREAM_BATCH_BYTES
 from flannel_rpc.logs import LogOnce, label, shorten
+from flannel_rpc.serve import MIB
 from lease_service import metrics
 from lease_service.lease import Lease
 from lease_service.subnet.base import Change
@@ -38,12 +45,33 @@ log = logging.getLogger(__name__)
 Msg = lease_pb2.WatchLeasesResponse
 LeaseEvent = lease_pb2.LeaseEvent
 MAX_CURSOR_CHARS = 1024
-_EVENT_OVERHEAD = 16  # tag and length bytes of an event in a message, and the message's own fields
+_EVENT_OVERHEAD = 16  # a message's own fields, spread over its events when cutting by bytes
+_HISTORY_ENTRY_BYTES = 200  # what one remembered message costs besides its bytes (objects, deque slot)
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One ``WatchLeasesResponse`` in wire form, as held, queued and sent."""
+
+    data: bytes
+    events: int  #: how many lease events it carries
+
+
+def _event(kind: int, lease: Lease) -> bytes:
+    """One lease event as the ``events`` field of a WatchLeasesResponse, in wire form."""
+    data: bytes = Msg(events=[LeaseEvent(type=kind, lease=lease_to_proto(lease))]).SerializeToString()  # type: ignore[arg-type]
+    return data
+
+
+def _fields(**values: object) -> bytes:
+    """WatchLeasesResponse header fields (kind, cursor, reset, reason) in wire form."""
+    data: bytes = Msg(**values).SerializeToString()  # type: ignore[arg-type]
+    return data
 
 
 @dataclass(eq=False)
 class _Watcher:
-    queue: deque[Msg] = field(default_factory=deque)
+    queue: deque[Frame] = field(default_factory=deque)
     pending_events: int = 0
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     fell_behind: bool = False
@@ -54,6 +82,7 @@ class HubSettings:
     """Bounds of the lease stream."""
 
     history_events: int = 100_000  #: events kept in memory for resuming by cursor
+    history_bytes: int = 8 * MIB  #: and at most this much memory for them (older cursors: state_at)
     buffer_events: int = 20_000  #: events queued for one watcher before it is cut loose
     snapshot_batch: int = 500  #: leases per SNAPSHOT message when the client names no max_batch
     batch_bytes: int = STREAM_BATCH_BYTES  #: bytes of leases per message, whatever the count
@@ -89,10 +118,12 @@ class LeaseHub:
         self.state: dict[str, Lease] = {}
         self.revision = 0
         self._generation = 0  # counts changes of ``state``: the snapshot cache's key
-        self._snapshot_cache: tuple[tuple[int, int], list[Msg]] | None = None
+        self._upserts: dict[str, bytes] = {}  # each lease of ``state`` as an UPSERT event in wire form
+        self._snapshot_cache: tuple[tuple[int, int], list[Frame]] | None = None
         self._ready = asyncio.Event()
-        self._history: deque[tuple[int, Msg]] = deque()
+        self._history: deque[tuple[int, Frame]] = deque()
         self._history_events = 0
+        self._history_bytes = 0
         self._floor = 0  # every change after this revision is in _history
         self._watchers: set[_Watcher] = set()
         self._subscribers: list[Changes] = []
@@ -115,19 +146,21 @@ class LeaseHub:
                 )
             self.store_id = store_id
             self._history.clear()
-            self._history_events = 0
+            self._history_events = self._history_bytes = 0
             self._floor = self.revision
 
-    def _admit(self, key: str, lease: Lease | None) -> Lease | None:
-        """``lease``, or None when it alone is larger than a stream message may be (LEASE_TOO_LARGE:
-        refused by name, logged once per change, rather than wedging every watcher)."""
+    def _admit(self, key: str, lease: Lease | None) -> bytes | None:
+        """``lease``'s UPSERT event in wire form, or None when there is no lease or it alone is larger than
+        a stream message may be (LEASE_TOO_LARGE: refused by name, logged once per change, rather than
+        wedging every watcher)."""
         if lease is None:
             self._too_large.forget(key)
             return None
-        size = lease_to_proto(lease).ByteSize()
+        event = _event(LeaseEvent.UPSERT, lease)
+        size = len(event)
         if size + _EVENT_OVERHEAD <= self.settings.batch_bytes:
             self._too_large.forget(key)
-            return lease
+            return event
         if self._too_large.first(key, lease.mod_revision or size):
             metrics.CORRUPT_LEASES.inc()
             log.warning(
@@ -143,8 +176,12 @@ class LeaseHub:
         """The store was listed at ``revision``. The first list sets the state; a later one (after a
         compaction or reconnect) is diffed against the state and published as one delta."""
         if not self._ready.is_set():
-            admitted = {key: self._admit(key, lease) for key, lease in leases.items()}
-            self.state = {key: lease for key, lease in admitted.items() if lease is not None}
+            self.state, self._upserts = {}, {}
+            for key, lease in leases.items():
+                event = self._admit(key, lease)
+                if event is not None:
+                    self.state[key] = lease
+                    self._upserts[key] = event
             self.revision = revision
             self._floor = revision
             self._ready.set()
@@ -159,22 +196,24 @@ class LeaseHub:
 
     def apply(self, changes: Iterable[Change], revision: int) -> None:
         """Changes making up whole store revisions, up to and including ``revision``."""
-        events: list[LeaseEvent] = []
+        events: list[bytes] = []
         effective: list[Change] = []
         for key, lease in changes:
             old = self.state.get(key)
-            lease = self._admit(key, lease)
-            if lease is None:
+            event = self._admit(key, lease)
+            if event is None or lease is None:
                 if old is None:
                     continue  # never a removal of something the watchers do not have
                 del self.state[key]
-                events.append(LeaseEvent(type=LeaseEvent.REMOVE, lease=lease_to_proto(old)))
+                del self._upserts[key]
+                events.append(_event(LeaseEvent.REMOVE, old))
+                lease = None
             else:
-                if old is not None and _same(old, lease):
-                    self.state[key] = lease
-                    continue
                 self.state[key] = lease
-                events.append(LeaseEvent(type=LeaseEvent.UPSERT, lease=lease_to_proto(lease)))
+                self._upserts[key] = event
+                if old is not None and _same(old, lease):
+                    continue
+                events.append(event)
             effective.append((key, lease))
         self.revision = max(self.revision, revision)
         metrics.LEASES.set(len(self.state))
@@ -183,11 +222,7 @@ class LeaseHub:
         self._generation += 1
         # One revision is one message unless its events exceed the byte cap (a relist after a long outage):
         # then only the last part carries the cursor, so a client cut off in between resumes before it.
-        parts = self._chunks(events, len(events) or 1)
-        for number, part in enumerate(parts, 1):
-            msg = Msg(
-                kind=Msg.DELTA, events=part, cursor=self.cursor(self.revision) if number == len(parts) else ""
-            )
+        for msg in self._deltas(events):
             self._remember(self.revision, msg)
             for watcher in self._watchers:
                 self._deliver(watcher, msg)
@@ -245,9 +280,10 @@ class LeaseHub:
 
     async def watch(
         self, cursor: str = "", max_batch: int = 0, old_state: Mapping[str, Lease] | None = None
-    ) -> AsyncIterator[Msg]:
-        """The stream for one watcher: see the module docstring. ``old_state`` is the store's state at
-        the cursor's revision when that is :meth:`beyond_memory` (None: it could not be read)."""
+    ) -> AsyncIterator[bytes]:
+        """The stream for one watcher, each message a ``WatchLeasesResponse`` in wire form: see the module
+        docstring. ``old_state`` is the store's state at the cursor's revision when that is
+        :meth:`beyond_memory` (None: it could not be read)."""
         await self._ready.wait()
         batch = max_batch or self.settings.snapshot_batch
         initial = self._start(cursor, batch, old_state)
@@ -256,8 +292,8 @@ class LeaseHub:
         metrics.WATCHERS.inc()
         try:
             for msg in initial:
-                metrics.EVENTS_STREAMED.inc(len(msg.events))
-                yield msg
+                metrics.EVENTS_STREAMED.inc(msg.events)
+                yield msg.data
             while True:
                 if watcher.fell_behind:
                     watcher.fell_behind = False
@@ -266,25 +302,25 @@ class LeaseHub:
                         self.settings.buffer_events,
                     )
                     for msg in self._snapshot(Msg.FELL_BEHIND, batch):
-                        metrics.EVENTS_STREAMED.inc(len(msg.events))
-                        yield msg
+                        metrics.EVENTS_STREAMED.inc(msg.events)
+                        yield msg.data
                     continue
                 if watcher.queue:
                     msg = watcher.queue.popleft()
-                    watcher.pending_events -= len(msg.events)
-                    metrics.EVENTS_STREAMED.inc(len(msg.events))
-                    yield msg
+                    watcher.pending_events -= msg.events
+                    metrics.EVENTS_STREAMED.inc(msg.events)
+                    yield msg.data
                     continue
                 watcher.wakeup.clear()
                 try:
                     await asyncio.wait_for(watcher.wakeup.wait(), self.settings.progress_interval)
                 except TimeoutError:
-                    yield Msg(kind=Msg.PROGRESS, cursor=self.cursor(self.revision))
+                    yield _fields(kind=Msg.PROGRESS, cursor=self.cursor(self.revision))
         finally:
             self._watchers.discard(watcher)
             metrics.WATCHERS.dec()
 
-    def _start(self, cursor: str, batch: int, old_state: Mapping[str, Lease] | None) -> list[Msg]:
+    def _start(self, cursor: str, batch: int, old_state: Mapping[str, Lease] | None) -> list[Frame]:
         if not cursor:
             return self._snapshot(Msg.INITIAL, batch)
         revision, why = self.parse_cursor(cursor)
@@ -295,55 +331,54 @@ class LeaseHub:
             return self._snapshot(Msg.CURSOR_INVALID, batch)
         if revision >= self._floor:
             replay = [msg for rev, msg in self._history if rev > revision]
-            return [*replay, Msg(kind=Msg.PROGRESS, cursor=self.cursor(self.revision))]
+            return [*replay, Frame(_fields(kind=Msg.PROGRESS, cursor=self.cursor(self.revision)), 0)]
         if old_state is not None:
             return self._diff(old_state)
         return self._snapshot(Msg.CURSOR_COMPACTED, batch)
 
-    def _diff(self, old: Mapping[str, Lease]) -> list[Msg]:
-        events = [
-            LeaseEvent(type=LeaseEvent.REMOVE, lease=lease_to_proto(lease))
-            for key, lease in old.items()
-            if key not in self.state
-        ]
+    def _diff(self, old: Mapping[str, Lease]) -> list[Frame]:
+        events = [_event(LeaseEvent.REMOVE, lease) for key, lease in old.items() if key not in self.state]
         events += [
-            LeaseEvent(type=LeaseEvent.UPSERT, lease=lease_to_proto(lease))
+            self._upserts[key]
             for key, lease in self.state.items()
             if key not in old or not _same(old[key], lease)
         ]
+        return self._deltas(events)
+
+    def _deltas(self, events: list[bytes]) -> list[Frame]:
+        """DELTA messages of ``events``: one, unless they exceed the byte cap; only the last carries the
+        cursor, so that a client cut off in between resumes before them."""
         parts = self._chunks(events, len(events) or 1)
+        head = _fields(kind=Msg.DELTA)
+        last = _fields(cursor=self.cursor(self.revision))
         return [
-            Msg(
-                kind=Msg.DELTA, events=part, cursor=self.cursor(self.revision) if number == len(parts) else ""
-            )
+            Frame(head + b"".join(part) + (last if number == len(parts) else b""), len(part))
             for number, part in enumerate(parts, 1)
         ]
 
-    def _snapshot(self, reason: Msg.ResyncReason, batch: int) -> list[Msg]:
+    def _snapshot(self, reason: Msg.ResyncReason, batch: int) -> list[Frame]:
         """The snapshot messages. Watchers that connect while the state stays the same share one set
         of messages (100 watchers of 10,000 leases would otherwise hold 100 copies); only the first
         message, which carries ``reset`` and the reason, is each watcher's own."""
         key = (self._generation, batch)
         if self._snapshot_cache is None or self._snapshot_cache[0] != key:
-            events = [
-                LeaseEvent(type=LeaseEvent.UPSERT, lease=lease_to_proto(lease))
-                for lease in self.state.values()
+            head = _fields(kind=Msg.SNAPSHOT)
+            chunks = [
+                Frame(head + b"".join(part), len(part))
+                for part in self._chunks(list(self._upserts.values()), batch)
             ]
-            chunks = [Msg(kind=Msg.SNAPSHOT, events=part) for part in self._chunks(events, batch)]
             self._snapshot_cache = (key, chunks)
         chunks = self._snapshot_cache[1]
-        first = Msg()
-        first.CopyFrom(chunks[0])
-        first.reset, first.reason = True, reason
-        return [first, *chunks[1:], Msg(kind=Msg.SYNCED, cursor=self.cursor(self.revision))]
+        first = Frame(chunks[0].data + _fields(reset=True, reason=reason), chunks[0].events)
+        return [first, *chunks[1:], Frame(_fields(kind=Msg.SYNCED, cursor=self.cursor(self.revision)), 0)]
 
-    def _chunks(self, events: list[LeaseEvent], batch: int) -> list[list[LeaseEvent]]:
+    def _chunks(self, events: list[bytes], batch: int) -> list[list[bytes]]:
         """``events`` cut into parts of at most ``batch`` events and :attr:`HubSettings.batch_bytes` bytes
         (never empty: no events give one empty part). Every event fits alone (see :meth:`_admit`)."""
-        parts: list[list[LeaseEvent]] = [[]]
+        parts: list[list[bytes]] = [[]]
         size = 0
         for event in events:
-            cost = event.ByteSize() + _EVENT_OVERHEAD
+            cost = len(event) + _EVENT_OVERHEAD
             if parts[-1] and (len(parts[-1]) >= batch or size + cost > self.settings.batch_bytes):
                 parts.append([])
                 size = 0
@@ -351,22 +386,27 @@ class LeaseHub:
             size += cost
         return parts
 
-    def _deliver(self, watcher: _Watcher, msg: Msg) -> None:
+    def _deliver(self, watcher: _Watcher, msg: Frame) -> None:
         if watcher.fell_behind:
             return
-        if watcher.queue and watcher.pending_events + len(msg.events) > self.settings.buffer_events:
+        if watcher.queue and watcher.pending_events + msg.events > self.settings.buffer_events:
             watcher.queue.clear()
             watcher.pending_events = 0
             watcher.fell_behind = True
         else:
             watcher.queue.append(msg)
-            watcher.pending_events += len(msg.events)
+            watcher.pending_events += msg.events
         watcher.wakeup.set()
 
-    def _remember(self, revision: int, msg: Msg) -> None:
+    def _remember(self, revision: int, msg: Frame) -> None:
         self._history.append((revision, msg))
-        self._history_events += len(msg.events)
-        while self._history_events > self.settings.history_events and len(self._history) > 1:
+        self._history_events += msg.events
+        self._history_bytes += len(msg.data) + _HISTORY_ENTRY_BYTES
+        while len(self._history) > 1 and (
+            self._history_events > self.settings.history_events
+            or self._history_bytes > self.settings.history_bytes
+        ):
             rev, old = self._history.popleft()
-            self._history_events -= len(old.events)
+            self._history_events -= old.events
+            self._history_bytes -= len(old.data) + _HISTORY_ENTRY_BYTES
             self._floor = rev

@@ -283,6 +283,7 @@ class EtcdSubnetManager:
                 _, leases, revision = await self._list(config)
                 hub.set_store(self.store_id)
                 hub.reset(leases, revision)
+                del _, leases  # the hub keeps what it needs: the listing is not held while watching
                 delay = 0.2
                 async for batch in self.client.watch_prefix(self.subnets_prefix, revision + 1):
                     if batch.progress:

@@ -31,10 +31,10 @@ def lease(n: int, data_bytes: int = 0, revision: int = 0) -> Lease:
     )
 
 
-async def take_until_synced(stream: AsyncIterator[Msg]) -> list[Msg]:
-    msgs = []
+async def take_until_synced(stream: AsyncIterator[bytes]) -> list[Msg]:
+    msgs: list[Msg] = []
     while not msgs or msgs[-1].kind != Msg.SYNCED:
-        msgs.append(await asyncio.wait_for(anext(stream), 5))
+        msgs.append(Msg.FromString(await asyncio.wait_for(anext(stream), 5)))
     return msgs
 
 
@@ -58,7 +58,7 @@ async def test_a_delta_larger_than_the_cap_is_split_and_only_its_last_part_carri
     stream = hub.watch()
     await take_until_synced(stream)
     hub.apply([(lease(n).key, lease(n, 3_000)) for n in range(1, 8)], revision=2)
-    parts = [await asyncio.wait_for(anext(stream), 5) for _ in range(3)]
+    parts = [Msg.FromString(await asyncio.wait_for(anext(stream), 5)) for _ in range(3)]
     assert all(m.kind == Msg.DELTA and m.ByteSize() <= 10_000 for m in parts)
     assert [len(m.events) for m in parts] == [3, 3, 1]
     assert [bool(m.cursor) for m in parts] == [False, False, True]

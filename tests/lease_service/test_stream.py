@@ -27,8 +27,13 @@ def lease(n: int, ip: str = "") -> Lease:
     )
 
 
-async def take(stream: AsyncIterator[Msg], count: int) -> list[Msg]:
+async def take_raw(stream: AsyncIterator[bytes], count: int) -> list[bytes]:
     return [await asyncio.wait_for(anext(stream), 5) for _ in range(count)]
+
+
+async def take(stream: AsyncIterator[bytes], count: int) -> list[Msg]:
+    """The next ``count`` messages (the hub yields them in wire form)."""
+    return [Msg.FromString(raw) for raw in await take_raw(stream, count)]
 
 
 def keys(msg: Msg) -> list[tuple[int, str]]:
@@ -164,14 +169,16 @@ async def test_an_unchanged_lease_rewritten_is_not_streamed_again() -> None:
 async def test_watchers_at_the_same_state_share_the_snapshot_and_a_change_refreshes_it() -> None:
     hub = LeaseHub("test")
     hub.reset({lease(n).key: lease(n) for n in range(1, 6)}, revision=1)
-    one = await take(hub.watch(max_batch=2), 4)
-    two = await take(hub.watch("garbage", max_batch=2), 4)
-    assert one[1] is two[1] and one[2] is two[2]  # shared
+    one_raw = await take_raw(hub.watch(max_batch=2), 4)
+    two_raw = await take_raw(hub.watch("garbage", max_batch=2), 4)
+    assert one_raw[1] is two_raw[1] and one_raw[2] is two_raw[2]  # shared
+    one, two = [Msg.FromString(m) for m in one_raw], [Msg.FromString(m) for m in two_raw]
     assert (
         (one[0].reason, two[0].reason) == (Msg.INITIAL, Msg.CURSOR_INVALID) and one[0].reset and two[0].reset
     )
     assert not one[1].reset
     hub.apply([(lease(9).key, lease(9))], revision=2)
-    three = await take(hub.watch(max_batch=2), 4)
-    assert three[1] is not one[1]
+    three_raw = await take_raw(hub.watch(max_batch=2), 4)
+    assert three_raw[1] is not one_raw[1]
+    three = [Msg.FromString(m) for m in three_raw]
     assert "10.244.9.0-24" in {e.lease.key for m in three[:3] for e in m.events}
