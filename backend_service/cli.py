@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import flannel_flags
-from flannel_rpc.serve import BACKEND_SOCKET, LEASE_SOCKET
+from flannel_rpc.sockets import BACKEND_SOCKET, LEASE_SOCKET
 
 UsageError = flannel_flags.UsageError
 """A flag or environment variable has a bad value; the message names it."""

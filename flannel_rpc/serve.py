@@ -24,11 +24,6 @@ log = logging.getLogger(__name__)
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
-LEASE_SOCKET = "lease.sock"
-"""The lease service's unix socket, in the run dir (``--run-dir``, default ``/run/flannel``)."""
-BACKEND_SOCKET = "backend.sock"
-"""The backend's unix socket, in the run dir."""
-
 MIB = 1024 * 1024
 #: The largest message either end of our contract sends or receives (lease service, backend, flannelctl,
 #: supervisor probes: all set both limits to this). gRPC's default receive limit is 4 MiB.

@@ -14,7 +14,7 @@ from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 
 import flannel_flags
-from flannel_rpc.serve import LEASE_SOCKET
+from flannel_rpc.sockets import LEASE_SOCKET
 from lease_service.etcd import EtcdSettings
 
 DEFAULT_RUN_DIR = Path("/run/flannel")

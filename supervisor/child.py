@@ -1,4 +1,5 @@
-"""One child process: spawn it, forward its output, probe its health over grpc.health.v1, stop it.
+"""One child process: spawn it, forward its output, probe its health over grpc.health.v1 (spoken by
+:mod:`supervisor.probe`, without the gRPC library), stop it.
 
 :meth:`Child.run_once` is one incarnation, from spawn to exit; whoever calls it (the supervisor) decides
 whether and when to run it again. A child whose health probes go unanswered is stopped by
@@ -20,11 +21,8 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-from flannel_rpc import unix_target
 from flannel_rpc.exitcodes import ExitCode, classify
+from supervisor import probe
 from supervisor.cli import ProbeSettings
 from supervisor.logs import CHILD_ENV, LogSink
 from supervisor.privileges import Launch
@@ -34,7 +32,6 @@ log = logging.getLogger(__name__)
 SERVING = "SERVING"
 STARTUP_PROBE_INTERVAL = 0.1
 """Seconds between probes until a child first answers SERVING (then ``--probe-interval``)."""
-_NO_ANSWER_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
 def describe_exit(returncode: int | None) -> str:
@@ -76,36 +73,19 @@ class RunResult:
 
 
 class HealthProbe:
-    """grpc.health.v1 ``Check`` of the overall service ``""`` over a unix socket, one channel per probe owner."""
+    """grpc.health.v1 ``Check`` of the overall service ``""`` over a unix socket (a connection per probe:
+    a socket that just appeared is seen at once)."""
 
     def __init__(self, socket: os.PathLike[str] | str, settings: ProbeSettings) -> None:
-        # reconnect as fast as start-up probes come, so that a socket that just appeared is seen at once
-        backoff_ms = int(STARTUP_PROBE_INTERVAL * 1000)
-        self._channel = grpc.aio.insecure_channel(
-            unix_target(socket),
-            options=[
-                ("grpc.initial_reconnect_backoff_ms", backoff_ms),
-                ("grpc.min_reconnect_backoff_ms", backoff_ms),
-                ("grpc.max_reconnect_backoff_ms", backoff_ms),
-            ],
-        )
-        self._stub = health_pb2_grpc.HealthStub(self._channel)
+        self._socket = socket
         self._timeout = settings.timeout
 
     async def check(self) -> str | None:
         """The status name the child answered, or None when it did not answer."""
-        try:
-            response = await self._stub.Check(
-                health_pb2.HealthCheckRequest(service=""), timeout=self._timeout
-            )
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() in _NO_ANSWER_CODES:
-                return None
-            return "SERVICE_UNKNOWN" if exc.code() == grpc.StatusCode.NOT_FOUND else "UNKNOWN"
-        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
+        return await probe.check(self._socket, self._timeout)
 
     async def close(self) -> None:
-        await self._channel.close()
+        pass  # nothing stays open between probes
 
 
 class Child:
@@ -188,6 +168,10 @@ class Child:
         try:
             done, _ = await asyncio.wait({exited, monitor}, return_when=asyncio.FIRST_COMPLETED)
             if monitor in done and not exited.done():
+                # a child that stopped answering because it is exiting (a fatal error closes its socket
+                # first) gets one probe timeout to finish, so that its own exit code is what counts
+                await asyncio.wait({exited}, timeout=self._probe_settings.timeout)
+            if monitor in done and not exited.done():
                 reason = monitor.result()
                 log.warning("%s (pid %d) is unhealthy: %s; stopping it", self.name, process.pid, reason)
                 await self.stop()
@@ -226,8 +210,11 @@ class Child:
                         return f"{failures} consecutive health probes unanswered"
                 elif time.monotonic() - started > settings.startup_timeout:
                     return f"no health answer on {self.launch.socket} within {settings.startup_timeout:g}s"
+                # fast only while waiting for readiness: a child that stopped answering gets the usual
+                # interval per failure, so ``failures`` unanswered probes always span the same time
+                fast = not served and not failures
                 await asyncio.sleep(
-                    settings.interval if served else min(settings.interval, STARTUP_PROBE_INTERVAL)
+                    min(settings.interval, STARTUP_PROBE_INTERVAL) if fast else settings.interval
                 )
         finally:
             await probe.close()

@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flannel_flags.table import FLAGS
-from flannel_rpc.serve import BACKEND_SOCKET, LEASE_SOCKET
 from flannel_rpc.setpriv import setpriv_prefix
+from flannel_rpc.sockets import BACKEND_SOCKET, LEASE_SOCKET
 from supervisor.cli import Config, Identity
 from supervisor.runlock import open_run_dir
 
