@@ -421,6 +421,34 @@ def test_ten_racing_acquirers_get_ten_distinct_subnets(etcd: EtcdServer, prefix:
     assert len(set(subnets)) == 10
 
 
+def test_acquire_reuses_the_lease_naming_our_ip_among_lookalikes_and_escaped_values(
+    etcd: EtcdServer, prefix: str
+) -> None:
+    """acquire_lease decodes only values that may name our IP: a lookalike (192.168.70.10 for .1) is not
+    taken for ours, and a value that spells our IP with JSON escapes is still found."""
+    from ipaddress import IPv4Address
+
+    from lease_service.lease import LeaseAttrs
+    from lease_service.netconfig import parse_network_config
+    from lease_service.subnet.etcd import EtcdSubnetManager
+
+    config = parse_network_config(json.dumps(CONFIG))
+    for n in range(2, 40):
+        put(etcd, f"{prefix}/subnets/10.244.{n}.0-24", json.dumps({"PublicIP": f"192.168.70.{n}"}), ttl=600)
+    put(etcd, f"{prefix}/subnets/10.244.1.0-24", json.dumps({"PublicIP": "192.168.70.10"}), ttl=600)
+    escaped = '{"PublicIP":"\\u0031\\u0039\\u0032.168.70.1","BackendType":"vxlan"}'
+    put(etcd, f"{prefix}/subnets/10.244.77.0-24", escaped, ttl=600)
+
+    async def acquire() -> str:
+        async with EtcdClient(EtcdSettings(endpoints=(etcd.endpoint,))) as client:
+            lease = await EtcdSubnetManager(client, prefix).acquire_lease(
+                config, LeaseAttrs(IPv4Address("192.168.70.1"), backend_type="vxlan"), (None, None)
+            )
+            return str(lease.subnet)
+
+    assert asyncio.run(acquire()) == "10.244.77.0/24"
+
+
 def test_a_dual_stack_lease_is_stored_under_flannels_combined_key(
     etcd: EtcdServer, prefix: str, tmp_path: Path, nodes: list[LeaseNode]
 ) -> None:
