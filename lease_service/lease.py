@@ -192,6 +192,15 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
 
 
+def _inside(subnet: IPv4Network | IPv6Network, network: IPv4Network | IPv6Network) -> bool:
+    """``subnet.subnet_of(network)`` for one family, in integers: ``subnet_of`` caches a broadcast address
+    on every subnet it is asked about (10,000 leases: ~1.5 MB kept, and 3x the time)."""
+    shift = network.max_prefixlen - network.prefixlen
+    return subnet.prefixlen >= network.prefixlen and (
+        int(subnet.network_address) >> shift == int(network.network_address) >> shift
+    )
+
+
 def check_against_config(lease: Lease, config: NetworkConfig) -> None:
     """Raise :class:`CorruptLease` when the lease's subnets do not fit the network config."""
     if config.enable_ipv4:
@@ -199,7 +208,7 @@ def check_against_config(lease: Lease, config: NetworkConfig) -> None:
             raise CorruptLease(
                 f"lease {lease.key}: no IPv4 subnet, but the network config enables IPv4", OUTSIDE_NETWORK
             )
-        if config.network is None or not lease.subnet.subnet_of(config.network):
+        if config.network is None or not _inside(lease.subnet, config.network):
             raise CorruptLease(
                 f"lease {lease.key}: subnet {lease.subnet} is outside the network {config.network}",
                 OUTSIDE_NETWORK,
@@ -210,7 +219,7 @@ def check_against_config(lease: Lease, config: NetworkConfig) -> None:
                 OUTSIDE_NETWORK,
             )
     if config.enable_ipv6 and lease.ipv6_subnet is not None:
-        if config.ipv6_network is None or not lease.ipv6_subnet.subnet_of(config.ipv6_network):
+        if config.ipv6_network is None or not _inside(lease.ipv6_subnet, config.ipv6_network):
             raise CorruptLease(
                 f"lease {lease.key}: IPv6 subnet {lease.ipv6_subnet} is outside the network {config.ipv6_network}",
                 OUTSIDE_NETWORK,
