@@ -121,7 +121,10 @@ def throughput(n: int, watchers_list: list[int], deltas: int) -> list[dict[str, 
             before = lease.usage()[1]
             r = asyncio.run(watch_run(node, sock, n, w, deltas, first))
             first += deltas
-            r["lease_service_cpu_seconds"] = round(lease.usage()[1] - before, 2)
+            cpu = lease.usage()[1] - before
+            r["lease_service_cpu_seconds"] = round(cpu, 2)
+            # snapshot and deltas together: every event the lease service sent, to every watcher
+            r["lease_cpu_us_per_event_per_watcher"] = round(cpu / ((n + deltas) * w) * 1e6, 2)
             r["lease_service_rss_mb"] = round(lease.usage()[0], 1)
             print(f"  {r}", flush=True)
             out.append(r)
@@ -211,6 +214,8 @@ def main() -> int:
                     "delta ev/s/watcher",
                     "delta ev/s total",
                     "lease CPU s",
+                    "lease CPU µs/event/watcher",
+                    "lease RSS MB",
                 ],
                 [
                     (
@@ -224,6 +229,8 @@ def main() -> int:
                         r["delta_events_per_s_per_watcher"],
                         r["delta_events_per_s_total"],
                         r["lease_service_cpu_seconds"],
+                        r["lease_cpu_us_per_event_per_watcher"],
+                        r["lease_service_rss_mb"],
                     )
                     for r in runs
                 ],
