@@ -117,6 +117,10 @@ def _kv(pb: kv_pb2.KeyValue) -> KeyValue:
     )
 
 
+def _as_is(kv: KeyValue) -> KeyValue:
+    return kv
+
+
 def _event(pb: kv_pb2.Event) -> WatchEvent:
     return WatchEvent(type="delete" if pb.type == kv_pb2.Event.DELETE else "put", kv=_kv(pb.kv))
 
@@ -392,11 +396,16 @@ class EtcdClient:
 
     async def get_prefix(self, prefix: str) -> tuple[list[KeyValue], int]:
         """Every key under ``prefix``, sorted by key, read in pages at one revision; and that revision."""
+        return await self.list_prefix(prefix, _as_is)
+
+    async def list_prefix(self, prefix: str, convert: Callable[[KeyValue], R | None]) -> tuple[list[R], int]:
+        """:meth:`get_prefix` with each key converted as its page arrives (None: left out), so that the
+        whole listing is never held at once; and the revision."""
         start = _key_bytes(prefix)
         end = prefix_range_end(start)
         for _ in range(5):
             try:
-                return await self._list(prefix, start, end)
+                return await self._list(prefix, start, end, convert)
             except EtcdError as exc:
                 # Our pinned revision was compacted between two pages: list again from now.
                 if exc.code != grpc.StatusCode.OUT_OF_RANGE.name:
@@ -409,9 +418,15 @@ class EtcdClient:
 
         Raises :class:`WatchCompacted` when etcd has compacted that revision away.
         """
+        return await self.list_prefix_at(prefix, revision, _as_is)
+
+    async def list_prefix_at(
+        self, prefix: str, revision: int, convert: Callable[[KeyValue], R | None]
+    ) -> tuple[list[R], int]:
+        """:meth:`get_prefix_at` with each key converted as its page arrives (see :meth:`list_prefix`)."""
         start = _key_bytes(prefix)
         try:
-            return await self._list(prefix, start, prefix_range_end(start), revision)
+            return await self._list(prefix, start, prefix_range_end(start), convert, revision)
         except EtcdError as exc:
             if exc.code != grpc.StatusCode.OUT_OF_RANGE.name:
                 raise
@@ -421,9 +436,14 @@ class EtcdClient:
             ) from exc
 
     async def _list(
-        self, prefix: str, start: bytes, end: bytes, revision: int = 0
-    ) -> tuple[list[KeyValue], int]:
-        kvs: list[KeyValue] = []
+        self,
+        prefix: str,
+        start: bytes,
+        end: bytes,
+        convert: Callable[[KeyValue], R | None],
+        revision: int = 0,
+    ) -> tuple[list[R], int]:
+        kvs: list[R] = []
         while True:
             request = rpc_pb2.RangeRequest(key=start, range_end=end, limit=PAGE_SIZE, revision=revision)
             response = await self._unary(
@@ -432,7 +452,10 @@ class EtcdClient:
             self.cluster_id = response.header.cluster_id
             if revision == 0:
                 revision = response.header.revision
-            kvs.extend(_kv(pb) for pb in response.kvs)
+            for pb in response.kvs:
+                item = convert(_kv(pb))
+                if item is not None:
+                    kvs.append(item)
             if not response.more or not response.kvs:
                 return kvs, revision
             start = response.kvs[-1].key + b"\x00"
