@@ -18,6 +18,7 @@ import asyncio
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -80,7 +81,7 @@ def measure(
     seconds: float,
     first: int,
     settle: float,
-) -> dict[str, object]:
+) -> dict[str, Any]:
     monitor = KernelMonitor()
     try:
         before = cpu_now(procs)
@@ -176,13 +177,13 @@ def main() -> int:
                     r["max_ms"],
                     r["drain_after_last_write_s"],
                     r["keeps_up"],
-                    r["cpu_seconds"].get("backend_service"),  # type: ignore[union-attr]
+                    r["cpu_seconds"].get("backend_service"),
                     r["cpu_seconds"].get("lease_service"),
                 )
                 for r in results
             ],
         )
-    )  # type: ignore[union-attr]
+    )
     write_json(args.json, results)
     return 0
 

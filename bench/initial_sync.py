@@ -22,6 +22,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -104,7 +105,7 @@ def baseline(nss: Namespaces, n: int) -> float:
         nss.made.remove(ns)
 
 
-def measure(n: int, timeout: float, mode: str) -> dict[str, object]:
+def measure(n: int, timeout: float, mode: str) -> dict[str, Any]:
     with bench_node() as node:
         write_config(node)
         t = time.monotonic()
@@ -185,12 +186,12 @@ def main() -> int:
             for _ in range(args.repeat):
                 runs.append(measure(n, args.timeout, mode))
                 print(f"  N={n} {mode}: {runs[-1]}", flush=True)
-            runs.sort(key=lambda r: r["seconds"])  # type: ignore[arg-type, return-value]
+            runs.sort(key=lambda r: r["seconds"])
             median = dict(runs[len(runs) // 2])
             median["all_seconds"] = [r["seconds"] for r in runs]
-            bases = sorted(r["baseline_seconds"] for r in runs)  # type: ignore[type-var]
+            bases = sorted(r["baseline_seconds"] for r in runs)
             median["all_baseline_seconds"] = bases
-            median["ratio_of_medians"] = round(median["seconds"] / bases[len(bases) // 2], 2)  # type: ignore[operator]
+            median["ratio_of_medians"] = round(median["seconds"] / bases[len(bases) // 2], 2)
             results.append(median)
     rows = [
         (
@@ -207,7 +208,7 @@ def main() -> int:
             r["cpu_seconds"].get("backend_service"),
         )
         for r in results
-    ]  # type: ignore[union-attr]
+    ]
     print(
         table(
             [

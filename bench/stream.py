@@ -23,6 +23,7 @@ import asyncio
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -45,7 +46,7 @@ from flannel_testkit.netlink import KernelCounter, KernelMonitor
 
 async def watch_run(
     node: Node, socket_path: Path, n: int, watchers: int, deltas: int, first: int
-) -> dict[str, object]:
+) -> dict[str, Any]:
     import grpc
 
     from proto.flannel.v1 import lease_pb2, lease_pb2_grpc
@@ -108,7 +109,7 @@ async def watch_run(
     }
 
 
-def throughput(n: int, watchers_list: list[int], deltas: int) -> list[dict[str, object]]:
+def throughput(n: int, watchers_list: list[int], deltas: int) -> list[dict[str, Any]]:
     out = []
     with bench_node() as node:
         write_config(node)
@@ -131,7 +132,7 @@ def throughput(n: int, watchers_list: list[int], deltas: int) -> list[dict[str, 
     return out
 
 
-def resume(n: int, timeout: float) -> dict[str, object]:
+def resume(n: int, timeout: float) -> dict[str, Any]:
     with bench_node() as node:
         write_config(node)
         write_peers(node, range(n))
@@ -250,7 +251,7 @@ def main() -> int:
                     )
                 ],
             )
-        )  # type: ignore[union-attr]
+        )
     write_json(args.json, {"watch": runs, "resume": res, "commit": git_commit()})
     return 0
 

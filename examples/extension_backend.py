@@ -90,7 +90,9 @@ class ExtensionBackend(backend_pb2_grpc.BackendServiceServicer):
         self.mtu = 0
 
     # -- BackendService ------------------------------------------------------------------------
-    async def Describe(self, request, context):  # type: ignore[no-untyped-def]
+    async def Describe(
+        self, request: lease_pb2.DescribeRequest, context: grpc.aio.ServicerContext
+    ) -> lease_pb2.DescribeResponse:
         return lease_pb2.DescribeResponse(
             name="extension backend (example)",
             version="0.1.0",
@@ -98,7 +100,9 @@ class ExtensionBackend(backend_pb2_grpc.BackendServiceServicer):
             capabilities=["extension"],
         )
 
-    async def GetStatus(self, request, context):  # type: ignore[no-untyped-def]
+    async def GetStatus(
+        self, request: backend_pb2.GetStatusRequest, context: grpc.aio.ServicerContext
+    ) -> backend_pb2.GetStatusResponse:
         reply = backend_pb2.GetStatusResponse(
             backend_type=TYPE,
             mtu=self.mtu,

@@ -80,10 +80,10 @@ class Parsed:
                     args.append(name)
                 elif flag.default:  # false where the child's default is true; false alone is the default
                     args.append(f"{name}=false")
-            elif flag.kind == "level":
-                args += ["-" + (flag.child_name or flag.name)] * int(raw)  # type: ignore[call-overload]
-            elif flag.kind == "list":
-                for item in raw:  # type: ignore[union-attr]
+            elif flag.kind == "level" and isinstance(raw, int):
+                args += ["-" + (flag.child_name or flag.name)] * raw
+            elif flag.kind == "list" and isinstance(raw, tuple):
+                for item in raw:
                     args += [name, str(item)]
             else:
                 args += [name, str(raw)]

@@ -12,7 +12,7 @@ import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -59,7 +59,16 @@ def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], 
     return deserialize
 
 
-class GuardInterceptor(grpc.aio.ServerInterceptor):
+if TYPE_CHECKING:  # grpc ships no types: to mypy its base class would be Any
+
+    class _ServerInterceptor:
+        """What grpc.aio.ServerInterceptor is to its subclasses: a base with nothing typed in it."""
+
+else:
+    _ServerInterceptor = grpc.aio.ServerInterceptor
+
+
+class GuardInterceptor(_ServerInterceptor):
     """Every unexpected exception in a servicer becomes INTERNAL with one log line (no traceback per
     request), and request bytes that do not decode become INVALID_ARGUMENT (gRPC alone answers UNKNOWN and
     logs a traceback). Aborts (``context.abort``) pass through unchanged."""

@@ -38,8 +38,9 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from flannel_testkit import profiles
 from flannel_testkit.cni import cni_call, node_cni_config, pod_address
@@ -50,6 +51,9 @@ from flannel_testkit.netns import enter_netns
 from flannel_testkit.processes import Daemon, health_status
 from flannel_testkit.wait import wait_until
 from supervisor.privileges import backend_launcher, lease_launcher
+
+if TYPE_CHECKING:
+    from flannel_testkit.kubeapi import KubeApiControl
 
 T = TypeVar("T")
 
@@ -133,7 +137,7 @@ def in_netns(ns: str, fn: Callable[[], T]) -> T:
     thread.join()
     if "error" in result:
         raise result["error"]
-    return result["value"]  # type: ignore[no-any-return]
+    return result["value"]
 
 
 def list_namespaces(prefix: str = "fpt") -> list[str]:
@@ -360,7 +364,7 @@ class EtcdHttp:
                 headers={"Content-Type": "application/json"},
             )
             with urllib.request.urlopen(req, timeout=10) as resp:
-                return json.loads(resp.read() or b"{}")  # type: ignore[no-any-return]
+                return json.loads(resp.read() or b"{}")
 
         return in_netns(self.ns, go)
 
@@ -368,7 +372,7 @@ class EtcdHttp:
     def _b64(text: str | bytes) -> str:
         return base64.b64encode(text.encode() if isinstance(text, str) else text).decode()
 
-    def put(self, key: str, value: str | bytes, ttl: int = 0) -> None:
+    def put(self, key: str | bytes, value: str | bytes, ttl: int = 0) -> None:
         body: dict[str, Any] = {"key": self._b64(key), "value": self._b64(value)}
         if ttl:
             body["lease"] = self._call("/v3/lease/grant", {"TTL": ttl})["ID"]
@@ -387,7 +391,7 @@ class EtcdHttp:
         kvs = reply.get("kvs", [])
         return base64.b64decode(kvs[0].get("value", "")).decode() if kvs else None
 
-    def delete(self, key: str) -> int:
+    def delete(self, key: str | bytes) -> int:
         return int(self._call("/v3/kv/deleterange", {"key": self._b64(key)}).get("deleted", 0))
 
     def compact(self) -> int:
@@ -689,7 +693,7 @@ class Cluster:
     def _apiserver(self) -> None:
         """Kube mode: a Kubernetes API for Node objects beside etcd, net-conf.json, one Node per node
         (kubelet-registered, with its podCIDR as the node IPAM controller would give it)."""
-        from flannel_testkit.kubeapi import KubeApiProcess, make_node
+        from flannel_testkit.kubeapi import KubeApiControl, KubeApiProcess, make_node
 
         assert self.etcd is not None
         self.apiserver = KubeApiProcess(
@@ -705,9 +709,9 @@ class Cluster:
             node = make_node(
                 f"n{i}", str(list(network.subnets(new_prefix=24))[i]), addresses=f"{self.underlay}.{i}"
             )
-            self.kube_api(lambda api, node=node: api.create_node(node))
+            self.kube_api(partial(KubeApiControl.create_node, node=node))
 
-    def kube_api(self, call: Callable[[Any], T]) -> T:
+    def kube_api(self, call: Callable[[KubeApiControl], T]) -> T:
         """Run ``call(control)`` against the Kubernetes API from inside the namespace it listens in."""
         control = self.apiserver.control
         return in_netns(self.etcd_ns, lambda: call(control))
@@ -952,7 +956,7 @@ class Cluster:
             stub = backend_pb2_grpc.BackendServiceStub(channel)
             return stub.GetStatus(backend_pb2.GetStatusRequest(), timeout=5)
 
-    def etcd_put(self, key: str, value: str | bytes, ttl: int = 0) -> None:
+    def etcd_put(self, key: str | bytes, value: str | bytes, ttl: int = 0) -> None:
         assert self.etcd_http is not None
         self.etcd_http.put(key, value, ttl)
 

@@ -637,7 +637,7 @@ class KubeApiServer:
                 }
             )
         try:
-            return await handler(request)  # type: ignore[no-any-return]
+            return await handler(request)
         except ApiError as exc:
             return exc.response()
         except BadRequest as exc:
@@ -1185,10 +1185,10 @@ class KubeApiServer:
         def apply(old: JSON) -> JSON:
             try:
                 if kind == MERGE_PATCH:
-                    return merge_patch(old, patch)  # type: ignore[no-any-return]
+                    return merge_patch(old, patch)
                 if kind == STRATEGIC_MERGE_PATCH:
-                    return strategic_merge_patch(old, patch)  # type: ignore[no-any-return]
-                return json_patch(old, patch)  # type: ignore[no-any-return]
+                    return strategic_merge_patch(old, patch)
+                return json_patch(old, patch)
             except PatchError as exc:
                 raise ApiError(
                     422,
@@ -1312,24 +1312,24 @@ class KubeApiControl:
             raise KubeApiError(exc.code, decoded) from None
 
     def list_nodes(self) -> JSON:
-        return self.call("GET", "/api/v1/nodes")  # type: ignore[no-any-return]
+        return self.call("GET", "/api/v1/nodes")
 
     def get_node(self, name: str) -> JSON:
-        return self.call("GET", _path(name, False))  # type: ignore[no-any-return]
+        return self.call("GET", _path(name, False))
 
     def create_node(self, node: JSON) -> JSON:
-        return self.call("POST", "/api/v1/nodes", node)  # type: ignore[no-any-return]
+        return self.call("POST", "/api/v1/nodes", node)
 
     def replace_node(self, node: JSON, *, status: bool = False) -> JSON:
-        return self.call("PUT", _path(node["metadata"]["name"], status), node)  # type: ignore[no-any-return]
+        return self.call("PUT", _path(node["metadata"]["name"], status), node)
 
     def patch_node(
         self, name: str, patch: Any, *, status: bool = False, content_type: str = STRATEGIC_MERGE_PATCH
     ) -> JSON:
-        return self.call("PATCH", _path(name, status), patch, content_type)  # type: ignore[no-any-return]
+        return self.call("PATCH", _path(name, status), patch, content_type)
 
     def delete_node(self, name: str) -> JSON:
-        return self.call("DELETE", _path(name, False))  # type: ignore[no-any-return]
+        return self.call("DELETE", _path(name, False))
 
     def drop_watches(self, clean: bool = False) -> int:
         return int(self.call("POST", "/_test/drop-watches" + ("?clean=1" if clean else ""))["dropped"])
@@ -1351,7 +1351,7 @@ class KubeApiControl:
         self.call("POST", "/_test/allow-all")
 
     def requests(self) -> list[JSON]:
-        return self.call("GET", "/_test/requests")  # type: ignore[no-any-return]
+        return self.call("GET", "/_test/requests")
 
     def clear_requests(self) -> None:
         self.call("POST", "/_test/clear-requests")
@@ -1395,24 +1395,24 @@ class AsyncKubeApiControl:
             return decoded
 
     async def list_nodes(self) -> JSON:
-        return await self.call("GET", "/api/v1/nodes")  # type: ignore[no-any-return]
+        return await self.call("GET", "/api/v1/nodes")
 
     async def get_node(self, name: str) -> JSON:
-        return await self.call("GET", _path(name, False))  # type: ignore[no-any-return]
+        return await self.call("GET", _path(name, False))
 
     async def create_node(self, node: JSON) -> JSON:
-        return await self.call("POST", "/api/v1/nodes", node)  # type: ignore[no-any-return]
+        return await self.call("POST", "/api/v1/nodes", node)
 
     async def replace_node(self, node: JSON, *, status: bool = False) -> JSON:
-        return await self.call("PUT", _path(node["metadata"]["name"], status), node)  # type: ignore[no-any-return]
+        return await self.call("PUT", _path(node["metadata"]["name"], status), node)
 
     async def patch_node(
         self, name: str, patch: Any, *, status: bool = False, content_type: str = STRATEGIC_MERGE_PATCH
     ) -> JSON:
-        return await self.call("PATCH", _path(name, status), patch, content_type)  # type: ignore[no-any-return]
+        return await self.call("PATCH", _path(name, status), patch, content_type)
 
     async def delete_node(self, name: str) -> JSON:
-        return await self.call("DELETE", _path(name, False))  # type: ignore[no-any-return]
+        return await self.call("DELETE", _path(name, False))
 
     async def drop_watches(self, clean: bool = False) -> int:
         return int(
@@ -1429,7 +1429,7 @@ class AsyncKubeApiControl:
         await self.call("POST", "/_test/allow-all")
 
     async def requests(self) -> list[JSON]:
-        return await self.call("GET", "/_test/requests")  # type: ignore[no-any-return]
+        return await self.call("GET", "/_test/requests")
 
     async def clear_requests(self) -> None:
         await self.call("POST", "/_test/clear-requests")

@@ -22,7 +22,7 @@ def health_status(socket_path: Path, service: str = "", timeout: float = 1.0) ->
             reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
             return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
     except grpc.RpcError as exc:
-        return str(exc.code().name)  # type: ignore[attr-defined]
+        return str(exc.code().name)
 
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")

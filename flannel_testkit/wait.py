@@ -5,17 +5,24 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 T = TypeVar("T")
 
 
+# The predicate is called without arguments (it may bind loop variables as defaults) and may answer False
+# or None while it waits: what is returned is its first other answer.
+
+
 def wait_until(
-    predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.02, what: str = ""
+    predicate: Callable[..., T | Literal[False] | None],
+    timeout: float = 10.0,
+    interval: float = 0.02,
+    what: str = "",
 ) -> T:
     """Poll ``predicate`` until it returns a truthy value; return it, or fail after ``timeout``."""
     deadline = time.monotonic() + timeout
-    last: T = predicate()
+    last = predicate()
     while not last:
         if time.monotonic() > deadline:
             raise AssertionError(
@@ -27,7 +34,10 @@ def wait_until(
 
 
 async def async_wait_until(
-    predicate: Callable[[], Awaitable[T]], timeout: float = 10.0, interval: float = 0.02, what: str = ""
+    predicate: Callable[..., Awaitable[T | Literal[False] | None]],
+    timeout: float = 10.0,
+    interval: float = 0.02,
+    what: str = "",
 ) -> T:
     """Async twin of :func:`wait_until` for coroutine predicates."""
     deadline = time.monotonic() + timeout

@@ -98,7 +98,7 @@ class Connection:
         return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
 
     def lease_stub(self) -> lease_pb2_grpc.LeaseServiceStub:
-        return lease_pb2_grpc.LeaseServiceStub(self.channel)  # type: ignore[no-untyped-call]
+        return lease_pb2_grpc.LeaseServiceStub(self.channel)
 
     def backend_stub(self) -> backend_pb2_grpc.BackendServiceStub:
-        return backend_pb2_grpc.BackendServiceStub(self.channel)  # type: ignore[no-untyped-call]
+        return backend_pb2_grpc.BackendServiceStub(self.channel)

@@ -103,7 +103,8 @@ def wireguard_dict(wg: backend_pb2.WireGuardStatus) -> dict[str, Any]:
     def when(peer: backend_pb2.WireGuardPeer) -> str | None:
         if not peer.HasField("latest_handshake"):
             return None
-        return peer.latest_handshake.ToDatetime(tzinfo=UTC).isoformat().replace("+00:00", "Z")
+        at: datetime = peer.latest_handshake.ToDatetime(tzinfo=UTC)
+        return at.isoformat().replace("+00:00", "Z")
 
     return {
         "implementation": wg.implementation,

@@ -18,12 +18,13 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv"
 DEMO_ID = "demo"
 STATE_DIR = Path(os.environ.get("FLANNEL_DEMO_DIR", "/tmp/flannel-demo"))
-BACKENDS = {
+BACKENDS: dict[str, dict[str, Any]] = {
     "vxlan": {"Type": "vxlan"},
     "vxlan-direct": {"Type": "vxlan", "DirectRouting": True},
     "host-gw": {"Type": "host-gw"},

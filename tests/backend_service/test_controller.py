@@ -159,7 +159,7 @@ async def start(socket_path: Path) -> AsyncIterator[Callable[..., asyncio.Future
             return PublicInterface("eth0", 2, 1500, ip_address("192.168.77.1")), FakeVxlan()  # type: ignore[arg-type]
 
         view = LeaseView()
-        session = Session(settings, lease_pb2_grpc.LeaseServiceStub(channel), status, view, dataplane)  # type: ignore[arg-type]
+        session = Session(settings, lease_pb2_grpc.LeaseServiceStub(channel), status, view, dataplane)
         controller = Controller(
             session, node.kernel, view, status, Health(status, set_serving), resync_period=resync_period
         )

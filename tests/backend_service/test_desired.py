@@ -18,7 +18,7 @@ from backend_service.wireguard.desired import wireguard_desired
 from .factory import config, lease, node, validate_leases
 
 
-def peers(*leases, cfg=None, me=None):  # type: ignore[no-untyped-def]
+def peers(*leases, cfg=None, me=None):
     result = validate_leases(list(leases), cfg or config("vxlan"), me or node(1))
     assert result.rejected == ()
     return result.accepted

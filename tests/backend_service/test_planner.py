@@ -34,7 +34,7 @@ async def delta(planner: Planner, kernel: FakeKernel, changes: Mapping[str, leas
 
 
 def fresh() -> tuple[Planner, FakeKernel]:
-    return Planner(config("vxlan"), FakeVxlan()), FakeKernel()  # type: ignore[arg-type]
+    return Planner(config("vxlan"), FakeVxlan()), FakeKernel()
 
 
 async def test_an_added_peer_gets_exactly_what_a_full_plan_writes_and_a_removed_one_loses_it() -> None:
@@ -78,7 +78,7 @@ async def test_a_delta_rejects_with_the_reason_and_words_of_a_full_plan() -> Non
     await synced(planner, kernel, {lease(2).key: lease(2)})
     bad = lease(4, backend="host-gw")
     plan = await delta(planner, kernel, {bad.key: bad})
-    full = Planner(config("vxlan"), FakeVxlan()).plan_full(  # type: ignore[arg-type]
+    full = Planner(config("vxlan"), FakeVxlan()).plan_full(
         [lease(2), bad], node(1), await FakeKernel().read(()), synced=True
     )
     assert plan.ops == () and plan.rejected == full.rejected

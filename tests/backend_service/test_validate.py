@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from backend_service import leases
 from backend_service import validate as v
 from proto.flannel.v1 import lease_pb2
 
@@ -16,7 +17,7 @@ HOSTGW = config("host-gw")
 DUAL = config("vxlan", ipv6=True)
 
 
-def reasons(leases: list[lease_pb2.Lease], cfg=VXLAN, me=None) -> list[str]:  # type: ignore[no-untyped-def]
+def reasons(leases: list[lease_pb2.Lease], cfg=VXLAN, me=None) -> list[str]:
     result = validate_leases(leases, cfg, me or node(1))
     return [r.reason for r in result.rejected]
 
@@ -31,15 +32,18 @@ def test_good_leases_are_accepted_sorted_by_key() -> None:
 @pytest.mark.parametrize(
     ("bad", "reason"),
     [
-        (lease(2, subnet="10.244.2.0/33"), v.MALFORMED_LEASE),
-        (lease(2, subnet="10.244.2.1/24"), v.MALFORMED_LEASE),
-        (lease(2, public_ip="not-an-ip"), v.MALFORMED_LEASE),
-        (lease(2, public_ip="fd00::1"), v.MALFORMED_LEASE),
-        (lease(2, backend_data="{nope"), v.BACKEND_DATA_MALFORMED),
-        (lease(2, backend_data='{"VNI": 1}'), v.BACKEND_DATA_MALFORMED),
-        (lease(2, backend_data='{"VNI": "1", "VtepMAC": "02:00:00:00:00:01"}'), v.BACKEND_DATA_MALFORMED),
-        (lease(2, backend_data='{"VNI": 1, "VtepMAC": "01:00:5e:00:00:01"}'), v.BACKEND_DATA_MALFORMED),
-        (lease(2, backend_data="[]"), v.BACKEND_DATA_MALFORMED),
+        (lease(2, subnet="10.244.2.0/33"), leases.MALFORMED_LEASE),
+        (lease(2, subnet="10.244.2.1/24"), leases.MALFORMED_LEASE),
+        (lease(2, public_ip="not-an-ip"), leases.MALFORMED_LEASE),
+        (lease(2, public_ip="fd00::1"), leases.MALFORMED_LEASE),
+        (lease(2, backend_data="{nope"), leases.BACKEND_DATA_MALFORMED),
+        (lease(2, backend_data='{"VNI": 1}'), leases.BACKEND_DATA_MALFORMED),
+        (
+            lease(2, backend_data='{"VNI": "1", "VtepMAC": "02:00:00:00:00:01"}'),
+            leases.BACKEND_DATA_MALFORMED,
+        ),
+        (lease(2, backend_data='{"VNI": 1, "VtepMAC": "01:00:5e:00:00:01"}'), leases.BACKEND_DATA_MALFORMED),
+        (lease(2, backend_data="[]"), leases.BACKEND_DATA_MALFORMED),
         (lease(2, backend="host-gw"), v.BACKEND_MISMATCH),
         (lease(2, subnet=""), v.MISSING_SUBNET),
         (lease(2, subnet="10.245.2.0/24"), v.SUBNET_OUTSIDE_NETWORK),
@@ -85,7 +89,7 @@ def test_overlapping_leases_first_key_wins() -> None:
 def test_a_bug_while_validating_rejects_the_lease_instead_of_raising(monkeypatch: pytest.MonkeyPatch) -> None:
     real = v.check_lease
 
-    def boom(msg, cfg, me):  # type: ignore[no-untyped-def]
+    def boom(msg, cfg, me):
         if msg.node_name == "node-2":
             raise KeyError("surprise")
         return real(msg, cfg, me)

@@ -22,7 +22,7 @@ from .kernelnode import KernelNode, node_pair
 pytestmark = pytest.mark.netns
 
 
-def pings(ns, dst: str, src: str) -> bool:  # type: ignore[no-untyped-def]
+def pings(ns, dst: str, src: str) -> bool:
     return bool(wait_until(lambda: ns.ping(dst, src=src), timeout=5, what=f"ping {src} -> {dst}"))
 
 
@@ -158,18 +158,18 @@ async def test_vtep_mac_survives_a_restart_and_is_derived_identically_on_recreat
 
         # A restart: a new backend object finds the device and reuses it, index and MAC unchanged.
         assert node.backend is not None and isinstance(node.backend, VxlanBackend)
-        again = await VxlanBackend(node.ipr, node.config, node.backend.public).setup()  # type: ignore[arg-type]
+        again = await VxlanBackend(node.ipr, node.config, node.backend.public).setup()
         assert again == first
         assert ns.ip("-o", "link", "show", "flannel.1").split(":")[0] == ifindex
 
         # A matching device keeps whatever MAC it has: never delete/recreate a device that matches.
         ns.ip("link", "set", "flannel.1", "address", "02:12:34:56:78:9a")
-        kept = await VxlanBackend(node.ipr, node.config, node.backend.public).setup()  # type: ignore[arg-type]
+        kept = await VxlanBackend(node.ipr, node.config, node.backend.public).setup()
         assert json.loads(kept.backend_data)["VtepMAC"] == "02:12:34:56:78:9a"
 
         # Deleted: re-created with the derived MAC again.
         ns.ip("link", "del", "flannel.1")
-        recreated = await VxlanBackend(node.ipr, node.config, node.backend.public).setup()  # type: ignore[arg-type]
+        recreated = await VxlanBackend(node.ipr, node.config, node.backend.public).setup()
         assert recreated == first
 
         # Incompatible (wrong port): re-created, same derived MAC.
@@ -189,7 +189,7 @@ async def test_vtep_mac_survives_a_restart_and_is_derived_identically_on_recreat
             "dev",
             "eth0",
         )
-        fixed = await VxlanBackend(node.ipr, node.config, node.backend.public).setup()  # type: ignore[arg-type]
+        fixed = await VxlanBackend(node.ipr, node.config, node.backend.public).setup()
         assert fixed == first
         assert "dstport 8472" in ns.ip("-d", "link", "show", "flannel.1")
     finally:

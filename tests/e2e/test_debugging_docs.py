@@ -56,7 +56,7 @@ STREAMING = {
     for service in file.services_by_name.values()
     for method in service.methods
     if method.server_streaming
-}  # type: ignore[attr-defined]
+}
 
 
 def test_the_section_documents_the_essential_commands() -> None:
@@ -124,15 +124,15 @@ def test_every_grpcurl_command_of_the_readme_works(node: SingleNode, command: st
             proc.kill()
             proc.wait()
         return
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
-    assert proc.returncode == 0, f"{command}\nexit {proc.returncode}\nstderr: {proc.stderr}"
-    assert proc.stdout.strip()
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 0, f"{command}\nexit {done.returncode}\nstderr: {done.stderr}"
+    assert done.stdout.strip()
     if method == "list":
-        assert "grpc.health.v1.Health" in proc.stdout and "flannel.v1." in proc.stdout
+        assert "grpc.health.v1.Health" in done.stdout and "flannel.v1." in done.stdout
     elif method.endswith("Health/Check"):
-        assert json.loads(proc.stdout) == {"status": "SERVING"}
+        assert json.loads(done.stdout) == {"status": "SERVING"}
     elif method.endswith("/GetStatus"):
-        status = json.loads(proc.stdout)
+        status = json.loads(done.stdout)
         assert status["device"] == "flannel.1" and status["peers"][0]["lease"]["key"] == "10.244.9.0-24"
 
 

@@ -70,6 +70,7 @@ def test_a_distributions_unit_line_with_single_dash_flags_starts_a_node(tmp_path
         return flanneld(node, cluster, unit_line(cluster.etcd.endpoint), [])
 
     with Cluster(tmp_path, nodes=2, flanneld=True, flanneld_command=command) as cluster:
+        assert cluster.etcd is not None
         for node in cluster.nodes:
             assert node.flanneld is not None and node.flanneld.args[-4:] == unit_line(cluster.etcd.endpoint)
             assert_started_cleanly(node)

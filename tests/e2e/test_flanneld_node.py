@@ -28,8 +28,13 @@ def child_pids(node: Node, child: str) -> list[int]:
 
 def restarted(node: Node, child: str, before: int) -> int:
     """Wait for flanneld to start ``child`` again after pid ``before``; the new pid."""
+
+    def new_pid() -> int | None:
+        pids = child_pids(node, child)
+        return pids[-1] if pids and pids[-1] != before else None
+
     return wait_until(
-        lambda: (pids := child_pids(node, child)) and pids[-1] != before and pids[-1],
+        new_pid,
         timeout=30,
         what=f"{child} restarted on {node.name}",
     )

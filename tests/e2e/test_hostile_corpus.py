@@ -9,6 +9,7 @@ import base64
 import json
 import re
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -140,10 +141,10 @@ def test_a_hostile_etcd_corpus_costs_each_bad_item_one_line_and_nothing_else(
     big = big_leases()
     assert len(corpus) >= 40
     try:
-        for key, value in corpus.items():
-            c.etcd_put(sub.encode() + key, value)  # type: ignore[arg-type]
-        for key, value in big.items():
-            c.etcd_put(sub + key, value)
+        for raw_key, value in corpus.items():
+            c.etcd_put(sub.encode() + raw_key, value)
+        for name, value in big.items():
+            c.etcd_put(sub + name, value)
         # the own key taken over by another writer: noticed, named, restored
         c.etcd_put(
             sub + n1.lease_key,
@@ -155,9 +156,10 @@ def test_a_hostile_etcd_corpus_costs_each_bad_item_one_line_and_nothing_else(
                 timeout=60,
                 what=f"{node.name} routes to the 1 MB leases",
             )
-        assert c.etcd_http is not None
+        etcd_http = c.etcd_http
+        assert etcd_http is not None
         wait_until(
-            lambda: json.loads(c.etcd_http.get(sub + n1.lease_key) or "{}").get("PublicIP") == n1.public_ip,
+            lambda: json.loads(etcd_http.get(sub + n1.lease_key) or "{}").get("PublicIP") == n1.public_ip,
             timeout=30,
             what="n1's lease restored",
         )
@@ -195,10 +197,10 @@ def test_a_hostile_etcd_corpus_costs_each_bad_item_one_line_and_nothing_else(
         logs = {d: d.log() for node in c.nodes for d in (node.lease, node.backend)}
         rejected = {r.lease.key for node in c.nodes for r in c.backend_status(node).rejected}
         for raw_key in corpus:
-            key = raw_key.decode("utf-8", "surrogateescape")
-            counts = [mentions(text, key) for text in logs.values()]
-            assert all(n <= 1 for n in counts), (key, counts)
-            assert sum(counts) >= 1 or key in rejected, f"{key!r} named nowhere"
+            shown = raw_key.decode("utf-8", "surrogateescape")
+            counts = [mentions(text, shown) for text in logs.values()]
+            assert all(n <= 1 for n in counts), (shown, counts)
+            assert sum(counts) >= 1 or shown in rejected, f"{shown!r} named nowhere"
         conflict_lines = [line for line in n1.lease.log().splitlines() if "OWN_LEASE_CONFLICT" in line]
         assert len(conflict_lines) == 1 and "192.168.77.99" in conflict_lines[0]
         grown = log_size(c) - before
@@ -207,8 +209,9 @@ def test_a_hostile_etcd_corpus_costs_each_bad_item_one_line_and_nothing_else(
         assert total >= 60
         assert grown < LOG_GROWTH_BOUND, grown
     finally:
-        for key in [*corpus, *(k.encode() for k in big)]:
-            c.etcd_http.delete(sub.encode() + key)  # type: ignore[arg-type]
+        assert c.etcd_http is not None
+        for raw_key in [*corpus, *(k.encode() for k in big)]:
+            c.etcd_http.delete(sub.encode() + raw_key)
 
 
 def routes(node: Node) -> set[str]:
@@ -222,7 +225,7 @@ def hostile_requests(node: Node) -> int:
     options = [("grpc.max_send_message_length", 64 * MIB), ("grpc.max_receive_message_length", 64 * MIB)]
     with grpc.insecure_channel(f"unix:{node.lease_socket}", options=options) as channel:
         stub = lease_pb2_grpc.LeaseServiceStub(channel)
-        acquire = [
+        acquire: list[tuple[dict[str, Any], grpc.StatusCode]] = [
             ({"backend_data": json.dumps({"Pad": "p" * (3 * MIB)})}, grpc.StatusCode.RESOURCE_EXHAUSTED),
             ({"backend_data": "[" * 100_000 + "]" * 100_000}, grpc.StatusCode.INVALID_ARGUMENT),
             ({"backend_data": "7" * 5000}, grpc.StatusCode.INVALID_ARGUMENT),
@@ -413,15 +416,15 @@ def kube_mentions(text: str, name: str) -> list[int]:
 def test_hostile_nodes_frames_and_refusals_in_kube_mode_cost_one_line_each(
     make_cluster: Callable[..., Cluster],
 ) -> None:
-    from flannel_testkit.kubeapi import make_node
+    from flannel_testkit.kubeapi import KubeApiControl, make_node
 
     c = make_cluster(nodes=2, kube=True)
     n1, n2 = c.node(1), c.node(2)
     before = log_size(c)
     corpus = kube_corpus()
     for name, item in corpus.items():
-        node = make_node(name, item["cidr"], annotations=item["notes"])
-        c.kube_api(lambda api, node=node: api.create_node(node))
+        hostile = make_node(name, item["cidr"], annotations=item["notes"])
+        c.kube_api(partial(KubeApiControl.create_node, node=hostile))
     for number, frame in enumerate(
         FRAMES, 1
     ):  # a frame that is not a JSON event: the watch restarts (relist)
@@ -447,7 +450,7 @@ def test_hostile_nodes_frames_and_refusals_in_kube_mode_cost_one_line_each(
     # 401 and 400 on list: logged, retried, NOT_SERVING meanwhile, never an exit
     refusals = 0
     for code in (401, 400):
-        c.kube_api(lambda api, code=code: api.deny("list", "nodes", code=code))
+        c.kube_api(partial(KubeApiControl.deny, verb="list", resource="nodes", code=code))
         n2.lease.stop()
         n2.lease.start()
         wait_until(lambda code=code: f"({code})" in n2.lease.log(), timeout=30, what=f"{code} logged")

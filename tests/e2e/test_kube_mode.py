@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -25,7 +27,7 @@ NET_CONF = {"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan"}}
 VXLAN_DATA = '{"VNI":1,"VtepMAC":"0a:58:0a:f4:01:01"}'
 
 
-def managed(name: str, cidr: str, ip: str, **extra: str) -> dict[str, object]:
+def managed(name: str, cidr: str, ip: str, **extra: str) -> dict[str, Any]:
     """A node another flannel node has already annotated."""
     notes = {
         P + "kube-subnet-manager": "true",
@@ -267,8 +269,8 @@ def test_a_forbidden_patch_names_the_missing_permission(
     services.append(service.start())
     with pytest.raises(grpc.RpcError) as err:
         service.acquire()
-    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED  # type: ignore[attr-defined]
-    assert "nodes/status patch" in err.value.details()  # type: ignore[attr-defined]
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "nodes/status patch" in err.value.details()
     assert service.daemon.alive()
 
 
@@ -294,7 +296,7 @@ def test_three_nodes_in_kube_mode_ping_across_nodes(tmp_path: Path) -> None:
     with Cluster(tmp_path / "cluster", nodes=3, kube=True) as cluster:
         for node in cluster.nodes:
             assert node.subnet == f"10.244.{node.index}.0/24"  # the node's spec.podCIDR
-            notes = cluster.kube_api(lambda api, name=node.name: api.get_node(name))["metadata"][
+            notes = cluster.kube_api(partial(KubeApiControl.get_node, name=node.name))["metadata"][
                 "annotations"
             ]
             assert notes[P + "public-ip"] == node.public_ip and notes[P + "kube-subnet-manager"] == "true"

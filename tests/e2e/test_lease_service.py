@@ -184,14 +184,14 @@ def test_bad_acquire_requests_are_refused_with_the_field_named(
     for kwargs, code, word in cases:
         with pytest.raises(grpc.RpcError) as err:
             node.acquire(**kwargs)  # type: ignore[arg-type]
-        assert err.value.code() == code and word in err.value.details()  # type: ignore[attr-defined]
+        assert err.value.code() == code and word in err.value.details()
     with node.channel() as ch, pytest.raises(grpc.RpcError) as err:
         next(
             iter(
                 lease_pb2_grpc.LeaseServiceStub(ch).WatchLeases(lease_pb2.WatchLeasesRequest(max_batch=10**9))
             )
         )
-    assert err.value.code() == grpc.StatusCode.OUT_OF_RANGE  # type: ignore[attr-defined]
+    assert err.value.code() == grpc.StatusCode.OUT_OF_RANGE
     assert node.daemon.alive()
 
 

@@ -16,12 +16,14 @@ import shutil
 import stat
 import tempfile
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
 import yaml
 
 from flannel_testkit.cluster import Cluster, NodeDaemons, ip
+from flannel_testkit.kubeapi import KubeApiControl
 from flannel_testkit.kubelet import REPO, Kubelet, Manifest, PodPlacement, build_image, remove_labelled
 from flannel_testkit.wait import wait_until
 
@@ -150,7 +152,7 @@ def test_the_daemonset_under_podman_connects_pods_across_nodes_with_the_privileg
 
     # the lease service published the node's lease through the API server (the mounted kubeconfig)
     for node in cluster.nodes:
-        notes = cluster.kube_api(lambda api, n=node.name: api.get_node(n))["metadata"]["annotations"]
+        notes = cluster.kube_api(partial(KubeApiControl.get_node, name=node.name))["metadata"]["annotations"]
         assert notes["flannel.alpha.coreos.com/public-ip"] == node.public_ip
         assert notes["flannel.alpha.coreos.com/kube-subnet-manager"] == "true"
 

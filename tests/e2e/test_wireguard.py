@@ -196,7 +196,7 @@ def test_a_node_with_another_psk_gets_no_traffic_and_no_handshake(make_cluster: 
     """Kube mode, where each node reads its own net-conf.json: node 2's says another PSK (a ConfigMap
     rolled out to half the nodes). The handshake cannot complete; no packet passes; status says so."""
     psk_a, psk_b = (str(Key.generate()) for _ in range(2))
-    config = {"Network": "10.244.0.0/16", "Backend": {"Type": "wireguard", "PSK": psk_a}}
+    config: dict[str, Any] = {"Network": "10.244.0.0/16", "Backend": {"Type": "wireguard", "PSK": psk_a}}
     c = wg_cluster(make_cluster, nodes=2, config=config, kube=True)
     n1, n2 = c.node(1), c.node(2)
     assert c.ping(n1, n2.pod_ip, count=3).received == 3  # same PSK: fine

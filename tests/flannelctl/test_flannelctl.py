@@ -69,7 +69,7 @@ class Etcd:
             headers={"Content-Type": "application/json"},
         )
         with urllib.request.urlopen(req, timeout=10) as resp:
-            return json.loads(resp.read() or b"{}")  # type: ignore[no-any-return]
+            return json.loads(resp.read() or b"{}")
 
     @staticmethod
     def _b64(text: str) -> str:
@@ -258,13 +258,13 @@ def test_watch_resumes_by_cursor_when_the_lease_service_restarts(
         daemon.start()
         wait_until(lambda: health_status(run_dir / "lease.sock") == "SERVING", timeout=20, what="SERVING")
         watch = WatchProcess(run_dir)
-        wait_until(lambda: ("SYNCED", "") in watch.kinds(), what="SYNCED")  # type: ignore[union-attr]
+        wait_until(lambda: ("SYNCED", "") in watch.kinds(), what="SYNCED")
         daemon.kill()
         store.put("subnets/10.244.5.0-24", peer_value("192.168.50.5", "0a:58:0a:f4:05:01"))
         daemon.start()
         wait_until(
             lambda: ("UPSERT", "10.244.5.0-24") in watch.kinds(),
-            timeout=20,  # type: ignore[union-attr]
+            timeout=20,
             what="the lease written while the lease service was down",
         )
         assert watch.proc.poll() is None

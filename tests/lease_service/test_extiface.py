@@ -201,7 +201,7 @@ def lookup(ns: Netns, **flags: object) -> dict[str, object]:
         text=True,
         check=True,
     ).stdout
-    return json.loads(out)  # type: ignore[no-any-return]
+    return json.loads(out)
 
 
 @pytest.mark.netns

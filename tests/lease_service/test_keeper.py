@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import AsyncGenerator
 from datetime import UTC, datetime, timedelta
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address
 from pathlib import Path
 
 from lease_service.keeper import KeeperSettings, LeaseKeeper
 from lease_service.lease import Lease, LeaseAttrs
 from lease_service.netconfig import NetworkConfig, parse_network_config
 from lease_service.stream import LeaseHub
+from lease_service.subnet.base import LeaseSink, StateUnavailable
 from proto.flannel.v1 import lease_pb2
 
 Event = lease_pb2.WatchLeaseResponse
@@ -45,11 +47,35 @@ class SlowRenewals:
         await self.let_renewal_through.wait()
         return _lease(str(lease.subnet), 7200)
 
+    # the rest of the SubnetManager protocol: never reached by these tests
+
+    @property
+    def store_id(self) -> str:
+        return "slow-renewals"
+
+    async def get_network_config(self) -> NetworkConfig:
+        raise AssertionError("the keeper is handed its config")
+
+    async def stored_public_ips(self) -> tuple[IPv4Address | None, IPv6Address | None]:
+        return None, None
+
+    async def restore_lease(self, config: NetworkConfig, lease: Lease, attrs: LeaseAttrs) -> Lease:
+        return lease
+
+    async def state_at(self, config: NetworkConfig, revision: int) -> dict[str, Lease]:
+        raise StateUnavailable("no history here")
+
+    async def run_watch(self, config: NetworkConfig, hub: LeaseSink) -> None:
+        raise AssertionError("these tests feed the hub themselves")
+
+    async def close(self) -> None:
+        pass
+
 
 async def test_a_renewal_in_flight_does_not_overwrite_a_newer_acquire() -> None:
     config = parse_network_config('{"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan"}}')
     manager = SlowRenewals()
-    keeper = LeaseKeeper(manager, config, LeaseHub("test").subscribe(), KeeperSettings(renew_margin=3600))  # type: ignore[arg-type]
+    keeper = LeaseKeeper(manager, config, LeaseHub("test").subscribe(), KeeperSettings(renew_margin=3600))
     await keeper.acquire(ATTRS, 1450)  # expires in 1 s, inside the margin: renewed at once
     runner = asyncio.create_task(keeper.run())
     try:
@@ -101,13 +127,14 @@ async def test_the_keeper_follows_the_hub_a_removed_lease_is_lost_and_reacquired
     hub = LeaseHub("test")
     hub.reset({}, revision=1)
     keeper = LeaseKeeper(
-        Reacquiring(),  # type: ignore[arg-type]
+        Reacquiring(),
         config,
         hub.subscribe(),
         KeeperSettings(retry_initial=0.01),
     )
     held = await keeper.acquire(ATTRS, 1450)
     events = keeper.watch()
+    assert isinstance(events, AsyncGenerator)
     assert (await asyncio.wait_for(anext(events), 5)).kind == Event.CURRENT
     runner = asyncio.create_task(keeper.run())
     try:

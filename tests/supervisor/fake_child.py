@@ -85,7 +85,7 @@ def main() -> None:
     asyncio.run(serve(args, event))
 
 
-async def serve(args: argparse.Namespace, event) -> None:  # type: ignore[no-untyped-def]
+async def serve(args: argparse.Namespace, event) -> None:
     group = args.socket_group
     gid = None if not group else int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
     server = UnixServer(Path(args.run_dir) / args.socket, [], lambda s: None, socket_gid=gid)

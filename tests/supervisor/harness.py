@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from flannel_testkit.wait import wait_until
 
@@ -153,7 +153,7 @@ class Flanneld:
         return self
 
     @staticmethod
-    def _read(stream, sink: list[str]) -> None:  # type: ignore[no-untyped-def]
+    def _read(stream, sink: list[str]) -> None:
         for raw in iter(stream.readline, b""):
             sink.append(raw.decode("utf-8", "replace").rstrip("\n"))
 
@@ -198,7 +198,7 @@ class Flanneld:
 
         return self._wait(find, timeout, f"a line with {text!r}")
 
-    def _wait(self, predicate: Callable[[], T], timeout: float, what: str) -> T:
+    def _wait(self, predicate: Callable[..., T | Literal[False] | None], timeout: float, what: str) -> T:
         """wait_until, with flanneld's latest output in the failure message."""
         try:
             return wait_until(predicate, timeout=timeout, what=what)
@@ -239,6 +239,12 @@ class Flanneld:
         return [json.loads(line) for line in list(self.lines)]
 
     # --- control -------------------------------------------------------------------------------
+
+    @property
+    def popen(self) -> subprocess.Popen[bytes]:
+        """flanneld's process, once started."""
+        assert self.proc is not None, "flanneld was not started"
+        return self.proc
 
     def signal(self, sig: int) -> None:
         assert self.proc is not None

@@ -41,7 +41,7 @@ def test_children_get_exactly_their_capabilities(flanneld: Callable[..., Flannel
     assert backend_status["Groups"].split() == ["65534"]  # the lease group, to reach lease.sock
 
     # flanneld itself keeps what it needs to start the backend again
-    assert int(proc_status(f.proc.pid)["CapEff"], 16) & 0x3000 == 0x3000
+    assert int(proc_status(f.popen.pid)["CapEff"], 16) & 0x3000 == 0x3000
 
     run_dir = f.run_dir.stat()
     assert stat.S_IMODE(run_dir.st_mode) == 0o750 and (run_dir.st_uid, run_dir.st_gid) == (0, 65534)
@@ -154,7 +154,7 @@ def test_the_lease_service_runs_as_the_lease_user(flanneld: Callable[..., Flanne
     assert stat.S_IMODE((open_dir / "run").stat().st_mode) == 0o1770
     # it never answers health, so the node is never ready
     assert "lease-service: STARTING" in f.wait_http("/healthz", 503)
-    f.proc.terminate()
+    f.popen.terminate()
     assert f.wait() == 0
 
 
@@ -175,5 +175,5 @@ def test_the_default_lease_user_cannot_write_a_root_owned_file(
     pid = int(f.wait_line("lease-service started (pid").split("(pid ")[1].split(")")[0])
     assert proc_status(pid)["Uid"].split() == ["65534"] * 4
     assert proc_status(pid)["Groups"] == ""
-    f.proc.terminate()
+    f.popen.terminate()
     assert f.wait() == 0

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import pytest
 
@@ -45,7 +46,7 @@ def _config(**restart: float) -> cli.Config:
     return cli.Config(restart=cli.RestartSettings(**restart))  # type: ignore[arg-type]
 
 
-async def _until(predicate: Callable[[], bool]) -> None:
+async def _until(predicate: Callable[..., bool]) -> None:
     for _ in range(1000):
         if predicate():
             return
@@ -112,7 +113,7 @@ async def test_a_fatal_code_from_a_child_flanneld_stopped_is_not_fatal(clock: li
     assert await run == 0
 
 
-def _never_serving(child: ScriptedChild) -> Callable[[], object]:
+def _never_serving(child: ScriptedChild) -> Callable[[], Coroutine[Any, Any, RunResult]]:
     async def run_once() -> RunResult:
         child.runs += 1
         child.set_status("STARTING")
