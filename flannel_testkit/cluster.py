@@ -23,7 +23,6 @@ namespaces) and etcd from a thread that entered the etcd namespace with ``setns(
 
 from __future__ import annotations
 
-import base64
 import ipaddress
 import json
 import os
@@ -44,11 +43,11 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from flannel_testkit import profiles
 from flannel_testkit.cni import cni_call, node_cni_config, pod_address
-from flannel_testkit.etcd import EtcdServer
+from flannel_testkit.etcd import EtcdHttp, EtcdServer
 from flannel_testkit.hostprofiles import HostProfile
 from flannel_testkit.netlink import RTPROT_FLANNEL
-from flannel_testkit.netns import enter_netns
-from flannel_testkit.processes import Daemon, health_status
+from flannel_testkit.netns import in_netns
+from flannel_testkit.processes import Daemon, close_pipes, health_status
 from flannel_testkit.wait import wait_until
 from supervisor.privileges import backend_launcher, lease_launcher
 
@@ -118,26 +117,6 @@ def ip_json(ns: str, *args: str, tool: str = "ip") -> list[dict[str, Any]]:
     if out.returncode != 0 or not text:
         return []
     return list(json.loads(text))
-
-
-def in_netns(ns: str, fn: Callable[[], T]) -> T:
-    """Call ``fn`` in a fresh thread that entered network namespace ``ns``; sockets it opens and
-    processes it starts live there. The calling thread's namespace is left alone."""
-    result: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            enter_netns(ns)
-            result["value"] = fn()
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
-            result["error"] = exc
-
-    thread = threading.Thread(target=target, name=f"netns-{ns}", daemon=True)
-    thread.start()
-    thread.join()
-    if "error" in result:
-        raise result["error"]
-    return result["value"]
 
 
 def list_namespaces(prefix: str = "fpt") -> list[str]:
@@ -311,6 +290,7 @@ class EchoServer:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
+        close_pipes(self.proc, *([self._reader] if hasattr(self, "_reader") else []))
 
     def __enter__(self) -> Self:
         return self
@@ -343,65 +323,6 @@ def caps(pid: int) -> dict[str, str]:
     status = Path(f"/proc/{pid}/status").read_text()
     found = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
     return {name: found[name].strip() for name in CAP_FIELDS}
-
-
-# --------------------------------------------------------------------------- etcd over its JSON gateway
-
-
-class EtcdHttp:
-    """put/get/delete through etcd's v3 JSON gateway, from inside the etcd namespace."""
-
-    def __init__(self, ns: str, endpoint: str) -> None:
-        self.ns, self.endpoint = ns, endpoint
-
-    def _call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        import urllib.request
-
-        def go() -> dict[str, Any]:
-            req = urllib.request.Request(
-                f"{self.endpoint}{path}",
-                data=json.dumps(body).encode(),
-                headers={"Content-Type": "application/json"},
-            )
-            with urllib.request.urlopen(req, timeout=10) as resp:
-                return json.loads(resp.read() or b"{}")
-
-        return in_netns(self.ns, go)
-
-    @staticmethod
-    def _b64(text: str | bytes) -> str:
-        return base64.b64encode(text.encode() if isinstance(text, str) else text).decode()
-
-    def put(self, key: str | bytes, value: str | bytes, ttl: int = 0) -> None:
-        body: dict[str, Any] = {"key": self._b64(key), "value": self._b64(value)}
-        if ttl:
-            body["lease"] = self._call("/v3/lease/grant", {"TTL": ttl})["ID"]
-        self._call("/v3/kv/put", body)
-
-    def get_prefix(self, prefix: str) -> dict[str, str]:
-        end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
-        reply = self._call("/v3/kv/range", {"key": self._b64(prefix), "range_end": self._b64(end)})
-        return {
-            base64.b64decode(kv["key"]).decode(): base64.b64decode(kv.get("value", "")).decode()
-            for kv in reply.get("kvs", [])
-        }
-
-    def get(self, key: str) -> str | None:
-        reply = self._call("/v3/kv/range", {"key": self._b64(key)})
-        kvs = reply.get("kvs", [])
-        return base64.b64decode(kvs[0].get("value", "")).decode() if kvs else None
-
-    def delete(self, key: str | bytes) -> int:
-        return int(self._call("/v3/kv/deleterange", {"key": self._b64(key)}).get("deleted", 0))
-
-    def compact(self) -> int:
-        """Compact etcd's history up to now; the revision compacted at."""
-        self.put("/compaction-marker", "x")
-        revision = int(
-            self._call("/v3/kv/range", {"key": self._b64("/compaction-marker")})["header"]["revision"]
-        )
-        self._call("/v3/kv/compaction", {"revision": revision, "physical": True})
-        return revision
 
 
 # --------------------------------------------------------------------------- the cluster
@@ -685,7 +606,7 @@ class Cluster:
         data.mkdir(parents=True, exist_ok=True)
         etcd = self.etcd
         in_netns(self.etcd_ns, lambda: etcd.start())
-        self.etcd_http = EtcdHttp(self.etcd_ns, etcd.endpoint)
+        self.etcd_http = EtcdHttp(etcd.endpoint, ns=self.etcd_ns)
         self.put_config(self.config)
         if self.kube:
             self._apiserver()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import shutil
 import signal
@@ -9,12 +11,24 @@ import socket
 import ssl
 import subprocess
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Self
 
+from flannel_testkit.netns import in_netns
 from lease_service.etcd import EtcdClient, EtcdSettings
 
-__all__ = ["EtcdClient", "EtcdServer", "EtcdTls", "etcd_binary", "etcd_client", "free_port", "port_open"]
+__all__ = [
+    "EtcdClient",
+    "EtcdHttp",
+    "EtcdServer",
+    "EtcdTls",
+    "etcd_binary",
+    "etcd_client",
+    "free_port",
+    "port_open",
+]
 
 
 def free_port() -> int:
@@ -115,8 +129,6 @@ class EtcdServer:
             time.sleep(0.05)
 
     def _healthy(self) -> bool:
-        import urllib.request
-
         context = None
         if self.tls is not None:
             # Readiness only: the test's own client verifies the server certificate.
@@ -145,3 +157,76 @@ class EtcdServer:
 
     def kill(self) -> None:
         self.stop(signal.SIGKILL)
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill()
+
+
+class EtcdHttp:
+    """put/get/delete through etcd's v3 JSON gateway (urllib: no event loop, no client library); with
+    ``ns``, from inside that network namespace; with ``prefix``, keys are relative to it."""
+
+    def __init__(self, endpoint: str, *, ns: str | None = None, prefix: str = "") -> None:
+        self.endpoint, self.ns, self.prefix = endpoint, ns, prefix
+
+    def _call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        def go() -> dict[str, Any]:
+            req = urllib.request.Request(
+                f"{self.endpoint}{path}",
+                data=json.dumps(body).encode(),
+                headers={"Content-Type": "application/json"},
+            )
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                answer: dict[str, Any] = json.loads(resp.read() or b"{}")
+                return answer
+
+        return go() if self.ns is None else in_netns(self.ns, go)
+
+    def _b64(self, text: str | bytes) -> str:
+        return base64.b64encode(text.encode() if isinstance(text, str) else text).decode()
+
+    def _key(self, key: str | bytes) -> str:
+        if not self.prefix:
+            return self._b64(key)
+        return self._b64(self.prefix.encode() + b"/" + (key.encode() if isinstance(key, str) else key))
+
+    def put(self, key: str | bytes, value: str | bytes, ttl: int = 0) -> None:
+        body: dict[str, Any] = {"key": self._key(key), "value": self._b64(value)}
+        if ttl:
+            body["lease"] = self._call("/v3/lease/grant", {"TTL": ttl})["ID"]
+        self._call("/v3/kv/put", body)
+
+    def _range(self, prefix: str, **extra: object) -> dict[str, Any]:
+        full = f"{self.prefix}/{prefix}" if self.prefix else prefix
+        end = full[:-1] + chr(ord(full[-1]) + 1)
+        return self._call("/v3/kv/range", {"key": self._b64(full), "range_end": self._b64(end), **extra})
+
+    def get_prefix(self, prefix: str) -> dict[str, str]:
+        return {
+            base64.b64decode(kv["key"]).decode(): base64.b64decode(kv.get("value", "")).decode()
+            for kv in self._range(prefix).get("kvs", [])
+        }
+
+    def count_prefix(self, prefix: str) -> int:
+        """How many keys start with ``prefix``."""
+        return int(self._range(prefix, count_only=True).get("count", 0))
+
+    def get(self, key: str) -> str | None:
+        kvs = self._call("/v3/kv/range", {"key": self._key(key)}).get("kvs", [])
+        return base64.b64decode(kvs[0].get("value", "")).decode() if kvs else None
+
+    def delete(self, key: str | bytes) -> int:
+        return int(self._call("/v3/kv/deleterange", {"key": self._key(key)}).get("deleted", 0))
+
+    def compact(self) -> int:
+        """Compact etcd's history up to now; the revision compacted at."""
+        self.put("/compaction-marker", "x")
+        revision = int(
+            self._call("/v3/kv/range", {"key": self._key("/compaction-marker")})["header"]["revision"]
+        )
+        self._call("/v3/kv/compaction", {"revision": revision, "physical": True})
+        return revision

@@ -9,9 +9,13 @@ from __future__ import annotations
 import ctypes
 import os
 import subprocess
+import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -27,6 +31,26 @@ def enter_netns(name: str) -> None:
             raise OSError(err, f"setns({name}): {os.strerror(err)}")
     finally:
         os.close(fd)
+
+
+def in_netns(ns: str, fn: Callable[[], T]) -> T:
+    """Call ``fn`` in a fresh thread that entered network namespace ``ns``; sockets it opens and
+    processes it starts live there. The calling thread's namespace is left alone."""
+    result: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            enter_netns(ns)
+            result["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            result["error"] = exc
+
+    thread = threading.Thread(target=target, name=f"netns-{ns}", daemon=True)
+    thread.start()
+    thread.join()
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
 
 
 def unique_name(prefix: str = "fpt") -> str:

@@ -6,9 +6,11 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -23,6 +25,16 @@ def health_status(socket_path: Path, service: str = "", timeout: float = 1.0) ->
             return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
     except grpc.RpcError as exc:
         return str(exc.code().name)
+
+
+def close_pipes(proc: subprocess.Popen[Any], *readers: threading.Thread, timeout: float = 5.0) -> None:
+    """After ``proc`` has exited: let the threads that read its pipes see the end, then close the pipes
+    (an unclosed pipe is a ResourceWarning, and pytest fails the test that leaked it)."""
+    for reader in readers:
+        reader.join(timeout)
+    for stream in (proc.stdin, proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
 
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -146,3 +158,17 @@ class Daemon:
                 raise AssertionError(f"{self.module} did not exit; log:\n{self.log()[-3000:]}")
             time.sleep(0.02)
         return self.proc.returncode
+
+
+def lone_lease_service(
+    run_dir: Path,
+    etcd_endpoint: str,
+    prefix: str,
+    log_path: Path,
+    *extra: str,
+    public_ip: str = "192.168.50.1",
+) -> Daemon:
+    """The lease service alone (no backend, no supervisor, in this process's network namespace) on a real
+    etcd under ``prefix``, announcing ``public_ip``; ``extra`` flags go last. Not started yet."""
+    args = ["--run-dir", str(run_dir), "--etcd-endpoints", etcd_endpoint, "--etcd-prefix", prefix]
+    return Daemon("lease_service", [*args, "--public-ip", public_ip, *extra], log_path)

@@ -13,7 +13,7 @@ import grpc
 
 from flannelctl.connect import Connection, CtlError, backend_endpoint, lease_endpoint, rpc_error_text
 from flannelctl.output import JSON, dump, lease_dict, message_dict
-from proto.flannel.v1 import backend_pb2, lease_pb2
+from proto.flannel.v1 import backend_pb2, backend_pb2_grpc, lease_pb2, lease_pb2_grpc
 
 T = TypeVar("T")
 
@@ -42,8 +42,10 @@ def own_lease(conn: Connection, wait: float) -> lease_pb2.Lease | None:
     return None
 
 
-def lease_service_status(conn: Connection, lease_wait: float) -> dict[str, Any]:
-    stub = conn.lease_stub()
+def _service_section(
+    conn: Connection, stub: lease_pb2_grpc.LeaseServiceStub | backend_pb2_grpc.BackendServiceStub
+) -> dict[str, Any]:
+    """What every service's section starts with: its socket, its health and what it says it is."""
     section: dict[str, Any] = {
         "socket": str(conn.endpoint.socket),
         "health": conn.health(),
@@ -51,6 +53,12 @@ def lease_service_status(conn: Connection, lease_wait: float) -> dict[str, Any]:
     }
     describe = _call(lambda: stub.Describe(lease_pb2.DescribeRequest(), timeout=conn.timeout))
     section["describe"] = describe if isinstance(describe, dict) else message_dict(describe)
+    return section
+
+
+def lease_service_status(conn: Connection, lease_wait: float) -> dict[str, Any]:
+    stub = conn.lease_stub()
+    section = _service_section(conn, stub)
     lease = _call(lambda: own_lease(conn, lease_wait))
     section["own_lease"] = (
         lease if isinstance(lease, dict) else (lease_dict(lease) if lease is not None else None)
@@ -62,13 +70,7 @@ def lease_service_status(conn: Connection, lease_wait: float) -> dict[str, Any]:
 
 def backend_status(conn: Connection) -> dict[str, Any]:
     stub = conn.backend_stub()
-    section: dict[str, Any] = {
-        "socket": str(conn.endpoint.socket),
-        "health": conn.health(),
-        "service_health": conn.health(conn.endpoint.service),
-    }
-    describe = _call(lambda: stub.Describe(lease_pb2.DescribeRequest(), timeout=conn.timeout))
-    section["describe"] = describe if isinstance(describe, dict) else message_dict(describe)
+    section = _service_section(conn, stub)
     status = _call(lambda: stub.GetStatus(backend_pb2.GetStatusRequest(), timeout=conn.timeout))
     section["status"] = status if isinstance(status, dict) else status_dict(status)
     return section

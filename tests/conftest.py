@@ -15,23 +15,15 @@ from flannel_testkit.etcd import EtcdServer
 @pytest.fixture(scope="session")
 def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdServer]:
     """A real etcd shared by the tests of one worker; give each test its own prefix."""
-    server = EtcdServer(tmp_path_factory.mktemp("etcd-shared") / "data")
-    server.start()
-    try:
+    with EtcdServer(tmp_path_factory.mktemp("etcd-shared") / "data") as server:
         yield server
-    finally:
-        server.kill()
 
 
 @pytest.fixture
 def own_etcd(tmp_path: Path) -> Iterator[EtcdServer]:
     """A real etcd for this test alone: it may be stopped, killed, compacted."""
-    server = EtcdServer(tmp_path / "etcd")
-    server.start()
-    try:
+    with EtcdServer(tmp_path / "etcd") as server:
         yield server
-    finally:
-        server.kill()
 
 
 @pytest.fixture

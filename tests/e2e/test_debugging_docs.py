@@ -17,9 +17,9 @@ import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from flannel_testkit.etcd import EtcdServer, free_port
+from flannel_testkit.etcd import EtcdHttp, EtcdServer, free_port
 from flannel_testkit.grpcurl import grpcurl_binary
-from flannel_testkit.processes import Daemon, health_status
+from flannel_testkit.processes import Daemon, close_pipes, health_status, lone_lease_service
 from flannel_testkit.wait import wait_until
 from flannelctl.cli import build_parser
 from proto.flannel.v1 import backend_pb2, lease_pb2, lease_pb2_grpc
@@ -123,6 +123,7 @@ def test_every_grpcurl_command_of_the_readme_works(node: SingleNode, command: st
         finally:
             proc.kill()
             proc.wait()
+            close_pipes(proc, reader)
         return
     done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
     assert done.returncode == 0, f"{command}\nexit {done.returncode}\nstderr: {done.stderr}"
@@ -179,31 +180,11 @@ def test_the_backend_serves_every_documented_metric(node: SingleNode) -> None:
 def test_the_lease_gauge_equals_the_leases_in_etcd_and_every_documented_metric_is_served(
     etcd: EtcdServer, prefix: str, tmp_path: Path
 ) -> None:
-    def put(key: str, value: str) -> None:
-        import base64
-
-        body = {
-            "key": base64.b64encode(f"{prefix}/{key}".encode()).decode(),
-            "value": base64.b64encode(value.encode()).decode(),
-        }
-        urllib.request.urlopen(
-            urllib.request.Request(f"{etcd.endpoint}/v3/kv/put", data=json.dumps(body).encode()), timeout=10
-        ).close()
+    store = EtcdHttp(etcd.endpoint, prefix=prefix)
+    put = store.put
 
     def keys_in_etcd() -> int:
-        import base64
-
-        start = f"{prefix}/subnets/"
-        end = start[:-1] + chr(ord(start[-1]) + 1)
-        body = {
-            "key": base64.b64encode(start.encode()).decode(),
-            "range_end": base64.b64encode(end.encode()).decode(),
-            "count_only": True,
-        }
-        with urllib.request.urlopen(
-            urllib.request.Request(f"{etcd.endpoint}/v3/kv/range", data=json.dumps(body).encode()), timeout=10
-        ) as reply:
-            return int(json.loads(reply.read()).get("count", 0))
+        return store.count_prefix("subnets/")
 
     put("config", json.dumps({"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan"}}))
     for i in range(3, 6):
@@ -211,21 +192,8 @@ def test_the_lease_gauge_equals_the_leases_in_etcd_and_every_documented_metric_i
     port = free_port()
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    daemon = Daemon(
-        "lease_service",
-        [
-            "--run-dir",
-            str(run_dir),
-            "--etcd-endpoints",
-            etcd.endpoint,
-            "--etcd-prefix",
-            prefix,
-            "--public-ip",
-            "192.168.50.1",
-            "--metrics-listen",
-            f"127.0.0.1:{port}",
-        ],
-        tmp_path / "lease.log",
+    daemon = lone_lease_service(
+        run_dir, etcd.endpoint, prefix, tmp_path / "lease.log", "--metrics-listen", f"127.0.0.1:{port}"
     ).start()
     url = f"http://127.0.0.1:{port}/metrics"
     try:

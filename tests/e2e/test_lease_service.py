@@ -16,7 +16,7 @@ import pytest
 from flannel_testkit.etcd import EtcdServer
 from flannel_testkit.grpcurl import grpcurl
 from flannel_testkit.leasestream import Stream
-from flannel_testkit.processes import Daemon, health_status
+from flannel_testkit.processes import health_status, lone_lease_service
 from flannel_testkit.wait import wait_until
 from lease_service.etcd import EtcdClient, EtcdSettings
 from proto.flannel.v1 import lease_pb2, lease_pb2_grpc
@@ -51,22 +51,15 @@ class LeaseNode:
         run_dir.mkdir(parents=True, exist_ok=True)
         self.run_dir = run_dir
         self.socket = run_dir / "lease.sock"
-        self.daemon = Daemon(
-            "lease_service",
-            [
-                "--run-dir",
-                str(run_dir),
-                "--etcd-endpoints",
-                etcd.endpoint,
-                "--etcd-prefix",
-                prefix,
-                "--public-ip",
-                public_ip,
-                "--etcd-call-timeout",
-                "1",
-                *extra,
-            ],
+        self.daemon = lone_lease_service(
+            run_dir,
+            etcd.endpoint,
+            prefix,
             run_dir.parent / f"{run_dir.name}.log",
+            "--etcd-call-timeout",
+            "1",
+            *extra,
+            public_ip=public_ip,
         )
 
     def start(self, wait: bool = True) -> LeaseNode:

@@ -18,6 +18,7 @@ import pytest
 from backend_service.wgkey import Key
 from flannel_testkit.cluster import BackgroundPing, Cluster, EchoServer, ip_json, tcp_echo
 from flannel_testkit.grpcurl import grpcurl
+from flannel_testkit.processes import close_pipes
 from flannel_testkit.wait import wait_until
 
 pytestmark = [
@@ -88,6 +89,7 @@ def capture(ns: str, port: str, traffic: Callable[[], None], path: Path) -> list
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(10)
+        close_pipes(proc)
     out = subprocess.run(["tcpdump", "-n", "-r", str(path)], capture_output=True, text=True, check=True)
     return out.stdout.splitlines()
 

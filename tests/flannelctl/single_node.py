@@ -19,8 +19,9 @@ from typing import Any
 
 import pytest
 
-from flannel_testkit.cluster import EtcdHttp, delete_namespaces, in_netns, ip
-from flannel_testkit.etcd import EtcdServer
+from flannel_testkit.cluster import delete_namespaces, ip
+from flannel_testkit.etcd import EtcdHttp, EtcdServer
+from flannel_testkit.netns import in_netns
 from flannel_testkit.processes import Daemon, health_status
 from flannel_testkit.wait import wait_until
 
@@ -79,7 +80,7 @@ class SingleNode:
         (self.base_dir / "etcd").mkdir(parents=True, exist_ok=True)
         self.etcd = etcd
         in_netns(self.ns, lambda: etcd.start())
-        self.etcd_http = EtcdHttp(self.ns, etcd.endpoint)
+        self.etcd_http = EtcdHttp(etcd.endpoint, ns=self.ns)
         self.etcd_http.put(f"{PREFIX}/config", json.dumps(CONFIG))
         for key, value in (peers or {}).items():
             self.put_lease(key, value)

@@ -17,8 +17,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from flannel_testkit.etcd import EtcdServer
-from flannel_testkit.processes import Daemon, health_status
+from flannel_testkit.etcd import EtcdHttp, EtcdServer
+from flannel_testkit.processes import close_pipes, health_status, lone_lease_service
 from flannel_testkit.wait import wait_until
 from proto.flannel.v1 import backend_pb2, backend_pb2_grpc, lease_pb2
 from tests.flannelctl.single_node import SingleNode, peer_value, require_namespaces
@@ -53,65 +53,22 @@ def as_json(proc: subprocess.CompletedProcess[str]) -> Any:
 # --------------------------------------------------------------------------- a lease service on the host
 
 
-class Etcd:
-    """put/delete on the shared etcd (from the host's network namespace) with the JSON gateway."""
-
-    def __init__(self, server: EtcdServer, prefix: str) -> None:
-        self.prefix = prefix
-        self.endpoint = server.endpoint
-
-    def _call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        import urllib.request
-
-        req = urllib.request.Request(
-            f"{self.endpoint}{path}",
-            data=json.dumps(body).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return json.loads(resp.read() or b"{}")
-
-    @staticmethod
-    def _b64(text: str) -> str:
-        import base64
-
-        return base64.b64encode(text.encode()).decode()
-
-    def put(self, key: str, value: str) -> None:
-        self._call("/v3/kv/put", {"key": self._b64(f"{self.prefix}/{key}"), "value": self._b64(value)})
-
-    def delete(self, key: str) -> None:
-        self._call("/v3/kv/deleterange", {"key": self._b64(f"{self.prefix}/{key}")})
+@pytest.fixture
+def store(etcd: EtcdServer, prefix: str) -> EtcdHttp:
+    """The shared etcd (from the host's network namespace), keys relative to this test's prefix."""
+    return EtcdHttp(etcd.endpoint, prefix=prefix)
 
 
 @pytest.fixture
-def store(etcd: EtcdServer, prefix: str) -> Etcd:
-    return Etcd(etcd, prefix)
-
-
-@pytest.fixture
-def lease_service(etcd: EtcdServer, prefix: str, store: Etcd, tmp_path: Path) -> Iterator[Path]:
+def lease_service(etcd: EtcdServer, prefix: str, store: EtcdHttp, tmp_path: Path) -> Iterator[Path]:
     """A serving lease service (no backend) with two peer leases and its own lease; its run dir."""
     store.put("config", json.dumps(CONFIG))
     store.put("subnets/10.244.7.0-24", peer_value("192.168.50.7", "0a:58:0a:f4:07:01"))
     store.put("subnets/10.244.8.0-24", peer_value("192.168.50.8", "0a:58:0a:f4:08:01"))
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    daemon = Daemon(
-        "lease_service",
-        [
-            "--run-dir",
-            str(run_dir),
-            "--etcd-endpoints",
-            etcd.endpoint,
-            "--etcd-prefix",
-            prefix,
-            "--public-ip",
-            "192.168.50.1",
-            "--etcd-call-timeout",
-            "1",
-        ],
-        tmp_path / "lease.log",
+    daemon = lone_lease_service(
+        run_dir, etcd.endpoint, prefix, tmp_path / "lease.log", "--etcd-call-timeout", "1"
     ).start()
     try:
         wait_until(
@@ -194,11 +151,11 @@ class WatchProcess:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
-        self.thread.join(5)
+        close_pipes(self.proc, self.thread)
 
 
 def test_watch_prints_the_snapshot_then_live_events_and_resumes_from_a_cursor(
-    lease_service: Path, store: Etcd
+    lease_service: Path, store: EtcdHttp
 ) -> None:
     watch = WatchProcess(lease_service)
     try:
@@ -233,26 +190,13 @@ def test_watch_prints_the_snapshot_then_live_events_and_resumes_from_a_cursor(
 
 
 def test_watch_resumes_by_cursor_when_the_lease_service_restarts(
-    etcd: EtcdServer, prefix: str, store: Etcd, tmp_path: Path
+    etcd: EtcdServer, prefix: str, store: EtcdHttp, tmp_path: Path
 ) -> None:
     store.put("config", json.dumps(CONFIG))
     store.put("subnets/10.244.7.0-24", peer_value("192.168.50.7", "0a:58:0a:f4:07:01"))
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    daemon = Daemon(
-        "lease_service",
-        [
-            "--run-dir",
-            str(run_dir),
-            "--etcd-endpoints",
-            etcd.endpoint,
-            "--etcd-prefix",
-            prefix,
-            "--public-ip",
-            "192.168.50.1",
-        ],
-        tmp_path / "lease.log",
-    )
+    daemon = lone_lease_service(run_dir, etcd.endpoint, prefix, tmp_path / "lease.log")
     watch: WatchProcess | None = None
     try:
         daemon.start()
@@ -338,20 +282,7 @@ def test_status_exits_1_when_a_service_is_not_serving_and_says_what_the_lease_se
 ) -> None:
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    daemon = Daemon(
-        "lease_service",
-        [
-            "--run-dir",
-            str(run_dir),
-            "--etcd-endpoints",
-            etcd.endpoint,
-            "--etcd-prefix",
-            prefix,
-            "--public-ip",
-            "192.168.50.1",
-        ],
-        tmp_path / "lease.log",
-    ).start()
+    daemon = lone_lease_service(run_dir, etcd.endpoint, prefix, tmp_path / "lease.log").start()
     backend = FakeBackend(run_dir / "backend.sock")
     try:  # no network config in etcd: the lease service stays NOT_SERVING
         wait_until(

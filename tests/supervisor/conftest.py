@@ -10,9 +10,8 @@ from typing import Any
 
 import pytest
 
-from flannel_testkit.cluster import in_netns
 from flannel_testkit.etcd import EtcdServer
-from flannel_testkit.netns import Netns, netns, unique_name
+from flannel_testkit.netns import Netns, in_netns, netns, unique_name
 from tests.supervisor.harness import Flanneld
 
 

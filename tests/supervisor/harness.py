@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, TypeVar
 
+from flannel_testkit.processes import close_pipes
 from flannel_testkit.wait import wait_until
 
 T = TypeVar("T")
@@ -137,6 +138,7 @@ class Flanneld:
         self.lines: list[str] = []
         self.errors: list[str] = []
         self.proc: subprocess.Popen[bytes] | None = None
+        self.readers: list[threading.Thread] = []
 
     def start(self) -> Flanneld:
         self.proc = subprocess.Popen(
@@ -148,8 +150,12 @@ class Flanneld:
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
-        for stream, sink in ((self.proc.stdout, self.lines), (self.proc.stderr, self.errors)):
-            threading.Thread(target=self._read, args=(stream, sink), daemon=True).start()
+        self.readers = [
+            threading.Thread(target=self._read, args=(stream, sink), daemon=True)
+            for stream, sink in ((self.proc.stdout, self.lines), (self.proc.stderr, self.errors))
+        ]
+        for reader in self.readers:
+            reader.start()
         return self
 
     @staticmethod
@@ -210,7 +216,7 @@ class Flanneld:
 
     def http(self, path: str) -> tuple[int, str]:
         if self.netns is not None:  # the healthz port lives in flanneld's network namespace
-            from flannel_testkit.cluster import in_netns
+            from flannel_testkit.netns import in_netns
 
             netns, self.netns = self.netns, None
             try:
@@ -268,6 +274,8 @@ class Flanneld:
                     os.killpg(pid, signal.SIGKILL)
                 with _suppress():
                     os.kill(pid, signal.SIGKILL)
+        if self.proc is not None:  # every writer of its pipes is gone: the readers see the end
+            close_pipes(self.proc, *self.readers)
 
 
 class _suppress:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from flannel_testkit.processes import close_pipes
 from flannel_testkit.wait import wait_until
 from supervisor import cli, privileges
 from tests.supervisor.harness import Flanneld, proc_status
@@ -137,6 +138,7 @@ def test_only_the_two_children_can_reach_the_lease_socket_of_a_non_root_lease_us
     finally:
         lease.kill()
         lease.wait()
+        close_pipes(lease)
 
 
 def test_the_lease_service_runs_as_the_lease_user(flanneld: Callable[..., Flanneld], open_dir: Path) -> None:

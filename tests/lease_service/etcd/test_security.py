@@ -19,15 +19,9 @@ pytestmark = pytest.mark.etcd
 
 @pytest.fixture
 def tls_etcd(tmp_path: Path, pki: Pki) -> Iterator[EtcdServer]:
-    server = EtcdServer(
-        tmp_path / "etcd-tls",
-        tls=EtcdTls(cert_file=pki.server_cert, key_file=pki.server_key, client_ca=pki.ca),
-    )
-    server.start()
-    try:
+    tls = EtcdTls(cert_file=pki.server_cert, key_file=pki.server_key, client_ca=pki.ca)
+    with EtcdServer(tmp_path / "etcd-tls", tls=tls) as server:
         yield server
-    finally:
-        server.kill()
 
 
 async def test_tls_with_a_client_certificate_reads_writes_and_watches(
