@@ -9,7 +9,7 @@ from pyroute2 import AsyncIPRoute
 
 from backend_service.desired import FdbEntry, Neighbour, Route
 from backend_service.kernel.apply import NetlinkKernel, TemplateApplier
-from backend_service.kernel.model import DELETE, REPLACE, Op
+from backend_service.kernel.model import DELETE, REPLACE, KernelState, Op
 from backend_service.kernel.read import read_kernel
 from backend_service.planner import Planner
 from flannel_testkit.wait import wait_until
@@ -87,7 +87,7 @@ async def test_template_applier_programs_what_pyroute2_programs_and_is_idempoten
         slow_state = (await read_kernel(b.ipr, devices)).state
 
         # Apart from each node's peer (the other node), both kernels hold the same objects.
-        def peers_only(state):  # type: ignore[no-untyped-def]
+        def peers_only(state: KernelState) -> tuple[set[str], set[str], set[str]]:
             node_nets = (ip_network("10.244.0.0/16"), ip_network("fd00:10::/56"))
             node_publics = (ip_network("192.168.77.0/24"), ip_network("fd77::/64"))
             outside = lambda addr, nets: not any(addr in net for net in nets if addr.version == net.version)
