@@ -15,6 +15,8 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from flannel_testkit.wait import wait_until
+
 
 def health_status(socket_path: Path, service: str = "", timeout: float = 1.0) -> str:
     """The grpc.health.v1 status name of a server on a unix socket, or the error code name."""
@@ -149,6 +151,12 @@ class Daemon:
 
     def kill(self) -> None:
         self.stop(signal.SIGKILL)
+
+    def wait_serving(self, socket_path: Path, timeout: float = 20.0) -> None:
+        """Wait until it answers grpc.health.v1 SERVING on ``socket_path``; fail with its log if it exits first."""
+        what = f"{self.module or self.args[0]} SERVING on {socket_path}"
+        wait_until(lambda: health_status(socket_path) == "SERVING" or not self.alive(), timeout, what=what)
+        assert self.alive(), f"{self.module or self.args[0]} exited:\n{self.log()[-3000:]}"
 
     def wait_exit(self, timeout: float = 10.0) -> int:
         assert self.proc is not None

@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from flannel_testkit.etcd import EtcdHttp, EtcdServer, free_port
 from flannel_testkit.grpcurl import grpcurl_binary
-from flannel_testkit.processes import Daemon, close_pipes, health_status, lone_lease_service
+from flannel_testkit.processes import Daemon, close_pipes, lone_lease_service
 from flannel_testkit.wait import wait_until
 from flannelctl.cli import build_parser
 from proto.flannel.v1 import backend_pb2, lease_pb2, lease_pb2_grpc
@@ -197,12 +197,7 @@ def test_the_lease_gauge_equals_the_leases_in_etcd_and_every_documented_metric_i
     ).start()
     url = f"http://127.0.0.1:{port}/metrics"
     try:
-        wait_until(
-            lambda: health_status(run_dir / "lease.sock") == "SERVING" or not daemon.alive(),
-            timeout=20,
-            what="lease service SERVING",
-        )
-        assert daemon.alive(), daemon.log()
+        daemon.wait_serving(run_dir / "lease.sock")
         assert wait_until(lambda: scrape(url)["flannel_lease_service_leases"] == keys_in_etcd() == 3)
         with grpc.insecure_channel(f"unix:{run_dir / 'lease.sock'}") as channel:
             stub = lease_pb2_grpc.LeaseServiceStub(channel)

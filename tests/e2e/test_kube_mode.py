@@ -75,12 +75,7 @@ class KubeLeaseService:
         self.daemon.start()
         if wait:
             try:
-                wait_until(
-                    lambda: health_status(self.socket) == "SERVING" or not self.daemon.alive(),
-                    timeout=60,
-                    what="SERVING",
-                )
-                assert self.daemon.alive(), self.daemon.log()
+                self.daemon.wait_serving(self.socket, timeout=60)
             except BaseException:
                 self.daemon.kill()  # the caller never got it to clean up: no lease service left running
                 raise

@@ -69,12 +69,7 @@ class LeaseNode:
         return self
 
     def wait_serving(self) -> None:
-        wait_until(
-            lambda: health_status(self.socket) == "SERVING" or not self.daemon.alive(),
-            timeout=20,
-            what="lease service SERVING",
-        )
-        assert self.daemon.alive(), self.daemon.log()
+        self.daemon.wait_serving(self.socket)
 
     def channel(self) -> grpc.Channel:
         return grpc.insecure_channel(f"unix:{self.socket}")

@@ -22,8 +22,7 @@ import pytest
 from flannel_testkit.cluster import delete_namespaces, ip
 from flannel_testkit.etcd import EtcdHttp, EtcdServer
 from flannel_testkit.netns import in_netns
-from flannel_testkit.processes import Daemon, health_status
-from flannel_testkit.wait import wait_until
+from flannel_testkit.processes import Daemon
 
 CONFIG: dict[str, Any] = {"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan"}}
 PREFIX = "/coreos.com/network"
@@ -100,24 +99,14 @@ class SingleNode:
             self.base_dir / "lease.log",
             prefix=self.exec_prefix,
         ).start()
-        wait_until(
-            lambda: health_status(self.run_dir / "lease.sock") == "SERVING" or not self.lease.alive(),  # type: ignore[union-attr]
-            timeout=30,
-            what="lease service SERVING",
-        )
-        assert self.lease.alive(), self.lease.log()
+        self.lease.wait_serving(self.run_dir / "lease.sock", timeout=30)
         self.backend = Daemon(
             "backend_service",
             ["--run-dir", str(self.run_dir), "--resync-period", "600", *self.backend_args],
             self.base_dir / "backend.log",
             prefix=self.exec_prefix,
         ).start()
-        wait_until(
-            lambda: health_status(self.run_dir / "backend.sock") == "SERVING" or not self.backend.alive(),  # type: ignore[union-attr]
-            timeout=30,
-            what="backend SERVING",
-        )
-        assert self.backend.alive(), self.backend.log()
+        self.backend.wait_serving(self.run_dir / "backend.sock", timeout=30)
         return self
 
     def put_lease(self, key: str, value: str) -> None:

@@ -71,12 +71,7 @@ def lease_service(etcd: EtcdServer, prefix: str, store: EtcdHttp, tmp_path: Path
         run_dir, etcd.endpoint, prefix, tmp_path / "lease.log", "--etcd-call-timeout", "1"
     ).start()
     try:
-        wait_until(
-            lambda: health_status(run_dir / "lease.sock") == "SERVING" or not daemon.alive(),
-            timeout=20,
-            what="lease service SERVING",
-        )
-        assert daemon.alive(), daemon.log()
+        daemon.wait_serving(run_dir / "lease.sock")
         yield run_dir
     finally:
         daemon.kill()

@@ -6,31 +6,19 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from flannel_testkit.etcd import EtcdServer
 from flannel_testkit.netns import Netns, in_netns, netns, unique_name
-from tests.supervisor.harness import Flanneld
+from tests.supervisor.harness import Flanneld, flanneld_starter
 
 
 @pytest.fixture
 def flanneld(tmp_path: Path) -> Iterator[Callable[..., Flanneld]]:
     """Start a flanneld with fake children: ``flanneld(lease=[switches], backend=[switches], args=[...])``."""
-    started: list[Flanneld] = []
-
-    def start(**kwargs: Any) -> Flanneld:
-        instance = Flanneld(tmp_path / f"f{len(started)}", **kwargs)
-        instance.tmp.mkdir()
-        started.append(instance)
-        return instance.start()
-
-    try:
+    with flanneld_starter(tmp_path) as start:
         yield start
-    finally:
-        for instance in started:
-            instance.cleanup()
 
 
 @pytest.fixture

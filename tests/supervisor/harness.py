@@ -11,10 +11,11 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from flannel_testkit.processes import close_pipes
 from flannel_testkit.wait import wait_until
@@ -284,3 +285,22 @@ class _suppress:
 
     def __exit__(self, *exc: object) -> bool:
         return isinstance(exc[1], (ProcessLookupError, PermissionError))
+
+
+@contextmanager
+def flanneld_starter(base: Path) -> Iterator[Callable[..., Flanneld]]:
+    """``start(**Flanneld options)``: a started flanneld in its own directory under ``base``; every one
+    of them cleaned up when the block ends."""
+    started: list[Flanneld] = []
+
+    def start(**kwargs: Any) -> Flanneld:
+        instance = Flanneld(base / f"f{len(started)}", **kwargs)
+        instance.tmp.mkdir()
+        started.append(instance)
+        return instance.start()
+
+    try:
+        yield start
+    finally:
+        for instance in started:
+            instance.cleanup()

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.supervisor.conftest import EtcdNode
-from tests.supervisor.harness import Flanneld
+from tests.supervisor.harness import Flanneld, flanneld_starter
 
 pytestmark = [pytest.mark.netns, pytest.mark.etcd]
 
@@ -26,36 +26,23 @@ refuses itself starts no child at all. The start-up before (interpreters importi
 
 @pytest.fixture
 def run_flanneld(tmp_path: Path, node: EtcdNode) -> Iterator[Callable[..., tuple[int, float, Flanneld]]]:
-    started: list[Flanneld] = []
+    with flanneld_starter(tmp_path) as start:
 
-    def run(*args: str) -> tuple[int, float, Flanneld]:
-        f = Flanneld(
-            tmp_path / f"f{len(started)}",
-            args=args,
-            real_children=True,
-            healthz=False,
-            prefix=node.ns.exec_prefix,
-            env={"FLANNELD_LOG_FORMAT": "json"},
-        )
-        f.tmp.mkdir()
-        started.append(f)
-        f.start()
-        try:
-            code = f.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(f"flanneld still running after 30 s:\n{f.tail(40)}") from None
-        ended = time.time()
-        exits = [r for r in f.json_lines() if r["process"] == "flanneld" and "stopped with" in r["msg"]]
-        if not exits:  # flanneld itself refused the value before starting anything
-            assert not any("started (pid" in line for line in f.lines), f.tail(40)
-            return code, 0.0, f
-        return code, ended - _epoch(exits[0]["ts"]), f
+        def run(*args: str) -> tuple[int, float, Flanneld]:
+            env = {"FLANNELD_LOG_FORMAT": "json"}
+            f = start(args=args, real_children=True, healthz=False, prefix=node.ns.exec_prefix, env=env)
+            try:
+                code = f.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                raise AssertionError(f"flanneld still running after 30 s:\n{f.tail(40)}") from None
+            ended = time.time()
+            exits = [r for r in f.json_lines() if r["process"] == "flanneld" and "stopped with" in r["msg"]]
+            if not exits:  # flanneld itself refused the value before starting anything
+                assert not any("started (pid" in line for line in f.lines), f.tail(40)
+                return code, 0.0, f
+            return code, ended - _epoch(exits[0]["ts"]), f
 
-    try:
         yield run
-    finally:
-        for f in started:
-            f.cleanup()
 
 
 def _epoch(ts: str) -> float:

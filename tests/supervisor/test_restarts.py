@@ -6,40 +6,27 @@ import os
 import signal
 from collections.abc import Callable
 
+import pytest
+
 from flannel_testkit.wait import wait_until
 from tests.supervisor.harness import Flanneld, alive
 
 
-def test_a_killed_backend_comes_back_and_the_lease_service_is_untouched(
-    flanneld: Callable[..., Flanneld],
+@pytest.mark.parametrize(("killed", "other"), [("backend", "lease"), ("lease", "backend")])
+def test_a_killed_child_comes_back_and_the_other_is_untouched(
+    flanneld: Callable[..., Flanneld], killed: str, other: str
 ) -> None:
+    shown = {"lease": "lease-service", "backend": "backend"}[killed]  # as flanneld names it
     f = flanneld()
-    [lease] = f.wait_pids("lease", 1)
-    [backend] = f.wait_pids("backend", 1)
+    first = {child: f.wait_pids(child, 1)[0] for child in ("lease", "backend")}
     f.wait_http("/healthz", 200)
 
-    os.kill(backend, signal.SIGKILL)
-    assert "backend: " in f.wait_http("/healthz", 503)
-    f.wait_line("backend (killed by SIGKILL) exited")
-    second = f.wait_pids("backend", 2)[1]
-    assert second != backend
+    os.kill(first[killed], signal.SIGKILL)
+    assert f"{shown}: " in f.wait_http("/healthz", 503)
+    f.wait_line(f"{shown} (killed by SIGKILL) exited")
+    assert f.wait_pids(killed, 2)[1] != first[killed]
     f.wait_http("/healthz", 200)
-    assert f.pids("lease") == [lease] and alive(lease)
-
-
-def test_a_killed_lease_service_comes_back_and_the_backend_is_untouched(
-    flanneld: Callable[..., Flanneld],
-) -> None:
-    f = flanneld()
-    [lease] = f.wait_pids("lease", 1)
-    [backend] = f.wait_pids("backend", 1)
-    f.wait_http("/healthz", 200)
-
-    os.kill(lease, signal.SIGKILL)
-    f.wait_http("/healthz", 503)
-    f.wait_pids("lease", 2)
-    f.wait_http("/healthz", 200)
-    assert f.pids("backend") == [backend] and alive(backend)
+    assert f.pids(other) == [first[other]] and alive(first[other])
 
 
 def test_a_child_that_stops_answering_health_is_restarted(flanneld: Callable[..., Flanneld]) -> None:

@@ -14,7 +14,7 @@ import pytest
 
 from proto.flannel.v1 import lease_pb2, lease_pb2_grpc
 from tests.supervisor.conftest import EtcdNode
-from tests.supervisor.harness import Flanneld
+from tests.supervisor.harness import Flanneld, flanneld_starter
 
 pytestmark = [pytest.mark.netns, pytest.mark.etcd]
 
@@ -23,28 +23,19 @@ GRACE = 3.0  # the harness's --stop-grace
 
 @pytest.fixture
 def start(tmp_path: Path, node: EtcdNode) -> Iterator[Callable[..., Flanneld]]:
-    started: list[Flanneld] = []
+    with flanneld_starter(tmp_path) as start_one:
 
-    def run(*args: str) -> Flanneld:
-        # a generous start-up timeout: on a loaded machine the Kubernetes client alone takes seconds
-        args = (*args, "--startup-timeout", "90")
-        f = Flanneld(
-            tmp_path / f"f{len(started)}",
-            args=args,
-            real_children=True,
-            healthz=True,
-            prefix=node.ns.exec_prefix,
-            netns=node.ns.name,
-        )
-        f.tmp.mkdir()
-        started.append(f)
-        return f.start()
+        def run(*args: str) -> Flanneld:
+            # a generous start-up timeout: on a loaded machine the Kubernetes client alone takes seconds
+            return start_one(
+                args=(*args, "--startup-timeout", "90"),
+                real_children=True,
+                healthz=True,
+                prefix=node.ns.exec_prefix,
+                netns=node.ns.name,
+            )
 
-    try:
         yield run
-    finally:
-        for f in started:
-            f.cleanup()
 
 
 def _stop_promptly(f: Flanneld) -> None:
