@@ -25,11 +25,11 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
-from flannel_testkit.cluster import EtcdHttp, in_netns, kill_namespace_processes
+from flannel_testkit.cluster import kill_namespace_processes
 from flannel_testkit.debmirror import DEBIAN_HOSTS, MirrorForwarder, mirror_unreachable
-from flannel_testkit.etcd import EtcdServer
+from flannel_testkit.etcd import EtcdHttp, EtcdServer
 from flannel_testkit.kubelet import REPO, TEST_LABEL, host_wheels, podman, remove_labelled
-from flannel_testkit.netns import create_netns, delete_netns
+from flannel_testkit.netns import create_netns, delete_netns, in_netns
 from flannel_testkit.podman import RUN_FLAGS, SYSTEMD_RUN_FLAGS, local_base_image, podman_missing
 from flannel_testkit.wait import wait_until
 
@@ -335,7 +335,7 @@ def test_systemctl_start_flanneld_brings_up_the_node(fresh_debian: str, wheels: 
         ns.ip("link", "set", "ul0", "up")
         ns.ip("link", "set", "ul1", "up")
         in_netns(ns.name, etcd.start)
-        store = EtcdHttp(ns.name, etcd.endpoint)
+        store = EtcdHttp(etcd.endpoint, ns=ns.name)
         store.put(
             "/coreos.com/network/config", json.dumps({"Network": NETWORK, "Backend": {"Type": "vxlan"}})
         )
