@@ -31,6 +31,7 @@ from bench.common import (
     Node,
     bench_node,
     git_commit,
+    lease_serving,
     peer_key,
     peer_subnet,
     peer_value,
@@ -116,7 +117,8 @@ def throughput(n: int, watchers_list: list[int], deltas: int) -> list[dict[str, 
         write_peers(node, range(n))
         lease = node.start_lease_service()
         sock = node.tmp / "run" / "lease.sock"
-        wait_for(lambda: sock.exists() or not lease.alive(), 30, "lease.sock")
+        # the lease service answers UNAVAILABLE until it serves: watch once it does, as the backend does
+        wait_for(lambda: lease_serving(node, lease), 600, "the lease service SERVING")
         first = n
         for w in watchers_list:
             before = lease.usage()[1]
