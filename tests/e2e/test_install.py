@@ -116,8 +116,11 @@ def test_tools_install_on_a_fresh_debian_12(fresh_debian: str, wheels: Path) -> 
         echo lease-user-ok
         echo "== packages"; /opt/flannel-py/bin/python -m pip list --format=freeze --disable-pip-version-check
         echo "== settings"; cat /etc/default/flanneld
-        echo "== again"; echo "FLANNELD_IFACE=eth9" >> /etc/default/flanneld; /src/tools/install --find-links /wheels
+        echo "== again"; echo "FLANNELD_IFACE=eth9" >> /etc/default/flanneld
+        echo "# stale" >> /opt/flannel-py/lib/python3.11/site-packages/supervisor/__init__.py
+        /src/tools/install --find-links /wheels
         grep -q FLANNELD_IFACE=eth9 /etc/default/flanneld && echo settings-kept
+        grep -q "# stale" /opt/flannel-py/lib/python3.11/site-packages/supervisor/__init__.py || echo code-replaced
         echo "== uninstall"; /src/tools/install --uninstall
         test ! -e /opt/flannel-py && test ! -e /usr/local/bin/flanneld && test ! -e /etc/systemd/system/flanneld.service
         test -e /etc/default/flanneld && echo uninstalled
@@ -167,6 +170,7 @@ def test_tools_install_on_a_fresh_debian_12(fresh_debian: str, wheels: Path) -> 
     assert not installed & {"pytest", "grpcio-tools", "import-linter", "kubernetes-validate", "pytest-xdist"}
     assert "FLANNELD_LEASE_USER=flannel" in section["settings"]
     assert "settings-kept" in section["again"]
+    assert "code-replaced" in section["again"]  # the same version again: the wheel's code, not what was there
     assert "uninstalled" in section["uninstall"]
     assert podman("ps", "--all", "--quiet", "--filter", f"label={TEST_LABEL}={test_id}").stdout.strip() == ""
 
@@ -336,9 +340,8 @@ def test_systemctl_start_flanneld_brings_up_the_node(fresh_debian: str, wheels: 
         ns.ip("link", "set", "ul1", "up")
         in_netns(ns.name, etcd.start)
         store = EtcdHttp(etcd.endpoint, ns=ns.name)
-        store.put(
-            "/coreos.com/network/config", json.dumps({"Network": NETWORK, "Backend": {"Type": "vxlan"}})
-        )
+        config = json.dumps({"Network": NETWORK, "Backend": {"Type": "vxlan"}})
+        ns.run(["etcdctl", "--endpoints", etcd.endpoint, "put", "/coreos.com/network/config", config])
 
         booting = time.monotonic()
         node = SystemdNode(f"fpt{test_id}-systemd", test_id, ns.name, fresh_debian, wheels)
@@ -428,6 +431,12 @@ def test_systemctl_start_flanneld_brings_up_the_node(fresh_debian: str, wheels: 
         assert list(store.get_prefix("/coreos.com/network/subnets/")) == [key]
         journal = node.sh("journalctl -u flanneld --no-pager -o cat").stdout
         assert "flanneld stopped (dataplane left as it is)" in journal, journal
+
+        # --uninstall under the running systemd: the unit is disabled and gone, the network still stays
+        node.sh("/src/tools/install --uninstall")
+        assert node.sh("systemctl cat flanneld.service", check=False).returncode != 0
+        node.sh("test ! -e /etc/systemd/system/multi-user.target.wants/flanneld.service")
+        ns.ip("link", "show", "flannel.1")
         print(
             f"boot {boot_seconds:.1f}s, tools/install {install_seconds:.1f}s, systemctl enable --now "
             f"{start_seconds:.1f}s, a watchdog beat {watched:.1f}s after the start; "
