@@ -2,7 +2,7 @@
 namespace any route out.
 
 ``MirrorForwarder`` listens on ``127.0.0.1:80`` *inside* the namespace (the socket is made by a thread that
-entered it with ``setns(2)``, :func:`flannel_testkit.cluster.in_netns`); the container names the mirror's
+entered it with ``setns(2)``, :func:`flannel_testkit.netns.in_netns`); the container names the mirror's
 hosts ``127.0.0.1`` (``podman run --add-host deb.debian.org:127.0.0.1``), so its apt, with the sources
 list it came with, talks to the forwarder. Each connection's first request names its ``Host``; a host on
 the allow list is connected to, port 80, from the test process's own namespace (as the host's own apt
@@ -18,7 +18,7 @@ import urllib.request
 from collections.abc import Callable, Iterable
 from typing import Self
 
-from flannel_testkit.cluster import in_netns
+from flannel_testkit.netns import in_netns
 
 DEBIAN_HOSTS = ("deb.debian.org", "security.debian.org")
 PROBE_URL = "http://deb.debian.org/debian/dists/bookworm/InRelease"
