@@ -1,6 +1,6 @@
 """Kubernetes mode at scale: N Node objects shaped like kubelet's (labels, kubelet and flannel
 annotations, conditions, addresses, capacity, an image list: about 10 KB of JSON each) in the test
-Kubernetes API server (flannel_testkit/kubeapi.py, backed by the bench's real etcd), and ``flanneld
+Kubernetes API server (flannel_testkit/kubeapi/, backed by the bench's real etcd), and ``flanneld
 --kube-subnet-mgr`` started as users start it.
 
 1. Initial sync: from starting ``flanneld`` until the kernel holds all N peers, against ``ip -batch`` +

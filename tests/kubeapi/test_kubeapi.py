@@ -1,6 +1,6 @@
 # mypy: disable-error-code="union-attr, index, operator, arg-type, attr-defined"
 # (the client models make every field Optional)
-"""The test Kubernetes API server (flannel_testkit/kubeapi.py), driven with the official client
+"""The test Kubernetes API server (flannel_testkit/kubeapi/), driven with the official client
 (``kubernetes.aio``): list/watch semantics, patches, the status subresource and errors as the kube
 subnet manager will meet them."""
 
