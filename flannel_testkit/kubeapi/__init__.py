@@ -54,37 +54,30 @@ real one) refuses with 400.
 from __future__ import annotations
 
 from flannel_testkit.kubeapi.control import AsyncKubeApiControl, KubeApiControl, KubeApiError
-from flannel_testkit.kubeapi.nodes import DEFAULT_USER, JSON, make_node
+from flannel_testkit.kubeapi.nodes import JSON, make_node
 from flannel_testkit.kubeapi.patch import (
     JSON_PATCH,
     MERGE_PATCH,
-    PATCH_TYPES,
-    STRATEGIC_MERGE_PATCH,
-    PatchError,
     json_patch,
     merge_patch,
     strategic_merge_patch,
 )
 from flannel_testkit.kubeapi.process import KubeApiProcess, running
-from flannel_testkit.kubeapi.server import KubeApiServer, status_body
+from flannel_testkit.kubeapi.server import KubeApiServer
 
+# What the tests, the cluster harness and the benchmarks use; the rest from its module.
 __all__ = [
-    "DEFAULT_USER",
     "JSON",
     "JSON_PATCH",
     "MERGE_PATCH",
-    "PATCH_TYPES",
-    "STRATEGIC_MERGE_PATCH",
     "AsyncKubeApiControl",
     "KubeApiControl",
     "KubeApiError",
     "KubeApiProcess",
     "KubeApiServer",
-    "PatchError",
     "json_patch",
     "make_node",
     "merge_patch",
     "running",
-    "status_body",
     "strategic_merge_patch",
 ]
