@@ -18,7 +18,7 @@ from typing import Any
 import grpc
 
 from flannelctl.connect import Connection, CtlError, backend_endpoint, lease_endpoint, rpc_error_text
-from flannelctl.kernel import Kernel, KernelReadError
+from flannelctl.kernel import Kernel, KernelReadError, KernelView
 from flannelctl.leases import read_snapshot
 from flannelctl.output import JSON, dump, lease_dict
 from proto.flannel.v1 import backend_pb2, lease_pb2
@@ -102,7 +102,7 @@ def _route_text(route: dict[str, Any]) -> str:
 
 
 def kernel_checks(
-    kernel: Kernel,
+    kernel: KernelView,
     lease: lease_pb2.Lease,
     mode: str,
     device: str,
@@ -131,7 +131,7 @@ def kernel_checks(
     return checks
 
 
-def _route_check(kernel: Kernel, name: str, subnet: str, gateway: str, dev: str | None) -> Check:
+def _route_check(kernel: KernelView, name: str, subnet: str, gateway: str, dev: str | None) -> Check:
     """The route to ``subnet`` via ``gateway`` (none when empty: a route on ``dev`` alone)."""
     if gateway:
         expected = f"{subnet} via {gateway}" + (f" dev {dev} onlink" if dev else "")
@@ -160,7 +160,7 @@ def _route_check(kernel: Kernel, name: str, subnet: str, gateway: str, dev: str 
 
 
 def _vxlan_checks(
-    kernel: Kernel, suffix: str, dev: str, subnet: str, gateway: str, public: str, mac: str | None
+    kernel: KernelView, suffix: str, dev: str, subnet: str, gateway: str, public: str, mac: str | None
 ) -> list[Check]:
     checks: list[Check] = []
     link = kernel.link(dev)
@@ -239,7 +239,7 @@ def diagnose(
     target: str,
     leases: Sequence[lease_pb2.Lease],
     status: backend_pb2.GetStatusResponse,
-    kernel: Kernel,
+    kernel: KernelView,
     families: tuple[int, ...] = (4, 6),
 ) -> Diagnosis:
     """The checks for ``target`` given the lease service's leases, the backend's status and the kernel."""

@@ -4,15 +4,28 @@ from __future__ import annotations
 
 import json
 import subprocess
-from typing import Any
+from typing import Any, Protocol
 
 
 class KernelReadError(Exception):
     """``ip`` or ``bridge`` could not be run or printed something that is not JSON."""
 
 
+class KernelView(Protocol):
+    """What the doctor reads of the kernel: a link, the routes to a subnet, a device's neighbours and FDB
+    entries, each as ``ip -json`` / ``bridge -json`` prints them."""
+
+    def link(self, device: str) -> dict[str, Any] | None: ...
+
+    def routes(self, subnet: str) -> list[dict[str, Any]]: ...
+
+    def neighbours(self, device: str) -> list[dict[str, Any]]: ...
+
+    def fdb(self, device: str) -> list[dict[str, Any]]: ...
+
+
 class Kernel:
-    """Read-only views of links, routes, neighbours and FDB entries."""
+    """Read-only views of links, routes, neighbours and FDB entries (a :class:`KernelView`)."""
 
     def _json(self, argv: list[str]) -> list[dict[str, Any]]:
         try:

@@ -498,7 +498,7 @@ def test_a_dual_stack_peer_is_checked_on_both_vxlan_devices() -> None:
             "flannel-v6.1": [{"mac": "0a:58:0a:f4:09:06", "dst": "fd00::2"}],
         },
     )
-    result = diagnose("node-9", [DUAL], _status(DUAL, "vxlan"), kernel)  # type: ignore[arg-type]
+    result = diagnose("node-9", [DUAL], _status(DUAL, "vxlan"), kernel)
     assert [c.name for c in result.checks] == [
         "lease",
         "accepted",
@@ -513,11 +513,11 @@ def test_a_dual_stack_peer_is_checked_on_both_vxlan_devices() -> None:
         "fdb6",
     ]
     assert result.ok, result.checks
-    only_v4 = diagnose("node-9", [DUAL], _status(DUAL, "vxlan"), kernel, families=(4,))  # type: ignore[arg-type]
+    only_v4 = diagnose("node-9", [DUAL], _status(DUAL, "vxlan"), kernel, families=(4,))
     assert [c.name for c in only_v4.checks][-1] == "fdb"
 
     kernel._fdb["flannel-v6.1"] = [{"mac": "0a:58:0a:f4:09:06", "dst": "fd00::99"}]
-    result = diagnose("fd10::9:5", [DUAL], _status(DUAL, "vxlan"), kernel)  # type: ignore[arg-type]
+    result = diagnose("fd10::9:5", [DUAL], _status(DUAL, "vxlan"), kernel)
     assert result.verdict.startswith(
         "problem: the FDB entry for 0a:58:0a:f4:09:06 on flannel-v6.1 points to fd00::99, expected fd00::2"
     )
@@ -530,10 +530,10 @@ def test_a_host_gw_peer_needs_only_its_route_via_the_public_ip() -> None:
         key="10.244.9.0-24", subnet="10.244.9.0/24", public_ip="192.168.77.2", backend_type="host-gw"
     )
     good = FakeKernel({}, [{"dst": "10.244.9.0/24", "gateway": "192.168.77.2", "dev": "eth0"}], {}, {})
-    result = diagnose("10.244.9.0/24", [lease], _status(lease, "host-gw"), good)  # type: ignore[arg-type]
+    result = diagnose("10.244.9.0/24", [lease], _status(lease, "host-gw"), good)
     assert result.ok and [c.name for c in result.checks][-1] == "route"
     wrong = FakeKernel({}, [{"dst": "10.244.9.0/24", "gateway": "192.168.77.9", "dev": "eth0"}], {}, {})
-    result = diagnose("10.244.9.0/24", [lease], _status(lease, "host-gw"), wrong)  # type: ignore[arg-type]
+    result = diagnose("10.244.9.0/24", [lease], _status(lease, "host-gw"), wrong)
     assert result.verdict.startswith(
         "problem: the route to 10.244.9.0/24 is wrong: 10.244.9.0/24 via 192.168.77.9 "
         "dev eth0, expected 10.244.9.0/24 via 192.168.77.2"
@@ -545,12 +545,12 @@ def test_a_peer_the_backend_has_not_programmed_yet_is_named_with_the_reason() ->
 
     lease = lease_pb2.Lease(key="10.244.9.0-24", subnet="10.244.9.0/24", public_ip="192.168.77.2")
     unsynced = backend_pb2.GetStatusResponse(device="flannel.1", synced=False)
-    assert diagnose("10.244.9.0-24", [lease], unsynced, FakeKernel({}, [], {}, {})).verdict == (  # type: ignore[arg-type]
+    assert diagnose("10.244.9.0-24", [lease], unsynced, FakeKernel({}, [], {}, {})).verdict == (
         "problem: the backend has not applied the lease stream's snapshot yet (synced: false)"
     )
     failing = backend_pb2.GetStatusResponse(
         device="flannel.1", synced=True, last_reconcile_outcome="error: boom"
     )
-    assert diagnose("10.244.9.0-24", [lease], failing, FakeKernel({}, [], {}, {})).verdict == (  # type: ignore[arg-type]
+    assert diagnose("10.244.9.0-24", [lease], failing, FakeKernel({}, [], {}, {})).verdict == (
         "problem: the backend has not programmed 10.244.9.0-24; last reconcile: error: boom"
     )
