@@ -72,14 +72,32 @@ async def test_changes_arrive_as_deltas_and_a_removal_is_sent_once() -> None:
     hub.apply([(lease(1).key, None), (lease(9).key, None)], revision=3)  # 9 was never there
     hub.apply([(lease(1).key, None)], revision=4)  # already gone
     hub.apply([(lease(3).key, lease(3))], revision=5)
+    msgs = await take(stream, 1)  # queued while the watcher was not reading: joined in one message
+    assert msgs[0].kind == Msg.DELTA
+    assert keys(msgs[0]) == [(UPSERT, "10.244.2.0-24"), (REMOVE, "10.244.1.0-24"), (UPSERT, "10.244.3.0-24")]
+    assert hub.parse_cursor(msgs[0].cursor)[0] == 5
+    assert msgs[0].events[1].lease.subnet == "10.244.1.0/24"  # a removal says what is removed
+    hub.apply([(lease(4).key, lease(4))], revision=6)
+    msg = (await take(stream, 1))[0]
+    assert keys(msg) == [(UPSERT, "10.244.4.0-24")] and hub.parse_cursor(msg.cursor)[0] == 6
+
+
+async def test_queued_deltas_are_joined_up_to_max_batch_and_a_revision_is_never_split() -> None:
+    hub = LeaseHub("test")
+    hub.reset({}, revision=1)
+    stream = hub.watch(max_batch=3)
+    await take(stream, 2)
+    hub.apply([(lease(n).key, lease(n)) for n in (1, 2)], revision=2)
+    hub.apply([(lease(3).key, lease(3))], revision=3)
+    hub.apply([(lease(n).key, lease(n)) for n in (4, 5, 6, 7)], revision=4)  # more than max_batch alone
+    hub.apply([(lease(8).key, lease(8))], revision=5)
     msgs = await take(stream, 3)
-    assert [keys(m) for m in msgs] == [
-        [(UPSERT, "10.244.2.0-24")],
-        [(REMOVE, "10.244.1.0-24")],
-        [(UPSERT, "10.244.3.0-24")],
+    assert [[key for _, key in keys(m)] for m in msgs] == [
+        [f"10.244.{n}.0-24" for n in (1, 2, 3)],
+        [f"10.244.{n}.0-24" for n in (4, 5, 6, 7)],
+        ["10.244.8.0-24"],
     ]
-    assert [hub.parse_cursor(m.cursor)[0] for m in msgs] == [2, 3, 5]
-    assert msgs[1].events[0].lease.subnet == "10.244.1.0/24"  # a removal says what is removed
+    assert [hub.parse_cursor(m.cursor)[0] for m in msgs] == [3, 4, 5]
 
 
 async def test_a_cursor_resumes_from_memory_without_a_snapshot() -> None:
