@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     common = _common(False)
     for command in (leases, watch, status, doctor, health):
-        command.add_parser(sub, common)
+        command.COMMAND.add_to(sub, common)
     return parser
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -102,3 +104,11 @@ class Connection:
 
     def backend_stub(self) -> backend_pb2_grpc.BackendServiceStub:
         return backend_pb2_grpc.BackendServiceStub(self.channel)
+
+
+@contextmanager
+def answering(endpoint: Endpoint, timeout: float) -> Iterator[Connection]:
+    """A connection to ``endpoint`` whose server has answered a health check (else CtlError)."""
+    with Connection(endpoint, timeout) as conn:
+        conn.health()
+        yield conn

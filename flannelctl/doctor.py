@@ -17,7 +17,8 @@ from typing import Any
 
 import grpc
 
-from flannelctl.connect import Connection, CtlError, backend_endpoint, lease_endpoint, rpc_error_text
+from flannelctl.command import Command
+from flannelctl.connect import CtlError, answering, backend_endpoint, lease_endpoint, rpc_error_text
 from flannelctl.kernel import Kernel, KernelReadError, KernelView
 from flannelctl.leases import read_snapshot
 from flannelctl.output import JSON, dump, lease_dict
@@ -379,25 +380,12 @@ def _verdict(result: Diagnosis, status: backend_pb2.GetStatusResponse) -> Diagno
     return result
 
 
-def add_parser(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
-) -> None:
-    p = sub.add_parser(
-        "doctor",
-        parents=[common],
-        help="why can this node not reach a peer?",
-        description="Check one peer (a subnet, lease key, node name or IP) from lease to kernel: "
-        "its lease, whether the backend rejected it, whether it is programmed, and the "
-        "device, route, neighbour and FDB entry in this network namespace. Exit status "
-        "1 when something is wrong; the last line says what.",
-    )
+def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("peer", help="peer subnet (10.244.3.0/24), lease key, node name, public IP or pod IP")
-    p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    with Connection(lease_endpoint(args.run_dir), args.timeout) as conn:
-        conn.health()
+    with answering(lease_endpoint(args.run_dir), args.timeout) as conn:
         snapshot = read_snapshot(conn)
         families: tuple[int, ...] = (4, 6)
         try:
@@ -409,8 +397,7 @@ def run(args: argparse.Namespace) -> int:
             )
         except grpc.RpcError:
             pass  # the config only narrows the address families checked
-    with Connection(backend_endpoint(args.run_dir), args.timeout) as conn:
-        conn.health()
+    with answering(backend_endpoint(args.run_dir), args.timeout) as conn:
         try:
             status = conn.backend_stub().GetStatus(backend_pb2.GetStatusRequest(), timeout=conn.timeout)
         except grpc.RpcError as exc:
@@ -433,3 +420,15 @@ def run(args: argparse.Namespace) -> int:
             print(f"{mark} {check.name.ljust(width)}  {check.detail}")
         print(result.verdict)
     return 0 if result.ok else 1
+
+
+COMMAND = Command(
+    "doctor",
+    help="why can this node not reach a peer?",
+    description="Check one peer (a subnet, lease key, node name or IP) from lease to kernel: "
+    "its lease, whether the backend rejected it, whether it is programmed, and the "
+    "device, route, neighbour and FDB entry in this network namespace. Exit status "
+    "1 when something is wrong; the last line says what.",
+    run=run,
+    arguments=_arguments,
+)

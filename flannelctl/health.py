@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
+from flannelctl.command import Command
 from flannelctl.connect import Connection, CtlError, Endpoint, backend_endpoint, lease_endpoint
 
 TARGETS = {"lease-service": lease_endpoint, "backend": backend_endpoint}
@@ -40,25 +41,25 @@ def check(endpoint: Endpoint, timeout: float, live: bool) -> Verdict:
     )
 
 
-def add_parser(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
-) -> None:
-    p = sub.add_parser(
-        "health",
-        parents=[common],
-        help="one health check as an exit status (probes)",
-        description="Check one service's grpc.health.v1 status on its socket in --run-dir. "
-        "Exit 0 when it is SERVING (with --live: when it answers at all), else 1; "
-        "prints one line either way.",
-    )
+def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("target", choices=sorted(TARGETS), help="which socket: lease.sock or backend.sock")
     p.add_argument(
         "--live", action="store_true", help="liveness: healthy when the server answers, whatever its status"
     )
-    p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     verdict = check(TARGETS[args.target](args.run_dir), args.timeout, args.live)
     print(verdict.line)
     return 0 if verdict.healthy else 1
+
+
+COMMAND = Command(
+    "health",
+    help="one health check as an exit status (probes)",
+    description="Check one service's grpc.health.v1 status on its socket in --run-dir. "
+    "Exit 0 when it is SERVING (with --live: when it answers at all), else 1; "
+    "prints one line either way.",
+    run=run,
+    arguments=_arguments,
+)

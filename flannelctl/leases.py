@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 import grpc
 
-from flannelctl.connect import Connection, CtlError, lease_endpoint, rpc_error_text
+from flannelctl.command import Command
+from flannelctl.connect import Connection, CtlError, answering, lease_endpoint, rpc_error_text
 from flannelctl.output import JSON, LEASE_HEADER, dump, lease_dict, lease_row, table
 from proto.flannel.v1 import lease_pb2
 
@@ -66,21 +67,8 @@ def _order(lease: lease_pb2.Lease) -> tuple[int, object, str]:
     return (9, 0, lease.key)
 
 
-def add_parser(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
-) -> None:
-    p = sub.add_parser(
-        "leases",
-        parents=[common],
-        help="every lease in the cluster, as the lease service sees it",
-        description="A table of every lease from one WatchLeases snapshot (read until SYNCED).",
-    )
-    p.set_defaults(run=run)
-
-
 def run(args: argparse.Namespace) -> int:
-    with Connection(lease_endpoint(args.run_dir), args.timeout) as conn:
-        conn.health()
+    with answering(lease_endpoint(args.run_dir), args.timeout) as conn:
         snapshot = read_snapshot(conn)
     if args.output == JSON:
         dump({"cursor": snapshot.cursor, "leases": [lease_dict(lease) for lease in snapshot.leases]})
@@ -88,3 +76,11 @@ def run(args: argparse.Namespace) -> int:
         table(LEASE_HEADER, [lease_row(lease) for lease in snapshot.leases])
         print(f"{len(snapshot.leases)} leases; cursor {snapshot.cursor}", file=sys.stderr)
     return 0
+
+
+COMMAND = Command(
+    "leases",
+    help="every lease in the cluster, as the lease service sees it",
+    description="A table of every lease from one WatchLeases snapshot (read until SYNCED).",
+    run=run,
+)

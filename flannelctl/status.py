@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from flannelctl.command import Command
 from flannelctl.connect import Connection, CtlError, backend_endpoint, lease_endpoint, rpc_error_text
 from flannelctl.output import JSON, dump, lease_dict, message_dict
 from proto.flannel.v1 import backend_pb2, backend_pb2_grpc, lease_pb2, lease_pb2_grpc
@@ -131,24 +132,13 @@ def wireguard_dict(wg: backend_pb2.WireGuardStatus) -> dict[str, Any]:
     }
 
 
-def add_parser(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
-) -> None:
-    p = sub.add_parser(
-        "status",
-        parents=[common],
-        help="both services: health, own lease, config, dataplane",
-        description="The lease service (Describe, health, this node's lease, network config) and "
-        "the backend (Describe, health, GetStatus: device, MTU, peers, rejected leases, "
-        "last reconcile). Exit status 1 when either service is not SERVING.",
-    )
+def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--lease-wait",
         type=float,
         default=1.0,
         help="seconds to wait for this node's lease on WatchLease (default %(default)s)",
     )
-    p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -257,3 +247,14 @@ def print_text(lease: dict[str, Any], backend: dict[str, Any], out: Any = sys.st
                 f"    {p['lease_key'] or '(not ours)'}  {p['public_key']}  {p['endpoint'] or '-'}  "
                 f"{','.join(p['allowed_ips'])}  {p['device']}  handshake {handshake}\n"
             )
+
+
+COMMAND = Command(
+    "status",
+    help="both services: health, own lease, config, dataplane",
+    description="The lease service (Describe, health, this node's lease, network config) and "
+    "the backend (Describe, health, GetStatus: device, MTU, peers, rejected leases, "
+    "last reconcile). Exit status 1 when either service is not SERVING.",
+    run=run,
+    arguments=_arguments,
+)

@@ -11,7 +11,8 @@ from typing import Any
 
 import grpc
 
-from flannelctl.connect import Connection, CtlError, lease_endpoint, rpc_error_text
+from flannelctl.command import Command
+from flannelctl.connect import CtlError, answering, lease_endpoint, rpc_error_text
 from flannelctl.output import JSON, dump, lease_dict, now
 from proto.flannel.v1 import lease_pb2
 
@@ -62,17 +63,7 @@ def text_line(record: dict[str, Any]) -> str:
     return f"{record['time']} {record['kind']:<8} cursor={record.get('cursor', '')}"
 
 
-def add_parser(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
-) -> None:
-    p = sub.add_parser(
-        "watch",
-        parents=[common],
-        help="follow the lease stream live",
-        description="Follow WatchLeases: one line per lease event (time, kind, key, subnet, public "
-        "IP) and per SYNCED/PROGRESS marker with its cursor. With -o json, one JSON "
-        "object per line. Pass a cursor from an earlier run to resume after it.",
-    )
+def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cursor", default="", help="resume after this cursor (default: a fresh snapshot first)")
     p.add_argument("--count", type=int, default=0, help="stop after this many lease events (default: never)")
     p.add_argument(
@@ -81,7 +72,6 @@ def add_parser(
         action="store_true",
         help="print every PROGRESS marker (default: only those whose cursor moved)",
     )
-    p.set_defaults(run=run)
 
 
 def worth_printing(record: dict[str, Any], last_cursor: str, verbose: bool) -> bool:
@@ -96,8 +86,7 @@ def run(args: argparse.Namespace) -> int:
     seen = 0
     cursor = args.cursor
     printed_cursor = cursor
-    with Connection(lease_endpoint(args.run_dir), args.timeout) as conn:
-        conn.health()
+    with answering(lease_endpoint(args.run_dir), args.timeout) as conn:
         while True:
             call = conn.lease_stub().WatchLeases(
                 lease_pb2.WatchLeasesRequest(cursor=cursor), wait_for_ready=True
@@ -136,3 +125,14 @@ def run(args: argparse.Namespace) -> int:
                 flush=True,
             )
             time.sleep(0.5)
+
+
+COMMAND = Command(
+    "watch",
+    help="follow the lease stream live",
+    description="Follow WatchLeases: one line per lease event (time, kind, key, subnet, public "
+    "IP) and per SYNCED/PROGRESS marker with its cursor. With -o json, one JSON "
+    "object per line. Pass a cursor from an earlier run to resume after it.",
+    run=run,
+    arguments=_arguments,
+)
