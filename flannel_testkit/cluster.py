@@ -222,6 +222,21 @@ class BackgroundPing:
             self.proc.communicate()
 
 
+@contextmanager
+def pinging_without_loss(ns: str, to_ip: str, count: int, interval: float = 0.01) -> Iterator[BackgroundPing]:
+    """``count`` echoes sent from ``ns`` to ``to_ip`` while the block runs: the ping must still be running
+    when the block ends, and every echo must have been answered."""
+    pinger = BackgroundPing(ns, to_ip, count=count, interval=interval)
+    try:
+        yield pinger
+        still_running = pinger.running()
+        result = pinger.result()
+    finally:
+        pinger.kill()
+    assert still_running, "the ping ended before the block did: make it longer"
+    assert (result.sent, result.lost) == (count, 0), result.output
+
+
 _ECHO_SERVER = r"""
 import socket, sys
 srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from ipaddress import ip_address, ip_network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 from pyroute2 import AsyncIPRoute
 
@@ -85,13 +85,19 @@ class KernelNode:
             "eth0",
             index,
             1500,
-            ipv4=ip_address(f"192.168.77.{self.n}") if self.config.enable_ipv4 else None,  # type: ignore[arg-type]
-            ipv6=ip_address(f"fd77::{self.n}") if self.config.enable_ipv6 else None,  # type: ignore[arg-type]
+            ipv4=IPv4Address(f"192.168.77.{self.n}") if self.config.enable_ipv4 else None,
+            ipv6=IPv6Address(f"fd77::{self.n}") if self.config.enable_ipv6 else None,
         )
         self.backend = make_backend(self.ipr, self.config, public)
         self.kernel = NetlinkKernel(self.ipr)
         self.planner = Planner(self.config, self.backend)
         self.setup_result = await self.backend.setup()
+        return self.setup_result
+
+    @property
+    def setup(self) -> BackendSetup:
+        """What :meth:`start` returned."""
+        assert self.setup_result is not None, "start() first"
         return self.setup_result
 
     async def close(self) -> None:
@@ -118,10 +124,10 @@ class KernelNode:
     def local(self) -> LocalNode:
         n = self.n
         return LocalNode(
-            subnet=ip_network(f"10.244.{n}.0/24") if self.config.enable_ipv4 else None,  # type: ignore[arg-type]
-            ipv6_subnet=ip_network(f"fd00:10:0:{n}::/64") if self.config.enable_ipv6 else None,  # type: ignore[arg-type]
-            public_ip=ip_address(f"192.168.77.{n}") if self.config.enable_ipv4 else None,  # type: ignore[arg-type]
-            public_ipv6=ip_address(f"fd77::{n}") if self.config.enable_ipv6 else None,  # type: ignore[arg-type]
+            subnet=IPv4Network(f"10.244.{n}.0/24") if self.config.enable_ipv4 else None,
+            ipv6_subnet=IPv6Network(f"fd00:10:0:{n}::/64") if self.config.enable_ipv6 else None,
+            public_ip=IPv4Address(f"192.168.77.{n}") if self.config.enable_ipv4 else None,
+            public_ipv6=IPv6Address(f"fd77::{n}") if self.config.enable_ipv6 else None,
         )
 
     async def reconcile(self, leases: Sequence[lease_pb2.Lease], *, synced: bool = True) -> Reconciled:
@@ -129,6 +135,17 @@ class KernelNode:
         local = self.local()
         await self.backend.configure(local)
         return await reconcile_full(self.kernel, self.planner, leases, local, synced=synced)
+
+
+@asynccontextmanager
+async def started(netns: str, n: int, config: NetworkConfig) -> AsyncIterator[KernelNode]:
+    """Node ``n`` set up in ``netns`` (its backend's devices made); closed afterwards."""
+    node = KernelNode(netns, n, config)
+    try:
+        await node.start()
+        yield node
+    finally:
+        await node.close()
 
 
 @asynccontextmanager

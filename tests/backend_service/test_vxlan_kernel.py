@@ -17,7 +17,7 @@ from flannel_testkit.wait import wait_until
 
 from .conftest import TwoNodes
 from .factory import config
-from .kernelnode import KernelNode, node_pair
+from .kernelnode import node_pair, started
 
 pytestmark = pytest.mark.netns
 
@@ -149,9 +149,8 @@ async def test_vtep_mac_survives_a_restart_and_is_derived_identically_on_recreat
     two_nodes: TwoNodes,
 ) -> None:
     ns = two_nodes.a
-    node = KernelNode(ns.name, 1, config("vxlan"))
-    try:
-        first = await node.start()
+    async with started(ns.name, 1, config("vxlan")) as node:
+        first = node.setup
         derived = vtep_mac(1, ip_address("192.168.77.1"))
         assert json.loads(first.backend_data) == {"VNI": 1, "VtepMAC": derived}
         ifindex = ns.ip("-o", "link", "show", "flannel.1").split(":")[0]
@@ -192,15 +191,14 @@ async def test_vtep_mac_survives_a_restart_and_is_derived_identically_on_recreat
         fixed = await VxlanBackend(node.ipr, node.config, node.backend.public).setup()
         assert fixed == first
         assert "dstport 8472" in ns.ip("-d", "link", "show", "flannel.1")
-    finally:
-        await node.close()
 
 
 async def test_options_reach_the_device(two_nodes: TwoNodes) -> None:
     ns = two_nodes.a
-    node = KernelNode(ns.name, 1, config("vxlan", VNI=7, Port=4789, GBP=True, Learning=True, MTU=1300))
-    try:
-        setup = await node.start()
+    async with started(
+        ns.name, 1, config("vxlan", VNI=7, Port=4789, GBP=True, Learning=True, MTU=1300)
+    ) as node:
+        setup = node.setup
         # MTU is the underlay's, as in flannel: the device and the pods get 50 bytes less
         assert setup.device == "flannel.7" and setup.mtu == 1250
         assert json.loads(setup.backend_data)["VNI"] == 7
@@ -208,8 +206,6 @@ async def test_options_reach_the_device(two_nodes: TwoNodes) -> None:
         for expected in ("vxlan id 7 ", "dstport 4789 ", "gbp", "mtu 1250"):
             assert expected in link, link
         assert "nolearning" not in link
-    finally:
-        await node.close()
 
 
 async def test_direct_routing_skips_encapsulation_for_peers_on_our_l2_network(two_nodes: TwoNodes) -> None:
@@ -240,9 +236,7 @@ async def test_dual_stack_pods_reach_each_other_over_both_devices(two_nodes: Two
 
 async def test_a_failing_operation_does_not_stop_the_others(two_nodes: TwoNodes) -> None:
     ns = two_nodes.a
-    node = KernelNode(ns.name, 1, config("vxlan"))
-    try:
-        await node.start()
+    async with started(ns.name, 1, config("vxlan")) as node:
         assert node.ipr is not None
         bad = Op(REPLACE, Route(ip_network("10.244.5.0/24"), ip_address("192.168.77.5"), "nosuch0"))
         good = Op(REPLACE, Route(ip_network("10.244.6.0/24"), ip_address("192.168.77.6"), "eth0"))
@@ -251,15 +245,11 @@ async def test_a_failing_operation_does_not_stop_the_others(two_nodes: TwoNodes)
         assert [f.op for f in result.failures] == [bad]
         assert "nosuch0" in result.failures[0].error
         assert "10.244.6.0/24 via 192.168.77.6 dev eth0 proto 70" in ns.ip("route")
-    finally:
-        await node.close()
 
 
 async def test_a_new_own_subnet_replaces_the_device_address(two_nodes: TwoNodes) -> None:
     ns = two_nodes.a
-    node = KernelNode(ns.name, 1, config("vxlan"))
-    try:
-        await node.start()
+    async with started(ns.name, 1, config("vxlan")) as node:
         assert node.backend is not None
         await node.backend.configure(node.local())
         assert "inet 10.244.1.0/32" in ns.ip("addr", "show", "dev", "flannel.1")
@@ -267,5 +257,3 @@ async def test_a_new_own_subnet_replaces_the_device_address(two_nodes: TwoNodes)
         await node.backend.configure(moved)
         addrs = ns.ip("addr", "show", "dev", "flannel.1")
         assert "inet 10.244.42.0/32" in addrs and "10.244.1.0" not in addrs
-    finally:
-        await node.close()

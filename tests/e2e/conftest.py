@@ -14,12 +14,17 @@ from flannel_testkit.cluster import Cluster
 from flannel_testkit.leasestream import Stream
 
 
-def _require_namespaces() -> None:
+def require_root_and(*tools: str, why: str = "network namespaces") -> None:
+    """Skip the test unless it runs as root (for ``why``) with every one of ``tools`` on PATH."""
     if os.geteuid() != 0:
-        pytest.skip("needs root for network namespaces")
-    for tool in ("ip", "setpriv", "ping", "etcd"):
+        pytest.skip(f"needs root for {why}")
+    for tool in tools:
         if shutil.which(tool) is None:
-            pytest.skip(f"needs {tool}")
+            pytest.skip(f"needs {tool} (tools/bootstrap installs it)")
+
+
+def _require_namespaces() -> None:
+    require_root_and("ip", "setpriv", "ping", "etcd")
 
 
 def _print_logs(cluster: Cluster) -> None:

@@ -104,6 +104,44 @@ def test_the_wheel_requires_the_runtime_dependencies_only(wheels: Path) -> None:
     assert not [n for n in names if n.startswith(("tests/", "bench/", "tools/"))]
 
 
+def run_script(
+    image: str, wheels: Path, script: str, *, name: str, network: Sequence[str] = ("--network", "none")
+) -> subprocess.CompletedProcess[str]:
+    """``bash -c script`` in a container of ``image`` with the checkout at /src and the wheels at /wheels;
+    no container of it is left afterwards."""
+    test_id = uuid.uuid4().hex[:6]
+    try:
+        proc = subprocess.run(
+            [
+                "podman",
+                "run",
+                "--rm",
+                "--name",
+                f"fpt{test_id}-{name}",
+                "--label",
+                f"{TEST_LABEL}={test_id}",
+                *RUN_FLAGS,
+                *network,
+                "--volume",
+                f"{REPO}:/src:ro",
+                "--volume",
+                f"{wheels}:/wheels:ro",
+                image,
+                "bash",
+                "-c",
+                script,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
+    finally:
+        remove_labelled(test_id)
+    assert podman("ps", "--all", "--quiet", "--filter", f"label={TEST_LABEL}={test_id}").stdout.strip() == ""
+    return proc
+
+
 def test_tools_install_on_a_fresh_debian_12(fresh_debian: str, wheels: Path) -> None:
     script = f"""set -eu
         /src/tools/install --find-links /wheels
@@ -125,36 +163,7 @@ def test_tools_install_on_a_fresh_debian_12(fresh_debian: str, wheels: Path) -> 
         test ! -e /opt/flannel-py && test ! -e /usr/local/bin/flanneld && test ! -e /etc/systemd/system/flanneld.service
         test -e /etc/default/flanneld && echo uninstalled
     """
-    test_id = uuid.uuid4().hex[:6]
-    try:
-        proc = subprocess.run(
-            [
-                "podman",
-                "run",
-                "--rm",
-                "--name",
-                f"fpt{test_id}-install",
-                "--label",
-                f"{TEST_LABEL}={test_id}",
-                *RUN_FLAGS,
-                "--network",
-                "none",
-                "--volume",
-                f"{REPO}:/src:ro",
-                "--volume",
-                f"{wheels}:/wheels:ro",
-                fresh_debian,
-                "bash",
-                "-c",
-                script,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=900,
-            check=False,
-        )
-    finally:
-        remove_labelled(test_id)
+    proc = run_script(fresh_debian, wheels, script, name="install")
     out = proc.stdout
     assert proc.returncode == 0, f"{out}\n{proc.stderr}"
     section = sections(out)
@@ -172,7 +181,6 @@ def test_tools_install_on_a_fresh_debian_12(fresh_debian: str, wheels: Path) -> 
     assert "settings-kept" in section["again"]
     assert "code-replaced" in section["again"]  # the same version again: the wheel's code, not what was there
     assert "uninstalled" in section["uninstall"]
-    assert podman("ps", "--all", "--quiet", "--filter", f"label={TEST_LABEL}={test_id}").stdout.strip() == ""
 
 
 # ---------------------------------------------------------------- tools/install's apt path
@@ -187,41 +195,6 @@ def bare_debian() -> str:
     return local_base_image(BARE_DEBIAN)
 
 
-def run_in_bare_debian(
-    image: str, wheels: Path, script: str, network: Sequence[str] = ("--network", "none")
-) -> subprocess.CompletedProcess[str]:
-    """``bash -c script`` in a container of ``image`` with the checkout at /src and the wheels at /wheels."""
-    test_id = uuid.uuid4().hex[:6]
-    try:
-        return subprocess.run(
-            [
-                "podman",
-                "run",
-                "--rm",
-                "--name",
-                f"fpt{test_id}-bare",
-                "--label",
-                f"{TEST_LABEL}={test_id}",
-                *RUN_FLAGS,
-                *network,
-                "--volume",
-                f"{REPO}:/src:ro",
-                "--volume",
-                f"{wheels}:/wheels:ro",
-                image,
-                "bash",
-                "-c",
-                script,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=900,
-            check=False,
-        )
-    finally:
-        remove_labelled(test_id)
-
-
 def test_tools_install_names_what_is_missing_and_stops_without_apt(bare_debian: str, wheels: Path) -> None:
     """The decision of the apt path, without any mirror: on a Debian 12 with python3 only, --no-apt names
     exactly the packages tools/install would get with apt, exits 1, and has installed nothing."""
@@ -231,7 +204,7 @@ def test_tools_install_names_what_is_missing_and_stops_without_apt(bare_debian: 
         echo "== no-apt"; /src/tools/install --no-apt --find-links /wheels; echo "exit $?"
         echo "== after"; test -e /opt/flannel-py || echo "no venv"
     """
-    proc = run_in_bare_debian(bare_debian, wheels, script)
+    proc = run_script(bare_debian, wheels, script, name="bare")
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     section = sections(proc.stdout)
@@ -257,7 +230,7 @@ def test_tools_install_gets_the_missing_packages_with_apt(bare_debian: str, whee
         with MirrorForwarder(ns.name) as mirror:
             network = ["--network", f"ns:/run/netns/{ns.name}"]
             network += [arg for host in DEBIAN_HOSTS for arg in ("--add-host", f"{host}:127.0.0.1")]
-            proc = run_in_bare_debian(bare_debian, wheels, script, network)
+            proc = run_script(bare_debian, wheels, script, name="bare", network=network)
     finally:
         delete_netns(ns)
     out = proc.stdout + proc.stderr

@@ -7,7 +7,7 @@ import asyncio
 import json
 import re
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -82,10 +82,23 @@ class LeaseNode:
             ).lease
 
 
+MakeLeaseNode = Callable[..., LeaseNode]
+
+
 @pytest.fixture
-def nodes(tmp_path: Path) -> Iterator[list[LeaseNode]]:
+def lease_node(tmp_path: Path) -> Iterator[MakeLeaseNode]:
+    """``lease_node(etcd, prefix, public_ip, *flags, name="n1", start=True)``: a lease service in
+    ``tmp_path / name``, started and serving unless ``start`` is False; every one is killed afterwards."""
     made: list[LeaseNode] = []
-    yield made
+
+    def make(
+        etcd: EtcdServer, prefix: str, public_ip: str, *extra: str, name: str = "n1", start: bool = True
+    ) -> LeaseNode:
+        node = LeaseNode(etcd, prefix, tmp_path / name, public_ip, *extra)
+        made.append(node)
+        return node.start() if start else node
+
+    yield make
     for node in made:
         node.daemon.kill()
 
@@ -97,10 +110,9 @@ def configured(etcd: EtcdServer, prefix: str) -> str:
 
 
 def test_acquire_writes_subnet_env_and_a_restart_gets_the_same_subnet(
-    etcd: EtcdServer, configured: str, tmp_path: Path, nodes: list[LeaseNode]
+    etcd: EtcdServer, configured: str, lease_node: MakeLeaseNode
 ) -> None:
-    node = LeaseNode(etcd, configured, tmp_path / "n1", "192.168.50.1", "--ip-masq")
-    nodes.append(node.start())
+    node = lease_node(etcd, configured, "192.168.50.1", "--ip-masq")
     lease = node.acquire(mtu=1450)
     assert re.fullmatch(r"10\.244\.\d+\.0/24", lease.subnet) and lease.public_ip == "192.168.50.1"
     env = dict(line.split("=", 1) for line in (node.run_dir / "subnet.env").read_text().splitlines())
@@ -117,10 +129,9 @@ def test_acquire_writes_subnet_env_and_a_restart_gets_the_same_subnet(
 
 
 def test_the_lease_is_stored_as_flannel_stores_it(
-    etcd: EtcdServer, configured: str, tmp_path: Path, nodes: list[LeaseNode]
+    etcd: EtcdServer, configured: str, lease_node: MakeLeaseNode
 ) -> None:
-    node = LeaseNode(etcd, configured, tmp_path / "n1", "192.168.50.7")
-    nodes.append(node.start())
+    node = lease_node(etcd, configured, "192.168.50.7")
     lease = node.acquire()
 
     async def read() -> tuple[bytes, int, int]:
@@ -140,7 +151,7 @@ def test_the_lease_is_stored_as_flannel_stores_it(
 
 
 def test_reservations_are_never_taken_by_another_node(
-    etcd: EtcdServer, prefix: str, tmp_path: Path, nodes: list[LeaseNode]
+    etcd: EtcdServer, prefix: str, lease_node: MakeLeaseNode
 ) -> None:
     # Only two subnets can be leased: 10.5.1.0/24 (reserved for .99) and 10.5.2.0/24.
     put(
@@ -149,20 +160,17 @@ def test_reservations_are_never_taken_by_another_node(
         json.dumps({**CONFIG, "Network": "10.5.0.0/16", "SubnetMin": "10.5.1.0", "SubnetMax": "10.5.2.0"}),
     )
     put(etcd, f"{prefix}/subnets/10.5.1.0-24", '{"PublicIP":"192.168.50.99"}')
-    other = LeaseNode(etcd, prefix, tmp_path / "n1", "192.168.50.1")
-    nodes.append(other.start())
+    other = lease_node(etcd, prefix, "192.168.50.1")
     assert other.acquire().subnet == "10.5.2.0/24"
-    owner = LeaseNode(etcd, prefix, tmp_path / "n2", "192.168.50.99")
-    nodes.append(owner.start())
+    owner = lease_node(etcd, prefix, "192.168.50.99", name="n2")
     lease = owner.acquire()
     assert lease.subnet == "10.5.1.0/24" and not lease.HasField("expiration")
 
 
 def test_bad_acquire_requests_are_refused_with_the_field_named(
-    etcd: EtcdServer, configured: str, tmp_path: Path, nodes: list[LeaseNode]
+    etcd: EtcdServer, configured: str, lease_node: MakeLeaseNode
 ) -> None:
-    node = LeaseNode(etcd, configured, tmp_path / "n1", "192.168.50.1")
-    nodes.append(node.start())
+    node = lease_node(etcd, configured, "192.168.50.1")
     cases = [
         ({"backend": "host-gw"}, grpc.StatusCode.INVALID_ARGUMENT, "backend_type"),
         ({"data": "", "mtu": 70000}, grpc.StatusCode.OUT_OF_RANGE, "mtu"),
@@ -184,12 +192,11 @@ def test_bad_acquire_requests_are_refused_with_the_field_named(
 
 
 def test_stream_snapshot_then_deltas_including_expiry_and_corrupt_values_skipped(
-    etcd: EtcdServer, configured: str, tmp_path: Path, nodes: list[LeaseNode], streams: list[Stream]
+    etcd: EtcdServer, configured: str, lease_node: MakeLeaseNode, streams: list[Stream]
 ) -> None:
     subnets = f"{configured}/subnets"
     put(etcd, f"{subnets}/10.244.7.0-24", '{"PublicIP":"192.168.50.7","BackendType":"vxlan"}')
-    node = LeaseNode(etcd, configured, tmp_path / "n1", "192.168.50.1")
-    nodes.append(node.start())
+    node = lease_node(etcd, configured, "192.168.50.1")
     stream = Stream(node.socket)
     streams.append(stream)
     wait_until(lambda: any(m.kind == Msg.SYNCED for m in stream.msgs), what="SYNCED")
@@ -213,10 +220,9 @@ def test_stream_snapshot_then_deltas_including_expiry_and_corrupt_values_skipped
 
 
 def test_own_lease_deleted_is_reacquired_and_watchers_are_told(
-    etcd: EtcdServer, configured: str, tmp_path: Path, nodes: list[LeaseNode]
+    etcd: EtcdServer, configured: str, lease_node: MakeLeaseNode
 ) -> None:
-    node = LeaseNode(etcd, configured, tmp_path / "n1", "192.168.50.1")
-    nodes.append(node.start())
+    node = lease_node(etcd, configured, "192.168.50.1")
     lease = node.acquire()
     kinds: list[int] = []
     import threading
@@ -250,13 +256,12 @@ PREFIX = "/coreos.com/network"
 
 
 def node_with_one_peer(
-    etcd: EtcdServer, tmp_path: Path, nodes: list[LeaseNode], streams: list[Stream]
+    etcd: EtcdServer, lease_node: MakeLeaseNode, streams: list[Stream]
 ) -> tuple[LeaseNode, Stream]:
     """A lease service on ``etcd`` with one peer lease (10.244.7.0/24), and a stream past SYNCED."""
     put(etcd, f"{PREFIX}/config", json.dumps(CONFIG))
     put(etcd, f"{PREFIX}/subnets/10.244.7.0-24", '{"PublicIP":"192.168.50.7","BackendType":"vxlan"}')
-    node = LeaseNode(etcd, PREFIX, tmp_path / "n1", "192.168.50.1")
-    nodes.append(node.start())
+    node = lease_node(etcd, PREFIX, "192.168.50.1")
     stream = Stream(node.socket)
     streams.append(stream)
     wait_until(stream.synced, what="SYNCED")
@@ -264,10 +269,10 @@ def node_with_one_peer(
 
 
 def test_a_cursor_resumes_across_a_lease_service_restart_and_compaction_forces_a_snapshot(
-    own_etcd: EtcdServer, tmp_path: Path, nodes: list[LeaseNode], streams: list[Stream]
+    own_etcd: EtcdServer, lease_node: MakeLeaseNode, streams: list[Stream]
 ) -> None:
     prefix = PREFIX
-    node, first = node_with_one_peer(own_etcd, tmp_path, nodes, streams)
+    node, first = node_with_one_peer(own_etcd, lease_node, streams)
     cursor = first.last_cursor()
     node.daemon.kill()
     put(own_etcd, f"{prefix}/subnets/10.244.9.0-24", '{"PublicIP":"192.168.50.9","BackendType":"vxlan"}')
@@ -300,10 +305,10 @@ def test_a_cursor_resumes_across_a_lease_service_restart_and_compaction_forces_a
 
 
 def test_etcd_killed_and_restarted_mid_stream_loses_nothing_and_removes_nothing(
-    own_etcd: EtcdServer, tmp_path: Path, nodes: list[LeaseNode], streams: list[Stream]
+    own_etcd: EtcdServer, lease_node: MakeLeaseNode, streams: list[Stream]
 ) -> None:
     prefix = PREFIX
-    node, stream = node_with_one_peer(own_etcd, tmp_path, nodes, streams)
+    node, stream = node_with_one_peer(own_etcd, lease_node, streams)
     own_etcd.kill()
     own_etcd.start()
     for n in range(10, 15):
@@ -319,11 +324,10 @@ def test_etcd_killed_and_restarted_mid_stream_loses_nothing_and_removes_nothing(
 
 
 def test_etcd_down_or_config_missing_at_start_means_not_serving_with_the_reason(
-    tmp_path: Path, nodes: list[LeaseNode]
+    tmp_path: Path, lease_node: MakeLeaseNode
 ) -> None:
     etcd = EtcdServer(tmp_path / "etcd")
-    node = LeaseNode(etcd, "/coreos.com/network", tmp_path / "n1", "192.168.50.1")
-    nodes.append(node)
+    node = lease_node(etcd, "/coreos.com/network", "192.168.50.1", start=False)
     node.start(wait=False)
     try:
         wait_until(lambda: health_status(node.socket) == "NOT_SERVING", what="NOT_SERVING while etcd is down")
@@ -346,11 +350,10 @@ def test_etcd_down_or_config_missing_at_start_means_not_serving_with_the_reason(
 
 
 def test_grpcurl_lists_describes_checks_health_and_streams_leases(
-    etcd: EtcdServer, configured: str, tmp_path: Path, nodes: list[LeaseNode]
+    etcd: EtcdServer, configured: str, lease_node: MakeLeaseNode
 ) -> None:
     put(etcd, f"{configured}/subnets/10.244.7.0-24", '{"PublicIP":"192.168.50.7","BackendType":"vxlan"}')
-    node = LeaseNode(etcd, configured, tmp_path / "n1", "192.168.50.1")
-    nodes.append(node.start())
+    node = lease_node(etcd, configured, "192.168.50.1")
     listed = grpcurl(node.socket, "list").stdout.split()
     assert {
         "flannel.v1.LeaseService",
@@ -438,11 +441,10 @@ def test_acquire_reuses_the_lease_naming_our_ip_among_lookalikes_and_escaped_val
 
 
 def test_a_dual_stack_lease_is_stored_under_flannels_combined_key(
-    etcd: EtcdServer, prefix: str, tmp_path: Path, nodes: list[LeaseNode]
+    etcd: EtcdServer, prefix: str, lease_node: MakeLeaseNode
 ) -> None:
     put(etcd, f"{prefix}/config", json.dumps({**CONFIG, "EnableIPv6": True, "IPv6Network": "fd10::/48"}))
-    node = LeaseNode(etcd, prefix, tmp_path / "n1", "192.168.50.1", "--public-ipv6", "fd99::1")
-    nodes.append(node.start())
+    node = lease_node(etcd, prefix, "192.168.50.1", "--public-ipv6", "fd99::1")
     lease = node.acquire()
     assert re.fullmatch(r"fd10:0:0:[0-9a-f]+::/64", lease.ipv6_subnet), lease.ipv6_subnet
     v6_network = lease.ipv6_subnet.split("/")[0]
@@ -453,20 +455,18 @@ def test_a_dual_stack_lease_is_stored_under_flannels_combined_key(
 
 
 def test_the_lease_is_renewed_before_it_expires(
-    etcd: EtcdServer, configured: str, tmp_path: Path, nodes: list[LeaseNode]
+    etcd: EtcdServer, configured: str, lease_node: MakeLeaseNode
 ) -> None:
     # A 6 s lease renewed 4 s before expiry: without renewal it would vanish after 6 s.
-    node = LeaseNode(
+    node = lease_node(
         etcd,
         configured,
-        tmp_path / "n1",
         "192.168.50.1",
         "--subnet-lease-ttl",
         "6",
         "--subnet-lease-renew-margin-seconds",
         "4",
     )
-    nodes.append(node.start())
     lease = node.acquire()
     wait_until(
         lambda: node.daemon.log().count(f"renewed lease {lease.key}") >= 4, timeout=20, what="four renewals"
@@ -481,28 +481,26 @@ def test_the_lease_is_renewed_before_it_expires(
 
 
 def test_the_socket_is_group_accessible_only(
-    etcd: EtcdServer, configured: str, tmp_path: Path, nodes: list[LeaseNode]
+    etcd: EtcdServer, configured: str, lease_node: MakeLeaseNode
 ) -> None:
     import grp
     import stat
 
     group = grp.getgrgid(0).gr_name
-    node = LeaseNode(etcd, configured, tmp_path / "n1", "192.168.50.1", "--socket-group", group)
-    nodes.append(node.start())
+    node = lease_node(etcd, configured, "192.168.50.1", "--socket-group", group)
     mode = node.socket.stat().st_mode
     assert stat.S_IMODE(mode) == 0o660 and node.socket.stat().st_gid == 0
 
 
 def test_tcp_is_served_only_when_grpc_listen_is_given(
-    etcd: EtcdServer, configured: str, tmp_path: Path, nodes: list[LeaseNode]
+    etcd: EtcdServer, configured: str, lease_node: MakeLeaseNode
 ) -> None:
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     from flannel_testkit.etcd import free_port
 
     port = free_port()
-    node = LeaseNode(etcd, configured, tmp_path / "n1", "192.168.50.1", "--grpc-listen", f"127.0.0.1:{port}")
-    nodes.append(node.start())
+    node = lease_node(etcd, configured, "192.168.50.1", "--grpc-listen", f"127.0.0.1:{port}")
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
@@ -511,8 +509,7 @@ def test_tcp_is_served_only_when_grpc_listen_is_given(
         in subprocess.run(["ss", "-Htlnp"], capture_output=True, text=True, check=True).stdout
     )
     node.daemon.kill()
-    plain = LeaseNode(etcd, configured, tmp_path / "n2", "192.168.50.2")
-    nodes.append(plain.start())
+    plain = lease_node(etcd, configured, "192.168.50.2", name="n2")
     assert (
         f"pid={plain.daemon.pid},"
         not in subprocess.run(["ss", "-Htlnp"], capture_output=True, text=True, check=True).stdout

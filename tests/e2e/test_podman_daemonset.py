@@ -11,7 +11,6 @@ non-root uid, the backend exactly NET_ADMIN and NET_RAW, and the probes' command
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import stat
 import tempfile
@@ -26,6 +25,7 @@ from flannel_testkit.cluster import Cluster, NodeDaemons, ip
 from flannel_testkit.kubeapi import KubeApiControl
 from flannel_testkit.kubelet import REPO, Kubelet, Manifest, PodPlacement, build_image, remove_labelled
 from flannel_testkit.wait import wait_until
+from tests.e2e.conftest import require_root_and
 
 pytestmark = [pytest.mark.netns, pytest.mark.timeout(1800)]
 
@@ -44,11 +44,7 @@ def version() -> str:
 
 @pytest.fixture(scope="module")
 def image() -> str:
-    if os.geteuid() != 0:
-        pytest.skip("needs root for podman and network namespaces")
-    for tool in ("podman", "ip", "ping", "etcd"):
-        if shutil.which(tool) is None:
-            pytest.skip(f"needs {tool} (tools/bootstrap installs it)")
+    require_root_and("podman", "ip", "ping", "etcd", why="podman and network namespaces")
     return build_image()
 
 

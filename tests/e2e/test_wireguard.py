@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from backend_service.wgkey import Key
-from flannel_testkit.cluster import BackgroundPing, Cluster, EchoServer, ip_json, tcp_echo
+from flannel_testkit.cluster import Cluster, EchoServer, ip_json, pinging_without_loss, tcp_echo
 from flannel_testkit.grpcurl import grpcurl
 from flannel_testkit.processes import close_pipes
 from flannel_testkit.wait import wait_until
@@ -144,15 +144,8 @@ def test_a_backend_restart_keeps_the_key_changes_nothing_and_loses_no_packet(
     before_key = public_key(c, n1)
     before_peers = peers(c, n2)
     before_routes = ip_json(n1.ns, "route", "show", "dev", "flannel-wg")
-    pinger = BackgroundPing(n2.pod_ns, n1.pod_ip, count=400, interval=0.01)
-    try:
+    with pinging_without_loss(n2.pod_ns, n1.pod_ip, count=400):
         c.restart_backend(n1)
-        still_running = pinger.running()
-        result = pinger.result()
-    finally:
-        pinger.kill()
-    assert still_running, "the ping ended before the restart completed: make it longer"
-    assert (result.sent, result.lost) == (400, 0), result.output
     assert public_key(c, n1) == before_key
     assert ip_json(n1.ns, "route", "show", "dev", "flannel-wg") == before_routes
     assert (c.node(1).run_dir / "wgkey").read_text().strip()  # the key file, reused

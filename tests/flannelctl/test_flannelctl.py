@@ -323,6 +323,10 @@ def node(tmp_path: Path) -> Iterator[SingleNode]:
         made.down()
 
 
+VXLAN_CHECKS = ("lease", "accepted", "programmed", "device", "route", "neighbour", "fdb")
+"""doctor's checks of an IPv4 vxlan peer, in order."""
+
+
 def doctor(node: SingleNode, target: str) -> tuple[int, dict[str, Any], str]:
     as_data = flannelctl(node.run_dir, "doctor", target, "-o", "json", prefix=tuple(node.exec_prefix))
     as_text = flannelctl(node.run_dir, "doctor", target, prefix=tuple(node.exec_prefix))
@@ -336,15 +340,7 @@ def test_doctor_follows_a_peer_from_lease_to_kernel_and_names_what_is_missing(no
     wait_until(lambda: "10.244.9.0/24" in node.ip("route", "show", "proto", "70"), what="the peer's route")
     code, result, text = doctor(node, PEER_SUBNET)
     assert code == 0, text
-    assert [c["name"] for c in result["checks"]] == [
-        "lease",
-        "accepted",
-        "programmed",
-        "device",
-        "route",
-        "neighbour",
-        "fdb",
-    ]
+    assert [c["name"] for c in result["checks"]] == list(VXLAN_CHECKS)
     assert all(c["status"] == "ok" for c in result["checks"]) and result["verdict"].startswith(
         "ok: 10.244.9.0-24"
     )
@@ -499,19 +495,7 @@ def test_a_dual_stack_peer_is_checked_on_both_vxlan_devices() -> None:
         },
     )
     result = diagnose("node-9", [DUAL], _status(DUAL, "vxlan"), kernel)
-    assert [c.name for c in result.checks] == [
-        "lease",
-        "accepted",
-        "programmed",
-        "device",
-        "route",
-        "neighbour",
-        "fdb",
-        "device6",
-        "route6",
-        "neighbour6",
-        "fdb6",
-    ]
+    assert [c.name for c in result.checks] == [*VXLAN_CHECKS, "device6", "route6", "neighbour6", "fdb6"]
     assert result.ok, result.checks
     only_v4 = diagnose("node-9", [DUAL], _status(DUAL, "vxlan"), kernel, families=(4,))
     assert [c.name for c in only_v4.checks][-1] == "fdb"
