@@ -43,7 +43,7 @@ import os
 import re
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Protocol
 
 from pyroute2 import AsyncIPRoute
@@ -297,27 +297,32 @@ def check_tools(nftables: bool, versions: Sequence[int], commands: Commands) -> 
     return found
 
 
-class IptablesMasq:
-    """flannel's iptables rules, one ``iptables-restore -w --noflush`` per family and change."""
+@dataclass(eq=False)
+class _RuleSet:
+    """What both modes are given: the networks (one per address family), the rules wanted, the programs."""
 
-    def __init__(
-        self,
-        networks: Sequence[MasqNetwork],
-        options: RuleOptions = RuleOptions(masquerade=True),
-        *,
-        commands: Commands = Commands(),
-    ) -> None:
-        self.networks = list(networks)
-        self.options = options
-        self.commands = commands
-        self._tools: dict[str, str] = {}
-        self._random_fully: dict[int, bool] = {}
-        self._wait: dict[int, bool] = {}
-        self._bootstrapped: set[int] = set()
+    networks: Sequence[MasqNetwork]
+    options: RuleOptions = RuleOptions(masquerade=True)
+    _: KW_ONLY
+    commands: Commands = Commands()
 
     @property
     def versions(self) -> list[int]:
         return [net.network.version for net in self.networks]
+
+    def network(self, version: int) -> MasqNetwork | None:
+        """The network of address family ``version``, if there is one."""
+        return next((net for net in self.networks if net.network.version == version), None)
+
+
+@dataclass(eq=False)
+class IptablesMasq(_RuleSet):
+    """flannel's iptables rules, one ``iptables-restore -w --noflush`` per family and change."""
+
+    _tools: dict[str, str] = field(default_factory=dict, init=False)
+    _random_fully: dict[int, bool] = field(default_factory=dict, init=False)
+    _wait: dict[int, bool] = field(default_factory=dict, init=False)
+    _bootstrapped: set[int] = field(default_factory=set, init=False)
 
     def require_tools(self) -> None:
         """:class:`ToolsMissing` unless every binary the enabled families need is on PATH."""
@@ -462,26 +467,17 @@ async def remove_iptables_rules(commands: Commands, versions: Sequence[int] = (4
 # --------------------------------------------------------------------------- nftables
 
 
-class NftablesMasq:
+@dataclass(eq=False)
+class NftablesMasq(_RuleSet):
     """flannel's nftables mode: tables ``flannel-ipv4`` / ``flannel-ipv6`` replaced in one ``nft -f`` each.
 
     Both tables exist in this mode (flannel creates both at start); a family without a network is empty.
     Drift is found by comparing ``nft list table`` with the listing right after our last apply.
     """
 
-    def __init__(
-        self,
-        networks: Sequence[MasqNetwork],
-        options: RuleOptions = RuleOptions(masquerade=True),
-        *,
-        commands: Commands = Commands(),
-    ) -> None:
-        self.networks: dict[int, MasqNetwork] = {net.network.version: net for net in networks}
-        self.options = options
-        self.commands = commands
-        self._nft = ""
-        self._random_fully: bool | None = None
-        self._applied: dict[int, str] = {}
+    _nft: str = field(default="", init=False)
+    _random_fully: bool | None = field(default=None, init=False)
+    _applied: dict[int, str] = field(default_factory=dict, init=False)
 
     def require_tools(self) -> None:
         self._nft = check_tools(True, [], self.commands)["nft"]
@@ -536,7 +532,7 @@ class NftablesMasq:
         if self._applied:
             log.warning("nftables rules drifted (%s); re-applying", "; ".join(problems))
         for v in (4, 6):
-            text = nft_ruleset(v, self.networks.get(v), self.options, random_fully=self.random_fully)
+            text = nft_ruleset(v, self.network(v), self.options, random_fully=self.random_fully)
             await self.commands.run([self._nft, "-f", "-"], stdin=text)
             listing = await self._listing(v)
             if listing is not None:
