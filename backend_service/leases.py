@@ -11,12 +11,13 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import TypeVar
 
 from flannel_rpc.logs import shorten
-from flannel_rpc.untrusted import MIB, JsonLimits, Rejected, decode_json
+from flannel_rpc.untrusted import MIB, JsonLimits, Refused, Rejected, decode_json
 from proto.flannel.v1 import lease_pb2
 
 from .config import MAX_VNI, VXLAN, WIREGUARD
@@ -33,13 +34,8 @@ _BACKEND_DATA_LIMITS = JsonLimits(max_bytes=MIB + MIB // 2)
 _MAC_RE = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}", re.ASCII)
 
 
-class LeaseError(ValueError):
+class LeaseError(Refused):
     """A lease that cannot be used; ``reason`` is a machine-readable code, the message is for humans."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        self.reason = reason
-        self.message = message
-        super().__init__(f"{reason}: {message}")
 
 
 @dataclass(frozen=True)
@@ -95,38 +91,33 @@ class PeerLease:
 
 _Network = TypeVar("_Network", IPv4Network, IPv6Network)
 _Address = TypeVar("_Address", IPv4Address, IPv6Address)
+_Value = TypeVar("_Value", IPv4Network, IPv6Network, IPv4Address, IPv6Address)
 
 
 def _opt_network(fieldname: str, text: str, kind: type[_Network]) -> _Network | None:
-    if not text:
-        return None
-    version = 4 if kind is IPv4Network else 6
-    try:
-        if len(text) > 64 or not text.isascii():
-            raise ValueError("not an address")
-        net = ipaddress.ip_network(text, strict=True)
-    except ValueError as e:
-        raise LeaseError(MALFORMED_LEASE, f"{fieldname}={shorten(text)} is not an IPv{version} CIDR") from e
-    if not isinstance(net, kind):
-        raise LeaseError(MALFORMED_LEASE, f"{fieldname}={shorten(text)} is not an IPv{version} CIDR")
-    return net
+    return _optional(fieldname, text, kind, ipaddress.ip_network, "CIDR")
 
 
 def _opt_address(fieldname: str, text: str, kind: type[_Address]) -> _Address | None:
+    return _optional(fieldname, text, kind, ipaddress.ip_address, "address")
+
+
+def _optional(
+    fieldname: str, text: str, kind: type[_Value], parse: Callable[[str], object], what: str
+) -> _Value | None:
+    """``text`` as a ``kind`` (a strict CIDR or an address of one family), None when empty; else MALFORMED_LEASE."""
     if not text:
         return None
-    version = 4 if kind is IPv4Address else 6
+    version = 4 if kind in (IPv4Network, IPv4Address) else 6
     try:
         if len(text) > 64 or not text.isascii():
             raise ValueError("not an address")
-        addr = ipaddress.ip_address(text)
+        value = parse(text)
     except ValueError as e:
-        raise LeaseError(
-            MALFORMED_LEASE, f"{fieldname}={shorten(text)} is not an IPv{version} address"
-        ) from e
-    if not isinstance(addr, kind):
-        raise LeaseError(MALFORMED_LEASE, f"{fieldname}={shorten(text)} is not an IPv{version} address")
-    return addr
+        raise LeaseError(MALFORMED_LEASE, f"{fieldname}={shorten(text)} is not an IPv{version} {what}") from e
+    if not isinstance(value, kind):
+        raise LeaseError(MALFORMED_LEASE, f"{fieldname}={shorten(text)} is not an IPv{version} {what}")
+    return value
 
 
 def _public_address(fieldname: str, text: str, kind: type[_Address]) -> _Address | None:

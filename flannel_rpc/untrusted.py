@@ -53,13 +53,17 @@ KIB = 1024
 MIB = 1024 * KIB
 
 
-class Rejected(ValueError):
-    """An untrusted document refused; ``reason`` is one of :data:`REASONS`, the message names what."""
+class Refused(ValueError):
+    """Untrusted input refused: ``reason`` is a machine-readable code, ``message`` names what, for humans."""
 
     def __init__(self, reason: str, message: str) -> None:
         self.reason = reason
         self.message = message
         super().__init__(f"{reason}: {message}")
+
+
+class Rejected(Refused):
+    """An untrusted document refused by :func:`decode_json`; ``reason`` is one of :data:`REASONS`."""
 
 
 @dataclass(frozen=True)
