@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
@@ -32,6 +33,14 @@ PUBLIC_IP_NOT_UNICAST = "PUBLIC_IP_NOT_UNICAST"
 _BACKEND_DATA_LIMITS = JsonLimits(max_bytes=MIB + MIB // 2)
 
 _MAC_RE = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}", re.ASCII)
+#: ``{"VNI": <int>, "VtepMAC": "<mac>"}`` and nothing else (``_``: JSON whitespace): a text that matches is
+#: that JSON object, so it is read without the JSON decoder (5x faster); anything else goes through it.
+_VXLAN_DATA = re.compile(
+    r'\{_"VNI"_:_(0|[1-9][0-9]{0,7})_,_"VtepMAC"_:_"([0-9a-fA-F]{2}(?::[0-9a-fA-F]{2}){5})"_\}'.replace(
+        "_", r"[ \t\n\r]*"
+    ),
+    re.ASCII,
+)
 
 
 class LeaseError(Refused):
@@ -94,6 +103,31 @@ _Address = TypeVar("_Address", IPv4Address, IPv6Address)
 _Value = TypeVar("_Value", IPv4Network, IPv6Network, IPv4Address, IPv6Address)
 
 
+def _v4_network(text: str) -> IPv4Network | None:
+    """``a.b.c.d/len`` in the one spelling ``inet_pton`` takes, host bits clear; None for anything else
+    (which :func:`_opt_network` then parses or names). A third of ``ip_network``'s cost."""
+    addr, slash, length = text.partition("/")
+    if not slash or not 1 <= len(length) <= 2 or not length.isdigit() or not length.isascii():
+        return None
+    try:
+        packed = socket.inet_pton(socket.AF_INET, addr)
+    except (OSError, ValueError):
+        return None
+    value, prefixlen = int.from_bytes(packed, "big"), int(length)
+    if prefixlen > 32 or value & (0xFFFFFFFF >> prefixlen):
+        return None
+    return IPv4Network((value, prefixlen))
+
+
+def _v4_address(text: str) -> IPv4Address | None:
+    """Dotted-quad text as ``inet_pton`` takes it (the strict spelling, which ``ipaddress`` takes too);
+    None for anything else (which :func:`_opt_address` then parses or names)."""
+    try:
+        return IPv4Address(socket.inet_pton(socket.AF_INET, text))
+    except (OSError, ValueError):
+        return None
+
+
 def _opt_network(fieldname: str, text: str, kind: type[_Network]) -> _Network | None:
     return _optional(fieldname, text, kind, ipaddress.ip_network, "CIDR")
 
@@ -132,29 +166,58 @@ def _public_address(fieldname: str, text: str, kind: type[_Address]) -> _Address
     return addr
 
 
+def _public_v4(fieldname: str, text: str) -> IPv4Address | None:
+    """:func:`_public_address` of IPv4 text, in a tenth of the time for the strict dotted quad."""
+    addr = _v4_address(text) if text else None
+    if addr is None:
+        return _public_address(fieldname, text, IPv4Address)
+    what = _not_unicast_v4(int(addr))
+    if what:
+        raise LeaseError(PUBLIC_IP_NOT_UNICAST, f"{fieldname}={addr} is {what}, not a node's unicast address")
+    return addr
+
+
 def _not_unicast(addr: IPv4Address | IPv6Address) -> str:
+    if isinstance(addr, IPv4Address):
+        return _not_unicast_v4(int(addr))
     if addr.is_unspecified:
         return "the unspecified address"
-    if isinstance(addr, IPv4Address) and addr == IPv4Address("255.255.255.255"):
-        return "the broadcast address"
     if addr.is_multicast:
         return "a multicast address"
     if addr.is_loopback:
         return "a loopback address"
     if addr.is_link_local:
         return "a link-local address"
-    if isinstance(addr, IPv4Address) and addr in _IPV4_RESERVED:
-        return "a reserved address (240.0.0.0/4)"
-    if isinstance(addr, IPv6Address) and addr.ipv4_mapped is not None:
+    if addr.ipv4_mapped is not None:
         return "an IPv4-mapped address"
     return ""
 
 
-_IPV4_RESERVED = ipaddress.IPv4Network("240.0.0.0/4")
+def _not_unicast_v4(value: int) -> str:
+    """:func:`_not_unicast` of an IPv4 address, on its integer (``ipaddress``' properties build a network
+    per question)."""
+    if value == 0:
+        return "the unspecified address"
+    if value == 0xFFFFFFFF:
+        return "the broadcast address"
+    if value >> 28 == 0xE:  # 224.0.0.0/4
+        return "a multicast address"
+    if value >> 24 == 127:
+        return "a loopback address"
+    if value >> 16 == 0xA9FE:  # 169.254.0.0/16
+        return "a link-local address"
+    if value >> 28 == 0xF:
+        return "a reserved address (240.0.0.0/4)"
+    return ""
 
 
 def parse_vxlan_data(fieldname: str, text: str) -> VxlanData:
     """Parse vxlan backend data ``{"VNI": <int>, "VtepMAC": "<mac>"}`` (keys case-insensitive)."""
+    fast = _VXLAN_DATA.fullmatch(text)
+    if fast is not None:  # exactly that object, as flannel and we write it: no JSON decoder needed
+        number, fast_mac = int(fast[1]), fast[2].lower()
+        if number <= MAX_VNI and not int(fast_mac[:2], 16) & 1 and fast_mac != "00:00:00:00:00:00":
+            return VxlanData(vni=number, vtep_mac=fast_mac)
     try:
         obj = decode_json(text, _BACKEND_DATA_LIMITS, fieldname)
     except Rejected as e:
@@ -208,9 +271,9 @@ def parse_lease(msg: lease_pb2.Lease) -> PeerLease:
     return PeerLease(
         key=msg.key,
         node_name=msg.node_name,
-        subnet=_opt_network("subnet", msg.subnet, IPv4Network),
+        subnet=_v4_network(msg.subnet) or _opt_network("subnet", msg.subnet, IPv4Network),
         ipv6_subnet=_opt_network("ipv6_subnet", msg.ipv6_subnet, IPv6Network),
-        public_ip=_public_address("public_ip", msg.public_ip, IPv4Address),
+        public_ip=_public_v4("public_ip", msg.public_ip),
         public_ipv6=_public_address("public_ipv6", msg.public_ipv6, IPv6Address),
         backend_type=msg.backend_type,
         vxlan=vxlan4,
