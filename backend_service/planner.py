@@ -112,7 +112,10 @@ class Planner:
             if isinstance(old, PeerLease):
                 touched.update(subnets(old))
                 for net in subnets(old):
-                    self._claims[net].discard(key)
+                    holders = self._claims[net]
+                    holders.discard(key)
+                    if not holders:  # a subnet nobody claims any more must not stay (churn adds new ones)
+                        del self._claims[net]
             if msg is not None:
                 verdict = self._verdicts[key] = check_one(msg, self.config, node)
                 self._claim(key, verdict)

@@ -31,7 +31,8 @@ class TemplateApplier:
     """Applies ops as pyroute2-encoded message templates, ``chunk`` per ``sendmsg``, ACKs read after.
 
     Netlink *replace* (create or replace) for every write; a delete of something already gone
-    counts as done. Without pyroute2's per-request encoding cost; see :mod:`backend_service.kernel.netlink_fast`. The kernel carries out one socket's messages
+    counts as done. Device indexes are looked up once and kept (a pyroute2 link lookup costs more
+    than a small delta's whole batch) until an op fails or :meth:`learn` brings fresher ones. Without pyroute2's per-request encoding cost; see :mod:`backend_service.kernel.netlink_fast`. The kernel carries out one socket's messages
     in order, so the phase order of ``ops`` (FDB, neighbours, then routes) is kept without waiting
     between phases. The sending runs in a worker thread; the event loop stays free.
     """
@@ -43,8 +44,11 @@ class TemplateApplier:
         self._indexes = LinkIndexes(ipr)
         self._seq = 0
 
+    def learn(self, links: dict[int, str]) -> None:
+        """The devices as a read of the kernel just found them (ifindex → ifname)."""
+        self._indexes.learn(links)
+
     async def apply(self, ops: Sequence[Op]) -> ApplyResult:
-        self._indexes.clear()
         failed: dict[int, OpFailure] = {}
         messages: list[tuple[int, bytes]] = []
         by_seq: dict[int, int] = {}
@@ -71,6 +75,8 @@ class TemplateApplier:
                     op, f"netlink error {code} ({errno.errorcode.get(code, '?')}): {os.strerror(code)}"
                 )
         failures = [failed[n] for n in sorted(failed)]
+        if failures:  # perhaps a device was re-created (a new index): look every index up again
+            self._indexes.clear()
         for f in failures:
             log.warning("kernel refused %s", f)
         return ApplyResult(applied=len(ops) - len(failures), failures=tuple(failures))
@@ -86,7 +92,9 @@ class NetlinkKernel:
         self._applier = TemplateApplier(ipr)
 
     async def read(self, devices: Iterable[str]) -> KernelSnapshot:
-        return await read_owned(self._ipr, devices)
+        snapshot = await read_owned(self._ipr, devices)
+        self._applier.learn(snapshot.links)
+        return snapshot
 
     async def apply(self, ops: Sequence[Op]) -> ApplyResult:
         """WireGuard peers first (one ``wg set`` per device), netlink ops, then WireGuard removals: the

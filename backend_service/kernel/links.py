@@ -33,8 +33,8 @@ async def link_index(ipr: AsyncIPRoute, ifname: str) -> int | None:
 
 
 class LinkIndexes:
-    """ifname → ifindex, each looked up once until :meth:`clear` (call it per batch of operations: a
-    device re-created in between has a new index)."""
+    """ifname → ifindex, each looked up once until :meth:`clear` or :meth:`learn` (a device re-created
+    in between has a new index: an op sent to the old one fails, and the caller clears)."""
 
     def __init__(self, ipr: AsyncIPRoute) -> None:
         self._ipr = ipr
@@ -42,6 +42,10 @@ class LinkIndexes:
 
     def clear(self) -> None:
         self._index.clear()
+
+    def learn(self, links: dict[int, str]) -> None:
+        """Replace what is known by ``links`` (ifindex → ifname, as a read of the kernel found them)."""
+        self._index = {name: idx for idx, name in links.items()}
 
     async def get(self, ifname: str) -> int:
         """The index of ``ifname``; :class:`KernelError` when there is no such device."""
