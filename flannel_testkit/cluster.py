@@ -371,6 +371,21 @@ class Node:
         """Whether ``daemon`` (or the supervisor that owns it) is running."""
         return self.flanneld.alive() if self.flanneld is not None else daemon.alive()
 
+    def wait_serving(self, daemon: Daemon, socket: Path, what: str, timeout: float) -> None:
+        """Wait until ``daemon`` answers SERVING on ``socket``; RuntimeError with the log (flanneld's when it
+        owns the daemon) when it exits first or does not answer in time."""
+        log = self.flanneld or daemon
+        try:
+            wait_until(
+                lambda: health_status(socket) == "SERVING" or not self.runs(daemon),
+                timeout=timeout,
+                what=f"{self.name} {what} SERVING",
+            )
+        except AssertionError as exc:
+            raise RuntimeError(f"{exc}\n{self.name} {what} log:\n{log.log()[-3000:]}") from None
+        if not self.runs(daemon):
+            raise RuntimeError(f"{self.name} {what} exited:\n{log.log()[-3000:]}")
+
     @property
     def name(self) -> str:
         return f"n{self.index}"
@@ -833,14 +848,7 @@ class Cluster:
             self.wait_lease_service(node)
 
     def wait_lease_service(self, node: Node, timeout: float = 90) -> None:
-        log = node.flanneld or node.lease
-        wait_until(
-            lambda: health_status(node.lease_socket) == "SERVING" or not node.runs(node.lease),
-            timeout=timeout,
-            what=f"{node.name} lease service SERVING",
-        )
-        if not node.runs(node.lease):
-            raise RuntimeError(f"{node.name} lease service exited:\n{log.log()[-3000:]}")
+        node.wait_serving(node.lease, node.lease_socket, "lease service", timeout)
 
     def start_backend(self, node: Node, wait: bool = True) -> None:
         node.backend.start()
@@ -848,17 +856,7 @@ class Cluster:
             self.wait_backend(node)
 
     def wait_backend(self, node: Node, timeout: float = 90) -> None:
-        log = node.flanneld or node.backend
-        try:
-            wait_until(
-                lambda: health_status(node.backend_socket) == "SERVING" or not node.runs(node.backend),
-                timeout=timeout,
-                what=f"{node.name} backend SERVING",
-            )
-        except AssertionError as exc:
-            raise RuntimeError(f"{exc}\n{node.name} backend log:\n{log.log()[-3000:]}") from None
-        if not node.runs(node.backend):
-            raise RuntimeError(f"{node.name} backend exited:\n{log.log()[-3000:]}")
+        node.wait_serving(node.backend, node.backend_socket, "backend", timeout)
         if not node.subnet_env:
             node.subnet_env = read_subnet_env(node.subnet_env_path)
 
