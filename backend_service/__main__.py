@@ -87,12 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cleanup.main(argv[1:])
     try:
         settings = cli.parse(argv)
-    except flannel_flags.Done as done:
-        print(done.text)
-        return 0
-    except cli.UsageError as exc:
-        print(f"flannel-backend: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    except (flannel_flags.Done, cli.UsageError) as ended:
+        return flannel_flags.report(ended, "flannel-backend", EXIT_USAGE)
     configure_logging(settings.verbosity)
     for notice in settings.notices:
         log.warning("%s", notice)

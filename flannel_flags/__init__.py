@@ -6,7 +6,7 @@ process; ``argparse_bridge`` adds the same rows to an argparse parser (flannelct
 of the daemons.
 """
 
-from flannel_flags.parse import Done, Parsed, UsageError, help_text, parse, version
+from flannel_flags.parse import Done, Parsed, UsageError, help_text, parse, report, version
 from flannel_flags.table import FLAGS, Flag, flags_of
 from flannel_flags.values import BadValue
 
@@ -20,5 +20,6 @@ __all__ = [
     "flags_of",
     "help_text",
     "parse",
+    "report",
     "version",
 ]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import sys
 import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +38,16 @@ class Done(Exception):
     def __init__(self, text: str) -> None:
         super().__init__(text)
         self.text = text
+
+
+def report(ended: Done | UsageError, prog: str, usage_status: int) -> int:
+    """Print what ended the parse early and return the exit status: ``--help`` or ``--version`` text on
+    stdout and 0, or ``prog: <the error>`` on stderr and ``usage_status``."""
+    if isinstance(ended, Done):
+        print(ended.text)
+        return 0
+    print(f"{prog}: {ended}", file=sys.stderr)
+    return usage_status
 
 
 def version() -> str:

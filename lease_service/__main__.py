@@ -203,12 +203,8 @@ async def _run(settings: cli.Settings) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = cli.parse(sys.argv[1:] if argv is None else argv)
-    except flannel_flags.Done as done:
-        print(done.text)
-        return 0
-    except cli.UsageError as exc:
-        print(f"flannel-lease-service: {exc}", file=sys.stderr)
-        return ExitCode.USAGE
+    except (flannel_flags.Done, cli.UsageError) as ended:
+        return flannel_flags.report(ended, "flannel-lease-service", ExitCode.USAGE)
     configure_logging(settings.verbosity)
     for notice in settings.notices:
         log.warning("%s", notice)

@@ -59,12 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cleanup.main(argv[1:])
     try:
         config = cli.parse(argv, os.environ)
-    except flannel_flags.Done as done:
-        print(done.text)
-        return 0
-    except cli.ConfigError as exc:
-        print(f"flanneld: {exc}", file=sys.stderr)
-        return ExitCode.USAGE
+    except (flannel_flags.Done, cli.ConfigError) as ended:
+        return flannel_flags.report(ended, "flanneld", ExitCode.USAGE)
     sink = logs.LogSink(config.log_format)
     logs.install(sink)
     for notice in config.notices:
