@@ -22,13 +22,28 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Protocol
 
 from flannel_rpc.exitcodes import ExitCode
-from supervisor.child import Child, RunResult
+from supervisor.child import RunResult
 from supervisor.cli import Config
 from supervisor.policy import Backoff, BackoffSequence, RestartIntensity
 
 log = logging.getLogger(__name__)
+
+
+class Supervised(Protocol):
+    """What the supervisor needs of a child (:class:`supervisor.child.Child`; tests script one)."""
+
+    name: str
+    status: str
+    """Its health as /healthz shows it; the supervisor sets ``BACKOFF`` between two runs."""
+
+    async def run_once(self) -> RunResult: ...
+
+    async def stop(self, grace: float | None = None) -> int | None: ...
+
+    def set_status(self, status: str) -> None: ...
 
 
 class GiveUp(Exception):
@@ -66,8 +81,8 @@ class Supervisor:
     def __init__(
         self,
         config: Config,
-        lease: Child,
-        backend: Child,
+        lease: Supervised,
+        backend: Supervised,
         *,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
@@ -85,7 +100,7 @@ class Supervisor:
         """Called once when stopping begins (systemd's STOPPING=1)."""
 
     @property
-    def children(self) -> tuple[Child, Child]:
+    def children(self) -> tuple[Supervised, Supervised]:
         return (self.lease, self.backend)
 
     def statuses(self) -> dict[str, str]:
@@ -149,7 +164,7 @@ class Supervisor:
             await child.stop()
         log.info("flanneld stopped (dataplane left as it is)")
 
-    async def _keep_running(self, child: Child) -> None:
+    async def _keep_running(self, child: Supervised) -> None:
         restart = self.config.restart
         backoff = Backoff(BackoffSequence(restart.backoff_initial, restart.backoff_max), rng=self._rng)
         intensity = RestartIntensity(restart.max_restarts, restart.window)
