@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, Self, TypeVar
@@ -594,7 +594,7 @@ class EtcdClient:
 
     # -- watch -----------------------------------------------------------------------------
 
-    def watch_prefix(self, prefix: str, start_revision: int) -> AsyncIterator[WatchBatch]:
+    def watch_prefix(self, prefix: str, start_revision: int) -> AsyncGenerator[WatchBatch, None]:
         """Every change under ``prefix`` from ``start_revision`` on (0: from now), forever.
 
         Survives broken streams: reconnects with back-off (any endpoint) and resumes after the last
@@ -604,7 +604,7 @@ class EtcdClient:
         """
         return self._watch(prefix, start_revision)
 
-    async def _watch(self, prefix: str, start_revision: int) -> AsyncIterator[WatchBatch]:
+    async def _watch(self, prefix: str, start_revision: int) -> AsyncGenerator[WatchBatch, None]:
         loop = asyncio.get_running_loop()
         s = self._settings
         key = _key_bytes(prefix)
