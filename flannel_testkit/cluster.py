@@ -894,6 +894,10 @@ class Cluster:
         assert self.etcd_http is not None
         self.etcd_http.put(key, value, ttl)
 
+    def etcd_get(self, key: str) -> str | None:
+        assert self.etcd_http is not None
+        return self.etcd_http.get(key)
+
     def etcd_delete(self, key: str) -> int:
         assert self.etcd_http is not None
         return self.etcd_http.delete(key)

@@ -9,7 +9,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from ipaddress import ip_address
+from ipaddress import IPv4Address
 from pathlib import Path
 
 import grpc
@@ -120,7 +120,7 @@ def socket_path(tmp_path: Path) -> Iterator[Path]:
 
 
 @pytest.fixture
-async def start(socket_path: Path) -> AsyncIterator[Callable[..., asyncio.Future[Node]]]:
+async def start(socket_path: Path) -> AsyncIterator[Callable[..., Awaitable[Node]]]:
     servers: list[grpc.aio.Server] = []
     channels: list[grpc.aio.Channel] = []
     nodes: list[Node] = []
@@ -156,7 +156,7 @@ async def start(socket_path: Path) -> AsyncIterator[Callable[..., asyncio.Future
             node.health.append(serving)
 
         async def dataplane(config: object, external: object) -> tuple[PublicInterface, FakeVxlan]:
-            return PublicInterface("eth0", 2, 1500, ip_address("192.168.77.1")), FakeVxlan()  # type: ignore[arg-type]
+            return PublicInterface("eth0", 2, 1500, IPv4Address("192.168.77.1")), FakeVxlan()
 
         view = LeaseView()
         session = Session(settings, lease_pb2_grpc.LeaseServiceStub(channel), status, view, dataplane)
@@ -167,7 +167,7 @@ async def start(socket_path: Path) -> AsyncIterator[Callable[..., asyncio.Future
         nodes.append(node)
         return node
 
-    yield make  # type: ignore[misc]
+    yield make
     for node in nodes:
         node.stop.set()
         if node.task is not None:

@@ -120,7 +120,8 @@ async def test_template_applier_programs_what_pyroute2_programs_and_is_idempoten
             assert gone.ok, gone.failures[:3]
         assert two_nodes.a.ip("route", "show", "proto", "70").count("\n") == 1  # node 2 only
         # The dataplane with the template applier puts node 2 back, and packets flow.
-        kernel, planner = NetlinkKernel(a.ipr), Planner(cfg, a.backend)  # type: ignore[arg-type]
+        assert a.ipr is not None and a.backend is not None
+        kernel, planner = NetlinkKernel(a.ipr), Planner(cfg, a.backend)
         emptied = await reconcile_full(kernel, planner, [a.lease()], a.local())
         assert emptied.ok and len(emptied.ops) == 6
         back = await reconcile_full(kernel, planner, [a.lease(), b.lease()], a.local())

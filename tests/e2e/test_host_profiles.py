@@ -164,7 +164,7 @@ def nft_chain(ns: str, fam: str, table: str, chain: str) -> list[str]:
 )
 def test_nftables_only_host(make_cluster: MakeCluster, config: dict[str, Any], ip_masq: bool) -> None:
     c = make_cluster(2, config, host_profile=NFTABLES_ONLY, ip_masq=ip_masq, backend_args=RESYNC_ARGS)
-    assert json.loads(c.etcd_http.get(f"{c.prefix}/config") or "{}")["EnableNFTables"] is True  # type: ignore[union-attr]
+    assert json.loads(c.etcd_get(f"{c.prefix}/config") or "{}")["EnableNFTables"] is True
     assert_pods_reach_each_other(c, ipv6=c.ipv6)
     for node in c.nodes:
         tables = ns_exec(node.ns, ["nft", "list", "tables"]).stdout

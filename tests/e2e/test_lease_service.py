@@ -9,6 +9,7 @@ import re
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -171,7 +172,7 @@ def test_bad_acquire_requests_are_refused_with_the_field_named(
     etcd: EtcdServer, configured: str, lease_node: MakeLeaseNode
 ) -> None:
     node = lease_node(etcd, configured, "192.168.50.1")
-    cases = [
+    cases: list[tuple[dict[str, Any], grpc.StatusCode, str]] = [
         ({"backend": "host-gw"}, grpc.StatusCode.INVALID_ARGUMENT, "backend_type"),
         ({"data": "", "mtu": 70000}, grpc.StatusCode.OUT_OF_RANGE, "mtu"),
         ({"mtu": 0}, grpc.StatusCode.OUT_OF_RANGE, "mtu"),
@@ -179,7 +180,7 @@ def test_bad_acquire_requests_are_refused_with_the_field_named(
     ]
     for kwargs, code, word in cases:
         with pytest.raises(grpc.RpcError) as err:
-            node.acquire(**kwargs)  # type: ignore[arg-type]
+            node.acquire(**kwargs)
         assert err.value.code() == code and word in err.value.details()
     with node.channel() as ch, pytest.raises(grpc.RpcError) as err:
         next(

@@ -23,7 +23,15 @@ import yaml
 
 from flannel_testkit.cluster import Cluster, NodeDaemons, ip
 from flannel_testkit.kubeapi import KubeApiControl
-from flannel_testkit.kubelet import REPO, Kubelet, Manifest, PodPlacement, build_image, remove_labelled
+from flannel_testkit.kubelet import (
+    REPO,
+    Container,
+    Kubelet,
+    Manifest,
+    PodPlacement,
+    build_image,
+    remove_labelled,
+)
 from flannel_testkit.wait import wait_until
 from tests.e2e.conftest import require_root_and
 
@@ -154,7 +162,8 @@ def test_the_daemonset_under_podman_connects_pods_across_nodes_with_the_privileg
 
     for i, node in enumerate(cluster.nodes, start=1):
         kubelet = nodes.kubelets[i]
-        lease, backend = node.lease.proc_status(), node.backend.proc_status()  # type: ignore[attr-defined]
+        assert isinstance(node.lease, Container) and isinstance(node.backend, Container)
+        lease, backend = node.lease.proc_status(), node.backend.proc_status()
         # the lease container: the image's non-root user, no capability at all, no way to gain one
         assert lease["Uid"].split() == ["65532"] * 4 and lease["Gid"].split() == ["65532"] * 4
         for field in ("CapEff", "CapPrm", "CapBnd", "CapInh", "CapAmb"):

@@ -99,7 +99,8 @@ def test_the_configs_ipam_is_kept_and_its_routes_come_first() -> None:
 
 def test_several_networks_each_get_a_route_once() -> None:
     text = V4.replace("10.244.0.0/16", "10.244.0.0/16,10.245.0.0/16,10.244.0.0/16")
-    assert build(text)["ipam"]["routes"] == [{"dst": "10.244.0.0/16"}, {"dst": "10.245.0.0/16"}]  # type: ignore[index]
+    ipam = build(text)["ipam"]
+    assert isinstance(ipam, dict) and ipam["routes"] == [{"dst": "10.244.0.0/16"}, {"dst": "10.245.0.0/16"}]
 
 
 def test_runtime_config_is_handed_to_the_delegate_and_cni_version_follows_the_config() -> None:

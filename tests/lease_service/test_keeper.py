@@ -10,6 +10,8 @@ from datetime import UTC, datetime, timedelta
 from ipaddress import IPv4Address, IPv4Network, IPv6Address
 from pathlib import Path
 
+import pytest
+
 from lease_service.keeper import KeeperSettings, LeaseKeeper
 from lease_service.lease import Lease, LeaseAttrs
 from lease_service.netconfig import NetworkConfig, parse_network_config
@@ -90,7 +92,9 @@ async def test_a_renewal_in_flight_does_not_overwrite_a_newer_acquire() -> None:
         await asyncio.gather(runner, return_exceptions=True)
 
 
-async def test_subnet_env_is_written_off_the_event_loop(tmp_path: Path, monkeypatch: object) -> None:
+async def test_subnet_env_is_written_off_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from lease_service import subnetfile
 
     threads: list[str] = []
@@ -100,7 +104,7 @@ async def test_subnet_env_is_written_off_the_event_loop(tmp_path: Path, monkeypa
         threads.append(threading.current_thread().name)
         real_write(path, text)
 
-    monkeypatch.setattr(subnetfile, "write", write)  # type: ignore[attr-defined]
+    monkeypatch.setattr(subnetfile, "write", write)
     config = parse_network_config('{"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan"}}')
     manager = SlowRenewals()
     keeper = LeaseKeeper(

@@ -147,9 +147,15 @@ def test_the_config_map_holds_flannels_net_conf() -> None:
     )
 
 
+class _CaseKeeping(configparser.ConfigParser):
+    """systemd's keys are case-sensitive (``ExecStart``)."""
+
+    def optionxform(self, optionstr: str) -> str:
+        return optionstr
+
+
 def _unit() -> configparser.ConfigParser:
-    parser = configparser.ConfigParser(strict=False, interpolation=None)
-    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser = _CaseKeeping(strict=False, interpolation=None)
     parser.read_string(UNIT.read_text())
     return parser
 

@@ -20,7 +20,7 @@ def test_a_second_flanneld_on_the_same_run_dir_exits_at_once_naming_the_first(
     begin = time.monotonic()
     assert second.wait(timeout=20) == 2
     assert any(
-        f"--run-dir {first.run_dir} is in use by another flanneld (pid {first.proc.pid})" in line  # type: ignore[union-attr]
+        f"--run-dir {first.run_dir} is in use by another flanneld (pid {first.popen.pid})" in line
         for line in second.errors
     ), second.errors
     assert time.monotonic() - begin < 10

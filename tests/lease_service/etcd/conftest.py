@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,11 +15,12 @@ from flannel_testkit.etcd import EtcdServer
 from lease_service.etcd import EtcdClient, EtcdSettings, WatchBatch, WatchEvent
 
 
-def fast_settings(*endpoints: str, **overrides: object) -> EtcdSettings:
-    """Settings with short deadlines and back-off so failure tests finish quickly."""
-    values: dict[str, object] = {"call_timeout": 1.0, "backoff_initial": 0.05, "backoff_max": 0.5}
+def fast_settings(*endpoints: str, **overrides: Any) -> EtcdSettings:
+    """Settings with short deadlines and back-off so failure tests finish quickly; ``overrides`` are
+    EtcdSettings fields."""
+    values: dict[str, Any] = {"call_timeout": 1.0, "backoff_initial": 0.05, "backoff_max": 0.5}
     values.update(overrides)
-    return EtcdSettings(endpoints=tuple(endpoints), **values)  # type: ignore[arg-type]
+    return EtcdSettings(endpoints=tuple(endpoints), **values)
 
 
 @pytest.fixture
@@ -28,7 +30,7 @@ async def client(etcd: EtcdServer) -> AsyncIterator[EtcdClient]:
 
 
 async def collect(
-    watch: AsyncIterator[WatchBatch], done: Callable[[list[WatchBatch]], bool], timeout: float = 15.0
+    watch: AsyncGenerator[WatchBatch, None], done: Callable[[list[WatchBatch]], bool], timeout: float = 15.0
 ) -> list[WatchBatch]:
     """Read batches from ``watch`` until ``done(batches)``; fail after ``timeout``. Closes the watch."""
     batches: list[WatchBatch] = []
@@ -44,7 +46,7 @@ async def collect(
     except TimeoutError:
         raise AssertionError(f"watch did not finish within {timeout}s; got {batches!r}") from None
     finally:
-        await watch.aclose()  # type: ignore[attr-defined]
+        await watch.aclose()
     return batches
 
 

@@ -119,5 +119,5 @@ async def test_a_watch_started_while_etcd_is_down_delivers_once_it_is_back(
             batch = await asyncio.wait_for(first, 15)
         finally:
             first.cancel()
-            await watch.aclose()  # type: ignore[attr-defined]
+            await watch.aclose()
         assert [(e.kv.key, e.kv.mod_revision) for e in batch.events] == [(f"{prefix}/k", revision)]

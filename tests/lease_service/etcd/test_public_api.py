@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,9 +41,9 @@ def test_errors_form_one_tree() -> None:
         ({"backoff_initial": 2.0, "backoff_max": 1.0}, "back-off"),
     ],
 )
-def test_bad_settings_are_refused_with_the_offending_value(kwargs: dict[str, object], message: str) -> None:
+def test_bad_settings_are_refused_with_the_offending_value(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        EtcdSettings(**kwargs)  # type: ignore[arg-type]
+        EtcdSettings(**kwargs)
 
 
 def test_a_single_endpoint_string_is_a_type_error() -> None:

@@ -72,7 +72,7 @@ async def test_watch_from_now_sees_only_later_changes(client: EtcdClient, prefix
         batch = first.result()
     finally:
         first.cancel()
-        await watch.aclose()  # type: ignore[attr-defined]
+        await watch.aclose()
     assert {e.kv.key for e in batch.events} == {f"{prefix}/after"}
     assert {e.kv.mod_revision for e in batch.events} <= set(revisions)
 
