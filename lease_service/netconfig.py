@@ -80,42 +80,12 @@ def _parse(text: str | bytes, source: str) -> NetworkConfig:
 
     backend_type, backend = _backend(doc, source)
 
-    network: IPv4Network | None = None
-    subnet_min: IPv4Address | None = None
-    subnet_max: IPv4Address | None = None
-    subnet_len = 0
-    if enable_ipv4:
-        network, subnet_len, subnet_min, subnet_max = _family(
-            doc,
-            source,
-            IPv4Network,
-            IPv4Address,
-            "Network",
-            "SubnetLen",
-            "SubnetMin",
-            "SubnetMax",
-            max_len=30,
-            default_len=24,
-            widest_for_default=22,
-        )
-    ipv6_network: IPv6Network | None = None
-    ipv6_min: IPv6Address | None = None
-    ipv6_max: IPv6Address | None = None
-    ipv6_len = 0
-    if enable_ipv6:
-        ipv6_network, ipv6_len, ipv6_min, ipv6_max = _family(
-            doc,
-            source,
-            IPv6Network,
-            IPv6Address,
-            "IPv6Network",
-            "IPv6SubnetLen",
-            "IPv6SubnetMin",
-            "IPv6SubnetMax",
-            max_len=126,
-            default_len=64,
-            widest_for_default=62,
-        )
+    network, subnet_len, subnet_min, subnet_max = _family(
+        doc, source, enable_ipv4, IPv4Network, IPv4Address, "", default_len=24
+    )
+    ipv6_network, ipv6_len, ipv6_min, ipv6_max = _family(
+        doc, source, enable_ipv6, IPv6Network, IPv6Address, "IPv6", default_len=64
+    )
     return NetworkConfig(
         enable_ipv4=enable_ipv4,
         enable_ipv6=enable_ipv6,
@@ -167,18 +137,23 @@ def _backend(doc: dict[str, Any], source: str) -> tuple[str, dict[str, Any]]:
 def _family(
     doc: dict[str, Any],
     source: str,
+    enabled: bool,
     net_cls: type[NetworkT],
     addr_cls: type[AddressT],
-    net_field: str,
-    len_field: str,
-    min_field: str,
-    max_field: str,
+    prefix: str,
     *,
-    max_len: int,
     default_len: int,
-    widest_for_default: int,
-) -> tuple[NetworkT, int, AddressT, AddressT]:
+) -> tuple[NetworkT | None, int, AddressT | None, AddressT | None]:
+    """One address family's ``<prefix>Network``, ``<prefix>SubnetLen``, ``<prefix>SubnetMin`` and
+    ``<prefix>SubnetMax`` (nothing when the family is disabled): subnets are at most /(bits - 2), and
+    ``default_len`` long unless the network is narrower than /(default_len - 2)."""
+    if not enabled:
+        return None, 0, None, None
+    net_field, len_field, min_field, max_field = (
+        prefix + f for f in ("Network", "SubnetLen", "SubnetMin", "SubnetMax")
+    )
     bits = 32 if net_cls is IPv4Network else 128
+    max_len, widest_for_default = bits - 2, default_len - 2
     raw_net = doc.get(net_field)
     if raw_net in (None, ""):
         raise ConfigError(
