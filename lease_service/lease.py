@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from flannel_rpc.logs import label, shorten
 from flannel_rpc.untrusted import LEASE_VALUE, Rejected, decode_json
@@ -69,6 +69,10 @@ class Lease:
     mod_revision: int = 0
 
 
+SubnetPair: TypeAlias = tuple[IPv4Network | None, IPv6Network | None]
+"""A node's IPv4 and IPv6 subnets, either of which may be absent (as in flannel's key)."""
+
+
 def make_subnet_key(subnet: IPv4Network | None, ipv6_subnet: IPv6Network | None) -> str:
     """flannel's key for a subnet pair: ``10.244.3.0-24`` or ``10.244.3.0-24&fc00:0:0:3::-64``."""
     v4 = f"{subnet.network_address}-{subnet.prefixlen}" if subnet is not None else "0.0.0.0-0"
@@ -77,7 +81,7 @@ def make_subnet_key(subnet: IPv4Network | None, ipv6_subnet: IPv6Network | None)
     return f"{v4}&{ipv6_subnet.network_address}-{ipv6_subnet.prefixlen}"
 
 
-def parse_subnet_key(key: str) -> tuple[IPv4Network | None, IPv6Network | None]:
+def parse_subnet_key(key: str) -> SubnetPair:
     """Inverse of :func:`make_subnet_key`; raises :class:`CorruptLease` naming the key."""
     match = _KEY.fullmatch(key) if len(key) <= MAX_KEY_CHARS else None
     if not match:

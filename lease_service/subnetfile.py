@@ -8,7 +8,7 @@ import tempfile
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 
-from lease_service.lease import Lease
+from lease_service.lease import Lease, SubnetPair
 from lease_service.netconfig import NetworkConfig
 
 
@@ -47,7 +47,7 @@ def write(path: Path, text: str) -> None:
         raise
 
 
-def read_previous(path: Path) -> tuple[IPv4Network | None, IPv6Network | None]:
+def read_previous(path: Path) -> SubnetPair:
     """The subnets a previous run wrote, or (None, None) when there is no usable file."""
     try:
         text = path.read_text()

@@ -7,10 +7,10 @@ stream's hub) with every lease and every change: the store pushes, it is never p
 from __future__ import annotations
 
 from collections.abc import Iterable
-from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+from ipaddress import IPv4Address, IPv6Address
 from typing import Protocol
 
-from lease_service.lease import Lease, LeaseAttrs
+from lease_service.lease import Lease, LeaseAttrs, SubnetPair
 from lease_service.netconfig import NetworkConfig
 
 Change = tuple[str, Lease | None]  #: (key, the lease now, or None when removed)
@@ -68,12 +68,7 @@ class SubnetManager(Protocol):
         node-public-ip annotations in Kubernetes mode); (None, None) when the store keeps none."""
         ...
 
-    async def acquire_lease(
-        self,
-        config: NetworkConfig,
-        attrs: LeaseAttrs,
-        previous: tuple[IPv4Network | None, IPv6Network | None],
-    ) -> Lease:
+    async def acquire_lease(self, config: NetworkConfig, attrs: LeaseAttrs, previous: SubnetPair) -> Lease:
         """This node's lease: its existing one (same public IP), else ``previous``'s subnet when
         free, else a random free subnet."""
         ...

@@ -23,6 +23,7 @@ from lease_service.lease import (
     CorruptLease,
     Lease,
     LeaseAttrs,
+    SubnetPair,
     check_against_config,
     decode_lease,
     encode_attrs,
@@ -117,12 +118,7 @@ class EtcdSubnetManager:
 
     # ---- the node's own lease ---------------------------------------------------------------
 
-    async def acquire_lease(
-        self,
-        config: NetworkConfig,
-        attrs: LeaseAttrs,
-        previous: tuple[IPv4Network | None, IPv6Network | None],
-    ) -> Lease:
+    async def acquire_lease(self, config: NetworkConfig, attrs: LeaseAttrs, previous: SubnetPair) -> Lease:
         value = encode_attrs(attrs)
 
         def scan(kv: KeyValue) -> str | Lease:
@@ -191,8 +187,8 @@ class EtcdSubnetManager:
         self,
         config: NetworkConfig,
         taken: Iterable[str | Lease],
-        previous: tuple[IPv4Network | None, IPv6Network | None],
-    ) -> tuple[IPv4Network | None, IPv6Network | None]:
+        previous: SubnetPair,
+    ) -> SubnetPair:
         # (network address, prefix length) pairs: no network object is kept per taken subnet
         taken4: set[tuple[int, int]] = set()
         taken6: set[tuple[int, int]] = set()

@@ -20,7 +20,7 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, ip_network
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -35,6 +35,7 @@ from lease_service.lease import (
     CorruptLease,
     Lease,
     LeaseAttrs,
+    SubnetPair,
     canonical_json,
     check_against_config,
     parse_address,
@@ -103,7 +104,7 @@ class Annotations:
         )
 
 
-def pod_cidrs(node: NodeView | dict[str, Any]) -> tuple[IPv4Network | None, IPv6Network | None]:
+def pod_cidrs(node: NodeView | dict[str, Any]) -> SubnetPair:
     """The node's IPv4 and IPv6 pod CIDRs; raises CorruptLease naming the node."""
     if isinstance(node, dict):
         node = view_of(node)
@@ -299,12 +300,7 @@ class KubeSubnetManager:
             _address(self.node_name, notes, self.names.node_public_ipv6, IPv6Address),
         )
 
-    async def acquire_lease(
-        self,
-        config: NetworkConfig,
-        attrs: LeaseAttrs,
-        previous: tuple[IPv4Network | None, IPv6Network | None],
-    ) -> Lease:
+    async def acquire_lease(self, config: NetworkConfig, attrs: LeaseAttrs, previous: SubnetPair) -> Lease:
         waited_for = ""
         while True:
             try:
