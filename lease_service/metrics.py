@@ -1,12 +1,12 @@
 """Prometheus metrics of the lease service, served only with ``--metrics-listen HOST:PORT`` (:mod:`flannel_rpc.metrics`).
 
-The metrics are module-level, in prometheus_client's default registry (with its process and
-platform collectors); updating them costs nothing worth measuring when nobody scrapes.
+Plain numbers (:class:`flannel_rpc.metrics.Counter` and ``Gauge``): prometheus_client is imported only when
+they are served; updating them costs an addition.
 """
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge
+from flannel_rpc.metrics import Counter, Gauge
 
 LEASES = Gauge(
     "flannel_lease_service_leases",
