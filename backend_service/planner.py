@@ -30,7 +30,16 @@ from .backend import Backend
 from .config import NetworkConfig
 from .desired import PeerPlan
 from .kernel.diff import diff
-from .kernel.model import KernelObject, KernelSnapshot, KernelState, Op, identity
+from .kernel.model import (
+    Digest,
+    KernelCheck,
+    KernelObject,
+    KernelSnapshot,
+    KernelState,
+    Op,
+    fingerprint,
+    identity,
+)
 from .leases import PeerLease
 from .node import LocalNode
 from .validate import Rejection, check_one, resolve_overlaps, subnets
@@ -75,6 +84,8 @@ class Planner:
         self._claims: dict[IPv4Network | IPv6Network, set[str]] = {}
         self._objects: dict[str, tuple[KernelObject, ...]] = {}
         self._owner: dict[tuple[object, ...], str] = {}
+        self._digest = Digest()  # of every object in _objects that has a fingerprint
+        self._unchecked = 0  # objects in _objects without one (WireGuard peers)
 
     @property
     def trusted(self) -> bool:
@@ -84,6 +95,41 @@ class Planner:
     def invalidate(self) -> None:
         """Forget that the memory is right: the next plan must be a full one."""
         self._node = None
+
+    # --- the periodic check ----------------------------------------------------------------------
+
+    def checkable(self, node: LocalNode) -> bool:
+        """A check can stand in for a full plan: the memory is trusted, for this node, and every object
+        in it has a fingerprint."""
+        held = self._node
+        return (
+            held is not None
+            and self._unchecked == 0
+            and dataclasses.replace(node, connected=held.connected) == held
+        )
+
+    def holds(self, check: KernelCheck) -> bool:
+        """The kernel holds exactly what the committed plans wrote, and the connected networks that the
+        plans were made for (call only when :meth:`checkable`)."""
+        assert self._node is not None
+        return check.owned == self._digest and check.connected == self._node.connected
+
+    def changes_since(self, leases: Mapping[str, lease_pb2.Lease]) -> dict[str, lease_pb2.Lease | None]:
+        """The leases that are not the ones last planned (key → lease now, None when gone): what a
+        delta must plan to bring the memory up to ``leases``. Compared by identity: the lease view keeps
+        a lease's message until it changes."""
+        verdicts = self._verdicts
+        out: dict[str, lease_pb2.Lease | None] = {}
+        for key, msg in leases.items():
+            verdict = verdicts.get(key)
+            if (
+                verdict is None
+                or (verdict.source if isinstance(verdict, PeerLease) else verdict.lease) is not msg
+            ):
+                out[key] = msg
+        for key in verdicts.keys() - leases.keys():
+            out[key] = None
+        return out
 
     # --- planning ------------------------------------------------------------------------------
 
@@ -186,10 +232,13 @@ class Planner:
             self._owner.clear()
             self.modes.clear()
             self.rejected.clear()
+            self._digest, self._unchecked = Digest(), 0
         else:
             for key in plan.scope:
-                for obj in self._objects.pop(key, ()):
+                gone = self._objects.pop(key, ())
+                for obj in gone:
                     self._owner.pop(identity(obj), None)
+                self._count(gone, -1)
                 self.modes.pop(key, None)
                 self.rejected.pop(key, None)
         for peer in plan.peers:
@@ -198,5 +247,14 @@ class Planner:
             self.modes[key] = peer.mode
             for obj in peer.objects:
                 self._owner[identity(obj)] = key
+            self._count(peer.objects, 1)
         self.rejected.update((r.lease.key, r) for r in plan.rejected)
         self._node = plan.node if applied and plan.deletes else None
+
+    def _count(self, objects: Iterable[KernelObject], times: int) -> None:
+        for obj in objects:
+            fp = fingerprint(obj)
+            if fp is None:
+                self._unchecked += times
+            else:
+                self._digest.add(fp, times)

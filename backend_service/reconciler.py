@@ -118,12 +118,33 @@ class Reconciler:
                 await self._on_resync()
 
     async def _full(self, node: LocalNode) -> bool:
-        """Read the kernel, plan every lease, apply."""
+        """Read the kernel, plan every lease, apply; or, when the planner's memory can tell, check the
+        kernel against it and plan only the leases that changed (:meth:`_checked`)."""
         devices = self.planner.backend.devices
+        if self.planner.checkable(node):
+            done = await self._checked(devices)
+            if done is not None:
+                return done
         snapshot = await self.kernel.read(devices)
         cursor, synced = self.view.cursor, self.view.synced
         plan = self.planner.plan_full(self.view.leases.values(), node, snapshot, synced=synced)
         self.status.device_present = set(devices) <= set(snapshot.links.values())
+        return await self._apply(plan, cursor=cursor, synced=synced)
+
+    async def _checked(self, devices: tuple[str, ...]) -> bool | None:
+        """A full reconcile in the common case, where the kernel holds what the last plans wrote: a
+        digest of the kernel (no object built per entry) against the planner's, then the leases that are
+        not the ones last planned as one delta. None when that cannot tell (drift, connected networks
+        changed, a WireGuard device): then the caller reads and plans in full. At 10,000 peers this is
+        the raw dumps and no plan, instead of 30,000 objects read, 10,000 leases checked and diffed."""
+        check = await self.kernel.check(devices)
+        if check is None or not self.planner.holds(check):
+            return None
+        self.status.device_present = set(devices) <= set(check.links.values())
+        cursor, synced = self.view.cursor, self.view.synced
+        plan = self.planner.plan_delta(self.planner.changes_since(self.view.leases))
+        if plan is None:
+            return None
         return await self._apply(plan, cursor=cursor, synced=synced)
 
     async def _guarded(self, work: Awaitable[bool]) -> bool:

@@ -20,9 +20,9 @@ from pyroute2 import AsyncIPRoute
 from ..desired import WgPeer
 from . import wgctl
 from .links import LinkIndexes
-from .model import DELETE, ApplyResult, KernelError, KernelSnapshot, Op, OpFailure
+from .model import DELETE, ApplyResult, KernelCheck, KernelError, KernelSnapshot, Op, OpFailure
 from .netlink_fast import CHUNK, MessageEncoder, open_netlink_socket, send_batch
-from .read import read_owned
+from .read import check_kernel, read_owned
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +95,14 @@ class NetlinkKernel:
         snapshot = await read_owned(self._ipr, devices)
         self._applier.learn(snapshot.links)
         return snapshot
+
+    async def check(self, devices: Iterable[str]) -> KernelCheck | None:
+        devices = tuple(devices)
+        if any(d in wgctl.DEVICES for d in devices):
+            return None  # WireGuard peers: only a full read (through ``wg``) sees them
+        check = await check_kernel(self._ipr, devices)
+        self._applier.learn(check.links)
+        return check
 
     async def apply(self, ops: Sequence[Op]) -> ApplyResult:
         """WireGuard peers first (one ``wg set`` per device), netlink ops, then WireGuard removals: the

@@ -42,6 +42,76 @@ def default_metric(route: Route) -> int:
     return 0 if route.dst.version == 4 else 1024
 
 
+# --- fingerprints: what a periodic check compares, without building objects --------------------
+
+Fingerprint = tuple[object, ...]
+
+
+def route_print(
+    dst: bytes, dst_len: int, gateway: bytes | None, ifname: str, onlink: bool, proto: int, priority: int
+) -> Fingerprint:
+    """A route as a tuple of plain values (addresses packed); equal for equal routes, read or desired."""
+    return ("route", dst, dst_len, gateway, ifname, onlink, proto, priority)
+
+
+def neighbour_print(ifname: str, dst: bytes, lladdr: str) -> Fingerprint:
+    return ("neigh", ifname, dst, lladdr)
+
+
+def fdb_print(ifname: str, lladdr: str, dst: bytes) -> Fingerprint:
+    return ("fdb", ifname, lladdr, dst)
+
+
+def fingerprint(obj: KernelObject) -> Fingerprint | None:
+    """``obj`` as the kernel holds it when we wrote it (a route: our protocol and the default metric);
+    None for a WireGuard peer, which netlink dumps do not show."""
+    if isinstance(obj, Route):
+        gateway = obj.gateway.packed if obj.gateway is not None else None
+        return route_print(
+            obj.dst.network_address.packed,
+            obj.dst.prefixlen,
+            gateway,
+            obj.ifname,
+            obj.onlink,
+            RTPROT_FLANNEL,
+            default_metric(obj),
+        )
+    if isinstance(obj, Neighbour):
+        return neighbour_print(obj.ifname, obj.dst.packed, obj.lladdr)
+    if isinstance(obj, FdbEntry):
+        return fdb_print(obj.ifname, obj.lladdr, obj.dst.packed)
+    return None
+
+
+_MASK = (1 << 64) - 1
+
+
+@dataclass
+class Digest:
+    """A multiset of fingerprints in two numbers: how many, and the sum of their hashes (mod 2**64).
+
+    Equal multisets have equal digests; unequal ones collide only by chance (hashes of str and bytes
+    are keyed per process), which a check accepts: the full reconcile it would have run is also
+    run whenever anything else is in doubt."""
+
+    count: int = 0
+    total: int = 0
+
+    def add(self, fp: Fingerprint, times: int = 1) -> None:
+        self.count += times
+        self.total = (self.total + times * hash(fp)) & _MASK
+
+
+@dataclass(frozen=True)
+class KernelCheck:
+    """A cheap read of the kernel: the digest of what we own (what :class:`KernelState` would hold, as
+    fingerprints), the connected networks and the link names, with no object built per entry."""
+
+    owned: Digest
+    connected: tuple[ConnectedNetwork, ...]
+    links: dict[int, str] = field(compare=False)
+
+
 @dataclass(frozen=True)
 class KernelRoute:
     """A route we own as read from the kernel: the route plus what makes it differ from ours."""
@@ -132,7 +202,7 @@ class ApplyResult:
 
 
 class Kernel(Protocol):
-    """The kernel as the reconciler sees it: read what we own, apply ops."""
+    """The kernel as the reconciler sees it: read what we own (or check it), apply ops."""
 
     async def read(self, devices: Iterable[str]) -> KernelSnapshot:
         """What we own on (and through) ``devices``, the connected networks, the link names."""
@@ -140,4 +210,9 @@ class Kernel(Protocol):
 
     async def apply(self, ops: Sequence[Op]) -> ApplyResult:
         """Carry out ``ops`` in order; every op is tried even when some fail."""
+        ...
+
+    async def check(self, devices: Iterable[str]) -> KernelCheck | None:
+        """What :meth:`read` would find, as a digest; None when that cannot tell (WireGuard devices,
+        whose peers only ``wg`` shows)."""
         ...

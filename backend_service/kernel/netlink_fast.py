@@ -358,7 +358,7 @@ def _attrs(data: bytes, off: int, end: int) -> dict[int, bytes]:
     return out
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RawRoute:
     """The fields of a route message that reconciling needs."""
 
@@ -376,9 +376,9 @@ class RawRoute:
     multipath: bool
 
 
-def dump_routes(sock: socket.socket, family: int, seq: int = 1) -> list[RawRoute]:
-    """Every route of ``family`` (all tables; the caller filters)."""
-    out: list[RawRoute] = []
+def dump_routes(sock: socket.socket, family: int, seq: int = 1) -> Iterator[RawRoute]:
+    """Every route of ``family`` (all tables; the caller filters), as the dump arrives: a caller that
+    keeps few of them never holds the whole table."""
     body = _RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)
     for data, off, end in _dump(sock, RTM_GETROUTE, body, seq):
         fam, dst_len, _, _, table, proto, scope, rtype, flags = _RTMSG.unpack_from(data, off)
@@ -386,26 +386,23 @@ def dump_routes(sock: socket.socket, family: int, seq: int = 1) -> list[RawRoute
         t = a.get(RTA_TABLE)
         oif = a.get(RTA_OIF)
         prio = a.get(RTA_PRIORITY)
-        out.append(
-            RawRoute(
-                fam,
-                a.get(RTA_DST, b""),
-                dst_len,
-                a.get(RTA_GATEWAY),
-                _U32.unpack(oif)[0] if oif else None,
-                _U32.unpack(t)[0] if t else table,
-                proto,
-                scope,
-                rtype,
-                flags,
-                _U32.unpack(prio)[0] if prio else 0,
-                RTA_MULTIPATH in a,
-            )
+        yield RawRoute(
+            fam,
+            a.get(RTA_DST, b""),
+            dst_len,
+            a.get(RTA_GATEWAY),
+            _U32.unpack(oif)[0] if oif else None,
+            _U32.unpack(t)[0] if t else table,
+            proto,
+            scope,
+            rtype,
+            flags,
+            _U32.unpack(prio)[0] if prio else 0,
+            RTA_MULTIPATH in a,
         )
-    return out
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RawNeighbour:
     family: int
     ifindex: int
@@ -414,14 +411,12 @@ class RawNeighbour:
     lladdr: bytes | None
 
 
-def dump_neighbours(sock: socket.socket, family: int, seq: int = 1) -> list[RawNeighbour]:
-    """Every neighbour (``AF_INET``/``AF_INET6``) or FDB entry (``AF_BRIDGE``)."""
-    out: list[RawNeighbour] = []
+def dump_neighbours(sock: socket.socket, family: int, seq: int = 1) -> Iterator[RawNeighbour]:
+    """Every neighbour (``AF_INET``/``AF_INET6``) or FDB entry (``AF_BRIDGE``), as the dump arrives."""
     for data, off, end in _dump(sock, RTM_GETNEIGH, _NDMSG.pack(family, 0, 0, 0, 0), seq):
         fam, ifindex, state, _, _ = _NDMSG.unpack_from(data, off)
         a = _attrs(data, off + _NDMSG.size, end)
-        out.append(RawNeighbour(fam, ifindex, state, a.get(NDA_DST), a.get(NDA_LLADDR)))
-    return out
+        yield RawNeighbour(fam, ifindex, state, a.get(NDA_DST), a.get(NDA_LLADDR))
 
 
 def ip_from(packed: bytes) -> ipaddress.IPv4Address | ipaddress.IPv6Address:

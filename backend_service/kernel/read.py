@@ -12,7 +12,7 @@ import asyncio
 import dataclasses
 import ipaddress
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from socket import AF_INET, AF_INET6
 
 from pyroute2 import AsyncIPRoute
@@ -23,13 +23,24 @@ from ..desired import RTPROT_FLANNEL, FdbEntry, Neighbour, Route, WgPeer
 from ..node import ConnectedNetwork, PublicInterface
 from . import wgctl
 from .links import link_names
-from .model import KernelError, KernelRoute, KernelSnapshot, KernelState
+from .model import (
+    Digest,
+    KernelCheck,
+    KernelError,
+    KernelRoute,
+    KernelSnapshot,
+    KernelState,
+    fdb_print,
+    neighbour_print,
+    route_print,
+)
 from .netlink_fast import (
     AF_BRIDGE,
     NUD_PERMANENT,
     RT_TABLE_MAIN,
     RTN_UNICAST,
     RTNH_F_ONLINK,
+    RawNeighbour,
     RawRoute,
     dump_neighbours,
     dump_routes,
@@ -40,6 +51,10 @@ from .netlink_fast import (
 
 RTPROT_KERNEL = 2
 RT_SCOPE_LINK = 253
+
+_ROUTE, _CONNECTED, _NEIGHBOUR, _FDB = "route", "connected", "neighbour", "fdb"
+_Owned = tuple[str, RawRoute | RawNeighbour, str]
+"""What :func:`_scan` yields: the kind, the raw entry, the interface name."""
 
 
 async def read_kernel(ipr: AsyncIPRoute, devices: Iterable[str] = ()) -> KernelSnapshot:
@@ -84,10 +99,9 @@ def _route_of(r: RawRoute, ifname: str) -> Route:
     )
 
 
-def _read_dumps(sock: socket.socket, links: dict[int, str], devices: set[str]) -> KernelSnapshot:
+def _scan(sock: socket.socket, links: dict[int, str], devices: set[str]) -> Iterator[_Owned]:
+    """What we own, and the connected networks, as the dumps arrive (the ownership rule's one home)."""
     device_index = {idx for idx, name in links.items() if name in devices}
-    routes: list[KernelRoute] = []
-    connected: list[ConnectedNetwork] = []
     for family in (AF_INET, AF_INET6):
         for r in dump_routes(sock, family, seq=family):
             if r.table != RT_TABLE_MAIN or r.type != RTN_UNICAST or not r.dst or r.dst_len == 0:
@@ -98,16 +112,14 @@ def _read_dumps(sock: socket.socket, links: dict[int, str], devices: set[str]) -
                 continue
             ifname = links.get(oif, f"if{oif}") if oif is not None else ""
             if owned:
-                routes.append(KernelRoute(_route_of(r, ifname), proto=r.proto, priority=r.priority))
+                yield _ROUTE, r, ifname
             elif (
                 oif is not None
                 and r.scope == RT_SCOPE_LINK
                 and not r.multipath
                 and links.get(oif) not in (None, "lo")
             ):
-                connected.append(ConnectedNetwork(_route_of(r, ifname).dst, ifname))
-    neighbours: set[Neighbour] = set()
-    fdb: set[FdbEntry] = set()
+                yield _CONNECTED, r, ifname
     if device_index:
         for n in dump_neighbours(sock, 0, seq=100):  # AF_UNSPEC: the ARP and ND tables
             if (
@@ -117,14 +129,63 @@ def _read_dumps(sock: socket.socket, links: dict[int, str], devices: set[str]) -
                 and n.dst
                 and n.lladdr
             ):
-                neighbours.add(Neighbour(links[n.ifindex], ip_from(n.dst), mac_from(n.lladdr)))
+                yield _NEIGHBOUR, n, links[n.ifindex]
         for n in dump_neighbours(sock, AF_BRIDGE, seq=101):
             if n.ifindex in device_index and n.state & NUD_PERMANENT and n.dst and n.lladdr:
-                fdb.add(FdbEntry(links[n.ifindex], mac_from(n.lladdr), ip_from(n.dst)))
+                yield _FDB, n, links[n.ifindex]
+
+
+def _read_dumps(sock: socket.socket, links: dict[int, str], devices: set[str]) -> KernelSnapshot:
+    routes: list[KernelRoute] = []
+    connected: list[ConnectedNetwork] = []
+    neighbours: set[Neighbour] = set()
+    fdb: set[FdbEntry] = set()
+    for kind, raw, ifname in _scan(sock, links, devices):
+        if isinstance(raw, RawRoute):
+            if kind == _ROUTE:
+                routes.append(KernelRoute(_route_of(raw, ifname), proto=raw.proto, priority=raw.priority))
+            else:
+                connected.append(ConnectedNetwork(_route_of(raw, ifname).dst, ifname))
+        elif raw.dst is not None and raw.lladdr is not None:
+            if kind == _NEIGHBOUR:
+                neighbours.add(Neighbour(ifname, ip_from(raw.dst), mac_from(raw.lladdr)))
+            else:
+                fdb.add(FdbEntry(ifname, mac_from(raw.lladdr), ip_from(raw.dst)))
     if len(_networks) > 2 * (len(routes) + len(connected)) + 1024:
         _networks.clear()
     state = KernelState(tuple(routes), frozenset(neighbours), frozenset(fdb))
     return KernelSnapshot(state, tuple(connected), links)
+
+
+def _check_dumps(sock: socket.socket, links: dict[int, str], devices: set[str]) -> KernelCheck:
+    owned = Digest()
+    connected: list[ConnectedNetwork] = []
+    for kind, raw, ifname in _scan(sock, links, devices):
+        if isinstance(raw, RawRoute):
+            if kind == _ROUTE:
+                onlink = bool(raw.flags & RTNH_F_ONLINK)
+                owned.add(
+                    route_print(raw.dst, raw.dst_len, raw.gateway, ifname, onlink, raw.proto, raw.priority)
+                )
+            else:
+                connected.append(ConnectedNetwork(_route_of(raw, ifname).dst, ifname))
+        elif raw.dst is not None and raw.lladdr is not None:
+            if kind == _NEIGHBOUR:
+                owned.add(neighbour_print(ifname, raw.dst, mac_from(raw.lladdr)))
+            else:
+                owned.add(fdb_print(ifname, mac_from(raw.lladdr), raw.dst))
+    return KernelCheck(owned, tuple(connected), links)
+
+
+async def check_kernel(ipr: AsyncIPRoute, devices: Iterable[str] = ()) -> KernelCheck:
+    """What :func:`read_kernel` would find, as a :class:`~backend_service.kernel.model.Digest` of
+    fingerprints: the same dumps, but no object is built per entry and none is kept."""
+    links = await link_names(ipr)
+    sock = open_netlink_socket(ipr)
+    try:
+        return await asyncio.to_thread(_check_dumps, sock, links, set(devices))
+    finally:
+        sock.close()
 
 
 async def read_owned(ipr: AsyncIPRoute, devices: Iterable[str]) -> KernelSnapshot:

@@ -11,11 +11,14 @@ from backend_service.desired import DesiredState
 from backend_service.kernel.model import (
     DELETE,
     ApplyResult,
+    Digest,
+    KernelCheck,
     KernelObject,
     KernelSnapshot,
     KernelState,
     Op,
     OpFailure,
+    fingerprint,
     identity,
 )
 from backend_service.leases import PeerLease, VxlanData
@@ -38,10 +41,21 @@ class FakeKernel:
         self.connected = (ConnectedNetwork(ip_network("192.168.77.0/24"), "eth0"),)
         self.applied: list[tuple[Op, ...]] = []
         self.reads = 0
+        self.checks = 0
 
     async def read(self, devices: Iterable[str]) -> KernelSnapshot:
         self.reads += 1
         return KernelSnapshot(KernelState.holding(self.objects.values()), self.connected, dict(self.links))
+
+    async def check(self, devices: Iterable[str]) -> KernelCheck | None:
+        self.checks += 1
+        owned = Digest()
+        for obj in self.objects.values():
+            fp = fingerprint(obj)
+            if fp is None:
+                return None
+            owned.add(fp)
+        return KernelCheck(owned, self.connected, dict(self.links))
 
     async def apply(self, ops: Sequence[Op]) -> ApplyResult:
         self.applied.append(tuple(ops))

@@ -289,3 +289,16 @@ async def test_a_stop_while_the_lease_service_is_away_ends_at_once(start: Callab
     node.stop.set()
     assert await node.stopped(timeout=2) == EXIT_OK
     assert not node.serving
+
+
+async def test_a_resync_with_nothing_drifted_checks_the_kernel_instead_of_reading_it(start: Callable) -> None:
+    node: Node = await start([ME, lease(2)], resync_period=0.2)
+    await node.wait(lambda: node.serving, "SERVING")
+    reads, checks = node.kernel.reads, node.kernel.checks
+    await node.wait(lambda: node.kernel.checks >= checks + 2, "two resyncs")
+    assert node.kernel.reads == reads
+    node.kernel.remove(next(o for o in node.kernel.objects.values() if type(o).__name__ == "Neighbour"))
+    await node.wait(
+        lambda: len(objects_for(node.kernel, 2)) == 3, "the neighbour restored by the next resync"
+    )
+    assert node.kernel.reads > reads and node.serving
