@@ -212,24 +212,29 @@ def check_against_config(lease: Lease, config: NetworkConfig) -> None:
             raise CorruptLease(
                 f"lease {lease.key}: no IPv4 subnet, but the network config enables IPv4", OUTSIDE_NETWORK
             )
-        if config.network is None or not _inside(lease.subnet, config.network):
-            raise CorruptLease(
-                f"lease {lease.key}: subnet {lease.subnet} is outside the network {config.network}",
-                OUTSIDE_NETWORK,
-            )
-        if lease.subnet.prefixlen != config.subnet_len:
-            raise CorruptLease(
-                f"lease {lease.key}: subnet {lease.subnet} is not a /{config.subnet_len} as SubnetLen says",
-                OUTSIDE_NETWORK,
-            )
+        _check_fits(lease.key, "subnet", lease.subnet, config.network, config.subnet_len, "SubnetLen")
     if config.enable_ipv6 and lease.ipv6_subnet is not None:
-        if config.ipv6_network is None or not _inside(lease.ipv6_subnet, config.ipv6_network):
-            raise CorruptLease(
-                f"lease {lease.key}: IPv6 subnet {lease.ipv6_subnet} is outside the network {config.ipv6_network}",
-                OUTSIDE_NETWORK,
-            )
-        if lease.ipv6_subnet.prefixlen != config.ipv6_subnet_len:
-            raise CorruptLease(
-                f"lease {lease.key}: IPv6 subnet {lease.ipv6_subnet} is not a /{config.ipv6_subnet_len}",
-                OUTSIDE_NETWORK,
-            )
+        _check_fits(
+            lease.key,
+            "IPv6 subnet",
+            lease.ipv6_subnet,
+            config.ipv6_network,
+            config.ipv6_subnet_len,
+            "IPv6SubnetLen",
+        )
+
+
+def _check_fits(
+    key: str,
+    what: str,
+    subnet: IPv4Network | IPv6Network,
+    network: IPv4Network | IPv6Network | None,
+    subnet_len: int,
+    len_field: str,
+) -> None:
+    if network is None or not _inside(subnet, network):
+        raise CorruptLease(f"lease {key}: {what} {subnet} is outside the network {network}", OUTSIDE_NETWORK)
+    if subnet.prefixlen != subnet_len:
+        raise CorruptLease(
+            f"lease {key}: {what} {subnet} is not a /{subnet_len} as {len_field} says", OUTSIDE_NETWORK
+        )
