@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -445,6 +445,16 @@ def start_and_sync(node: Node, n: int, timeout: float = 600) -> tuple[Proc, Proc
         return lease, backend, t1 - t0
     finally:
         counter.close()
+
+
+def usage_of(procs: Iterable[Proc | Supervised]) -> dict[str, dict[str, float]]:
+    """Each process's peak RSS (``rss_mb``) and CPU seconds (``cpu_seconds``) so far, by name, rounded as
+    every bench reports them."""
+    usage = {p.name: p.usage() for p in procs}
+    return {
+        "rss_mb": {name: round(u[0], 1) for name, u in usage.items()},
+        "cpu_seconds": {name: round(u[1], 2) for name, u in usage.items()},
+    }
 
 
 def cpu_delta(procs: Sequence[Proc], before: dict[str, float]) -> dict[str, float]:

@@ -39,6 +39,7 @@ from bench.common import (
     run,
     start_both,
     table,
+    usage_of,
     wait_for,
     write_config,
     write_json,
@@ -137,7 +138,7 @@ def measure(n: int, timeout: float, mode: str) -> dict[str, Any]:
         t1 = wait_for(synced, timeout, f"{n} peers in the kernel", interval=0.05)
         seconds = t1 - t0
         time.sleep(1.0)  # let the backend finish its post-reconcile work before reading the peaks
-        usage = {p.name: p.usage() for p in (*node.procs, *procs)}
+        usage = usage_of((*node.procs, *procs))
         counts = counter.counts()
         counter.close()
     return {
@@ -152,8 +153,7 @@ def measure(n: int, timeout: float, mode: str) -> dict[str, Any]:
         "programming_seconds": round(seconds - stages.get("first", seconds), 3),
         "programming_ratio": round((seconds - stages.get("first", seconds)) / base, 2),
         "kernel_objects": list(counts),
-        "rss_mb": {name: round(u[0], 1) for name, u in usage.items()},
-        "cpu_seconds": {name: round(u[1], 2) for name, u in usage.items()},
+        **usage,
         "commit": git_commit(),
     }
 

@@ -37,6 +37,7 @@ from bench.common import (
     peer_value,
     start_and_sync,
     table,
+    usage_of,
     wait_for,
     write_config,
     write_json,
@@ -172,7 +173,7 @@ def resume(n: int, timeout: float) -> dict[str, Any]:
             counter.close()
         probe_events = 3  # its route, neighbour and FDB entry
         changes = len(events) - probe_events
-        usage = {p.name: p.usage() for p in node.procs}
+        usage = usage_of(node.procs)
     return {
         "peers": n,
         "initial_sync_seconds": round(sync, 3),
@@ -180,8 +181,7 @@ def resume(n: int, timeout: float) -> dict[str, Any]:
         "kernel_changes": changes,
         "kernel_change_kinds": sorted({e.kind for e in events}),
         "kernel_objects_after": list(counts),
-        "rss_mb": {k: round(v[0], 1) for k, v in usage.items()},
-        "cpu_seconds": {k: round(v[1], 2) for k, v in usage.items()},
+        **usage,
         "commit": git_commit(),
     }
 
