@@ -46,10 +46,12 @@ from bench.common import (
     peer_subnet,
     percentile,
     table,
+    usage_of,
     wait_for,
     write_json,
 )
 from bench.initial_sync import baseline
+from flannel_testkit.kubeapi.nodes import make_node
 from flannel_testkit.netlink import KernelCounter, KernelMonitor
 
 KUBE_PREFIX = "/registry-bench"
@@ -61,8 +63,9 @@ NET_CONF = {"Network": "10.0.0.0/8", "SubnetLen": 24, "Backend": {"Type": "vxlan
 
 def kube_node(
     i: int, name: str | None = None, cidr: str | None = None, heartbeat: str = ""
-) -> dict[str, object]:
-    """Node ``i`` as kubelet and flannel leave it: ~10 KB of JSON, most of it the image list."""
+) -> dict[str, Any]:
+    """Node ``i`` as kubelet and flannel leave it: ~10 KB of JSON, most of it the image list (the test API
+    server's Node, with a cloud node's labels, capacity, conditions and images, and flannel's annotations)."""
     name = name or f"node-{i:05d}"
     cidr = cidr or peer_subnet(i)
     now = heartbeat or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -92,75 +95,56 @@ def kube_node(
             ("Ready", "True", "KubeletReady"),
         )
     ]
-    return {
-        "kind": "Node",
-        "apiVersion": "v1",
-        "metadata": {
-            "name": name,
-            "uid": f"00000000-0000-4000-8000-{i:012d}",
-            "creationTimestamp": "2026-01-01T00:00:00Z",
-            "labels": {
-                "kubernetes.io/hostname": name,
-                "kubernetes.io/os": "linux",
-                "kubernetes.io/arch": "amd64",
-                "beta.kubernetes.io/os": "linux",
-                "beta.kubernetes.io/arch": "amd64",
-                "node.kubernetes.io/instance-type": "m5.large",
-                "topology.kubernetes.io/zone": "zone-a",
-                "topology.kubernetes.io/region": "region-1",
-            },
-            "annotations": {
-                "node.alpha.kubernetes.io/ttl": "0",
-                "volumes.kubernetes.io/controller-managed-attach-detach": "true",
-                "kubeadm.alpha.kubernetes.io/cri-socket": "unix:///run/containerd/containerd.sock",
-                f"{ANNOTATION}/kube-subnet-manager": "true",
-                f"{ANNOTATION}/backend-type": "vxlan",
-                f"{ANNOTATION}/backend-data": json.dumps(
-                    {"VNI": 1, "VtepMAC": peer_mac(i)}, separators=(",", ":")
-                ),
-                f"{ANNOTATION}/public-ip": peer_public_ip(i),
-            },
+    node = make_node(
+        name,
+        pod_cidr=cidr,
+        annotations={
+            "kubeadm.alpha.kubernetes.io/cri-socket": "unix:///run/containerd/containerd.sock",
+            f"{ANNOTATION}/kube-subnet-manager": "true",
+            f"{ANNOTATION}/backend-type": "vxlan",
+            f"{ANNOTATION}/backend-data": json.dumps(
+                {"VNI": 1, "VtepMAC": peer_mac(i)}, separators=(",", ":")
+            ),
+            f"{ANNOTATION}/public-ip": peer_public_ip(i),
         },
-        "spec": {"podCIDR": cidr, "podCIDRs": [cidr], "providerID": f"aws:///zone-a/i-{i:017x}"},
-        "status": {
-            "capacity": {
-                "cpu": "2",
-                "ephemeral-storage": "81106868Ki",
-                "hugepages-2Mi": "0",
-                "memory": "8049152Ki",
-                "pods": "110",
-            },
-            "allocatable": {
-                "cpu": "2",
-                "ephemeral-storage": "74747526113",
-                "hugepages-2Mi": "0",
-                "memory": "7946752Ki",
-                "pods": "110",
-            },
-            "conditions": conditions,
-            "addresses": [
-                {"type": "InternalIP", "address": peer_public_ip(i)},
-                {"type": "Hostname", "address": name},
-            ],
-            "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
-            "nodeInfo": {
-                "architecture": "amd64",
-                "bootID": f"b{i:07d}-0000-4000-8000-000000000000",
-                "containerRuntimeVersion": "containerd://1.7.20",
-                "kernelVersion": "6.1.0-18-amd64",
-                "kubeProxyVersion": "v1.31.0",
-                "kubeletVersion": "v1.31.0",
-                "machineID": f"{i:032x}",
-                "operatingSystem": "linux",
-                "osImage": "Debian GNU/Linux 12 (bookworm)",
-                "systemUUID": f"{i:08d}-0000-4000-8000-000000000000",
-            },
-            "images": images,
+        addresses=[{"type": "InternalIP", "address": peer_public_ip(i)}],
+        labels={
+            "node.kubernetes.io/instance-type": "m5.large",
+            "topology.kubernetes.io/zone": "zone-a",
+            "topology.kubernetes.io/region": "region-1",
         },
-    }
+    )
+    node["metadata"].update(uid=f"00000000-0000-4000-8000-{i:012d}", creationTimestamp="2026-01-01T00:00:00Z")
+    node["spec"]["providerID"] = f"aws:///zone-a/i-{i:017x}"
+    node["status"].update(
+        capacity={
+            "cpu": "2",
+            "ephemeral-storage": "81106868Ki",
+            "hugepages-2Mi": "0",
+            "memory": "8049152Ki",
+            "pods": "110",
+        },
+        allocatable={
+            "cpu": "2",
+            "ephemeral-storage": "74747526113",
+            "hugepages-2Mi": "0",
+            "memory": "7946752Ki",
+            "pods": "110",
+        },
+        conditions=conditions,
+        daemonEndpoints={"kubeletEndpoint": {"Port": 10250}},
+        images=images,
+    )
+    node["status"]["nodeInfo"].update(
+        bootID=f"b{i:07d}-0000-4000-8000-000000000000",
+        kernelVersion="6.1.0-18-amd64",
+        machineID=f"{i:032x}",
+        systemUUID=f"{i:08d}-0000-4000-8000-000000000000",
+    )
+    return node
 
 
-def encode(node: dict[str, object]) -> bytes:
+def encode(node: dict[str, Any]) -> bytes:
     """As the test API server stores a Node in etcd."""
     return json.dumps(node, sort_keys=True, separators=(",", ":")).encode()
 
@@ -294,9 +278,9 @@ def measure(
         items = [(node_key(f"node-{i:05d}"), encode(kube_node(i))) for i in range(n)]
         size = sum(len(v) for _, v in items) / max(n, 1)
         me = kube_node(n + 100_000, name=SELF, cidr=SELF_CIDR)
-        me["status"]["addresses"] = [{"type": "InternalIP", "address": NODE_ADDR}]  # type: ignore[index]
+        me["status"]["addresses"] = [{"type": "InternalIP", "address": NODE_ADDR}]
         for key in ("backend-type", "backend-data", "public-ip", "kube-subnet-manager"):
-            me["metadata"]["annotations"].pop(f"{ANNOTATION}/{key}")  # type: ignore[index]
+            me["metadata"]["annotations"].pop(f"{ANNOTATION}/{key}")
         etcd_put_many(node, [*items, (node_key(SELF), encode(me))])
         print(
             f"  N={n}: wrote {n} Nodes ({size / 1024:.1f} KB each) in {time.monotonic() - t:.1f}s", flush=True
@@ -419,8 +403,7 @@ def measure(
                 result["heartbeats"].append(row)
                 print(f"  N={n} {rate}/s: {row}", flush=True)
             watcher.close()
-            result["rss_mb"] = {p.name: round(p.usage()[0], 1) for p in (flanneld, lease, backend)}
-            result["cpu_seconds"] = {p.name: round(p.usage()[1], 2) for p in (flanneld, lease, backend)}
+            result.update(usage_of((flanneld, lease, backend)))
             return result
         finally:
             api.stop()
