@@ -103,7 +103,7 @@ def measure(
     ms = [x * 1000 for x in latencies]
     last_change = max(seen.values()) if seen else float("nan")
     quarter = max(1, len(ms) // 4)
-    ordered = [(seen[k] - issued[k]) * 1000 for k in sorted(issued, key=issued.get) if k in seen]  # type: ignore[arg-type]
+    ordered = [(seen[k] - issued[k]) * 1000 for k in sorted(issued, key=issued.__getitem__) if k in seen]
     return {
         "peers": n,
         "rate": rate,

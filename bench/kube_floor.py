@@ -23,7 +23,8 @@ class _Counter(asyncio.Protocol):
         self.request, self.done, self.events = request, done, 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        transport.write(self.request)  # type: ignore[attr-defined]
+        assert isinstance(transport, asyncio.WriteTransport)
+        transport.write(self.request)
 
     def data_received(self, data: bytes) -> None:
         self.events += data.count(b'{"type":')
