@@ -465,23 +465,27 @@ class KubeSubnetManager:
     async def _watch(self, config: NetworkConfig, hub: LeaseSink, revision: int) -> None:
         """Watch from ``revision`` until a 410; resume from the last seen version after a drop."""
         delay = self.retry_interval / 4
+        reached = revision
+
+        def on_line(line: bytes) -> None:
+            nonlocal reached, delay
+            reached = self._event(config, hub, line, reached)
+            delay = self.retry_interval / 4
+
         while True:
             try:
-                async with contextlib.aclosing(self.api.watch_nodes(revision, WATCH_TIMEOUT)) as lines:
-                    async for line in lines:
-                        revision = self._event(config, hub, line, revision)
-                        delay = self.retry_interval / 4
+                await self.api.watch_nodes(reached, WATCH_TIMEOUT, on_line)
                 # the server's timeout ended the stream: watch again from where we are
             except ApiStatus as exc:
                 if exc.status == 410:
                     raise _Expired(exc.message) from None
                 metrics.STORE_RECONNECTS.inc()
-                log.warning("node watch failed (%s %s); resuming from %d", exc.status, exc.message, revision)
+                log.warning("node watch failed (%s %s); resuming from %d", exc.status, exc.message, reached)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
             except (TimeoutError, OSError) as exc:
                 metrics.STORE_RECONNECTS.inc()
-                log.warning("node watch dropped (%s); resuming from %d", exc or type(exc).__name__, revision)
+                log.warning("node watch dropped (%s); resuming from %d", exc or type(exc).__name__, reached)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
             except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:

@@ -17,7 +17,8 @@ connection, ``TimeoutError`` and ``OSError`` from the transport;
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator
+import itertools
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -115,6 +116,25 @@ class HttpError(OSError):
     """The server broke HTTP/1.1 (a bad status line, header, chunk) or closed the connection mid-answer."""
 
 
+def _status_of(status_line: bytes) -> int:
+    """The status of an HTTP/1.x status line; HttpError for anything else."""
+    parts = status_line.split(None, 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+        raise HttpError(f"not an HTTP/1.1 answer: {status_line[:80]!r}")
+    return int(parts[1])
+
+
+def _add_header(headers: dict[str, str], raw: bytes) -> None:
+    name, sep, value = raw.decode("latin-1").partition(":")
+    if not sep:
+        raise HttpError(f"a header line without a colon: {raw[:80]!r}")
+    headers[name.strip().lower()] = value.strip()
+
+
+def _delimited_by_close(headers: dict[str, str]) -> bool:
+    return "content-length" not in headers and "chunked" not in headers.get("transfer-encoding", "").lower()
+
+
 class _Connection:
     """One HTTP/1.1 connection (TLS or not)."""
 
@@ -144,19 +164,13 @@ class _Connection:
 
     async def head(self) -> tuple[int, dict[str, str]]:
         """The status and the headers (names in lower case) of the next answer."""
-        status_line = await self.line()
-        parts = status_line.split(None, 2)
-        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
-            raise HttpError(f"not an HTTP/1.1 answer: {status_line[:80]!r}")
+        status = _status_of(await self.line())
         headers: dict[str, str] = {}
         for _ in range(MAX_HEADERS):
             raw = await self.line()
             if raw in (b"\r\n", b"\n"):
-                return int(parts[1]), headers
-            name, sep, value = raw.decode("latin-1").partition(":")
-            if not sep:
-                raise HttpError(f"a header line without a colon: {raw[:80]!r}")
-            headers[name.strip().lower()] = value.strip()
+                return status, headers
+            _add_header(headers, raw)
         raise HttpError(f"more than {MAX_HEADERS} headers")
 
     async def body_parts(self, headers: dict[str, str]) -> AsyncIterator[bytes]:
@@ -280,9 +294,7 @@ class KubeApi:
                 except BaseException:
                     conn.close()
                     raise
-                if headers.get("connection", "").lower() == "close" or (
-                    "content-length" not in headers and "chunked" not in headers.get("transfer-encoding", "")
-                ):
+                if headers.get("connection", "").lower() == "close" or _delimited_by_close(headers):
                     conn.close()
                 else:
                     if self._idle is not None:
@@ -329,41 +341,205 @@ class KubeApi:
             if not token:
                 return
 
-    async def watch_nodes(self, resource_version: int, timeout_seconds: int) -> AsyncGenerator[bytes, None]:
-        """The raw JSON lines of one watch (bookmarks on, ends when the server's timeout closes it)."""
+    async def watch_nodes(
+        self, resource_version: int, timeout_seconds: int, on_line: Callable[[bytes], None]
+    ) -> None:
+        """One watch (bookmarks on): ``on_line`` gets each raw JSON line as it arrives, in the callback that
+        received it (no task wakes per event: at 50 heartbeats a second the wakeups were most of the CPU).
+        Returns when the server's timeout ends the stream; raises what ``on_line`` raised, ApiStatus for an
+        error answer, HttpError/OSError for a broken stream, FrameTooLarge, TimeoutError."""
         query = {
             "watch": "1",
             "resourceVersion": str(resource_version),
             "allowWatchBookmarks": "true",
             "timeoutSeconds": str(timeout_seconds),
         }
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        request = self._head("GET", "/api/v1/nodes", query, None, None)
         async with asyncio.timeout(timeout_seconds + 30):
-            conn = await self._connect()
+            transport, _ = await loop.create_connection(
+                lambda: _WatchStream(request, on_line, done),
+                self._host,
+                self._port,
+                ssl=self._ssl,
+                server_hostname=self._host if self._ssl else None,
+            )
             try:
-                await conn.send(self._head("GET", "/api/v1/nodes", query, None, None), None)
-                status, headers = await conn.head()
-                if status >= 400:
-                    data = bytearray()
-                    async for part in conn.body_parts(headers):
-                        data += part
-                        if len(data) > MAX_FRAME:
-                            break
-                    raise ApiStatus(status, bytes(data[:MAX_FRAME]))
-                pending = bytearray()
-                async for chunk in conn.body_parts(headers):
-                    pending += chunk
-                    start = 0
-                    while (end := pending.find(b"\n", start)) >= 0:
-                        if end > start:
-                            yield bytes(pending[start:end])
-                        start = end + 1
-                    del pending[:start]
-                    if len(pending) > MAX_FRAME:
-                        raise FrameTooLarge(f"a watch event longer than {MAX_FRAME} bytes")
-                if pending.strip():
-                    yield bytes(pending)
+                await done
             finally:
-                conn.close()
+                transport.close()
+
+
+class _WatchStream(asyncio.Protocol):
+    """An HTTP/1.1 watch answer parsed as it arrives: the head, then the body (chunked, Content-Length or
+    until close) split into lines for ``on_line``; an error answer's body becomes ApiStatus. The outcome
+    (None when the body ended, else the exception) is set on ``done``."""
+
+    def __init__(self, request: bytes, on_line: Callable[[bytes], None], done: asyncio.Future[None]) -> None:
+        self._request, self._on_line, self._done = request, on_line, done
+        self._transport: asyncio.BaseTransport | None = None
+        self._buf = bytearray()  # received, not parsed yet
+        self._pending = bytearray()  # body bytes of a line not complete yet
+        self._state = "head"  # then "size", "data", "crlf", "trailers" (chunked); "length"; "close"
+        self._status = 0
+        self._left = 0  # bytes still to come: of this chunk ("data"), of the body ("length")
+        self._error_body: bytearray | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport
+        transport.write(self._request)  # type: ignore[attr-defined]
+
+    def data_received(self, data: bytes) -> None:
+        if self._done.done():
+            return
+        self._buf += data
+        try:
+            if self._parse():
+                self._end_body()
+                self._finish(None)
+        except Exception as exc:  # noqa: BLE001 - handed to the awaiting watch_nodes, which raises it
+            self._finish(exc)
+
+    def eof_received(self) -> bool:
+        return False  # close; connection_lost decides what the end means
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._done.done():
+            return
+        if self._state == "head":
+            self._finish(HttpError("the API server closed the connection"))
+        elif self._state != "close":
+            self._finish(HttpError("the API server closed the connection mid-answer"))
+        else:
+            try:
+                self._end_body()
+            except Exception as error:  # noqa: BLE001
+                self._finish(error)
+            else:
+                self._finish(None)
+
+    def _finish(self, result: Exception | None) -> None:
+        if not self._done.done():
+            if result is None and self._error_body is not None:
+                result = ApiStatus(self._status, bytes(self._error_body))
+            if result is None:
+                self._done.set_result(None)
+            else:
+                self._done.set_exception(result)
+        if self._transport is not None:
+            self._transport.close()
+
+    def _line_end(self, start: int) -> int:
+        """Where the line starting at ``start`` of the buffer ends (after its newline), or -1."""
+        end = self._buf.find(b"\n", start)
+        if end < 0 and len(self._buf) - start > MAX_LINE:
+            raise HttpError(f"a header or chunk line longer than {MAX_LINE} bytes")
+        return end + 1 if end >= 0 else -1
+
+    def _parse(self) -> bool:
+        """Consume what the buffer holds; True once the body is complete."""
+        buf, pos = self._buf, 0
+        try:
+            while True:
+                state = self._state
+                if state in ("data", "length", "close"):
+                    take = len(buf) - pos if state == "close" else min(self._left, len(buf) - pos)
+                    if take:
+                        self._body(buf[pos : pos + take])
+                        pos += take
+                    if state == "close":
+                        return False
+                    self._left -= take
+                    if self._left:
+                        return False
+                    if state == "length":
+                        return True
+                    self._state = "crlf"
+                    continue
+                if state == "head":
+                    end = self._head_end()
+                    if end < 0:
+                        return False
+                    pos = end
+                    if self._state == "length" and not self._left:
+                        return True
+                    continue
+                end = self._line_end(pos)
+                if end < 0:
+                    return False
+                line = bytes(buf[pos:end])
+                pos = end
+                if state == "crlf":
+                    self._state = "size"
+                elif state == "trailers":
+                    if not line.strip():
+                        return True
+                else:  # a chunk size line
+                    size_text = line.split(b";", 1)[0].strip()
+                    try:
+                        size = int(size_text, 16)
+                    except ValueError:
+                        raise HttpError(f"a bad chunk size {size_text[:20]!r}") from None
+                    self._state, self._left = ("data", size) if size else ("trailers", 0)
+        finally:
+            del buf[:pos]
+
+    def _head_end(self) -> int:
+        """Parse the head once the buffer holds all of it: where it ends (-1: not all here yet)."""
+        end = self._line_end(0)
+        if end < 0:
+            return -1
+        status = _status_of(bytes(self._buf[:end]))
+        headers: dict[str, str] = {}
+        for count in itertools.count():
+            start = end
+            end = self._line_end(start)
+            if end < 0:
+                return -1
+            raw = bytes(self._buf[start:end])
+            if raw in (b"\r\n", b"\n"):
+                break
+            if count == MAX_HEADERS:
+                raise HttpError(f"more than {MAX_HEADERS} headers")
+            _add_header(headers, raw)
+        self._status = status
+        if status >= 400:
+            self._error_body = bytearray()
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            self._state = "size"
+        elif "content-length" in headers:
+            try:
+                self._left = int(headers["content-length"])
+            except ValueError:
+                raise HttpError(f"a bad Content-Length {headers['content-length'][:20]!r}") from None
+            self._state = "length"
+        else:
+            self._state = "close"
+        return end
+
+    def _body(self, data: bytes | bytearray) -> None:
+        """Body bytes: an error answer's are kept (up to MAX_FRAME), a watch's are split into lines."""
+        if self._error_body is not None:
+            self._error_body += data[: MAX_FRAME - len(self._error_body)]
+            return
+        pending = self._pending
+        pending += data
+        start = 0
+        while (newline := pending.find(b"\n", start)) >= 0:
+            if newline > start:
+                self._on_line(bytes(pending[start:newline]))
+            start = newline + 1
+        del pending[:start]
+        if len(pending) > MAX_FRAME:
+            raise FrameTooLarge(f"a watch event longer than {MAX_FRAME} bytes")
+
+    def _end_body(self) -> None:
+        """The body ended: a last line without its newline is a line too."""
+        if self._error_body is None and self._pending.strip():
+            line = bytes(self._pending)
+            self._pending.clear()
+            self._on_line(line)
 
 
 class FrameTooLarge(ValueError):

@@ -3,6 +3,7 @@ lists in consistent pages, watch lines, error answers, and heartbeats recognised
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,8 +12,17 @@ import pytest
 from flannel_testkit.etcd import EtcdServer
 from flannel_testkit.kubeapi import KubeApiControl, make_node, running
 from lease_service.netconfig import parse_network_config
+from lease_service.subnet import kube_api
 from lease_service.subnet.kube import KubeSubnetManager
-from lease_service.subnet.kube_api import EVENT_DECODER, ApiStatus, KubeApi, view_of
+from lease_service.subnet.kube_api import (
+    EVENT_DECODER,
+    ApiStatus,
+    FrameTooLarge,
+    HttpError,
+    KubeApi,
+    _WatchStream,
+    view_of,
+)
 from lease_service.subnet.kube_config import KubeConnection
 
 P = "flannel.alpha.coreos.com/"
@@ -87,12 +97,16 @@ async def test_the_watch_yields_one_line_per_event_and_heartbeats_change_no_leas
         )
         api.patch_node("n1", {"metadata": {"annotations": {P + "public-ip": "192.168.70.10"}}}, status=True)
         events = []
-        async for line in client.watch_nodes(version, timeout_seconds=1):
+
+        def on_line(line: bytes) -> None:
             event = EVENT_DECODER.decode(line)
             if event.type != "BOOKMARK":
                 events.append(event)
             if len(events) == 2:
-                break
+                raise Seen
+
+        with pytest.raises(Seen):
+            await client.watch_nodes(version, timeout_seconds=5, on_line=on_line)
         heartbeat, change = (manager._changed(CONFIG, e.object.node()) for e in events)
         assert heartbeat is None
         assert (
@@ -100,3 +114,114 @@ async def test_the_watch_yields_one_line_per_event_and_heartbeats_change_no_leas
         )
     finally:
         await client.close()
+
+
+class Seen(Exception):
+    """Raised by a test's line callback to end the watch once it has what it waited for."""
+
+
+# ---- the watch answer's parser, fed byte by byte as a socket could deliver it -------------------------
+
+
+class FakeTransport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent = b""
+        self.closed = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.sent += bytes(data)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+EVENTS = [b'{"type":"ADDED","object":{"metadata":{"name":"n%d"}}}' % i for i in range(3)]
+
+
+def chunked(body: bytes, cuts: list[int]) -> bytes:
+    """``body`` as chunks cut at ``cuts``, the last chunk, a trailer and the end."""
+    pieces = [body[a:b] for a, b in zip([0, *cuts], [*cuts, len(body)], strict=True)]
+    chunks = b"".join(b"%x;ext=1\r\n%s\r\n" % (len(p), p) for p in pieces if p)
+    return b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks + b"0\r\nX-Trailer: 1\r\n\r\n"
+
+
+async def feed(
+    answer: bytes, step: int, close: bool = False
+) -> tuple[list[bytes], BaseException | None, bool]:
+    """Feed ``answer`` ``step`` bytes at a time (then the close, if asked): the lines, the outcome, closed."""
+    lines: list[bytes] = []
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    stream = _WatchStream(b"GET / HTTP/1.1\r\n\r\n", lines.append, done)
+    transport = FakeTransport()
+    stream.connection_made(transport)
+    for i in range(0, len(answer), step):
+        stream.data_received(answer[i : i + step])
+    if close:
+        stream.connection_lost(None)
+    assert done.done(), "the answer should have ended"
+    return lines, done.exception(), transport.closed
+
+
+@pytest.mark.parametrize("step", [1, 2, 3, 7, 64, 1 << 20])
+async def test_a_watch_answer_cut_anywhere_gives_each_line_once(step: int) -> None:
+    body = EVENTS[0] + b"\n" + EVENTS[1] + b"\n\n" + EVENTS[2]  # the last line without its newline
+    for cuts in ([], [5], [len(EVENTS[0]), len(EVENTS[0]) + 1], [3, 40, 90, 100]):
+        lines, error, closed = await feed(chunked(body, cuts), step)
+        assert (lines, error, closed) == (EVENTS, None, True)
+
+
+@pytest.mark.parametrize("step", [1, 5, 1 << 20])
+async def test_a_watch_answer_with_a_length_or_ended_by_the_close_gives_its_lines(step: int) -> None:
+    body = b"\n".join(EVENTS) + b"\n"
+    with_length = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    assert await feed(with_length, step) == (EVENTS, None, True)
+    until_close = b"HTTP/1.1 200 OK\nConnection: close\n\n" + body[:-1]
+    assert await feed(until_close, step, close=True) == (EVENTS, None, True)
+
+
+async def test_a_watch_error_answer_is_its_status_and_message() -> None:
+    status = b'{"kind":"Status","code":410,"reason":"Expired","message":"too old resource version: 5"}'
+    lines, error, _ = await feed(chunked(status, [10]).replace(b"200 OK", b"410 Gone"), 3)
+    assert lines == [] and isinstance(error, ApiStatus)
+    assert error.status == 410 and error.message == "too old resource version: 5"
+
+
+@pytest.mark.parametrize(
+    ("answer", "close", "expected"),
+    [
+        (b"SSH-2.0-OpenSSH\r\n\r\n", False, "not an HTTP/1.1 answer"),
+        (b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n", False, "without a colon"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", False, "a bad chunk size"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: ten\r\n\r\n", False, "a bad Content-Length"),
+        (b"HTTP/1.1 200 OK\r\nX: " + b"y" * 70_000, False, "longer than"),
+        (b"HTTP/1.1 200 OK\r\n" + b"X: y\r\n" * 101 + b"\r\n", False, "more than 100 headers"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n20\r\n{}", True, "mid-answer"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n{}", True, "mid-answer"),
+        (b"HTTP/1.1 200", True, "closed the connection"),
+    ],
+)
+async def test_a_broken_watch_answer_is_a_named_http_error(answer: bytes, close: bool, expected: str) -> None:
+    lines, error, closed = await feed(answer, 4096, close=close)
+    assert lines == [] and isinstance(error, HttpError) and expected in str(error) and closed
+
+
+async def test_a_watch_line_beyond_the_frame_limit_ends_the_watch(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(kube_api, "MAX_FRAME", 100)
+    lines, error, closed = await feed(chunked(EVENTS[0] + b"\n" + b"x" * 200, [70, 150]), 50)
+    assert lines == [EVENTS[0]] and isinstance(error, FrameTooLarge) and closed
+
+
+async def test_what_the_line_callback_raises_ends_the_watch_with_it() -> None:
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def refuse(line: bytes) -> None:
+        raise ValueError(f"unusable: {line[:5]!r}")
+
+    stream = _WatchStream(b"", refuse, done)
+    transport = FakeTransport()
+    stream.connection_made(transport)
+    stream.data_received(chunked(b"\n".join(EVENTS) + b"\n", []))
+    assert isinstance(done.exception(), ValueError) and transport.closed
+    stream.data_received(b"more")  # after the end: ignored
+    stream.connection_lost(None)
