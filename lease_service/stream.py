@@ -58,15 +58,21 @@ class Frame:
     events: int  #: how many lease events it carries
 
 
-def _event(kind: int, lease: Lease) -> bytes:
+def _event(kind: LeaseEvent.Type, lease: Lease) -> bytes:
     """One lease event as the ``events`` field of a WatchLeasesResponse, in wire form."""
-    data: bytes = Msg(events=[LeaseEvent(type=kind, lease=lease_to_proto(lease))]).SerializeToString()  # type: ignore[arg-type]
+    data: bytes = Msg(events=[LeaseEvent(type=kind, lease=lease_to_proto(lease))]).SerializeToString()
     return data
 
 
-def _fields(**values: object) -> bytes:
-    """WatchLeasesResponse header fields (kind, cursor, reset, reason) in wire form."""
-    data: bytes = Msg(**values).SerializeToString()  # type: ignore[arg-type]
+def _fields(
+    *,
+    kind: Msg.Kind | None = None,
+    cursor: str | None = None,
+    reset: bool | None = None,
+    reason: Msg.ResyncReason | None = None,
+) -> bytes:
+    """WatchLeasesResponse header fields in wire form (those left None are not written)."""
+    data: bytes = Msg(kind=kind, cursor=cursor, reset=reset, reason=reason).SerializeToString()
     return data
 
 
