@@ -31,7 +31,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from socket import AF_INET, AF_INET6
-from typing import Any
+from typing import Any, Protocol
 
 from pyroute2 import AsyncIPRoute
 from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_REPLACE, NLM_F_REQUEST
@@ -290,8 +290,16 @@ class MessageEncoder:
 # --- sending with pipelined ACKs ----------------------------------------------------------------
 
 
+class NetlinkSocket(Protocol):
+    """What :func:`send_batch` needs of a netlink socket (``socket.socket``; tests fake one)."""
+
+    def sendall(self, data: bytes, /) -> None: ...
+
+    def recv(self, size: int, /) -> bytes: ...
+
+
 def send_batch(
-    sock: socket.socket, messages: Sequence[tuple[int, bytes]], chunk: int = CHUNK
+    sock: NetlinkSocket, messages: Sequence[tuple[int, bytes]], chunk: int = CHUNK
 ) -> dict[int, int]:
     """Send ``(seq, message)`` pairs, ``chunk`` to a ``sendmsg``; {seq: errno} of every refused one.
 

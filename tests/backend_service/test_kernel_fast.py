@@ -190,6 +190,6 @@ def test_send_batch_maps_answers_and_reports_the_unanswered_when_the_socket_fail
 
     sock = _DroppingSocket()
     messages = [(seq, b"x" * 20) for seq in range(1, 7)]
-    errors = send_batch(sock, messages, chunk=3)  # type: ignore[arg-type]
+    errors = send_batch(sock, messages, chunk=3)
     assert errors == {2: 17, 4: 105, 5: 105, 6: 105}
     assert [len(d) for d in sock.sent] == [60, 60]
