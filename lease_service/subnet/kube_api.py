@@ -387,8 +387,9 @@ class _WatchStream(asyncio.Protocol):
         self._error_body: bytearray | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.WriteTransport)  # a stream connection's transport writes
         self._transport = transport
-        transport.write(self._request)  # type: ignore[attr-defined]
+        transport.write(self._request)
 
     def data_received(self, data: bytes) -> None:
         if self._done.done():
