@@ -1,12 +1,16 @@
 """The follower: the client side of ``WatchLeases``, streamed into a local view of every lease.
 
-Snapshots are staged and replace the view only at SYNCED, so the kernel never sees a half
-snapshot; the cursor advances only with messages that carry one. :func:`follow` reads one
-stream into a :class:`LeaseView` and tells the reconciler when the view changed.
+Snapshots are staged and replace the view only at SYNCED, so the kernel never loses anything to a
+half snapshot; the cursor advances only with messages that carry one. The leases of the first
+snapshot are also handed out as they arrive (:meth:`LeaseView.take_early`), so that the reconciler
+can add the peers the kernel lacks while the rest streams: adding is safe before SYNCED, deleting
+is not. :func:`follow` reads one stream into a :class:`LeaseView` and tells the reconciler when the
+view changed.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 
 import grpc
@@ -26,14 +30,20 @@ class LeaseView:
         self._staging: dict[str, lease_pb2.Lease] | None = None
         self._changes: dict[str, lease_pb2.Lease | None] = {}
         self._replaced = True  # the whole view changed (a snapshot): only a full reconcile will do
+        self._early: deque[lease_pb2.Lease] = deque()
 
     def apply(self, msg: lease_pb2.WatchLeasesResponse) -> bool:
-        """Apply one message; True when the view changed (the kernel may need work)."""
+        """Apply one message; True when the view changed (the kernel may need work), and for each part
+        of the first snapshot (its leases wait in :meth:`take_early`)."""
         if msg.kind == Msg.SNAPSHOT:
             if msg.reset or self._staging is None:
                 self._staging = {}
+                self._early.clear()
             for event in msg.events:
                 self._staging[event.lease.key] = event.lease
+            if not self.synced:
+                self._early.extend(event.lease for event in msg.events)
+                return bool(msg.events)
             return False
         if msg.kind == Msg.SYNCED:
             if self._staging is not None:
@@ -66,9 +76,19 @@ class LeaseView:
         self._replaced, self._changes = False, {}
         return None if replaced else changes
 
+    def take_early(self, limit: int) -> list[lease_pb2.Lease]:
+        """Up to ``limit`` leases of the first snapshot not taken yet, in the order they came: the
+        reconciler may add what they need before SYNCED (and must delete nothing)."""
+        return [self._early.popleft() for _ in range(min(limit, len(self._early)))]
+
+    def drop_early(self) -> None:
+        """A full reconcile covers every lease: none is left to take early."""
+        self._early.clear()
+
     def interrupted(self) -> None:
         """The stream broke: a half-received snapshot is dropped; resume from :attr:`cursor`."""
         self._staging = None
+        self._early.clear()
 
 
 async def follow(stub: lease_pb2_grpc.LeaseServiceStub, view: LeaseView, changed: Callable[[], None]) -> None:

@@ -10,6 +10,16 @@ code: :func:`~backend_service.validate.check_one` and
 :func:`~backend_service.kernel.diff.diff` for op order and object identities; a delta is a plan over a
 subset of the peers.
 
+An *early* plan (:meth:`Planner.plan_early`) runs only between a full plan made before the first
+SYNCED and the full plan at SYNCED: it covers a part of the first snapshot as it arrives and writes
+only objects whose identity the kernel (as read by that full plan, plus what early plans wrote
+since) does not hold at all. It replaces nothing and deletes nothing, so a restart over a
+programmed kernel changes nothing before SYNCED; a lease whose subnet an earlier early plan gave
+to another lease waits for the full plan, which decides everything again.
+
+A lease's verdict is kept with it and reused by the next plan while the lease and the node are
+unchanged: validation runs once per lease change, not once per resync.
+
 The planner remembers, per peer, what the last committed plan wrote. A delta is planned only
 from a trusted memory: after a full plan that was synced (deletes allowed) and wholly applied,
 and deltas that were wholly applied since. Otherwise, and when a delta's objects would collide
@@ -20,8 +30,8 @@ and the caller plans in full.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network
 
 from proto.flannel.v1 import lease_pb2
@@ -46,6 +56,16 @@ from .validate import Rejection, check_one, resolve_overlaps, subnets
 
 Verdict = PeerLease | Rejection | None
 """What :func:`check_one` said about a lease: a candidate peer, a rejection, or None (our own)."""
+
+
+@dataclass
+class _Early:
+    """What early plans go by: the node and the kernel's identities as the last full plan read them,
+    plus what early plans wrote since, and the subnets early plans gave to a lease."""
+
+    node: LocalNode
+    held: set[tuple[object, ...]]
+    taken: set[IPv4Network | IPv6Network] = field(default_factory=set)
 
 
 @dataclass(frozen=True)
@@ -81,6 +101,8 @@ class Planner:
         """Lease key → why it was refused, for every rejected lease."""
         self._node: LocalNode | None = None  # set while the memory below is trusted
         self._verdicts: dict[str, Verdict] = {}
+        self._verdicts_node: LocalNode | None = None  # the node the verdicts were made for
+        self._early: _Early | None = None
         self._claims: dict[IPv4Network | IPv6Network, set[str]] = {}
         self._objects: dict[str, tuple[KernelObject, ...]] = {}
         self._owner: dict[tuple[object, ...], str] = {}
@@ -95,6 +117,22 @@ class Planner:
     def invalidate(self) -> None:
         """Forget that the memory is right: the next plan must be a full one."""
         self._node = None
+        self._early = None
+
+    def _check(self, msg: lease_pb2.Lease, node: LocalNode) -> Verdict:
+        """:func:`check_one`, or the verdict on the same lease for the same node (kept in ``_verdicts``)."""
+        if node == self._verdicts_node:
+            old = self._verdicts.get(msg.key)
+            source = old.source if isinstance(old, PeerLease) else old.lease if old is not None else None
+            if source is not None and source == msg:
+                return old
+        return check_one(msg, self.config, node)
+
+    def _verdicts_for(self, node: LocalNode) -> None:
+        """Verdicts made from here on are for ``node``; earlier ones for another node are dropped."""
+        if node != self._verdicts_node:
+            self._verdicts = {}
+            self._verdicts_node = node
 
     # --- the periodic check ----------------------------------------------------------------------
 
@@ -138,7 +176,9 @@ class Planner:
     ) -> Plan:
         """Every lease, against the kernel as read; ``synced=False``: delete nothing."""
         node = dataclasses.replace(node, connected=kernel.connected)
-        self._verdicts = {msg.key: check_one(msg, self.config, node) for msg in leases}
+        self._verdicts_for(node)
+        self._verdicts = {msg.key: self._check(msg, node) for msg in leases}
+        self._early = None if synced else _Early(node, kernel.state.identities())
         self._claims = {}
         for key, verdict in self._verdicts.items():
             self._claim(key, verdict)
@@ -163,7 +203,7 @@ class Planner:
                     if not holders:  # a subnet nobody claims any more must not stay (churn adds new ones)
                         del self._claims[net]
             if msg is not None:
-                verdict = self._verdicts[key] = check_one(msg, self.config, node)
+                verdict = self._verdicts[key] = self._check(msg, node)
                 self._claim(key, verdict)
                 if isinstance(verdict, PeerLease):
                     touched.update(subnets(verdict))
@@ -178,6 +218,28 @@ class Planner:
                     return None
         self._node = None  # trusted again only once committed
         return plan
+
+    def plan_early(self, leases: Sequence[lease_pb2.Lease]) -> Plan | None:
+        """Part of the first snapshot, before SYNCED: only what the kernel lacks entirely (see the
+        module docstring); None when no full plan before SYNCED set the ground."""
+        early = self._early
+        if early is None:
+            return None
+        node = early.node
+        verdicts = {msg.key: self._check(msg, node) for msg in leases}
+        self._verdicts.update(verdicts)
+        candidates = [v for v in verdicts.values() if isinstance(v, PeerLease)]
+        accepted, overlaps = resolve_overlaps(candidates)
+        accepted = [peer for peer in accepted if not early.taken.intersection(subnets(peer))]
+        for peer in accepted:
+            early.taken.update(subnets(peer))
+        desired = self.backend.desired(accepted, node)
+        ops = tuple(
+            op for op in diff(desired, KernelState(), delete=False) if identity(op.obj) not in early.held
+        )
+        early.held.update(identity(op.obj) for op in ops)
+        rejected = [v for v in verdicts.values() if isinstance(v, Rejection)]
+        return Plan(ops, desired.peers, tuple(rejected + overlaps), frozenset(verdicts), False, node)
 
     def _claim(self, key: str, verdict: Verdict) -> None:
         if isinstance(verdict, PeerLease):

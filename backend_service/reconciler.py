@@ -4,7 +4,11 @@ It wakes when the lease view changed or the node's own lease was adopted, and at
 clock. A full reconcile (read the kernel, plan every lease, apply) runs every ``resync_period``
 seconds counted from the start of the previous one, whatever deltas arrive in between, and also
 after a snapshot, a new own lease, and any failure. Between them each batch of changed leases is
-planned as a delta by the same :class:`~backend_service.planner.Planner`.
+planned as a delta by the same :class:`~backend_service.planner.Planner`. Before the first SYNCED,
+the first snapshot's leases are taken as they arrive and planned early (add what the kernel lacks,
+delete nothing), :data:`EARLY_CHUNK` at a time; each part is planned while the kernel carries out the
+previous one, so the kernel is busy while the rest of the snapshot streams. The full reconcile at
+SYNCED then decides everything, deletes included.
 
 Expected trouble is reported, not raised: ops the kernel refuses (``ApplyResult.failures``), and
 a kernel that cannot be read or written at all (``OSError``, :class:`KernelError`; retried with
@@ -33,6 +37,8 @@ log = logging.getLogger(__name__)
 
 RETRY_FIRST = 0.5
 """Seconds before a failed full reconcile is retried; doubled after each failure, up to the period."""
+EARLY_CHUNK = 500
+"""Leases of the first snapshot per early plan (a snapshot message's worth by default)."""
 
 
 class Reconciler:
@@ -97,6 +103,14 @@ class Reconciler:
             now = self._clock()
             if node is None or (backing_off and now < next_full):
                 continue  # a failed full reconcile is retried at its time, not at every delta
+            if not self._full_needed and now < next_full:
+                if not await self._guarded(self._early()):
+                    self._full_needed = True
+                    self._wake.set()
+                    continue
+                if not self.view.synced:
+                    continue  # before SYNCED: early plans only (and the full ones the clock asks for)
+            self.view.drop_early()
             changes = self.view.take_changes()
             if not self._full_needed and now < next_full and changes is not None:
                 if not changes:
@@ -116,6 +130,26 @@ class Reconciler:
                 self._full_needed = True
             if clocked:
                 await self._on_resync()
+
+    async def _early(self) -> bool:
+        """Plan and apply the first snapshot's leases that have arrived, part by part, each part planned
+        while the kernel applies the previous one; False when the kernel refused something."""
+        plan = self._plan_early()
+        ok = True
+        while plan is not None:
+            async with asyncio.TaskGroup() as both:
+                applying = both.create_task(self._apply(plan, early=True), name="apply-early")
+                planning = both.create_task(self._next_early(), name="plan-early")
+            ok = applying.result() and ok
+            plan = planning.result()
+        return ok
+
+    def _plan_early(self) -> Plan | None:
+        leases = self.view.take_early(EARLY_CHUNK)
+        return self.planner.plan_early(leases) if leases else None
+
+    async def _next_early(self) -> Plan | None:
+        return self._plan_early()
 
     async def _full(self, node: LocalNode) -> bool:
         """Read the kernel, plan every lease, apply; or, when the planner's memory can tell, check the
@@ -150,7 +184,10 @@ class Reconciler:
     async def _guarded(self, work: Awaitable[bool]) -> bool:
         """Run a reconcile; False when an op failed or the kernel could not be used at all."""
         try:
-            return await work
+            try:
+                return await work
+            except BaseExceptionGroup as group:  # from the early plans' task group: the first failure
+                raise group.exceptions[0] from None
         except (OSError, KernelError) as exc:
             self.planner.invalidate()
             message = f"{type(exc).__name__}: {exc}"
@@ -163,9 +200,11 @@ class Reconciler:
             await self.health.update()
             return False
 
-    async def _apply(self, plan: Plan, *, cursor: str | None = None, synced: bool | None = None) -> bool:
-        """Apply ``plan``, remember it, and publish status, metrics, health and the report; True
-        when every op was applied."""
+    async def _apply(
+        self, plan: Plan, *, cursor: str | None = None, synced: bool | None = None, early: bool = False
+    ) -> bool:
+        """Apply ``plan``, remember it, and publish status, metrics, health and the report (not for an
+        ``early`` plan: the full one at SYNCED reports); True when every op was applied."""
         with metrics.RECONCILE_SECONDS.time():
             result = await self.kernel.apply(plan.ops) if plan.ops else ApplyResult()
         metrics.KERNEL_OPS.inc(result.applied)
@@ -197,8 +236,10 @@ class Reconciler:
         status.last_reconcile = datetime.now(UTC)
         status.last_ok = result.ok
         status.last_outcome = "ok" if result.ok else "; ".join(map(str, result.failures))[:2000]
-        status.applied_cursor = self.view.cursor if cursor is None else cursor
-        status.synced = self.view.synced if synced is None else synced
+        if not early:  # an early plan is part of a snapshot: neither applied up to a cursor nor synced
+            status.applied_cursor = self.view.cursor if cursor is None else cursor
+            status.synced = self.view.synced if synced is None else synced
         await self.health.update()
-        await self._report()
+        if not early:
+            await self._report()
         return result.ok

@@ -137,6 +137,13 @@ class KernelState:
     fdb: frozenset[FdbEntry] = frozenset()
     wg_peers: frozenset[WgPeer] = frozenset()
 
+    def identities(self) -> set[tuple[object, ...]]:
+        """The :func:`identity` of every object held."""
+        held = {identity(kr.route) for kr in self.routes}
+        for objects in (self.neighbours, self.fdb, self.wg_peers):
+            held.update(identity(obj) for obj in objects)
+        return held
+
     @classmethod
     def holding(cls, objects: Iterable[KernelObject]) -> KernelState:
         """The state of a kernel that holds exactly ``objects``, as we would have written them."""

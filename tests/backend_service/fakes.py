@@ -38,7 +38,9 @@ class FakeKernel:
     def __init__(self) -> None:
         self.objects: dict[tuple[object, ...], KernelObject] = {}
         self.links = {1: "lo", 2: "eth0", 3: DEVICE}
-        self.connected = (ConnectedNetwork(ip_network("192.168.77.0/24"), "eth0"),)
+        self.connected: tuple[ConnectedNetwork, ...] = (
+            ConnectedNetwork(ip_network("192.168.77.0/24"), "eth0"),
+        )
         self.applied: list[tuple[Op, ...]] = []
         self.reads = 0
         self.checks = 0

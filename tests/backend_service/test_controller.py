@@ -20,12 +20,14 @@ from backend_service.controller import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, Contro
 from backend_service.follow import LeaseView
 from backend_service.kernel.model import ApplyResult, Op
 from backend_service.node import PublicInterface
+from backend_service.planner import Planner
 from backend_service.session import Session
 from backend_service.status import Health, Status
 from flannel_rpc import unix_target
 from proto.flannel.v1 import lease_pb2, lease_pb2_grpc
 
-from .factory import lease
+from .factory import config, lease
+from .factory import node as local_node
 from .fakes import DEVICE, FakeKernel, FakeVxlan
 
 Msg = lease_pb2.WatchLeasesResponse
@@ -41,6 +43,8 @@ class FakeLeaseService(lease_pb2_grpc.LeaseServiceServicer):
         self.backend = backend
         self.deltas: asyncio.Queue[Msg] = asyncio.Queue()
         self.reports: list[lease_pb2.ReportBackendStatusRequest] = []
+        self.synced: asyncio.Event | None = None
+        """When set to an Event: the snapshot goes a lease per message, and SYNCED waits for the event."""
 
     async def GetNetworkConfig(self, request: object, context: object) -> lease_pb2.GetNetworkConfigResponse:
         return lease_pb2.GetNetworkConfigResponse(
@@ -57,9 +61,13 @@ class FakeLeaseService(lease_pb2_grpc.LeaseServiceServicer):
         return lease_pb2.AcquireLeaseResponse(lease=ME)
 
     async def WatchLeases(self, request: object, context: object) -> AsyncIterator[Msg]:
-        yield Msg(
-            kind=Msg.SNAPSHOT, reset=True, events=[Event(type=Event.UPSERT, lease=x) for x in self.leases]
-        )
+        parts = [self.leases] if self.synced is None else [[x] for x in self.leases]
+        for n, part in enumerate(parts):
+            yield Msg(
+                kind=Msg.SNAPSHOT, reset=n == 0, events=[Event(type=Event.UPSERT, lease=x) for x in part]
+            )
+        if self.synced is not None:
+            await self.synced.wait()
         yield Msg(kind=Msg.SYNCED, cursor="0")
         while True:
             yield await self.deltas.get()
@@ -94,6 +102,7 @@ class Node:
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     server: grpc.aio.Server | None = None
     serve_on: Callable[[FakeLeaseService], Awaitable[grpc.aio.Server]] | None = None
+    view: LeaseView | None = None
 
     @property
     def serving(self) -> bool:
@@ -141,8 +150,10 @@ async def start(socket_path: Path) -> AsyncIterator[Callable[..., Awaitable[Node
         resync_period: float = 30.0,
         backend: str = "vxlan",
         serve: bool = True,
+        synced: asyncio.Event | None = None,
     ) -> Node:
         service = FakeLeaseService(leases, backend)
+        service.synced = synced
         server = await serve_on(service) if serve else None
         channel = grpc.aio.insecure_channel(unix_target(socket_path))
         channels.append(channel)
@@ -158,7 +169,7 @@ async def start(socket_path: Path) -> AsyncIterator[Callable[..., Awaitable[Node
         async def dataplane(config: object, external: object) -> tuple[PublicInterface, FakeVxlan]:
             return PublicInterface("eth0", 2, 1500, IPv4Address("192.168.77.1")), FakeVxlan()
 
-        view = LeaseView()
+        view = node.view = LeaseView()
         session = Session(settings, lease_pb2_grpc.LeaseServiceStub(channel), status, view, dataplane)
         controller = Controller(
             session, node.kernel, view, status, Health(status, set_serving), resync_period=resync_period
@@ -203,6 +214,60 @@ async def test_serving_once_synced_and_applied_then_deltas_without_reading_the_k
     )
     node.stop.set()
     assert await node.stopped() == EXIT_OK
+
+
+async def test_the_first_snapshot_is_programmed_as_it_streams_and_nothing_is_deleted_before_synced(
+    start: Callable,
+) -> None:
+    kernel = FakeKernel()
+    stale = FakeKernel()
+    await stale.apply(
+        Planner(config("vxlan"), FakeVxlan())
+        .plan_full([lease(9)], local_node(1), await stale.read(()), synced=True)
+        .ops
+    )
+    kernel.objects.update(stale.objects)  # a peer the kernel still holds from before the restart
+    synced = asyncio.Event()
+    node: Node = await start([ME, lease(2), lease(3)], kernel=kernel, synced=synced)
+    await node.wait(
+        lambda: len(objects_for(kernel, 2)) == len(objects_for(kernel, 3)) == 3, "peers added early"
+    )
+    assert len(objects_for(kernel, 9)) == 3 and not node.serving and not node.status.synced
+    synced.set()
+    await node.wait(lambda: node.serving, "SERVING")
+    assert not objects_for(kernel, 9) and node.status.peers == {lease(2).key: "vxlan", lease(3).key: "vxlan"}
+
+
+class GatedKernel(FakeKernel):
+    """Applies a non-empty batch of ops only once the test lets one through."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Semaphore(0)
+        self.waiting = 0
+
+    async def apply(self, ops: Sequence[Op]) -> ApplyResult:
+        if ops:
+            self.waiting += 1
+            await self.gate.acquire()
+            self.waiting -= 1
+        return await super().apply(ops)
+
+
+async def test_not_serving_while_early_parts_are_still_being_applied(start: Callable) -> None:
+    kernel = GatedKernel()
+    node: Node = await start([ME, lease(2), lease(3), lease(4)], kernel=kernel, synced=asyncio.Event())
+    assert node.service.synced is not None
+    await node.wait(lambda: kernel.waiting == 1, "the first part waiting for the kernel")
+    node.service.synced.set()
+    await node.wait(lambda: node.view is not None and node.view.synced, "SYNCED received")
+    kernel.gate.release()
+    await node.wait(lambda: len(kernel.applied) == 1, "the first part applied")
+    assert not node.serving and not node.status.synced
+    for _ in range(10):
+        kernel.gate.release()
+    await node.wait(lambda: node.serving, "SERVING")
+    assert {n for n in (2, 3, 4) if len(objects_for(kernel, n)) == 3} == {2, 3, 4}
 
 
 class RaisingKernel(FakeKernel):

@@ -15,11 +15,39 @@ def upsert(key: str) -> Event:
 
 def test_a_snapshot_counts_only_once_synced() -> None:
     view = LeaseView()
-    assert not view.apply(Msg(kind=Msg.SNAPSHOT, reset=True, events=[upsert("a")]))
-    assert not view.apply(Msg(kind=Msg.SNAPSHOT, events=[upsert("b")]))
+    view.apply(Msg(kind=Msg.SNAPSHOT, reset=True, events=[upsert("a")]))
+    view.apply(Msg(kind=Msg.SNAPSHOT, events=[upsert("b")]))
     assert view.leases == {} and not view.synced
     assert view.apply(Msg(kind=Msg.SYNCED, cursor="c1"))
     assert set(view.leases) == {"a", "b"} and view.synced and view.cursor == "c1"
+
+
+def test_the_first_snapshot_is_handed_out_early_as_it_arrives() -> None:
+    view = LeaseView()
+    assert view.apply(Msg(kind=Msg.SNAPSHOT, reset=True, events=[upsert("a"), upsert("b")]))
+    assert [msg.key for msg in view.take_early(1)] == ["a"]
+    assert view.apply(Msg(kind=Msg.SNAPSHOT, events=[upsert("c")]))
+    assert [msg.key for msg in view.take_early(10)] == ["b", "c"]
+    assert view.take_early(10) == [] and view.leases == {}  # the view itself waits for SYNCED
+
+
+def test_early_leases_of_a_broken_or_restarted_snapshot_are_dropped() -> None:
+    view = LeaseView()
+    view.apply(Msg(kind=Msg.SNAPSHOT, reset=True, events=[upsert("a")]))
+    view.interrupted()
+    assert view.take_early(10) == []
+    view.apply(Msg(kind=Msg.SNAPSHOT, reset=True, events=[upsert("b")]))
+    view.apply(Msg(kind=Msg.SNAPSHOT, reset=True, events=[upsert("c")]))
+    assert [msg.key for msg in view.take_early(10)] == ["c"]
+
+
+def test_a_resync_snapshot_is_not_handed_out_early() -> None:
+    view = LeaseView()
+    view.apply(Msg(kind=Msg.SNAPSHOT, reset=True, events=[upsert("a")]))
+    view.apply(Msg(kind=Msg.SYNCED, cursor="c1"))
+    view.drop_early()
+    assert not view.apply(Msg(kind=Msg.SNAPSHOT, reset=True, events=[upsert("z")]))
+    assert view.take_early(10) == []
 
 
 def test_deltas_upsert_and_remove_and_move_the_cursor() -> None:

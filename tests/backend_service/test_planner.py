@@ -6,9 +6,14 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping
 
+import pytest
+
+from backend_service.config import NetworkConfig
 from backend_service.desired import FdbEntry
 from backend_service.kernel.model import DELETE, REPLACE
-from backend_service.planner import Plan, Planner
+from backend_service.node import LocalNode
+from backend_service.planner import Plan, Planner, Verdict
+from backend_service.validate import check_one
 from proto.flannel.v1 import lease_pb2
 
 from .factory import config, lease, node
@@ -170,3 +175,88 @@ async def test_random_deltas_leave_the_kernel_exactly_as_a_full_plan_would() -> 
         check = planner.plan_full(leases.values(), node(1), await kernel.read(()), synced=True)
         assert check.ops == ()
         planner.commit(check, True)
+
+
+async def early(planner: Planner, kernel: FakeKernel, leases: list[lease_pb2.Lease]) -> Plan:
+    """An early plan of ``leases``, applied to ``kernel`` and committed."""
+    plan = planner.plan_early(leases)
+    assert plan is not None, "expected an early plan"
+    result = await kernel.apply(plan.ops)
+    planner.commit(plan, result.ok)
+    return plan
+
+
+async def before_synced(planner: Planner, kernel: FakeKernel) -> None:
+    """The full plan a reconciler runs once it has a node, before the stream is synced (no leases yet)."""
+    plan = planner.plan_full([], node(1), await kernel.read(()), synced=False)
+    planner.commit(plan, (await kernel.apply(plan.ops)).ok)
+
+
+async def test_early_plans_add_a_snapshot_part_by_part_and_the_full_plan_at_synced_finds_it_done() -> None:
+    planner, kernel = fresh()
+    assert planner.plan_early([lease(2)]) is None  # no ground yet: only a full plan before SYNCED sets it
+    await before_synced(planner, kernel)
+    first = await early(planner, kernel, [lease(2), lease(3)])
+    second = await early(planner, kernel, [lease(4)])
+    assert {op.action for op in first.ops + second.ops} == {REPLACE} and len(first.ops + second.ops) == 9
+    assert not first.deletes and not planner.trusted
+    assert planner.modes == {lease(n).key: "vxlan" for n in (2, 3, 4)}
+    leases = [lease(2), lease(3), lease(4)]
+    reference, clean = fresh()
+    await synced(reference, clean, {msg.key: msg for msg in leases})
+    assert kernel.objects == clean.objects
+    final = planner.plan_full(leases, node(1), await kernel.read(()), synced=True)
+    assert final.ops == () and planner.plan_early([lease(5)]) is None  # synced: early plans are over
+
+
+async def test_early_plans_over_a_programmed_kernel_change_nothing_and_delete_nothing() -> None:
+    planner, kernel = fresh()
+    await synced(planner, kernel, {lease(n).key: lease(n) for n in (2, 3)})
+    before = dict(kernel.objects)
+    restarted = Planner(config("vxlan"), FakeVxlan())  # a backend restart: the kernel keeps its state
+    await before_synced(restarted, kernel)
+    moved = lease(2, backend_data='{"VNI": 1, "VtepMAC": "0a:00:00:00:00:99"}')  # changed while we were away
+    plan = await early(restarted, kernel, [moved, lease(4)])
+    # lease 4 is new: added; lease 2's neighbour is held (with the old MAC): left for the full plan,
+    # only its FDB entry, keyed by the new MAC, is new; lease 3 (absent so far) is not deleted
+    assert {op.action for op in plan.ops} == {REPLACE}
+    assert [type(op.obj).__name__ for op in plan.ops] == ["FdbEntry", "FdbEntry", "Neighbour", "Route"]
+    assert all(kernel.objects[key] == obj for key, obj in before.items())
+
+
+async def test_a_subnet_an_early_plan_gave_away_waits_for_the_full_plan() -> None:
+    planner, kernel = fresh()
+    await before_synced(planner, kernel)
+    twin = lease(2, key="0-twin", public_ip="192.168.77.20")  # the smaller key: it wins in the full plan
+    await early(planner, kernel, [lease(2)])
+    plan = await early(planner, kernel, [twin])
+    assert plan.ops == () and plan.peers == ()
+    final = planner.plan_full([lease(2), twin], node(1), await kernel.read(()), synced=True)
+    planner.commit(final, (await kernel.apply(final.ops)).ok)
+    assert [(r.lease.key, r.reason) for r in final.rejected] == [(lease(2).key, "OVERLAPS_LEASE")]
+    assert {str(obj.dst) for obj in kernel.objects.values() if isinstance(obj, FdbEntry)} == {"192.168.77.20"}
+
+
+async def test_a_lease_is_validated_once_until_it_or_the_node_changes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    checked: list[str] = []
+
+    def counting(msg: lease_pb2.Lease, cfg: NetworkConfig, me: LocalNode) -> Verdict:
+        checked.append(msg.key)
+        return check_one(msg, cfg, me)
+
+    monkeypatch.setattr("backend_service.planner.check_one", counting)
+    planner, kernel = fresh()
+    await before_synced(planner, kernel)
+    await early(planner, kernel, [lease(2), lease(3)])
+    await synced(planner, kernel, {lease(n).key: lease(n) for n in (2, 3, 4)})
+    assert sorted(checked) == [lease(2).key, lease(3).key, lease(4).key]
+    checked.clear()
+    moved = lease(3, backend_data='{"VNI": 1, "VtepMAC": "0a:00:00:00:00:99"}')
+    await synced(planner, kernel, {lease(2).key: lease(2), moved.key: moved, lease(4).key: lease(4)})
+    assert checked == [moved.key]
+    checked.clear()
+    kernel.connected = ()  # the node's connected networks changed (host-gw's verdicts depend on them)
+    planner.plan_full([lease(2)], node(1), await kernel.read(()), synced=True)
+    assert checked == [lease(2).key]
