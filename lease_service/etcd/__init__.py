@@ -1,11 +1,30 @@
 """A thin asyncio etcd v3 client (grpc.aio on our own stubs): KV, leases, resumable prefix watches.
 
-Only this package imports the generated etcd stubs (``lease_service.etcd.proto``).
+Only this package imports the generated etcd stubs (``lease_service.etcd.proto``). The names below are
+imported on first use, so that the command line (``EtcdSettings``) is parsed before gRPC and asyncio load
+(the lease service decides then whether Python's ssl module is needed at all).
 """
 
-from lease_service.etcd.client import EtcdClient, KeyValue, WatchBatch, WatchEvent
-from lease_service.etcd.errors import EtcdError, EtcdUnavailable, WatchCompacted
-from lease_service.etcd.settings import EtcdSettings
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lease_service.etcd.client import EtcdClient, KeyValue, WatchBatch, WatchEvent
+    from lease_service.etcd.errors import EtcdError, EtcdUnavailable, WatchCompacted
+    from lease_service.etcd.settings import EtcdSettings
+
+_HOMES = {
+    "EtcdClient": "lease_service.etcd.client",
+    "KeyValue": "lease_service.etcd.client",
+    "WatchBatch": "lease_service.etcd.client",
+    "WatchEvent": "lease_service.etcd.client",
+    "EtcdError": "lease_service.etcd.errors",
+    "EtcdUnavailable": "lease_service.etcd.errors",
+    "WatchCompacted": "lease_service.etcd.errors",
+    "EtcdSettings": "lease_service.etcd.settings",
+}
 
 __all__ = [
     "EtcdClient",
@@ -17,3 +36,12 @@ __all__ = [
     "WatchCompacted",
     "WatchEvent",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'lease_service.etcd' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from flannel_testkit.etcd import EtcdServer, EtcdTls
+from flannel_testkit.processes import lone_lease_service
 from lease_service.etcd import EtcdClient, EtcdError, EtcdUnavailable
 from tests.lease_service.etcd.conftest import Pki, collect, events_of, fast_settings, reached
 
@@ -108,3 +109,39 @@ async def test_wrong_or_missing_credentials_fail_without_retrying(auth_etcd: Etc
         with pytest.raises(EtcdError) as raised:
             await anonymous.put(f"{prefix}/k", b"v")
         assert not isinstance(raised.value, EtcdUnavailable)
+
+
+def test_the_lease_service_reads_a_tls_etcd_without_pythons_ssl_module(
+    tls_etcd: EtcdServer, pki: Pki, prefix: str, tmp_path: Path
+) -> None:
+    settings = fast_settings(
+        tls_etcd.endpoint, ca_file=pki.ca, cert_file=pki.client_cert, key_file=pki.client_key
+    )
+
+    async def configure() -> None:
+        async with EtcdClient(settings) as client:
+            await client.put(
+                f"{prefix}/config", b'{"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan"}}'
+            )
+
+    asyncio.run(configure())
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    tls_flags = [
+        "--etcd-cafile",
+        pki.ca,
+        "--etcd-certfile",
+        pki.client_cert,
+        "--etcd-keyfile",
+        pki.client_key,
+    ]
+    daemon = lone_lease_service(
+        run_dir, tls_etcd.endpoint, prefix, tmp_path / "lease.log", *map(str, tls_flags)
+    ).start()
+    try:
+        daemon.wait_serving(run_dir / "lease.sock")  # serving: it listed the leases over TLS
+        assert daemon.pid is not None
+        maps = Path(f"/proc/{daemon.pid}/maps").read_text()
+        assert "/_ssl." not in maps and "libssl" not in maps  # etcd's TLS is gRPC's own
+    finally:
+        daemon.kill()
