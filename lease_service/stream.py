@@ -114,8 +114,13 @@ class Changes:
         self._queue.put_nowait(changes)
 
 
-def _same(a: Lease, b: Lease) -> bool:
-    return (a.subnet, a.ipv6_subnet, a.attrs, a.node_name) == (b.subnet, b.ipv6_subnet, b.attrs, b.node_name)
+def _removal(upsert: bytes) -> bytes:
+    """The REMOVE event of the lease whose UPSERT event is ``upsert`` (both in wire form): a removal says what
+    is removed, and the hub keeps no other copy of the lease."""
+    msg = Msg.FromString(upsert)
+    msg.events[0].type = LeaseEvent.REMOVE
+    data: bytes = msg.SerializeToString()
+    return data
 
 
 class LeaseHub:
@@ -124,10 +129,12 @@ class LeaseHub:
     def __init__(self, store_id: str, settings: HubSettings = HubSettings()) -> None:
         self.store_id = store_id
         self.settings = settings
-        self.state: dict[str, Lease] = {}
         self.revision = 0
-        self._generation = 0  # counts changes of ``state``: the snapshot cache's key
-        self._upserts: dict[str, bytes] = {}  # each lease of ``state`` as an UPSERT event in wire form
+        self._generation = 0  # counts changes of the leases: the snapshot cache's key
+        # Every lease, as its UPSERT event in wire form: the only copy the hub keeps (~170 bytes where the
+        # Lease with its address objects and strings is ~750; the events compare equal when the leases do,
+        # since they carry every field a watcher sees).
+        self._upserts: dict[str, bytes] = {}
         self._snapshot_cache: tuple[tuple[int, int], list[Frame]] | None = None
         self._ready = asyncio.Event()
         self._history: deque[tuple[int, Frame]] = deque()
@@ -185,20 +192,19 @@ class LeaseHub:
         """The store was listed at ``revision``. The first list sets the state; a later one (after a
         compaction or reconnect) is diffed against the state and published as one delta."""
         if not self._ready.is_set():
-            self.state, self._upserts = {}, {}
+            self._upserts = {}
             for key, lease in leases.items():
                 event = self._admit(key, lease)
                 if event is not None:
-                    self.state[key] = lease
                     self._upserts[key] = event
             self.revision = revision
             self._floor = revision
             self._ready.set()
-            metrics.LEASES.set(len(self.state))
+            metrics.LEASES.set(len(self._upserts))
             log.info("lease stream ready: %d leases at revision %d", len(leases), revision)
             return
         metrics.STORE_RELISTS.inc()
-        changes: list[Change] = [(key, None) for key in self.state if key not in leases]
+        changes: list[Change] = [(key, None) for key in self._upserts if key not in leases]
         changes += [(key, lease) for key, lease in leases.items()]
         log.info("store relisted at revision %d; publishing the difference", revision)
         self.apply(changes, revision)
@@ -208,24 +214,22 @@ class LeaseHub:
         events: list[bytes] = []
         effective: list[Change] = []
         for key, lease in changes:
-            old = self.state.get(key)
+            old = self._upserts.get(key)
             event = self._admit(key, lease)
             if event is None or lease is None:
                 if old is None:
                     continue  # never a removal of something the watchers do not have
-                del self.state[key]
                 del self._upserts[key]
-                events.append(_event(LeaseEvent.REMOVE, old))
+                events.append(_removal(old))
                 lease = None
             else:
-                self.state[key] = lease
                 self._upserts[key] = event
-                if old is not None and _same(old, lease):
-                    continue
+                if event == old:
+                    continue  # rewritten unchanged (a renewal, a heartbeat): nothing a watcher sees
                 events.append(event)
             effective.append((key, lease))
         self.revision = max(self.revision, revision)
-        metrics.LEASES.set(len(self.state))
+        metrics.LEASES.set(len(self._upserts))
         if not events:
             return
         self._generation += 1
@@ -345,11 +349,11 @@ class LeaseHub:
         return self._snapshot(Msg.CURSOR_COMPACTED, batch)
 
     def _diff(self, old: Mapping[str, Lease]) -> list[Frame]:
-        events = [_event(LeaseEvent.REMOVE, lease) for key, lease in old.items() if key not in self.state]
+        events = [_event(LeaseEvent.REMOVE, lease) for key, lease in old.items() if key not in self._upserts]
         events += [
-            self._upserts[key]
-            for key, lease in self.state.items()
-            if key not in old or not _same(old[key], lease)
+            event
+            for key, event in self._upserts.items()
+            if key not in old or _event(LeaseEvent.UPSERT, old[key]) != event
         ]
         return self._deltas(events)
 
