@@ -3,8 +3,11 @@ annotations, conditions, addresses, capacity, an image list: about 10 KB of JSON
 Kubernetes API server (flannel_testkit/kubeapi/, backed by the bench's real etcd), and ``flanneld
 --kube-subnet-mgr`` started as users start it.
 
-1. Initial sync: from starting ``flanneld`` until the kernel holds all N peers, against ``ip -batch`` +
-   ``bridge -batch`` loading the same 3N objects in the same run.
+1. Initial sync: from starting ``flanneld`` until the kernel holds all N peers (counted from the kernel's
+   netlink notifications, checked by one dump at the end), against ``ip -batch`` + ``bridge -batch``
+   loading the same 3N objects in the same run; with the time the test API server itself takes to list
+   every Node to a client that does nothing with them (in the lease service's pages, and in one answer),
+   and when the lease service first answered SERVING (it has listed and decoded every Node by then).
 2. Idle: the lease service's CPU over ``--idle`` seconds with nothing written (its timers, gRPC, the
    server's bookmarks and the supervisor's probes), reported per second and subtracted below.
 3. Heartbeats: kubelet-like status updates that change no lease (``lastHeartbeatTime`` of every
@@ -26,10 +29,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import subprocess
 import sys
 import threading
 import time
+import urllib.parse
+import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -52,12 +58,13 @@ from bench.common import (
 )
 from bench.initial_sync import baseline
 from flannel_testkit.kubeapi.nodes import make_node
-from flannel_testkit.netlink import KernelCounter, KernelMonitor
+from flannel_testkit.netlink import KernelCounter, KernelMonitor, KernelTally
 
 KUBE_PREFIX = "/registry-bench"
 ANNOTATION = "flannel.alpha.coreos.com"
 SELF = "bench-self"
 SELF_CIDR = "10.255.255.0/24"
+PAGE_SIZE = 100  # Nodes per list page, as the lease service asks (lease_service/subnet/kube_api.py)
 NET_CONF = {"Network": "10.0.0.0/8", "SubnetLen": 24, "Backend": {"Type": "vxlan"}}
 
 
@@ -162,6 +169,32 @@ def etcd_put_many(node: Node, items: list[tuple[str, bytes]], concurrency: int =
             await asyncio.gather(*(one(k, v) for k, v in items))
 
     asyncio.run(go())
+
+
+def api_list_seconds(url: str, page: int) -> float:
+    """Seconds the test API server takes to list every Node to a client that does nothing with them: in
+    pages of ``page`` as the lease service asks (0: one answer)."""
+    t = time.monotonic()
+    token = ""
+    while True:
+        query = {"limit": str(page)} if page else {}
+        if token:
+            query["continue"] = token
+        with urllib.request.urlopen(f"{url}/api/v1/nodes?{urllib.parse.urlencode(query)}", timeout=120) as r:
+            body = r.read()
+        found = re.search(rb'"continue":"([^"]*)"', body[:4096])  # the list's metadata comes first
+        token = found.group(1).decode() if found else ""
+        if not token:
+            return round(time.monotonic() - t, 3)
+
+
+def logged_at(log: str, text: str) -> float:
+    """The wall time (seconds since the epoch) of flanneld's first log line holding ``text``."""
+    for line in log.splitlines():
+        if text in line:
+            stamp = line.split(" ", 1)[0].rstrip("Z")
+            return datetime.fromisoformat(stamp).replace(tzinfo=UTC).timestamp()
+    raise RuntimeError(f"flanneld never logged {text!r}")
 
 
 def node_key(name: str) -> str:
@@ -291,8 +324,12 @@ def measure(
         try:
             conf = node.tmp / "net-conf.json"
             conf.write_text(json.dumps(NET_CONF))
-            counter = KernelCounter()
-            t0 = time.monotonic()
+            listing = {page: api_list_seconds(api.url, page) for page in (PAGE_SIZE, 0)}
+            print(
+                f"  N={n}: the test API server lists every Node in {listing} s (by page size, 0: one answer)"
+            )
+            tally = KernelTally()
+            t0, t0_wall = time.monotonic(), time.time()
             flanneld, lease, backend = node.start_flanneld(
                 extra=[
                     "--kube-subnet-mgr",
@@ -304,25 +341,36 @@ def measure(
                     SELF,
                 ]
             )
-            first: list[float] = []
 
             def synced() -> bool:
                 lease.usage()
                 backend.usage()
                 if not flanneld.alive():
                     raise RuntimeError(f"flanneld exited:\n{flanneld.tail()}")
-                routes, neigh, fdb = counter.counts()
-                if not first and routes:
-                    first.append(time.monotonic() - t0)
+                if tally.overruns:
+                    raise RuntimeError(
+                        "the kernel's notifications overran the tally's socket: counts unknown"
+                    )
+                routes, neigh, fdb = tally.counts()
                 return routes >= n and neigh >= n and fdb >= n
 
             sync = wait_for(synced, timeout, f"{n} peers in the kernel", interval=0.05) - t0
+            first = tally.first - t0 if tally.first is not None else sync
+            tally.close()
+            counter = KernelCounter()  # one dump: the kernel holds what its notifications said
+            counts = counter.counts()
             counter.close()
+            if min(counts) < n:
+                raise RuntimeError(f"the kernel holds {counts} (routes, neighbours, FDB), not {n} of each")
+            serving = logged_at(flanneld.log(), "lease-service health: NOT_SERVING -> SERVING") - t0_wall
             result: dict[str, Any] = {
                 "nodes": n,
                 "node_json_bytes": round(size),
                 "seconds": round(sync, 3),
-                "first_object_seconds": round(first[0] if first else sync, 3),
+                "first_object_seconds": round(first, 3),
+                "lease_serving_seconds": round(serving, 3),
+                "api_list_seconds": listing[PAGE_SIZE],
+                "api_list_unpaged_seconds": listing[0],
                 "baseline_seconds": round(base, 3),
                 "ratio": round(sync / base, 2),
                 "rss_mb_after_sync": round(lease.usage()[0], 1),
@@ -428,11 +476,23 @@ def main() -> int:
     ]
     print(
         table(
-            ["N", "KB/Node", "first object s", "all peers s", "ip -batch s", "ratio", "lease RSS MB"],
+            [
+                "N",
+                "KB/Node",
+                "API server lists in s (paged / one answer)",
+                "lease service SERVING s",
+                "first object s",
+                "all peers s",
+                "ip -batch s",
+                "ratio",
+                "lease RSS MB",
+            ],
             [
                 (
                     r["nodes"],
                     round(r["node_json_bytes"] / 1024, 1),
+                    f"{r['api_list_seconds']} / {r['api_list_unpaged_seconds']}",
+                    r["lease_serving_seconds"],
                     r["first_object_seconds"],
                     r["seconds"],
                     r["baseline_seconds"],
