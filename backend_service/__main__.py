@@ -1,82 +1,18 @@
-"""flannel-backend: wires the session, the follower, the reconciler and the status server together."""
+"""flannel-backend: parses the command line, then loads and runs the daemon (:mod:`backend_service.daemon`)
+or ``cleanup``."""
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import logging
-import signal
 import sys
 from collections.abc import Sequence
 
-from pyroute2 import AsyncIPRoute
-
 import flannel_flags
 from backend_service import cli
-from backend_service.controller import EXIT_USAGE, Controller
-from backend_service.follow import LeaseView
-from backend_service.kernel.apply import NetlinkKernel
-from backend_service.masq import RuleOptions, TrafficRules
-from backend_service.server import BackendServicer
-from backend_service.session import Session, local_dataplane
-from backend_service.status import Health, Status
-from flannel_rpc import MESSAGE_LIMITS, UnixServer, configure_logging
-from flannel_rpc.channel import unix_channel, wait_serving
-from flannel_rpc.metrics import serve_metrics
-from proto.flannel.v1 import backend_pb2, backend_pb2_grpc, lease_pb2_grpc
+from flannel_rpc.exitcodes import ExitCode
+from flannel_rpc.logs import configure_logging
 
 log = logging.getLogger("backend_service")
-SERVICE = backend_pb2.DESCRIPTOR.services_by_name["BackendService"].full_name
-
-
-async def serve(settings: cli.Settings) -> int:
-    if not serve_metrics(settings.metrics_listen, log):
-        return EXIT_USAGE
-    status = Status()
-    server = UnixServer(
-        settings.backend_socket,
-        [SERVICE],
-        lambda s: backend_pb2_grpc.add_BackendServiceServicer_to_server(BackendServicer(status), s),
-    )
-    await server.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        async with (
-            AsyncIPRoute() as ipr,
-            unix_channel(settings.lease_socket, options=MESSAGE_LIMITS) as channel,
-        ):
-            view = LeaseView()
-            session = Session(
-                settings,
-                lease_pb2_grpc.LeaseServiceStub(channel),
-                status,
-                view,
-                functools.partial(local_dataplane, ipr, settings),
-                gate=functools.partial(wait_serving, channel, "the lease service"),
-                traffic=TrafficRules(
-                    RuleOptions(
-                        masquerade=settings.ip_masq,
-                        forward=settings.iptables_forward_rules,
-                        random_fully_disable=settings.ip_masq_fully_random_disable,
-                    ),
-                    nftables=settings.nftables,
-                    blackhole_ipr=ipr if settings.ip_blackhole_route else None,
-                ),
-            )
-            controller = Controller(
-                session,
-                NetlinkKernel(ipr),
-                view,
-                status,
-                Health(status, server.set_serving),
-                resync_period=settings.resync_period,
-            )
-            return await controller.run(stop)
-    finally:
-        await server.stop(grace=0.5)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -88,7 +24,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = cli.parse(argv)
     except (flannel_flags.Done, cli.UsageError) as ended:
-        return flannel_flags.report(ended, "flannel-backend", EXIT_USAGE)
+        return flannel_flags.report(ended, "flannel-backend", ExitCode.USAGE)
+    import asyncio
+
+    from backend_service.daemon import serve
+
     configure_logging(settings.verbosity)
     for notice in settings.notices:
         log.warning("%s", notice)

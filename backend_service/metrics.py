@@ -1,11 +1,11 @@
 """Prometheus metrics of the backend, served only with ``--metrics-listen HOST:PORT`` (:mod:`flannel_rpc.metrics`).
 
-Module-level metrics in prometheus_client's default registry (with its process and platform collectors).
+Plain numbers (:mod:`flannel_rpc.metrics`): prometheus_client is imported only when they are served.
 """
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from flannel_rpc.metrics import Counter, Gauge, Histogram
 
 PEERS = Gauge("flannel_backend_peers", "Peers programmed into the kernel by the last successful reconcile.")
 REJECTED_LEASES = Gauge(

@@ -1,0 +1,61 @@
+"""The backend loads prometheus_client only when it serves metrics, and its histogram is exposed exactly as
+prometheus_client's own Histogram would be."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import Histogram as ClientHistogram
+from prometheus_client.metrics_core import Metric
+
+from flannel_rpc import metrics
+
+PROBE = """
+import sys
+from backend_service import cli
+cli.parse(sys.argv[1:])
+import backend_service.daemon
+print(" ".join(m for m in ("prometheus_client",) if sys.modules.get(m) is not None))
+"""
+
+
+@pytest.mark.parametrize(("args", "loaded"), [([], ""), (["--metrics-listen", "127.0.0.1:9102"], "")])
+def test_prometheus_client_is_not_loaded_before_metrics_are_served(args: list[str], loaded: str) -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE, *args], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == loaded
+
+
+def test_a_histogram_is_exposed_as_prometheus_clients_own() -> None:
+    buckets = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+    theirs = CollectorRegistry()
+    reference = ClientHistogram("fsy_seconds", "Seconds.", buckets=buckets, registry=theirs)
+    ours = metrics.Histogram("fsy_seconds", "Seconds.", buckets)
+    try:
+        for value in (0.0005, 0.001, 0.02, 0.3, 1, 7, 99):
+            reference.observe(value)
+            ours.observe(value)
+        registry = CollectorRegistry()
+        registry.register(_Named("fsy_seconds"))
+        expected = [line for line in generate_latest(theirs).decode().splitlines() if "_created" not in line]
+        assert generate_latest(registry).decode().splitlines() == expected
+        with ours.time():
+            pass
+        assert sum(ours.counts) == 8  # the block, observed once
+    finally:
+        metrics._DEFINED.remove(ours)
+
+
+class _Named:
+    """The process's collector, reduced to one metric family."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def collect(self) -> Iterator[Metric]:
+        return (family for family in metrics._Collector().collect() if family.name == self.name)
