@@ -135,6 +135,8 @@ class LeaseHub:
         # Lease with its address objects and strings is ~750; the events compare equal when the leases do,
         # since they carry every field a watcher sees).
         self._upserts: dict[str, bytes] = {}
+        self._listed: dict[str, bytes] = {}  # a listing in progress, as events (see listed)
+        self._listed_changed: dict[str, Lease] = {}  # and its leases that differ from the published ones
         self._snapshot_cache: tuple[tuple[int, int], list[Frame]] | None = None
         self._ready = asyncio.Event()
         self._history: deque[tuple[int, Frame]] = deque()
@@ -188,24 +190,39 @@ class LeaseHub:
             )
         return None
 
-    def reset(self, leases: dict[str, Lease], revision: int) -> None:
-        """The store was listed at ``revision``. The first list sets the state; a later one (after a
-        compaction or reconnect) is diffed against the state and published as one delta."""
+    def listed(self, key: str, lease: Lease) -> None:
+        """One lease of a listing in progress, kept as its wire-form event (see :meth:`reset`); a lease that
+        differs from the one published is also kept whole, for the subscribers."""
+        event = self._admit(key, lease)
+        if event is None:
+            return  # too large: left out, as from any listing
+        self._listed[key] = event
+        if self._ready.is_set() and self._upserts.get(key) != event:
+            self._listed_changed[key] = lease
+
+    def discard_listed(self) -> None:
+        """Forget what :meth:`listed` was given since the last :meth:`reset` (a listing that starts over)."""
+        self._listed, self._listed_changed = {}, {}
+
+    def reset(self, leases: Mapping[str, Lease], revision: int) -> None:
+        """The store was listed at ``revision``: every valid lease is one given here or to :meth:`listed`
+        since the last reset. The first list sets the state; a later one (after a compaction or reconnect)
+        is diffed against the state and published as one delta."""
+        for key, lease in leases.items():
+            self.listed(key, lease)
+        listed, changed = self._listed, self._listed_changed
+        self.discard_listed()
         if not self._ready.is_set():
-            self._upserts = {}
-            for key, lease in leases.items():
-                event = self._admit(key, lease)
-                if event is not None:
-                    self._upserts[key] = event
+            self._upserts = listed
             self.revision = revision
             self._floor = revision
             self._ready.set()
             metrics.LEASES.set(len(self._upserts))
-            log.info("lease stream ready: %d leases at revision %d", len(leases), revision)
+            log.info("lease stream ready: %d leases at revision %d", len(listed), revision)
             return
         metrics.STORE_RELISTS.inc()
-        changes: list[Change] = [(key, None) for key in self._upserts if key not in leases]
-        changes += [(key, lease) for key, lease in leases.items()]
+        changes: list[Change] = [(key, None) for key in self._upserts if key not in listed]
+        changes += changed.items()
         log.info("store relisted at revision %d; publishing the difference", revision)
         self.apply(changes, revision)
 

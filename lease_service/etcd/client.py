@@ -398,9 +398,15 @@ class EtcdClient:
         """Every key under ``prefix``, sorted by key, read in pages at one revision; and that revision."""
         return await self.list_prefix(prefix, _as_is)
 
-    async def list_prefix(self, prefix: str, convert: Callable[[KeyValue], R | None]) -> tuple[list[R], int]:
+    async def list_prefix(
+        self,
+        prefix: str,
+        convert: Callable[[KeyValue], R | None],
+        restarted: Callable[[], None] | None = None,
+    ) -> tuple[list[R], int]:
         """:meth:`get_prefix` with each key converted as its page arrives (None: left out), so that the
-        whole listing is never held at once; and the revision."""
+        whole listing is never held at once; and the revision. ``restarted`` is called when the listing
+        starts over from the first key (``convert`` then sees every key again, at a newer revision)."""
         start = _key_bytes(prefix)
         end = prefix_range_end(start)
         for _ in range(5):
@@ -411,6 +417,8 @@ class EtcdClient:
                 if exc.code != grpc.StatusCode.OUT_OF_RANGE.name:
                     raise
                 log.info("etcd: listing %s raced a compaction (%s); listing again", prefix, exc)
+                if restarted is not None:
+                    restarted()
         raise EtcdError(f"etcd get_prefix {prefix!r}: compacted five times while paging")
 
     async def get_prefix_at(self, prefix: str, revision: int) -> tuple[list[KeyValue], int]:

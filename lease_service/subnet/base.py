@@ -6,7 +6,7 @@ stream's hub) with every lease and every change: the store pushes, it is never p
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from ipaddress import IPv4Address, IPv6Address
 from typing import Protocol
 
@@ -39,8 +39,18 @@ class LeaseSink(Protocol):
         """The store's identity as of the latest list (called before each :meth:`reset`)."""
         ...
 
-    def reset(self, leases: dict[str, Lease], revision: int) -> None:
-        """Every valid lease, listed at ``revision``."""
+    def listed(self, key: str, lease: Lease) -> None:
+        """One valid lease of a listing in progress, handed on as soon as it is decoded, so that the store
+        never holds the whole listing: it is part of the next :meth:`reset`."""
+        ...
+
+    def discard_listed(self) -> None:
+        """Forget the leases given to :meth:`listed` since the last :meth:`reset` (the listing starts over)."""
+        ...
+
+    def reset(self, leases: Mapping[str, Lease], revision: int) -> None:
+        """Every valid lease, listed at ``revision``: ``leases`` and those given to :meth:`listed` since
+        the last reset or :meth:`discard_listed`."""
         ...
 
     def apply(self, changes: Iterable[Change], revision: int) -> None:

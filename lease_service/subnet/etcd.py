@@ -108,6 +108,21 @@ class EtcdSubnetManager:
             leases, rev = await self._store(self.client.list_prefix(self.subnets_prefix, decode))
         return {lease.key: lease for lease in leases}, rev
 
+    async def _list_into(self, config: NetworkConfig, hub: LeaseSink) -> int:
+        """Every valid lease handed to ``hub`` as its page arrives (``hub.listed``: the hub keeps each in wire
+        form, so the 10,000 decoded leases of a listing, ~7 MB, are never held at once); the revision."""
+
+        def decode(kv: KeyValue) -> None:
+            lease = self._decode(config, kv)
+            if lease is not None:
+                hub.listed(lease.key, lease)
+
+        hub.discard_listed()  # what an earlier, failed listing handed on
+        _, revision = await self._store(
+            self.client.list_prefix(self.subnets_prefix, decode, restarted=hub.discard_listed)
+        )
+        return revision
+
     async def state_at(self, config: NetworkConfig, revision: int) -> dict[str, Lease]:
         """Every valid lease as it was at ``revision``; raises StateUnavailable when compacted."""
         try:
@@ -297,10 +312,9 @@ class EtcdSubnetManager:
         delay = 0.2
         while True:
             try:
-                leases, revision = await self._list(config)
+                revision = await self._list_into(config, hub)
                 hub.set_store(self.store_id)
-                hub.reset(leases, revision)
-                del leases  # the hub keeps what it needs: not held here while watching
+                hub.reset({}, revision)
                 delay = 0.2
                 async for batch in self.client.watch_prefix(self.subnets_prefix, revision + 1):
                     if batch.progress:

@@ -200,3 +200,38 @@ async def test_watchers_at_the_same_state_share_the_snapshot_and_a_change_refres
     assert three_raw[1] is not one_raw[1]
     three = [Msg.FromString(m) for m in three_raw]
     assert "10.244.9.0-24" in {e.lease.key for m in three[:3] for e in m.events}
+
+
+async def test_a_listing_handed_on_lease_by_lease_is_the_next_reset_and_a_restart_forgets_it() -> None:
+    hub = LeaseHub("test")
+    hub.listed(lease(7).key, lease(7))
+    hub.discard_listed()  # the listing started over: 7 was deleted meanwhile
+    for n in (1, 2):
+        hub.listed(lease(n).key, lease(n))
+    hub.reset({lease(3).key: lease(3)}, revision=4)
+    msgs = await take(hub.watch(), 2)
+    assert sorted(key for _, key in keys(msgs[0])) == ["10.244.1.0-24", "10.244.2.0-24", "10.244.3.0-24"]
+    assert msgs[1].kind == Msg.SYNCED and hub.parse_cursor(msgs[1].cursor)[0] == 4
+
+
+async def test_a_relist_lease_by_lease_publishes_the_difference_with_whole_leases_to_subscribers() -> None:
+    hub = LeaseHub("test")
+    hub.reset({lease(n).key: lease(n) for n in (1, 2, 3)}, revision=1)
+    changes = hub.subscribe()
+    stream = hub.watch()
+    await take(stream, 2)
+    moved = lease(2, ip="192.168.9.9")
+    for one in (lease(1), moved, lease(4)):
+        hub.listed(one.key, one)
+    hub.reset({}, revision=9)
+    msg = (await take(stream, 1))[0]
+    assert sorted(keys(msg)) == [
+        (UPSERT, "10.244.2.0-24"),
+        (UPSERT, "10.244.4.0-24"),
+        (REMOVE, "10.244.3.0-24"),
+    ]
+    assert sorted(await asyncio.wait_for(anext(changes), 5), key=lambda c: c[0]) == [
+        ("10.244.2.0-24", moved),
+        ("10.244.3.0-24", None),
+        ("10.244.4.0-24", lease(4)),
+    ]
