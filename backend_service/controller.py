@@ -1,7 +1,7 @@
 """The backend as a small controller: its tasks run under one ``asyncio.TaskGroup``.
 
 Tasks: the session with the lease service (which runs the follower of the lease stream), the
-reconciler, and the rules task (flannel's FORWARD/masquerade rules, ``masq.TrafficRules``). None of them is fire-and-forget: if any fails unexpectedly, the failure is
+reconciler and its reporter, and the rules task (flannel's FORWARD/masquerade rules, ``masq.TrafficRules``). None of them is fire-and-forget: if any fails unexpectedly, the failure is
 logged once, health turns NOT_SERVING, the other tasks are cancelled and :meth:`Controller.run`
 returns a non-zero exit code for the supervisor to act on. A stop request (SIGTERM) cancels them
 all and returns 0; the dataplane stays as it is.
@@ -116,6 +116,7 @@ class Controller(Generic[P]):
             on_resync=self.session.ensure_masq,
         )
         group.create_task(_forever("reconciler", reconciler.run()), name="reconciler")
+        group.create_task(_forever("reporter", reconciler.report_forever()), name="reporter")
         group.create_task(_forever("rules", self.session.keep_rules()), name="rules")
         group.create_task(
             _forever("session", self.session.run(prepared, reconciler.adopt, reconciler.wake)), name="session"

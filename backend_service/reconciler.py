@@ -40,6 +40,14 @@ RETRY_FIRST = 0.5
 EARLY_CHUNK = 500
 """Leases of the first snapshot per early plan (a snapshot message's worth by default)."""
 
+DELTA_INTERVAL = 0.005
+"""Seconds from the start of one delta to the next at the least: changes arriving meanwhile are planned
+and applied together, in one netlink batch. A change after a quiet spell goes at once; under churn each
+batch costs its fixed part (wake, plan, status) once for all the changes it carries."""
+
+REPORT_INTERVAL = 0.5
+"""Seconds between reports to the lease service at the least; the last state is always reported."""
+
 
 class Reconciler:
     """Applies the planner's plans to the kernel (see the module docstring)."""
@@ -67,6 +75,7 @@ class Reconciler:
         self._on_resync = on_resync
         self._clock = clock
         self._wake = asyncio.Event()
+        self._report_due = asyncio.Event()
         self._node: LocalNode | None = None
         self._full_needed = True
         self._rejected_logged = LogOnce()
@@ -87,17 +96,21 @@ class Reconciler:
     # --- the loop --------------------------------------------------------------------------------
 
     async def run(self) -> NoReturn:
+        loop = asyncio.get_running_loop()
         next_full = self._clock()  # the first full reconcile as soon as there is a node
         retry = RETRY_FIRST
         backing_off = False
+        next_delta = loop.time()
         while True:
             if self._node is not None:
-                try:
-                    await asyncio.wait_for(self._wake.wait(), max(0.0, next_full - self._clock()))
-                except TimeoutError:
-                    pass
+                timer = loop.call_later(max(0.0, next_full - self._clock()), self._wake.set)
+                await self._wake.wait()
+                timer.cancel()
             else:
                 await self._wake.wait()
+            if self.view.synced and not self._full_needed and loop.time() < next_delta:
+                await asyncio.sleep(next_delta - loop.time())  # let more changes join this batch
+            next_delta = loop.time() + DELTA_INTERVAL
             self._wake.clear()
             node = self._node
             now = self._clock()
@@ -241,5 +254,15 @@ class Reconciler:
             status.synced = self.view.synced if synced is None else synced
         await self.health.update()
         if not early:
-            await self._report()
+            self._report_due.set()
         return result.ok
+
+    async def report_forever(self) -> NoReturn:
+        """The report task: after each reconcile, but at most every :data:`REPORT_INTERVAL` seconds,
+        tell the lease service how far the kernel is applied and which leases were rejected (a report
+        per delta cost more than the delta)."""
+        while True:
+            await self._report_due.wait()
+            self._report_due.clear()
+            await self._report()
+            await asyncio.sleep(REPORT_INTERVAL)

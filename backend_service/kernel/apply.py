@@ -13,6 +13,8 @@ import asyncio
 import errno
 import logging
 import os
+import socket
+import weakref
 from collections.abc import Iterable, Sequence
 
 from pyroute2 import AsyncIPRoute
@@ -26,15 +28,23 @@ from .read import check_kernel, read_owned
 
 log = logging.getLogger(__name__)
 
+INLINE = 64
+"""Messages that :meth:`TemplateApplier.apply` sends from the event loop itself (more go from a thread)."""
+
 
 class TemplateApplier:
     """Applies ops as pyroute2-encoded message templates, ``chunk`` per ``sendmsg``, ACKs read after.
 
     Netlink *replace* (create or replace) for every write; a delete of something already gone
-    counts as done. Device indexes are looked up once and kept (a pyroute2 link lookup costs more
-    than a small delta's whole batch) until an op fails or :meth:`learn` brings fresher ones. Without pyroute2's per-request encoding cost; see :mod:`backend_service.kernel.netlink_fast`. The kernel carries out one socket's messages
-    in order, so the phase order of ``ops`` (FDB, neighbours, then routes) is kept without waiting
-    between phases. The sending runs in a worker thread; the event loop stays free.
+    counts as done. Without pyroute2's per-request encoding cost; see
+    :mod:`backend_service.kernel.netlink_fast`. The kernel carries out one socket's messages in order,
+    so the phase order of ``ops`` (FDB, neighbours, then routes) is kept without waiting between phases.
+
+    What a small batch (a delta) would otherwise pay more for than for its messages is kept between
+    batches: the device indexes (a pyroute2 link lookup each), until an op fails or :meth:`learn` brings
+    fresher ones; and the socket, until a batch fails. A large batch is sent from a worker thread so
+    that the event loop stays free; up to :data:`INLINE` messages (the kernel answers them in
+    microseconds) are sent from the loop, which is cheaper than handing them to a thread.
     """
 
     def __init__(self, ipr: AsyncIPRoute, *, chunk: int = CHUNK) -> None:
@@ -43,6 +53,20 @@ class TemplateApplier:
         self._encoder = MessageEncoder()
         self._indexes = LinkIndexes(ipr)
         self._seq = 0
+        self._sock: socket.socket | None = None
+        self._closer: weakref.finalize[[], TemplateApplier] | None = None
+
+    def _socket(self) -> socket.socket:
+        if self._sock is None:
+            self._sock = open_netlink_socket(self._ipr)
+            self._closer = weakref.finalize(self, self._sock.close)
+        return self._sock
+
+    def close(self) -> None:
+        """Close the socket (a new one is opened if the applier is used again)."""
+        if self._closer is not None:
+            self._closer()
+        self._sock = self._closer = None
 
     def learn(self, links: dict[int, str]) -> None:
         """The devices as a read of the kernel just found them (ifindex → ifname)."""
@@ -61,11 +85,13 @@ class TemplateApplier:
             except (KernelError, ValueError) as e:
                 failed[n] = OpFailure(op, f"{type(e).__name__}: {e}")
         if messages:
-            sock = open_netlink_socket(self._ipr)
-            try:
+            sock = self._socket()
+            if len(messages) <= INLINE:
+                errors = send_batch(sock, messages, self._chunk)
+            else:
                 errors = await asyncio.to_thread(send_batch, sock, messages, self._chunk)
-            finally:
-                sock.close()
+            if errors:  # unread answers may be left behind: the next batch starts on a clean socket
+                self.close()
             for seq, code in errors.items():
                 n = by_seq[seq]
                 op = ops[n]
