@@ -11,12 +11,12 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import TypeVar
 
+from flannel_rpc import ipv4
 from flannel_rpc.logs import shorten
 from flannel_rpc.untrusted import MIB, JsonLimits, Refused, Rejected, decode_json
 from proto.flannel.v1 import lease_pb2
@@ -103,31 +103,6 @@ _Address = TypeVar("_Address", IPv4Address, IPv6Address)
 _Value = TypeVar("_Value", IPv4Network, IPv6Network, IPv4Address, IPv6Address)
 
 
-def _v4_network(text: str) -> IPv4Network | None:
-    """``a.b.c.d/len`` in the one spelling ``inet_pton`` takes, host bits clear; None for anything else
-    (which :func:`_opt_network` then parses or names). A third of ``ip_network``'s cost."""
-    addr, slash, length = text.partition("/")
-    if not slash or not 1 <= len(length) <= 2 or not length.isdigit() or not length.isascii():
-        return None
-    try:
-        packed = socket.inet_pton(socket.AF_INET, addr)
-    except (OSError, ValueError):
-        return None
-    value, prefixlen = int.from_bytes(packed, "big"), int(length)
-    if prefixlen > 32 or value & (0xFFFFFFFF >> prefixlen):
-        return None
-    return IPv4Network((value, prefixlen))
-
-
-def _v4_address(text: str) -> IPv4Address | None:
-    """Dotted-quad text as ``inet_pton`` takes it (the strict spelling, which ``ipaddress`` takes too);
-    None for anything else (which :func:`_opt_address` then parses or names)."""
-    try:
-        return IPv4Address(socket.inet_pton(socket.AF_INET, text))
-    except (OSError, ValueError):
-        return None
-
-
 def _opt_network(fieldname: str, text: str, kind: type[_Network]) -> _Network | None:
     return _optional(fieldname, text, kind, ipaddress.ip_network, "CIDR")
 
@@ -168,7 +143,7 @@ def _public_address(fieldname: str, text: str, kind: type[_Address]) -> _Address
 
 def _public_v4(fieldname: str, text: str) -> IPv4Address | None:
     """:func:`_public_address` of IPv4 text, in a tenth of the time for the strict dotted quad."""
-    addr = _v4_address(text) if text else None
+    addr = ipv4.address(text) if text else None
     if addr is None:
         return _public_address(fieldname, text, IPv4Address)
     what = _not_unicast_v4(int(addr))
@@ -271,7 +246,7 @@ def parse_lease(msg: lease_pb2.Lease) -> PeerLease:
     return PeerLease(
         key=msg.key,
         node_name=msg.node_name,
-        subnet=_v4_network(msg.subnet) or _opt_network("subnet", msg.subnet, IPv4Network),
+        subnet=ipv4.cidr(msg.subnet) or _opt_network("subnet", msg.subnet, IPv4Network),
         ipv6_subnet=_opt_network("ipv6_subnet", msg.ipv6_subnet, IPv6Network),
         public_ip=_public_v4("public_ip", msg.public_ip),
         public_ipv6=_public_address("public_ipv6", msg.public_ipv6, IPv6Address),

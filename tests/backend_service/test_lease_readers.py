@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from backend_service import leases
 from backend_service.config import MAX_VNI
 from backend_service.validate import _inside, _overlap
+from flannel_rpc import ipv4
 
 octet = st.one_of(
     st.integers(0, 255).map(str), st.sampled_from(["256", "01", "00", "1 ", "٣", "+1", "0x1", ""])
@@ -42,7 +43,7 @@ def _general(parse: type[IPv4Network | IPv4Address], text: str) -> object:
 @EXAMPLES
 @given(v4_cidrs)
 def test_the_fast_ipv4_network_reader_agrees_with_ipaddress(text: str) -> None:
-    fast = leases._v4_network(text)
+    fast = ipv4.cidr(text)
     if fast is not None:
         assert fast == _general(IPv4Network, text)
         assert str(fast) == str(IPv4Network(text))
@@ -51,7 +52,7 @@ def test_the_fast_ipv4_network_reader_agrees_with_ipaddress(text: str) -> None:
 @EXAMPLES
 @given(v4_texts)
 def test_the_fast_ipv4_address_reader_agrees_with_ipaddress(text: str) -> None:
-    fast = leases._v4_address(text)
+    fast = ipv4.address(text)
     assert fast == _general(IPv4Address, text)  # inet_pton takes exactly the spellings ipaddress takes
 
 
@@ -121,8 +122,8 @@ def test_the_fast_vxlan_data_reader_agrees_with_the_json_decoder(text: str) -> N
 
 
 def test_the_fast_readers_take_the_common_spellings() -> None:
-    assert leases._v4_network("10.244.3.0/24") == ipaddress.ip_network("10.244.3.0/24")
-    assert leases._v4_network("10.244.3.1/24") is None  # host bits: ipaddress names the error
-    assert leases._v4_address("192.168.1.5") == IPv4Address("192.168.1.5")
+    assert ipv4.cidr("10.244.3.0/24") == ipaddress.ip_network("10.244.3.0/24")
+    assert ipv4.cidr("10.244.3.1/24") is None  # host bits: ipaddress names the error
+    assert ipv4.address("192.168.1.5") == IPv4Address("192.168.1.5")
     assert leases._VXLAN_DATA.fullmatch('{"VNI":1,"VtepMAC":"0a:58:00:00:01:02"}') is not None
     assert leases._VXLAN_DATA.fullmatch('{"VNI": 1, "VtepMAC": "0A:58:00:00:01:02"}') is not None
