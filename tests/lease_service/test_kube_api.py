@@ -4,6 +4,8 @@ lists in consistent pages, watch lines, error answers, and heartbeats recognised
 from __future__ import annotations
 
 import asyncio
+import ssl
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -225,3 +227,49 @@ async def test_what_the_line_callback_raises_ends_the_watch_with_it() -> None:
     assert isinstance(done.exception(), ValueError) and transport.closed
     stream.data_received(b"more")  # after the end: ignored
     stream.connection_lost(None)
+
+
+@pytest.fixture
+def certificate(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key."""
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=api"]
+        + ["-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(tmp_path / "k.pem")]
+        + ["-out", str(tmp_path / "c.pem")],
+        check=True,
+        capture_output=True,
+    )
+    return tmp_path / "c.pem", tmp_path / "k.pem"
+
+
+async def test_a_watch_over_tls_verifies_the_server_and_sends_the_token(
+    certificate: tuple[Path, Path],
+) -> None:
+    cert, key = certificate
+    served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    served.load_cert_chain(cert, key)
+    heads: list[bytes] = []
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        heads.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(chunked(b"\n".join(EVENTS) + b"\n", [30]))
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0, ssl=served)
+    port = server.sockets[0].getsockname()[1]
+    ca = cert.read_text()
+    client = KubeApi(KubeConnection(f"https://127.0.0.1:{port}", ca_pem=ca, token="t0ken"))
+    try:
+        lines: list[bytes] = []
+        await client.watch_nodes(7, timeout_seconds=5, on_line=lines.append)
+        assert lines == EVENTS
+        assert heads[0].startswith(b"GET /api/v1/nodes?watch=1&resourceVersion=7&")
+        assert b"\r\nAuthorization: Bearer t0ken\r\n" in heads[0]
+        untrusted = KubeApi(KubeConnection(f"https://127.0.0.1:{port}"))  # the system's CAs: refused
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await untrusted.watch_nodes(7, timeout_seconds=5, on_line=lines.append)
+    finally:
+        await client.close()
+        server.close()
+        await server.wait_closed()
