@@ -8,7 +8,7 @@ import functools
 import logging
 import signal
 
-from pyroute2 import AsyncIPRoute
+from pyroute2.iproute.linux import AsyncIPRoute
 
 from backend_service import cli
 from backend_service.controller import EXIT_USAGE, Controller

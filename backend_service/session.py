@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import NoReturn, TypeVar
 
 import grpc
-from pyroute2 import AsyncIPRoute
+from pyroute2.iproute.linux import AsyncIPRoute
 
 from flannel_rpc.logs import shorten
 from proto.flannel.v1 import lease_pb2, lease_pb2_grpc

@@ -17,7 +17,7 @@ import socket
 import weakref
 from collections.abc import Iterable, Sequence
 
-from pyroute2 import AsyncIPRoute
+from pyroute2.iproute.linux import AsyncIPRoute
 
 from ..desired import WgPeer
 from . import wgctl

@@ -7,7 +7,7 @@ import logging
 from socket import AF_INET, AF_INET6
 from typing import Any
 
-from pyroute2 import AsyncIPRoute
+from pyroute2.iproute.linux import AsyncIPRoute
 
 from ..desired import IPAddress
 from .model import KernelError

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from socket import AF_INET, AF_INET6
 from typing import Any, Protocol
 
-from pyroute2 import AsyncIPRoute
+from pyroute2.iproute.linux import AsyncIPRoute
 from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_REPLACE, NLM_F_REQUEST
 from pyroute2.netlink.rtnl import RTM_DELNEIGH, RTM_DELROUTE, RTM_NEWNEIGH, RTM_NEWROUTE
 from pyroute2.netlink.rtnl.ndmsg import ndmsg

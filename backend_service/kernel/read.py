@@ -15,7 +15,7 @@ import socket
 from collections.abc import Iterable, Iterator
 from socket import AF_INET, AF_INET6
 
-from pyroute2 import AsyncIPRoute
+from pyroute2.iproute.linux import AsyncIPRoute
 
 from proto.flannel.v1 import lease_pb2
 

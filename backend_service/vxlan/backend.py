@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pyroute2 import AsyncIPRoute
+from pyroute2.iproute.linux import AsyncIPRoute
 
 from ..backend import BackendSetup
 from ..config import VXLAN, NetworkConfig, VxlanOptions

@@ -1,5 +1,5 @@
-"""The backend loads prometheus_client only when it serves metrics, and its histogram is exposed exactly as
-prometheus_client's own Histogram would be."""
+"""The backend loads prometheus_client only when it serves metrics (and its histogram is exposed exactly as
+prometheus_client's own Histogram would be), and of pyroute2 only the rtnetlink parts it uses."""
 
 from __future__ import annotations
 
@@ -29,6 +29,22 @@ def test_prometheus_client_is_not_loaded_before_metrics_are_served(args: list[st
         [sys.executable, "-c", PROBE, *args], capture_output=True, text=True, check=True, timeout=60
     )
     assert out.stdout.strip() == loaded
+
+
+PYROUTE2 = """
+import sys
+import backend_service.daemon
+print(sorted({m.split(".")[1] for m in sys.modules if m.startswith("pyroute2.")} & {"ipdb", "ndb", "conntrack"}))
+from pyroute2 import IPRoute, NDB  # the package's own names: the whole package, on demand
+print(IPRoute.__module__, NDB.__module__)
+"""
+
+
+def test_only_pyroute2s_rtnetlink_parts_are_loaded_and_the_rest_on_demand() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", PYROUTE2], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.splitlines() == ["[]", "pyroute2.iproute.linux pyroute2.ndb.main"]
 
 
 def test_a_histogram_is_exposed_as_prometheus_clients_own() -> None:
