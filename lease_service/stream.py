@@ -250,6 +250,7 @@ class LeaseHub:
         if not events:
             return
         self._generation += 1
+        self._snapshot_cache = None  # stale: not kept (10,000 leases: ~1.6 MB) until the next watcher asks
         # One revision is one message unless its events exceed the byte cap (a relist after a long outage):
         # then only the last part carries the cursor, so a client cut off in between resumes before it.
         for msg in self._deltas(events):
