@@ -7,7 +7,8 @@ Kubernetes API server (flannel_testkit/kubeapi/, backed by the bench's real etcd
    netlink notifications, checked by one dump at the end), against ``ip -batch`` + ``bridge -batch``
    loading the same 3N objects in the same run; with the time the test API server itself takes to list
    every Node to a client that does nothing with them (in the lease service's pages, and in one answer),
-   and when the lease service first answered SERVING (it has listed and decoded every Node by then).
+   how long the lease service's own list took (from its log: the interface found, then the lease stream
+   ready: every Node listed and decoded) and when it first answered SERVING.
 2. Idle: the lease service's CPU over ``--idle`` seconds with nothing written (its timers, gRPC, the
    server's bookmarks and the supervisor's probes), reported per second and subtracted below.
 3. Heartbeats: kubelet-like status updates that change no lease (``lastHeartbeatTime`` of every
@@ -362,13 +363,19 @@ def measure(
             counter.close()
             if min(counts) < n:
                 raise RuntimeError(f"the kernel holds {counts} (routes, neighbours, FDB), not {n} of each")
-            serving = logged_at(flanneld.log(), "lease-service health: NOT_SERVING -> SERVING") - t0_wall
+            log = flanneld.log()
+            serving = logged_at(log, "lease-service health: NOT_SERVING -> SERVING") - t0_wall
+            # the lease service's list: from its last step before it (the interface found) to the stream ready
+            listed = logged_at(log, "lease stream ready") - logged_at(
+                log, "lease_service: external interface"
+            )
             result: dict[str, Any] = {
                 "nodes": n,
                 "node_json_bytes": round(size),
                 "seconds": round(sync, 3),
                 "first_object_seconds": round(first, 3),
                 "lease_serving_seconds": round(serving, 3),
+                "lease_list_seconds": round(listed, 3),
                 "api_list_seconds": listing[PAGE_SIZE],
                 "api_list_unpaged_seconds": listing[0],
                 "baseline_seconds": round(base, 3),
@@ -480,6 +487,7 @@ def main() -> int:
                 "N",
                 "KB/Node",
                 "API server lists in s (paged / one answer)",
+                "lease service lists in s",
                 "lease service SERVING s",
                 "first object s",
                 "all peers s",
@@ -492,6 +500,7 @@ def main() -> int:
                     r["nodes"],
                     round(r["node_json_bytes"] / 1024, 1),
                     f"{r['api_list_seconds']} / {r['api_list_unpaged_seconds']}",
+                    r["lease_list_seconds"],
                     r["lease_serving_seconds"],
                     r["first_object_seconds"],
                     r["seconds"],
