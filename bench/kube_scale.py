@@ -13,12 +13,13 @@ Kubernetes API server (flannel_testkit/kubeapi/, backed by the bench's real etcd
    server's bookmarks and the supervisor's probes), reported per second and subtracted below.
 3. Heartbeats: kubelet-like status updates that change no lease (``lastHeartbeatTime`` of every
    condition), at each ``--rates`` per second for ``--seconds``, written to the API server's etcd the way
-   the API server stores them by a writer process of its own (``bench/kube_writer.py``). Meanwhile one
+   the API server stores them by a writer process of its own (``bench/kube_writer.py``). First alone: the
+   lease service's CPU per heartbeat net of idle, with no lease change in the window. Then again with one
    real lease change (a new Node) every 0.2 s; its latency is timed from the write (and from etcd's
    acknowledgement of it) to its route in the kernel, and split at the moment a ``WatchLeases`` watcher
    receives it (API server + lease service | backend + kernel). Reported: lease service CPU per update
-   (gross, and net of the idle CPU), peak RSS, lease events streamed to the watcher (only the new Nodes
-   should be), latency p50/p99.
+   (gross, and net of the idle CPU: the new Nodes' work included), peak RSS, lease events streamed to the
+   watcher (only the new Nodes should be), latency p50/p99.
 4. The wakeup floor, per rate: the same heartbeats written again while ``bench/kube_floor.py``, a bare
    asyncio watcher that only counts events, measures its own CPU per update (``--no-floor`` skips it).
 
@@ -272,9 +273,12 @@ def wakeup_floor(node: Node, api_url: str, n: int, rate: float, seconds: float, 
 class Writer:
     """``bench/kube_writer.py`` in a process of its own, started and ready (every Node's JSON prepared)."""
 
-    def __init__(self, node: Node, n: int, rate: float, seconds: float, first_new: int) -> None:
+    def __init__(
+        self, node: Node, n: int, rate: float, seconds: float, first_new: int, new_nodes: bool = True
+    ) -> None:
         argv = [sys.executable, "-m", "bench.kube_writer", "--etcd", node.etcd_url, "--nodes", str(n)]
         argv += ["--rate", str(rate), "--seconds", str(seconds), "--first-new", str(first_new)]
+        argv += [] if new_nodes else ["--new-every", "0"]
         self.proc = subprocess.Popen(
             argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parent.parent
         )
@@ -394,6 +398,12 @@ def measure(
             print(f"  N={n}: lease service idle CPU {idle_cpu_per_s * 1000:.2f} ms/s", flush=True)
             next_new = n
             for rate in rates:
+                # heartbeats alone first: the CPU per update they cost, with no lease change to attribute
+                alone_writer = Writer(node, n, rate, seconds, next_new, new_nodes=False)
+                t_alone, cpu_alone, events_alone = time.monotonic(), lease.usage()[1], watcher.events
+                alone = alone_writer.run()
+                time.sleep(1.0)  # let the last heartbeats be processed before reading the CPU
+                cpu_alone = lease.usage()[1] - cpu_alone - idle_cpu_per_s * (time.monotonic() - t_alone)
                 writer = Writer(node, n, rate, seconds, next_new)
                 monitor = KernelMonitor()
                 t_cpu, cpu0 = time.monotonic(), lease.usage()[1]
@@ -440,6 +450,8 @@ def measure(
                     "writer_behind_s": wrote["behind_seconds"],
                     "lease_cpu_ms_per_update": round(cpu * 1000 / writes, 3),
                     "lease_cpu_ms_per_update_net": round(net * 1000 / writes, 3),
+                    "lease_cpu_ms_per_heartbeat_alone_net": round(cpu_alone * 1000 / int(alone["writes"]), 3),
+                    "lease_events_heartbeats_alone": events0 - events_alone,
                     "lease_events": watcher.events - events0,
                     "new_nodes": len(new_nodes),
                     "latency_ms_p50": round(percentile(lat, 50), 1),
@@ -520,6 +532,7 @@ def main() -> int:
                 "written",
                 "lease idle CPU ms/s",
                 "lease CPU ms/update (net of idle)",
+                "heartbeats alone: net ms/update, lease events",
                 "floor ms/update",
                 "lease events",
                 "new Nodes",
@@ -535,6 +548,7 @@ def main() -> int:
                     h["writes"],
                     r["lease_idle_cpu_ms_per_s"],
                     f"{h['lease_cpu_ms_per_update']} ({h['lease_cpu_ms_per_update_net']})",
+                    f"{h['lease_cpu_ms_per_heartbeat_alone_net']}, {h['lease_events_heartbeats_alone']}",
                     h.get("floor_ms_per_update", "-"),
                     h["lease_events"],
                     h["new_nodes"],

@@ -66,7 +66,7 @@ async def write(
         t0 = time.monotonic()
         next_new = t0
         while (now := time.monotonic()) < t0 + seconds:
-            if now >= next_new:
+            if new_every > 0 and now >= next_new:
                 next_new += new_every
                 spawn(new_node(k))
                 k += 1
@@ -94,7 +94,7 @@ def main() -> int:
     p.add_argument("--rate", type=float, required=True)
     p.add_argument("--seconds", type=float, required=True)
     p.add_argument("--first-new", type=int, required=True)
-    p.add_argument("--new-every", type=float, default=0.2)
+    p.add_argument("--new-every", type=float, default=0.2, help="seconds between new Nodes (0: none)")
     p.add_argument("--in-flight", type=int, default=64)
     a = p.parse_args()
     result = asyncio.run(write(a.etcd, a.nodes, a.rate, a.seconds, a.first_new, a.new_every, a.in_flight))
