@@ -7,8 +7,9 @@ imported on first use, so that the command line (``EtcdSettings``) is parsed bef
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from flannel_rpc.lazy import lazy_names
 
 if TYPE_CHECKING:
     from lease_service.etcd.client import EtcdClient, KeyValue, WatchBatch, WatchEvent
@@ -38,10 +39,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 'lease_service.etcd' has no attribute {name!r}")
-    value = getattr(importlib.import_module(home), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_names(__name__, _HOMES)
