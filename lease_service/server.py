@@ -12,7 +12,7 @@ from flannel_rpc.logs import LogOnce, label, shorten
 from flannel_rpc.untrusted import BACKEND_DATA, TOO_LARGE, Rejected, decode_json
 from lease_service.extiface import ExternalInterface
 from lease_service.keeper import LeaseKeeper
-from lease_service.lease import Lease, LeaseAttrs, canonical_json
+from lease_service.lease import LeaseAttrs, canonical_json
 from lease_service.netconfig import NetworkConfig
 from lease_service.stream import LeaseHub
 from lease_service.subnet.base import (
@@ -152,11 +152,11 @@ class LeaseServicer(lease_pb2_grpc.LeaseServiceServicer):
                 grpc.StatusCode.OUT_OF_RANGE,
                 f"max_batch {request.max_batch} is above the limit {MAX_BATCH_LIMIT}",
             )
-        old_state: dict[str, Lease] | None = None
+        old_state: dict[str, bytes] | None = None
         revision = state.hub.beyond_memory(request.cursor)
         if revision is not None:  # resumed by diffing the store's state then against now, when it has it
             try:
-                old_state = await state.manager.state_at(state.config, revision)
+                old_state = await state.manager.state_at(state.config, revision, state.hub.comparable)
             except StateUnavailable as exc:
                 log.info("cannot resume from revision %d (%s); sending a snapshot", revision, exc)
         async for msg in state.hub.watch(request.cursor, request.max_batch, old_state):

@@ -301,6 +301,12 @@ class LeaseHub:
 
     # ---- watcher side -----------------------------------------------------------------------
 
+    @staticmethod
+    def comparable(lease: Lease) -> bytes:
+        """``lease`` as the hub compares it with the leases it has (its UPSERT event in wire form): what a
+        store's state at an old revision is kept as (:meth:`SubnetManager.state_at`) for :meth:`watch`."""
+        return _event(LeaseEvent.UPSERT, lease)
+
     def beyond_memory(self, cursor: str) -> int | None:
         """The revision of a valid ``cursor`` older than the history in memory: a resume from it needs
         the store's state at that revision (see :meth:`watch`); None for any other cursor."""
@@ -310,11 +316,11 @@ class LeaseHub:
         return revision if revision is not None and revision < self._floor else None
 
     async def watch(
-        self, cursor: str = "", max_batch: int = 0, old_state: Mapping[str, Lease] | None = None
+        self, cursor: str = "", max_batch: int = 0, old_state: Mapping[str, bytes] | None = None
     ) -> AsyncIterator[bytes]:
         """The stream for one watcher, each message a ``WatchLeasesResponse`` in wire form: see the module
         docstring. ``old_state`` is the store's state at the cursor's revision when that is
-        :meth:`beyond_memory` (None: it could not be read)."""
+        :meth:`beyond_memory`, each lease as :meth:`comparable` makes it (None: it could not be read)."""
         await self._ready.wait()
         batch = max_batch or self.settings.snapshot_batch
         initial = self._start(cursor, batch, old_state)
@@ -350,7 +356,7 @@ class LeaseHub:
             self._watchers.discard(watcher)
             metrics.WATCHERS.dec()
 
-    def _start(self, cursor: str, batch: int, old_state: Mapping[str, Lease] | None) -> list[Frame]:
+    def _start(self, cursor: str, batch: int, old_state: Mapping[str, bytes] | None) -> list[Frame]:
         if not cursor:
             return self._snapshot(Msg.INITIAL, batch)
         revision, why = self.parse_cursor(cursor)
@@ -366,13 +372,9 @@ class LeaseHub:
             return self._diff(old_state)
         return self._snapshot(Msg.CURSOR_COMPACTED, batch)
 
-    def _diff(self, old: Mapping[str, Lease]) -> list[Frame]:
-        events = [_event(LeaseEvent.REMOVE, lease) for key, lease in old.items() if key not in self._upserts]
-        events += [
-            event
-            for key, event in self._upserts.items()
-            if key not in old or _event(LeaseEvent.UPSERT, old[key]) != event
-        ]
+    def _diff(self, old: Mapping[str, bytes]) -> list[Frame]:
+        events = [_removal(upsert) for key, upsert in old.items() if key not in self._upserts]
+        events += [event for key, event in self._upserts.items() if old.get(key) != event]
         return self._deltas(events)
 
     def _deltas(self, events: list[bytes]) -> list[Frame]:

@@ -6,12 +6,14 @@ stream's hub) with every lease and every change: the store pushes, it is never p
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from ipaddress import IPv4Address, IPv6Address
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from lease_service.lease import Lease, LeaseAttrs, SubnetPair
 from lease_service.netconfig import NetworkConfig
+
+T = TypeVar("T")
 
 Change = tuple[str, Lease | None]  #: (key, the lease now, or None when removed)
 
@@ -91,9 +93,12 @@ class SubnetManager(Protocol):
         """Extend the lease; None when it no longer exists in the store."""
         ...
 
-    async def state_at(self, config: NetworkConfig, revision: int) -> dict[str, Lease]:
-        """Every valid lease as it was at ``revision``; raises :class:`StateUnavailable` when the store
-        cannot tell (compacted, or it keeps no history)."""
+    async def state_at(
+        self, config: NetworkConfig, revision: int, keep: Callable[[Lease], T]
+    ) -> dict[str, T]:
+        """Every valid lease as it was at ``revision``, by key, as ``keep`` makes of it as soon as it is decoded
+        (the caller keeps what it needs: the hub, a lease's event in wire form); raises
+        :class:`StateUnavailable` when the store cannot tell (compacted, or it keeps no history)."""
         ...
 
     async def run_watch(self, config: NetworkConfig, hub: LeaseSink) -> None:

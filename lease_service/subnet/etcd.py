@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Collection, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from datetime import UTC, datetime, timedelta
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import TypeVar
@@ -95,19 +95,6 @@ class EtcdSubnetManager:
             log.warning("skipping corrupt lease at %s: %s (%s)", label(kv.key), message, reason)
         return None
 
-    async def _list(self, config: NetworkConfig, revision: int = 0) -> tuple[dict[str, Lease], int]:
-        """Every valid lease (now, or at ``revision``), decoded page by page: the raw listing of 10,000
-        leases (~4 MB) is never held beside the decoded leases."""
-
-        def decode(kv: KeyValue) -> Lease | None:
-            return self._decode(config, kv)
-
-        if revision:
-            leases, rev = await self._store(self.client.list_prefix_at(self.subnets_prefix, revision, decode))
-        else:
-            leases, rev = await self._store(self.client.list_prefix(self.subnets_prefix, decode))
-        return {lease.key: lease for lease in leases}, rev
-
     async def _list_into(self, config: NetworkConfig, hub: LeaseSink) -> int:
         """Every valid lease handed to ``hub`` as its page arrives (``hub.listed``: the hub keeps each in wire
         form, so the 10,000 decoded leases of a listing, ~7 MB, are never held at once); the revision."""
@@ -123,13 +110,22 @@ class EtcdSubnetManager:
         )
         return revision
 
-    async def state_at(self, config: NetworkConfig, revision: int) -> dict[str, Lease]:
-        """Every valid lease as it was at ``revision``; raises StateUnavailable when compacted."""
+    async def state_at(
+        self, config: NetworkConfig, revision: int, keep: Callable[[Lease], T]
+    ) -> dict[str, T]:
+        """Every valid lease as it was at ``revision``, as ``keep`` makes of it when it is decoded (page by
+        page: neither the raw listing nor the decoded leases are held); raises StateUnavailable when
+        compacted."""
+
+        def decode(kv: KeyValue) -> tuple[str, T] | None:
+            lease = self._decode(config, kv)
+            return None if lease is None else (lease.key, keep(lease))
+
         try:
-            leases, _ = await self._list(config, revision)
+            kept, _ = await self._store(self.client.list_prefix_at(self.subnets_prefix, revision, decode))
         except StoreUnavailable as exc:
             raise StateUnavailable(str(exc)) from exc
-        return leases
+        return dict(kept)
 
     # ---- the node's own lease ---------------------------------------------------------------
 

@@ -408,7 +408,9 @@ class KubeSubnetManager:
     async def renew_lease(self, config: NetworkConfig, lease: Lease) -> Lease | None:
         return lease  # Node objects do not expire
 
-    async def state_at(self, config: NetworkConfig, revision: int) -> dict[str, Lease]:
+    async def state_at(
+        self, config: NetworkConfig, revision: int, keep: Callable[[Lease], T]
+    ) -> dict[str, T]:
         raise StateUnavailable("the Kubernetes API cannot list at an old resourceVersion")
 
     # ---- the reflector ----------------------------------------------------------------------

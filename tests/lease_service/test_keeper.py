@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from datetime import UTC, datetime, timedelta
 from ipaddress import IPv4Address, IPv4Network, IPv6Address
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -18,6 +19,8 @@ from lease_service.netconfig import NetworkConfig, parse_network_config
 from lease_service.stream import LeaseHub
 from lease_service.subnet.base import LeaseSink, StateUnavailable
 from proto.flannel.v1 import lease_pb2
+
+T = TypeVar("T")
 
 Event = lease_pb2.WatchLeaseResponse
 ATTRS = LeaseAttrs(public_ip=IPv4Address("192.168.1.10"), backend_type="vxlan")
@@ -64,7 +67,9 @@ class SlowRenewals:
     async def restore_lease(self, config: NetworkConfig, lease: Lease, attrs: LeaseAttrs) -> Lease:
         return lease
 
-    async def state_at(self, config: NetworkConfig, revision: int) -> dict[str, Lease]:
+    async def state_at(
+        self, config: NetworkConfig, revision: int, keep: Callable[[Lease], T]
+    ) -> dict[str, T]:
         raise StateUnavailable("no history here")
 
     async def run_watch(self, config: NetworkConfig, hub: LeaseSink) -> None:

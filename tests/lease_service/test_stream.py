@@ -124,7 +124,7 @@ async def test_a_foreign_malformed_or_future_cursor_gets_a_typed_snapshot(cursor
 
 
 async def test_a_cursor_older_than_memory_is_resumed_by_diffing_the_stores_old_state() -> None:
-    old_state = {lease(1).key: lease(1), lease(2).key: lease(2)}
+    old_state = {lease(n).key: LeaseHub.comparable(lease(n)) for n in (1, 2)}
     hub = LeaseHub("test")
     hub.reset({lease(2).key: lease(2), lease(4).key: lease(4)}, revision=7)
     assert hub.beyond_memory(hub.cursor(3)) == 3
