@@ -39,8 +39,14 @@ class LeaseView:
             if msg.reset or self._staging is None:
                 self._staging = {}
                 self._early.clear()
+            held = self.leases
             for event in msg.events:
-                self._staging[event.lease.key] = event.lease
+                lease = event.lease
+                same = held.get(lease.key)
+                # a resumed stream's snapshot repeats what we hold: keep the message we have, so that the
+                # new one is freed with its part (no second copy of 10,000 leases) and the planner sees
+                # the very lease it planned (the periodic check compares them by identity)
+                self._staging[lease.key] = same if same is not None and same == lease else lease
             if not self.synced:
                 self._early.extend(event.lease for event in msg.events)
                 return bool(msg.events)

@@ -18,6 +18,7 @@ back-off). Anything else is a bug and propagates, so that the controller ends th
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -47,6 +48,16 @@ batch costs its fixed part (wake, plan, status) once for all the changes it carr
 
 REPORT_INTERVAL = 0.5
 """Seconds between reports to the lease service at the least; the last state is always reported."""
+
+
+def _settle_heap() -> None:
+    """After a full plan, what it made lives until the next one (every peer's lease, verdict and kernel
+    objects) and the imports live for good: collect the garbage once, then move what is alive out of the
+    collector's way (``gc.freeze``). Otherwise each full collection walks all of it again, a pause of
+    0.5 s at 10,000 peers under churn (measured with gc.callbacks, load 8), which deltas wait behind.
+    Frozen objects are still freed when nothing refers to them; only a cycle among them would stay."""
+    gc.collect()
+    gc.freeze()
 
 
 class Reconciler:
@@ -176,7 +187,10 @@ class Reconciler:
         cursor, synced = self.view.cursor, self.view.synced
         plan = self.planner.plan_full(self.view.leases.values(), node, snapshot, synced=synced)
         self.status.device_present = set(devices) <= set(snapshot.links.values())
-        return await self._apply(plan, cursor=cursor, synced=synced)
+        done = await self._apply(plan, cursor=cursor, synced=synced)
+        del plan, snapshot
+        _settle_heap()
+        return done
 
     async def _checked(self, devices: tuple[str, ...]) -> bool | None:
         """A full reconcile in the common case, where the kernel holds what the last plans wrote: a

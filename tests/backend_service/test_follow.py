@@ -76,3 +76,16 @@ def test_a_resync_snapshot_keeps_the_old_view_until_synced_and_a_broken_one_is_d
     view.apply(Msg(kind=Msg.SNAPSHOT, reset=True, events=[upsert("y")]))
     view.apply(Msg(kind=Msg.SYNCED, cursor="c9"))
     assert set(view.leases) == {"y"}
+
+
+def test_a_resumed_snapshot_keeps_the_message_held_for_an_unchanged_lease() -> None:
+    view = LeaseView()
+    view.apply(Msg(kind=Msg.SNAPSHOT, reset=True, events=[upsert("a"), upsert("b")]))
+    view.apply(Msg(kind=Msg.SYNCED, cursor="c1"))
+    held = dict(view.leases)
+    changed = Event(type=Event.UPSERT, lease=lease_pb2.Lease(key="b", subnet="10.1.2.0/24"))
+    view.apply(Msg(kind=Msg.SNAPSHOT, reset=True, events=[upsert("a"), changed, upsert("c")]))
+    view.apply(Msg(kind=Msg.SYNCED, cursor="c2"))
+    assert view.leases["a"] is held["a"]
+    assert view.leases["b"] is not held["b"] and view.leases["b"].subnet == "10.1.2.0/24"
+    assert set(view.leases) == {"a", "b", "c"}
