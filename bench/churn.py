@@ -39,11 +39,13 @@ from bench.common import (
     percentile,
     start_and_sync,
     table,
+    wait_for,
     write_config,
     write_json,
     write_peers,
 )
 from flannel_testkit.netlink import KernelMonitor
+from flannel_testkit.processes import health_status
 
 
 async def drive(
@@ -167,6 +169,10 @@ def main() -> int:
         write_peers(node, range(args.peers))
         _, _, sync = start_and_sync(node, args.peers)
         print(f"  N={args.peers}: in sync after {sync:.2f}s", flush=True)
+        # the kernel holds every peer once the first snapshot's early parts are applied; the backend is
+        # done (the full reconcile at SYNCED too) only when it reports SERVING
+        socket = node.tmp / "run" / "backend.sock"
+        wait_for(lambda: health_status(socket) == "SERVING", 600, "the backend SERVING", interval=0.1)
         first = args.peers
         present = list(range(args.peers))
         for rate in args.rate:
