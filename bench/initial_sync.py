@@ -50,7 +50,7 @@ from bench.common import (
     write_json,
     write_peers,
 )
-from flannel_testkit.netlink import DEVICE, KernelCounter, KernelTally
+from flannel_testkit.netlink import DEVICE, KernelTally
 
 MODES = ("flanneld", "daemons", "together")
 
@@ -146,12 +146,7 @@ def measure(n: int, timeout: float, mode: str) -> dict[str, Any]:
             stages["first"] = tally.first - t0
         time.sleep(1.0)  # let the backend finish its post-reconcile work before reading the peaks
         usage = usage_of((*node.procs, *procs))
-        tally.close()
-        counter = KernelCounter()  # one dump: the kernel holds what its notifications said
-        counts = counter.counts()
-        counter.close()
-        if min(counts) < n:
-            raise RuntimeError(f"the kernel holds {counts} (routes, neighbours, FDB), not {n} of each")
+        counts = tally.close_and_check(n)
     return {
         "peers": n,
         "seconds": round(seconds, 3),

@@ -60,7 +60,7 @@ from bench.common import (
 )
 from bench.initial_sync import baseline
 from flannel_testkit.kubeapi.nodes import make_node
-from flannel_testkit.netlink import KernelCounter, KernelMonitor, KernelTally
+from flannel_testkit.netlink import KernelMonitor, KernelTally
 
 KUBE_PREFIX = "/registry-bench"
 ANNOTATION = "flannel.alpha.coreos.com"
@@ -361,12 +361,7 @@ def measure(
 
             sync = wait_for(synced, timeout, f"{n} peers in the kernel", interval=0.05) - t0
             first = tally.first - t0 if tally.first is not None else sync
-            tally.close()
-            counter = KernelCounter()  # one dump: the kernel holds what its notifications said
-            counts = counter.counts()
-            counter.close()
-            if min(counts) < n:
-                raise RuntimeError(f"the kernel holds {counts} (routes, neighbours, FDB), not {n} of each")
+            tally.close_and_check(n)
             log = flanneld.log()
             serving = logged_at(log, "lease-service health: NOT_SERVING -> SERVING") - t0_wall
             # the lease service's list: from its last step before it (the interface found) to the stream ready

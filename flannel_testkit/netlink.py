@@ -109,24 +109,53 @@ class KernelCounter:
         self.sock.close()
 
 
-class KernelTally:
+class _Listener:
+    """A thread that reads the kernel's IPv4 route and neighbour notifications and hands each buffer, with
+    the time it arrived, to :meth:`_received`, until :meth:`close`. ``overruns`` counts the times the
+    kernel dropped notifications because we fell behind (ENOBUFS). Subclasses set their state first."""
+
+    def __init__(self) -> None:
+        self.sock = _nl_socket(RTMGRP_IPV4_ROUTE | RTMGRP_NEIGH)
+        self.sock.settimeout(0.2)
+        self.overruns = 0
+        self._stop = False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _received(self, data: bytes, now: float) -> None:
+        raise NotImplementedError
+
+    def _run(self) -> None:
+        recv, received = self.sock.recv, self._received
+        while not self._stop:
+            try:
+                data = recv(1 << 20)
+            except TimeoutError:
+                continue
+            except OSError:  # ENOBUFS: we fell behind
+                self.overruns += 1
+                continue
+            received(data, time.monotonic())
+
+    def close(self) -> None:
+        self._stop = True
+        self.thread.join(2)
+        self.sock.close()
+
+
+class KernelTally(_Listener):
     """Our routes (proto 70), and the permanent neighbours and FDB entries on ``device``, counted from
     netlink notifications in a thread (each object once, by its key; deletions count down), with the
     time of the first one. ``overruns`` > 0: notifications were lost, the counts are not to be trusted."""
 
     def __init__(self, device: str = DEVICE) -> None:
         self.device = device
-        self.sock = _nl_socket(RTMGRP_IPV4_ROUTE | RTMGRP_NEIGH)
-        self.sock.settimeout(0.2)
         self.routes: set[bytes] = set()
         self.neighbours: dict[int, set[bytes]] = {}  # by ifindex: the device may not exist yet
         self.fdb: dict[int, set[bytes]] = {}
         self.first: float | None = None  #: monotonic time of the first object announced
-        self.overruns = 0
-        self._stop = False
         self._lock = threading.Lock()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
+        super().__init__()
 
     def counts(self) -> tuple[int, int, int]:
         """(routes with proto 70, permanent neighbours on the device, permanent FDB entries on it)."""
@@ -134,18 +163,20 @@ class KernelTally:
         with self._lock:
             return len(self.routes), len(self.neighbours.get(dev, ())), len(self.fdb.get(dev, ()))
 
-    def _run(self) -> None:
-        while not self._stop:
-            try:
-                data = self.sock.recv(1 << 20)
-            except TimeoutError:
-                continue
-            except OSError:  # ENOBUFS: we fell behind
-                self.overruns += 1
-                continue
-            now = time.monotonic()
-            with self._lock:
-                self._count(data, now)
+    def close_and_check(self, at_least: int) -> tuple[int, int, int]:
+        """Stop listening and count once by a dump (the kernel holds what its notifications said):
+        (routes, neighbours, FDB entries); RuntimeError unless there are ``at_least`` of each."""
+        self.close()
+        counter = KernelCounter(self.device)
+        counts = counter.counts()
+        counter.close()
+        if min(counts) < at_least:
+            raise RuntimeError(f"the kernel holds {counts} (routes, neighbours, FDB), not {at_least} of each")
+        return counts
+
+    def _received(self, data: bytes, now: float) -> None:
+        with self._lock:
+            self._count(data, now)
 
     def _count(self, data: bytes, now: float) -> None:
         off = 0
@@ -172,11 +203,6 @@ class KernelTally:
                 self.first = now
             off += (max(length, 16) + 3) & ~3
 
-    def close(self) -> None:
-        self._stop = True
-        self.thread.join(2)
-        self.sock.close()
-
 
 def _attr(data: bytes, off: int, end: int, wanted: int) -> bytes:
     """The value of attribute ``wanted`` among the attributes from ``off`` to ``end`` (b"" if absent)."""
@@ -197,52 +223,32 @@ class KernelEvent:
     dst: str  # route destination "10.A.B.0", or "" for neighbour/FDB events
 
 
-class KernelMonitor:
+class KernelMonitor(_Listener):
     """Records every IPv4 route and neighbour/FDB change with the time it arrived (a thread)."""
 
     def __init__(self) -> None:
-        self.sock = _nl_socket(RTMGRP_IPV4_ROUTE | RTMGRP_NEIGH)
-        self.sock.settimeout(0.2)
         self.events: list[KernelEvent] = []
-        self.overruns = 0
-        self._stop = False
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
+        super().__init__()
 
-    def _run(self) -> None:
-        recv = self.sock.recv
+    def _received(self, data: bytes, now: float) -> None:
         append = self.events.append
-        while not self._stop:
-            try:
-                data = recv(1 << 20)
-            except TimeoutError:
-                continue
-            except OSError:  # ENOBUFS: we fell behind
-                self.overruns += 1
-                continue
-            now = time.monotonic()
-            off = 0
-            while off + 16 <= len(data):
-                length, mtype, _, _, _ = _HDR.unpack_from(data, off)
-                if mtype in (RTM_NEWROUTE, RTM_DELROUTE):
-                    dst = ""
-                    a = off + 16 + 12
-                    end = off + length
-                    while a + 4 <= end:
-                        alen, atype = struct.unpack_from("=HH", data, a)
-                        if alen < 4:
-                            break
-                        if atype == RTA_DST and alen == 8:
-                            dst = socket.inet_ntoa(data[a + 4 : a + 8])
-                            break
-                        a += (alen + 3) & ~3
-                    if data[off + 16 + 5] == RTPROT_FLANNEL or mtype == RTM_DELROUTE:
-                        append(KernelEvent(now, "route+" if mtype == RTM_NEWROUTE else "route-", dst))
-                elif mtype in (RTM_NEWNEIGH, RTM_DELNEIGH):
-                    append(KernelEvent(now, "neigh+" if mtype == RTM_NEWNEIGH else "neigh-", ""))
-                off += (max(length, 16) + 3) & ~3
-
-    def close(self) -> None:
-        self._stop = True
-        self.thread.join(2)
-        self.sock.close()
+        off = 0
+        while off + 16 <= len(data):
+            length, mtype, _, _, _ = _HDR.unpack_from(data, off)
+            if mtype in (RTM_NEWROUTE, RTM_DELROUTE):
+                dst = ""
+                a = off + 16 + 12
+                end = off + length
+                while a + 4 <= end:
+                    alen, atype = struct.unpack_from("=HH", data, a)
+                    if alen < 4:
+                        break
+                    if atype == RTA_DST and alen == 8:
+                        dst = socket.inet_ntoa(data[a + 4 : a + 8])
+                        break
+                    a += (alen + 3) & ~3
+                if data[off + 16 + 5] == RTPROT_FLANNEL or mtype == RTM_DELROUTE:
+                    append(KernelEvent(now, "route+" if mtype == RTM_NEWROUTE else "route-", dst))
+            elif mtype in (RTM_NEWNEIGH, RTM_DELNEIGH):
+                append(KernelEvent(now, "neigh+" if mtype == RTM_NEWNEIGH else "neigh-", ""))
+            off += (max(length, 16) + 3) & ~3
