@@ -34,7 +34,7 @@ import functools
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
+from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 
 from flannel_rpc.logs import label, shorten
 from proto.flannel.v1 import lease_pb2
@@ -136,21 +136,18 @@ def _overlap(a: IPv4Network | IPv6Network, b: IPv4Network | IPv6Network) -> bool
     return int(a.network_address) & int(wider.netmask) == int(b.network_address) & int(wider.netmask)
 
 
-def _check_family(
-    peer: PeerLease,
-    *,
-    family: str,
-    subnet: IPv4Network | IPv6Network,
-    public: IPv4Address | IPv6Address | None,
-    network: IPv4Network | IPv6Network | None,
-    subnet_len: int,
-    own_subnet: IPv4Network | IPv6Network | None,
-    own_public: IPv4Address | IPv6Address | None,
-    config: NetworkConfig,
-    node: LocalNode,
-) -> None:
-    """Checks for one address family; raises LeaseError on the first failure."""
-    assert network is not None
+def _check_family(peer: PeerLease, version: int, config: NetworkConfig, node: LocalNode) -> None:
+    """Checks for address family ``version`` (4 or 6) of a lease that has a subnet of it; raises LeaseError
+    on the first failure."""
+    v6 = version == 6
+    family = "IPv6" if v6 else "IPv4"
+    subnet = peer.ipv6_subnet if v6 else peer.subnet
+    public = peer.public_ipv6 if v6 else peer.public_ip
+    network = config.ipv6_network if v6 else config.network
+    subnet_len = config.ipv6_subnet_len if v6 else config.subnet_len
+    own_subnet = node.ipv6_subnet if v6 else node.subnet
+    own_public = node.public_ipv6 if v6 else node.public_ip
+    assert subnet is not None and network is not None
     if not _inside(subnet, network):
         raise LeaseError(
             SUBNET_OUTSIDE_NETWORK, f"{family} subnet {subnet} is not inside the network {network}"
@@ -219,34 +216,9 @@ def check_lease(msg: lease_pb2.Lease, config: NetworkConfig, node: LocalNode) ->
             f for f, on in (("subnet", config.enable_ipv4), ("ipv6_subnet", config.enable_ipv6)) if on
         )
         raise LeaseError(MISSING_SUBNET, f"lease has no {wanted}")
-    if v4:
-        assert peer.subnet is not None
-        _check_family(
-            peer,
-            family="IPv4",
-            subnet=peer.subnet,
-            public=peer.public_ip,
-            network=config.network,
-            subnet_len=config.subnet_len,
-            own_subnet=node.subnet,
-            own_public=node.public_ip,
-            config=config,
-            node=node,
-        )
-    if v6:
-        assert peer.ipv6_subnet is not None
-        _check_family(
-            peer,
-            family="IPv6",
-            subnet=peer.ipv6_subnet,
-            public=peer.public_ipv6,
-            network=config.ipv6_network,
-            subnet_len=config.ipv6_subnet_len,
-            own_subnet=node.ipv6_subnet,
-            own_public=node.public_ipv6,
-            config=config,
-            node=node,
-        )
+    for version, present in ((4, v4), (6, v6)):
+        if present:
+            _check_family(peer, version, config, node)
     # Families we do not run are dropped, so that nothing below programs them.
     if not config.enable_ipv4 and (peer.subnet is not None or peer.vxlan is not None):
         peer = PeerLease(**{**peer.__dict__, "subnet": None, "public_ip": None, "vxlan": None})
