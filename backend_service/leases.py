@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from flannel_rpc import ipv4
 from flannel_rpc.logs import shorten
@@ -186,6 +186,17 @@ def _not_unicast_v4(value: int) -> str:
     return ""
 
 
+def _backend_object(fieldname: str, text: str) -> dict[str, Any]:
+    """Backend data as a JSON object with its keys lower-cased, decoded within the untrusted-JSON bounds."""
+    try:
+        obj = decode_json(text, _BACKEND_DATA_LIMITS, fieldname)
+    except Rejected as e:
+        raise LeaseError(BACKEND_DATA_MALFORMED, f"{e.message} ({e.reason})") from None
+    if not isinstance(obj, dict):
+        raise LeaseError(BACKEND_DATA_MALFORMED, f"{fieldname}={shorten(text)} is not a JSON object")
+    return {str(k).lower(): v for k, v in obj.items()}
+
+
 def parse_vxlan_data(fieldname: str, text: str) -> VxlanData:
     """Parse vxlan backend data ``{"VNI": <int>, "VtepMAC": "<mac>"}`` (keys case-insensitive)."""
     fast = _VXLAN_DATA.fullmatch(text)
@@ -193,13 +204,7 @@ def parse_vxlan_data(fieldname: str, text: str) -> VxlanData:
         number, fast_mac = int(fast[1]), fast[2].lower()
         if number <= MAX_VNI and not int(fast_mac[:2], 16) & 1 and fast_mac != "00:00:00:00:00:00":
             return VxlanData(vni=number, vtep_mac=fast_mac)
-    try:
-        obj = decode_json(text, _BACKEND_DATA_LIMITS, fieldname)
-    except Rejected as e:
-        raise LeaseError(BACKEND_DATA_MALFORMED, f"{e.message} ({e.reason})") from None
-    if not isinstance(obj, dict):
-        raise LeaseError(BACKEND_DATA_MALFORMED, f"{fieldname}={shorten(text)} is not a JSON object")
-    lowered = {str(k).lower(): v for k, v in obj.items()}
+    lowered = _backend_object(fieldname, text)
     vni = lowered.get("vni")
     if isinstance(vni, bool) or not isinstance(vni, int) or not 0 <= vni <= MAX_VNI:
         raise LeaseError(
@@ -216,13 +221,7 @@ def parse_vxlan_data(fieldname: str, text: str) -> VxlanData:
 
 def parse_wireguard_data(fieldname: str, text: str) -> WireGuardData:
     """Parse wireguard backend data ``{"PublicKey": "<44 characters of base64>"}`` (key case-insensitive)."""
-    try:
-        obj = json.loads(text)
-    except (ValueError, RecursionError) as e:
-        raise LeaseError(BACKEND_DATA_MALFORMED, f"{fieldname} is not JSON ({e})") from e
-    if not isinstance(obj, dict):
-        raise LeaseError(BACKEND_DATA_MALFORMED, f"{fieldname} is not a JSON object")
-    key = {str(k).lower(): v for k, v in obj.items()}.get("publickey")
+    key = _backend_object(fieldname, text).get("publickey")
     if not is_key(key):
         shown = key[:60] if isinstance(key, str) else key
         raise LeaseError(BACKEND_DATA_MALFORMED, f"{fieldname}: PublicKey={shown!r} is not a WireGuard key")

@@ -134,3 +134,21 @@ def test_wg_refuses_what_the_parser_refuses() -> None:
     bad = _non_canonical(Key.generate())
     refused = subprocess.run(["wg", "pubkey"], input=bad, capture_output=True, text=True, check=False)
     assert refused.returncode != 0
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("[" * 100_000 + "]" * 100_000, "too deep"),
+        (json.dumps({"PublicKey": "x", "pad": "y" * (2 * 1024 * 1024)}), "too large"),
+        ('{"PublicKey": ', "not json"),
+        ('"a string"', "not a json object"),
+    ],
+    ids=["nested", "oversized", "truncated", "not-an-object"],
+)
+def test_hostile_wireguard_backend_data_is_refused_by_name(text: str, reason: str) -> None:
+    """A peer's WireGuard backend data goes through the same bounded decoder as vxlan's."""
+    with pytest.raises(LeaseError) as refused:
+        parse_wireguard_data("backend_data", text)
+    assert refused.value.reason == "BACKEND_DATA_MALFORMED"
+    assert reason in str(refused.value).lower().replace("_", " ")
