@@ -44,6 +44,7 @@ from bench.common import (
     write_peers,
 )
 from flannel_testkit.netlink import KernelCounter, KernelMonitor
+from flannel_testkit.processes import health_status
 
 
 async def watch_run(
@@ -147,7 +148,10 @@ def resume(n: int, timeout: float) -> dict[str, Any]:
         write_peers(node, range(n))
         lease, _, sync = start_and_sync(node, n, timeout)
         print(f"  resume: N={n} in sync after {sync:.2f}s", flush=True)
+        socket = node.tmp / "run" / "backend.sock"
+        wait_for(lambda: health_status(socket) == "SERVING", timeout, "the backend SERVING", interval=0.1)
         time.sleep(3)  # let the backend finish reporting
+        backend_before = next(p for p in node.procs if p.name == "backend_service").usage()[0]
         monitor = KernelMonitor()
         counter = KernelCounter()
         try:
@@ -181,6 +185,7 @@ def resume(n: int, timeout: float) -> dict[str, Any]:
         "kernel_changes": changes,
         "kernel_change_kinds": sorted({e.kind for e in events}),
         "kernel_objects_after": list(counts),
+        "backend_rss_mb_before": round(backend_before, 1),
         **usage,
         "commit": git_commit(),
     }
@@ -250,14 +255,14 @@ def main() -> int:
     if res:
         print(
             table(
-                ["N", "resume s", "kernel changes", "lease RSS MB", "backend RSS MB"],
+                ["N", "resume s", "kernel changes", "lease RSS MB", "backend RSS MB before / after"],
                 [
                     (
                         res["peers"],
                         res["resume_seconds"],
                         res["kernel_changes"],
                         res["rss_mb"].get("lease_service"),
-                        res["rss_mb"].get("backend_service"),
+                        f"{res['backend_rss_mb_before']} / {res['rss_mb'].get('backend_service')}",
                     )
                 ],
             )
