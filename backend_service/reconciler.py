@@ -199,7 +199,12 @@ class Reconciler:
         changed, a WireGuard device): then the caller reads and plans in full. At 10,000 peers this is
         the raw dumps and no plan, instead of 30,000 objects read, 10,000 leases checked and diffed."""
         check = await self.kernel.check(devices)
-        if check is None or not self.planner.holds(check):
+        if check is None:
+            return None
+        if not self.planner.holds(check):
+            log.info(
+                "the kernel differs from what was written (or the connected networks changed): full reconcile"
+            )
             return None
         self.status.device_present = set(devices) <= set(check.links.values())
         cursor, synced = self.view.cursor, self.view.synced

@@ -126,6 +126,13 @@ async def test_template_applier_programs_what_pyroute2_programs_and_is_idempoten
         assert emptied.ok and len(emptied.ops) == 6
         back = await reconcile_full(kernel, planner, [a.lease(), b.lease()], a.local())
         assert back.ok and len(back.ops) == 6
+        # the periodic check's digest of the real kernel is the planner's (no drift), until something drifts
+        check = await kernel.check(a.backend.devices)
+        assert check is not None and planner.checkable(a.local()) and planner.holds(check)
+        two_nodes.a.ip("neigh", "del", "10.244.2.0", "dev", "flannel.1")
+        check = await kernel.check(a.backend.devices)
+        assert check is not None and not planner.holds(check)
+        assert (await reconcile_full(kernel, planner, [a.lease(), b.lease()], a.local())).ok
         assert wait_until(lambda: two_nodes.a.ping("10.244.2.1", src="10.244.1.1"), timeout=5)
         assert (await a.reconcile([a.lease(), b.lease()])).ops == ()
 
