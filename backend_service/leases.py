@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Any, TypeVar
 
-from flannel_rpc import ipv4
+from flannel_rpc import ipv4, vxlan_data
 from flannel_rpc.logs import shorten
 from flannel_rpc.untrusted import MIB, JsonLimits, Refused, Rejected, decode_json
 from proto.flannel.v1 import lease_pb2
@@ -33,14 +33,6 @@ PUBLIC_IP_NOT_UNICAST = "PUBLIC_IP_NOT_UNICAST"
 _BACKEND_DATA_LIMITS = JsonLimits(max_bytes=MIB + MIB // 2)
 
 _MAC_RE = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}", re.ASCII)
-#: ``{"VNI": <int>, "VtepMAC": "<mac>"}`` and nothing else (``_``: JSON whitespace): a text that matches is
-#: that JSON object, so it is read without the JSON decoder (5x faster); anything else goes through it.
-_VXLAN_DATA = re.compile(
-    r'\{_"VNI"_:_(0|[1-9][0-9]{0,7})_,_"VtepMAC"_:_"([0-9a-fA-F]{2}(?::[0-9a-fA-F]{2}){5})"_\}'.replace(
-        "_", r"[ \t\n\r]*"
-    ),
-    re.ASCII,
-)
 
 
 class LeaseError(Refused):
@@ -199,9 +191,9 @@ def _backend_object(fieldname: str, text: str) -> dict[str, Any]:
 
 def parse_vxlan_data(fieldname: str, text: str) -> VxlanData:
     """Parse vxlan backend data ``{"VNI": <int>, "VtepMAC": "<mac>"}`` (keys case-insensitive)."""
-    fast = _VXLAN_DATA.fullmatch(text)
+    fast = vxlan_data.fields(text)
     if fast is not None:  # exactly that object, as flannel and we write it: no JSON decoder needed
-        number, fast_mac = int(fast[1]), fast[2].lower()
+        number, fast_mac = fast[0], fast[1].lower()
         if number <= MAX_VNI and not int(fast_mac[:2], 16) & 1 and fast_mac != "00:00:00:00:00:00":
             return VxlanData(vni=number, vtep_mac=fast_mac)
     lowered = _backend_object(fieldname, text)

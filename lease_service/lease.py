@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
@@ -159,9 +160,9 @@ def decode_lease(key: str, value: bytes, *, store_lease_id: int = 0, mod_revisio
     )
 
 
-def parse_address(raw: object, cls: type[AddressT], what: str) -> AddressT:
+def parse_address(raw: object, cls: type[AddressT], what: Callable[[], str]) -> AddressT:
     """``raw`` (untrusted) as an address of ``cls``'s family; raises :class:`CorruptLease` saying that
-    ``what`` (the place and the value) is not one."""
+    ``what()`` (the place and the value, composed only for the message) is not one."""
     try:
         if not isinstance(raw, str) or len(raw) > 64 or not raw.isascii():
             raise ValueError(raw)
@@ -172,7 +173,7 @@ def parse_address(raw: object, cls: type[AddressT], what: str) -> AddressT:
         return cls(raw)
     except ValueError:
         family = 4 if cls is IPv4Address else 6
-        raise CorruptLease(f"{what} is not an IPv{family} address", FIELD_INVALID) from None
+        raise CorruptLease(f"{what()} is not an IPv{family} address", FIELD_INVALID) from None
 
 
 def _address(key: str, doc: dict[str, Any], field: str, cls: type[AddressT]) -> AddressT | None:
@@ -183,7 +184,7 @@ def _address(key: str, doc: dict[str, Any], field: str, cls: type[AddressT]) -> 
         raise CorruptLease(
             f"lease {key}: {field} must be an address string, got {shorten(raw)}", FIELD_INVALID
         )
-    address = parse_address(raw, cls, f"lease {key}: {field} {shorten(raw)}")
+    address = parse_address(raw, cls, lambda: f"lease {key}: {field} {shorten(raw)}")
     if address.version == 4 and not int(address):  # 0.0.0.0: none
         return None
     return address

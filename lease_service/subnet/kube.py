@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from flannel_rpc import ipv4, vxlan_data
 from flannel_rpc.logs import LogOnce, label, shorten
 from flannel_rpc.untrusted import ANNOTATION, Rejected, decode_json
 from lease_service import metrics
@@ -115,7 +116,7 @@ def pod_cidrs(node: NodeView | dict[str, Any]) -> SubnetPair:
     v4 = v6 = None
     for text in raw:
         try:
-            net = ip_network(text, strict=False)
+            net = ipv4.cidr(text) or ip_network(text, strict=False)
         except (ValueError, TypeError) as exc:
             raise CorruptLease(f"node {name}: pod CIDR {text!r} is not a CIDR") from exc
         if isinstance(net, IPv4Network):
@@ -557,7 +558,7 @@ def _address(node: str, notes: dict[str, str], key: str, cls: type[AddressT]) ->
     raw = notes.get(key)
     if not raw:
         return None
-    return parse_address(raw, cls, f"node {label(node)}: annotation {key}={shorten(raw)}")
+    return parse_address(raw, cls, lambda: f"node {label(node)}: annotation {key}={shorten(raw)}")
 
 
 def _json_object(node: str, notes: dict[str, str], key: str) -> str:
@@ -566,6 +567,9 @@ def _json_object(node: str, notes: dict[str, str], key: str) -> str:
         return ""
     if not isinstance(raw, str):
         raise CorruptLease(f"node {label(node)}: annotation {key} is not a string", FIELD_INVALID)
+    vxlan = vxlan_data.fields(raw)
+    if vxlan is not None:  # exactly {"VNI": n, "VtepMAC": mac}: its canonical text without the JSON codec
+        return f'{{"VNI":{vxlan[0]},"VtepMAC":"{vxlan[1]}"}}'
     try:
         value = decode_json(raw, ANNOTATION, f"node {label(node)}: annotation {key}")
     except Rejected as exc:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from lease_service.lease import CorruptLease
+from flannel_rpc import vxlan_data
+from lease_service.lease import CorruptLease, canonical_json
 from lease_service.netconfig import ConfigError, parse_network_config
 from lease_service.subnet.kube import Annotations, KubeSubnetManager
 
@@ -70,6 +74,41 @@ def test_bad_nodes_are_refused_naming_the_node(
         manager.node_to_lease(CONFIG, bad)
     for word in words:
         assert word in str(err.value)
+
+
+_space = st.sampled_from(["", " ", "\n\t"])
+vxlan_texts = st.one_of(
+    st.builds(
+        lambda s, vni, mac: f'{{{s}"VNI"{s}:{s}{vni}{s},{s}"VtepMAC"{s}:{s}"{mac}"{s}}}',
+        _space,
+        st.one_of(st.integers(0, 1 << 27).map(str), st.sampled_from(["01", "-1", "1.0", "1e3"])),
+        st.one_of(
+            st.binary(min_size=6, max_size=6).map(lambda b: b.hex(":")),
+            st.sampled_from(["0A:58:00:00:01:02", "0a:58:00:00:01", "0a:58:00:00:01:0g"]),
+        ),
+    ),
+    st.text(max_size=40),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(vxlan_texts)
+def test_backend_data_read_without_the_json_codec_is_what_the_codec_makes_of_it(text: str) -> None:
+    from lease_service.subnet.kube_api import KubeApi
+    from lease_service.subnet.kube_config import KubeConnection
+
+    manager = KubeSubnetManager(KubeApi(KubeConnection("http://127.0.0.1:1")), "n1")
+    try:
+        lease = manager.node_to_lease(CONFIG, node(backend_data=text))
+    except CorruptLease as exc:
+        assert vxlan_data.fields(text) is None  # only the codec rejects, naming the node and annotation
+        assert "n1" in str(exc) and "backend-data" in str(exc)
+        return
+    assert lease is not None
+    if text in ("", "null"):
+        assert lease.attrs.backend_data == ""
+    else:
+        assert lease.attrs.backend_data == canonical_json(json.loads(text))
 
 
 @pytest.mark.parametrize("prefix", ["a/b/c", "UPPER.case", "nodots/", "bad!.example.com"])
