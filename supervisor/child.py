@@ -73,19 +73,19 @@ class RunResult:
 
 
 class HealthProbe:
-    """grpc.health.v1 ``Check`` of the overall service ``""`` over a unix socket (a connection per probe:
-    a socket that just appeared is seen at once)."""
+    """grpc.health.v1 ``Check`` of the overall service ``""`` over a unix socket, on a connection kept
+    between probes (replaced at once when the child behind the socket changed)."""
 
     def __init__(self, socket: os.PathLike[str] | str, settings: ProbeSettings) -> None:
-        self._socket = socket
+        self._connection = probe.Connection(socket)
         self._timeout = settings.timeout
 
     async def check(self) -> str | None:
         """The status name the child answered, or None when it did not answer."""
-        return await probe.check(self._socket, self._timeout)
+        return await self._connection.check(self._timeout)
 
     async def close(self) -> None:
-        pass  # nothing stays open between probes
+        await self._connection.close()
 
 
 class Child:
