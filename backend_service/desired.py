@@ -33,7 +33,7 @@ MODE_HOST_GW = "host-gw"
 MODE_WIREGUARD = "wireguard"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Route:
     """``<dst> via <gateway> dev <ifname> [onlink] proto RTPROT_FLANNEL`` in the main table."""
 
@@ -48,7 +48,7 @@ class Route:
         return f"route {self.dst}{via} dev {self.ifname}{' onlink' if self.onlink else ''}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Neighbour:
     """A permanent neighbour: ``<dst> lladdr <lladdr> dev <ifname> nud permanent``."""
 
@@ -60,7 +60,7 @@ class Neighbour:
         return f"neigh {self.dst} lladdr {self.lladdr} dev {self.ifname}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FdbEntry:
     """A VXLAN FDB entry: ``<lladdr> dev <ifname> dst <dst> self permanent``."""
 
@@ -72,7 +72,7 @@ class FdbEntry:
         return f"fdb {self.lladdr} dev {self.ifname} dst {self.dst}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class WgPeer:
     """A WireGuard peer on one of our WireGuard devices: its key, endpoint, allowed IPs, keepalive, PSK."""
 
@@ -101,7 +101,7 @@ def sorted_networks(networks: Iterable[IPNetwork]) -> tuple[IPNetwork, ...]:
     return tuple(sorted(set(networks), key=lambda n: (n.version, int(n.network_address), n.prefixlen)))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PeerPlan:
     """How a peer is reached: ``vxlan`` (encapsulated), ``direct`` (DirectRouting) or ``host-gw``,
     and the kernel objects that reach it."""

@@ -39,7 +39,7 @@ class LeaseError(Refused):
     """A lease that cannot be used; ``reason`` is a machine-readable code, the message is for humans."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class VxlanData:
     """The backend data a vxlan node publishes: its VNI and its VTEP's MAC (lower case)."""
 
@@ -51,7 +51,7 @@ class VxlanData:
         return json.dumps({"VNI": self.vni, "VtepMAC": self.vtep_mac}, separators=(",", ":"))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class WireGuardData:
     """The backend data a wireguard node publishes: its public key (``{"PublicKey": "<base64>"}``)."""
 
@@ -62,7 +62,7 @@ class WireGuardData:
         return json.dumps({"PublicKey": self.public_key}, separators=(",", ":"))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PeerLease:
     """One node's lease, parsed. ``None`` means "not present" for every optional field."""
 

@@ -30,6 +30,7 @@ Reason codes (``Rejection.reason``):
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from collections.abc import Callable, Iterable
@@ -221,9 +222,9 @@ def check_lease(msg: lease_pb2.Lease, config: NetworkConfig, node: LocalNode) ->
             _check_family(peer, version, config, node)
     # Families we do not run are dropped, so that nothing below programs them.
     if not config.enable_ipv4 and (peer.subnet is not None or peer.vxlan is not None):
-        peer = PeerLease(**{**peer.__dict__, "subnet": None, "public_ip": None, "vxlan": None})
+        peer = dataclasses.replace(peer, subnet=None, public_ip=None, vxlan=None)
     if not config.enable_ipv6 and (peer.ipv6_subnet is not None or peer.vxlan_v6 is not None):
-        peer = PeerLease(**{**peer.__dict__, "ipv6_subnet": None, "public_ipv6": None, "vxlan_v6": None})
+        peer = dataclasses.replace(peer, ipv6_subnet=None, public_ipv6=None, vxlan_v6=None)
     return peer
 
 

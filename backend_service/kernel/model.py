@@ -112,7 +112,7 @@ class KernelCheck:
     links: dict[int, str] = field(compare=False)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class KernelRoute:
     """A route we own as read from the kernel: the route plus what makes it differ from ours."""
 
@@ -163,7 +163,7 @@ class KernelState:
         return cls(tuple(routes), frozenset(neighbours), frozenset(fdb), frozenset(wg))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Op:
     """One kernel change. ``priority`` is the metric of a route being deleted."""
 
