@@ -149,6 +149,19 @@ class DesiredBuilder:
         self.fdb.extend(fdb)
         self.wg_peers.extend(wg)
 
+    def keep(self, plan: PeerPlan) -> None:
+        """Add one peer's plan as it is (its objects already made)."""
+        self.peers.append(plan)
+        for obj in plan.objects:
+            if isinstance(obj, Route):
+                self.routes.append(obj)
+            elif isinstance(obj, Neighbour):
+                self.neighbours.append(obj)
+            elif isinstance(obj, FdbEntry):
+                self.fdb.append(obj)
+            else:
+                self.wg_peers.append(obj)
+
     def build(self) -> DesiredState:
         """The frozen state."""
         return DesiredState(
