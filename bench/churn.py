@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -145,6 +146,27 @@ def measure(
     }
 
 
+def kernel_after(present: list[int], settle: float) -> dict[str, Any]:
+    """After the churn, the node's peer routes (``dev flannel.1``) against the leases left in etcd: the
+    subnets missing from the kernel and those it still holds, waited for up to ``settle`` seconds.
+    A change the monitor missed shows here only if the kernel missed it too."""
+    want = {peer_subnet(i) for i in present}
+
+    def differences() -> tuple[set[str], set[str]]:
+        shown = subprocess.run(
+            ["ip", "-4", "route", "show", "dev", "flannel.1"], capture_output=True, text=True, check=True
+        ).stdout
+        have = {line.split()[0] for line in shown.splitlines() if line.strip()}
+        return want - have, have - want
+
+    deadline = time.monotonic() + settle
+    missing, extra = differences()
+    while (missing or extra) and time.monotonic() < deadline:
+        time.sleep(0.2)
+        missing, extra = differences()
+    return {"missing": len(missing), "extra": len(extra), "examples": sorted(missing | extra)[:5]}
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--peers", type=int, default=1000, help="peers in sync before the churn (default 1000)")
@@ -193,6 +215,9 @@ def main() -> int:
             r["commit"] = git_commit()
             results.append(r)
             print(f"  {r}", flush=True)
+        after = kernel_after(present, args.settle)
+        results[-1]["kernel_after"] = after
+        print(f"  the kernel after the churn against etcd: {after}", flush=True)
     print(
         table(
             [
