@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 
 from flannel_rpc.logs import label, shorten
+from flannel_rpc.subnets import inside
 from proto.flannel.v1 import lease_pb2
 
 from .config import HOST_GW, VXLAN, WIREGUARD, NetworkConfig, VxlanOptions, WireGuardOptions
@@ -123,14 +124,6 @@ def _lease_name(msg: lease_pb2.Lease) -> str:
     return label(msg.node_name or msg.key or msg.subnet or msg.ipv6_subnet or "<unnamed lease>")
 
 
-def _inside(subnet: IPv4Network | IPv6Network, network: IPv4Network | IPv6Network) -> bool:
-    """``subnet`` lies within ``network`` (of the same address family). In integers: ``subnet_of``
-    computes and caches both broadcast addresses, most of a lease's validation time."""
-    if subnet.version != network.version or subnet.prefixlen < network.prefixlen:
-        return False
-    return int(subnet.network_address) & int(network.netmask) == int(network.network_address)
-
-
 def _overlap(a: IPv4Network | IPv6Network, b: IPv4Network | IPv6Network) -> bool:
     """``a`` and ``b`` (of one family) share an address: the shorter prefix holds the other's start."""
     wider = a if a.prefixlen <= b.prefixlen else b
@@ -149,7 +142,7 @@ def _check_family(peer: PeerLease, version: int, config: NetworkConfig, node: Lo
     own_subnet = node.ipv6_subnet if v6 else node.subnet
     own_public = node.public_ipv6 if v6 else node.public_ip
     assert subnet is not None and network is not None
-    if not _inside(subnet, network):
+    if not inside(subnet, network):
         raise LeaseError(
             SUBNET_OUTSIDE_NETWORK, f"{family} subnet {subnet} is not inside the network {network}"
         )

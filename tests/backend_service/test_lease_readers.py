@@ -12,8 +12,9 @@ from hypothesis import strategies as st
 
 from backend_service import leases
 from backend_service.config import MAX_VNI
-from backend_service.validate import _inside, _overlap
+from backend_service.validate import _overlap
 from flannel_rpc import ipv4, vxlan_data
+from flannel_rpc.subnets import inside
 
 octet = st.one_of(
     st.integers(0, 255).map(str), st.sampled_from(["256", "01", "00", "1 ", "٣", "+1", "0x1", ""])
@@ -80,7 +81,7 @@ networks = st.builds(
 @EXAMPLES
 @given(networks, networks)
 def test_subnet_checks_in_integers_agree_with_ipaddress(a: IPv4Network, b: IPv4Network) -> None:
-    assert _inside(a, b) == a.subnet_of(b)
+    assert inside(a, b) == a.subnet_of(b)
     assert _overlap(a, b) == a.overlaps(b)
 
 
