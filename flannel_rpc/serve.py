@@ -7,10 +7,12 @@ on a unix socket).
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from contextlib import aclosing, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -71,7 +73,15 @@ else:
 class GuardInterceptor(_ServerInterceptor):
     """Every unexpected exception in a servicer becomes INTERNAL with one log line (no traceback per
     request), and request bytes that do not decode become INVALID_ARGUMENT (gRPC alone answers UNKNOWN and
-    logs a traceback). Aborts (``context.abort``) pass through unchanged."""
+    logs a traceback). Aborts (``context.abort``) pass through unchanged.
+
+    It also keeps the task of every call in flight, so that the server's owner can end them before the
+    event loop closes (``settle``): gRPC's ``stop`` returns while a cancelled handler may still be running,
+    and a call task still alive when ``asyncio.run`` cancels what is left is logged by gRPC with a
+    traceback."""
+
+    def __init__(self) -> None:
+        self.calls: set[asyncio.Task[Any]] = set()
 
     async def intercept_service(
         self,
@@ -84,15 +94,40 @@ class GuardInterceptor(_ServerInterceptor):
         method = handler_call_details.method
         if not handler.response_streaming:
             return grpc.unary_unary_rpc_method_handler(
-                _guard_unary(method, handler.unary_unary),
+                _guard_unary(method, handler.unary_unary, self.calls),
                 request_deserializer=_tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         return grpc.unary_stream_rpc_method_handler(
-            _guard_stream(method, handler.unary_stream),
+            _guard_stream(method, handler.unary_stream, self.calls),
             request_deserializer=_tolerant(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
+
+    async def settle(self, timeout: float) -> None:
+        """End every call still in flight (after the server stopped) and let gRPC's own task around each
+        one finish, so that nothing of a call is left for the loop's final cancellation."""
+        calls = list(self.calls)
+        for task in calls:
+            task.cancel()
+        if calls:
+            await asyncio.wait(calls, timeout=timeout)
+        # each call task's wrapper in gRPC wakes one loop turn after the call task ended
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+
+
+@contextmanager
+def _in_flight(calls: set[asyncio.Task[Any]]) -> Iterator[None]:
+    task = asyncio.current_task()
+    if task is None:  # pragma: no cover - gRPC always runs a handler in a task
+        yield
+        return
+    calls.add(task)
+    try:
+        yield
+    finally:
+        calls.discard(task)
 
 
 async def _check_request(method: str, request: Any, context: grpc.aio.ServicerContext) -> None:
@@ -112,39 +147,77 @@ async def _internal(method: str, exc: Exception, context: grpc.aio.ServicerConte
     await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}: {type(exc).__name__}")
 
 
-def _guard_unary(method: str, behaviour: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
+def _guard_unary(
+    method: str, behaviour: Callable[..., Any], calls: set[asyncio.Task[Any]]
+) -> Callable[..., Awaitable[Any]]:
     async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await _check_request(method, request, context)
-        try:
-            result = behaviour(request, context)
-            return await result if inspect.isawaitable(result) else result
-        except grpc.aio.AbortError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - the point of the guard
-            await _internal(method, exc, context)
+        with _in_flight(calls):
+            await _check_request(method, request, context)
+            try:
+                result = behaviour(request, context)
+                return await result if inspect.isawaitable(result) else result
+            except grpc.aio.AbortError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the point of the guard
+                await _internal(method, exc, context)
 
     return guarded
 
 
-def _guard_stream(method: str, behaviour: Callable[..., Any]) -> Callable[..., AsyncIterator[Any]]:
-    async def guarded(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        await _check_request(method, request, context)
-        try:
-            result = behaviour(request, context)
-            if hasattr(result, "__aiter__"):
-                async for item in result:
-                    yield item
-            elif inspect.isawaitable(result):
-                await result
-            else:
-                for item in result:
-                    yield item
-        except grpc.aio.AbortError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - the point of the guard
-            await _internal(method, exc, context)
+#: How long a stream whose write failed waits for gRPC to cancel it (the peer went away).
+PEER_GONE_WAIT = 5.0
+
+
+def _guard_stream(
+    method: str, behaviour: Callable[..., Any], calls: set[asyncio.Task[Any]]
+) -> Callable[..., Awaitable[None]]:
+    # The guard writes each message itself (a coroutine handler, not an async generator): a write to a
+    # peer that has just gone away fails inside gRPC before gRPC has noticed that the peer cancelled, and
+    # gRPC logs such a failure with a traceback when the generator's message is written by gRPC itself.
+    # Here the failure is caught and the handler waits for the cancellation that follows.
+    async def guarded(request: Any, context: grpc.aio.ServicerContext) -> None:
+        with _in_flight(calls):
+            await _check_request(method, request, context)
+            try:
+                result = behaviour(request, context)
+                if hasattr(result, "__aiter__"):
+                    async with aclosing(result):
+                        async for item in result:
+                            if not await _written(context, item):
+                                break
+                        else:
+                            return
+                elif inspect.isawaitable(result):
+                    await result
+                    return
+                else:
+                    for item in result:
+                        if not await _written(context, item):
+                            break
+                    else:
+                        return
+            except grpc.aio.AbortError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the point of the guard
+                await _internal(method, exc, context)
+                return
+            # the stream is closed (its resources released); gRPC cancels this handler once it has seen
+            # the peer's cancellation, and answering anything before that would fail the same way
+            await asyncio.sleep(PEER_GONE_WAIT)
 
     return guarded
+
+
+async def _written(context: grpc.aio.ServicerContext, item: Any) -> bool:
+    """Write one message; False when the call ended under the write."""
+    try:
+        await context.write(item)
+    except (grpc.aio.AbortError, asyncio.CancelledError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - gRPC's core error types are not public
+        log.debug("write failed (%s); waiting for the call's cancellation", type(exc).__name__)
+        return False
+    return True
 
 
 def unix_target(path: str | os.PathLike[str]) -> str:
@@ -178,10 +251,11 @@ class UnixServer:
         self.health = health.aio.HealthServicer()
         self.server: grpc.aio.Server | None = None
         self.tcp_port: int | None = None
+        self._guard = GuardInterceptor()
 
     async def start(self) -> None:
         server = grpc.aio.server(
-            options=[("grpc.so_reuseport", 0), *MESSAGE_LIMITS], interceptors=[GuardInterceptor()]
+            options=[("grpc.so_reuseport", 0), *MESSAGE_LIMITS], interceptors=[self._guard]
         )
         self._add_servicers(server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
@@ -219,6 +293,7 @@ class UnixServer:
         if self.server is not None:
             await self.server.stop(grace)
             self.server = None
+            await self._guard.settle(timeout=grace + 1.0)
         try:
             self.socket_path.unlink()
         except FileNotFoundError:
