@@ -168,21 +168,17 @@ async def _run(settings: cli.Settings) -> int:
                 renew_margin=settings.renew_margin, subnet_file=settings.subnet_file, ip_masq=settings.ip_masq
             ),
         )
-        servicer.waiting_for = "the first list of leases from the store"
         tasks.append(asyncio.create_task(manager.run_watch(config, hub), name="store-watch"))
         tasks.append(asyncio.create_task(keeper.run(), name="lease-keeper"))
-        ready = asyncio.create_task(hub.wait_ready(), name="first-list")
-        done, _ = await asyncio.wait({ready, *tasks}, return_when=asyncio.FIRST_COMPLETED)
-        if ready in done:
-            # the gate of the contract: nothing is answered (config, lease, stream) before this point
-            servicer.attach(config, manager, hub, keeper, ext)
-            await server.set_serving(True)
-            log.info("serving leases on %s", settings.socket_path)
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        else:
-            ready.cancel()
+        # the gate of the contract: nothing is answered (config, lease, stream) before this point. The
+        # first listing of the leases need not be complete: a stream without a cursor gets the leases as
+        # they are listed, SYNCED once all are (LeaseHub.watch); a resume waits for the listing
+        servicer.attach(config, manager, hub, keeper, ext)
+        await server.set_serving(True)
+        log.info("serving leases on %s", settings.socket_path)
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         for task in done:
-            if task is not ready and task.exception() is not None:
+            if task.exception() is not None:
                 log.error("internal task %s failed: %r", task.get_name(), task.exception())
                 return ExitCode.FAILURE
         return ExitCode.FAILURE

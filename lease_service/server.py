@@ -153,6 +153,8 @@ class LeaseServicer(lease_pb2_grpc.LeaseServiceServicer):
                 f"max_batch {request.max_batch} is above the limit {MAX_BATCH_LIMIT}",
             )
         old_state: dict[str, bytes] | None = None
+        if request.cursor:
+            await state.hub.wait_ready()  # a resume needs the listing: how far back the memory goes
         revision = state.hub.beyond_memory(request.cursor)
         if revision is not None:  # resumed by diffing the store's state then against now, when it has it
             try:

@@ -12,6 +12,11 @@ parses concatenated fields of a message as one message, appending repeated field
 sends the bytes as they are (:func:`lease_service.server.LeaseServicer.add_to`). Deltas that queued up for a
 watcher while it was sending go out joined in one message (gRPC's cost is per message, not per byte).
 
+The first listing is streamed while it runs: a watcher without a cursor that comes before it ends gets
+each lease as soon as the store has handed it on (:meth:`LeaseHub.listed`), then SYNCED at the listing's
+revision and the deltas after it; a listing that starts over starts the snapshot over (``reset``). So a
+client can act on the first leases while the rest are still being read from the store.
+
 A cursor is resumable from memory while the hub still holds the history after it; for an older cursor
 (:meth:`LeaseHub.beyond_memory`) the caller may read the store's state at that revision and hand it to
 :meth:`LeaseHub.watch`, which resumes by diffing it against now; when even that is impossible (compacted,
@@ -84,6 +89,15 @@ class _Watcher:
     fell_behind: bool = False
 
 
+@dataclass(eq=False)
+class _ListingProgress:
+    """How far one watcher got in streaming the first listing while it runs (see :meth:`LeaseHub.watch`)."""
+
+    listing: list[bytes] | None = None  #: the listing being streamed (a new list when a listing starts over)
+    sent: int = -1  #: its events that went out; -1: none, not even the message that resets
+    reason: Msg.ResyncReason = Msg.INITIAL  #: the reason the snapshot's resetting message gives
+
+
 @dataclass(frozen=True)
 class HubSettings:
     """Bounds of the lease stream."""
@@ -137,6 +151,13 @@ class LeaseHub:
         self._upserts: dict[str, bytes] = {}
         self._listed: dict[str, bytes] = {}  # a listing in progress, as events (see listed)
         self._listed_changed: dict[str, Lease] = {}  # and its leases that differ from the published ones
+        # The first listing's events in the order listed, for the watchers that stream it while it runs
+        # (see watch): a new list object whenever a listing starts over, so a watcher can tell; once the
+        # first listing is complete, _first_listing holds it (and its revision) until those watchers caught up
+        self._listing: list[bytes] = []
+        self._listing_grew = asyncio.Event()
+        self._first_listing: tuple[list[bytes], int] | None = None
+        self._early_watchers = 0
         self._snapshot_cache: tuple[tuple[int, int], list[Frame]] | None = None
         self._ready = asyncio.Event()
         self._history: deque[tuple[int, Frame]] = deque()
@@ -197,12 +218,19 @@ class LeaseHub:
         if event is None:
             return  # too large: left out, as from any listing
         self._listed[key] = event
-        if self._ready.is_set() and self._upserts.get(key) != event:
-            self._listed_changed[key] = lease
+        if self._ready.is_set():
+            if self._upserts.get(key) != event:
+                self._listed_changed[key] = lease
+        else:
+            self._listing.append(event)
+            self._listing_grew.set()
 
     def discard_listed(self) -> None:
         """Forget what :meth:`listed` was given since the last :meth:`reset` (a listing that starts over)."""
         self._listed, self._listed_changed = {}, {}
+        if not self._ready.is_set():
+            self._listing = []  # a new list: watchers streaming the old one start over
+            self._listing_grew.set()
 
     def reset(self, leases: Mapping[str, Lease], revision: int) -> None:
         """The store was listed at ``revision``: every valid lease is one given here or to :meth:`listed`
@@ -210,12 +238,14 @@ class LeaseHub:
         is diffed against the state and published as one delta."""
         for key, lease in leases.items():
             self.listed(key, lease)
-        listed, changed = self._listed, self._listed_changed
+        listed, changed, order = self._listed, self._listed_changed, self._listing
         self.discard_listed()
         if not self._ready.is_set():
             self._upserts = listed
             self.revision = revision
             self._floor = revision
+            if self._early_watchers:  # they stream ``order``: kept until they are past it (see watch)
+                self._first_listing = (order, revision)
             self._ready.set()
             metrics.LEASES.set(len(self._upserts))
             log.info("lease stream ready: %d leases at revision %d", len(listed), revision)
@@ -321,9 +351,22 @@ class LeaseHub:
         """The stream for one watcher, each message a ``WatchLeasesResponse`` in wire form: see the module
         docstring. ``old_state`` is the store's state at the cursor's revision when that is
         :meth:`beyond_memory`, each lease as :meth:`comparable` makes it (None: it could not be read)."""
-        await self._ready.wait()
         batch = max_batch or self.settings.snapshot_batch
-        initial = self._start(cursor, batch, old_state)
+        if not cursor and not self._ready.is_set():
+            progress = _ListingProgress()
+            self._early_watchers += 1
+            try:
+                async for frame in self._while_listing(batch, progress):
+                    metrics.EVENTS_STREAMED.inc(frame.events)
+                    yield frame.data
+                initial = self._after_listing(batch, progress)
+            finally:
+                self._early_watchers -= 1
+                if not self._early_watchers:
+                    self._first_listing = None  # every watcher that streamed the listing is past it
+        else:
+            await self._ready.wait()
+            initial = self._start(cursor, batch, old_state)
         watcher = _Watcher()
         self._watchers.add(watcher)  # no await between computing ``initial`` and this: no gap
         metrics.WATCHERS.inc()
@@ -355,6 +398,52 @@ class LeaseHub:
         finally:
             self._watchers.discard(watcher)
             metrics.WATCHERS.dec()
+
+    async def _while_listing(self, batch: int, progress: _ListingProgress) -> AsyncIterator[Frame]:
+        """The first listing's leases as SNAPSHOT messages as they are listed, until it is complete. The
+        first message resets (INITIAL); so does the first of a listing that started over after some of the
+        one before went out (STORE_RESYNC). ``progress``: what of which listing went out."""
+        while not self._ready.is_set():
+            listing = self._listing
+            if progress.listing is not listing:
+                if progress.sent >= 0:
+                    progress.reason = Msg.STORE_RESYNC  # the listing started over after some of it went out
+                progress.listing, progress.sent = listing, -1
+            start = max(progress.sent, 0)
+            if len(listing) > start:
+                part = self._chunks(listing[start : start + batch], batch)[0]
+                head = _fields(kind=Msg.SNAPSHOT)
+                if progress.sent < 0:
+                    head += _fields(reset=True, reason=progress.reason)
+                progress.sent = start + len(part)
+                yield Frame(head + b"".join(part), len(part))
+                continue
+            self._listing_grew.clear()
+            await self._listing_grew.wait()
+
+    def _after_listing(self, batch: int, progress: _ListingProgress) -> list[Frame]:
+        """What a watcher that streamed the first listing still needs once it is complete: the rest of it,
+        SYNCED at its revision and the deltas since; or the whole of it from the start (a reset) when what
+        went out was of a listing that started over; or a fresh snapshot when the deltas since are no longer
+        all in memory."""
+        first = self._first_listing
+        if first is None or first[1] < self._floor:
+            return self._snapshot(progress.reason, batch)
+        events, revision = first
+        sent = progress.sent if progress.listing is events else -1
+        if sent < 0 and progress.sent >= 0:
+            progress.reason = Msg.STORE_RESYNC
+        head = _fields(kind=Msg.SNAPSHOT)
+        rest = events[max(sent, 0) :]
+        frames = (
+            [Frame(head + b"".join(part), len(part)) for part in self._chunks(rest, batch)] if rest else []
+        )
+        if sent < 0:  # this is the whole snapshot: its first message resets (one empty one, if need be)
+            frames = frames or [Frame(head, 0)]
+            frames[0] = Frame(frames[0].data + _fields(reset=True, reason=progress.reason), frames[0].events)
+        frames.append(Frame(_fields(kind=Msg.SYNCED, cursor=self.cursor(revision)), 0))
+        frames += [msg for rev, msg in self._history if rev > revision]
+        return frames
 
     def _start(self, cursor: str, batch: int, old_state: Mapping[str, bytes] | None) -> list[Frame]:
         if not cursor:

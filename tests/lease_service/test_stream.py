@@ -235,3 +235,73 @@ async def test_a_relist_lease_by_lease_publishes_the_difference_with_whole_lease
         ("10.244.3.0-24", None),
         ("10.244.4.0-24", lease(4)),
     ]
+
+
+async def test_a_watcher_gets_the_first_listing_as_it_is_listed_then_synced_at_its_revision() -> None:
+    hub = LeaseHub("test")
+    stream = hub.watch(max_batch=2)
+    for n in (1, 2, 3):
+        hub.listed(lease(n).key, lease(n))
+    first = await take(stream, 2)  # before the listing is complete
+    assert [(m.kind, m.reset) for m in first] == [(Msg.SNAPSHOT, True), (Msg.SNAPSHOT, False)]
+    assert first[0].reason == Msg.INITIAL
+    assert [key for m in first for _, key in keys(m)] == ["10.244.1.0-24", "10.244.2.0-24", "10.244.3.0-24"]
+    hub.listed(lease(4).key, lease(4))
+    hub.reset({}, revision=5)
+    hub.apply([(lease(1).key, None)], revision=6)  # before the watcher ran again: it must not miss it
+    rest = await take(stream, 3)
+    assert (rest[0].kind, rest[0].reset, keys(rest[0])) == (Msg.SNAPSHOT, False, [(UPSERT, "10.244.4.0-24")])
+    assert rest[1].kind == Msg.SYNCED and hub.parse_cursor(rest[1].cursor)[0] == 5
+    assert (rest[2].kind, keys(rest[2])) == (Msg.DELTA, [(REMOVE, "10.244.1.0-24")])
+    hub.apply([(lease(9).key, lease(9))], revision=7)
+    assert keys((await take(stream, 1))[0]) == [(UPSERT, "10.244.9.0-24")]
+
+
+async def test_a_watcher_that_comes_during_the_first_listing_gets_what_was_listed_before_it() -> None:
+    hub = LeaseHub("test")
+    for n in (1, 2):
+        hub.listed(lease(n).key, lease(n))
+    stream = hub.watch()
+    msg = (await take(stream, 1))[0]
+    assert (msg.reset, sorted(key for _, key in keys(msg))) == (True, ["10.244.1.0-24", "10.244.2.0-24"])
+    hub.reset({}, revision=3)
+    assert (await take(stream, 1))[0].kind == Msg.SYNCED
+
+
+async def test_a_first_listing_that_starts_over_starts_the_snapshot_over() -> None:
+    hub = LeaseHub("test")
+    stream = hub.watch()
+    hub.listed(lease(7).key, lease(7))
+    assert keys((await take(stream, 1))[0]) == [(UPSERT, "10.244.7.0-24")]
+    hub.discard_listed()  # compacted while paging: listed again from the start, 7 deleted meanwhile
+    hub.listed(lease(1).key, lease(1))
+    again = (await take(stream, 1))[0]
+    assert (again.kind, again.reset, again.reason, keys(again)) == (
+        Msg.SNAPSHOT,
+        True,
+        Msg.STORE_RESYNC,
+        [(UPSERT, "10.244.1.0-24")],
+    )
+    hub.discard_listed()  # and once more, this time completed before the watcher ran
+    hub.listed(lease(2).key, lease(2))
+    hub.reset({}, revision=9)
+    final = await take(stream, 2)
+    assert (final[0].reset, final[0].reason, keys(final[0])) == (
+        True,
+        Msg.STORE_RESYNC,
+        [(UPSERT, "10.244.2.0-24")],
+    )
+    assert final[1].kind == Msg.SYNCED and hub.parse_cursor(final[1].cursor)[0] == 9
+
+
+async def test_a_watcher_with_a_cursor_waits_for_the_first_listing() -> None:
+    hub = LeaseHub("test")
+    hub.listed(lease(1).key, lease(1))
+    stream = hub.watch(
+        cursor=hub.cursor(2)
+    )  # the revision the listing will be at: nothing to send but PROGRESS
+    pending = asyncio.ensure_future(anext(stream))
+    await asyncio.sleep(0)
+    assert not pending.done()
+    hub.reset({}, revision=2)
+    assert Msg.FromString(await asyncio.wait_for(pending, 5)).kind == Msg.PROGRESS
