@@ -5,7 +5,9 @@ the etcd write to the kernel change, p50/p99/max, and whether the backend keeps 
 
 Each tick alternates: add a new peer lease, remove the oldest peer lease present (first the
 initial ones, then the churn's own; the population stays near N and every removed lease is old
-enough to be in the kernel). The latency of an add is the time from issuing the etcd put to the
+enough to be in the kernel). New leases take the subnets after the initial ones, round the network
+(10.1.0.0/24 to 10.255.255.0/24) for long runs, never one present or the node's own (a lease written
+over the node's own is a takeover, which the lease service undoes: another measure). The latency of an add is the time from issuing the etcd put to the
 kernel's RTM_NEWROUTE for the peer's subnet (the route is the last of the peer's three objects to
 be programmed); of a removal, to the RTM_DELROUTE (the first to go). "Keeps up": every change
 arrived, and the last one within 1 s of the last write.
@@ -23,17 +25,22 @@ import asyncio
 import subprocess
 import sys
 import time
+from collections import deque
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (
+    PEER_ROOM,
     Node,
     bench_node,
     cpu_delta,
     cpu_now,
     git_commit,
+    own_subnet,
+    peer_index,
     peer_key,
     peer_subnet,
     peer_value,
@@ -49,8 +56,35 @@ from flannel_testkit.netlink import KernelMonitor
 from flannel_testkit.processes import health_status
 
 
+class Population:
+    """The peers present (oldest first) and the index of the next new one."""
+
+    def __init__(self, peers: int, own: int) -> None:
+        self.present: deque[int] = deque(range(peers))
+        self._held = set(self.present)
+        self._own = own
+        self._next = peers
+
+    def add(self) -> int:
+        if len(self._held) + 1 >= PEER_ROOM:
+            raise RuntimeError(f"no room for another peer in the bench's network ({PEER_ROOM})")
+        while True:
+            i = self._next % PEER_ROOM
+            self._next += 1
+            if i not in self._held and i != self._own:
+                break
+        self.present.append(i)
+        self._held.add(i)
+        return i
+
+    def remove_oldest(self) -> int:
+        i = self.present.popleft()
+        self._held.discard(i)
+        return i
+
+
 async def drive(
-    node: Node, present: list[int], first: int, rate: float, seconds: float, batch: float
+    node: Node, peers: Population, rate: float, seconds: float, batch: float
 ) -> tuple[dict[tuple[str, str], float], float]:
     """Issue the writes; {(kind, dst): time issued}, and the time of the last write. ``batch`` > 0: the
     changes due within each ``batch`` seconds go as one etcd transaction (one revision), issued when the
@@ -70,13 +104,12 @@ async def drive(
             puts: list[tuple[str, bytes, int]] = []
             deletes: list[str] = []
             for k in range(start, min(total, start + per_txn)):
-                if k % 2 == 0 or not present:
-                    i = first + k
-                    present.append(i)
+                if k % 2 == 0 or not peers.present:
+                    i = peers.add()
                     issued[("route+", peer_subnet(i).split("/")[0])] = now
                     puts.append((peer_key(i), peer_value(i), lease))
                 else:
-                    i = present.pop(0)
+                    i = peers.remove_oldest()
                     issued[("route-", peer_subnet(i).split("/")[0])] = now
                     deletes.append(peer_key(i))
             if batch > 0:
@@ -96,18 +129,17 @@ async def drive(
 def measure(
     node: Node,
     procs: list,
-    present: list[int],
+    peers: Population,
     n: int,
     rate: float,
     seconds: float,
-    first: int,
     settle: float,
     batch: float = 0.0,
 ) -> dict[str, Any]:
     monitor = KernelMonitor()
     try:
         before = cpu_now(procs)
-        issued, last_write = asyncio.run(drive(node, present, first, rate, seconds, batch))
+        issued, last_write = asyncio.run(drive(node, peers, rate, seconds, batch))
         deadline = time.monotonic() + settle
         seen: dict[tuple[str, str], float] = {}
         while time.monotonic() < deadline:
@@ -146,7 +178,7 @@ def measure(
     }
 
 
-def kernel_after(present: list[int], settle: float) -> dict[str, Any]:
+def kernel_after(present: Iterable[int], settle: float) -> dict[str, Any]:
     """After the churn, the node's peer routes (``dev flannel.1``) against the leases left in etcd: the
     subnets missing from the kernel and those it still holds, waited for up to ``settle`` seconds.
     A change the monitor missed shows here only if the kernel missed it too."""
@@ -195,27 +227,24 @@ def main() -> int:
         # done (the full reconcile at SYNCED too) only when it reports SERVING
         socket = node.tmp / "run" / "backend.sock"
         wait_for(lambda: health_status(socket) == "SERVING", 600, "the backend SERVING", interval=0.1)
-        first = args.peers
-        present = list(range(args.peers))
+        peers = Population(args.peers, own=peer_index(own_subnet(node)))
         for rate in args.rate:
             time.sleep(2)
             r = measure(
                 node,
                 node.procs,
-                present,
+                peers,
                 args.peers,
                 rate,
                 args.seconds,
-                first,
                 args.settle,
                 args.batch_ms / 1000,
             )
-            first += int(rate * args.seconds) + 1
             r["initial_sync_seconds"] = round(sync, 3)
             r["commit"] = git_commit()
             results.append(r)
             print(f"  {r}", flush=True)
-        after = kernel_after(present, args.settle)
+        after = kernel_after(peers.present, args.settle)
         results[-1]["kernel_after"] = after
         print(f"  the kernel after the churn against etcd: {after}", flush=True)
     print(

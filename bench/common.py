@@ -25,6 +25,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network
 from pathlib import Path
 from typing import TypeVar
 
@@ -32,6 +33,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from flannel_testkit.cluster import read_subnet_env
 from flannel_testkit.etcd import EtcdClient, etcd_binary, etcd_client, port_open
 from flannel_testkit.netlink import KernelCounter
 from flannel_testkit.netns import Netns, create_netns, delete_netns, enter_netns, unique_name
@@ -48,9 +50,26 @@ NODE_ADDR, PEER_ADDR = "192.168.200.1", "192.168.200.2"
 # --- peers -------------------------------------------------------------------------------------
 
 
+#: Peers the bench's network has room for: 10.1.0.0/24 to 10.255.255.0/24.
+PEER_ROOM = 255 * 256
+
+
 def peer_subnet(i: int) -> str:
-    """The i-th peer's subnet ``10.A.B.0/24`` (A from 1; room for 65,000 peers)."""
+    """The i-th peer's subnet ``10.A.B.0/24`` (A from 1; 0 <= i < PEER_ROOM)."""
+    if not 0 <= i < PEER_ROOM:
+        raise ValueError(f"peer {i} is outside the bench's network (room for {PEER_ROOM})")
     return f"10.{1 + i // 256}.{i % 256}.0/24"
+
+
+def peer_index(subnet: IPv4Network) -> int:
+    """Which peer's subnet ``subnet`` is (the inverse of ``peer_subnet``)."""
+    _, a, b, _ = subnet.network_address.packed
+    return (a - 1) * 256 + b
+
+
+def own_subnet(node: Node) -> IPv4Network:
+    """The node's own subnet, from the subnet.env its lease service wrote."""
+    return IPv4Network(read_subnet_env(node.tmp / "run" / "subnet.env")["FLANNEL_SUBNET"], strict=False)
 
 
 def peer_key(i: int) -> str:
