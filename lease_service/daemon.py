@@ -167,6 +167,8 @@ async def _run(settings: cli.Settings) -> int:
             KeeperSettings(
                 renew_margin=settings.renew_margin, subnet_file=settings.subnet_file, ip_masq=settings.ip_masq
             ),
+            # etcd: the backend's lease is chosen from the leases the stream listed, not a listing of its own
+            known=None if kube_mode else hub.known,
         )
         tasks.append(asyncio.create_task(manager.run_watch(config, hub), name="store-watch"))
         tasks.append(asyncio.create_task(keeper.run(), name="lease-keeper"))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,8 +45,14 @@ class LeaseKeeper:
         config: NetworkConfig,
         changes: AsyncIterable[Sequence[Change]],
         settings: KeeperSettings,
+        known: Callable[[], Mapping[str, bytes] | None] | None = None,
     ) -> None:
         self.manager = manager
+        self._known = known
+        """The leases as the lease stream holds them once listed (:meth:`LeaseHub.known`), for the store to
+        choose the backend's lease from; while the stream is still listing (None), the store lists for
+        itself: its own listing decodes nothing but the values that may name our address, much less than
+        the stream's listing, which the backend would otherwise wait for."""
         self.config = config
         self.settings = settings
         self.lease: Lease | None = None
@@ -78,7 +84,8 @@ class LeaseKeeper:
             else:
                 previous = (None, None)
             self._written.append(self._fingerprint(attrs))
-            lease = await self.manager.acquire_lease(self.config, attrs, previous)
+            known = self._known() if self._known is not None else None
+            lease = await self.manager.acquire_lease(self.config, attrs, previous, known)
             self._written.append(self._fingerprint(lease.attrs))
             self._attrs, self.mtu = attrs, mtu
             if held is None:

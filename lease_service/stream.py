@@ -173,6 +173,11 @@ class LeaseHub:
     async def wait_ready(self) -> None:
         await self._ready.wait()
 
+    def known(self) -> Mapping[str, bytes] | None:
+        """Every lease, by key, as its UPSERT event in wire form (the hub's own map: read it without awaiting
+        in between); None until the first listing is complete."""
+        return self._upserts if self._ready.is_set() else None
+
     def set_store(self, store_id: str) -> None:
         """The store's identity as of the latest list. When it changed (etcd restored into a new cluster),
         no cursor handed out before can be resumed: the history is dropped."""

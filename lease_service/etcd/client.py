@@ -32,6 +32,10 @@ Metadata = tuple[tuple[str, str], ...]
 
 #: Keys per Range page in get_prefix (all pages are read at the first page's revision).
 PAGE_SIZE = 1000
+CONVERT_SLICE = 100
+"""Keys converted between two turns of the event loop while a listing is converted page by page: the lease
+service serves its callers while it lists (a page of 1,000 leases is ~60 ms of decoding, more on a busy
+node; the gRPC server's own steps for a new caller each wait for a turn)."""
 
 _RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 # etcd's answers to a missing, unknown or outdated auth token (they differ between versions).
@@ -451,22 +455,39 @@ class EtcdClient:
         convert: Callable[[KeyValue], R | None],
         revision: int = 0,
     ) -> tuple[list[R], int]:
-        kvs: list[R] = []
-        while True:
+        def page(start: bytes, revision: int) -> Awaitable[rpc_pb2.RangeResponse]:
             request = rpc_pb2.RangeRequest(key=start, range_end=end, limit=PAGE_SIZE, revision=revision)
-            response = await self._unary(
+            return self._unary(
                 "get_prefix", prefix, lambda conn: conn.kv.Range, request, rpc_pb2.RangeResponse
             )
+
+        kvs: list[R] = []
+        response = await page(start, revision)
+        if revision == 0:
+            revision = response.header.revision  # every later page is read at the first one's revision
+        while True:
             self.cluster_id = response.header.cluster_id
-            if revision == 0:
-                revision = response.header.revision
-            for pb in response.kvs:
-                item = convert(_kv(pb))
-                if item is not None:
-                    kvs.append(item)
-            if not response.more or not response.kvs:
+            # the next page is asked for before this one is converted: etcd reads it meanwhile
+            following = (
+                asyncio.ensure_future(page(response.kvs[-1].key + b"\x00", revision))
+                if response.more and response.kvs
+                else None
+            )
+            try:
+                for number, pb in enumerate(response.kvs, 1):
+                    item = convert(_kv(pb))
+                    if item is not None:
+                        kvs.append(item)
+                    if number % CONVERT_SLICE == 0:
+                        await asyncio.sleep(0)
+            except BaseException:
+                if following is not None:
+                    following.cancel()
+                    await asyncio.gather(following, return_exceptions=True)
+                raise
+            if following is None:
                 return kvs, revision
-            start = response.kvs[-1].key + b"\x00"
+            response = await following
 
     async def put(self, key: str, value: bytes, lease: int = 0) -> int:
         """Write the key; return the revision of the write. Retried like every call: a put

@@ -80,9 +80,16 @@ class SubnetManager(Protocol):
         node-public-ip annotations in Kubernetes mode); (None, None) when the store keeps none."""
         ...
 
-    async def acquire_lease(self, config: NetworkConfig, attrs: LeaseAttrs, previous: SubnetPair) -> Lease:
+    async def acquire_lease(
+        self,
+        config: NetworkConfig,
+        attrs: LeaseAttrs,
+        previous: SubnetPair,
+        known: Mapping[str, bytes] | None = None,
+    ) -> Lease:
         """This node's lease: its existing one (same public IP), else ``previous``'s subnet when
-        free, else a random free subnet."""
+        free, else a random free subnet. ``known``: the leases as the lease stream holds them (key → the
+        lease's UPSERT event in wire form), which a store may choose from instead of listing itself."""
         ...
 
     async def restore_lease(self, config: NetworkConfig, lease: Lease, attrs: LeaseAttrs) -> Lease:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable, Collection, Iterable
+import socket
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import TypeVar
@@ -129,7 +130,19 @@ class EtcdSubnetManager:
 
     # ---- the node's own lease ---------------------------------------------------------------
 
-    async def acquire_lease(self, config: NetworkConfig, attrs: LeaseAttrs, previous: SubnetPair) -> Lease:
+    async def acquire_lease(
+        self,
+        config: NetworkConfig,
+        attrs: LeaseAttrs,
+        previous: SubnetPair,
+        known: Mapping[str, bytes] | None = None,
+    ) -> Lease:
+        """As flannel: the lease naming our public IP, else ``previous``, else a random free subnet, taken
+        with a create-if-absent transaction. The first attempt chooses from ``known`` when given (the leases
+        the lease stream holds, listed and watched: no listing of its own on the path to the backend's first
+        peer; only the keys that may name our IPv4 address are read again); a new subnet that turns out to
+        be taken (``known`` lags etcd, or leaves out a stored value it could not use) is chosen again from
+        a listing of etcd itself, as every later attempt is."""
         value = encode_attrs(attrs)
 
         def scan(kv: KeyValue) -> str | Lease:
@@ -141,9 +154,12 @@ class EtcdSubnetManager:
                     return lease
             return kv.key[len(self.subnets_prefix) :]
 
-        for _ in range(ACQUIRE_ATTEMPTS):
+        for attempt in range(ACQUIRE_ATTEMPTS):
             listing: list[str | Lease]
-            listing, _ = await self._store(self.client.list_prefix(self.subnets_prefix, scan))
+            if attempt == 0 and known is not None and attrs.public_ip is not None:
+                listing = await self._known_listing(known, str(attrs.public_ip).encode(), scan)
+            else:
+                listing, _ = await self._store(self.client.list_prefix(self.subnets_prefix, scan))
             mine = [item for item in listing if isinstance(item, Lease)]
             if mine:
                 lease = await self._refresh(mine[0], attrs, value)
@@ -162,6 +178,24 @@ class EtcdSubnetManager:
         raise AcquireError(
             f"could not acquire a lease under {self.subnets_prefix} after {ACQUIRE_ATTEMPTS} attempts"
         )
+
+    async def _known_listing(
+        self, known: Mapping[str, bytes], address: bytes, scan: Callable[[KeyValue], str | Lease]
+    ) -> list[str | Lease]:
+        """``known``'s keys, as :meth:`acquire_lease`'s listing has them; the leases whose event holds our
+        IPv4 address's text (the event has the address as text, in its one form) read from etcd again and
+        scanned as a listing's are (their value and mod_revision, which the takeover is conditional on)."""
+        listing: list[str | Lease] = []
+        maybe: list[str] = []
+        for key, event in known.items():  # no await in this loop: ``known`` is the hub's live map
+            listing.append(key)
+            if address in event:
+                maybe.append(key)
+        for key in maybe:
+            kv, _ = await self._store(self.client.get(self.subnets_prefix + key))
+            if kv is not None:
+                listing.append(scan(kv))
+        return listing
 
     @staticmethod
     def _may_be_mine(value: bytes, attrs: LeaseAttrs) -> bool:
@@ -204,8 +238,21 @@ class EtcdSubnetManager:
         taken4: set[tuple[int, int]] = set()
         taken6: set[tuple[int, int]] = set()
         for item in taken:  # the store's keys (a lease stands for its key)
+            key = item if isinstance(item, str) else item.key
+            address, dash, length = key.partition("-")
+            if dash and "&" not in key and length.isdigit() and len(length) <= 2 and length.isascii():
+                # the common key, 10.244.3.0-24, read without a network object (10,000 at each acquire)
+                # where parse_subnet_key would read the same; any other key is left to it
+                try:
+                    value = int.from_bytes(socket.inet_pton(socket.AF_INET, address), "big")
+                except OSError:
+                    value = -1
+                prefix_len = int(length)
+                if value >= 0 and 1 <= prefix_len <= 32 and not value & (0xFFFFFFFF >> prefix_len):
+                    taken4.add((value, prefix_len))
+                    continue
             try:
-                sn4, sn6 = parse_subnet_key(item if isinstance(item, str) else item.key)
+                sn4, sn6 = parse_subnet_key(key)
             except CorruptLease:
                 continue
             if sn4 is not None:

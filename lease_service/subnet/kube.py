@@ -17,7 +17,7 @@ import contextlib
 import hashlib
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, ip_network
@@ -301,7 +301,13 @@ class KubeSubnetManager:
             _address(self.node_name, notes, self.names.node_public_ipv6, IPv6Address),
         )
 
-    async def acquire_lease(self, config: NetworkConfig, attrs: LeaseAttrs, previous: SubnetPair) -> Lease:
+    async def acquire_lease(
+        self,
+        config: NetworkConfig,
+        attrs: LeaseAttrs,
+        previous: SubnetPair,
+        known: Mapping[str, bytes] | None = None,
+    ) -> Lease:
         waited_for = ""
         while True:
             try:

@@ -441,6 +441,48 @@ def test_acquire_reuses_the_lease_naming_our_ip_among_lookalikes_and_escaped_val
     assert asyncio.run(acquire()) == "10.244.77.0/24"
 
 
+def test_acquire_from_the_streams_leases_reuses_ours_and_a_stale_memory_costs_a_listing_not_a_subnet(
+    etcd: EtcdServer, prefix: str
+) -> None:
+    """Chosen from the leases the stream holds (``known``): our lease found there is read again from etcd
+    and taken over; a subnet that memory thinks free but etcd holds (memory lags) is refused by the
+    create-if-absent transaction and chosen again from a listing of etcd, never shared."""
+    from ipaddress import IPv4Address, IPv4Network
+
+    from lease_service.lease import LeaseAttrs, decode_lease
+    from lease_service.netconfig import parse_network_config
+    from lease_service.stream import LeaseHub
+    from lease_service.subnet.etcd import EtcdSubnetManager
+
+    config = parse_network_config(json.dumps(CONFIG))
+    stored = {
+        "10.244.5.0-24": json.dumps({"PublicIP": "192.168.71.5"}),
+        "10.244.6.0-24": json.dumps({"PublicIP": "192.168.71.1"}),
+    }
+    for key, value in stored.items():
+        put(etcd, f"{prefix}/subnets/{key}", value, ttl=600)
+
+    async def acquire(ip: str, previous: str | None, known: tuple[str, ...]) -> tuple[str, bytes]:
+        events = {key: LeaseHub.comparable(decode_lease(key, stored[key].encode())) for key in known}
+        async with EtcdClient(EtcdSettings(endpoints=(etcd.endpoint,))) as client:
+            lease = await EtcdSubnetManager(client, prefix).acquire_lease(
+                config,
+                LeaseAttrs(IPv4Address(ip), backend_type="vxlan"),
+                (IPv4Network(previous) if previous else None, None),
+                events,
+            )
+            other, _ = await client.get(f"{prefix}/subnets/10.244.5.0-24")
+            assert other is not None
+            return str(lease.subnet), other.value
+
+    # ours (192.168.71.1 at 10.244.6.0) is in memory: reused
+    assert asyncio.run(acquire("192.168.71.1", None, tuple(stored)))[0] == "10.244.6.0/24"
+    # memory lacks 10.244.5.0, which etcd holds for another node; our old subnet.env names it
+    subnet, other = asyncio.run(acquire("192.168.71.9", "10.244.5.0/24", ("10.244.6.0-24",)))
+    assert subnet not in ("10.244.5.0/24", "10.244.6.0/24")
+    assert json.loads(other)["PublicIP"] == "192.168.71.5"
+
+
 def test_a_dual_stack_lease_is_stored_under_flannels_combined_key(
     etcd: EtcdServer, prefix: str, lease_node: MakeLeaseNode
 ) -> None:

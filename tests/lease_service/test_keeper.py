@@ -44,7 +44,9 @@ class SlowRenewals:
         self.renewing = asyncio.Event()
         self.let_renewal_through = asyncio.Event()
 
-    async def acquire_lease(self, config: NetworkConfig, attrs: LeaseAttrs, previous: object) -> Lease:
+    async def acquire_lease(
+        self, config: NetworkConfig, attrs: LeaseAttrs, previous: object, known: object = None
+    ) -> Lease:
         return self.acquired.pop(0)
 
     async def renew_lease(self, config: NetworkConfig, lease: Lease) -> Lease:
