@@ -12,8 +12,9 @@ import json
 import logging
 import os
 import sys
+import time
 from collections import OrderedDict
-from collections.abc import Container, Hashable
+from collections.abc import Callable, Container, Hashable
 from datetime import UTC, datetime
 
 LOG_FORMAT_ENV = "FLANNEL_LOG_FORMAT"
@@ -43,9 +44,80 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, ensure_ascii=False, default=str)
 
 
+class _Bucket:
+    __slots__ = ("at", "held", "held_since", "tokens")
+
+    def __init__(self, tokens: float, at: float) -> None:
+        self.tokens = tokens
+        self.at = at
+        self.held = 0
+        self.held_since = 0.0
+
+
+class FloodGate(logging.Filter):
+    """At most ``burst`` lines of one kind at once, then ``per_minute`` a minute (INFO and above; debug
+    lines are all kept): a kind is a logger and
+    its message template (``"skipping corrupt lease at %s: %s (%s)"``), so that any number of distinct
+    bad items (a writer putting a new corrupt key in the store fifty times a second) costs a bounded log.
+
+    The line that spends the last token says so; the next line let through after some were held back
+    carries their count and since when. Lines of other kinds are not affected. Memory: at most
+    ``kinds`` templates, the least recently seen forgotten first.
+    """
+
+    def __init__(
+        self,
+        burst: int = 100,
+        per_minute: float = 10,
+        *,
+        kinds: int = 1_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__()
+        self.burst = burst
+        self.rate = per_minute / 60.0
+        self.kinds = kinds
+        self._clock = clock
+        self._buckets: OrderedDict[tuple[str, object], _Bucket] = OrderedDict()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.INFO:  # debug lines are asked for (-vv): all of them
+            return True
+        now = self._clock()
+        kind = (record.name, record.msg)
+        bucket = self._buckets.get(kind)
+        if bucket is None:
+            bucket = self._buckets[kind] = _Bucket(self.burst, now)
+            while len(self._buckets) > self.kinds:
+                self._buckets.popitem(last=False)
+        else:
+            self._buckets.move_to_end(kind)
+            bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.at) * self.rate)
+            bucket.at = now
+        if bucket.tokens < 1:
+            if bucket.held == 0:
+                bucket.held_since = record.created
+            bucket.held += 1
+            return False
+        bucket.tokens -= 1
+        notes = []
+        if bucket.held:
+            since = datetime.fromtimestamp(bucket.held_since, UTC).strftime("%H:%M:%SZ")
+            notes.append(f"{bucket.held} more like this held back since {since}")
+            bucket.held = 0
+        if bucket.tokens < 1:
+            notes.append(f"further lines like this: at most {self.rate * 60:g} a minute")
+        if notes:
+            record.msg = f"{record.getMessage()} [{'; '.join(notes)}]"
+            record.args = None
+        return True
+
+
 def configure_logging(verbosity: int) -> None:
-    """INFO by default, DEBUG from ``-vv`` on; JSON lines when flanneld asks for them."""
+    """INFO by default, DEBUG from ``-vv`` on; JSON lines when flanneld asks for them; a flood of lines
+    of one kind held back (:class:`FloodGate`)."""
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(FloodGate())
     if os.environ.get(LOG_FORMAT_ENV) == "json":
         handler.setFormatter(JsonFormatter())
     else:

@@ -16,7 +16,7 @@ from typing import Any
 import grpc
 import pytest
 
-from flannel_rpc.logs import label
+from flannel_rpc.logs import FloodGate, label
 from flannel_testkit.cluster import Cluster, Node, ip_json
 from flannel_testkit.processes import Daemon, health_status
 from flannel_testkit.wait import wait_until
@@ -482,3 +482,29 @@ def test_hostile_nodes_frames_and_refusals_in_kube_mode_cost_one_line_each(
     grown = log_size(c) - before
     print(f"kube corpus: {len(corpus) + len(FRAMES) + 1 + refusals} items; logs grew by {grown} bytes")
     assert grown < LOG_GROWTH_BOUND, grown
+
+
+def test_a_writer_putting_a_thousand_corrupt_keys_costs_a_bounded_log(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    # A soak found this: a writer adding a new corrupt key fifty times a second made the lease service
+    # write fifty lines a second (each key is new, so once per key bounded nothing).
+    c = make_cluster(nodes=1)
+    n1 = c.node(1)
+    sub = f"{c.prefix}/subnets/"
+    keys = [f"{sub}10.{256 + n // 256}.{n % 256}.0-24" for n in range(1000)]
+    marker = f"{sub}10.244.190.0-24"
+    gate = FloodGate()
+    try:
+        for key in keys:
+            c.etcd_put(key, lease())
+        c.etcd_put(marker, lease("192.168.77.88"))  # watched after every corrupt key: a good lease
+        wait_until(lambda: "10.244.190.0/24" in routes(n1), timeout=60, what="the good lease after them")
+        skipped = [line for line in n1.lease.log().splitlines() if "skipping corrupt lease" in line]
+        assert gate.burst <= len(skipped) <= gate.burst + 5, len(skipped)
+        assert "further lines like this: at most 10 a minute" in skipped[gate.burst - 1]
+        assert n1.lease.alive() and health_status(n1.lease_socket) == "SERVING"
+    finally:
+        assert c.etcd_http is not None
+        for key in [*keys, marker]:
+            c.etcd_http.delete(key)
