@@ -440,11 +440,12 @@ class KubeSubnetManager:
                 delay = min(delay * 2, 10.0)
 
     async def _list(self, config: NetworkConfig, hub: LeaseSink) -> int:
-        """List every Node (page by page), hand the leases to the hub; the list's resourceVersion."""
-        leases: dict[str, Lease] = {}
+        """List every Node (page by page), each lease handed to the hub as its page is decoded
+        (``hub.listed``: the manager never holds the listing); the list's resourceVersion."""
         seen: dict[str, bytes] = {}
         revision = 0
         uid = ""
+        hub.discard_listed()  # what an earlier, failed listing handed on
         async with contextlib.aclosing(self.api.list_nodes()) as pages:
             while True:
                 page = await self._call("list nodes", lambda: anext(pages, None))
@@ -461,14 +462,14 @@ class KubeSubnetManager:
                     seen[node.metadata.name] = self._signature(node)
                     lease = self._decode(config, node)
                     if lease is not None:
-                        leases[lease.key] = lease
+                        hub.listed(lease.key, lease)
         self._seen = seen
         # Which cluster this is, for cursors: the API server's URL and the uid of this node's Node object.
         # A uid is random per object, so a cursor of another cluster (or of a Node deleted and created
         # again) never names this store; the kube-system namespace's uid would need RBAC flannel lacks.
         self.store_id = f"kube:{self.api.server}:{uid[:64] or '-'}"
         hub.set_store(self.store_id)
-        hub.reset(leases, revision)
+        hub.reset({}, revision)
         return revision
 
     async def _watch(self, config: NetworkConfig, hub: LeaseSink, revision: int) -> None:
@@ -476,7 +477,7 @@ class KubeSubnetManager:
         delay = self.retry_interval / 4
         reached = revision
 
-        def on_line(line: bytes) -> None:
+        def on_line(line: bytes | bytearray) -> None:
             nonlocal reached, delay
             reached = self._event(config, hub, line, reached)
             delay = self.retry_interval / 4
@@ -504,7 +505,7 @@ class KubeSubnetManager:
                 await asyncio.sleep(delay)
                 raise _Expired("unusable watch frame") from None
 
-    def _event(self, config: NetworkConfig, hub: LeaseSink, line: bytes, revision: int) -> int:
+    def _event(self, config: NetworkConfig, hub: LeaseSink, line: bytes | bytearray, revision: int) -> int:
         """Hand one watch event to the hub; the resourceVersion reached."""
         event = EVENT_DECODER.decode(line)
         kind, obj = event.type, event.object

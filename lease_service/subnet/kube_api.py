@@ -327,22 +327,33 @@ class KubeApi:
     async def list_nodes(
         self, page_size: int = PAGE_SIZE, timeout: float = 60
     ) -> AsyncGenerator[NodeList, None]:
-        """The pages of one consistent list (every page at the first page's resourceVersion)."""
-        token = ""
-        while True:
-            query = {"limit": str(page_size)}
-            if token:
-                query["continue"] = token
-            page = LIST_DECODER.decode(
-                await self.request("GET", "/api/v1/nodes", query=query, timeout=timeout)
-            )
-            yield page
-            token = page.metadata.continue_
-            if not token:
-                return
+        """The pages of one consistent list (every page at the first page's resourceVersion). The next page
+        is asked for before a page is handed on, so the server makes it while the caller works on this one
+        (the request is on the wire before the caller runs: one loop pass after the task is created)."""
+        fetch = asyncio.create_task(self._page(page_size, "", timeout), name="list-nodes-page")
+        try:
+            while True:
+                page = await fetch
+                token = page.metadata.continue_
+                if token:
+                    fetch = asyncio.create_task(self._page(page_size, token, timeout), name="list-nodes-page")
+                    await asyncio.sleep(0)
+                yield page
+                if not token:
+                    return
+        finally:
+            if not fetch.done():  # the caller stopped early: the next page is not wanted
+                fetch.cancel()
+                fetch.add_done_callback(_retrieved)
+
+    async def _page(self, page_size: int, token: str, timeout: float) -> NodeList:
+        query = {"limit": str(page_size)}
+        if token:
+            query["continue"] = token
+        return LIST_DECODER.decode(await self.request("GET", "/api/v1/nodes", query=query, timeout=timeout))
 
     async def watch_nodes(
-        self, resource_version: int, timeout_seconds: int, on_line: Callable[[bytes], None]
+        self, resource_version: int, timeout_seconds: int, on_line: Callable[[bytes | bytearray], None]
     ) -> None:
         """One watch (bookmarks on): ``on_line`` gets each raw JSON line as it arrives, in the callback that
         received it (no task wakes per event: at 50 heartbeats a second the wakeups were most of the CPU).
@@ -371,12 +382,20 @@ class KubeApi:
                 transport.close()
 
 
+def _retrieved(task: asyncio.Task[NodeList]) -> None:
+    """A cancelled page request's outcome, read so that asyncio does not report it as never retrieved."""
+    if not task.cancelled():
+        task.exception()
+
+
 class _WatchStream(asyncio.Protocol):
     """An HTTP/1.1 watch answer parsed as it arrives: the head, then the body (chunked, Content-Length or
     until close) split into lines for ``on_line``; an error answer's body becomes ApiStatus. The outcome
     (None when the body ended, else the exception) is set on ``done``."""
 
-    def __init__(self, request: bytes, on_line: Callable[[bytes], None], done: asyncio.Future[None]) -> None:
+    def __init__(
+        self, request: bytes, on_line: Callable[[bytes | bytearray], None], done: asyncio.Future[None]
+    ) -> None:
         self._request, self._on_line, self._done = request, on_line, done
         self._transport: asyncio.BaseTransport | None = None
         self._buf = bytearray()  # received, not parsed yet
@@ -447,7 +466,7 @@ class _WatchStream(asyncio.Protocol):
                 if state in ("data", "length", "close"):
                     take = len(buf) - pos if state == "close" else min(self._left, len(buf) - pos)
                     if take:
-                        self._body(buf[pos : pos + take])
+                        self._body(buf, pos, pos + take)
                         pos += take
                     if state == "close":
                         return False
@@ -519,21 +538,27 @@ class _WatchStream(asyncio.Protocol):
             self._state = "close"
         return end
 
-    def _body(self, data: bytes | bytearray) -> None:
-        """Body bytes: an error answer's are kept (up to MAX_FRAME), a watch's are split into lines."""
+    def _body(self, buf: bytearray, start: int, end: int) -> None:
+        """Body bytes ``buf[start:end]``: an error answer's are kept (up to MAX_FRAME), a watch's are split
+        into lines (a line within one read is handed on with one copy of it, not three)."""
         if self._error_body is not None:
-            self._error_body += data[: MAX_FRAME - len(self._error_body)]
+            self._error_body += buf[start : min(end, start + MAX_FRAME - len(self._error_body))]
             return
         pending = self._pending
-        pending += data
-        start = 0
-        while (newline := pending.find(b"\n", start)) >= 0:
-            if newline > start:
-                self._on_line(bytes(pending[start:newline]))
+        while (newline := buf.find(b"\n", start, end)) >= 0:
+            if pending:
+                pending += buf[start:newline]
+                line, self._pending = pending, bytearray()
+                pending = self._pending
+            else:
+                line = buf[start:newline]
+            if line:
+                self._on_line(line)
             start = newline + 1
-        del pending[:start]
-        if len(pending) > MAX_FRAME:
-            raise FrameTooLarge(f"a watch event longer than {MAX_FRAME} bytes")
+        if start < end:
+            pending += buf[start:end]
+            if len(pending) > MAX_FRAME:
+                raise FrameTooLarge(f"a watch event longer than {MAX_FRAME} bytes")
 
     def _end_body(self) -> None:
         """The body ended: a last line without its newline is a line too."""

@@ -4,15 +4,18 @@ lists in consistent pages, watch lines, error answers, and heartbeats recognised
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import parse_qs
 
 import pytest
 
 from flannel_testkit.etcd import EtcdServer
 from flannel_testkit.kubeapi import KubeApiControl, make_node, running
+from flannel_testkit.wait import wait_until
 from lease_service.netconfig import parse_network_config
 from lease_service.subnet import kube_api
 from lease_service.subnet.kube import KubeSubnetManager
@@ -68,6 +71,29 @@ async def test_a_list_comes_in_pages_all_at_the_first_pages_version(api: KubeApi
         await client.close()
 
 
+async def test_the_next_page_is_asked_for_before_a_page_is_handed_on(api: KubeApiControl) -> None:
+    for i in range(5):
+        api.create_node(make_node(f"n{i}", f"10.244.{i}.0/24"))
+    api.clear_requests()
+    client = KubeApi(KubeConnection(api.url))
+    try:
+        async with contextlib.aclosing(client.list_nodes(page_size=2)) as pages:
+            first = await anext(pages)
+
+            def asked() -> list[str]:
+                requests = [r for r in api.requests() if r["path"] == "/api/v1/nodes"]
+                return [parse_qs(r["query"]).get("continue", [""])[0] for r in requests]
+
+            # asked for while this page is held (the server logs a request as it starts answering it)
+            wait_until(lambda: len(asked()) == 2, 10, what="the second page's request")
+            assert asked() == ["", first.metadata.continue_]
+        # stopped after one page: the request for the next is not left running
+        await asyncio.sleep(0)
+        assert not [t for t in asyncio.all_tasks() if t.get_name() == "list-nodes-page" and not t.done()]
+    finally:
+        await client.close()
+
+
 async def test_an_error_answer_names_the_status_and_message(api: KubeApiControl) -> None:
     client = KubeApi(KubeConnection(api.url))
     try:
@@ -100,7 +126,7 @@ async def test_the_watch_yields_one_line_per_event_and_heartbeats_change_no_leas
         api.patch_node("n1", {"metadata": {"annotations": {P + "public-ip": "192.168.70.10"}}}, status=True)
         events = []
 
-        def on_line(line: bytes) -> None:
+        def on_line(line: bytes | bytearray) -> None:
             event = EVENT_DECODER.decode(line)
             if event.type != "BOOKMARK":
                 events.append(event)
@@ -150,9 +176,9 @@ def chunked(body: bytes, cuts: list[int]) -> bytes:
 
 async def feed(
     answer: bytes, step: int, close: bool = False
-) -> tuple[list[bytes], BaseException | None, bool]:
+) -> tuple[list[bytes | bytearray], BaseException | None, bool]:
     """Feed ``answer`` ``step`` bytes at a time (then the close, if asked): the lines, the outcome, closed."""
-    lines: list[bytes] = []
+    lines: list[bytes | bytearray] = []
     done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     stream = _WatchStream(b"GET / HTTP/1.1\r\n\r\n", lines.append, done)
     transport = FakeTransport()
@@ -217,7 +243,7 @@ async def test_a_watch_line_beyond_the_frame_limit_ends_the_watch(monkeypatch: p
 async def test_what_the_line_callback_raises_ends_the_watch_with_it() -> None:
     done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
-    def refuse(line: bytes) -> None:
+    def refuse(line: bytes | bytearray) -> None:
         raise ValueError(f"unusable: {line[:5]!r}")
 
     stream = _WatchStream(b"", refuse, done)
@@ -261,7 +287,7 @@ async def test_a_watch_over_tls_verifies_the_server_and_sends_the_token(
     ca = cert.read_text()
     client = KubeApi(KubeConnection(f"https://127.0.0.1:{port}", ca_pem=ca, token="t0ken"))
     try:
-        lines: list[bytes] = []
+        lines: list[bytes | bytearray] = []
         await client.watch_nodes(7, timeout_seconds=5, on_line=lines.append)
         assert lines == EVENTS
         assert heads[0].startswith(b"GET /api/v1/nodes?watch=1&resourceVersion=7&")
