@@ -172,14 +172,23 @@ async def _run(settings: cli.Settings) -> int:
         )
         tasks.append(asyncio.create_task(manager.run_watch(config, hub), name="store-watch"))
         tasks.append(asyncio.create_task(keeper.run(), name="lease-keeper"))
-        # the gate of the contract: nothing is answered (config, lease, stream) before this point. The
-        # first listing of the leases need not be complete: a stream without a cursor gets the leases as
-        # they are listed, SYNCED once all are (LeaseHub.watch); a resume waits for the listing
-        servicer.attach(config, manager, hub, keeper, ext)
-        await server.set_serving(True)
-        log.info("serving leases on %s", settings.socket_path)
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        # the gate of the contract: nothing is answered (config, lease, stream) before the store has
+        # answered the listing of the leases (a refused or failing list keeps the service NOT_SERVING). The
+        # listing need not be complete: a stream without a cursor gets the leases as they are listed, SYNCED
+        # once all are (LeaseHub.watch); a resume waits for the listing
+        servicer.waiting_for = "the store's answer to the listing of the leases"
+        answered = asyncio.create_task(hub.wait_answered(), name="store-answered")
+        done, _ = await asyncio.wait({answered, *tasks}, return_when=asyncio.FIRST_COMPLETED)
+        if answered in done:
+            servicer.attach(config, manager, hub, keeper, ext)
+            await server.set_serving(True)
+            log.info("serving leases on %s", settings.socket_path)
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        else:
+            answered.cancel()
         for task in done:
+            if task is answered:
+                continue
             if task.exception() is not None:
                 log.error("internal task %s failed: %r", task.get_name(), task.exception())
                 return ExitCode.FAILURE

@@ -160,6 +160,7 @@ class LeaseHub:
         self._early_watchers = 0
         self._snapshot_cache: tuple[tuple[int, int], list[Frame]] | None = None
         self._ready = asyncio.Event()
+        self._answered = asyncio.Event()  # the store answered a listing: a lease listed, or a whole listing
         self._history: deque[tuple[int, Frame]] = deque()
         self._history_events = 0
         self._history_bytes = 0
@@ -172,6 +173,10 @@ class LeaseHub:
 
     async def wait_ready(self) -> None:
         await self._ready.wait()
+
+    async def wait_answered(self) -> None:
+        """Until the store has answered the first listing (a lease listed, or the whole listing done)."""
+        await self._answered.wait()
 
     def known(self) -> Mapping[str, bytes] | None:
         """Every lease, by key, as its UPSERT event in wire form (the hub's own map: read it without awaiting
@@ -219,6 +224,7 @@ class LeaseHub:
     def listed(self, key: str, lease: Lease) -> None:
         """One lease of a listing in progress, kept as its wire-form event (see :meth:`reset`); a lease that
         differs from the one published is also kept whole, for the subscribers."""
+        self._answered.set()
         event = self._admit(key, lease)
         if event is None:
             return  # too large: left out, as from any listing
@@ -241,6 +247,7 @@ class LeaseHub:
         """The store was listed at ``revision``: every valid lease is one given here or to :meth:`listed`
         since the last reset. The first list sets the state; a later one (after a compaction or reconnect)
         is diffed against the state and published as one delta."""
+        self._answered.set()
         for key, lease in leases.items():
             self.listed(key, lease)
         listed, changed, order = self._listed, self._listed_changed, self._listing
