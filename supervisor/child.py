@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -22,10 +23,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from flannel_rpc.exitcodes import ExitCode, classify
-from supervisor import probe
+from supervisor import probe, spawn
 from supervisor.cli import ProbeSettings
-from supervisor.logs import CHILD_ENV, LogSink
+from supervisor.logs import LogSink
 from supervisor.privileges import Launch
+from supervisor.spawn import Spawned
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +74,57 @@ class RunResult:
         return self.reason == "exited" and self.code.fatal
 
 
+OUTPUT_LIMIT = 1 << 20
+"""Bytes of one line of a child's output that flanneld reads at once."""
+
+
+class Process:
+    """A running child (:func:`supervisor.spawn.start`) as the supervisor handles it: its output as streams,
+    its exit awaited on its pidfd, signals sent through the pidfd."""
+
+    def __init__(self, spawned: Spawned, stdout: asyncio.StreamReader, stderr: asyncio.StreamReader) -> None:
+        self.pid = spawned.pid
+        self.stdout = stdout
+        self.stderr = stderr
+        self.returncode: int | None = None
+        self._pidfd = spawned.pidfd
+        loop = asyncio.get_running_loop()
+        self._exited: asyncio.Future[int] = loop.create_future()
+        loop.add_reader(self._pidfd, self._reap)
+
+    def _reap(self) -> None:
+        pid, status = os.waitpid(self.pid, os.WNOHANG)
+        if pid == 0:
+            return
+        asyncio.get_running_loop().remove_reader(self._pidfd)
+        os.close(self._pidfd)
+        self._pidfd = -1
+        self.returncode = os.waitstatus_to_exitcode(status)
+        self._exited.set_result(self.returncode)
+
+    async def wait(self) -> int:
+        """Its exit code (negative: the signal that killed it)."""
+        return await asyncio.shield(self._exited)
+
+    def send_signal(self, sig: int) -> None:
+        """Signal it; ProcessLookupError once it has exited."""
+        if self._pidfd < 0:
+            raise ProcessLookupError(self.pid)
+        signal.pidfd_send_signal(self._pidfd, sig)
+
+
+async def adopt(spawned: Spawned) -> Process:
+    """Take over a child started by :func:`supervisor.spawn.start`: its output pipes are read by the loop."""
+    loop = asyncio.get_running_loop()
+    readers = []
+    for fd in (spawned.stdout, spawned.stderr):
+        reader = asyncio.StreamReader(limit=OUTPUT_LIMIT, loop=loop)
+        pipe = os.fdopen(fd, "rb", 0)  # the read transport owns it and closes it
+        await loop.connect_read_pipe(functools.partial(asyncio.StreamReaderProtocol, reader), pipe)
+        readers.append(reader)
+    return Process(spawned, readers[0], readers[1])
+
+
 class HealthProbe:
     """grpc.health.v1 ``Check`` of the overall service ``""`` over a unix socket, on a connection kept
     between probes (replaced at once when the child behind the socket changed)."""
@@ -98,6 +151,7 @@ class Child:
         probe: ProbeSettings,
         stop_grace: float,
         env: Mapping[str, str] | None = None,
+        started: Spawned | None = None,
     ) -> None:
         self.launch = launch
         self.name = launch.name
@@ -105,7 +159,9 @@ class Child:
         self._probe_settings = probe
         self._stop_grace = stop_grace
         self._env = dict(env) if env is not None else None
-        self.process: asyncio.subprocess.Process | None = None
+        self.process: Process | None = None
+        self._started = started
+        """Its first incarnation, when flanneld started it before its own loop ran (see __main__)."""
         self._pumps: list[asyncio.Task[None]] = []
         self.status = "STOPPED"
         self.serving = asyncio.Event()
@@ -125,21 +181,14 @@ class Child:
             self.serving.clear()
 
     def _environment(self) -> dict[str, str]:
-        base = self._env if self._env is not None else os.environ
-        return {**base, **CHILD_ENV, **dict(self.launch.secrets)}
+        return spawn.environment(self.launch, self._env if self._env is not None else os.environ)
 
-    async def spawn(self) -> asyncio.subprocess.Process:
-        """Start a new process (its own session, so a terminal's ^C reaches only flanneld)."""
+    async def spawn(self) -> Process:
+        """Start a new process (its own session, so a terminal's ^C reaches only flanneld), or take over the
+        one started before the loop ran."""
         self.set_status("STARTING")
-        process = await asyncio.create_subprocess_exec(
-            *self.launch.argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,
-            env=self._environment(),
-            limit=1 << 20,
-        )
+        started, self._started = self._started, None
+        process = await adopt(started or spawn.start(self.launch.argv, self._environment()))
         self.process = process
         self.starts += 1
         assert process.stdout is not None and process.stderr is not None
@@ -227,6 +276,12 @@ class Child:
             for pump in pending:
                 pump.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+
+    def abandon(self) -> None:
+        """Stop the process started before the loop ran if it was never taken over (flanneld gave up)."""
+        started, self._started = self._started, None
+        if started is not None:
+            started.abandon()
 
     async def stop(self, grace: float | None = None) -> int | None:
         """SIGTERM, then SIGKILL to its process group after ``grace`` seconds; returns the exit code."""

@@ -26,8 +26,6 @@ from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
 
 SELF = "flanneld"
-CHILD_ENV = {"FLANNEL_LOG_FORMAT": "json"}
-"""What flanneld adds to its children's environment so that they write records it can re-render."""
 
 _ERROR_LEVELS = frozenset({"error", "critical", "fatal"})
 _RESERVED = frozenset({"ts", "level", "process", "msg"})

@@ -21,7 +21,7 @@ import random
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from flannel_rpc.exitcodes import ExitCode
@@ -68,11 +68,6 @@ class FatalExit(Exception):
         what = "usage or configuration error" if last.code == ExitCode.USAGE else "permanent failure"
         cause = f": {last.last_error}" if last.last_error else ""
         super().__init__(f"{child} stopped with {what} ({last.exit_status}){cause}")
-
-
-def child_environment(environ: Mapping[str, str]) -> dict[str, str]:
-    """The children's environment: flanneld's own, less its ``FLANNELD_*`` settings (flags carry those)."""
-    return {k: v for k, v in environ.items() if not k.startswith("FLANNELD_")}
 
 
 class Supervisor:
