@@ -149,10 +149,12 @@ class DesiredBuilder:
         self.fdb.extend(fdb)
         self.wg_peers.extend(wg)
 
-    def keep(self, plan: PeerPlan) -> None:
-        """Add one peer's plan as it is (its objects already made)."""
+    def keep(
+        self, plan: PeerPlan, objects: Iterable[Route | Neighbour | FdbEntry | WgPeer] | None = None
+    ) -> None:
+        """Add one peer's plan as it is (its objects already made); ``objects``: only these of them."""
         self.peers.append(plan)
-        for obj in plan.objects:
+        for obj in plan.objects if objects is None else objects:
             if isinstance(obj, Route):
                 self.routes.append(obj)
             elif isinstance(obj, Neighbour):

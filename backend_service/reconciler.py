@@ -29,7 +29,7 @@ from flannel_rpc.logs import LogOnce, shorten
 
 from . import metrics
 from .follow import LeaseView
-from .kernel.model import ApplyResult, Kernel, KernelError
+from .kernel.model import ApplyResult, Expected, Kernel, KernelCheck, KernelError, KernelSnapshot
 from .node import LocalNode
 from .planner import Plan, Planner
 from .status import Health, Status
@@ -179,33 +179,52 @@ class Reconciler:
         """Read the kernel, plan every lease, apply; or, when the planner's memory can tell, check the
         kernel against it and plan only the leases that changed (:meth:`_checked`)."""
         devices = self.planner.backend.devices
-        if self.planner.checkable(node):
-            done = await self._checked(devices)
+        check = await self.kernel.check(devices)
+        if check is not None and self.planner.checkable(node):
+            done = await self._checked(check)
             if done is not None:
                 return done
-        snapshot = await self.kernel.read(devices)
-        cursor, synced = self.view.cursor, self.view.synced
-        plan = self.planner.plan_full(self.view.leases.values(), node, snapshot, synced=synced)
+        snapshot, expect, cursor, synced = await self._read(devices, node, check)
+        plan = self.planner.plan_full(self.view.leases.values(), node, snapshot, synced=synced, expect=expect)
         self.status.device_present = set(devices) <= set(snapshot.links.values())
+        del snapshot, expect
         done = await self._apply(plan, cursor=cursor, synced=synced)
-        del plan, snapshot
+        del plan
         _settle_heap()
         return done
 
-    async def _checked(self, devices: tuple[str, ...]) -> bool | None:
+    async def _read(
+        self, devices: tuple[str, ...], node: LocalNode, check: KernelCheck | None
+    ) -> tuple[KernelSnapshot, Expected | None, str, bool]:
+        """The kernel read for a full plan (and the cursor and synced flag it plans for). With a check's
+        connected networks the planner says first what it expects, and the read builds objects only for
+        what differs (:class:`~backend_service.kernel.model.Expected`); read again when SYNCED came
+        meanwhile (the expectation was for a plan that deletes nothing)."""
+        for _ in range(3):
+            if check is None:
+                break
+            cursor, synced = self.view.cursor, self.view.synced
+            expect = self.planner.expect(self.view.leases.values(), node, check.connected, synced=synced)
+            snapshot = await self.kernel.read(devices, expect)
+            if self.view.synced == synced:
+                return snapshot, expect, cursor, synced
+            del snapshot, expect
+            check = await self.kernel.check(devices)
+        snapshot = await self.kernel.read(devices)
+        return snapshot, None, self.view.cursor, self.view.synced
+
+    async def _checked(self, check: KernelCheck) -> bool | None:
         """A full reconcile in the common case, where the kernel holds what the last plans wrote: a
         digest of the kernel (no object built per entry) against the planner's, then the leases that are
         not the ones last planned as one delta. None when that cannot tell (drift, connected networks
-        changed, a WireGuard device): then the caller reads and plans in full. At 10,000 peers this is
-        the raw dumps and no plan, instead of 30,000 objects read, 10,000 leases checked and diffed."""
-        check = await self.kernel.check(devices)
-        if check is None:
-            return None
+        changed): then the caller reads and plans in full. At 10,000 peers this is the raw dumps and no
+        plan, instead of 30,000 objects read, 10,000 leases checked and diffed."""
         if not self.planner.holds(check):
             log.info(
                 "the kernel differs from what was written (or the connected networks changed): full reconcile"
             )
             return None
+        devices = self.planner.backend.devices
         self.status.device_present = set(devices) <= set(check.links.values())
         cursor, synced = self.view.cursor, self.view.synced
         plan = self.planner.plan_delta(self.planner.changes_since(self.view.leases))

@@ -22,7 +22,7 @@ from pyroute2.iproute.linux import AsyncIPRoute
 from ..desired import WgPeer
 from . import wgctl
 from .links import LinkIndexes
-from .model import DELETE, ApplyResult, KernelCheck, KernelError, KernelSnapshot, Op, OpFailure
+from .model import DELETE, ApplyResult, Expected, KernelCheck, KernelError, KernelSnapshot, Op, OpFailure
 from .netlink_fast import CHUNK, MessageEncoder, open_netlink_socket, send_batch
 from .read import check_kernel, read_owned
 
@@ -117,8 +117,8 @@ class NetlinkKernel:
         self._ipr = ipr
         self._applier = TemplateApplier(ipr)
 
-    async def read(self, devices: Iterable[str]) -> KernelSnapshot:
-        snapshot = await read_owned(self._ipr, devices)
+    async def read(self, devices: Iterable[str], expect: Expected | None = None) -> KernelSnapshot:
+        snapshot = await read_owned(self._ipr, devices, expect)
         self._applier.learn(snapshot.links)
         return snapshot
 

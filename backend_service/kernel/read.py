@@ -25,13 +25,17 @@ from . import wgctl
 from .links import link_names
 from .model import (
     Digest,
+    Expected,
     KernelCheck,
     KernelError,
     KernelRoute,
     KernelSnapshot,
     KernelState,
+    fdb_identity,
     fdb_print,
+    neighbour_identity,
     neighbour_print,
+    route_identity,
     route_print,
 )
 from .netlink_fast import (
@@ -57,19 +61,22 @@ _Owned = tuple[str, RawRoute | RawNeighbour, str]
 """What :func:`_scan` yields: the kind, the raw entry, the interface name."""
 
 
-async def read_kernel(ipr: AsyncIPRoute, devices: Iterable[str] = ()) -> KernelSnapshot:
+async def read_kernel(
+    ipr: AsyncIPRoute, devices: Iterable[str] = (), expect: Expected | None = None
+) -> KernelSnapshot:
     """Read the routes, neighbours and FDB entries we own, and the directly connected networks.
 
     Ours: main-table routes with protocol RTPROT_FLANNEL, and non-kernel routes, permanent
     neighbours and permanent FDB entries on ``devices`` (our VXLAN devices).
 
     The route, neighbour and FDB dumps go over a raw socket in ``ipr``'s namespace and only the
-    fields needed are parsed (:mod:`backend_service.kernel.netlink_fast`), in a worker thread.
+    fields needed are parsed (:mod:`backend_service.kernel.netlink_fast`), in a worker thread. With
+    ``expect``, an entry that is exactly what the plan expects is only marked found in it (no object).
     """
     links = await link_names(ipr)
     sock = open_netlink_socket(ipr)  # in the loop thread: pyroute2 sockets are per thread
     try:
-        return await asyncio.to_thread(_read_dumps, sock, links, set(devices))
+        return await asyncio.to_thread(_read_dumps, sock, links, set(devices), expect)
     finally:
         sock.close()
 
@@ -135,22 +142,42 @@ def _scan(sock: socket.socket, links: dict[int, str], devices: set[str]) -> Iter
                 yield _FDB, n, links[n.ifindex]
 
 
-def _read_dumps(sock: socket.socket, links: dict[int, str], devices: set[str]) -> KernelSnapshot:
+def _read_dumps(
+    sock: socket.socket, links: dict[int, str], devices: set[str], expect: Expected | None = None
+) -> KernelSnapshot:
     routes: list[KernelRoute] = []
     connected: list[ConnectedNetwork] = []
     neighbours: set[Neighbour] = set()
     fdb: set[FdbEntry] = set()
+    build = expect is None or expect.deletes  # a plan that deletes nothing needs no object of the kernel's
     for kind, raw, ifname in _scan(sock, links, devices):
         if isinstance(raw, RawRoute):
             if kind == _ROUTE:
+                if expect is not None:
+                    expect.held(route_identity(raw.dst, raw.dst_len))
+                    onlink = bool(raw.flags & RTNH_F_ONLINK)
+                    fp = route_print(
+                        raw.dst, raw.dst_len, raw.gateway, ifname, onlink, raw.proto, raw.priority
+                    )
+                    if expect.seen(fp) or not build:
+                        continue
                 routes.append(KernelRoute(_route_of(raw, ifname), proto=raw.proto, priority=raw.priority))
             else:
                 connected.append(ConnectedNetwork(_route_of(raw, ifname).dst, ifname))
         elif raw.dst is not None and raw.lladdr is not None:
+            mac = mac_from(raw.lladdr)
             if kind == _NEIGHBOUR:
-                neighbours.add(Neighbour(ifname, ip_from(raw.dst), mac_from(raw.lladdr)))
+                if expect is not None:
+                    expect.held(neighbour_identity(ifname, raw.dst))
+                    if expect.seen(neighbour_print(ifname, raw.dst, mac)) or not build:
+                        continue
+                neighbours.add(Neighbour(ifname, ip_from(raw.dst), mac))
             else:
-                fdb.add(FdbEntry(ifname, mac_from(raw.lladdr), ip_from(raw.dst)))
+                if expect is not None:
+                    expect.held(fdb_identity(ifname, mac))
+                    if expect.seen(fdb_print(ifname, mac, raw.dst)) or not build:
+                        continue
+                fdb.add(FdbEntry(ifname, mac, ip_from(raw.dst)))
     if len(_networks) > 2 * (len(routes) + len(connected)) + 1024:
         _networks.clear()
     state = KernelState(tuple(routes), frozenset(neighbours), frozenset(fdb))
@@ -188,10 +215,13 @@ async def check_kernel(ipr: AsyncIPRoute, devices: Iterable[str] = ()) -> Kernel
         sock.close()
 
 
-async def read_owned(ipr: AsyncIPRoute, devices: Iterable[str]) -> KernelSnapshot:
-    """:func:`read_kernel`, and the peers of those of ``devices`` that are our WireGuard devices."""
+async def read_owned(
+    ipr: AsyncIPRoute, devices: Iterable[str], expect: Expected | None = None
+) -> KernelSnapshot:
+    """:func:`read_kernel`, and the peers of those of ``devices`` that are our WireGuard devices (always as
+    objects: they have no fingerprint)."""
     devices = tuple(devices)
-    snapshot = await read_kernel(ipr, devices)
+    snapshot = await read_kernel(ipr, devices, expect)
     present = set(snapshot.links.values())
     wg_devices = [d for d in devices if d in wgctl.DEVICES and d in present]
     if not wg_devices:

@@ -12,6 +12,7 @@ from backend_service.kernel.model import (
     DELETE,
     ApplyResult,
     Digest,
+    Expected,
     KernelCheck,
     KernelObject,
     KernelSnapshot,
@@ -20,6 +21,7 @@ from backend_service.kernel.model import (
     OpFailure,
     fingerprint,
     identity,
+    identity_print,
 )
 from backend_service.leases import PeerLease, VxlanData
 from backend_service.node import ConnectedNetwork, LocalNode
@@ -45,9 +47,20 @@ class FakeKernel:
         self.reads = 0
         self.checks = 0
 
-    async def read(self, devices: Iterable[str]) -> KernelSnapshot:
+    async def read(self, devices: Iterable[str], expect: Expected | None = None) -> KernelSnapshot:
+        """What the kernel holds; with ``expect``, as the raw reader leaves it: no object for what is found
+        as expected, none at all for a plan that deletes nothing, and every identity noted."""
         self.reads += 1
-        return KernelSnapshot(KernelState.holding(self.objects.values()), self.connected, dict(self.links))
+        objects = list(self.objects.values())
+        if expect is not None:
+            kept = []
+            for obj in objects:
+                expect.held(identity_print(obj))
+                fp = fingerprint(obj)
+                if (fp is None or not expect.seen(fp)) and expect.deletes:
+                    kept.append(obj)
+            objects = kept
+        return KernelSnapshot(KernelState.holding(objects), self.connected, dict(self.links))
 
     async def check(self, devices: Iterable[str]) -> KernelCheck | None:
         self.checks += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from ipaddress import ip_address, ip_network
 
 import pytest
@@ -9,7 +10,15 @@ from pyroute2 import AsyncIPRoute
 
 from backend_service.desired import FdbEntry, Neighbour, Route
 from backend_service.kernel.apply import NetlinkKernel, TemplateApplier
-from backend_service.kernel.model import DELETE, REPLACE, KernelState, Op
+from backend_service.kernel.model import (
+    DELETE,
+    REPLACE,
+    Expected,
+    KernelState,
+    Op,
+    fingerprint,
+    identity_print,
+)
 from backend_service.kernel.read import read_kernel
 from backend_service.planner import Planner
 from flannel_testkit.wait import wait_until
@@ -70,6 +79,31 @@ async def test_raw_reader_reads_what_pyroute2_reads(two_nodes: TwoNodes) -> None
             ip_network("192.168.77.0/24"),
             ip_network("10.244.1.0/24"),
         }
+
+
+async def test_a_read_that_expects_objects_builds_only_what_differs_and_notes_every_identity(
+    two_nodes: TwoNodes,
+) -> None:
+    ns = two_nodes.a
+    async with node_pair(ns.name, two_nodes.b.name, config("vxlan", ipv6=True)) as (a, _):
+        assert a.ipr is not None
+        ops = peer_ops(50) + peer_ops(20, ipv6=True)
+        await TemplateApplier(a.ipr).apply(ops)
+        devices = (DEV, "flannel-v6.1")
+        whole = await read_kernel(a.ipr, devices)
+        held = list(whole.state.objects())
+        changed = next(obj for obj in held if isinstance(obj, Neighbour))
+        expected = [obj for obj in held if obj != changed]
+        expected.append(dataclasses.replace(changed, lladdr="0a:00:00:00:00:99"))  # not what the kernel holds
+        prints = {hash(fp): obj for obj in expected if (fp := fingerprint(obj)) is not None}
+        expect = Expected(prints, whole.connected, deletes=True, identities=False)
+        filtered = await read_kernel(a.ipr, devices, expect)
+        assert list(filtered.state.objects()) == [changed] and filtered.connected == whole.connected
+        assert len(expect.found) == len(held) - 1
+        before_synced = Expected(prints, whole.connected, deletes=False, identities=True)
+        nothing = await read_kernel(a.ipr, devices, before_synced)
+        assert list(nothing.state.objects()) == []
+        assert before_synced.identities == {hash(identity_print(obj)) for obj in held}
 
 
 async def test_template_applier_programs_what_pyroute2_programs_and_is_idempotent(

@@ -3,14 +3,16 @@ full plan would have."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
+from collections import Counter
 from collections.abc import Mapping
 
 import pytest
 
 from backend_service.config import NetworkConfig
-from backend_service.desired import FdbEntry
-from backend_service.kernel.model import DELETE, REPLACE
+from backend_service.desired import FdbEntry, Neighbour
+from backend_service.kernel.model import DELETE, REPLACE, identity
 from backend_service.node import LocalNode
 from backend_service.planner import Plan, Planner, Verdict
 from backend_service.validate import check_one
@@ -260,3 +262,57 @@ async def test_a_lease_is_validated_once_until_it_or_the_node_changes(
     kernel.connected = ()  # the node's connected networks changed (host-gw's verdicts depend on them)
     planner.plan_full([lease(2)], node(1), await kernel.read(()), synced=True)
     assert checked == [lease(2).key]
+
+
+def _phases(plan: Plan) -> list[tuple[str, str]]:
+    """The plan's ops as their order of kinds (FDB/neighbour writes, routes, deletes ...), runs collapsed."""
+    out: list[tuple[str, str]] = []
+    for op in plan.ops:
+        kind = (op.action, type(op.obj).__name__)
+        if not out or out[-1] != kind:
+            out.append(kind)
+    return out
+
+
+@pytest.mark.parametrize("synced_", [True, False])
+async def test_a_read_that_leaves_out_what_the_plan_expects_plans_exactly_what_a_whole_read_plans(
+    synced_: bool,
+) -> None:
+    rng = random.Random(14)
+    for _ in range(60):
+        kernel = FakeKernel()
+        before = {lease(n).key: lease(n) for n in rng.sample(range(2, 14), rng.randint(0, 8))}
+        await synced(Planner(config("vxlan"), FakeVxlan()), kernel, before)
+        for obj in list(kernel.objects.values()):  # drift: objects lost, and others changed by hand
+            if rng.random() < 0.1:
+                kernel.remove(obj)
+            elif rng.random() < 0.1 and isinstance(obj, Neighbour):
+                kernel.objects[identity(obj)] = dataclasses.replace(obj, lladdr="0a:00:00:00:00:77")
+        leases = {lease(n).key: lease(n) for n in rng.sample(range(2, 14), rng.randint(0, 8))}
+        if rng.random() < 0.3:
+            twin = lease(3, key="0-twin", public_ip="192.168.77.30")
+            leases[twin.key] = twin
+        # what the planner expected before the read: the leases as they were a moment earlier
+        earlier = dict(leases)
+        for key in rng.sample(sorted(earlier), min(len(earlier), rng.randint(0, 2))):
+            del earlier[key]
+        for n in rng.sample(range(2, 16), rng.randint(0, 2)):  # gone since, perhaps held by the kernel
+            earlier.setdefault(lease(n).key, lease(n))
+        whole, filtered = fresh()[0], fresh()[0]
+        reference = whole.plan_full(leases.values(), node(1), await kernel.read(()), synced=synced_)
+        expect = filtered.expect(earlier.values(), node(1), kernel.connected, synced=synced_)
+        snapshot = await kernel.read((), expect)
+        if synced_:
+            assert len(snapshot.state.neighbours) + len(snapshot.state.fdb) + len(
+                snapshot.state.routes
+            ) <= len(kernel.objects)
+        plan = filtered.plan_full(leases.values(), node(1), snapshot, synced=synced_, expect=expect)
+        if synced_ or earlier == leases:
+            assert Counter(plan.ops) == Counter(reference.ops)
+            assert _phases(plan) == _phases(reference)
+        else:  # before SYNCED the leases never change during a read; if they did, a peer the expectation
+            # did not cover is written again (a replace with what the kernel may hold): never a delete
+            assert set(reference.ops) <= set(plan.ops) and {op.action for op in plan.ops} <= {REPLACE}
+        assert plan.peers == reference.peers and plan.rejected == reference.rejected
+        if not synced_:
+            assert filtered.plan_early([lease(16)]) == whole.plan_early([lease(16)])
