@@ -338,27 +338,28 @@ class KubeSubnetManager:
         notes = dict(node.get("metadata", {}).get("annotations") or {})
         wanted = self._wanted_annotations(attrs, notes)
         changed = {k: v for k, v in wanted.items() if notes.get(k) != v}
+        # One patch for the annotations and the condition (flannel sends two): the status subresource takes
+        # both, and the backend waits for this lease before it programs anything.
+        patch: dict[str, Any] = {}
         if changed:
             log.info("annotating node %s: %s", self.node_name, ", ".join(sorted(changed)))
-            await self._patch_status({"metadata": {"annotations": changed}})
+            patch["metadata"] = {"annotations": changed}
         if self.set_network_unavailable and not _network_available(node):
             now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-            await self._patch_status(
-                {
-                    "status": {
-                        "conditions": [
-                            {
-                                "type": "NetworkUnavailable",
-                                "status": "False",
-                                "reason": "FlannelIsUp",
-                                "message": "Flannel is running on this node",
-                                "lastTransitionTime": now,
-                                "lastHeartbeatTime": now,
-                            }
-                        ]
+            patch["status"] = {
+                "conditions": [
+                    {
+                        "type": "NetworkUnavailable",
+                        "status": "False",
+                        "reason": "FlannelIsUp",
+                        "message": "Flannel is running on this node",
+                        "lastTransitionTime": now,
+                        "lastHeartbeatTime": now,
                     }
-                }
-            )
+                ]
+            }
+        if patch:
+            await self._patch_status(patch)
         public_ip = (
             IPv4Address(wanted[self.names.public_ip]) if self.names.public_ip in wanted else attrs.public_ip
         )
