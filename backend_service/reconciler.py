@@ -135,13 +135,15 @@ class Reconciler:
                 if not self.view.synced:
                     continue  # before SYNCED: early plans only (and the full ones the clock asks for)
             self.view.drop_early()
-            changes = self.view.take_changes()
+            # the cursor of exactly these changes: the stream goes on while they are applied, and a cursor
+            # read after the apply would report changes still waiting in the view as applied
+            changes, cursor, synced = self.view.take_changes(), self.view.cursor, self.view.synced
             if not self._full_needed and now < next_full and changes is not None:
                 if not changes:
                     continue
                 plan = self.planner.plan_delta(changes)
                 if plan is not None:
-                    if not await self._guarded(self._apply(plan)):
+                    if not await self._guarded(self._apply(plan, cursor=cursor, synced=synced)):
                         self._full_needed = True  # the kernel disagreed: trust nothing, full at once
                         self._wake.set()
                     continue
