@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -115,7 +114,9 @@ def test_the_mtu_option_is_the_underlay_mtu_and_df_pings_fit_to_the_byte(
 def test_a_deleted_or_changed_vxlan_device_is_restored_while_pods_ping(
     make_cluster: MakeCluster, config: dict[str, Any]
 ) -> None:
-    c = make_cluster(2, config)
+    # repaired at once, not by the periodic reconcile: with an hour between those, each repair below has
+    # a deadline sized for a loaded machine and still far below the period
+    c = make_cluster(2, config, backend_args=["--resync-period", "3600"])
     a, b = c.node(1), c.node(2)
     before = vxlan_link(a)
     assert ns_exec(a.ns, ["cat", "/proc/sys/net/ipv6/conf/flannel.1/accept_ra"]).stdout.strip() == "0"
@@ -123,13 +124,11 @@ def test_a_deleted_or_changed_vxlan_device_is_restored_while_pods_ping(
     try:
         wait_until(lambda: ping(a.pod_ns, b.pod_ip, count=1, timeout=1).lost == 0, what="pods ping")
         ip(a.ns, "link", "del", "flannel.1")
-        started = time.monotonic()
         wait_until(
             lambda: ping(a.pod_ns, b.pod_ip, count=1, timeout=0.5).lost == 0,
-            timeout=10,
+            timeout=60,
             what="pods reach each other again after flannel.1 was deleted",
         )
-        took = time.monotonic() - started
         during = background.result()
     finally:
         background.kill()
@@ -137,24 +136,23 @@ def test_a_deleted_or_changed_vxlan_device_is_restored_while_pods_ping(
     after = vxlan_link(a)
     assert after["address"] == before["address"] and after["ifindex"] != before["ifindex"]
     assert ns_exec(a.ns, ["cat", "/proc/sys/net/ipv6/conf/flannel.1/accept_ra"]).stdout.strip() == "0"
-    assert took < 5, f"connectivity came back after {took:.1f}s"
     # the other direction goes through the re-programmed neighbour and FDB entries too
     assert c.ping(b, a.pod_ip, count=3).lost == 0
     if "EnableIPv6" in config:
         ip(a.ns, "link", "del", "flannel-v6.1")
         wait_until(
             lambda: ping(a.pod_ns, b.pod_ipv6, count=1, timeout=0.5).lost == 0,
-            timeout=10,
+            timeout=60,
             what="IPv6 pods reach each other again after flannel-v6.1 was deleted",
         )
     # a MAC changed by someone else is put back: the peers know the published one
     ip(a.ns, "link", "set", "flannel.1", "address", "02:11:22:33:44:55")
-    wait_until(lambda: vxlan_link(a)["address"] == before["address"], timeout=5, what="MAC restored")
+    wait_until(lambda: vxlan_link(a)["address"] == before["address"], timeout=60, what="MAC restored")
     # so is the address
     ip(a.ns, "addr", "flush", "dev", "flannel.1")
     wait_until(
         lambda: kernel_objects(a.ns)["links"][0]["addrs"] == [f"{a.subnet.split('/')[0]}/32"],
-        timeout=5,
+        timeout=60,
         what="address restored",
     )
     assert c.ping(a, b.pod_ip, count=3).lost == 0

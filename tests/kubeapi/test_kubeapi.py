@@ -33,6 +33,7 @@ from flannel_testkit.kubeapi import (
     running,
     strategic_merge_patch,
 )
+from flannel_testkit.wait import async_wait_until
 
 pytestmark = pytest.mark.etcd
 
@@ -164,25 +165,23 @@ async def test_a_watch_without_a_version_starts_with_the_current_nodes(
     control = api.control
     control.create_node(node_body("a"))
     control.create_node(node_body("b"))
-
-    async def later() -> None:
-        await asyncio.sleep(0.5)
-        await asyncio.to_thread(control.patch_node, "a", {"metadata": {"annotations": {"x": "1"}}})
-
-    task = asyncio.create_task(later())
     for rv in ("0", ""):
         kwargs: dict[str, Any] = {"resource_version": rv} if rv else {}
         events = []
         async with kw.Watch() as w:
-            async for event in w.stream(v1.list_node, timeout_seconds=5, **kwargs):
+            async for event in w.stream(v1.list_node, timeout_seconds=30, **kwargs):
                 events.append((event["type"], event["object"].metadata.name))
+                if rv and len(events) == 2:
+                    # the watch is open and has sent the current Nodes: a change now is an event on it
+                    await asyncio.to_thread(
+                        control.patch_node, "a", {"metadata": {"annotations": {"x": "1"}}}
+                    )
                 if rv and len(events) == 3 or not rv and len(events) == 2:
                     break
         if rv:
             assert events == [("ADDED", "a"), ("ADDED", "b"), ("MODIFIED", "a")]
         else:
             assert sorted(events) == [("ADDED", "a"), ("ADDED", "b")]
-    await task
 
 
 async def test_selectors_filter_lists_and_watches(api: KubeApiProcess, v1: kc.CoreV1Api) -> None:
@@ -248,8 +247,11 @@ async def test_a_watch_resumed_across_dropped_connections_loses_nothing(
                 await control.delete_node(name)
                 expected.append(("DELETED", name))
             if i % 3 == 2:
-                await asyncio.sleep(0.2)
-                assert await control.drop_watches() >= 0
+                # once the follower has seen every change so far, its watch is open: drop it
+                await async_wait_until(
+                    lambda: asyncio.sleep(0, len(seen) == len(expected)), timeout=30, what=f"{expected}"
+                )
+                assert await control.drop_watches() == 1
         done.set()
         await asyncio.wait_for(follower, 20)
     assert seen == expected
@@ -273,12 +275,17 @@ async def test_a_cleanly_ended_watch_is_resumed_by_the_client_itself(
                     return
 
     follower = asyncio.create_task(follow())
+
+    async def seen_count(n: int) -> None:
+        # the follower's watch delivered the n-th event, so it is open (until it is dropped)
+        await async_wait_until(lambda: asyncio.sleep(0, len(seen) >= n), timeout=30, what=f"{n} events")
+
     async with control:
         await control.create_node(node_body("a"))
-        await asyncio.sleep(0.3)
+        await seen_count(1)
         assert await control.drop_watches(clean=True) == 1
         await control.create_node(node_body("b"))
-        await asyncio.sleep(0.3)
+        await seen_count(2)
         assert await control.drop_watches(clean=True) == 1
         await control.delete_node("a")
         await asyncio.wait_for(follower, 10)

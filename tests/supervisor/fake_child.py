@@ -6,6 +6,7 @@ Switches (given before the flags flanneld appends, which are recorded and otherw
   --events FILE           append "<name> <event> <pid> [detail]" lines: start, serving (detail: the
                           time.time() of SERVING), term, exit, link
   --serve-after S         report SERVING only after S seconds
+  --serve-on-signal       report SERVING only once SIGUSR1 arrives (after --serve-after)
   --crash-at-start CODE   exit with CODE at once
   --crash-after S         exit 4 (transient) S seconds after SERVING
   --hang-after S          S seconds after SERVING, block the event loop (health stops answering)
@@ -35,6 +36,7 @@ def main() -> None:
     parser.add_argument("--socket", required=True)
     parser.add_argument("--events")
     parser.add_argument("--serve-after", type=float, default=0.0)
+    parser.add_argument("--serve-on-signal", action="store_true")
     parser.add_argument("--crash-at-start", type=int)
     parser.add_argument("--crash-after", type=float)
     parser.add_argument("--hang-after", type=float)
@@ -89,10 +91,15 @@ async def serve(args: argparse.Namespace, event) -> None:
     group = args.socket_group
     gid = None if not group else int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
     server = UnixServer(Path(args.run_dir) / args.socket, [], lambda s: None, socket_gid=gid)
+    signalled = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, signalled.set)
     await server.start()
     await asyncio.sleep(args.serve_after)
-    await server.set_serving(True)
+    if args.serve_on_signal:
+        await signalled.wait()
+    # the event (and its time) before SERVING: whoever has seen SERVING finds it in the events file
     event("serving", f"{time.time():.6f}")
+    await server.set_serving(True)
     print(f"{args.name}: SERVING", flush=True)
     if args.crash_after is not None:
         await asyncio.sleep(args.crash_after)

@@ -1,4 +1,6 @@
-"""What only a child can find out at run time stops flanneld at once: exit 2 within 3 s, the cause on stderr.
+"""What only a child can find out at run time stops flanneld at once: exit 2, the cause on stderr, no restart
+and no back-off first (a restart loop once took 15 s; how many seconds the stop takes on a loaded machine is
+no test's business).
 
 flanneld runs the real lease service and backend inside a throw-away network namespace that holds its
 own etcd on loopback and an ``eth0`` (:class:`tests.supervisor.conftest.EtcdNode`).
@@ -7,9 +9,7 @@ own etcd on loopback and an ``eth0`` (:class:`tests.supervisor.conftest.EtcdNode
 from __future__ import annotations
 
 import subprocess
-import time
 from collections.abc import Callable, Iterator
-from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -19,46 +19,35 @@ from tests.supervisor.harness import Flanneld, flanneld_starter
 
 pytestmark = [pytest.mark.netns, pytest.mark.etcd]
 
-DEADLINE = 3.0
-"""Seconds from the child's fatal exit to flanneld's own exit (a restart loop took 15 s); a value flanneld
-refuses itself starts no child at all. The start-up before (interpreters importing gRPC) is not asserted."""
-
 
 @pytest.fixture
-def run_flanneld(tmp_path: Path, node: EtcdNode) -> Iterator[Callable[..., tuple[int, float, Flanneld]]]:
+def run_flanneld(tmp_path: Path, node: EtcdNode) -> Iterator[Callable[..., tuple[int, Flanneld]]]:
     with flanneld_starter(tmp_path) as start:
 
-        def run(*args: str) -> tuple[int, float, Flanneld]:
+        def run(*args: str) -> tuple[int, Flanneld]:
             env = {"FLANNELD_LOG_FORMAT": "json"}
             f = start(args=args, real_children=True, healthz=False, prefix=node.ns.exec_prefix, env=env)
             try:
                 code = f.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 raise AssertionError(f"flanneld still running after 30 s:\n{f.tail(40)}") from None
-            ended = time.time()
             exits = [r for r in f.json_lines() if r["process"] == "flanneld" and "stopped with" in r["msg"]]
             if not exits:  # flanneld itself refused the value before starting anything
                 assert not any("started (pid" in line for line in f.lines), f.tail(40)
-                return code, 0.0, f
-            return code, ended - _epoch(exits[0]["ts"]), f
+            return code, f
 
         yield run
-
-
-def _epoch(ts: str) -> float:
-    return datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%f%z").timestamp()
 
 
 def _etcd(node: EtcdNode) -> list[str]:
     return ["--etcd-endpoints", node.etcd.endpoint, "--etcd-prefix", node.prefix]
 
 
-def _assert_fatal(result: tuple[int, float, Flanneld], cause: str) -> None:
-    code, took, f = result
+def _assert_fatal(result: tuple[int, Flanneld], cause: str) -> None:
+    code, f = result
     stderr = "\n".join(f.errors)
     assert code == 2, f"exit {code}\n{f.tail(40)}"
     assert cause in stderr, stderr
-    assert took <= DEADLINE, f"flanneld took {took:.2f}s to stop after the child's fatal exit"
     assert "giving up" not in stderr and "restarting in" not in "\n".join(f.lines)
     assert (
         len([line for line in f.lines if "started (pid" in line]) <= 2
@@ -93,7 +82,7 @@ ETCD = "<the node's etcd>"
 )
 def test_a_fatal_child_error_stops_flanneld_at_once(
     node: EtcdNode,
-    run_flanneld: Callable[..., tuple[int, float, Flanneld]],
+    run_flanneld: Callable[..., tuple[int, Flanneld]],
     backend_type: str | None,
     flags: tuple[str, ...],
     cause: str,

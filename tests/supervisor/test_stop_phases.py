@@ -5,7 +5,6 @@ SIGKILL, and no traceback is logged."""
 from __future__ import annotations
 
 import signal
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -39,14 +38,13 @@ def start(tmp_path: Path, node: EtcdNode) -> Iterator[Callable[..., Flanneld]]:
 
 
 def _stop_promptly(f: Flanneld) -> None:
-    begin = time.monotonic()
     f.signal(signal.SIGTERM)
     assert f.wait(timeout=30) == 0, f.tail(40)
-    took = time.monotonic() - begin
     output = "\n".join(f.lines + f.errors)
-    assert "still running after" not in output, output  # nobody needed SIGKILL
+    # prompt: each child ended within its grace (GRACE) of SIGTERM, nobody needed SIGKILL (how long the
+    # whole stop took on a loaded machine is no test's business)
+    assert "still running after" not in output, output
     assert "Traceback" not in output and "CancelledError" not in output, output
-    assert took < 2 * GRACE, f"flanneld took {took:.1f}s to stop"
     after = f.lines[next(i for i, line in enumerate(f.lines) if "received SIGTERM" in line) :]
     stopped = [line for line in after if "[flanneld]" in line and ") stopped: " in line]
     # a child still starting (importing, before its handler is installed) dies of the signal: as prompt
@@ -62,13 +60,25 @@ def test_sigterm_while_the_lease_service_waits_for_etcd(start: Callable[..., Fla
     _stop_promptly(f)
 
 
-def test_sigterm_while_the_lease_service_waits_for_the_kubernetes_api(start: Callable[..., Flanneld]) -> None:
+def test_sigterm_while_the_lease_service_waits_for_the_kubernetes_api(
+    tmp_path: Path, start: Callable[..., Flanneld]
+) -> None:
+    net_conf = tmp_path / "net-conf.json"
+    net_conf.write_text('{"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan"}}')
     f = start(
-        "--kube-subnet-mgr", "--kube-api-url", "http://127.0.0.1:1", "--node-name", "n1", "--iface", "eth0"
+        "--kube-subnet-mgr",
+        "--kube-api-url",
+        "http://127.0.0.1:1",
+        "--net-config-path",
+        str(net_conf),
+        "--node-name",
+        "n1",
+        "--iface",
+        "eth0",
     )
-    f.wait_line("[lease-service]", timeout=30)
+    # the config is read; its first call to the API (this node's annotations) is refused and retried
+    f.wait_line("waiting for this node's stored public IPs", timeout=30)
     f.wait_line("waiting for the lease service to serve")
-    time.sleep(1)
     _stop_promptly(f)
 
 
