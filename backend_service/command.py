@@ -54,7 +54,8 @@ async def run(
         env=dict(env) if env is not None else None,
     )
     try:
-        out, err = await asyncio.wait_for(proc.communicate(stdin), timeout)
+        async with asyncio.timeout(timeout):
+            out, err = await proc.communicate(stdin)
     finally:
         if proc.returncode is None:  # timed out or cancelled: never leave it running
             with contextlib.suppress(ProcessLookupError):

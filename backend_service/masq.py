@@ -663,6 +663,7 @@ class TrafficRules:
         await self.remove_leftovers()
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), period)
+                async with asyncio.timeout(period):
+                    await self._wake.wait()
             self._wake.clear()
             await self.ensure()

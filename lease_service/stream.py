@@ -404,7 +404,8 @@ class LeaseHub:
                     continue
                 watcher.wakeup.clear()
                 try:
-                    await asyncio.wait_for(watcher.wakeup.wait(), self.settings.progress_interval)
+                    async with asyncio.timeout(self.settings.progress_interval):
+                        await watcher.wakeup.wait()
                 except TimeoutError:
                     yield _fields(kind=Msg.PROGRESS, cursor=self.cursor(self.revision))
         finally:

@@ -294,7 +294,8 @@ class Child:
             with contextlib.suppress(ProcessLookupError):
                 process.send_signal(signal.SIGTERM)
             try:
-                await asyncio.wait_for(process.wait(), timeout=grace)
+                async with asyncio.timeout(grace):
+                    await process.wait()
             except TimeoutError:
                 log.warning("%s (pid %d) still running after %gs: SIGKILL", self.name, process.pid, grace)
                 with contextlib.suppress(ProcessLookupError, PermissionError):

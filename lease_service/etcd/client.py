@@ -672,7 +672,8 @@ class EtcdClient:
                     key=key, range_end=range_end, start_revision=next_rev, progress_notify=True
                 )
                 await call.write(rpc_pb2.WatchRequest(create_request=create))
-                created = await asyncio.wait_for(call.read(), s.call_timeout)
+                async with asyncio.timeout(s.call_timeout):
+                    created = await call.read()
                 response = created
                 while True:
                     if response is aio.EOF:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from ipaddress import ip_network
+from pathlib import Path
 
 from backend_service.masq import (
+    Commands,
     MasqNetwork,
     RuleOptions,
+    TrafficRules,
     forward_rules,
     iptables_version,
     masq_rules,
@@ -14,6 +18,7 @@ from backend_service.masq import (
     nft_ruleset,
     supports_random_fully_and_wait,
 )
+from flannel_testkit.wait import async_wait_until
 
 NET4 = MasqNetwork(ip_network("10.244.0.0/16"), ip_network("10.244.1.0/24"))
 NET6 = MasqNetwork(ip_network("fd00:10::/56"), ip_network("fd00:10:0:1::/64"))
@@ -77,3 +82,32 @@ def test_random_fully_and_wait_need_iptables_1_6_2() -> None:
     assert supports_random_fully_and_wait((1, 6, 2))
     assert not supports_random_fully_and_wait((1, 6, 1))
     assert not supports_random_fully_and_wait(None)
+
+
+async def test_the_rules_task_ends_when_cancelled_just_as_a_new_lease_woke_it(tmp_path: Path) -> None:
+    # A SIGTERM right after the own lease was adopted cancelled this task between its wake-up and its
+    # resumption: Python 3.11's asyncio.wait_for then dropped the cancellation and the task waited a whole
+    # resync period, so flanneld had to SIGKILL the backend.
+    rules = TrafficRules(
+        RuleOptions(masquerade=False, forward=False),
+        nftables=False,
+        commands=Commands(path=str(tmp_path)),  # no binaries: nothing to run
+    )
+    ensured = 0
+    ensure = rules.ensure
+
+    async def counted() -> bool:
+        nonlocal ensured
+        done = await ensure()
+        ensured += 1  # and, in the same step, the task goes back to waiting for the next wake-up
+        return done
+
+    rules.ensure = counted  # type: ignore[method-assign]
+    task = asyncio.create_task(rules.run_resync(period=3600))
+    rules.update([])
+    await async_wait_until(lambda: asyncio.sleep(0, ensured == 1), what="the first ensure")
+    rules.update([])
+    await asyncio.sleep(0)  # the wake-up is delivered (wait_for's inner task ended, wait_for not resumed)
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=30)
+    assert task in done and task.cancelled()
