@@ -76,12 +76,14 @@ class TemplateApplier:
         failed: dict[int, OpFailure] = {}
         messages: list[tuple[int, bytes]] = []
         by_seq: dict[int, int] = {}
+        indexes, encode = self._indexes, self._encoder.encode
         for n, op in enumerate(ops):
             try:
-                idx = await self._indexes.get(op.obj.ifname) if op.obj.ifname else 0
-                self._seq = self._seq % 0x7FFFFFFF + 1
-                messages.append((self._seq, self._encoder.encode(op, self._seq, idx)))
-                by_seq[self._seq] = n
+                ifname = op.obj.ifname
+                idx = (indexes.known(ifname) or await indexes.get(ifname)) if ifname else 0
+                self._seq = seq = self._seq % 0x7FFFFFFF + 1
+                messages.append((seq, encode(op, seq, idx)))
+                by_seq[seq] = n
             except (KernelError, ValueError) as e:
                 failed[n] = OpFailure(op, f"{type(e).__name__}: {e}")
         if messages:

@@ -47,6 +47,10 @@ class LinkIndexes:
         """Replace what is known by ``links`` (ifindex → ifname, as a read of the kernel found them)."""
         self._index = {name: idx for idx, name in links.items()}
 
+    def known(self, ifname: str) -> int | None:
+        """The index of ``ifname`` if it was looked up or learned already (no await: per op of a batch)."""
+        return self._index.get(ifname)
+
     async def get(self, ifname: str) -> int:
         """The index of ``ifname``; :class:`KernelError` when there is no such device."""
         idx = self._index.get(ifname)

@@ -28,8 +28,9 @@ import os
 import socket
 import struct
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network
 from socket import AF_INET, AF_INET6
 from typing import Any, Protocol
 
@@ -229,44 +230,38 @@ def neigh_template(delete: bool, version: int, fdb: bool) -> Template:
 
 
 class MessageEncoder:
-    """Turns an :class:`Op` into netlink bytes from cached pyroute2-encoded templates."""
+    """Turns an :class:`Op` into netlink bytes from cached pyroute2-encoded templates.
+
+    The template of each shape is looked up by a small key, with no closure built per op (a delta
+    encodes three ops per change)."""
 
     def __init__(self) -> None:
         self._templates: dict[tuple[object, ...], Template] = {}
-
-    def _template(self, key: tuple[object, ...], make: Callable[[], Template]) -> Template:
-        t = self._templates.get(key)
-        if t is None:
-            t = self._templates[key] = make()
-        return t
 
     def encode(self, op: Op, seq: int, ifindex: int) -> bytes:
         """The request for ``op`` with sequence number ``seq``; ``ifindex`` of its device (0: none)."""
         obj = op.obj
         delete = op.action == DELETE
+        templates = self._templates
         if isinstance(obj, Route):
-            version = obj.dst.version
-            has_gw, has_oif = obj.gateway is not None, ifindex > 0
-            metric = delete and bool(op.priority)
-            key: tuple[object, ...] = (
-                "route",
-                delete,
-                version,
-                has_gw,
-                has_oif,
-                metric,
-                obj.onlink and not delete,
-            )
-            t = self._template(
-                key, lambda: route_template(delete, version, has_gw, has_oif, metric, obj.onlink)
-            )
+            dst_net = obj.dst
+            version = 4 if isinstance(dst_net, IPv4Network) else 6
+            gateway = obj.gateway
+            has_oif = ifindex > 0
+            metric = delete and op.priority != 0
+            onlink = obj.onlink and not delete
+            key: tuple[object, ...] = (delete, version, gateway is not None, has_oif, metric, onlink)
+            t = templates.get(key)
+            if t is None:
+                t = templates[key] = route_template(
+                    delete, version, gateway is not None, has_oif, metric, obj.onlink
+                )
             buf = bytearray(t.data)
-            dst = obj.dst.network_address.packed
-            buf[t.dst : t.dst + len(dst)] = dst
-            buf[17] = obj.dst.prefixlen  # rtm_dst_len
-            if obj.gateway is not None:
-                gw = obj.gateway.packed
-                buf[t.gateway : t.gateway + len(gw)] = gw
+            size = 4 if version == 4 else 16
+            buf[t.dst : t.dst + size] = dst_net.network_address.packed
+            buf[17] = dst_net.prefixlen  # rtm_dst_len
+            if gateway is not None:
+                buf[t.gateway : t.gateway + size] = gateway.packed
             if has_oif:
                 _U32.pack_into(buf, t.ifindex, ifindex)
             if metric:
@@ -274,12 +269,15 @@ class MessageEncoder:
         else:
             assert isinstance(obj, (Neighbour, FdbEntry))
             fdb = isinstance(obj, FdbEntry)
-            version = obj.dst.version
-            key = ("fdb" if fdb else "neigh", delete, version)
-            t = self._template(key, lambda: neigh_template(delete, version, fdb))
+            dst = obj.dst
+            version = 4 if isinstance(dst, IPv4Address) else 6
+            key = (fdb, delete, version)
+            t = templates.get(key)
+            if t is None:
+                t = templates[key] = neigh_template(delete, version, fdb)
             buf = bytearray(t.data)
-            dst = obj.dst.packed
-            buf[t.dst : t.dst + len(dst)] = dst
+            size = 4 if version == 4 else 16
+            buf[t.dst : t.dst + size] = dst.packed
             if t.lladdr >= 0:
                 buf[t.lladdr : t.lladdr + 6] = bytes.fromhex(obj.lladdr.replace(":", ""))
             _I32.pack_into(buf, t.ifindex, ifindex)
