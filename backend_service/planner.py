@@ -33,6 +33,8 @@ and the caller plans in full.
 from __future__ import annotations
 
 import dataclasses
+from array import array
+from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network
@@ -65,13 +67,22 @@ Verdict = PeerLease | Rejection | None
 
 @dataclass
 class _Early:
-    """What early plans go by: the node and the kernel's identities as the last full plan read them,
-    plus what early plans wrote since (hashes of :func:`identity_print`: 30,000 tuples were 4 MB), and the
+    """What early plans go by: the node; what the kernel holds besides the planner's memory (which holds
+    what committed plans wrote), as hashes of :func:`identity_print`: the identities the last full plan
+    read (sorted, 8 bytes each: 30,000 tuples in a set were 4 MB), those early plans wrote that are not
+    committed yet, and those that left the memory since (nothing is deleted before SYNCED); and the
     subnets early plans gave to a lease."""
 
     node: LocalNode
-    held: set[int]
+    read: array[int]
+    pending: set[int] = field(default_factory=set)
+    left: set[int] = field(default_factory=set)
     taken: set[IPv4Network | IPv6Network] = field(default_factory=set)
+
+    def holds(self, identity_hash: int) -> bool:
+        i = bisect_left(self.read, identity_hash)
+        found = i < len(self.read) and self.read[i] == identity_hash
+        return found or identity_hash in self.pending or identity_hash in self.left
 
 
 @dataclass(frozen=True)
@@ -200,12 +211,7 @@ class Planner:
         self._verdicts = {msg.key: self._check(msg, node) for msg in leases}
         accepted, _ = resolve_overlaps([v for v in self._verdicts.values() if isinstance(v, PeerLease)])
         plans = self._peer_plans(accepted, node)
-        objects: dict[int, KernelObject] = {}
-        for plan in plans:
-            for obj in plan.objects:
-                fp = fingerprint(obj)
-                if fp is not None:
-                    objects[hash(fp)] = obj
+        objects = [obj for plan in plans for obj in plan.objects]
         return Expected(
             objects, connected, deletes=synced, identities=not synced, plans={p.peer.key: p for p in plans}
         )
@@ -229,10 +235,10 @@ class Planner:
         if synced:
             self._early = None
         else:
-            held = {hash(identity_print(obj)) for obj in kernel.state.objects()}
+            held = [hash(identity_print(obj)) for obj in kernel.state.objects()]
             if expect is not None and expect.identities is not None:
-                held |= expect.identities
-            self._early = _Early(node, held)
+                held.extend(expect.identities)
+            self._early = _Early(node, array("q", sorted(held)))
         self._claims = {}
         for key, verdict in self._verdicts.items():
             self._claim(key, verdict)
@@ -290,8 +296,8 @@ class Planner:
         ops: list[Op] = []
         for op in diff(desired, KernelState(), delete=False):
             held = hash(identity_print(op.obj))
-            if held not in early.held:
-                early.held.add(held)
+            if not early.holds(held) and identity(op.obj) not in self._owner:
+                early.pending.add(held)
                 ops.append(op)
         rejected = [v for v in verdicts.values() if isinstance(v, Rejection)]
         return Plan(tuple(ops), desired.peers, tuple(rejected + overlaps), frozenset(verdicts), False, node)
@@ -384,11 +390,14 @@ class Planner:
                 self._plans_node = plan.node
             elif plan.node != self._plans_node:
                 self._plans_node = None  # plans made for two nodes: none is reused until a full one
+            early = self._early
             for key in plan.scope:
                 gone = self._objects_of(key)
                 self._plans.pop(key, None)
                 for obj in gone:
                     self._owner.pop(identity(obj), None)
+                    if early is not None:  # the kernel still holds it (nothing is deleted before SYNCED)
+                        early.left.add(hash(identity_print(obj)))
                 self._count(gone, -1)
                 self.modes.pop(key, None)
                 self.rejected.pop(key, None)
@@ -400,6 +409,9 @@ class Planner:
                 self._owner[identity(obj)] = key
             self._count(peer.objects, 1)
         self.rejected.update((r.lease.key, r) for r in plan.rejected)
+        if self._early is not None and not plan.deletes:  # what it wrote is in the memory now
+            for op in plan.ops:
+                self._early.pending.discard(hash(identity_print(op.obj)))
         self._node = plan.node if applied and plan.deletes else None
 
     def _objects_of(self, key: str) -> tuple[KernelObject, ...]:
@@ -473,20 +485,9 @@ def _unmatched(
     plan still wants (those need no op either way, so the diff is that of the whole); an expected object
     that was found but is no longer wanted (its lease changed during the read) is the kernel's again."""
     out = DesiredBuilder()
-    found = expect.found
-    matched: set[int] = set()
     for plan in plans:
-        objects = []
-        for obj in plan.objects:
-            fp = fingerprint(obj)
-            if fp is not None:
-                h = hash(fp)
-                if h in found:
-                    matched.add(h)
-                    continue
-            objects.append(obj)
-        out.keep(plan, objects)
-    gone = [expect.objects[h] for h in found if h not in matched]
+        out.keep(plan, [obj for obj in plan.objects if not expect.match(obj)])
+    gone = expect.found_unwanted()
     if gone:
         current = current.joined(KernelState.holding(gone))
     return out.build(), current

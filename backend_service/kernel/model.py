@@ -8,6 +8,8 @@ object by. :class:`Kernel` is what the reconciler needs of the kernel.
 
 from __future__ import annotations
 
+from array import array
+from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -130,19 +132,32 @@ class Expected:
     """What a full plan expects the kernel to hold, handed to a read so that it builds no object for an entry
     that is exactly one of them (at 10,000 peers a whole read was 30,000 objects alive beside the plan's).
 
-    ``objects``: every object the plan would have the kernel hold, by the hash of its :func:`fingerprint`.
-    A read calls :meth:`seen` with each entry's fingerprint: True when the entry is one of those (it is then
-    only marked found); :attr:`deletes` False (a plan before SYNCED) asks for no object at all, since such a
-    plan writes what is not exactly held and deletes nothing; :attr:`identities`, when not None, gathers the
-    hash of every entry's :func:`identity_print` (what early plans go by). Hashes of str and bytes are
-    keyed per process, as for :class:`Digest`: a collision is as unlikely, and costs one write that the next
-    full reconcile makes."""
+    ``objects``: every object the plan would have the kernel hold; they are looked up by the hash of their
+    :func:`fingerprint`, kept as a sorted array of 8-byte integers with a byte of state each (a dict and sets
+    of Python integers were 8 MB at 30,000 objects). A read calls :meth:`seen` with each entry's
+    fingerprint: True when the entry is one of those (it is then only marked found); :attr:`deletes` False
+    (a plan before SYNCED) asks for no object at all, since such a plan writes what is not exactly held and
+    deletes nothing; :attr:`identities`, when not None, gathers the hash of every entry's
+    :func:`identity_print` (what early plans go by). Hashes of str and bytes are keyed per process, as for
+    :class:`Digest`: a collision is as unlikely, and costs one write that the next full reconcile makes."""
 
-    __slots__ = ("connected", "deletes", "found", "identities", "objects", "plans")
+    __slots__ = (
+        "_hashes",
+        "_state",
+        "connected",
+        "deletes",
+        "found",
+        "identities",
+        "matched",
+        "objects",
+        "plans",
+    )
+
+    _FOUND, _MATCHED = 1, 2
 
     def __init__(
         self,
-        objects: dict[int, KernelObject],
+        objects: Sequence[KernelObject],
         connected: tuple[ConnectedNetwork, ...],
         *,
         deletes: bool,
@@ -150,26 +165,63 @@ class Expected:
         plans: dict[str, PeerPlan] | None = None,
     ) -> None:
         self.objects = objects
+        self._hashes = array("q", sorted(hash(fp) for obj in objects if (fp := fingerprint(obj)) is not None))
+        self._state = bytearray(len(self._hashes))
         self.connected = connected
-        """The connected networks the plan was made for: a read that finds others cannot be planned with it."""
+        """The connected networks the plan was made for."""
         self.deletes = deletes
-        self.found: set[int] = set()
-        self.identities: set[int] | None = set() if identities else None
+        self.found = 0
+        """How many expected objects the read found."""
+        self.matched = 0
+        """How many of those the plan still wants (:meth:`match`)."""
+        self.identities: array[int] | None = array("q") if identities else None
         self.plans = plans or {}
         """What the planner made for it (kept for the plan that follows the read)."""
 
+    def _index(self, fp: Fingerprint) -> int:
+        h = hash(fp)
+        i = bisect_left(self._hashes, h)
+        return i if i < len(self._hashes) and self._hashes[i] == h else -1
+
     def seen(self, fp: Fingerprint) -> bool:
         """``fp`` is one of the expected objects' (now marked found)."""
-        h = hash(fp)
-        if h in self.objects:
-            self.found.add(h)
-            return True
-        return False
+        i = self._index(fp)
+        if i < 0:
+            return False
+        if not self._state[i]:
+            self._state[i] = self._FOUND
+            self.found += 1
+        return True
 
     def held(self, identity_fp: Fingerprint) -> None:
         """The kernel holds an entry of this :func:`identity_print` (kept only when asked for)."""
         if self.identities is not None:
-            self.identities.add(hash(identity_fp))
+            self.identities.append(hash(identity_fp))
+
+    def match(self, obj: KernelObject) -> bool:
+        """``obj`` (wanted by the plan) is exactly what the read found: no op either way."""
+        fp = fingerprint(obj)
+        i = -1 if fp is None else self._index(fp)
+        if i < 0 or not self._state[i]:
+            return False
+        if self._state[i] == self._FOUND:
+            self._state[i] = self._MATCHED
+            self.matched += 1
+        return True
+
+    def found_unwanted(self) -> list[KernelObject]:
+        """The expected objects the read found that no :meth:`match` claimed (their leases changed during
+        the read): the kernel holds them, exactly as we would have written them."""
+        out: list[KernelObject] = []
+        if self.found == self.matched:
+            return out
+        for obj in self.objects:
+            fp = fingerprint(obj)
+            i = -1 if fp is None else self._index(fp)
+            if i >= 0 and self._state[i] == self._FOUND:
+                self._state[i] = self._MATCHED
+                out.append(obj)
+        return out
 
 
 @dataclass(frozen=True)
