@@ -10,6 +10,7 @@ view changed.
 
 from __future__ import annotations
 
+import sys
 from collections import deque
 from collections.abc import Callable
 
@@ -42,11 +43,12 @@ class LeaseView:
             held = self.leases
             for event in msg.events:
                 lease = event.lease
-                same = held.get(lease.key)
+                key = sys.intern(lease.key)  # one string per key here and in the planner's maps
+                same = held.get(key)
                 # a resumed stream's snapshot repeats what we hold: keep the message we have, so that the
                 # new one is freed with its part (no second copy of 10,000 leases) and the planner sees
                 # the very lease it planned (the periodic check compares them by identity)
-                self._staging[lease.key] = same if same is not None and same == lease else lease
+                self._staging[key] = same if same is not None and same == lease else lease
             if not self.synced:
                 self._early.extend(event.lease for event in msg.events)
                 return bool(msg.events)
@@ -62,12 +64,13 @@ class LeaseView:
             return True
         if msg.kind == Msg.DELTA:
             for event in msg.events:
+                key = sys.intern(event.lease.key)
                 if event.type == lease_pb2.LeaseEvent.REMOVE:
-                    self.leases.pop(event.lease.key, None)
-                    self._changes[event.lease.key] = None
+                    self.leases.pop(key, None)
+                    self._changes[key] = None
                 elif event.type == lease_pb2.LeaseEvent.UPSERT:
-                    self.leases[event.lease.key] = event.lease
-                    self._changes[event.lease.key] = event.lease
+                    self.leases[key] = event.lease
+                    self._changes[key] = event.lease
             if msg.cursor:
                 self.cursor = msg.cursor
             return bool(msg.events)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
@@ -235,13 +236,13 @@ def parse_lease(msg: lease_pb2.Lease) -> PeerLease:
         if msg.backend_v6_data:
             wg6 = parse_wireguard_data("backend_v6_data", msg.backend_v6_data)
     return PeerLease(
-        key=msg.key,
+        key=sys.intern(msg.key),  # one string per key for the view, the verdicts and every map of the planner
         node_name=msg.node_name,
         subnet=ipv4.cidr(msg.subnet) or _opt_network("subnet", msg.subnet, IPv4Network),
         ipv6_subnet=_opt_network("ipv6_subnet", msg.ipv6_subnet, IPv6Network),
         public_ip=_public_v4("public_ip", msg.public_ip),
         public_ipv6=_public_address("public_ipv6", msg.public_ipv6, IPv6Address),
-        backend_type=msg.backend_type,
+        backend_type=sys.intern(msg.backend_type),
         vxlan=vxlan4,
         vxlan_v6=vxlan6,
         wireguard=wg4,
