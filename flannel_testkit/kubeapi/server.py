@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import copy
 import json
 import sys
@@ -28,6 +29,7 @@ from flannel_testkit.kubeapi.patch import (
 )
 from flannel_testkit.kubeapi.selectors import BadRequest, everything, matcher
 from lease_service.etcd import EtcdClient, EtcdSettings, WatchCompacted
+from lease_service.etcd.client import prefix_range_end
 from lease_service.etcd.errors import EtcdError
 
 #: How every Node this server writes starts (``_encode``: sorted keys, no resourceVersion).
@@ -139,7 +141,6 @@ class KubeApiServer:
         self.deny_code = 403
         self.requests: list[JSON] = []
         self.watches: set[_Watch] = set()
-        self._continues: dict[str, tuple[int, list[Any]]] = {}  # continue token: (revision, the rest)
         self._runner: web.AppRunner | None = None
         self._marker_task: asyncio.Task[None] | None = None
         self.app = self._make_app()
@@ -407,25 +408,18 @@ class KubeApiServer:
         except ValueError:
             raise BadRequest("invalid limit") from None
         token = request.query.get("continue", "")
-        if token:  # the rest of an earlier list, at its revision (kept here as the watch cache keeps it)
-            if token not in self._continues:
-                raise ApiError(
-                    410,
-                    "Expired",
-                    "The provided continue parameter is too old to display a consistent list result.",
-                )
-            revision, kvs = self._continues.pop(token)
+        meta: JSON
+        if token or limit > 0:
+            # A page read from etcd at the list's revision, as kube-apiserver's etcd3 store reads a list with
+            # a limit (the continue token names the revision and the next key): the first page costs its own
+            # keys, not every Node's.
+            kvs, revision, following = await self._page(token, limit)
+            meta = {"resourceVersion": str(revision)}
+            if following is not None:
+                meta["continue"] = following
         else:
             kvs, revision = await self.etcd.get_prefix(self.node_prefix)
-        meta: JSON = {"resourceVersion": str(revision)}
-        if limit > 0 and len(kvs) > limit:
-            rest = kvs[limit:]
-            kvs = kvs[:limit]
-            token = f"{revision}-{uuid.uuid4().hex}"
-            self._continues[token] = (revision, rest)
-            while len(self._continues) > 32:
-                self._continues.pop(next(iter(self._continues)))
-            meta["continue"] = token
+            meta = {"resourceVersion": str(revision)}
         if matches is everything:  # the stored bytes, spliced: no decode and encode of every Node
             parts = [
                 _with_version(kv.value, kv.mod_revision)
@@ -439,6 +433,35 @@ class KubeApiServer:
             return web.Response(body=body, content_type="application/json")
         items = [obj for obj in (self._decode(kv.value, kv.mod_revision) for kv in kvs) if matches(obj)]
         return web.json_response({"kind": "NodeList", "apiVersion": "v1", "metadata": meta, "items": items})
+
+    async def _page(self, token: str, limit: int) -> tuple[list[Any], int, str | None]:
+        """One page of a list: its keys, the list's revision, and the continue token of the next page (None:
+        the last). ``limit`` 0 with a token: the rest of the list at once."""
+        start, end = self.node_prefix.encode(), prefix_range_end(self.node_prefix.encode())
+        revision = 0
+        if token:
+            try:
+                rv_text, _, key_text = base64.urlsafe_b64decode(token.encode()).decode().partition("|")
+                revision, start = int(rv_text), base64.urlsafe_b64decode(key_text.encode())
+                if revision <= 0 or not start.startswith(self.node_prefix.encode()):
+                    raise ValueError(token)
+            except ValueError:
+                raise BadRequest("invalid continue token") from None
+        try:
+            kvs, more, revision = await self.etcd.range_page(start, end, limit, revision)
+        except EtcdError as exc:
+            if exc.code != "OUT_OF_RANGE":
+                raise
+            raise ApiError(
+                410,
+                "Expired",
+                "The provided continue parameter is too old to display a consistent list result.",
+            ) from None
+        if not (more and kvs):
+            return kvs, revision, None
+        after = kvs[-1].key.encode("utf-8", "surrogateescape") + b"\x00"  # the next key in etcd's order
+        following = f"{revision}|{base64.urlsafe_b64encode(after).decode()}"
+        return kvs, revision, base64.urlsafe_b64encode(following.encode()).decode()
 
     async def _watch(self, request: web.Request, matches: Callable[[JSON], bool]) -> web.StreamResponse:
         rv_text = request.query.get("resourceVersion", "")

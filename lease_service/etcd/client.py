@@ -398,6 +398,22 @@ class EtcdClient:
         kv = _kv(response.kvs[0]) if response.kvs else None
         return kv, response.header.revision
 
+    async def range_page(
+        self, start: bytes, end: bytes, limit: int, revision: int = 0
+    ) -> tuple[list[KeyValue], bool, int]:
+        """Up to ``limit`` keys of ``[start, end)``, sorted by key, at ``revision`` (0: now): the keys, whether
+        more follow, and the revision read. A compacted ``revision`` is an EtcdError with code OUT_OF_RANGE."""
+        request = rpc_pb2.RangeRequest(key=start, range_end=end, limit=limit, revision=revision)
+        response = await self._unary(
+            "range",
+            start.decode(errors="replace"),
+            lambda conn: conn.kv.Range,
+            request,
+            rpc_pb2.RangeResponse,
+        )
+        self.cluster_id = response.header.cluster_id
+        return [_kv(pb) for pb in response.kvs], bool(response.more), revision or response.header.revision
+
     async def get_prefix(self, prefix: str) -> tuple[list[KeyValue], int]:
         """Every key under ``prefix``, sorted by key, read in pages at one revision; and that revision."""
         return await self.list_prefix(prefix, _as_is)

@@ -94,6 +94,28 @@ async def test_the_next_page_is_asked_for_before_a_page_is_handed_on(api: KubeAp
         await client.close()
 
 
+async def test_a_list_continued_after_a_compaction_is_410_expired(api: KubeApiControl) -> None:
+    for i in range(3):
+        api.create_node(make_node(f"n{i}", f"10.244.{i}.0/24"))
+    client = KubeApi(KubeConnection(api.url))
+    try:
+        first = kube_api.LIST_DECODER.decode(
+            await client.request("GET", "/api/v1/nodes", query={"limit": "2"})
+        )
+        assert len(first.items) == 2 and first.metadata.continue_
+        api.compact()  # the list's revision is gone: its next page cannot be read consistently
+        with pytest.raises(ApiStatus) as err:
+            await client.request(
+                "GET", "/api/v1/nodes", query={"limit": "2", "continue": first.metadata.continue_}
+            )
+        assert err.value.status == 410 and "too old" in err.value.message
+        with pytest.raises(ApiStatus) as err:
+            await client.request("GET", "/api/v1/nodes", query={"limit": "2", "continue": "bm90IGEgdG9rZW4"})
+        assert err.value.status == 400
+    finally:
+        await client.close()
+
+
 async def test_an_error_answer_names_the_status_and_message(api: KubeApiControl) -> None:
     client = KubeApi(KubeConnection(api.url))
     try:
