@@ -23,7 +23,7 @@ from typing import NoReturn, TypeVar
 import grpc
 from pyroute2.iproute.linux import AsyncIPRoute
 
-from flannel_rpc.logs import shorten
+from flannel_rpc.logs import failure, shorten
 from proto.flannel.v1 import lease_pb2, lease_pb2_grpc
 
 from . import cli, metrics
@@ -331,8 +331,8 @@ class Session:
             try:
                 await repair()  # whatever changed while nobody was watching
                 await watcher.run(repair)
-            except Exception:  # a refused repair or a netlink error: say so, try again shortly
-                log.exception("device watcher failed; restarting it")
+            except Exception as exc:  # noqa: BLE001 - a refused repair, a netlink error (EBUSY): retried
+                log.warning("device watcher failed (%s); restarting it in 1 s", failure(exc))
                 await asyncio.sleep(1.0)
 
     async def ensure_masq(self) -> None:

@@ -135,6 +135,16 @@ def shorten(value: object, limit: int = 64, *, quote: bool = True) -> str:
     return f"{text[:limit]!r}… ({len(text)} chars)" if quote else f"{text[:limit]}… ({len(text)} chars)"
 
 
+def failure(exc: BaseException) -> str:
+    """An unexpected exception for one log line instead of a traceback: its type, its message (shortened)
+    and where it was raised (``OSError: [Errno 16] Device or resource busy at .../vxlan/device.py:88``)."""
+    where = exc.__traceback__
+    while where is not None and where.tb_next is not None:
+        where = where.tb_next
+    place = f" at {where.tb_frame.f_code.co_filename}:{where.tb_lineno}" if where is not None else ""
+    return f"{type(exc).__name__}: {shorten(str(exc), 200, quote=False)}{place}"
+
+
 def label(name: str, limit: int = 80) -> str:
     """A key or a name for a log line: as it is when short and printable (``10.244.3.0-24``, ``node-1``),
     else quoted and shortened like :func:`shorten` (a key ending in a newline shows as ``'...\\n'``)."""

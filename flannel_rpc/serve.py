@@ -21,6 +21,8 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from flannel_rpc.logs import failure
+
 log = logging.getLogger(__name__)
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -139,11 +141,7 @@ async def _check_request(method: str, request: Any, context: grpc.aio.ServicerCo
 
 
 async def _internal(method: str, exc: Exception, context: grpc.aio.ServicerContext) -> None:
-    where = exc.__traceback__
-    while where is not None and where.tb_next is not None:
-        where = where.tb_next
-    place = f" at {where.tb_frame.f_code.co_filename}:{where.tb_lineno}" if where is not None else ""
-    log.error("%s failed: %s: %s%s; answered INTERNAL", method, type(exc).__name__, str(exc)[:200], place)
+    log.error("%s failed: %s; answered INTERNAL", method, failure(exc))
     await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}: {type(exc).__name__}")
 
 

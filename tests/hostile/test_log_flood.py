@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from flannel_rpc.logs import FloodGate
+from flannel_rpc.logs import FloodGate, failure
 
 
 class Clock:
@@ -93,3 +93,16 @@ def test_kinds_are_bounded_in_memory(gated: tuple[logging.Logger, io.StringIO, C
         log.warning(f"a template that is not constant {n}")  # a new kind each time
     assert len(gate._buckets) == 3
     assert len(lines(out)) == 100
+
+
+def test_an_unexpected_exception_is_one_line_naming_its_type_message_and_place() -> None:
+    def busy() -> None:
+        raise OSError(16, "Device or resource busy " + "x" * 1000)
+
+    try:
+        busy()
+    except OSError as exc:
+        line = failure(exc)
+    assert line.startswith("OSError: [Errno 16] Device or resource busy xxx")
+    assert "… (" in line and "\n" not in line and len(line) < 400
+    assert line.endswith(f"test_log_flood.py:{busy.__code__.co_firstlineno + 1}")
