@@ -87,7 +87,9 @@ async def test_a_call_while_etcd_is_down_raises_unavailable_within_the_budget_th
         began = time.monotonic()
         with pytest.raises(EtcdUnavailable) as raised:
             await client.get(f"{prefix}/k")
-        assert time.monotonic() - began < 1.5 + 1.0  # the budget, plus slack for a loaded machine
+        # within the budget, with slack for a loop that waits for the CPU (load 20 on 2 cores here): the
+        # bound tells a client that gives up from one that retries on
+        assert time.monotonic() - began < 1.5 + 10.0
         assert own_etcd.endpoint in str(raised.value)
         assert f"{prefix}/k" in str(raised.value)
 
