@@ -19,6 +19,7 @@ from pyroute2.iproute.linux import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from .desired import RTPROT_FLANNEL, IPNetwork
+from .dumps import one_dump_at_a_time
 
 log = logging.getLogger(__name__)
 
@@ -72,4 +73,5 @@ async def remove_blackholes(ipr: AsyncIPRoute) -> list[str]:
 
 
 async def _dump(ipr: AsyncIPRoute, family: int) -> list[Any]:
-    return [msg async for msg in await ipr.route("dump", family=family)]
+    async with one_dump_at_a_time(ipr):
+        return [msg async for msg in await ipr.route("dump", family=family)]

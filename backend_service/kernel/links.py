@@ -10,6 +10,7 @@ from typing import Any
 from pyroute2.iproute.linux import AsyncIPRoute
 
 from ..desired import IPAddress
+from ..dumps import one_dump_at_a_time
 from .model import KernelError
 
 log = logging.getLogger(__name__)
@@ -23,12 +24,14 @@ def _attr(msg: Any, name: str) -> Any:
 
 async def link_names(ipr: AsyncIPRoute) -> dict[int, str]:
     """ifindex → ifname for every link."""
-    return {link["index"]: _attr(link, "IFLA_IFNAME") async for link in await ipr.link("dump")}
+    async with one_dump_at_a_time(ipr):
+        return {link["index"]: _attr(link, "IFLA_IFNAME") async for link in await ipr.link("dump")}
 
 
 async def link_index(ipr: AsyncIPRoute, ifname: str) -> int | None:
     """The index of ``ifname``, or None."""
-    found = await ipr.link_lookup(ifname=ifname)
+    async with one_dump_at_a_time(ipr):
+        found = await ipr.link_lookup(ifname=ifname)
     return found[0] if found else None
 
 
@@ -68,7 +71,9 @@ async def ensure_address(ipr: AsyncIPRoute, ifindex: int, address: IPAddress) ->
     family = AF_INET if address.version == 4 else AF_INET6
     prefixlen = address.max_prefixlen
     present = False
-    async for msg in await ipr.addr("dump", family=family, index=ifindex):
+    async with one_dump_at_a_time(ipr):
+        found = [msg async for msg in await ipr.addr("dump", family=family, index=ifindex)]
+    for msg in found:
         if msg["index"] != ifindex or msg["scope"] != 0:
             continue
         addr = ipaddress.ip_address(msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS"))

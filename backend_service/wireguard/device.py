@@ -26,6 +26,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from flannel_rpc.setpriv import setpriv_prefix
 
 from .. import command
+from ..dumps import one_dump_at_a_time
 from ..kernel import wgctl
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,8 @@ class DeviceSpec:
 
 async def _link(ipr: AsyncIPRoute, name: str) -> tuple[int, str] | None:
     """(ifindex, link kind: "wireguard" for a kernel device, "tun" for wireguard-go's) or None."""
-    found = await ipr.link_lookup(ifname=name)
+    async with one_dump_at_a_time(ipr):
+        found = await ipr.link_lookup(ifname=name)
     if not found:
         return None
     try:
