@@ -190,10 +190,10 @@ def api_list_seconds(url: str, page: int) -> float:
             return round(time.monotonic() - t, 3)
 
 
-def logged_at(log: str, text: str) -> float:
-    """The wall time (seconds since the epoch) of flanneld's first log line holding ``text``."""
+def logged_at(log: str, text: str, *also: str) -> float:
+    """The wall time (seconds since the epoch) of flanneld's first log line holding ``text`` (and ``also``)."""
     for line in log.splitlines():
-        if text in line:
+        if text in line and all(more in line for more in also):
             stamp = line.split(" ", 1)[0].rstrip("Z")
             return datetime.fromisoformat(stamp).replace(tzinfo=UTC).timestamp()
     raise RuntimeError(f"flanneld never logged {text!r}")
@@ -363,7 +363,7 @@ def measure(
             first = tally.first - t0 if tally.first is not None else sync
             tally.close_and_check(n)
             log = flanneld.log()
-            serving = logged_at(log, "lease-service health: NOT_SERVING -> SERVING") - t0_wall
+            serving = logged_at(log, "lease-service health: ", "-> SERVING") - t0_wall
             # the lease service's list: from its last step before it (the interface found) to the stream ready
             listed = logged_at(log, "lease stream ready") - logged_at(
                 log, "lease_service: external interface"
