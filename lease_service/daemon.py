@@ -178,14 +178,15 @@ async def _run(settings: cli.Settings) -> int:
         # once all are (LeaseHub.watch); a resume waits for the listing
         servicer.waiting_for = "the store's answer to the listing of the leases"
         answered = asyncio.create_task(hub.wait_answered(), name="store-answered")
-        done, _ = await asyncio.wait({answered, *tasks}, return_when=asyncio.FIRST_COMPLETED)
+        try:
+            done, _ = await asyncio.wait({answered, *tasks}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            answered.cancel()  # a task failed first, or the service is stopping
         if answered in done:
             servicer.attach(config, manager, hub, keeper, ext)
             await server.set_serving(True)
             log.info("serving leases on %s", settings.socket_path)
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        else:
-            answered.cancel()
         for task in done:
             if task is answered:
                 continue
