@@ -178,32 +178,36 @@ def _guard_stream(
             await _check_request(method, request, context)
             try:
                 result = behaviour(request, context)
-                if hasattr(result, "__aiter__"):
-                    async with aclosing(result):
-                        async for item in result:
-                            if not await _written(context, item):
-                                break
-                        else:
-                            return
-                elif inspect.isawaitable(result):
+                if inspect.isawaitable(result):  # a handler that writes for itself
                     await result
                     return
-                else:
-                    for item in result:
-                        if not await _written(context, item):
-                            break
-                    else:
-                        return
+                peer_gone = await _write_all(context, result)
             except grpc.aio.AbortError:
                 raise
             except Exception as exc:  # noqa: BLE001 - the point of the guard
                 await _internal(method, exc, context)
                 return
-            # the stream is closed (its resources released); gRPC cancels this handler once it has seen
-            # the peer's cancellation, and answering anything before that would fail the same way
-            await asyncio.sleep(PEER_GONE_WAIT)
+            if peer_gone:
+                # the stream is closed (its resources released); gRPC cancels this handler once it has
+                # seen the peer's cancellation, and answering anything before that would fail the same way
+                await asyncio.sleep(PEER_GONE_WAIT)
 
     return guarded
+
+
+async def _write_all(context: grpc.aio.ServicerContext, messages: Any) -> bool:
+    """Write every message of ``messages`` (an async or a plain iterable; an async one is closed however
+    the writing ends); True when the call ended under a write (the peer went away)."""
+    if hasattr(messages, "__aiter__"):
+        async with aclosing(messages):
+            async for item in messages:
+                if not await _written(context, item):
+                    return True
+        return False
+    for item in messages:
+        if not await _written(context, item):
+            return True
+    return False
 
 
 async def _written(context: grpc.aio.ServicerContext, item: Any) -> bool:
