@@ -211,15 +211,24 @@ async def _write_all(context: grpc.aio.ServicerContext, messages: Any) -> bool:
 
 
 async def _written(context: grpc.aio.ServicerContext, item: Any) -> bool:
-    """Write one message; False when the call ended under the write."""
+    """Write one message; False when the call ended under the write. A message that fails to serialize
+    (a bug of ours, raised by its serializer before gRPC's core is reached) is raised, and answered
+    INTERNAL by the guard."""
     try:
         await context.write(item)
     except (grpc.aio.AbortError, asyncio.CancelledError):
         raise
-    except Exception as exc:  # noqa: BLE001 - gRPC's core error types are not public
+    except Exception as exc:
+        if not _from_grpc_core(exc):
+            raise
         log.debug("write failed (%s); waiting for the call's cancellation", type(exc).__name__)
         return False
     return True
+
+
+def _from_grpc_core(exc: Exception) -> bool:
+    # gRPC's core error types are not public; their module is
+    return type(exc).__module__.startswith("grpc.")
 
 
 def unix_target(path: str | os.PathLike[str]) -> str:

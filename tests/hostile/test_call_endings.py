@@ -14,6 +14,7 @@ from typing import Any
 
 import grpc
 import pytest
+from grpc._cython.cygrpc import ExecuteBatchError  # what gRPC raises there
 
 from flannel_rpc import UnixServer, unix_target
 from flannel_rpc.serve import GuardInterceptor
@@ -31,10 +32,22 @@ async def _endless(request: bytes, context: grpc.aio.ServicerContext) -> AsyncIt
         yield b"x" * 60_000
 
 
+async def _unserializable(request: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[object]:
+    yield b"fine"
+    yield 42  # a bug: not bytes
+
+
+def _as_bytes(message: object) -> bytes:
+    return bytes(memoryview(message))  # type: ignore[arg-type]  # TypeError for what is not bytes-like
+
+
 def _add(server: grpc.aio.Server) -> None:
     handlers = {
         "Slow": grpc.unary_unary_rpc_method_handler(_slow),
         "Endless": grpc.unary_stream_rpc_method_handler(_endless),
+        "Unserializable": grpc.unary_stream_rpc_method_handler(
+            _unserializable, response_serializer=_as_bytes
+        ),
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
 
@@ -113,7 +126,7 @@ class _GoneContext:
 
     async def write(self, item: Any) -> None:
         self.writes += 1
-        raise RuntimeError('Failed "execute_batch"')
+        raise ExecuteBatchError('Failed "execute_batch"')
 
     async def abort(self, code: grpc.StatusCode, details: str) -> None:
         raise AssertionError(f"the guard answered {code} to a peer that is gone")
@@ -146,3 +159,24 @@ async def test_a_failed_write_waits_for_the_cancellation_and_closes_the_stream()
     with pytest.raises(asyncio.CancelledError):
         await task
     assert not guard.calls
+
+
+async def test_a_message_that_does_not_serialize_is_answered_internal_at_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # a bug of ours in a stream is not a peer that went away: the caller hears INTERNAL and the log says
+    # what failed, instead of the stream ending quietly after the guard's wait for a cancellation
+    server = UnixServer(tmp_path / "s.sock", [SERVICE], _add)
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(unix_target(tmp_path / "s.sock")) as channel:
+            call = channel.unary_stream(f"/{SERVICE}/Unserializable")(b"", timeout=30)
+            received = []
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                async for message in call:
+                    received.append(message)
+    finally:
+        await server.stop()
+    assert received == [b"fine"]
+    assert raised.value.code() == grpc.StatusCode.INTERNAL, raised.value
+    assert "Unserializable failed" in caplog.text and "answered INTERNAL" in caplog.text, caplog.text
