@@ -12,8 +12,10 @@ import asyncio
 import dataclasses
 import ipaddress
 import socket
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from socket import AF_INET, AF_INET6
+from typing import TypeVar
 
 from pyroute2.iproute.linux import AsyncIPRoute
 
@@ -75,10 +77,31 @@ async def read_kernel(
     """
     links = await link_names(ipr)
     sock = open_netlink_socket(ipr)  # in the loop thread: pyroute2 sockets are per thread
+    return await _dumped(sock, lambda: _read_dumps(sock, links, set(devices), expect))
+
+
+_T = TypeVar("_T")
+_DUMPER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kernel-read")
+"""The thread the dumps run in (one at a time, as the kernel serves a socket's dumps anyway)."""
+
+
+async def _dumped(sock: socket.socket, dump: Callable[[], _T]) -> _T:
+    """``dump()`` in the dump thread, which closes ``sock`` when it is done. Closed here instead, after a
+    cancellation, the socket would go while the thread still reads it, and its descriptor number could be
+    handed to another file under the thread's reads."""
+
+    def run() -> _T:
+        try:
+            return dump()
+        finally:
+            sock.close()
+
+    job = _DUMPER.submit(run)
     try:
-        return await asyncio.to_thread(_read_dumps, sock, links, set(devices), expect)
+        return await asyncio.wrap_future(job)
     finally:
-        sock.close()
+        if job.cancel():  # cancelled before the thread took it up: it never will, so nothing closed it
+            sock.close()
 
 
 # Destination networks by their raw bytes: building an ip_network is most of the cost of turning
@@ -209,10 +232,7 @@ async def check_kernel(ipr: AsyncIPRoute, devices: Iterable[str] = ()) -> Kernel
     fingerprints: the same dumps, but no object is built per entry and none is kept."""
     links = await link_names(ipr)
     sock = open_netlink_socket(ipr)
-    try:
-        return await asyncio.to_thread(_check_dumps, sock, links, set(devices))
-    finally:
-        sock.close()
+    return await _dumped(sock, lambda: _check_dumps(sock, links, set(devices)))
 
 
 async def read_owned(
