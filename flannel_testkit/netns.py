@@ -10,9 +10,11 @@ import ctypes
 import os
 import subprocess
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -111,6 +113,38 @@ def delete_netns(ns: Netns | str) -> None:
     """Delete a namespace (and every device in it); no error if it is already gone."""
     name = ns.name if isinstance(ns, Netns) else ns
     subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)
+
+
+LEFTOVER_AGE = 3600.0
+"""A test or bench namespace this old (seconds) with nothing running in it was left by a run that was
+killed before its clean-up: no test or bench lasts this long."""
+
+
+def sweep_leftovers(
+    prefixes: Sequence[str] = ("fpt", "fpb"), *, older_than: float = LEFTOVER_AGE
+) -> list[str]:
+    """Delete the namespaces named ``<prefix>-...`` that are older than ``older_than`` seconds and hold
+    no process (a hard-killed run's leftovers); the names deleted. Younger ones may belong to a run going
+    on beside this one and are left alone."""
+    swept = []
+    now = time.time()
+    for entry in sorted(Path("/var/run/netns").glob("*")) if Path("/var/run/netns").is_dir() else ():
+        if not entry.name.startswith(tuple(f"{p}-" for p in prefixes)):
+            continue
+        try:
+            age = now - entry.stat().st_mtime
+        except FileNotFoundError:
+            continue
+        if age < older_than:
+            continue
+        pids = subprocess.run(
+            ["ip", "netns", "pids", entry.name], check=False, capture_output=True, text=True
+        )
+        if pids.returncode != 0 or pids.stdout.strip():
+            continue
+        delete_netns(entry.name)
+        swept.append(entry.name)
+    return swept
 
 
 @contextmanager

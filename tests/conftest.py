@@ -10,6 +10,17 @@ from pathlib import Path
 import pytest
 
 from flannel_testkit.etcd import EtcdServer
+from flannel_testkit.netns import sweep_leftovers
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Namespaces left by an earlier run that was killed before its clean-up (over an hour old, nothing
+    running in them) are deleted once, by the controlling process, and named."""
+    if hasattr(session.config, "workerinput"):
+        return
+    swept = sweep_leftovers()
+    if swept:
+        print(f"\ndeleted {len(swept)} namespace(s) left by an earlier run: {' '.join(swept)}")
 
 
 @pytest.fixture(scope="session")
