@@ -23,7 +23,7 @@ from ..desired import WgPeer
 from . import wgctl
 from .links import LinkIndexes
 from .model import DELETE, ApplyResult, Expected, KernelCheck, KernelError, KernelSnapshot, Op, OpFailure
-from .netlink_fast import CHUNK, MessageEncoder, open_netlink_socket, send_batch
+from .netlink_fast import CHUNK_BYTES, MessageEncoder, open_netlink_socket, send_batch
 from .read import check_kernel, read_owned
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,8 @@ INLINE = 64
 
 
 class TemplateApplier:
-    """Applies ops as pyroute2-encoded message templates, ``chunk`` per ``sendmsg``, ACKs read after.
+    """Applies ops as pyroute2-encoded message templates, up to ``chunk_bytes`` per ``sendmsg``, the
+    refusals read after each (:func:`~backend_service.kernel.netlink_fast.send_batch`).
 
     Netlink *replace* (create or replace) for every write; a delete of something already gone
     counts as done. Without pyroute2's per-request encoding cost; see
@@ -47,9 +48,9 @@ class TemplateApplier:
     microseconds) are sent from the loop, which is cheaper than handing them to a thread.
     """
 
-    def __init__(self, ipr: AsyncIPRoute, *, chunk: int = CHUNK) -> None:
+    def __init__(self, ipr: AsyncIPRoute, *, chunk_bytes: int = CHUNK_BYTES) -> None:
         self._ipr = ipr
-        self._chunk = chunk
+        self._chunk_bytes = chunk_bytes
         self._encoder = MessageEncoder()
         self._indexes = LinkIndexes(ipr)
         self._seq = 0
@@ -89,10 +90,10 @@ class TemplateApplier:
         if messages:
             sock = self._socket()
             if len(messages) <= INLINE:
-                errors = send_batch(sock, messages, self._chunk)
+                errors = send_batch(sock, messages, self._chunk_bytes)
             else:
-                errors = await asyncio.to_thread(send_batch, sock, messages, self._chunk)
-            if errors:  # unread answers may be left behind: the next batch starts on a clean socket
+                errors = await asyncio.to_thread(send_batch, sock, messages, self._chunk_bytes)
+            if errors:  # a socket that failed may hold answers not read: the next batch starts on a fresh one
                 self.close()
             for seq, code in errors.items():
                 n = by_seq[seq]

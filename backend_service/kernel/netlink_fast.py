@@ -6,9 +6,9 @@ what the kernel needs to carry it out. The backend only ever sends a handful of 
 :class:`~backend_service.kernel.apply.TemplateApplier` has pyroute2 encode each shape *once*, with sentinel values, remembers
 where the sentinels landed, and for every operation copies the template and writes the few
 fields that change (sequence number, addresses, prefix length, ifindex, metric). Messages are
-sent many to a ``sendmsg`` with ``NLM_F_ACK``; the ACKs are read after each chunk and mapped back
-to their operations by sequence number, so a refused operation is reported and the others still
-run.
+sent many to a ``sendmsg``, the last one asking for an ACK; the kernel's refusals are read after each
+buffer and mapped back to their operations by sequence number, so a refused operation is reported and
+the others still run (:func:`send_batch`).
 
 :func:`dump_routes` and :func:`dump_neighbours` read the route, neighbour and FDB tables on a
 raw socket and parse only the header fields and attributes the reconcile needs.
@@ -49,7 +49,7 @@ RTM_GETROUTE, RTM_GETNEIGH = 26, 30
 NLM_F_DUMP = 0x300
 SIOCGSKNS = 0x894C
 CLONE_NEWNET = 0x40000000
-SO_RCVBUFFORCE = 33
+SO_SNDBUFFORCE, SO_RCVBUFFORCE = 32, 33
 
 RT_TABLE_MAIN = 254
 RTN_UNICAST = 1
@@ -68,11 +68,13 @@ _HDR = struct.Struct("=IHHII")
 _NLA = struct.Struct("=HH")
 _RTMSG = struct.Struct("=BBBBBBBBI")
 _NDMSG = struct.Struct("=BxxxiHBB")
+_U16 = struct.Struct("=H")
 _U32 = struct.Struct("=I")
 _I32 = struct.Struct("=i")
 
-#: Messages per sendmsg. Their ACKs (36 bytes each, more for errors) must fit the receive buffer.
-CHUNK = 256
+#: Bytes of requests per sendmsg at most (~2,000 of ours): the kernel refuses a buffer larger than the
+#: socket's send buffer (``SO_SNDBUF``), which :func:`open_netlink_socket` raises to twice this.
+CHUNK_BYTES = 128 << 10
 
 
 # --- a raw socket in the namespace of an AsyncIPRoute -------------------------------------------
@@ -120,10 +122,14 @@ def open_netlink_socket(ipr: AsyncIPRoute | None = None, *, rcvbuf: int = 8 << 2
     if failed:
         raise failed[0]
     sock = made[0]
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, rcvbuf)
-    except OSError:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    for force, plain, size in (
+        (SO_RCVBUFFORCE, socket.SO_RCVBUF, rcvbuf),
+        (SO_SNDBUFFORCE, socket.SO_SNDBUF, 2 * CHUNK_BYTES),
+    ):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, force, size)
+        except OSError:  # without CAP_NET_ADMIN: as far as the system's maximum allows
+            sock.setsockopt(socket.SOL_SOCKET, plain, size)
     sock.settimeout(30.0)  # never hang a reconcile on a lost answer
     sock.bind((0, 0))
     return sock
@@ -187,12 +193,12 @@ def route_template(
         if metric:
             attrs.append(("RTA_PRIORITY", _SENTINEL_METRIC))
         msg["attrs"] = attrs
-        data = _encoded(msg, RTM_DELROUTE, NLM_F_REQUEST | NLM_F_ACK)
+        data = _encoded(msg, RTM_DELROUTE, NLM_F_REQUEST)
     else:
         msg["proto"], msg["scope"] = RTPROT_FLANNEL, RT_SCOPE_UNIVERSE
         msg["flags"] = RTNH_F_ONLINK if onlink else 0
         msg["attrs"] = attrs
-        data = _encoded(msg, RTM_NEWROUTE, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE)
+        data = _encoded(msg, RTM_NEWROUTE, NLM_F_REQUEST | NLM_F_CREATE | NLM_F_REPLACE)
     return Template(
         data,
         dst=_find(data, dst.packed, "dst"),
@@ -217,9 +223,9 @@ def neigh_template(delete: bool, version: int, fdb: bool) -> Template:
         msg["state"] = NUD_PERMANENT | NUD_NOARP if fdb else NUD_PERMANENT
     msg["attrs"] = attrs
     if delete:
-        data = _encoded(msg, RTM_DELNEIGH, NLM_F_REQUEST | NLM_F_ACK)
+        data = _encoded(msg, RTM_DELNEIGH, NLM_F_REQUEST)
     else:
-        data = _encoded(msg, RTM_NEWNEIGH, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE)
+        data = _encoded(msg, RTM_NEWNEIGH, NLM_F_REQUEST | NLM_F_CREATE | NLM_F_REPLACE)
     mac = bytes.fromhex(_SENTINEL_MAC.replace(":", ""))
     return Template(
         data,
@@ -285,50 +291,61 @@ class MessageEncoder:
         return bytes(buf)
 
 
-# --- sending with pipelined ACKs ----------------------------------------------------------------
+# --- sending, one ACK per buffer ----------------------------------------------------------------
 
 
 class NetlinkSocket(Protocol):
     """What :func:`send_batch` needs of a netlink socket (``socket.socket``; tests fake one)."""
 
-    def sendall(self, data: bytes, /) -> None: ...
+    def sendall(self, data: bytes | bytearray, /) -> None: ...
 
     def recv(self, size: int, /) -> bytes: ...
 
 
 def send_batch(
-    sock: NetlinkSocket, messages: Sequence[tuple[int, bytes]], chunk: int = CHUNK
+    sock: NetlinkSocket, messages: Sequence[tuple[int, bytes]], chunk_bytes: int = CHUNK_BYTES
 ) -> dict[int, int]:
-    """Send ``(seq, message)`` pairs, ``chunk`` to a ``sendmsg``; {seq: errno} of every refused one.
+    """Send ``(seq, message)`` pairs, up to ``chunk_bytes`` to a ``sendmsg``; {seq: errno} of every refused one.
 
-    Every message carries ``NLM_F_ACK``; the kernel handles a buffer's messages in order and
-    answers each, so after a chunk we read exactly that many ACKs before sending the next. If the
-    socket fails (ENOBUFS: ACKs were dropped; a timeout), every message without an answer yet is
-    reported with that error; they are all idempotent, so the next reconcile simply retries them.
+    Only the last message of each ``sendmsg`` asks for an ACK (``NLM_F_ACK``, set here). The kernel answers
+    a refused request whether it asked or not, and it carries out a buffer's messages in order and answers
+    them in that order, so once the last one's ACK is read every refusal before it has been read too: a
+    buffer costs one ``recv`` instead of one per message. That matters in the thread that sends a large
+    batch: each ``recv`` gives the GIL up and takes it back, which waits for the event loop's thread (up
+    to the switch interval) whenever that thread is planning the next leases. If the socket fails (ENOBUFS:
+    answers were dropped; a timeout), every message of that buffer and after it that was not refused by
+    name is reported with that error; they are all idempotent, so the next reconcile simply retries them.
     """
     errors: dict[int, int] = {}
     start = 0
-    pending: set[int] = set()
     try:
-        for start in range(0, len(messages), chunk):
-            part = messages[start : start + chunk]
-            pending = {seq for seq, _ in part}
-            sock.sendall(b"".join(m for _, m in part))
-            while pending:
-                data = sock.recv(1 << 20)
+        while start < len(messages):
+            end, size = start + 1, len(messages[start][1])
+            while end < len(messages) and size + len(messages[end][1]) <= chunk_bytes:
+                size += len(messages[end][1])
+                end += 1
+            part = messages[start:end]
+            data = bytearray(b"".join(m for _, m in part))
+            at = size - len(part[-1][1]) + 6  # the last message's nlmsg_flags
+            _U16.pack_into(data, at, _U16.unpack_from(data, at)[0] | NLM_F_ACK)
+            seqs = {seq for seq, _ in part}
+            last = part[-1][0]
+            sock.sendall(data)
+            while last in seqs:
+                answers = sock.recv(1 << 20)
                 off = 0
-                while off + 16 <= len(data):
-                    length, mtype, _, seq, _ = _HDR.unpack_from(data, off)
-                    if mtype == NLMSG_ERROR and seq in pending:
-                        pending.discard(seq)
-                        code = -_I32.unpack_from(data, off + 16)[0]
+                while off + 16 <= len(answers):
+                    length, mtype, _, seq, _ = _HDR.unpack_from(answers, off)
+                    if mtype == NLMSG_ERROR and seq in seqs:
+                        seqs.discard(seq)
+                        code = -_I32.unpack_from(answers, off + 16)[0]
                         if code:
                             errors[seq] = code
                     off += (max(length, 16) + 3) & ~3
+            start = end
     except OSError as exc:
         code = exc.errno or errno.EIO
-        errors.update((seq, code) for seq in pending)
-        errors.update((seq, code) for seq, _ in messages[start + chunk :])
+        errors.update((seq, code) for seq, _ in messages[start:] if seq not in errors)
     return errors
 
 

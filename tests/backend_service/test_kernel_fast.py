@@ -195,6 +195,30 @@ async def test_template_applier_reports_the_failing_op_and_applies_the_rest(two_
     assert "192.168.77.97 lladdr 02:00:00:00:00:97 PERMANENT" in ns.ip("neigh", "show", "dev", "eth0")
 
 
+async def test_refusals_are_mapped_to_their_ops_across_buffers_and_batches(two_nodes: TwoNodes) -> None:
+    """Only each buffer's last message asks for an ACK: the refusals before it, wherever they fall, are still
+    told apart from the messages that were carried out, in this batch and the next on the same socket."""
+    ns = two_nodes.a
+
+    def route(third: int, gateway: str) -> Op:
+        return Op(REPLACE, Route(ip_network(f"10.244.{third}.0/24"), ip_address(gateway), "eth0"))
+
+    good = [route(20 + i, f"192.168.77.{20 + i}") for i in range(9)]
+    refused = [route(40 + i, f"10.9.9.{i + 1}") for i in range(4)]  # gateway not on the link: ENETUNREACH
+    async with AsyncIPRoute(netns=ns.name) as ipr:
+        applier = TemplateApplier(ipr, chunk_bytes=130)  # two 60-byte route messages per sendmsg
+        assert (await applier.apply(good[:5])).ok
+        mixed = [refused[0], good[5], good[6], refused[1], refused[2], good[7], good[8], refused[3]]
+        result = await applier.apply(mixed)
+        assert [f.op for f in result.failures] == refused
+        assert all("ENETUNREACH" in f.error for f in result.failures)
+        assert result.applied == 4
+        assert (await applier.apply(good)).ok  # a fresh socket after the refusals, nothing left unread
+    routes = ns.ip("route", "show", "proto", "70")
+    assert all(f"10.244.{20 + i}.0/24 via 192.168.77.{20 + i} dev eth0" in routes for i in range(9))
+    assert "10.244.4" not in routes
+
+
 async def test_route_delete_with_a_metric_removes_only_that_route(two_nodes: TwoNodes) -> None:
     ns = two_nodes.a
     ns.ip("route", "add", "10.50.0.0/24", "via", "192.168.77.2", "dev", "eth0", "metric", "9", "proto", "70")
@@ -211,8 +235,8 @@ class _DroppingSocket:
     def __init__(self) -> None:
         self.sent: list[bytes] = []
 
-    def sendall(self, data: bytes) -> None:
-        self.sent.append(data)
+    def sendall(self, data: bytes | bytearray) -> None:
+        self.sent.append(bytes(data))
 
     def recv(self, size: int) -> bytes:
         import struct
@@ -230,6 +254,9 @@ def test_send_batch_maps_answers_and_reports_the_unanswered_when_the_socket_fail
 
     sock = _DroppingSocket()
     messages = [(seq, b"x" * 20) for seq in range(1, 7)]
-    errors = send_batch(sock, messages, chunk=3)
+    errors = send_batch(sock, messages, chunk_bytes=60)
     assert errors == {2: 17, 4: 105, 5: 105, 6: 105}
     assert [len(d) for d in sock.sent] == [60, 60]
+    # only the last message of each buffer asks for an ACK (the kernel answers every refusal unasked)
+    flags = [[int.from_bytes(d[i + 6 : i + 8], "little") & 4 for i in range(0, 60, 20)] for d in sock.sent]
+    assert flags == [[0, 0, 4], [0, 0, 4]]
