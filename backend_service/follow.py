@@ -6,6 +6,12 @@ snapshot are also handed out as they arrive (:meth:`LeaseView.take_early`), so t
 can add the peers the kernel lacks while the rest streams: adding is safe before SYNCED, deleting
 is not. :func:`follow` reads one stream into a :class:`LeaseView` and tells the reconciler when the
 view changed.
+
+The view holds each lease as its serialized message (``bytes``), never as the message itself: a lease
+message parsed as part of a stream message keeps the whole stream message's memory alive while it is
+held, 6.2 MB per 10,000 leases from 500-lease snapshot messages and 13.7 MB from one-lease deltas,
+against 3.3 MB as bytes (and a message of its own per lease costs ~1.5 KB). The planner parses a lease
+again only when it changed (:func:`~backend_service.validate.check_one`).
 """
 
 from __future__ import annotations
@@ -25,13 +31,14 @@ class LeaseView:
     """Every lease the lease service told us about, keyed by ``Lease.key``."""
 
     def __init__(self) -> None:
-        self.leases: dict[str, lease_pb2.Lease] = {}
+        self.leases: dict[str, bytes] = {}
+        """Lease key → the lease, serialized (see the module docstring)."""
         self.synced = False  #: a whole snapshot has been applied at least once
         self.cursor = ""  #: resume from here after a reconnect
-        self._staging: dict[str, lease_pb2.Lease] | None = None
-        self._changes: dict[str, lease_pb2.Lease | None] = {}
+        self._staging: dict[str, bytes] | None = None
+        self._changes: dict[str, bytes | None] = {}
         self._replaced = True  # the whole view changed (a snapshot): only a full reconcile will do
-        self._early: deque[lease_pb2.Lease] = deque()
+        self._early: deque[tuple[str, bytes]] = deque()
 
     def apply(self, msg: lease_pb2.WatchLeasesResponse) -> bool:
         """Apply one message; True when the view changed (the kernel may need work), and for each part
@@ -40,19 +47,21 @@ class LeaseView:
             if msg.reset or self._staging is None:
                 self._staging = {}
                 self._early.clear()
-            held = self.leases
+            held, staging, early = self.leases, self._staging, not self.synced
             for event in msg.events:
                 lease = event.lease
                 key = sys.intern(lease.key)  # one string per key here and in the planner's maps
+                raw = lease.SerializeToString()
                 same = held.get(key)
-                # a resumed stream's snapshot repeats what we hold: keep the message we have, so that the
-                # new one is freed with its part (no second copy of 10,000 leases) and the planner sees
-                # the very lease it planned (the periodic check compares them by identity)
-                self._staging[key] = same if same is not None and same == lease else lease
-            if not self.synced:
-                self._early.extend(event.lease for event in msg.events)
-                return bool(msg.events)
-            return False
+                # a resumed stream's snapshot repeats what we hold: keep the bytes we have, so that the new
+                # ones are freed (no second copy of 10,000 leases) and the planner sees the very lease it
+                # planned (the periodic check compares them by identity)
+                if same is not None and same == raw:
+                    raw = same
+                staging[key] = raw
+                if early:
+                    self._early.append((key, raw))
+            return early and bool(msg.events)
         if msg.kind == Msg.SYNCED:
             if self._staging is not None:
                 self.leases = self._staging
@@ -69,8 +78,7 @@ class LeaseView:
                     self.leases.pop(key, None)
                     self._changes[key] = None
                 elif event.type == lease_pb2.LeaseEvent.UPSERT:
-                    self.leases[key] = event.lease
-                    self._changes[key] = event.lease
+                    self.leases[key] = self._changes[key] = event.lease.SerializeToString()
             if msg.cursor:
                 self.cursor = msg.cursor
             return bool(msg.events)
@@ -78,17 +86,17 @@ class LeaseView:
             self.cursor = msg.cursor
         return False
 
-    def take_changes(self) -> dict[str, lease_pb2.Lease | None] | None:
+    def take_changes(self) -> dict[str, bytes | None] | None:
         """The leases changed by deltas since the last call (key -> lease, None when removed), or
         None when a snapshot replaced the view since (only a full reconcile will do)."""
         replaced, changes = self._replaced, self._changes
         self._replaced, self._changes = False, {}
         return None if replaced else changes
 
-    def take_early(self, limit: int) -> list[lease_pb2.Lease]:
-        """Up to ``limit`` leases of the first snapshot not taken yet, in the order they came: the
-        reconciler may add what they need before SYNCED (and must delete nothing)."""
-        return [self._early.popleft() for _ in range(min(limit, len(self._early)))]
+    def take_early(self, limit: int) -> dict[str, bytes]:
+        """Up to ``limit`` leases of the first snapshot not taken yet (key → lease), in the order they
+        came: the reconciler may add what they need before SYNCED (and must delete nothing)."""
+        return dict(self._early.popleft() for _ in range(min(limit, len(self._early))))
 
     def drop_early(self) -> None:
         """A full reconcile covers every lease: none is left to take early."""

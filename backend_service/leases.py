@@ -82,8 +82,10 @@ class PeerLease:
     """Parsed ``backend_data`` when ``backend_type`` is wireguard and data is present."""
     wireguard_v6: WireGuardData | None = None
     """Parsed ``backend_v6_data`` when ``backend_type`` is wireguard and data is present."""
-    source: lease_pb2.Lease | None = field(default=None, compare=False, hash=False, repr=False)
-    """The message it was parsed from, for status reports."""
+    source: bytes = field(default=b"", compare=False, hash=False, repr=False)
+    """The lease as the backend holds it (its serialized message, see :class:`~backend_service.follow.LeaseView`):
+    how the planner tells an unchanged lease, and what a rejection reports; empty when parsed from a
+    message alone."""
 
     @property
     def name(self) -> str:
@@ -221,8 +223,16 @@ def parse_wireguard_data(fieldname: str, text: str) -> WireGuardData:
     return WireGuardData(key)
 
 
-def parse_lease(msg: lease_pb2.Lease) -> PeerLease:
-    """Parse a proto ``Lease``; raises :class:`LeaseError` for malformed addresses or backend data."""
+def held_message(source: bytes) -> lease_pb2.Lease:
+    """The message of a lease as the backend holds it (serialized, see :class:`PeerLease.source`)."""
+    msg = lease_pb2.Lease()
+    msg.ParseFromString(source)
+    return msg
+
+
+def parse_lease(msg: lease_pb2.Lease, source: bytes = b"") -> PeerLease:
+    """Parse a proto ``Lease`` (held as ``source``); raises :class:`LeaseError` for malformed addresses or
+    backend data."""
     vxlan4 = vxlan6 = None
     wg4 = wg6 = None
     if msg.backend_type == VXLAN:
@@ -247,5 +257,5 @@ def parse_lease(msg: lease_pb2.Lease) -> PeerLease:
         vxlan_v6=vxlan6,
         wireguard=wg4,
         wireguard_v6=wg6,
-        source=msg,
+        source=source,
     )

@@ -33,14 +33,11 @@ and the caller plans in full.
 from __future__ import annotations
 
 import dataclasses
-import sys
 from array import array
 from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network
-
-from proto.flannel.v1 import lease_pb2
 
 from .backend import Backend
 from .config import NetworkConfig
@@ -183,14 +180,13 @@ class Planner:
         self._node = None
         self._early = None
 
-    def _check(self, msg: lease_pb2.Lease, node: LocalNode) -> Verdict:
+    def _check(self, key: str, lease: bytes, node: LocalNode) -> Verdict:
         """:func:`check_one`, or the verdict on the same lease for the same node (kept in ``_verdicts``)."""
         if node == self._verdicts_node:
-            old = self._verdicts.get(msg.key)
-            source = old.source if isinstance(old, PeerLease) else old.lease if old is not None else None
-            if source is not None and source == msg:
+            old = self._verdicts.get(key)
+            if old is not None and old.source == lease:
                 return old
-        return check_one(msg, self.config, node)
+        return check_one(lease, self.config, node)
 
     def _verdicts_for(self, node: LocalNode) -> None:
         """Verdicts made from here on are for ``node``; earlier ones for another node are dropped."""
@@ -216,19 +212,16 @@ class Planner:
         assert self._node is not None
         return check.owned == self._digest and check.connected == self._node.connected
 
-    def changes_since(self, leases: Mapping[str, lease_pb2.Lease]) -> dict[str, lease_pb2.Lease | None]:
+    def changes_since(self, leases: Mapping[str, bytes]) -> dict[str, bytes | None]:
         """The leases that are not the ones last planned (key → lease now, None when gone): what a
         delta must plan to bring the memory up to ``leases``. Compared by identity: the lease view keeps
-        a lease's message until it changes."""
+        a lease's bytes until it changes."""
         verdicts = self._verdicts
-        out: dict[str, lease_pb2.Lease | None] = {}
-        for key, msg in leases.items():
+        out: dict[str, bytes | None] = {}
+        for key, lease in leases.items():
             verdict = verdicts.get(key)
-            if (
-                verdict is None
-                or (verdict.source if isinstance(verdict, PeerLease) else verdict.lease) is not msg
-            ):
-                out[key] = msg
+            if verdict is None or verdict.source is not lease:
+                out[key] = lease
         for key in verdicts.keys() - leases.keys():
             out[key] = None
         return out
@@ -237,7 +230,7 @@ class Planner:
 
     def expect(
         self,
-        leases: Iterable[lease_pb2.Lease],
+        leases: Mapping[str, bytes],
         node: LocalNode,
         connected: tuple[ConnectedNetwork, ...],
         *,
@@ -251,7 +244,7 @@ class Planner:
         if synced:
             self._early = None  # the full plan drops it anyway: not alive beside the read
         self._verdicts_for(node)
-        self._verdicts = {sys.intern(msg.key): self._check(msg, node) for msg in leases}
+        self._verdicts = {key: self._check(key, lease, node) for key, lease in leases.items()}
         accepted, _ = resolve_overlaps([v for v in self._verdicts.values() if isinstance(v, PeerLease)])
         plans = self._peer_plans(accepted, node)
         objects = [obj for plan in plans for obj in plan.objects]
@@ -261,7 +254,7 @@ class Planner:
 
     def plan_full(
         self,
-        leases: Iterable[lease_pb2.Lease],
+        leases: Mapping[str, bytes],
         node: LocalNode,
         kernel: KernelSnapshot,
         *,
@@ -274,7 +267,7 @@ class Planner:
             raise ValueError("a read for a plan that deletes nothing cannot serve one that deletes")
         node = dataclasses.replace(node, connected=kernel.connected)
         self._verdicts_for(node)
-        self._verdicts = {sys.intern(msg.key): self._check(msg, node) for msg in leases}
+        self._verdicts = {key: self._check(key, lease, node) for key, lease in leases.items()}
         if synced:
             self._early = None
         else:
@@ -291,21 +284,21 @@ class Planner:
         self._node = None  # trusted again only once committed
         return plan
 
-    def plan_delta(self, changes: Mapping[str, lease_pb2.Lease | None]) -> Plan | None:
+    def plan_delta(self, changes: Mapping[str, bytes | None]) -> Plan | None:
         """The leases in ``changes`` (key → lease now, None when removed), or None when only a full
         plan can tell (no trusted memory, or objects shared with a peer outside the delta)."""
         node = self._node
         if node is None:
             return None
         touched: set[IPv4Network | IPv6Network] = set()
-        for key, msg in changes.items():
+        for key, lease in changes.items():
             old = self._verdicts.pop(key, None)
             if isinstance(old, PeerLease):
                 touched.update(subnets(old))
                 for net in subnets(old):
                     self._unclaim(net, key)
-            if msg is not None:
-                verdict = self._verdicts[key] = self._check(msg, node)
+            if lease is not None:
+                verdict = self._verdicts[key] = self._check(key, lease, node)
                 self._claim(key, verdict)
                 if isinstance(verdict, PeerLease):
                     touched.update(subnets(verdict))
@@ -321,14 +314,14 @@ class Planner:
         self._node = None  # trusted again only once committed
         return plan
 
-    def plan_early(self, leases: Sequence[lease_pb2.Lease]) -> Plan | None:
+    def plan_early(self, leases: Mapping[str, bytes]) -> Plan | None:
         """Part of the first snapshot, before SYNCED: only what the kernel lacks entirely (see the
         module docstring); None when no full plan before SYNCED set the ground."""
         early = self._early
         if early is None:
             return None
         node = early.node
-        verdicts = {sys.intern(msg.key): self._check(msg, node) for msg in leases}
+        verdicts = {key: self._check(key, lease, node) for key, lease in leases.items()}
         self._verdicts.update(verdicts)
         candidates = [v for v in verdicts.values() if isinstance(v, PeerLease)]
         accepted, overlaps = resolve_overlaps(candidates)
@@ -451,7 +444,7 @@ class Planner:
             for obj in peer.objects:
                 self._owner.set(obj, key)
             self._count(peer.objects, 1)
-        self.rejected.update((r.lease.key, r) for r in plan.rejected)
+        self.rejected.update((r.key, r) for r in plan.rejected)
         if self._early is not None and not plan.deletes:  # what it wrote is in the memory now
             for op in plan.ops:
                 self._early.pending.discard(hash(identity_print(op.obj)))

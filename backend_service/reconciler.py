@@ -194,7 +194,7 @@ class Reconciler:
             if done is not None:
                 return done
         snapshot, expect, cursor, synced = await self._read(devices, node, check)
-        plan = self.planner.plan_full(self.view.leases.values(), node, snapshot, synced=synced, expect=expect)
+        plan = self.planner.plan_full(self.view.leases, node, snapshot, synced=synced, expect=expect)
         self.status.device_present = set(devices) <= set(snapshot.links.values())
         del snapshot, expect
         done = await self._apply(plan, cursor=cursor, synced=synced)
@@ -216,7 +216,7 @@ class Reconciler:
             if check is None:
                 break
             cursor, synced = self.view.cursor, self.view.synced
-            expect = self.planner.expect(self.view.leases.values(), node, check.connected, synced=synced)
+            expect = self.planner.expect(self.view.leases, node, check.connected, synced=synced)
             snapshot = await self.kernel.read(devices, expect)
             if self.view.synced == synced:
                 return snapshot, expect, cursor, synced

@@ -7,6 +7,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from proto.flannel.v1 import backend_pb2, backend_pb2_grpc, lease_pb2
 
+from .leases import held_message
 from .status import Status
 from .validate import trimmed
 
@@ -29,10 +30,12 @@ class BackendServicer(backend_pb2_grpc.BackendServiceServicer):
 
     def _peers(self) -> list[backend_pb2.Peer]:
         leases = self.status.leases()
-        return [
-            backend_pb2.Peer(lease=trimmed(leases.get(key) or lease_pb2.Lease(key=key)), mode=mode)
-            for key, mode in self.status.peers.items()
-        ]
+        out = []
+        for key, mode in self.status.peers.items():
+            held = leases.get(key)
+            lease = held_message(held) if held is not None else lease_pb2.Lease(key=key)
+            out.append(backend_pb2.Peer(lease=trimmed(lease), mode=mode))
+        return out
 
     async def GetStatus(
         self, request: backend_pb2.GetStatusRequest, context: grpc.aio.ServicerContext

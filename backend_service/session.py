@@ -35,7 +35,7 @@ from .follow import LeaseView, follow
 from .hostgw.backend import HostGwBackend
 from .kernel.model import KernelError
 from .kernel.read import check_public_interface, public_interface_from
-from .leases import LeaseError, parse_wireguard_data
+from .leases import LeaseError, held_message, parse_wireguard_data
 from .masq import MasqNetwork, ToolsMissing, TrafficRules
 from .node import LocalNode, PublicInterface
 from .nodecheck import warn_if_br_netfilter_missing
@@ -204,7 +204,8 @@ class Session:
         leases = self.status.leases()
         out: dict[str, str] = {}
         for key in self.status.peers:
-            lease = leases.get(key)
+            held = leases.get(key)
+            lease = held_message(held) if held is not None else None
             for data in (lease.backend_data, lease.backend_v6_data) if lease is not None else ():
                 try:
                     out[parse_wireguard_data("backend_data", data).public_key] = key

@@ -24,8 +24,9 @@ class Status:
     ip_masq: bool = False
     own_lease: lease_pb2.Lease | None = None
     peers: dict[str, str] = field(default_factory=dict)  # lease key -> how it is reached (Peer.mode)
-    leases: Callable[[], Mapping[str, lease_pb2.Lease]] = dict
-    """The leases as the stream last said; peers are built from them when asked, not copied."""
+    leases: Callable[[], Mapping[str, bytes]] = dict
+    """The leases as the stream last said, serialized (:func:`~backend_service.leases.held_message`); peers
+    are built from them when asked, not copied."""
     rejected: dict[str, lease_pb2.RejectedLease] = field(default_factory=dict)  # by lease key
     last_reconcile: datetime | None = None
     last_outcome: str = ""

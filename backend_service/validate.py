@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
@@ -48,6 +49,7 @@ from .leases import (
     PUBLIC_IP_NOT_UNICAST,
     LeaseError,
     PeerLease,
+    held_message,
     parse_lease,
 )
 from .node import LocalNode
@@ -90,11 +92,18 @@ REASONS: tuple[str, ...] = (
 
 @dataclass(frozen=True)
 class Rejection:
-    """A lease we refused, with the reason code and a message naming the offending value."""
+    """A lease we refused, with the reason code and a message naming the offending value. The lease is
+    kept as it is held (``source``, its serialized message) and parsed again only for a report."""
 
-    lease: lease_pb2.Lease
+    key: str
+    source: bytes
     reason: str
     message: str
+
+    @property
+    def lease(self) -> lease_pb2.Lease:
+        """The refused lease."""
+        return held_message(self.source)
 
     def to_proto(self) -> lease_pb2.RejectedLease:
         """As reported to the lease service and in ``GetStatus``: long fields of the lease are cut (with
@@ -195,14 +204,17 @@ def _check_family(peer: PeerLease, version: int, config: NetworkConfig, node: Lo
         )
 
 
-def check_lease(msg: lease_pb2.Lease, config: NetworkConfig, node: LocalNode) -> PeerLease:
-    """Parse and check one lease on its own (no overlap check); raises :class:`LeaseError`."""
+def check_lease(
+    msg: lease_pb2.Lease, config: NetworkConfig, node: LocalNode, source: bytes = b""
+) -> PeerLease:
+    """Parse and check one lease (held as ``source``) on its own (no overlap check); raises
+    :class:`LeaseError`."""
     if msg.backend_type != config.backend_type:
         raise LeaseError(
             BACKEND_MISMATCH,
             f"backend_type {msg.backend_type!r} is not this network's {config.backend_type!r}",
         )
-    peer = parse_lease(msg)
+    peer = parse_lease(msg, source)
     v4 = config.enable_ipv4 and peer.subnet is not None
     v6 = config.enable_ipv6 and peer.ipv6_subnet is not None
     if not v4 and not v6:
@@ -249,22 +261,25 @@ def _is_own_lease(msg: lease_pb2.Lease, node: LocalNode) -> bool:
     return v4 or v6
 
 
-def check_one(msg: lease_pb2.Lease, config: NetworkConfig, node: LocalNode) -> PeerLease | Rejection | None:
-    """One lease on its own (overlaps are :func:`resolve_overlaps`' job); never raises.
+def check_one(source: bytes, config: NetworkConfig, node: LocalNode) -> PeerLease | Rejection | None:
+    """One lease as held (its serialized message) on its own (overlaps are :func:`resolve_overlaps`' job);
+    never raises.
 
     None for this node's own lease (neither accepted nor rejected), a :class:`Rejection` with the
     reason code, or the parsed peer.
     """
+    msg = held_message(source)  # serialized by the lease view from a parsed message: cannot fail
     if _is_own_lease(msg, node):
         return None
+    key = sys.intern(msg.key)
     try:
-        return check_lease(msg, config, node)
+        return check_lease(msg, config, node, source)
     except LeaseError as e:
-        return Rejection(msg, e.reason, f"lease {_lease_name(msg)}: {e.message}")
+        return Rejection(key, source, e.reason, f"lease {_lease_name(msg)}: {e.message}")
     except Exception as e:  # noqa: BLE001 - a bug must cost one lease, not the dataplane (one line, no traceback)
         log.error("validating lease %s failed: %s: %s", _lease_name(msg), type(e).__name__, shorten(str(e)))
         return Rejection(
-            msg, INTERNAL_ERROR, f"lease {_lease_name(msg)}: {type(e).__name__}: {shorten(str(e))}"
+            key, source, INTERNAL_ERROR, f"lease {_lease_name(msg)}: {type(e).__name__}: {shorten(str(e))}"
         )
 
 
@@ -286,10 +301,10 @@ def resolve_overlaps(candidates: Iterable[PeerLease]) -> tuple[list[PeerLease], 
         # The prefix length check made every subnet of a family the same size: overlap is equality.
         clash = next(((net, taken[net]) for net in subnets(peer) if net in taken), None)
         if clash is not None:
-            assert peer.source is not None
             net, other = clash
             rejected.append(
                 Rejection(
+                    peer.key,
                     peer.source,
                     OVERLAPS_LEASE,
                     f"lease {peer.name}: subnet {net} overlaps the subnet of lease {other.name}",

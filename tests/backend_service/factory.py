@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 
@@ -86,6 +86,16 @@ class ValidationResult:
     rejected: tuple[Rejection, ...]
 
 
+def held(*leases: lease_pb2.Lease) -> dict[str, bytes]:
+    """``leases`` as the lease view holds them: key → the lease serialized."""
+    return {msg.key: msg.SerializeToString() for msg in leases}
+
+
+def held_changes(changes: Mapping[str, lease_pb2.Lease | None]) -> dict[str, bytes | None]:
+    """Changed leases (key → lease, None when removed) as the lease view hands them out."""
+    return {key: None if msg is None else msg.SerializeToString() for key, msg in changes.items()}
+
+
 def validate_leases(
     leases: Iterable[lease_pb2.Lease], config: NetworkConfig, node: LocalNode
 ) -> ValidationResult:
@@ -96,7 +106,7 @@ def validate_leases(
     rejected: list[Rejection] = []
     candidates: list[PeerLease] = []
     for msg in leases:
-        verdict = check_one(msg, config, node)
+        verdict = check_one(msg.SerializeToString(), config, node)
         if isinstance(verdict, Rejection):
             rejected.append(verdict)
         elif verdict is not None:

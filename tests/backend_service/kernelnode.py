@@ -21,6 +21,8 @@ from backend_service.session import make_backend
 from backend_service.validate import Rejection
 from proto.flannel.v1 import lease_pb2
 
+from .factory import held
+
 
 @dataclass(frozen=True)
 class Reconciled:
@@ -56,7 +58,7 @@ async def reconcile_full(
 ) -> Reconciled:
     """Read the kernel, plan every lease, apply, commit."""
     snapshot = await kernel.read(planner.backend.devices)
-    plan = planner.plan_full(leases, node, snapshot, synced=synced)
+    plan = planner.plan_full(held(*leases), node, snapshot, synced=synced)
     result = await kernel.apply(plan.ops)
     planner.commit(plan, result.ok)
     return Reconciled(plan, result)

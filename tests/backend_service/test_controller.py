@@ -26,7 +26,7 @@ from backend_service.status import Health, Status
 from flannel_rpc import unix_target
 from proto.flannel.v1 import lease_pb2, lease_pb2_grpc
 
-from .factory import config, lease
+from .factory import config, held, lease
 from .factory import node as local_node
 from .fakes import DEVICE, FakeKernel, FakeVxlan
 
@@ -223,7 +223,7 @@ async def test_the_first_snapshot_is_programmed_as_it_streams_and_nothing_is_del
     stale = FakeKernel()
     await stale.apply(
         Planner(config("vxlan"), FakeVxlan())
-        .plan_full([lease(9)], local_node(1), await stale.read(()), synced=True)
+        .plan_full(held(lease(9)), local_node(1), await stale.read(()), synced=True)
         .ops
     )
     kernel.objects.update(stale.objects)  # a peer the kernel still holds from before the restart

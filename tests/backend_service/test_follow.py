@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from backend_service.follow import LeaseView
+from backend_service.leases import held_message
 from proto.flannel.v1 import lease_pb2
 
 Msg = lease_pb2.WatchLeasesResponse
@@ -25,20 +26,20 @@ def test_a_snapshot_counts_only_once_synced() -> None:
 def test_the_first_snapshot_is_handed_out_early_as_it_arrives() -> None:
     view = LeaseView()
     assert view.apply(Msg(kind=Msg.SNAPSHOT, reset=True, events=[upsert("a"), upsert("b")]))
-    assert [msg.key for msg in view.take_early(1)] == ["a"]
+    assert list(view.take_early(1)) == ["a"]
     assert view.apply(Msg(kind=Msg.SNAPSHOT, events=[upsert("c")]))
-    assert [msg.key for msg in view.take_early(10)] == ["b", "c"]
-    assert view.take_early(10) == [] and view.leases == {}  # the view itself waits for SYNCED
+    assert list(view.take_early(10)) == ["b", "c"]
+    assert view.take_early(10) == {} and view.leases == {}  # the view itself waits for SYNCED
 
 
 def test_early_leases_of_a_broken_or_restarted_snapshot_are_dropped() -> None:
     view = LeaseView()
     view.apply(Msg(kind=Msg.SNAPSHOT, reset=True, events=[upsert("a")]))
     view.interrupted()
-    assert view.take_early(10) == []
+    assert view.take_early(10) == {}
     view.apply(Msg(kind=Msg.SNAPSHOT, reset=True, events=[upsert("b")]))
     view.apply(Msg(kind=Msg.SNAPSHOT, reset=True, events=[upsert("c")]))
-    assert [msg.key for msg in view.take_early(10)] == ["c"]
+    assert list(view.take_early(10)) == ["c"]
 
 
 def test_a_resync_snapshot_is_not_handed_out_early() -> None:
@@ -47,7 +48,7 @@ def test_a_resync_snapshot_is_not_handed_out_early() -> None:
     view.apply(Msg(kind=Msg.SYNCED, cursor="c1"))
     view.drop_early()
     assert not view.apply(Msg(kind=Msg.SNAPSHOT, reset=True, events=[upsert("z")]))
-    assert view.take_early(10) == []
+    assert view.take_early(10) == {}
 
 
 def test_deltas_upsert_and_remove_and_move_the_cursor() -> None:
@@ -78,7 +79,7 @@ def test_a_resync_snapshot_keeps_the_old_view_until_synced_and_a_broken_one_is_d
     assert set(view.leases) == {"y"}
 
 
-def test_a_resumed_snapshot_keeps_the_message_held_for_an_unchanged_lease() -> None:
+def test_a_resumed_snapshot_keeps_the_lease_held_for_an_unchanged_lease() -> None:
     view = LeaseView()
     view.apply(Msg(kind=Msg.SNAPSHOT, reset=True, events=[upsert("a"), upsert("b")]))
     view.apply(Msg(kind=Msg.SYNCED, cursor="c1"))
@@ -87,5 +88,25 @@ def test_a_resumed_snapshot_keeps_the_message_held_for_an_unchanged_lease() -> N
     view.apply(Msg(kind=Msg.SNAPSHOT, reset=True, events=[upsert("a"), changed, upsert("c")]))
     view.apply(Msg(kind=Msg.SYNCED, cursor="c2"))
     assert view.leases["a"] is held["a"]
-    assert view.leases["b"] is not held["b"] and view.leases["b"].subnet == "10.1.2.0/24"
+    assert view.leases["b"] is not held["b"] and held_message(view.leases["b"]).subnet == "10.1.2.0/24"
     assert set(view.leases) == {"a", "b", "c"}
+
+
+def test_a_held_lease_shares_nothing_with_the_stream_message_it_came_in() -> None:
+    # a lease message taken out of a stream message is a view into the stream message's memory, which it
+    # keeps alive (a snapshot part of 500 leases, or a delta per lease); the view holds its own copy
+    view = LeaseView()
+    snapshot = Msg(kind=Msg.SNAPSHOT, reset=True, events=[upsert("a"), upsert("b")])
+    delta = Msg(kind=Msg.DELTA, cursor="c2", events=[upsert("c")])
+    view.apply(snapshot)
+    early = view.take_early(10)
+    view.apply(Msg(kind=Msg.SYNCED, cursor="c1"))
+    assert view.take_changes() is None  # the snapshot replaced the view
+    view.apply(delta)
+    changes = view.take_changes()
+    for msg in (snapshot, delta):
+        for event in msg.events:
+            event.lease.subnet = "10.9.9.0/24"
+    assert {key: held_message(lease).subnet for key, lease in view.leases.items()} == dict.fromkeys("abc", "")
+    assert [held_message(lease).subnet for lease in early.values()] == ["", ""]
+    assert changes is not None and held_message(changes["c"] or b"").subnet == ""

@@ -18,7 +18,7 @@ from backend_service.planner import Plan, Planner, Verdict
 from backend_service.validate import check_one
 from proto.flannel.v1 import lease_pb2
 
-from .factory import config, lease, node
+from .factory import config, held, held_changes, lease, node
 from .fakes import FakeKernel, FakeVxlan
 
 Leases = dict[str, lease_pb2.Lease]
@@ -26,14 +26,14 @@ Leases = dict[str, lease_pb2.Lease]
 
 async def synced(planner: Planner, kernel: FakeKernel, leases: Leases) -> Plan:
     """A full plan over ``leases``, applied to ``kernel`` and committed (deltas may follow)."""
-    plan = planner.plan_full(leases.values(), node(1), await kernel.read(()), synced=True)
+    plan = planner.plan_full(held(*leases.values()), node(1), await kernel.read(()), synced=True)
     result = await kernel.apply(plan.ops)
     planner.commit(plan, result.ok)
     return plan
 
 
 async def delta(planner: Planner, kernel: FakeKernel, changes: Mapping[str, lease_pb2.Lease | None]) -> Plan:
-    plan = planner.plan_delta(changes)
+    plan = planner.plan_delta(held_changes(changes))
     assert plan is not None, "expected a delta plan"
     result = await kernel.apply(plan.ops)
     planner.commit(plan, result.ok)
@@ -51,7 +51,7 @@ async def test_an_added_peer_gets_exactly_what_a_full_plan_writes_and_a_removed_
     added = await delta(planner, kernel, {lease(3).key: lease(3)})
     full_planner, _ = fresh()
     reference = full_planner.plan_full(
-        [lease(2), lease(3)], node(1), await FakeKernel().read(()), synced=True
+        held(lease(2), lease(3)), node(1), await FakeKernel().read(()), synced=True
     )
     assert {op.action for op in added.ops} == {REPLACE} and len(added.ops) == 3
     assert [type(op.obj).__name__ for op in added.ops] == ["FdbEntry", "Neighbour", "Route"]
@@ -86,7 +86,7 @@ async def test_a_delta_rejects_with_the_reason_and_words_of_a_full_plan() -> Non
     bad = lease(4, backend="host-gw")
     plan = await delta(planner, kernel, {bad.key: bad})
     full = Planner(config("vxlan"), FakeVxlan()).plan_full(
-        [lease(2), bad], node(1), await FakeKernel().read(()), synced=True
+        held(lease(2), bad), node(1), await FakeKernel().read(()), synced=True
     )
     assert plan.ops == () and plan.rejected == full.rejected
     assert planner.rejected[bad.key].reason == "BACKEND_MISMATCH"
@@ -120,16 +120,16 @@ async def test_a_delta_whose_objects_another_peer_holds_asks_for_a_full_plan() -
     planner, kernel = fresh()
     await synced(planner, kernel, {lease(2).key: lease(2)})
     same_mac = lease(3, backend_data=lease(2).backend_data)
-    assert planner.plan_delta({same_mac.key: same_mac}) is None and not planner.trusted
+    assert planner.plan_delta(held(same_mac)) is None and not planner.trusted
 
 
 async def test_deltas_need_a_synced_and_wholly_applied_full_plan() -> None:
     planner, kernel = fresh()
     assert planner.plan_delta({}) is None
-    plan = planner.plan_full([lease(2)], node(1), await kernel.read(()), synced=False)
+    plan = planner.plan_full(held(lease(2)), node(1), await kernel.read(()), synced=False)
     planner.commit(plan, True)
     assert planner.plan_delta({}) is None
-    plan = planner.plan_full([lease(2)], node(1), await kernel.read(()), synced=True)
+    plan = planner.plan_full(held(lease(2)), node(1), await kernel.read(()), synced=True)
     planner.commit(plan, False)
     assert planner.plan_delta({}) is None
     await synced(planner, kernel, {lease(2).key: lease(2)})
@@ -160,7 +160,7 @@ async def test_random_deltas_leave_the_kernel_exactly_as_a_full_plan_would() -> 
                 leases.pop(key, None)
                 continue
             changes[msg.key] = leases[msg.key] = msg
-        plan = planner.plan_delta(changes)
+        plan = planner.plan_delta(held_changes(changes))
         if plan is None:
             await synced(planner, kernel, leases)
         else:
@@ -174,14 +174,14 @@ async def test_random_deltas_leave_the_kernel_exactly_as_a_full_plan_would() -> 
             r.lease.key: (r.reason, r.message) for r in expected.rejected
         }
         # and a full plan now finds nothing to do
-        check = planner.plan_full(leases.values(), node(1), await kernel.read(()), synced=True)
+        check = planner.plan_full(held(*leases.values()), node(1), await kernel.read(()), synced=True)
         assert check.ops == ()
         planner.commit(check, True)
 
 
 async def early(planner: Planner, kernel: FakeKernel, leases: list[lease_pb2.Lease]) -> Plan:
     """An early plan of ``leases``, applied to ``kernel`` and committed."""
-    plan = planner.plan_early(leases)
+    plan = planner.plan_early(held(*leases))
     assert plan is not None, "expected an early plan"
     result = await kernel.apply(plan.ops)
     planner.commit(plan, result.ok)
@@ -190,13 +190,13 @@ async def early(planner: Planner, kernel: FakeKernel, leases: list[lease_pb2.Lea
 
 async def before_synced(planner: Planner, kernel: FakeKernel) -> None:
     """The full plan a reconciler runs once it has a node, before the stream is synced (no leases yet)."""
-    plan = planner.plan_full([], node(1), await kernel.read(()), synced=False)
+    plan = planner.plan_full({}, node(1), await kernel.read(()), synced=False)
     planner.commit(plan, (await kernel.apply(plan.ops)).ok)
 
 
 async def test_early_plans_add_a_snapshot_part_by_part_and_the_full_plan_at_synced_finds_it_done() -> None:
     planner, kernel = fresh()
-    assert planner.plan_early([lease(2)]) is None  # no ground yet: only a full plan before SYNCED sets it
+    assert planner.plan_early(held(lease(2))) is None  # no ground yet: only a full plan before SYNCED sets it
     await before_synced(planner, kernel)
     first = await early(planner, kernel, [lease(2), lease(3)])
     second = await early(planner, kernel, [lease(4)])
@@ -207,8 +207,8 @@ async def test_early_plans_add_a_snapshot_part_by_part_and_the_full_plan_at_sync
     reference, clean = fresh()
     await synced(reference, clean, {msg.key: msg for msg in leases})
     assert kernel.objects == clean.objects
-    final = planner.plan_full(leases, node(1), await kernel.read(()), synced=True)
-    assert final.ops == () and planner.plan_early([lease(5)]) is None  # synced: early plans are over
+    final = planner.plan_full(held(*leases), node(1), await kernel.read(()), synced=True)
+    assert final.ops == () and planner.plan_early(held(lease(5))) is None  # synced: early plans are over
 
 
 async def test_early_plans_over_a_programmed_kernel_change_nothing_and_delete_nothing() -> None:
@@ -233,7 +233,7 @@ async def test_a_subnet_an_early_plan_gave_away_waits_for_the_full_plan() -> Non
     await early(planner, kernel, [lease(2)])
     plan = await early(planner, kernel, [twin])
     assert plan.ops == () and plan.peers == ()
-    final = planner.plan_full([lease(2), twin], node(1), await kernel.read(()), synced=True)
+    final = planner.plan_full(held(lease(2), twin), node(1), await kernel.read(()), synced=True)
     planner.commit(final, (await kernel.apply(final.ops)).ok)
     assert [(r.lease.key, r.reason) for r in final.rejected] == [(lease(2).key, "OVERLAPS_LEASE")]
     assert {str(obj.dst) for obj in kernel.objects.values() if isinstance(obj, FdbEntry)} == {"192.168.77.20"}
@@ -244,8 +244,8 @@ async def test_a_lease_is_validated_once_until_it_or_the_node_changes(
 ) -> None:
     checked: list[str] = []
 
-    def counting(msg: lease_pb2.Lease, cfg: NetworkConfig, me: LocalNode) -> Verdict:
-        checked.append(msg.key)
+    def counting(msg: bytes, cfg: NetworkConfig, me: LocalNode) -> Verdict:
+        checked.append(lease_pb2.Lease.FromString(msg).key)
         return check_one(msg, cfg, me)
 
     monkeypatch.setattr("backend_service.planner.check_one", counting)
@@ -260,7 +260,7 @@ async def test_a_lease_is_validated_once_until_it_or_the_node_changes(
     assert checked == [moved.key]
     checked.clear()
     kernel.connected = ()  # the node's connected networks changed (host-gw's verdicts depend on them)
-    planner.plan_full([lease(2)], node(1), await kernel.read(()), synced=True)
+    planner.plan_full(held(lease(2)), node(1), await kernel.read(()), synced=True)
     assert checked == [lease(2).key]
 
 
@@ -299,14 +299,14 @@ async def test_a_read_that_leaves_out_what_the_plan_expects_plans_exactly_what_a
         for n in rng.sample(range(2, 16), rng.randint(0, 2)):  # gone since, perhaps held by the kernel
             earlier.setdefault(lease(n).key, lease(n))
         whole, filtered = fresh()[0], fresh()[0]
-        reference = whole.plan_full(leases.values(), node(1), await kernel.read(()), synced=synced_)
-        expect = filtered.expect(earlier.values(), node(1), kernel.connected, synced=synced_)
+        reference = whole.plan_full(held(*leases.values()), node(1), await kernel.read(()), synced=synced_)
+        expect = filtered.expect(held(*earlier.values()), node(1), kernel.connected, synced=synced_)
         snapshot = await kernel.read((), expect)
         if synced_:
             assert len(snapshot.state.neighbours) + len(snapshot.state.fdb) + len(
                 snapshot.state.routes
             ) <= len(kernel.objects)
-        plan = filtered.plan_full(leases.values(), node(1), snapshot, synced=synced_, expect=expect)
+        plan = filtered.plan_full(held(*leases.values()), node(1), snapshot, synced=synced_, expect=expect)
         if synced_ or earlier == leases:
             assert Counter(plan.ops) == Counter(reference.ops)
             assert _phases(plan) == _phases(reference)
@@ -315,4 +315,4 @@ async def test_a_read_that_leaves_out_what_the_plan_expects_plans_exactly_what_a
             assert set(reference.ops) <= set(plan.ops) and {op.action for op in plan.ops} <= {REPLACE}
         assert plan.peers == reference.peers and plan.rejected == reference.rejected
         if not synced_:
-            assert filtered.plan_early([lease(16)]) == whole.plan_early([lease(16)])
+            assert filtered.plan_early(held(lease(16))) == whole.plan_early(held(lease(16)))

@@ -89,10 +89,10 @@ def test_overlapping_leases_first_key_wins() -> None:
 def test_a_bug_while_validating_rejects_the_lease_instead_of_raising(monkeypatch: pytest.MonkeyPatch) -> None:
     real = v.check_lease
 
-    def boom(msg, cfg, me):
+    def boom(msg, cfg, me, source):
         if msg.node_name == "node-2":
             raise KeyError("surprise")
-        return real(msg, cfg, me)
+        return real(msg, cfg, me, source)
 
     monkeypatch.setattr(v, "check_lease", boom)
     result = validate_leases([lease(2), lease(3)], VXLAN, node(1))
