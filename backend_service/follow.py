@@ -98,6 +98,10 @@ class LeaseView:
         came: the reconciler may add what they need before SYNCED (and must delete nothing)."""
         return dict(self._early.popleft() for _ in range(min(limit, len(self._early))))
 
+    def early_waiting(self) -> bool:
+        """Leases of the first snapshot are waiting in :meth:`take_early`."""
+        return bool(self._early)
+
     def drop_early(self) -> None:
         """A full reconcile covers every lease: none is left to take early."""
         self._early.clear()

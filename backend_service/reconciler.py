@@ -194,7 +194,8 @@ class Reconciler:
             if done is not None:
                 return done
         snapshot, expect, cursor, synced = await self._read(devices, node, check)
-        plan = self.planner.plan_full(self.view.leases, node, snapshot, synced=synced, expect=expect)
+        leases = self.view.leases if synced else {}  # before SYNCED the view is empty
+        plan = self.planner.plan_full(leases, node, snapshot, synced=synced, expect=expect)
         self.status.device_present = set(devices) <= set(snapshot.links.values())
         del snapshot, expect
         done = await self._apply(plan, cursor=cursor, synced=synced)
@@ -211,19 +212,26 @@ class Reconciler:
         """The kernel read for a full plan (and the cursor and synced flag it plans for). With a check's
         connected networks the planner says first what it expects, and the read builds objects only for
         what differs (:class:`~backend_service.kernel.model.Expected`); read again when SYNCED came
-        meanwhile (the expectation was for a plan that deletes nothing)."""
+        meanwhile (the expectation was for a plan that deletes nothing), unless the first snapshot's leases
+        wait to be planned early: then the read serves the plan before SYNCED it was made for (no lease
+        planned, the ground for the early plans), and the first peers are planned 100 at a time as if the
+        snapshot were still streaming, not all of them before the first write (1,000 leases listed and
+        streamed while the first full reconcile read the kernel: ~50 ms of planning before the first peer)."""
         for _ in range(3):
             if check is None:
                 break
             cursor, synced = self.view.cursor, self.view.synced
             expect = self.planner.expect(self.view.leases, node, check.connected, synced=synced)
             snapshot = await self.kernel.read(devices, expect)
-            if self.view.synced == synced:
+            if self.view.synced == synced or self.view.early_waiting():
                 return snapshot, expect, cursor, synced
             del snapshot, expect
             check = await self.kernel.check(devices)
-        snapshot = await self.kernel.read(devices)
-        return snapshot, None, self.view.cursor, self.view.synced
+        cursor, synced = self.view.cursor, self.view.synced
+        snapshot = await self.kernel.read(devices)  # no expectation: serves either plan
+        if self.view.synced != synced and not self.view.early_waiting():
+            cursor, synced = self.view.cursor, self.view.synced
+        return snapshot, None, cursor, synced
 
     async def _checked(self, check: KernelCheck) -> bool | None:
         """A full reconcile in the common case, where the kernel holds what the last plans wrote: a

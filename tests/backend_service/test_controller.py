@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -18,9 +18,10 @@ import pytest
 from backend_service import cli
 from backend_service.controller import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, Controller
 from backend_service.follow import LeaseView
-from backend_service.kernel.model import ApplyResult, Op
+from backend_service.kernel.model import DELETE, ApplyResult, Expected, KernelSnapshot, Op
 from backend_service.node import PublicInterface
 from backend_service.planner import Planner
+from backend_service.reconciler import FIRST_EARLY_CHUNK
 from backend_service.session import Session
 from backend_service.status import Health, Status
 from flannel_rpc import unix_target
@@ -236,6 +237,47 @@ async def test_the_first_snapshot_is_programmed_as_it_streams_and_nothing_is_del
     synced.set()
     await node.wait(lambda: node.serving, "SERVING")
     assert not objects_for(kernel, 9) and node.status.peers == {lease(2).key: "vxlan", lease(3).key: "vxlan"}
+
+
+class SlowFirstRead(FakeKernel):
+    """The first full reconcile's read ends only once the test lets it (the whole snapshot came meanwhile)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reading = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def read(self, devices: Iterable[str], expect: Expected | None = None) -> KernelSnapshot:
+        if not self.reading.is_set():
+            self.reading.set()
+            await self.release.wait()
+        return await super().read(devices, expect)
+
+
+async def test_a_snapshot_whole_before_the_first_read_ends_is_written_in_parts_before_the_full_plan(
+    start: Callable,
+) -> None:
+    kernel = SlowFirstRead()
+    stale = FakeKernel()
+    await stale.apply(
+        Planner(config("vxlan"), FakeVxlan())
+        .plan_full(held(lease(9)), local_node(1), await stale.read(()), synced=True)
+        .ops
+    )
+    kernel.objects.update(stale.objects)  # a peer the kernel still holds from before the restart
+    peers = [lease(n) for n in range(10, 160)]
+    node: Node = await start([ME, *peers], kernel=kernel)
+    await node.wait(lambda: kernel.reading.is_set(), "the first full reconcile reading the kernel")
+    await node.wait(lambda: node.view is not None and node.view.synced, "the whole snapshot and SYNCED")
+    kernel.release.set()
+    await node.wait(lambda: node.serving, "SERVING")
+    batches = [ops for ops in kernel.applied if ops]
+    # the first write: the first 100 leases alone (the node's own and 99 peers: a route, a neighbour and an
+    # FDB entry each), nothing deleted; the stale peer only by the full plan at SYNCED, after every peer
+    assert len(batches[0]) == 3 * (FIRST_EARLY_CHUNK - 1) and all(op.action != DELETE for op in batches[0])
+    deletes = [n for n, ops in enumerate(batches) if any(op.action == DELETE for op in ops)]
+    assert deletes == [len(batches) - 1]
+    assert not objects_for(kernel, 9) and all(len(objects_for(kernel, n)) == 3 for n in range(10, 160))
 
 
 class GatedKernel(FakeKernel):
