@@ -17,6 +17,7 @@ import contextlib
 import hashlib
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -57,6 +58,7 @@ log = logging.getLogger(__name__)
 DEFAULT_ANNOTATION_PREFIX = "flannel.alpha.coreos.com"
 DEFAULT_NET_CONFIG_PATH = Path("/etc/kube-flannel/net-conf.json")
 WATCH_TIMEOUT = 300  # seconds the server keeps one watch open
+PROGRESS_EVERY = 1.0  # seconds between the hub's revision moves for events that change no lease
 STRATEGIC = "application/strategic-merge-patch+json"
 T = TypeVar("T")
 
@@ -280,14 +282,18 @@ class KubeSubnetManager:
             log.warning("skipping node %s: %s (%s)", label(name), message, reason)
         return None
 
-    def _changed(self, config: NetworkConfig, node: NodeView) -> Change | None:
-        """The change a Node's new state makes; None when its lease fields are what they were."""
+    def _is_new(self, node: NodeView) -> bool:
+        """Whether a Node's lease fields differ from what was last seen of it (and note them)."""
         name = node.metadata.name
         signature = self._signature(node)
         if self._seen.get(name) == signature:
-            return None
+            return False
         self._seen[name] = signature
-        return (name, self._decode(config, node))
+        return True
+
+    def _changed(self, config: NetworkConfig, node: NodeView) -> Change | None:
+        """The change a Node's new state makes; None when its lease fields are what they were."""
+        return (node.metadata.name, self._decode(config, node)) if self._is_new(node) else None
 
     async def stored_public_ips(self) -> tuple[IPv4Address | None, IPv6Address | None]:
         """flannel reads node-public-ip(v6) annotations at start as the public IP."""
@@ -474,29 +480,42 @@ class KubeSubnetManager:
         return revision
 
     async def _watch(self, config: NetworkConfig, hub: LeaseSink, revision: int) -> None:
-        """Watch from ``revision`` until a 410; resume from the last seen version after a drop."""
+        """Watch from ``revision`` until a 410; resume from the last seen version after a drop. Each event is
+        looked at in the watch's reader thread (``_pick``): only what changes a lease reaches the loop."""
         delay = self.retry_interval / 4
-        reached = revision
+        reached = _Reached(revision)
 
-        def on_line(line: bytes | bytearray) -> None:
-            nonlocal reached, delay
-            reached = self._event(config, hub, line, reached)
+        def pick(line: bytes | bytearray) -> _Seen | None:
+            return self._pick(line, reached)
+
+        def deliver(items: list[_Seen]) -> None:
+            nonlocal delay
+            for item in items:
+                if item.name is None:
+                    hub.progress(item.version)
+                else:
+                    lease = None if item.node is None else self._decode(config, item.node)
+                    hub.apply([(item.name, lease)], item.version)
             delay = self.retry_interval / 4
 
         while True:
             try:
-                await self.api.watch_nodes(reached, WATCH_TIMEOUT, on_line)
+                await self.api.watch_nodes(reached.version, WATCH_TIMEOUT, pick, deliver)
                 # the server's timeout ended the stream: watch again from where we are
             except ApiStatus as exc:
                 if exc.status == 410:
                     raise _Expired(exc.message) from None
                 metrics.STORE_RECONNECTS.inc()
-                log.warning("node watch failed (%s %s); resuming from %d", exc.status, exc.message, reached)
+                log.warning(
+                    "node watch failed (%s %s); resuming from %d", exc.status, exc.message, reached.version
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
             except (TimeoutError, OSError) as exc:
                 metrics.STORE_RECONNECTS.inc()
-                log.warning("node watch dropped (%s); resuming from %d", exc or type(exc).__name__, reached)
+                log.warning(
+                    "node watch dropped (%s); resuming from %d", exc or type(exc).__name__, reached.version
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
             except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
@@ -505,28 +524,53 @@ class KubeSubnetManager:
                 log.warning("node watch sent an unusable frame (%s); relisting", str(exc)[:200])
                 await asyncio.sleep(delay)
                 raise _Expired("unusable watch frame") from None
+            finally:
+                hub.progress(reached.version)  # what the thread did not tell the hub yet
 
-    def _event(self, config: NetworkConfig, hub: LeaseSink, line: bytes | bytearray, revision: int) -> int:
-        """Hand one watch event to the hub; the resourceVersion reached."""
+    def _pick(self, line: bytes | bytearray, reached: _Reached) -> _Seen | None:
+        """One watch event, in the watch's reader thread: what the hub must hear of it (None: nothing now).
+        An event that changes no lease moves the hub's revision at most once a second (a BOOKMARK at once):
+        the hub's cursors stay fresh without a wake of the event loop per heartbeat."""
         event = EVENT_DECODER.decode(line)
         kind, obj = event.type, event.object
         if kind == "ERROR":
             if obj.code == 410:
                 raise _Expired(f"{obj.reason}: {obj.message}")
             raise ApiStatus(obj.code or 500, msgspec.json.encode({"message": obj.message}))
-        version = _version(obj.metadata.resourceVersion, revision)
+        version = _version(obj.metadata.resourceVersion, reached.version)
+        reached.version = max(reached.version, version)
         if kind in ("ADDED", "MODIFIED"):
-            change = self._changed(config, obj.node())
-            if change is not None:
-                hub.apply([change], version)
-            else:
-                hub.progress(version)
+            node = obj.node()
+            if self._is_new(node):
+                reached.told = time.monotonic()
+                return _Seen(version, node.metadata.name, node)
         elif kind == "DELETED":
             self._seen.pop(obj.metadata.name, None)
-            hub.apply([(obj.metadata.name, None)], version)
-        else:  # BOOKMARK
-            hub.progress(version)
-        return max(revision, version)
+            reached.told = time.monotonic()
+            return _Seen(version, obj.metadata.name)
+        now = time.monotonic()
+        if kind == "BOOKMARK" or now - reached.told >= PROGRESS_EVERY:
+            reached.told = now
+            return _Seen(version)
+        return None
+
+
+@dataclass(slots=True)
+class _Reached:
+    """A watch's reader thread's notes: the resourceVersion reached, and when the hub last heard of one."""
+
+    version: int
+    told: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Seen:
+    """What a watch event tells the hub: a Node's new state (``node``), its removal (``name`` alone), or only
+    the version reached (neither)."""
+
+    version: int
+    name: str | None = None
+    node: NodeView | None = None
 
 
 class _Expired(Exception):

@@ -17,9 +17,15 @@ connection, ``TimeoutError`` and ``OSError`` from the transport;
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+import select
+import socket
+import ssl
+import threading
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote, urlencode, urlsplit
 
 import msgspec
@@ -35,6 +41,10 @@ USER_AGENT = "flannel-py"
 MAX_LINE = 64 * 1024  # bytes of a status, header or chunk-size line
 MAX_HEADERS = 100
 MAX_BODY = 1024 * 1024 * 1024  # bytes of one answer (a page of 100 kubelet Nodes is ~1 MB)
+#: Seconds a watch's reader waits after a read while events come faster than one per this (see _WatchReader):
+#: the most a real change waits for the heartbeats around it to share its read.
+WATCH_HOLD = 0.05
+T = TypeVar("T")
 
 
 class NodeMeta(msgspec.Struct, frozen=True, gc=False):
@@ -209,8 +219,9 @@ class KubeApi:
     """HTTP/1.1 to one API server with our credentials (one kept-alive connection for calls, one per
     watch); create and close inside the loop."""
 
-    def __init__(self, conn: KubeConnection) -> None:
+    def __init__(self, conn: KubeConnection, watch_hold: float = WATCH_HOLD) -> None:
         self.server = conn.server
+        self.watch_hold = watch_hold
         url = urlsplit(conn.server)
         if url.scheme not in ("http", "https") or not url.hostname:
             raise ValueError(f"the Kubernetes API URL {conn.server!r} is not http(s)://host[:port]")
@@ -353,33 +364,55 @@ class KubeApi:
         return LIST_DECODER.decode(await self.request("GET", "/api/v1/nodes", query=query, timeout=timeout))
 
     async def watch_nodes(
-        self, resource_version: int, timeout_seconds: int, on_line: Callable[[bytes | bytearray], None]
+        self,
+        resource_version: int,
+        timeout_seconds: int,
+        on_line: Callable[[bytes | bytearray], T | None],
+        deliver: Callable[[list[T]], None] | None = None,
     ) -> None:
-        """One watch (bookmarks on): ``on_line`` gets each raw JSON line as it arrives, in the callback that
-        received it (no task wakes per event: at 50 heartbeats a second the wakeups were most of the CPU).
-        Returns when the server's timeout ends the stream; raises what ``on_line`` raised, ApiStatus for an
-        error answer, HttpError/OSError for a broken stream, FrameTooLarge, TimeoutError."""
+        """One watch (bookmarks on), read by a thread of its own (see :class:`_WatchReader`): ``on_line`` gets
+        each raw JSON line in that thread and returns what the event loop must have of it (None: nothing);
+        ``deliver`` gets those on the event loop, in order, a list per read. Returns when the server's timeout
+        ends the stream; raises what ``on_line`` raised, ApiStatus for an error answer, HttpError/OSError for
+        a broken stream, FrameTooLarge, TimeoutError, ``ssl`` errors."""
         query = {
             "watch": "1",
             "resourceVersion": str(resource_version),
             "allowWatchBookmarks": "true",
             "timeoutSeconds": str(timeout_seconds),
         }
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
         request = self._head("GET", "/api/v1/nodes", query, None, None)
+        loop = asyncio.get_running_loop()
         async with asyncio.timeout(timeout_seconds + 30):
-            transport, _ = await loop.create_connection(
-                lambda: _WatchStream(request, on_line, done),
-                self._host,
-                self._port,
-                ssl=self._ssl,
-                server_hostname=self._host if self._ssl else None,
+            sock = await _connected(loop, self._host, self._port)
+            reader = _WatchReader(
+                sock, self._ssl, self._host, request, on_line, deliver, loop, self.watch_hold
             )
             try:
-                await done
+                await asyncio.shield(reader.done)
             finally:
-                transport.close()
+                if not reader.done.done():  # cancelled or timed out: end the thread before going on
+                    reader.stop()
+                    await asyncio.shield(reader.done)
+
+
+async def _connected(loop: asyncio.AbstractEventLoop, host: str, port: int) -> socket.socket:
+    """A TCP connection to ``host:port`` made on the event loop (cancellable), as a plain socket."""
+    error: OSError = OSError(f"{host}:{port} resolved to no address")
+    for family, kind, proto, _, address in await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM):
+        sock = socket.socket(family, kind, proto)
+        sock.setblocking(False)
+        try:
+            await loop.sock_connect(sock, address)
+        except OSError as exc:
+            sock.close()
+            error = exc
+        except BaseException:
+            sock.close()
+            raise
+        else:
+            return sock
+    raise error
 
 
 def _retrieved(task: asyncio.Task[NodeList]) -> None:
@@ -388,16 +421,131 @@ def _retrieved(task: asyncio.Task[NodeList]) -> None:
         task.exception()
 
 
-class _WatchStream(asyncio.Protocol):
-    """An HTTP/1.1 watch answer parsed as it arrives: the head, then the body (chunked, Content-Length or
-    until close) split into lines for ``on_line``; an error answer's body becomes ApiStatus. The outcome
-    (None when the body ended, else the exception) is set on ``done``."""
+class _WatchReader:
+    """A watch's socket read by a thread of its own, so that an event that changes nothing (a kubelet
+    heartbeat, ~10 KB every 10 s per Node) never wakes the event loop: the thread blocks in ``recv``, parses
+    what arrived, hands each line to ``on_line`` and posts to the loop only what ``on_line`` returned.
+    At 50 events a second the asyncio protocol cost 0.21-0.25 ms of CPU per event, nearly all of it the wake
+    (the same code takes ~30 us back to back); the thread 0.17-0.22.
+
+    While events come faster than one per ``hold`` seconds, the thread sleeps ``hold`` after each read and
+    takes what arrived meanwhile in one read (a real change waits at most ``hold`` more); the first read that
+    finds nothing waiting ends the hold. 0.11 ms per event at 50/s with a 50 ms hold (the reflector alone,
+    same run). The outcome (None, or the exception that ended the watch) is set on ``done`` after the last
+    delivery."""
 
     def __init__(
-        self, request: bytes, on_line: Callable[[bytes | bytearray], None], done: asyncio.Future[None]
+        self,
+        sock: socket.socket,
+        tls: ssl.SSLContext | None,
+        host: str,
+        request: bytes,
+        on_line: Callable[[bytes | bytearray], Any],
+        deliver: Callable[[list[Any]], None] | None,
+        loop: asyncio.AbstractEventLoop,
+        hold: float,
     ) -> None:
-        self._request, self._on_line, self._done = request, on_line, done
-        self._transport: asyncio.BaseTransport | None = None
+        self._sock, self._tls, self._host, self._request = sock, tls, host, request
+        self._on_line, self._deliver, self._loop, self._hold = on_line, deliver, loop, hold
+        self._batch: list[Any] = []
+        self._lock = threading.Lock()  # the socket's shutdown (stop) against its close (the thread)
+        self._stopping = False
+        self.done: asyncio.Future[None] = loop.create_future()
+        self.done.add_done_callback(_outcome_read)
+        threading.Thread(target=self._run, name="kube-watch", daemon=True).start()
+
+    def stop(self) -> None:
+        """End the read from the event loop: the socket is shut down under the thread's blocking call."""
+        with self._lock:
+            self._stopping = True
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(socket.SHUT_RDWR)
+
+    def _line(self, line: bytes | bytearray) -> None:
+        item = self._on_line(line)
+        if item is not None:
+            self._batch.append(item)
+
+    def _flush(self) -> None:
+        if self._batch:
+            batch, self._batch = self._batch, []
+            if self._deliver is not None:
+                self._loop.call_soon_threadsafe(self._deliver, batch)
+
+    def _run(self) -> None:
+        outcome: BaseException | None = None
+        try:
+            self._read()
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting watch_nodes, which raises it
+            outcome = exc
+        finally:
+            self._flush()  # what came before the error is delivered first
+            with self._lock:
+                self._sock.close()
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
+                self._loop.call_soon_threadsafe(self._settle, outcome)
+
+    def _settle(self, outcome: BaseException | None) -> None:
+        if self.done.done():
+            return
+        if outcome is None:
+            self.done.set_result(None)
+        else:
+            self.done.set_exception(outcome)
+
+    def _read(self) -> None:
+        sock = self._sock
+        sock.setblocking(True)
+        if self._tls is not None:
+            wrapped = self._tls.wrap_socket(sock, server_hostname=self._host, do_handshake_on_connect=False)
+            with self._lock:
+                self._sock = sock = wrapped
+                if self._stopping:
+                    return
+            wrapped.do_handshake()
+        sock.sendall(self._request)
+        parser = _WatchParser(self._line)
+        buf = bytearray(256 * 1024)
+        view = memoryview(buf)
+        ready = select.poll()
+        ready.register(sock, select.POLLIN)
+        hold, holding, last, full = self._hold, False, -1e9, False
+        while not self._stopping:
+            if holding and not full:  # a full buffer: more is waiting, read it now
+                time.sleep(hold)
+                pending = isinstance(sock, ssl.SSLSocket) and sock.pending()
+                if not pending and not ready.poll(0):
+                    holding = False  # nothing came while held: wait for the next event as it comes
+                    continue
+            n = sock.recv_into(buf)
+            if not n:
+                if not self._stopping:
+                    parser.closed()
+                return
+            now = time.monotonic()
+            holding = holding or now - last < hold
+            last, full = now, n == len(buf)
+            try:
+                if parser.feed(view[:n]):
+                    return
+            finally:
+                self._flush()
+
+
+def _outcome_read(done: asyncio.Future[None]) -> None:
+    """The watch's outcome, read so that asyncio does not report it as never retrieved (watch_nodes raises
+    it, unless it was cancelled first)."""
+    if not done.cancelled():
+        done.exception()
+
+
+class _WatchParser:
+    """An HTTP/1.1 watch answer parsed as it arrives: the head, then the body (chunked, Content-Length or
+    until close) split into lines for ``on_line``; an error answer's body becomes ApiStatus. ``feed`` is
+    True once the answer is complete; errors are raised from ``feed`` and ``closed``."""
+
+    def __init__(self, on_line: Callable[[bytes | bytearray], None]) -> None:
+        self._on_line = on_line
         self._buf = bytearray()  # received, not parsed yet
         self._pending = bytearray()  # body bytes of a line not complete yet
         self._state = "head"  # then "size", "data", "crlf", "trailers" (chunked); "length"; "close"
@@ -405,50 +553,27 @@ class _WatchStream(asyncio.Protocol):
         self._left = 0  # bytes still to come: of this chunk ("data"), of the body ("length")
         self._error_body: bytearray | None = None
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.WriteTransport)  # a stream connection's transport writes
-        self._transport = transport
-        transport.write(self._request)
-
-    def data_received(self, data: bytes) -> None:
-        if self._done.done():
-            return
+    def feed(self, data: bytes | bytearray | memoryview) -> bool:
+        """Parse what arrived; True once the answer is complete (raises ApiStatus for an error answer)."""
         self._buf += data
-        try:
-            if self._parse():
-                self._end_body()
-                self._finish(None)
-        except Exception as exc:  # noqa: BLE001 - handed to the awaiting watch_nodes, which raises it
-            self._finish(exc)
+        if not self._parse():
+            return False
+        self._end_body()
+        self._check_status()
+        return True
 
-    def eof_received(self) -> bool:
-        return False  # close; connection_lost decides what the end means
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._done.done():
-            return
+    def closed(self) -> None:
+        """The connection closed: raises unless that ends the answer."""
         if self._state == "head":
-            self._finish(HttpError("the API server closed the connection"))
-        elif self._state != "close":
-            self._finish(HttpError("the API server closed the connection mid-answer"))
-        else:
-            try:
-                self._end_body()
-            except Exception as error:  # noqa: BLE001
-                self._finish(error)
-            else:
-                self._finish(None)
+            raise HttpError("the API server closed the connection")
+        if self._state != "close":
+            raise HttpError("the API server closed the connection mid-answer")
+        self._end_body()
+        self._check_status()
 
-    def _finish(self, result: Exception | None) -> None:
-        if not self._done.done():
-            if result is None and self._error_body is not None:
-                result = ApiStatus(self._status, bytes(self._error_body))
-            if result is None:
-                self._done.set_result(None)
-            else:
-                self._done.set_exception(result)
-        if self._transport is not None:
-            self._transport.close()
+    def _check_status(self) -> None:
+        if self._error_body is not None:
+            raise ApiStatus(self._status, bytes(self._error_body))
 
     def _line_end(self, start: int) -> int:
         """Where the line starting at ``start`` of the buffer ends (after its newline), or -1."""

@@ -25,7 +25,7 @@ from lease_service.subnet.kube_api import (
     FrameTooLarge,
     HttpError,
     KubeApi,
-    _WatchStream,
+    _WatchParser,
     view_of,
 )
 from lease_service.subnet.kube_config import KubeConnection
@@ -173,19 +173,6 @@ class Seen(Exception):
 # ---- the watch answer's parser, fed byte by byte as a socket could deliver it -------------------------
 
 
-class FakeTransport(asyncio.Transport):
-    def __init__(self) -> None:
-        super().__init__()
-        self.sent = b""
-        self.closed = False
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.sent += bytes(data)
-
-    def close(self) -> None:
-        self.closed = True
-
-
 EVENTS = [b'{"type":"ADDED","object":{"metadata":{"name":"n%d"}}}' % i for i in range(3)]
 
 
@@ -196,43 +183,40 @@ def chunked(body: bytes, cuts: list[int]) -> bytes:
     return b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks + b"0\r\nX-Trailer: 1\r\n\r\n"
 
 
-async def feed(
-    answer: bytes, step: int, close: bool = False
-) -> tuple[list[bytes | bytearray], BaseException | None, bool]:
-    """Feed ``answer`` ``step`` bytes at a time (then the close, if asked): the lines, the outcome, closed."""
+def feed(answer: bytes, step: int, close: bool = False) -> tuple[list[bytes | bytearray], Exception | None]:
+    """Feed ``answer`` ``step`` bytes at a time (then the close, if asked): the lines and the outcome."""
     lines: list[bytes | bytearray] = []
-    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    stream = _WatchStream(b"GET / HTTP/1.1\r\n\r\n", lines.append, done)
-    transport = FakeTransport()
-    stream.connection_made(transport)
-    for i in range(0, len(answer), step):
-        stream.data_received(answer[i : i + step])
-    if close:
-        stream.connection_lost(None)
-    assert done.done(), "the answer should have ended"
-    return lines, done.exception(), transport.closed
+    parser = _WatchParser(lines.append)
+    try:
+        for i in range(0, len(answer), step):
+            if parser.feed(answer[i : i + step]):
+                return lines, None
+        assert close, "the answer should have ended"
+        parser.closed()
+    except Exception as exc:  # noqa: BLE001 - the outcome under test
+        return lines, exc
+    return lines, None
 
 
 @pytest.mark.parametrize("step", [1, 2, 3, 7, 64, 1 << 20])
-async def test_a_watch_answer_cut_anywhere_gives_each_line_once(step: int) -> None:
+def test_a_watch_answer_cut_anywhere_gives_each_line_once(step: int) -> None:
     body = EVENTS[0] + b"\n" + EVENTS[1] + b"\n\n" + EVENTS[2]  # the last line without its newline
     for cuts in ([], [5], [len(EVENTS[0]), len(EVENTS[0]) + 1], [3, 40, 90, 100]):
-        lines, error, closed = await feed(chunked(body, cuts), step)
-        assert (lines, error, closed) == (EVENTS, None, True)
+        assert feed(chunked(body, cuts), step) == (EVENTS, None)
 
 
 @pytest.mark.parametrize("step", [1, 5, 1 << 20])
-async def test_a_watch_answer_with_a_length_or_ended_by_the_close_gives_its_lines(step: int) -> None:
+def test_a_watch_answer_with_a_length_or_ended_by_the_close_gives_its_lines(step: int) -> None:
     body = b"\n".join(EVENTS) + b"\n"
     with_length = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
-    assert await feed(with_length, step) == (EVENTS, None, True)
+    assert feed(with_length, step) == (EVENTS, None)
     until_close = b"HTTP/1.1 200 OK\nConnection: close\n\n" + body[:-1]
-    assert await feed(until_close, step, close=True) == (EVENTS, None, True)
+    assert feed(until_close, step, close=True) == (EVENTS, None)
 
 
-async def test_a_watch_error_answer_is_its_status_and_message() -> None:
+def test_a_watch_error_answer_is_its_status_and_message() -> None:
     status = b'{"kind":"Status","code":410,"reason":"Expired","message":"too old resource version: 5"}'
-    lines, error, _ = await feed(chunked(status, [10]).replace(b"200 OK", b"410 Gone"), 3)
+    lines, error = feed(chunked(status, [10]).replace(b"200 OK", b"410 Gone"), 3)
     assert lines == [] and isinstance(error, ApiStatus)
     assert error.status == 410 and error.message == "too old resource version: 5"
 
@@ -251,30 +235,23 @@ async def test_a_watch_error_answer_is_its_status_and_message() -> None:
         (b"HTTP/1.1 200", True, "closed the connection"),
     ],
 )
-async def test_a_broken_watch_answer_is_a_named_http_error(answer: bytes, close: bool, expected: str) -> None:
-    lines, error, closed = await feed(answer, 4096, close=close)
-    assert lines == [] and isinstance(error, HttpError) and expected in str(error) and closed
+def test_a_broken_watch_answer_is_a_named_http_error(answer: bytes, close: bool, expected: str) -> None:
+    lines, error = feed(answer, 4096, close=close)
+    assert lines == [] and isinstance(error, HttpError) and expected in str(error)
 
 
-async def test_a_watch_line_beyond_the_frame_limit_ends_the_watch(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_watch_line_beyond_the_frame_limit_ends_the_watch(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(kube_api, "MAX_FRAME", 100)
-    lines, error, closed = await feed(chunked(EVENTS[0] + b"\n" + b"x" * 200, [70, 150]), 50)
-    assert lines == [EVENTS[0]] and isinstance(error, FrameTooLarge) and closed
+    lines, error = feed(chunked(EVENTS[0] + b"\n" + b"x" * 200, [70, 150]), 50)
+    assert lines == [EVENTS[0]] and isinstance(error, FrameTooLarge)
 
 
-async def test_what_the_line_callback_raises_ends_the_watch_with_it() -> None:
-    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
+def test_what_the_line_callback_raises_ends_the_parse_with_it() -> None:
     def refuse(line: bytes | bytearray) -> None:
         raise ValueError(f"unusable: {line[:5]!r}")
 
-    stream = _WatchStream(b"", refuse, done)
-    transport = FakeTransport()
-    stream.connection_made(transport)
-    stream.data_received(chunked(b"\n".join(EVENTS) + b"\n", []))
-    assert isinstance(done.exception(), ValueError) and transport.closed
-    stream.data_received(b"more")  # after the end: ignored
-    stream.connection_lost(None)
+    with pytest.raises(ValueError, match="unusable"):
+        _WatchParser(refuse).feed(chunked(b"\n".join(EVENTS) + b"\n", []))
 
 
 @pytest.fixture
