@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,7 +15,7 @@ from flannel_rpc.logs import LogOnce
 from lease_service import subnetfile
 from lease_service.lease import Lease, LeaseAttrs
 from lease_service.netconfig import NetworkConfig
-from lease_service.subnet.base import AcquireError, Change, StoreUnavailable, SubnetManager
+from lease_service.subnet.base import AcquireError, Change, Known, StoreUnavailable, SubnetManager
 from lease_service.wire import lease_to_proto
 from proto.flannel.v1 import lease_pb2
 
@@ -45,14 +45,16 @@ class LeaseKeeper:
         config: NetworkConfig,
         changes: AsyncIterable[Sequence[Change]],
         settings: KeeperSettings,
-        known: Callable[[], Mapping[str, bytes] | None] | None = None,
+        known: Callable[[], Known | None] | None = None,
     ) -> None:
         self.manager = manager
         self._known = known
-        """The leases as the lease stream holds them once listed (:meth:`LeaseHub.known`), for the store to
-        choose the backend's lease from; while the stream is still listing (None), the store lists for
-        itself: its own listing decodes nothing but the values that may name our address, much less than
-        the stream's listing, which the backend would otherwise wait for."""
+        """The leases as the lease stream holds them (:meth:`LeaseHub.known`), for the store to choose the
+        backend's lease from; while the stream is still listing, the leases listed so far, and the store
+        lists for itself only the keys after them (its own listing decodes nothing but the values that may
+        name our address, much less than the stream's listing, which the backend would otherwise wait for;
+        listing them all again doubled the store's work while the stream listed: AcquireLease took 0.24 s
+        at 5,000 leases and 0.44-0.51 s at 10,000)."""
         self.config = config
         self.settings = settings
         self.lease: Lease | None = None

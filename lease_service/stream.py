@@ -42,7 +42,7 @@ from flannel_rpc.logs import LogOnce, label, shorten
 from flannel_rpc.serve import MIB
 from lease_service import metrics
 from lease_service.lease import Lease
-from lease_service.subnet.base import Change
+from lease_service.subnet.base import Change, Known
 from lease_service.wire import lease_to_proto
 from proto.flannel.v1 import lease_pb2
 
@@ -178,10 +178,15 @@ class LeaseHub:
         """Until the store has answered the first listing (a lease listed, or the whole listing done)."""
         await self._answered.wait()
 
-    def known(self) -> Mapping[str, bytes] | None:
+    def known(self) -> Known | None:
         """Every lease, by key, as its UPSERT event in wire form (the hub's own map: read it without awaiting
-        in between); None until the first listing is complete."""
-        return self._upserts if self._ready.is_set() else None
+        in between) once the first listing is complete; while it runs, the leases it listed so far, in the
+        store's key order, and the last key listed; None before it listed any."""
+        if self._ready.is_set():
+            return Known(self._upserts)
+        if self._listed:
+            return Known(self._listed, after=next(reversed(self._listed)))
+        return None
 
     def set_store(self, store_id: str) -> None:
         """The store's identity as of the latest list. When it changed (etcd restored into a new cluster),

@@ -423,12 +423,14 @@ class EtcdClient:
         prefix: str,
         convert: Callable[[KeyValue], R | None],
         restarted: Callable[[], None] | None = None,
+        after: str | None = None,
     ) -> tuple[list[R], int]:
         """:meth:`get_prefix` with each key converted as its page arrives (None: left out), so that the
         whole listing is never held at once; and the revision. ``restarted`` is called when the listing
-        starts over from the first key (``convert`` then sees every key again, at a newer revision)."""
-        start = _key_bytes(prefix)
-        end = prefix_range_end(start)
+        starts over from the first key (``convert`` then sees every key again, at a newer revision).
+        ``after``: only the keys under ``prefix`` that sort after this one."""
+        end = prefix_range_end(_key_bytes(prefix))
+        start = _key_bytes(prefix) if after is None else _key_bytes(after) + b"\x00"
         for _ in range(5):
             try:
                 return await self._list(prefix, start, end, convert)

@@ -7,6 +7,7 @@ stream's hub) with every lease and every change: the store pushes, it is never p
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 from typing import Protocol, TypeVar
 
@@ -16,6 +17,16 @@ from lease_service.netconfig import NetworkConfig
 T = TypeVar("T")
 
 Change = tuple[str, Lease | None]  #: (key, the lease now, or None when removed)
+
+
+@dataclass(frozen=True)
+class Known:
+    """The leases as the lease stream holds them (key → the lease's UPSERT event in wire form: read without
+    awaiting in between, it is the hub's live map). ``after``: the stream's first listing is still running
+    and has listed every key up to this one; what sorts after it is not known yet."""
+
+    leases: Mapping[str, bytes]
+    after: str | None = None
 
 
 class StoreUnavailable(Exception):
@@ -85,11 +96,11 @@ class SubnetManager(Protocol):
         config: NetworkConfig,
         attrs: LeaseAttrs,
         previous: SubnetPair,
-        known: Mapping[str, bytes] | None = None,
+        known: Known | None = None,
     ) -> Lease:
         """This node's lease: its existing one (same public IP), else ``previous``'s subnet when
-        free, else a random free subnet. ``known``: the leases as the lease stream holds them (key → the
-        lease's UPSERT event in wire form), which a store may choose from instead of listing itself."""
+        free, else a random free subnet. ``known``: the leases as the lease stream holds them, which a store
+        may choose from instead of listing itself (and list only what sorts after ``known.after``)."""
         ...
 
     async def restore_lease(self, config: NetworkConfig, lease: Lease, attrs: LeaseAttrs) -> Lease:

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import random
 import socket
-from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from datetime import UTC, datetime, timedelta
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import TypeVar
@@ -32,7 +32,14 @@ from lease_service.lease import (
     parse_subnet_key,
 )
 from lease_service.netconfig import ConfigError, NetworkConfig, parse_network_config, subnet_at
-from lease_service.subnet.base import AcquireError, Change, LeaseSink, StateUnavailable, StoreUnavailable
+from lease_service.subnet.base import (
+    AcquireError,
+    Change,
+    Known,
+    LeaseSink,
+    StateUnavailable,
+    StoreUnavailable,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -135,12 +142,13 @@ class EtcdSubnetManager:
         config: NetworkConfig,
         attrs: LeaseAttrs,
         previous: SubnetPair,
-        known: Mapping[str, bytes] | None = None,
+        known: Known | None = None,
     ) -> Lease:
         """As flannel: the lease naming our public IP, else ``previous``, else a random free subnet, taken
         with a create-if-absent transaction. The first attempt chooses from ``known`` when given (the leases
         the lease stream holds, listed and watched: no listing of its own on the path to the backend's first
-        peer; only the keys that may name our IPv4 address are read again); a new subnet that turns out to
+        peer; only the keys that may name our IPv4 address are read again, and while the stream still lists,
+        the keys after those it listed so far); a new subnet that turns out to
         be taken (``known`` lags etcd, or leaves out a stored value it could not use) is chosen again from
         a listing of etcd itself, as every later attempt is."""
         value = encode_attrs(attrs)
@@ -180,17 +188,26 @@ class EtcdSubnetManager:
         )
 
     async def _known_listing(
-        self, known: Mapping[str, bytes], address: bytes, scan: Callable[[KeyValue], str | Lease]
+        self, known: Known, address: bytes, scan: Callable[[KeyValue], str | Lease]
     ) -> list[str | Lease]:
         """``known``'s keys, as :meth:`acquire_lease`'s listing has them; the leases whose event holds our
         IPv4 address's text (the event has the address as text, in its one form) read from etcd again and
-        scanned as a listing's are (their value and mod_revision, which the takeover is conditional on)."""
+        scanned as a listing's are (their value and mod_revision, which the takeover is conditional on); the
+        keys after ``known.after`` listed from etcd and scanned. Keys listed at two revisions are no risk:
+        a subnet taken meanwhile is refused by the create-if-absent transaction, a lease of ours changed
+        meanwhile by the takeover's condition, and either is chosen again from a listing of etcd."""
         listing: list[str | Lease] = []
         maybe: list[str] = []
-        for key, event in known.items():  # no await in this loop: ``known`` is the hub's live map
+        for key, event in known.leases.items():  # no await in this loop: the hub's live map
             listing.append(key)
             if address in event:
                 maybe.append(key)
+        if known.after is not None:
+            rest: list[str | Lease]
+            rest, _ = await self._store(
+                self.client.list_prefix(self.subnets_prefix, scan, after=self.subnets_prefix + known.after)
+            )
+            listing.extend(rest)
         for key in maybe:
             kv, _ = await self._store(self.client.get(self.subnets_prefix + key))
             if kv is not None:

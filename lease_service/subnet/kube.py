@@ -18,7 +18,7 @@ import hashlib
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, ip_network
@@ -47,6 +47,7 @@ from lease_service.subnet.base import (
     AccessDenied,
     AcquireError,
     Change,
+    Known,
     LeaseSink,
     StateUnavailable,
     StoreUnavailable,
@@ -312,7 +313,7 @@ class KubeSubnetManager:
         config: NetworkConfig,
         attrs: LeaseAttrs,
         previous: SubnetPair,
-        known: Mapping[str, bytes] | None = None,
+        known: Known | None = None,
     ) -> Lease:
         waited_for = ""
         while True:

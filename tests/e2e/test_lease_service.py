@@ -452,6 +452,7 @@ def test_acquire_from_the_streams_leases_reuses_ours_and_a_stale_memory_costs_a_
     from lease_service.lease import LeaseAttrs, decode_lease
     from lease_service.netconfig import parse_network_config
     from lease_service.stream import LeaseHub
+    from lease_service.subnet.base import Known
     from lease_service.subnet.etcd import EtcdSubnetManager
 
     config = parse_network_config(json.dumps(CONFIG))
@@ -462,14 +463,16 @@ def test_acquire_from_the_streams_leases_reuses_ours_and_a_stale_memory_costs_a_
     for key, value in stored.items():
         put(etcd, f"{prefix}/subnets/{key}", value, ttl=600)
 
-    async def acquire(ip: str, previous: str | None, known: tuple[str, ...]) -> tuple[str, bytes]:
+    async def acquire(
+        ip: str, previous: str | None, known: tuple[str, ...], after: str | None = None
+    ) -> tuple[str, bytes]:
         events = {key: LeaseHub.comparable(decode_lease(key, stored[key].encode())) for key in known}
         async with EtcdClient(EtcdSettings(endpoints=(etcd.endpoint,))) as client:
             lease = await EtcdSubnetManager(client, prefix).acquire_lease(
                 config,
                 LeaseAttrs(IPv4Address(ip), backend_type="vxlan"),
                 (IPv4Network(previous) if previous else None, None),
-                events,
+                Known(events, after),
             )
             other, _ = await client.get(f"{prefix}/subnets/10.244.5.0-24")
             assert other is not None
@@ -481,6 +484,11 @@ def test_acquire_from_the_streams_leases_reuses_ours_and_a_stale_memory_costs_a_
     subnet, other = asyncio.run(acquire("192.168.71.9", "10.244.5.0/24", ("10.244.6.0-24",)))
     assert subnet not in ("10.244.5.0/24", "10.244.6.0/24")
     assert json.loads(other)["PublicIP"] == "192.168.71.5"
+    # the stream still listing, up to 10.244.5.0: ours, after it, is found by listing the rest from etcd
+    # (chosen from memory alone, this node would have taken a second subnet)
+    assert asyncio.run(acquire("192.168.71.1", None, ("10.244.5.0-24",), after="10.244.5.0-24"))[0] == (
+        "10.244.6.0/24"
+    )
 
 
 def test_a_dual_stack_lease_is_stored_under_flannels_combined_key(

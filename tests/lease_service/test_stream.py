@@ -305,3 +305,24 @@ async def test_a_watcher_with_a_cursor_waits_for_the_first_listing() -> None:
     assert not pending.done()
     hub.reset({}, revision=2)
     assert Msg.FromString(await asyncio.wait_for(pending, 5)).kind == Msg.PROGRESS
+
+
+def test_known_while_the_first_listing_runs_is_what_it_listed_so_far_and_where_it_stopped() -> None:
+    hub = LeaseHub("test")
+    assert hub.known() is None
+    for n in (1, 2, 3):
+        hub.listed(lease(n).key, lease(n))
+    partial = hub.known()
+    assert partial is not None and partial.after == lease(3).key
+    assert list(partial.leases) == [lease(n).key for n in (1, 2, 3)]
+    hub.discard_listed()  # the listing starts over (compacted while paging): nothing is known again
+    assert hub.known() is None
+    for n in (1, 2, 3, 4):
+        hub.listed(lease(n).key, lease(n))
+    hub.reset({}, revision=9)
+    whole = hub.known()
+    assert (
+        whole is not None
+        and whole.after is None
+        and sorted(whole.leases) == sorted(lease(n).key for n in (1, 2, 3, 4))
+    )
