@@ -7,8 +7,8 @@ after a snapshot, a new own lease, and any failure. Between them each batch of c
 planned as a delta by the same :class:`~backend_service.planner.Planner`. Before the first SYNCED,
 the first snapshot's leases are taken as they arrive and planned early (add what the kernel lacks,
 delete nothing), :data:`EARLY_CHUNK` at a time; each part is planned while the kernel carries out the
-previous one, so the kernel is busy while the rest of the snapshot streams. The full reconcile at
-SYNCED then decides everything, deletes included.
+previous one and waits in the kernel's queue behind it, so the kernel is busy while the rest of the
+snapshot streams. The full reconcile at SYNCED then decides everything, deletes included.
 
 Expected trouble is reported, not raised: ops the kernel refuses (``ApplyResult.failures``), and
 a kernel that cannot be read or written at all (``OSError``, :class:`KernelError`; retried with
@@ -21,6 +21,7 @@ import asyncio
 import gc
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import NoReturn
@@ -43,6 +44,9 @@ EARLY_CHUNK = 500
 FIRST_EARLY_CHUNK = 100
 """Leases of the very first early plan: the first peers reach the kernel after ~7 ms of planning instead
 of ~40 (500 leases); the next part is planned while the kernel takes these."""
+EARLY_IN_FLIGHT = 2
+"""Early parts handed to the kernel and not yet done, at most: the one the kernel carries out and the next,
+waiting for it (more would hold more planned parts in memory and gain nothing)."""
 
 DELTA_INTERVAL = 0.005
 """Seconds from the start of one delta to the next at the least: changes arriving meanwhile are planned
@@ -162,16 +166,21 @@ class Reconciler:
                 await self._on_resync()
 
     async def _early(self) -> bool:
-        """Plan and apply the first snapshot's leases that have arrived, part by part, each part planned
-        while the kernel applies the previous one; False when the kernel refused something."""
-        plan = self._plan_early()
+        """Plan and apply the first snapshot's leases that have arrived, part by part; False when the kernel
+        refused something. Up to :data:`EARLY_IN_FLIGHT` parts are handed to the kernel at once: each part is
+        planned while the kernel carries out the ones before, and is waiting in the kernel's queue when the
+        one before is done, so the kernel goes on without waiting for the loop (the result of a part, its
+        commit and status, and the next plan run meanwhile)."""
         ok = True
-        while plan is not None:
-            async with asyncio.TaskGroup() as both:
-                applying = both.create_task(self._apply(plan, early=True), name="apply-early")
-                planning = both.create_task(self._next_early(), name="plan-early")
-            ok = applying.result() and ok
-            plan = planning.result()
+        async with asyncio.TaskGroup() as tasks:
+            applying: deque[asyncio.Task[bool]] = deque()
+            while (plan := self._plan_early()) is not None:
+                applying.append(tasks.create_task(self._apply(plan, early=True), name="apply-early"))
+                await asyncio.sleep(0)  # the part is handed to the kernel before the next is planned
+                if len(applying) >= EARLY_IN_FLIGHT:
+                    ok = await applying.popleft() and ok
+            for task in applying:
+                ok = await task and ok
         return ok
 
     def _plan_early(self) -> Plan | None:
@@ -180,9 +189,6 @@ class Reconciler:
             return None
         self._early_chunk = EARLY_CHUNK
         return self.planner.plan_early(leases)
-
-    async def _next_early(self) -> Plan | None:
-        return self._plan_early()
 
     async def _full(self, node: LocalNode) -> bool:
         """Read the kernel, plan every lease, apply; or, when the planner's memory can tell, check the

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from ipaddress import ip_address, ip_network
 
@@ -213,10 +214,39 @@ async def test_refusals_are_mapped_to_their_ops_across_buffers_and_batches(two_n
         assert [f.op for f in result.failures] == refused
         assert all("ENETUNREACH" in f.error for f in result.failures)
         assert result.applied == 4
-        assert (await applier.apply(good)).ok  # a fresh socket after the refusals, nothing left unread
+        assert (
+            await applier.apply(good)
+        ).ok  # the same socket: nothing of the last batch is taken for this one
     routes = ns.ip("route", "show", "proto", "70")
     assert all(f"10.244.{20 + i}.0/24 via 192.168.77.{20 + i} dev eth0" in routes for i in range(9))
     assert "10.244.4" not in routes
+
+
+async def test_batches_applied_at_once_are_carried_out_in_the_order_they_were_made(
+    two_nodes: TwoNodes,
+) -> None:
+    """A large batch goes to the sending thread and the caller goes on; a small one made meanwhile (which the
+    loop would send itself) still reaches the kernel after it: the route ends up as the later batch says."""
+    ns = two_nodes.a
+    dst = ip_network("10.244.30.0/24")
+    bulk = [
+        Op(REPLACE, Neighbour("eth0", ip_address(f"192.168.77.{i}"), f"02:00:00:00:01:{i:02x}"))
+        for i in range(100, 250)
+    ]
+    first = [*bulk, Op(REPLACE, Route(dst, ip_address("192.168.77.2"), "eth0"))]
+    then = [Op(REPLACE, Route(dst, ip_address("192.168.77.3"), "eth0"))]
+    async with AsyncIPRoute(netns=ns.name) as ipr:
+        kernel = NetlinkKernel(ipr)
+        earlier = asyncio.create_task(kernel.apply(first))
+        await asyncio.sleep(0)  # handed over: the kernel carries it out while this goes on
+        later = asyncio.create_task(kernel.apply(then))
+        assert (await later).ok and (await earlier).ok
+        assert ns.ip("route", "show", str(dst)).split()[:3] == [str(dst), "via", "192.168.77.3"]
+        applier = TemplateApplier(ipr)  # the same through submit, results awaited in reverse
+        done_first = await applier.submit(first)
+        done_then = await applier.submit(then)
+        assert (await done_then).ok and (await done_first).ok
+    assert ns.ip("route", "show", str(dst)).split()[:3] == [str(dst), "via", "192.168.77.3"]
 
 
 async def test_route_delete_with_a_metric_removes_only_that_route(two_nodes: TwoNodes) -> None:
