@@ -27,8 +27,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return flannel_flags.report(ended, "flannel-backend", ExitCode.USAGE)
     import asyncio
 
+    from backend_service import malloc
     from backend_service.daemon import serve
 
+    malloc.settle()  # before gRPC's threads
     configure_logging(settings.verbosity)
     for notice in settings.notices:
         log.warning("%s", notice)

@@ -38,7 +38,7 @@ class LeaseView:
         self._staging: dict[str, bytes] | None = None
         self._changes: dict[str, bytes | None] = {}
         self._replaced = True  # the whole view changed (a snapshot): only a full reconcile will do
-        self._early: deque[tuple[str, bytes]] = deque()
+        self._early: deque[str] = deque()  # keys: the leases wait in the staged snapshot
 
     def apply(self, msg: lease_pb2.WatchLeasesResponse) -> bool:
         """Apply one message; True when the view changed (the kernel may need work), and for each part
@@ -60,7 +60,7 @@ class LeaseView:
                     raw = same
                 staging[key] = raw
                 if early:
-                    self._early.append((key, raw))
+                    self._early.append(key)
             return early and bool(msg.events)
         if msg.kind == Msg.SYNCED:
             if self._staging is not None:
@@ -96,7 +96,9 @@ class LeaseView:
     def take_early(self, limit: int) -> dict[str, bytes]:
         """Up to ``limit`` leases of the first snapshot not taken yet (key → lease), in the order they
         came: the reconciler may add what they need before SYNCED (and must delete nothing)."""
-        return dict(self._early.popleft() for _ in range(min(limit, len(self._early))))
+        held = self.leases if self._staging is None else self._staging
+        taken = (self._early.popleft() for _ in range(min(limit, len(self._early))))
+        return {key: held[key] for key in taken if key in held}
 
     def early_waiting(self) -> bool:
         """Leases of the first snapshot are waiting in :meth:`take_early`."""

@@ -37,6 +37,8 @@ import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
+from itertools import pairwise
+from operator import attrgetter
 
 from flannel_rpc.logs import label, shorten
 from flannel_rpc.subnets import inside
@@ -288,6 +290,15 @@ def subnets(peer: PeerLease) -> tuple[IPv4Network | IPv6Network, ...]:
     return tuple(net for net in (peer.subnet, peer.ipv6_subnet) if net is not None)
 
 
+def _by_key(candidates: Iterable[PeerLease]) -> list[PeerLease]:
+    """``candidates`` by key; leases of one key (never from the planner, whose verdicts are by key) by their
+    fields. No tuple and no text per lease: at 10,000 peers those were ~1.3 MB alive during a full plan."""
+    ordered = sorted(candidates, key=attrgetter("key"))
+    if any(a.key == b.key for a, b in pairwise(ordered)):
+        ordered.sort(key=lambda p: (p.key, p.node_name, str(p.subnet), str(p.ipv6_subnet)))
+    return ordered
+
+
 def resolve_overlaps(candidates: Iterable[PeerLease]) -> tuple[list[PeerLease], list[Rejection]]:
     """Accept candidates by key order; one whose subnet a smaller key already holds is rejected.
 
@@ -297,7 +308,7 @@ def resolve_overlaps(candidates: Iterable[PeerLease]) -> tuple[list[PeerLease], 
     accepted: list[PeerLease] = []
     rejected: list[Rejection] = []
     taken: dict[IPv4Network | IPv6Network, PeerLease] = {}
-    for peer in sorted(candidates, key=lambda p: (p.key, p.node_name, str(p.subnet), str(p.ipv6_subnet))):
+    for peer in _by_key(candidates):
         # The prefix length check made every subnet of a family the same size: overlap is equality.
         clash = next(((net, taken[net]) for net in subnets(peer) if net in taken), None)
         if clash is not None:
