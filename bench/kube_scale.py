@@ -61,6 +61,7 @@ from bench.common import (
 from bench.initial_sync import baseline
 from flannel_testkit.kubeapi.nodes import make_node
 from flannel_testkit.netlink import KernelMonitor, KernelTally
+from flannel_testkit.processes import pid_usage
 
 KUBE_PREFIX = "/registry-bench"
 ANNOTATION = "flannel.alpha.coreos.com"
@@ -334,6 +335,14 @@ def measure(
                 f"  N={n}: the test API server lists every Node in {listing} s (by page size, 0: one answer)"
             )
             tally = KernelTally()
+
+            def servers_cpu() -> dict[str, float]:
+                """The bench's own servers' CPU seconds so far (they share the machine with the node)."""
+                etcd = next(p for p in node.procs if p.name == "etcd")
+                assert api.proc is not None
+                return {"api_server": (pid_usage(api.proc.pid) or (0, 0))[1], "etcd": etcd.usage()[1]}
+
+            servers0 = servers_cpu()
             t0, t0_wall = time.monotonic(), time.time()
             flanneld, lease, backend = node.start_flanneld(
                 extra=[
@@ -360,6 +369,13 @@ def measure(
                 return routes >= n and neigh >= n and fdb >= n
 
             sync = wait_for(synced, timeout, f"{n} peers in the kernel", interval=0.05) - t0
+            servers1 = servers_cpu()
+            cpu_to_sync = {
+                "flanneld": flanneld.usage()[1],
+                "lease_service": lease.usage()[1],
+                "backend_service": backend.usage()[1],
+                **{name: servers1[name] - servers0[name] for name in servers1},
+            }
             first = tally.first - t0 if tally.first is not None else sync
             tally.close_and_check(n)
             log = flanneld.log()
@@ -380,6 +396,10 @@ def measure(
                 "baseline_seconds": round(base, 3),
                 "ratio": round(sync / base, 2),
                 "rss_mb_after_sync": round(lease.usage()[0], 1),
+                # CPU seconds from flanneld's start to the last peer in the kernel, by process: the node's
+                # (flanneld and its two daemons) and the bench's servers (the test API server and etcd), which
+                # share the two cores with it and which a real cluster runs elsewhere
+                "cpu_seconds_to_sync": {name: round(cpu, 2) for name, cpu in cpu_to_sync.items()},
                 "heartbeats": [],
                 "commit": git_commit(),
             }
@@ -500,6 +520,7 @@ def main() -> int:
                 "all peers s",
                 "ip -batch s",
                 "ratio",
+                "CPU s to sync: lease / backend / flanneld; API server / etcd",
                 "lease RSS MB",
             ],
             [
@@ -513,6 +534,9 @@ def main() -> int:
                     r["seconds"],
                     r["baseline_seconds"],
                     r["ratio"],
+                    "{lease_service} / {backend_service} / {flanneld}; {api_server} / {etcd}".format(
+                        **r["cpu_seconds_to_sync"]
+                    ),
                     r["rss_mb"]["lease_service"],
                 )
                 for r in results
