@@ -166,6 +166,9 @@ class EtcdClient:
         self._token: str | None = None
         #: etcd's cluster id from the last read's response header (0 until the first read): names the store
         self.cluster_id = 0
+        self._urgent = 0  # urgent listings running (see list_prefix)
+        self._calm = asyncio.Event()  # set while none runs
+        self._calm.set()
         self._auth_lock = asyncio.Lock()
         self._credentials: grpc.ChannelCredentials | None = None
         if any(ep.secure for ep in self._endpoints):
@@ -424,16 +427,19 @@ class EtcdClient:
         convert: Callable[[KeyValue], R | None],
         restarted: Callable[[], None] | None = None,
         after: str | None = None,
+        urgent: bool = False,
     ) -> tuple[list[R], int]:
         """:meth:`get_prefix` with each key converted as its page arrives (None: left out), so that the
         whole listing is never held at once; and the revision. ``restarted`` is called when the listing
         starts over from the first key (``convert`` then sees every key again, at a newer revision).
-        ``after``: only the keys under ``prefix`` that sort after this one."""
+        ``after``: only the keys under ``prefix`` that sort after this one. ``urgent``: this client's other
+        listings stop converting until it is done (the listing a caller waits for, before one that
+        streams in the background)."""
         end = prefix_range_end(_key_bytes(prefix))
         start = _key_bytes(prefix) if after is None else _key_bytes(after) + b"\x00"
         for _ in range(5):
             try:
-                return await self._list(prefix, start, end, convert)
+                return await self._list(prefix, start, end, convert, urgent=urgent)
             except EtcdError as exc:
                 # Our pinned revision was compacted between two pages: list again from now.
                 if exc.code != grpc.StatusCode.OUT_OF_RANGE.name:
@@ -472,6 +478,29 @@ class EtcdClient:
         end: bytes,
         convert: Callable[[KeyValue], R | None],
         revision: int = 0,
+        *,
+        urgent: bool = False,
+    ) -> tuple[list[R], int]:
+        if not urgent:
+            return await self._list_pages(prefix, start, end, convert, revision, urgent=False)
+        self._urgent += 1
+        self._calm.clear()
+        try:
+            return await self._list_pages(prefix, start, end, convert, revision, urgent=True)
+        finally:
+            self._urgent -= 1
+            if not self._urgent:
+                self._calm.set()
+
+    async def _list_pages(
+        self,
+        prefix: str,
+        start: bytes,
+        end: bytes,
+        convert: Callable[[KeyValue], R | None],
+        revision: int,
+        *,
+        urgent: bool,
     ) -> tuple[list[R], int]:
         def page(start: bytes, revision: int) -> Awaitable[rpc_pb2.RangeResponse]:
             request = rpc_pb2.RangeRequest(key=start, range_end=end, limit=PAGE_SIZE, revision=revision)
@@ -498,6 +527,8 @@ class EtcdClient:
                         kvs.append(item)
                     if number % CONVERT_SLICE == 0:
                         await asyncio.sleep(0)
+                        if self._urgent and not urgent:
+                            await self._calm.wait()
             except BaseException:
                 if following is not None:
                     following.cancel()
@@ -506,6 +537,8 @@ class EtcdClient:
             if following is None:
                 return kvs, revision
             response = await following
+            if self._urgent and not urgent:
+                await self._calm.wait()
 
     async def put(self, key: str, value: bytes, lease: int = 0) -> int:
         """Write the key; return the revision of the write. Retried like every call: a put

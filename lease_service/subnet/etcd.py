@@ -167,7 +167,9 @@ class EtcdSubnetManager:
             if attempt == 0 and known is not None and attrs.public_ip is not None:
                 listing = await self._known_listing(known, str(attrs.public_ip).encode(), scan)
             else:
-                listing, _ = await self._store(self.client.list_prefix(self.subnets_prefix, scan))
+                listing, _ = await self._store(
+                    self.client.list_prefix(self.subnets_prefix, scan, urgent=True)
+                )
             mine = [item for item in listing if isinstance(item, Lease)]
             if mine:
                 lease = await self._refresh(mine[0], attrs, value)
@@ -205,7 +207,9 @@ class EtcdSubnetManager:
         if known.after is not None:
             rest: list[str | Lease]
             rest, _ = await self._store(
-                self.client.list_prefix(self.subnets_prefix, scan, after=self.subnets_prefix + known.after)
+                self.client.list_prefix(
+                    self.subnets_prefix, scan, after=self.subnets_prefix + known.after, urgent=True
+                )
             )
             listing.extend(rest)
         for key in maybe:

@@ -8,7 +8,7 @@ import grpc
 import pytest
 
 from flannel_testkit.etcd import EtcdServer
-from lease_service.etcd import EtcdClient
+from lease_service.etcd import EtcdClient, KeyValue
 from lease_service.etcd.proto import rpc_pb2, rpc_pb2_grpc
 
 pytestmark = pytest.mark.etcd
@@ -110,3 +110,42 @@ async def test_replace_succeeds_only_at_the_expected_mod_revision(client: EtcdCl
     kv, _ = await client.get(key)
     assert kv is not None and kv.value == b"v2"
     assert await client.replace(f"{prefix}/never-written", b"x", mod_revision=revision) is False
+
+
+async def test_an_urgent_listing_is_converted_while_the_others_of_the_client_wait(
+    client: EtcdClient, etcd: EtcdServer, prefix: str
+) -> None:
+    """AcquireLease's listing goes before the lease stream's (the backend can plan nothing before its
+    lease): once an urgent listing runs, another listing converts no key until it is done; and after
+    ``after``, only the keys that sort after it are listed."""
+    count = 1_500
+    async with grpc.aio.insecure_channel(etcd.endpoint.removeprefix("http://")) as channel:
+        kv = rpc_pb2_grpc.KVStub(channel)
+        for start in range(0, count, 128):
+            ops = [
+                rpc_pb2.RequestOp(
+                    request_put=rpc_pb2.PutRequest(key=f"{prefix}/k/{i:06d}".encode(), value=b"v")
+                )
+                for i in range(start, min(start + 128, count))
+            ]
+            await kv.Txn(rpc_pb2.TxnRequest(success=ops))
+    order: list[str] = []
+    urgent: list[asyncio.Task[tuple[list[str], int]]] = []
+
+    def background(item: KeyValue) -> None:
+        order.append("background")
+        if not urgent:
+            urgent.append(asyncio.create_task(client.list_prefix(f"{prefix}/k/", in_front, urgent=True)))
+
+    def in_front(item: KeyValue) -> str:
+        order.append("urgent")
+        return item.key
+
+    await client.list_prefix(f"{prefix}/k/", background)
+    keys, _ = await urgent[0]
+    assert len(keys) == count and order.count("background") == count
+    first, last = order.index("urgent"), len(order) - order[::-1].index("urgent")
+    assert order[first:last] == ["urgent"] * count
+    assert first < count  # it did not wait for the background listing to end
+    rest, _ = await client.list_prefix(f"{prefix}/k/", in_front, after=f"{prefix}/k/{count - 3:06d}")
+    assert rest == [f"{prefix}/k/{i:06d}" for i in (count - 2, count - 1)]
