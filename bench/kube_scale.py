@@ -21,7 +21,9 @@ Kubernetes API server (flannel_testkit/kubeapi/, backed by the bench's real etcd
    (gross, and net of the idle CPU: the new Nodes' work included), peak RSS, lease events streamed to the
    watcher (only the new Nodes should be), latency p50/p99.
 4. The wakeup floor, per rate: the same heartbeats written again while ``bench/kube_floor.py``, a bare
-   asyncio watcher that only counts events, measures its own CPU per update (``--no-floor`` skips it).
+   asyncio watcher that only counts events, measures its own CPU per update (``--no-floor`` skips it): the
+   price of one wake per event. The lease service reads the watch in a thread that holds reads while events
+   come fast (``kube_api._WatchReader``), so several events share a wake and it can cost less than this.
 
     sudo .venv/bin/python bench/kube_scale.py --nodes 1000 5000 --rates 50 500 --seconds 10 --json kube.json
 """
