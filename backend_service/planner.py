@@ -38,6 +38,7 @@ from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network
+from itertools import chain
 
 from .backend import Backend
 from .config import NetworkConfig
@@ -53,6 +54,7 @@ from .kernel.model import (
     Op,
     fingerprint,
     identity_print,
+    sorted_hashes,
 )
 from .leases import PeerLease
 from .node import ConnectedNetwork, LocalNode
@@ -271,10 +273,10 @@ class Planner:
         if synced:
             self._early = None
         else:
-            held = [hash(identity_print(obj)) for obj in kernel.state.objects()]
+            held: Iterable[int] = (hash(identity_print(obj)) for obj in kernel.state.objects())
             if expect is not None and expect.identities is not None:
-                held.extend(expect.identities)
-            self._early = _Early(node, array("q", sorted(held)))
+                held = chain(held, expect.identities)
+            self._early = _Early(node, sorted_hashes(held))
         self._claims = {}
         for key, verdict in self._verdicts.items():
             self._claim(key, verdict)
