@@ -18,8 +18,13 @@ pyproject.toml checks it):
 from __future__ import annotations
 
 import importlib
+import importlib.abc
+import importlib.machinery
 import importlib.util
 import sys
+import types
+from collections.abc import Sequence
+from importlib.machinery import ModuleSpec
 
 
 def _pyroute2_without_its_package_init() -> None:
@@ -57,4 +62,78 @@ def _pyroute2_without_its_package_init() -> None:
     sys.modules["pyroute2"] = package
 
 
+class _Anything:
+    """Takes any call and any attribute and answers with itself: all that ``unittest.mock.Mock`` does for
+    pyroute2's rtnetlink socket module (a class attribute standing in for a queue it never uses here)."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        pass
+
+    def __call__(self, *args: object, **kwargs: object) -> _Anything:
+        return self
+
+    def __getattr__(self, name: str) -> _Anything:
+        return self
+
+
+def _unittest_mock() -> dict[str, types.ModuleType]:
+    mock = types.ModuleType("unittest.mock")
+    mock.Mock = _Anything  # type: ignore[attr-defined]
+    package = types.ModuleType("unittest")
+    package.mock = mock  # type: ignore[attr-defined]
+    return {"unittest": package, "unittest.mock": mock}
+
+
+def _ssl() -> dict[str, types.ModuleType]:
+    return {"ssl": types.ModuleType("ssl")}
+
+
+_STAND_INS = {
+    # for one Mock() at class level: unittest and what it loads (argparse, difflib, pprint) were 1.5 MB of RSS
+    "pyroute2.netlink.rtnl.iprsocket": ("unittest", _unittest_mock),
+    # for its probe of TLS peers, which the backend never asks for: ssl and OpenSSL were 4.5 MB of RSS
+    "pyroute2.netlink.rtnl.probe_msg": ("ssl", _ssl),
+}
+
+
+class _StandIns(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Loads each of pyroute2's modules in :data:`_STAND_INS` with stand-ins for standard modules it imports
+    but the backend never uses through it, each as small as that module needs at import. A stand-in is seen
+    by that module alone, and only when the real module is not loaded yet; whoever imports the real one
+    afterwards gets it."""
+
+    def __init__(self) -> None:
+        self._real: dict[str, importlib.abc.Loader] = {}
+        self._pending = set(_STAND_INS)
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: types.ModuleType | None = None
+    ) -> ModuleSpec | None:
+        if fullname not in self._pending:
+            return None
+        self._pending.discard(fullname)
+        if not self._pending:
+            sys.meta_path.remove(self)
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is None or spec.loader is None or _STAND_INS[fullname][0] in sys.modules:
+            return spec
+        self._real[fullname], spec.loader = spec.loader, self
+        return spec
+
+    def create_module(self, spec: ModuleSpec) -> types.ModuleType | None:
+        return self._real[spec.name].create_module(spec)
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        stand_ins = _STAND_INS[module.__name__][1]()
+        sys.modules.update(stand_ins)
+        try:
+            self._real.pop(module.__name__).exec_module(module)
+        finally:
+            for name, stand_in in stand_ins.items():
+                if sys.modules.get(name) is stand_in:
+                    del sys.modules[name]
+
+
 _pyroute2_without_its_package_init()
+if not set(_STAND_INS) & set(sys.modules):
+    sys.meta_path.insert(0, _StandIns())

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-import secrets
+import os
 from dataclasses import dataclass
 from typing import TypeGuard
 
@@ -88,7 +88,7 @@ class Key:
     @classmethod
     def generate(cls) -> Key:
         """A new private key (clamped, as ``wg genkey`` makes them)."""
-        k = bytearray(secrets.token_bytes(KEY_LEN))
+        k = bytearray(os.urandom(KEY_LEN))  # what secrets.token_bytes reads (secrets loads OpenSSL, for hmac)
         k[0] &= 248
         k[31] = (k[31] & 127) | 64
         return cls(bytes(k))

@@ -12,9 +12,9 @@ re-created device has the MAC the peers already know.
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import logging
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,13 @@ from ..kernel.model import KernelError
 
 log = logging.getLogger(__name__)
 
+# CPython's own SHA-256 (``_sha2`` from 3.12): hashlib's is OpenSSL's, and loading libcrypto for one hash per
+# device was 3.4 MB of the backend's RSS (the backend loads no ssl either: see backend_service.__main__)
+if sys.version_info >= (3, 12):
+    from _sha2 import sha256
+else:
+    from _sha256 import sha256
+
 IFF_UP = 0x1
 
 
@@ -37,7 +44,7 @@ def device_name(vni: int, version: int = 4) -> str:
 
 def vtep_mac(vni: int, public_ip: IPAddress) -> str:
     """A locally administered unicast MAC derived from the VNI and public IP (stable across restarts)."""
-    digest = bytearray(hashlib.sha256(f"flannel-py vxlan {vni} {public_ip}".encode()).digest()[:6])
+    digest = bytearray(sha256(f"flannel-py vxlan {vni} {public_ip}".encode()).digest()[:6])
     digest[0] = (digest[0] | 0x02) & 0xFE  # locally administered, unicast
     return ":".join(f"{b:02x}" for b in digest)
 

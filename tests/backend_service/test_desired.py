@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
 
@@ -105,6 +106,9 @@ def test_vtep_mac_is_stable_unicast_and_locally_administered() -> None:
     assert mac != vtep_mac(2, ip_address("192.168.77.1")) != vtep_mac(1, ip_address("192.168.77.2"))
     first = int(mac[:2], 16)
     assert first & 0x02 and not first & 0x01
+    # the MAC of every earlier version (hashlib's SHA-256): a re-created device keeps what peers know
+    digest = hashlib.sha256(b"flannel-py vxlan 1 192.168.77.1").digest()[:6]
+    assert mac == ":".join(f"{b:02x}" for b in bytes([(digest[0] | 0x02) & 0xFE, *digest[1:]]))
 
 
 def _wg_peer(n: int, *, public_ip: str, public_ipv6: str) -> PeerLease:

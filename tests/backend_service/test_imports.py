@@ -75,3 +75,45 @@ class _Named:
 
     def collect(self) -> Iterator[Metric]:
         return (family for family in metrics._Collector().collect() if family.name == self.name)
+
+
+UNITTEST = """
+import sys
+import backend_service.daemon
+print(sorted(m for m in sys.modules if m.split(".")[0] == "unittest"))
+from pyroute2.netlink.rtnl import iprsocket
+queue = iprsocket.NotLocal.msg_queue  # what pyroute2 built with unittest.mock.Mock(): takes anything
+print(queue.put_nowait(0, b"") is queue.any.attribute)
+from unittest import mock  # the real one, for whoever asks afterwards
+print(mock.Mock.__module__, mock.Mock().assert_not_called())
+"""
+
+
+def test_unittest_is_not_loaded_for_pyroute2_and_loads_for_whoever_imports_it() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", UNITTEST], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.splitlines() == ["[]", "True", "unittest.mock None"]
+
+
+NO_SSL = """
+import sys
+from backend_service.__main__ import _ssl_kept_out
+with _ssl_kept_out():  # as the backend's main loads asyncio
+    import asyncio
+import backend_service.daemon
+from backend_service.vxlan import device
+from backend_service.wgkey import Key
+device.vtep_mac(1, __import__("ipaddress").ip_address("192.168.77.2")), Key.generate()
+print(sorted(m for m in ("ssl", "_ssl", "hashlib", "_hashlib", "secrets") if m in sys.modules))
+import ssl  # whoever needs it afterwards (prometheus_client) gets the real one
+from pyroute2.netlink.rtnl import probe_msg
+print(ssl.SSLContext.__name__, probe_msg.ssl is not ssl)
+"""
+
+
+def test_the_backend_loads_neither_ssl_nor_openssls_hashes_and_ssl_loads_for_whoever_imports_it() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", NO_SSL], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.splitlines() == ["[]", "SSLContext True"]
