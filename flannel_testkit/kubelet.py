@@ -25,7 +25,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,6 +72,19 @@ def build_image(timeout: float = 1200) -> str:
     return proc.stdout.strip().splitlines()[-1]
 
 
+_NOT_SOURCES = (
+    ".git",
+    ".venv",
+    "build",
+    "*.egg-info",
+    "__pycache__",
+    ".pytest_cache",
+    ".demo",
+    ".mypy_cache",
+    ".ruff_cache",
+)
+
+
 def host_wheels(dest: Path, python_version: str = "3.11") -> Path:
     """The project's wheel (``pip wheel``) and its dependencies' binary wheels for ``python_version`` on
     this architecture (``pip download``) in ``dest``, as tools/build-image gathers them; the project's."""
@@ -78,12 +93,17 @@ def host_wheels(dest: Path, python_version: str = "3.11") -> Path:
 
     dest.mkdir(parents=True, exist_ok=True)
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet"]
-    subprocess.run(
-        [*pip, "wheel", "--no-deps", "--wheel-dir", str(dest), str(REPO)],
-        check=True,
-        capture_output=True,
-        timeout=600,
-    )
+    # from a copy of the checkout, as tools/build-image does: setuptools builds in the source tree, and two
+    # builds sharing the checkout's build/ (this and an image build on another worker) trip over each other
+    with tempfile.TemporaryDirectory(prefix="flannel-py-wheel-") as copy:
+        source = Path(copy) / "src"
+        shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(*_NOT_SOURCES))
+        subprocess.run(
+            [*pip, "wheel", "--no-deps", "--wheel-dir", str(dest), str(source)],
+            check=True,
+            capture_output=True,
+            timeout=600,
+        )
     [wheel] = dest.glob("flannel_py-*.whl")
     arch = platform.machine()
     platforms = [
