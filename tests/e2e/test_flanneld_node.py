@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -62,7 +63,7 @@ def test_crashes_of_either_child_or_both_and_a_flanneld_restart_lose_no_ping_and
         pinger = BackgroundPing(two.pod_ns, one.pod_ip, count=100_000, interval=0.01)  # until interrupted
         try:
             lease, backend = child_pids(one, "lease-service")[-1], child_pids(one, "backend")[-1]
-
+            started = time.monotonic()
             os.kill(backend, signal.SIGKILL)
             backend = restarted(one, "backend", backend)
             healthy(one)
@@ -90,9 +91,12 @@ def test_crashes_of_either_child_or_both_and_a_flanneld_restart_lose_no_ping_and
             restarted(one, "backend", backend)
             healthy(one)
             assert kernel_objects(one.ns) == before, "a fresh flanneld adopts the dataplane without a change"
+            took = time.monotonic() - started
         except BaseException:
             pinger.kill()
             raise
         pinger.proc.send_signal(signal.SIGINT)  # ping prints its totals and exits
         result = pinger.result(timeout=10)
-        assert result.sent >= 100 and result.lost == 0, result.output
+        # pinging every 10 ms all along (half of it at least, the rest for a loaded machine), none lost; the
+        # sequence takes ~1-2 s on a quiet machine since start-up got faster (a fixed 100 no longer held)
+        assert result.sent >= took * 50 and result.lost == 0, (took, result.output)
