@@ -10,6 +10,7 @@ from contextlib import contextmanager
 
 import flannel_flags
 from backend_service import cli
+from flannel_rpc import gil
 from flannel_rpc.exitcodes import ExitCode
 from flannel_rpc.logs import configure_logging
 
@@ -42,6 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = cli.parse(argv)
     except (flannel_flags.Done, cli.UsageError) as ended:
         return flannel_flags.report(ended, "flannel-backend", ExitCode.USAGE)
+    gil.hand_over_quickly()  # before gRPC's and our threads start
     with _ssl_kept_out():
         import asyncio
 

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 
 import flannel_flags
+from flannel_rpc import gil
 from flannel_rpc.exitcodes import ExitCode
 from flannel_rpc.logs import configure_logging
 from lease_service import cli
@@ -25,21 +26,13 @@ def _without_python_ssl(settings: cli.Settings) -> None:
         sys.modules["ssl"] = None  # type: ignore[assignment]  # the documented way to refuse an import
 
 
-SWITCH_INTERVAL = 0.0005
-"""Seconds a thread holds the GIL while another waits for it (Python's default is 0.005). The loop thread
-is busy for long stretches (a listing of 10,000 leases converted 25 keys a turn), and a helper thread's
-blocking calls each give the GIL away and wait for it again: subnet.env, written off the loop (mkdir,
-mkstemp, write, fsync, chmod, rename), took ~200 ms on the path to the backend's own lease at 10,000 leases
-instead of ~10 ms (AcquireLease 206-317 ms -> ~90 ms, first object 0.57-0.80 s -> 0.41 s)."""
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = cli.parse(sys.argv[1:] if argv is None else argv)
     except (flannel_flags.Done, cli.UsageError) as ended:
         return flannel_flags.report(ended, "flannel-lease-service", ExitCode.USAGE)
     _without_python_ssl(settings)
-    sys.setswitchinterval(SWITCH_INTERVAL)
+    gil.hand_over_quickly()
     import asyncio
 
     from lease_service.daemon import serve
