@@ -56,12 +56,17 @@ def lines(shape: str, first: int, count: int, delete: bool = False) -> list[str]
     out: list[str] = []
     for i in range(first, first + count):
         text = SHAPES[shape](subnet(i), i)
-        if delete:  # routes first, then their nexthop objects
+        if delete:  # routes first (with every selector of their add: the table), then their nexthop objects
             adds = text.split("\n")
-            out += [a.replace(" add ", " del ", 1).split(" via ")[0] for a in reversed(adds)]
+            out += [_deleting(a) for a in reversed(adds)]
         else:
             out += text.split("\n")
     return out
+
+
+def _deleting(add: str) -> str:
+    line = add.replace(" add ", " del ", 1)
+    return line.split(" via ")[0] if line.startswith("nexthop") else line  # a nexthop goes by its id alone
 
 
 def batch(ns: str, commands: list[str]) -> float:
