@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import Awaitable, Callable
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar, overload
 
 T = TypeVar("T")
 
@@ -33,20 +34,44 @@ def wait_until(
     return last
 
 
+@overload
 async def async_wait_until(
     predicate: Callable[..., Awaitable[T | Literal[False] | None]],
+    timeout: float = ...,
+    interval: float = ...,
+    what: str = ...,
+) -> T: ...
+
+
+@overload
+async def async_wait_until(
+    predicate: Callable[..., T | Literal[False] | None],
+    timeout: float = ...,
+    interval: float = ...,
+    what: str = ...,
+) -> T: ...
+
+
+async def async_wait_until(
+    predicate: Callable[..., Any],
     timeout: float = 10.0,
     interval: float = 0.02,
     what: str = "",
-) -> T:
-    """Async twin of :func:`wait_until` for coroutine predicates."""
+) -> Any:
+    """Async twin of :func:`wait_until`: ``predicate`` is a coroutine function or a plain one (a condition on
+    state the event loop changes), polled while the loop runs other tasks."""
+
+    async def value() -> Any:
+        got = predicate()
+        return await got if inspect.isawaitable(got) else got
+
     deadline = time.monotonic() + timeout
-    last = await predicate()
+    last = await value()
     while not last:
         if time.monotonic() > deadline:
             raise AssertionError(
                 f"timed out after {timeout}s waiting for {what or predicate}; last value {last!r}"
             )
         await asyncio.sleep(interval)
-        last = await predicate()
+        last = await value()
     return last

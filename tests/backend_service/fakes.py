@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Sequence
 from ipaddress import ip_address, ip_network
 
 from backend_service.backend import BackendSetup
 from backend_service.config import VxlanOptions
 from backend_service.desired import DesiredState
+from backend_service.follow import LeaseView
 from backend_service.kernel.model import (
     DELETE,
     ApplyResult,
     Digest,
     Expected,
+    Kernel,
     KernelCheck,
     KernelObject,
     KernelSnapshot,
@@ -25,6 +28,9 @@ from backend_service.kernel.model import (
 )
 from backend_service.leases import PeerLease, VxlanData
 from backend_service.node import ConnectedNetwork, LocalNode
+from backend_service.planner import Planner
+from backend_service.reconciler import Reconciler
+from backend_service.status import Health, Status
 from backend_service.vxlan.desired import vxlan_desired
 from backend_service.vxlan.device import vtep_mac
 
@@ -111,3 +117,20 @@ class FakeVxlan:
 
     def desired(self, peers: Sequence[PeerLease], node: LocalNode) -> DesiredState:
         return vxlan_desired(peers, self.options, node, "eth0", DEVICE, None)
+
+
+def bare_reconciler(kernel: Kernel, view: LeaseView, status: Status) -> Reconciler:
+    """A reconciler of ``view`` onto ``kernel`` with a vxlan planner and nothing around it: no resync while a
+    test runs, reports and resyncs that do nothing."""
+    from .factory import config
+
+    return Reconciler(
+        Planner(config(), FakeVxlan()),
+        kernel,
+        view,
+        status,
+        Health(status, lambda serving: asyncio.sleep(0)),
+        resync_period=3600,
+        report=lambda: asyncio.sleep(0),
+        on_resync=lambda: asyncio.sleep(0),
+    )

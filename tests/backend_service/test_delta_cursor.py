@@ -7,13 +7,12 @@ from collections.abc import Callable, Sequence
 
 from backend_service.follow import LeaseView
 from backend_service.kernel.model import ApplyResult, Op
-from backend_service.planner import Planner
-from backend_service.reconciler import Reconciler
-from backend_service.status import Health, Status
+from backend_service.status import Status
+from flannel_testkit.wait import async_wait_until
 from proto.flannel.v1 import lease_pb2
 
-from .factory import config, lease, node
-from .fakes import FakeKernel, FakeVxlan
+from .factory import lease, node
+from .fakes import FakeKernel, bare_reconciler
 
 Msg = lease_pb2.WatchLeasesResponse
 Event = lease_pb2.LeaseEvent
@@ -40,14 +39,7 @@ class HeldKernel(FakeKernel):
 
 
 async def until(condition: Callable[[], bool], what: str) -> None:
-    async def poll() -> None:
-        while not condition():
-            await asyncio.sleep(0.001)
-
-    try:
-        await asyncio.wait_for(poll(), 5)
-    except TimeoutError:
-        raise AssertionError(f"timed out waiting for {what}") from None
+    await async_wait_until(condition, timeout=5, interval=0.001, what=what)
 
 
 def delta(cursor: str, *leases: lease_pb2.Lease) -> Msg:
@@ -57,16 +49,7 @@ def delta(cursor: str, *leases: lease_pb2.Lease) -> Msg:
 async def test_a_delta_reports_the_cursor_of_the_changes_it_applied() -> None:
     view, status = LeaseView(), Status()
     kernel = HeldKernel(status)
-    reconciler = Reconciler(
-        Planner(config(), FakeVxlan()),
-        kernel,
-        view,
-        status,
-        Health(status, lambda serving: asyncio.sleep(0)),
-        resync_period=3600,
-        report=lambda: asyncio.sleep(0),
-        on_resync=lambda: asyncio.sleep(0),
-    )
+    reconciler = bare_reconciler(kernel, view, status)
     task = asyncio.create_task(reconciler.run())
     try:
         reconciler.adopt(node(1))

@@ -13,13 +13,13 @@ from backend_service import reconciler as reconciler_module
 from backend_service.desired import Route
 from backend_service.follow import LeaseView
 from backend_service.kernel.model import ApplyResult, Op
-from backend_service.planner import Planner
-from backend_service.reconciler import EARLY_IN_FLIGHT, Reconciler
-from backend_service.status import Health, Status
+from backend_service.reconciler import EARLY_IN_FLIGHT
+from backend_service.status import Status
+from flannel_testkit.wait import async_wait_until
 from proto.flannel.v1 import lease_pb2
 
-from .factory import config, lease, node
-from .fakes import FakeKernel, FakeVxlan
+from .factory import lease, node
+from .fakes import FakeKernel, bare_reconciler
 
 Msg = lease_pb2.WatchLeasesResponse
 Event = lease_pb2.LeaseEvent
@@ -46,15 +46,7 @@ class GatedKernel(FakeKernel):
 
 
 async def until(condition: Callable[[], bool], what: str) -> None:
-    async def poll() -> None:
-        while not condition():
-            await asyncio.sleep(0.001)
-
-    try:
-        async with asyncio.timeout(5):
-            await poll()
-    except TimeoutError:
-        raise AssertionError(f"timed out waiting for {what}") from None
+    await async_wait_until(condition, timeout=5, interval=0.001, what=what)
 
 
 def routed(parts: list[tuple[Op, ...]]) -> list[list[str]]:
@@ -68,16 +60,7 @@ async def test_early_parts_are_handed_over_while_the_one_before_is_carried_out(
     monkeypatch.setattr(reconciler_module, "EARLY_CHUNK", 1)  # a part per lease
     view, status = LeaseView(), Status()
     kernel = GatedKernel()
-    reconciler = Reconciler(
-        Planner(config(), FakeVxlan()),
-        kernel,
-        view,
-        status,
-        Health(status, lambda serving: asyncio.sleep(0)),
-        resync_period=3600,
-        report=lambda: asyncio.sleep(0),
-        on_resync=lambda: asyncio.sleep(0),
-    )
+    reconciler = bare_reconciler(kernel, view, status)
     task = asyncio.create_task(reconciler.run())
     try:
         reconciler.adopt(node(1))

@@ -16,10 +16,7 @@ from flannel_testkit.wait import async_wait_until
 
 
 async def _until(condition: Callable[[], bool], what: str) -> None:
-    async def holds() -> bool:
-        return condition()
-
-    await async_wait_until(holds, timeout=10, interval=0.005, what=what)
+    await async_wait_until(condition, timeout=10, interval=0.005, what=what)
 
 
 async def test_a_dump_cancelled_while_it_runs_keeps_its_socket_until_it_ends() -> None:
