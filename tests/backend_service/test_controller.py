@@ -217,17 +217,22 @@ async def test_serving_once_synced_and_applied_then_deltas_without_reading_the_k
     assert await node.stopped() == EXIT_OK
 
 
+async def hold_stale_peer(kernel: FakeKernel, n: int) -> None:
+    """Put in ``kernel`` what the backend had programmed for peer ``n`` before a restart."""
+    stale = FakeKernel()
+    await stale.apply(
+        Planner(config("vxlan"), FakeVxlan())
+        .plan_full(held(lease(n)), local_node(1), await stale.read(()), synced=True)
+        .ops
+    )
+    kernel.objects.update(stale.objects)
+
+
 async def test_the_first_snapshot_is_programmed_as_it_streams_and_nothing_is_deleted_before_synced(
     start: Callable,
 ) -> None:
     kernel = FakeKernel()
-    stale = FakeKernel()
-    await stale.apply(
-        Planner(config("vxlan"), FakeVxlan())
-        .plan_full(held(lease(9)), local_node(1), await stale.read(()), synced=True)
-        .ops
-    )
-    kernel.objects.update(stale.objects)  # a peer the kernel still holds from before the restart
+    await hold_stale_peer(kernel, 9)
     synced = asyncio.Event()
     node: Node = await start([ME, lease(2), lease(3)], kernel=kernel, synced=synced)
     await node.wait(
@@ -258,13 +263,7 @@ async def test_a_snapshot_whole_before_the_first_read_ends_is_written_in_parts_b
     start: Callable,
 ) -> None:
     kernel = SlowFirstRead()
-    stale = FakeKernel()
-    await stale.apply(
-        Planner(config("vxlan"), FakeVxlan())
-        .plan_full(held(lease(9)), local_node(1), await stale.read(()), synced=True)
-        .ops
-    )
-    kernel.objects.update(stale.objects)  # a peer the kernel still holds from before the restart
+    await hold_stale_peer(kernel, 9)
     peers = [lease(n) for n in range(10, 160)]
     node: Node = await start([ME, *peers], kernel=kernel)
     await node.wait(lambda: kernel.reading.is_set(), "the first full reconcile reading the kernel")
